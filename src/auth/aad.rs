@@ -1,0 +1,160 @@
+//! Entra ID error responses: parsing (tolerant) and classification (by codes, never by description text).
+
+use serde_json::{Map, Value};
+
+use super::TokenErrorKind;
+
+/// The fields of an Entra ID error response, copied verbatim (DESIGN §6 `aad` object).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AadError {
+    /// OAuth2 `error`, e.g. `invalid_grant`.
+    pub error: Option<String>,
+    /// `error_description` (AADSTS text plus trace/correlation lines).
+    pub error_description: Option<String>,
+    /// `error_codes`, e.g. `[53003]`.
+    pub error_codes: Vec<i64>,
+    /// `suberror`, e.g. `message_only`, `bad_token`.
+    pub suberror: Option<String>,
+    /// `trace_id`.
+    pub trace_id: Option<String>,
+    /// `correlation_id`.
+    pub correlation_id: Option<String>,
+    /// `timestamp`.
+    pub timestamp: Option<String>,
+    /// `error_uri`.
+    pub error_uri: Option<String>,
+    /// `claims`: a JSON document as a string, passed on untouched.
+    pub claims: Option<String>,
+}
+
+/// Conditional Access and device/location/app policy codes (DESIGN §6, PROTOCOLS §8.1).
+const CONDITIONAL_ACCESS_CODES: &[i64] = &[50005, 50097, 50129, 50131, 50155];
+/// MFA, step-up, consent and re-sign-in codes.
+const INTERACTION_CODES: &[i64] = &[
+    50072, 50074, 50076, 50078, 50079, 50132, 50133, 50158, 50173, 65001, 70008, 70043, 700020, 700082,
+];
+/// Suberrors that mean a person has to act.
+const INTERACTION_SUBERRORS: &[&str] = &[
+    "basic_action",
+    "additional_action",
+    "consent_required",
+    "user_password_expired",
+    "bad_token",
+    "token_expired",
+];
+
+// === impl AadError ===
+
+impl AadError {
+    /// Parses an Entra ID error body. Returns `None` when the body is not a JSON object with at least one of
+    /// `error` / `error_codes`. Numbers given as strings are accepted.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        let obj = value.as_object()?;
+        let parsed = Self {
+            error: string_field(obj, "error"),
+            error_description: string_field(obj, "error_description"),
+            error_codes: codes_field(obj),
+            suberror: string_field(obj, "suberror"),
+            trace_id: string_field(obj, "trace_id"),
+            correlation_id: string_field(obj, "correlation_id"),
+            timestamp: string_field(obj, "timestamp"),
+            error_uri: string_field(obj, "error_uri"),
+            claims: string_field(obj, "claims"),
+        };
+        (parsed.error.is_some() || !parsed.error_codes.is_empty()).then_some(parsed)
+    }
+
+    /// The first line of `error_description`, else `error`, else a generic text.
+    pub fn message(&self) -> String {
+        self.error_description
+            .as_deref()
+            .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
+            .or(self.error.as_deref())
+            .unwrap_or("Entra ID refused the token request")
+            .to_owned()
+    }
+
+    /// The first AADSTS code, if any.
+    pub fn first_code(&self) -> Option<i64> {
+        self.error_codes.first().copied()
+    }
+
+    /// Classifies the failure by `error_codes`, then `error`/`suberror`, then the HTTP status. The description text
+    /// is never consulted (Microsoft changes it).
+    pub fn classify(&self, status: u16) -> TokenErrorKind {
+        let codes = &self.error_codes;
+        if codes.iter().any(|&c| is_conditional_access_code(c)) {
+            return TokenErrorKind::ConditionalAccessBlocked;
+        }
+        if codes.iter().any(|c| INTERACTION_CODES.contains(c))
+            || self.error.as_deref() == Some("interaction_required")
+            || self
+                .suberror
+                .as_deref()
+                .is_some_and(|s| INTERACTION_SUBERRORS.contains(&s))
+        {
+            return TokenErrorKind::InteractionRequired;
+        }
+        if status == 429
+            || status >= 500
+            || matches!(self.error.as_deref(), Some("temporarily_unavailable" | "server_error"))
+        {
+            return TokenErrorKind::TokenServiceUnavailable;
+        }
+        TokenErrorKind::CredentialRejected
+    }
+
+    /// The fields as a JSON object, only those present (DESIGN §6 `aad`).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), Value::String(v.clone()));
+            }
+        };
+        put("error", &self.error);
+        put("error_description", &self.error_description);
+        put("suberror", &self.suberror);
+        put("trace_id", &self.trace_id);
+        put("correlation_id", &self.correlation_id);
+        put("timestamp", &self.timestamp);
+        put("error_uri", &self.error_uri);
+        put("claims", &self.claims);
+        if !self.error_codes.is_empty() {
+            m.insert("error_codes".to_owned(), Value::from(self.error_codes.clone()));
+        }
+        Value::Object(m)
+    }
+}
+
+/// AADSTS 53000–53999 and 530000–539999 are Conditional Access, plus the device/app policy codes.
+fn is_conditional_access_code(code: i64) -> bool {
+    (53_000..=53_999).contains(&code) || (530_000..=539_999).contains(&code) || CONDITIONAL_ACCESS_CODES.contains(&code)
+}
+
+fn string_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    match obj.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Null => None,
+        // `claims` is documented as a string, but tolerate an object by serialising it.
+        other => Some(other.to_string()),
+    }
+}
+
+fn codes_field(obj: &Map<String, Value>) -> Vec<i64> {
+    let as_code = |v: &Value| match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match obj.get("error_codes") {
+        Some(Value::Array(items)) => items.iter().filter_map(as_code).collect(),
+        Some(v) => as_code(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! Builds the configured credentials (chains refer to other credentials by name).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{
+    ChainCredential, ClientSecretCredential, EntraClient, EnvironmentCredential, TokenCredential, UnsupportedCredential,
+};
+use crate::config::{ChainSource, CredentialSpec};
+use crate::env::Env;
+
+/// The credentials of a configuration, by name.
+#[derive(Debug, Default)]
+pub struct CredentialSet {
+    by_name: HashMap<String, Arc<dyn TokenCredential>>,
+}
+
+// === impl CredentialSet ===
+
+impl CredentialSet {
+    /// The credential named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn TokenCredential>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// Adds or replaces a credential (tests and embedding).
+    pub fn insert(&mut self, name: impl Into<String>, credential: Arc<dyn TokenCredential>) {
+        self.by_name.insert(name.into(), credential);
+    }
+}
+
+/// Builds every credential. Configuration validation has already rejected unknown names and cycles; a chain
+/// entry that is somehow missing becomes an unavailable source rather than a panic.
+pub fn build_credentials(specs: BTreeMap<String, CredentialSpec>, env: &dyn Env, entra: &EntraClient) -> CredentialSet {
+    let mut set = CredentialSet::default();
+    let mut chains = Vec::new();
+    for (name, spec) in specs {
+        let credential: Arc<dyn TokenCredential> = match spec {
+            CredentialSpec::ClientSecret(s) => Arc::new(ClientSecretCredential::new(
+                s.tenant_id,
+                s.client_id,
+                s.client_secret,
+                entra.clone(),
+            )),
+            CredentialSpec::Chain(sources) => {
+                chains.push((name, sources));
+                continue;
+            }
+            other => {
+                let unsupported = UnsupportedCredential::new(other.kind());
+                tracing::warn!(credential = %name, reason = %unsupported.reason(), "credential cannot be used");
+                Arc::new(unsupported)
+            }
+        };
+        set.by_name.insert(name, credential);
+    }
+    // Chains may refer to chains: build in dependency order (validation guarantees there is no cycle).
+    let mut pending = chains;
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut next = Vec::new();
+        for (name, sources) in pending {
+            let ready = sources.iter().all(|s| match s {
+                ChainSource::Named(n) => set.by_name.contains_key(n),
+                _ => true,
+            });
+            if ready {
+                let chain = build_chain(&sources, &set, env, entra);
+                set.by_name.insert(name, Arc::new(chain));
+            } else {
+                next.push((name, sources));
+            }
+        }
+        if next.len() == before {
+            // Unresolvable references: build with what exists.
+            for (name, sources) in next {
+                let chain = build_chain(&sources, &set, env, entra);
+                set.by_name.insert(name, Arc::new(chain));
+            }
+            break;
+        }
+        pending = next;
+    }
+    set
+}
+
+fn build_chain(sources: &[ChainSource], set: &CredentialSet, env: &dyn Env, entra: &EntraClient) -> ChainCredential {
+    let built = sources
+        .iter()
+        .map(|source| {
+            let credential: Arc<dyn TokenCredential> = match source {
+                ChainSource::Environment => Arc::new(EnvironmentCredential::from_env(env, entra)),
+                ChainSource::WorkloadIdentity => Arc::new(UnsupportedCredential::new("workload_identity")),
+                ChainSource::ManagedIdentity => Arc::new(UnsupportedCredential::new("managed_identity")),
+                ChainSource::AzureCli => Arc::new(UnsupportedCredential::new("azure_cli")),
+                ChainSource::DeviceCode => Arc::new(UnsupportedCredential::new("device_code")),
+                ChainSource::Named(n) => set
+                    .get(n)
+                    .unwrap_or_else(|| Arc::new(UnsupportedCredential::new("unknown"))),
+            };
+            (source.name().to_owned(), credential)
+        })
+        .collect();
+    ChainCredential::new(built)
+}

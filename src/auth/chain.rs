@@ -1,0 +1,205 @@
+//! A credential chain: sources tried in configured order; `Unavailable` moves on, anything else stops; the first
+//! source that produces a token wins and is the only one used afterwards (Go azidentity / Rust
+//! DeveloperToolsCredential semantics).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{AccessToken, BoxFuture, CredentialError, TokenCredential, TokenRequest};
+
+const NO_WINNER: usize = usize::MAX;
+
+/// A chain of named sources.
+#[derive(Debug)]
+pub struct ChainCredential {
+    sources: Vec<(String, Arc<dyn TokenCredential>)>,
+    winner: AtomicUsize,
+}
+
+// === impl ChainCredential ===
+
+impl ChainCredential {
+    /// A chain over `sources` (name, credential), tried in order.
+    pub fn new(sources: Vec<(String, Arc<dyn TokenCredential>)>) -> Self {
+        Self {
+            sources,
+            winner: AtomicUsize::new(NO_WINNER),
+        }
+    }
+
+    /// The name of the source that won, once one has.
+    pub fn winner(&self) -> Option<&str> {
+        self.sources
+            .get(self.winner.load(Ordering::Acquire))
+            .map(|(name, _)| name.as_str())
+    }
+
+    async fn get_token_inner(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        if let Some((name, source)) = self.sources.get(self.winner.load(Ordering::Acquire)) {
+            return source.get_token(request).await.map(|t| relabel(t, name, source.as_ref())).map_err(|e| match e {
+                CredentialError::Failed(mut e) => {
+                    label(&mut e.source, name, source.as_ref());
+                    CredentialError::Failed(e)
+                }
+                unavailable => unavailable,
+            });
+        }
+        let mut attempts = Vec::new();
+        for (index, (name, source)) in self.sources.iter().enumerate() {
+            match source.get_token(request).await {
+                Ok(token) => {
+                    if self
+                        .winner
+                        .compare_exchange(NO_WINNER, index, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        let skipped = super::Attempt::summary(&attempts);
+                        tracing::info!(source = %name, skipped = %skipped, "credential chain: using this source from now on");
+                    }
+                    return Ok(relabel(token, name, source.as_ref()));
+                }
+                Err(CredentialError::Unavailable(mut inner)) => {
+                    for a in &mut inner {
+                        label(&mut a.source, name, source.as_ref());
+                    }
+                    tracing::debug!(source = %name, reason = %super::Attempt::summary(&inner), "credential chain: source unavailable");
+                    attempts.extend(inner);
+                }
+                Err(CredentialError::Failed(mut e)) => {
+                    label(&mut e.source, name, source.as_ref());
+                    attempts.push(super::Attempt {
+                        source: e.source.clone(),
+                        reason: e.message.clone(),
+                    });
+                    e.attempts = attempts;
+                    return Err(CredentialError::Failed(e));
+                }
+            }
+        }
+        Err(CredentialError::Unavailable(attempts))
+    }
+}
+
+/// A leaf source reports under its chain entry name; a nested chain keeps its own (more precise) names.
+fn label(slot: &mut String, name: &str, source: &dyn TokenCredential) {
+    if source.kind() != "chain" {
+        name.clone_into(slot);
+    }
+}
+
+fn relabel(mut token: AccessToken, name: &str, source: &dyn TokenCredential) -> AccessToken {
+    if source.kind() != "chain" {
+        token.source = name.into();
+    }
+    token
+}
+
+impl TokenCredential for ChainCredential {
+    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.get_token_inner(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        "chain"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::{Secret, TokenError, TokenErrorKind};
+
+    /// A call-counting fake.
+    #[derive(Debug)]
+    struct Fake {
+        calls: AtomicU32,
+        answer: fn() -> Result<AccessToken, CredentialError>,
+    }
+
+    impl Fake {
+        fn new(answer: fn() -> Result<AccessToken, CredentialError>) -> Arc<Self> {
+            Arc::new(Self {
+                calls: AtomicU32::new(0),
+                answer,
+            })
+        }
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl TokenCredential for Fake {
+        fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let answer = (self.answer)();
+            Box::pin(async move { answer })
+        }
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    fn ok() -> Result<AccessToken, CredentialError> {
+        Ok(AccessToken {
+            token: Secret::new("t"),
+            expires_in: Duration::from_secs(3600),
+            refresh_in: None,
+            source: "fake".into(),
+        })
+    }
+    fn unavailable() -> Result<AccessToken, CredentialError> {
+        Err(CredentialError::unavailable("fake", "not here"))
+    }
+    fn rejected() -> Result<AccessToken, CredentialError> {
+        Err(CredentialError::Failed(TokenError::new(TokenErrorKind::CredentialRejected, "fake", "bad secret")))
+    }
+
+    fn chain(fakes: &[&Arc<Fake>]) -> ChainCredential {
+        ChainCredential::new(
+            fakes
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (format!("s{i}"), Arc::clone(*f) as Arc<dyn TokenCredential>))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn falls_through_unavailable_and_sticks_to_the_winner() {
+        let (a, b, c) = (Fake::new(unavailable), Fake::new(ok), Fake::new(ok));
+        let chain = chain(&[&a, &b, &c]);
+        let t = chain.get_token(&TokenRequest::new("s")).await.unwrap();
+        assert_eq!(&*t.source, "s1");
+        assert_eq!(chain.winner(), Some("s1"));
+        chain.get_token(&TokenRequest::new("s")).await.unwrap();
+        assert_eq!((a.calls(), b.calls(), c.calls()), (1, 2, 0), "the winner is the only source used afterwards");
+    }
+
+    #[tokio::test]
+    async fn stops_on_failure_and_lists_attempts() {
+        let (a, b, c) = (Fake::new(unavailable), Fake::new(rejected), Fake::new(ok));
+        let chain = chain(&[&a, &b, &c]);
+        let Err(CredentialError::Failed(e)) = chain.get_token(&TokenRequest::new("s")).await else {
+            panic!("expected a failure");
+        };
+        assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+        assert_eq!(e.source, "s1");
+        assert_eq!(e.attempts.len(), 2);
+        assert_eq!(c.calls(), 0, "a failure stops the chain");
+        assert_eq!(chain.winner(), None);
+    }
+
+    #[tokio::test]
+    async fn all_unavailable_lists_every_source() {
+        let (a, b) = (Fake::new(unavailable), Fake::new(unavailable));
+        let chain = chain(&[&a, &b]);
+        let e = chain.get_token(&TokenRequest::new("s")).await.unwrap_err().into_token_error();
+        assert_eq!(e.kind, TokenErrorKind::CredentialUnavailable);
+        let sources: Vec<_> = e.attempts.iter().map(|a| a.source.as_str()).collect();
+        assert_eq!(sources, ["s0", "s1"]);
+        assert!(e.message.contains("s0: not here") && e.message.contains("s1: not here"), "{}", e.message);
+    }
+}

@@ -1,0 +1,290 @@
+//! The Entra ID (v2) token endpoint: request encoding, response parsing and error classification.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{Method, Request, Uri};
+use http_body_util::Full;
+use serde_json::Value;
+
+use super::http::{HttpError, TokenHttpClient, retry_after};
+use super::{AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest};
+use crate::config::HttpsOrigin;
+
+/// The `User-Agent`/`x-client-sku` the proxy announces to token services.
+pub const CLIENT_SKU: &str = "aml-auth-proxy";
+
+/// A client of one Entra ID authority host.
+#[derive(Debug, Clone)]
+pub struct EntraClient {
+    http: TokenHttpClient,
+    authority: HttpsOrigin,
+}
+
+/// How a confidential client proves its identity.
+pub enum ClientAuth<'a> {
+    /// `client_secret=…`.
+    Secret(&'a Secret),
+    /// `client_assertion=…` (a signed JWT or a federated token).
+    Assertion(&'a str),
+}
+
+/// A successful token-endpoint response.
+#[derive(Debug)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: Secret,
+    /// Its lifetime, counted from when the request was sent.
+    pub expires_in: Duration,
+    /// `refresh_in`, if sent.
+    pub refresh_in: Option<Duration>,
+    /// A refresh token (user flows).
+    pub refresh_token: Option<Secret>,
+}
+
+// === impl EntraClient ===
+
+impl EntraClient {
+    /// A client of `authority` (e.g. `https://login.microsoftonline.com`).
+    pub fn new(http: TokenHttpClient, authority: HttpsOrigin) -> Self {
+        Self { http, authority }
+    }
+
+    /// The authority host.
+    pub fn authority(&self) -> &HttpsOrigin {
+        &self.authority
+    }
+
+    /// `{authority}/{tenant}/oauth2/v2.0/{endpoint}`. The tenant was validated by configuration
+    /// (`[A-Za-z0-9.-]`), so it is a valid path segment.
+    pub fn endpoint_url(&self, tenant: &str, endpoint: &str) -> Result<Uri, TokenError> {
+        let text = format!("{}/{tenant}/oauth2/v2.0/{endpoint}", self.authority);
+        text.parse::<Uri>().map_err(|_| {
+            TokenError::new(
+                TokenErrorKind::CredentialRejected,
+                "entra",
+                format!("tenant {tenant:?} does not form a valid token endpoint URL"),
+            )
+        })
+    }
+
+    /// The client-credentials grant (PROTOCOLS §1.1), body order as the Azure SDKs send it.
+    pub async fn client_credentials(
+        &self,
+        source: &str,
+        tenant: &str,
+        client_id: &str,
+        auth: ClientAuth<'_>,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        // The encoded body holds the secret: keep it in a zeroizing buffer until hyper owns the bytes.
+        let body = Secret::new(Self::encode_client_credentials(client_id, auth, request));
+        let response = self.post_token(source, tenant, &body).await.map_err(CredentialError::Failed)?;
+        Ok(AccessToken {
+            token: response.access_token,
+            expires_in: response.expires_in,
+            refresh_in: response.refresh_in,
+            source: source.into(),
+        })
+    }
+
+
+/// The client-credentials form (body order as the Azure SDKs send it).
+fn encode_client_credentials(client_id: &str, auth: ClientAuth<'_>, request: &TokenRequest) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("client_id", client_id);
+    match auth {
+        ClientAuth::Secret(secret) => {
+            form.append_pair("client_secret", secret.expose());
+        }
+        ClientAuth::Assertion(assertion) => {
+            form.append_pair("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+            form.append_pair("client_assertion", assertion);
+        }
+    }
+    form.append_pair("grant_type", "client_credentials");
+    form.append_pair("scope", &request.scope);
+    if let Some(claims) = &request.claims {
+        form.append_pair("claims", claims);
+    }
+    form.finish()
+}
+
+    /// POSTs an encoded form to the tenant's token endpoint and parses the answer.
+    pub async fn post_token(&self, source: &str, tenant: &str, form: &Secret) -> Result<TokenResponse, TokenError> {
+        let url = self.endpoint_url(tenant, "token")?;
+        let host = url.host().unwrap_or_default().to_owned();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .header("x-client-sku", CLIENT_SKU)
+            .header("x-client-ver", env!("CARGO_PKG_VERSION"))
+            .header("client-request-id", crate::ids::uuid_v4())
+            .header("return-client-request-id", "true")
+            .body(Full::new(Bytes::copy_from_slice(form.expose().as_bytes())))
+            .map_err(|e| TokenError::service_unavailable(source, format!("building the token request: {e}")))?;
+        let response = self.http.send(request).await.map_err(|e| transport_error(source, &host, &e))?;
+        if response.status.is_success() {
+            return parse_token_response(&response.body)
+                .map_err(|why| TokenError::service_unavailable(source, format!("{host} sent an unusable token response: {why}")));
+        }
+        Err(error_from_response(source, &host, response.status.as_u16(), &response.headers, &response.body))
+    }
+}
+
+/// Turns a non-2xx token-endpoint answer into a classified error.
+pub fn error_from_response(source: &str, host: &str, status: u16, headers: &http::HeaderMap, body: &[u8]) -> TokenError {
+    let retry = retry_after(headers);
+    match AadError::parse(body) {
+        Some(aad) => {
+            let kind = aad.classify(status);
+            TokenError {
+                kind,
+                message: aad.message(),
+                credential: String::new(),
+                source: source.to_owned(),
+                aad: Some(aad),
+                retry_after: retry,
+                attempts: Vec::new(),
+            }
+        }
+        None => {
+            let kind = if status == 429 || status >= 500 {
+                TokenErrorKind::TokenServiceUnavailable
+            } else {
+                TokenErrorKind::CredentialRejected
+            };
+            TokenError::new(kind, source, format!("{host} answered HTTP {status} without an Entra ID error body"))
+                .with_retry_after(retry)
+        }
+    }
+}
+
+/// A transport failure (unreachable, TLS, timeout, oversized body) is a token-service outage.
+pub fn transport_error(source: &str, host: &str, e: &HttpError) -> TokenError {
+    TokenError::service_unavailable(source, format!("token service {host} unreachable: {e}"))
+}
+
+/// Parses a v1 or v2 success body: numbers may be strings; `expires_in` or else `expires_on` (epoch seconds).
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| "not JSON".to_owned())?;
+    let obj = value.as_object().ok_or("not a JSON object")?;
+    let access_token = obj
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or("no access_token")?;
+    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("access_token contains characters that cannot be sent in a header".into());
+    }
+    if let Some(kind) = obj.get("token_type").and_then(Value::as_str) {
+        if !kind.eq_ignore_ascii_case("bearer") {
+            return Err(format!("token_type {kind:?} is not Bearer"));
+        }
+    }
+    let expires_in = match seconds_field(obj.get("expires_in")) {
+        Some(s) => Duration::from_secs(s),
+        None => {
+            let on = seconds_field(obj.get("expires_on")).ok_or("neither expires_in nor expires_on")?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            Duration::from_secs(on.saturating_sub(now))
+        }
+    };
+    if expires_in.is_zero() {
+        return Err("the token is already expired".into());
+    }
+    Ok(TokenResponse {
+        access_token: Secret::new(access_token),
+        expires_in,
+        refresh_in: seconds_field(obj.get("refresh_in")).map(Duration::from_secs),
+        refresh_token: obj
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+    })
+}
+
+/// A non-negative number of seconds given as a JSON number or a numeric string.
+pub fn seconds_field(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_numbers() {
+        let r = parse_token_response(br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"abc"}"#)
+            .unwrap();
+        assert_eq!(r.access_token.expose(), "abc");
+        assert_eq!(r.expires_in, Duration::from_secs(3599));
+        assert_eq!(r.refresh_in, None);
+    }
+
+    #[test]
+    fn v1_strings_and_refresh_in() {
+        let r = parse_token_response(
+            br#"{"token_type":"Bearer","expires_in":"3600","ext_expires_in":"3600","expires_on":"1546469802","refresh_in":"1800","access_token":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.expires_in, Duration::from_secs(3600));
+        assert_eq!(r.refresh_in, Some(Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn expires_on_only() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let body = format!(r#"{{"access_token":"x","expires_on":"{}"}}"#, now + 600);
+        let r = parse_token_response(body.as_bytes()).unwrap();
+        assert!((598..=600).contains(&r.expires_in.as_secs()), "{:?}", r.expires_in);
+    }
+
+    #[test]
+    fn bad_bodies_are_errors_not_panics() {
+        for body in [
+            &b"<html>"[..],
+            b"[]",
+            br#"{"expires_in":3600}"#,
+            br#"{"access_token":"","expires_in":3600}"#,
+            br#"{"access_token":"a b","expires_in":3600}"#,
+            br#"{"access_token":"x","token_type":"pop","expires_in":3600}"#,
+            br#"{"access_token":"x"}"#,
+            br#"{"access_token":"x","expires_in":"soon"}"#,
+            br#"{"access_token":"x","expires_in":0}"#,
+            br#"{"access_token":"x","expires_in":-5}"#,
+        ] {
+            assert!(parse_token_response(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn error_bodies_are_classified() {
+        let headers = http::HeaderMap::new();
+        let e = error_from_response(
+            "client_secret",
+            "login.example",
+            401,
+            &headers,
+            br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: t","error_codes":[7000215]}"#,
+        );
+        assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+        assert_eq!(e.message, "AADSTS7000215: Invalid client secret provided.");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("30"));
+        let e = error_from_response("client_secret", "login.example", 429, &headers, br#"{"error":"temporarily_unavailable"}"#);
+        assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
+        let e = error_from_response("client_secret", "login.example", 502, &http::HeaderMap::new(), b"<html>bad gateway</html>");
+        assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
+        assert!(!e.message.contains("<html>"), "bodies are never echoed");
+    }
+}

@@ -1,0 +1,102 @@
+//! The `environment` source: a service principal described by environment variables.
+//!
+//! Precedence (as azure-identity's EnvironmentCredential, plus the Azure ML guide's names):
+//! `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET`; then `AZURE_CLIENT_CERTIFICATE_PATH`;
+//! then `AML_TENANT_ID` + `AML_PRINCIPAL_ID` + `AML_PRINCIPAL_PASS`; then `AZURE_AUTH_LOCATION`.
+
+use std::sync::Arc;
+
+use super::{
+    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest, UnsupportedCredential, is_valid_tenant,
+};
+use crate::env::Env;
+
+const SOURCE: &str = "environment";
+
+/// The `environment` chain source. The variables are read once, when the credential is built.
+#[derive(Debug)]
+pub struct EnvironmentCredential {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Ready(Arc<dyn TokenCredential>),
+    Unavailable(String),
+    Misconfigured(String),
+}
+
+// === impl EnvironmentCredential ===
+
+impl EnvironmentCredential {
+    /// Reads the variables from `env`.
+    pub fn from_env(env: &dyn Env, entra: &EntraClient) -> Self {
+        let var = |n: &str| env.non_empty(n);
+        let azure = (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"));
+        let state = if let (Some(t), Some(c), Some(s)) = (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET")) {
+            secret_state(t, c, s, "AZURE_TENANT_ID", entra)
+        } else if let (Some(_), Some(_), Some(_)) = (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH")) {
+            State::Unavailable(format!(
+                "AZURE_CLIENT_CERTIFICATE_PATH is set, but {}",
+                UnsupportedCredential::new("client_certificate").reason()
+            ))
+        } else if let (Some(t), Some(c), Some(s)) = (var("AML_TENANT_ID"), var("AML_PRINCIPAL_ID"), var("AML_PRINCIPAL_PASS"))
+        {
+            secret_state(&t, &c, s, "AML_TENANT_ID", entra)
+        } else if var("AZURE_AUTH_LOCATION").is_some() {
+            State::Unavailable(format!(
+                "AZURE_AUTH_LOCATION is set, but {}",
+                UnsupportedCredential::new("sdk_auth_file").reason()
+            ))
+        } else {
+            State::Unavailable(missing_message(env))
+        };
+        Self { state }
+    }
+
+    /// True when the variables describe a usable service principal.
+    pub fn is_configured(&self) -> bool {
+        matches!(self.state, State::Ready(_))
+    }
+}
+
+fn secret_state(tenant: &str, client: &str, secret: String, tenant_var: &str, entra: &EntraClient) -> State {
+    if !is_valid_tenant(tenant) {
+        return State::Misconfigured(format!("{tenant_var} is not a valid tenant id (allowed: letters, digits, '.', '-')"));
+    }
+    let credential = ClientSecretCredential::new(tenant.to_owned(), client.to_owned(), Secret::new(secret), entra.clone())
+        .with_source(SOURCE);
+    State::Ready(Arc::new(credential))
+}
+
+fn missing_message(env: &dyn Env) -> String {
+    let missing: Vec<&str> = ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]
+        .into_iter()
+        .filter(|n| env.non_empty(n).is_none())
+        .collect();
+    format!(
+        "environment variables not set: {} (or AZURE_CLIENT_CERTIFICATE_PATH; or AML_TENANT_ID, AML_PRINCIPAL_ID and AML_PRINCIPAL_PASS; or AZURE_AUTH_LOCATION)",
+        missing.join(", ")
+    )
+}
+
+impl TokenCredential for EnvironmentCredential {
+    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        match &self.state {
+            State::Ready(inner) => inner.get_token(request),
+            State::Unavailable(reason) => {
+                let e = CredentialError::unavailable(SOURCE, reason.clone());
+                Box::pin(async move { Err(e) })
+            }
+            State::Misconfigured(reason) => {
+                let e = CredentialError::Failed(TokenError::new(TokenErrorKind::CredentialRejected, SOURCE, reason.clone()));
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        SOURCE
+    }
+}

@@ -1,0 +1,142 @@
+//! Credentials: how the proxy obtains Entra ID tokens. Knows nothing about serving HTTP.
+//!
+//! Every credential kind implements [`TokenCredential`]. A credential answers a [`TokenRequest`] with an
+//! [`AccessToken`] or a [`CredentialError`]: `Unavailable` means "not configured or not present here" and lets a
+//! [`ChainCredential`] try its next source; `Failed` carries a classified [`TokenError`] and stops the chain.
+
+mod aad;
+mod build;
+mod chain;
+mod client_secret;
+mod entra;
+mod environment;
+mod error;
+mod http;
+mod secret;
+mod unsupported;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use aad::AadError;
+pub use build::{CredentialSet, build_credentials};
+pub use chain::ChainCredential;
+pub use client_secret::ClientSecretCredential;
+pub use entra::EntraClient;
+pub use environment::EnvironmentCredential;
+pub use error::{Attempt, TokenError, TokenErrorKind};
+pub use http::{HttpClientOptions, TokenHttpClient};
+pub use secret::Secret;
+pub use unsupported::UnsupportedCredential;
+
+/// A boxed, sendable future (credentials are used as trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Something that can obtain access tokens.
+pub trait TokenCredential: Send + Sync + fmt::Debug {
+    /// Obtains a fresh token for `request` (the cache decides when to call this).
+    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>>;
+
+    /// The credential's kind, as written in configuration (`client_secret`, `chain`, …).
+    fn kind(&self) -> &'static str;
+}
+
+/// What a token is requested for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenRequest {
+    /// One scope, e.g. `https://management.azure.com/.default`.
+    pub scope: Arc<str>,
+    /// A claims JSON document (from a claims challenge), sent as-is.
+    pub claims: Option<Arc<str>>,
+}
+
+/// A token as a credential returns it.
+#[derive(Debug)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub token: Secret,
+    /// Lifetime from the moment the request was sent.
+    pub expires_in: Duration,
+    /// When Entra ID suggests refreshing (`refresh_in`), if it said.
+    pub refresh_in: Option<Duration>,
+    /// The source that produced it: the credential kind, or for chains the winning source's name.
+    pub source: Arc<str>,
+}
+
+/// Why a credential produced no token.
+#[derive(Debug)]
+pub enum CredentialError {
+    /// Not configured or not present here (a chain moves on to its next source): every source consulted, and why.
+    Unavailable(Vec<Attempt>),
+    /// Present but failed: rejected, blocked by policy, or the token service is unreachable.
+    Failed(TokenError),
+}
+
+// === impl TokenRequest ===
+
+impl TokenRequest {
+    /// A request for `scope` without claims.
+    pub fn new(scope: impl Into<Arc<str>>) -> Self {
+        Self {
+            scope: scope.into(),
+            claims: None,
+        }
+    }
+}
+
+// === impl CredentialError ===
+
+impl CredentialError {
+    /// An `Unavailable` error from one source.
+    pub fn unavailable(source: impl Into<String>, reason: impl Into<String>) -> Self {
+        CredentialError::Unavailable(vec![Attempt {
+            source: source.into(),
+            reason: reason.into(),
+        }])
+    }
+
+    /// Converts to the error callers see: `Unavailable` becomes `CredentialUnavailable` listing every attempt.
+    pub fn into_token_error(self) -> TokenError {
+        match self {
+            CredentialError::Failed(e) => e,
+            CredentialError::Unavailable(attempts) => {
+                let source = match attempts.as_slice() {
+                    [one] => one.source.clone(),
+                    _ => "chain".to_owned(),
+                };
+                let mut e = TokenError::new(
+                    TokenErrorKind::CredentialUnavailable,
+                    source,
+                    format!("no credential source can provide a token: {}", Attempt::summary(&attempts)),
+                );
+                e.attempts = attempts;
+                e
+            }
+        }
+    }
+}
+
+impl fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialError::Unavailable(attempts) => write!(f, "unavailable: {}", Attempt::summary(attempts)),
+            CredentialError::Failed(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for CredentialError {}
+
+/// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`, PROTOCOLS §1.6).
+pub fn is_valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →
+/// `https://management.azure.com`), as managed identity and the Azure CLI expect.
+pub fn scope_to_resource(scope: &str) -> &str {
+    scope.strip_suffix("/.default").unwrap_or(scope)
+}

@@ -1,0 +1,63 @@
+//! A string that must never be shown: client secrets, passwords, access tokens.
+
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// A secret string. Its memory is zeroed on drop; `Debug` prints only `Secret(***)`;
+/// it has no `Display`, `Clone` or `Serialize`, so it cannot reach a log line or body by accident.
+pub struct Secret(Zeroizing<String>);
+
+// === impl Secret ===
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Zeroizing::new(value.into()))
+    }
+
+    /// The secret value. Call this only where the value is sent to the party that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl PartialEq for Secret {
+    /// Constant-time comparison (length leaks, content does not).
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl Eq for Secret {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = Secret::new("canary-SECRET-1234");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(format!("{:?}", Some(&s)), "Some(Secret(***))");
+        assert_eq!(s.expose(), "canary-SECRET-1234");
+    }
+
+    #[test]
+    fn equality_compares_content() {
+        assert_eq!(Secret::new("a"), Secret::new("a"));
+        assert_ne!(Secret::new("a"), Secret::new("b"));
+        assert_ne!(Secret::new("a"), Secret::new("ab"));
+    }
+}

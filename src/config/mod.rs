@@ -1,0 +1,504 @@
+//! Configuration: the checked model the rest of the proxy uses, and how it is loaded.
+//!
+//! Loading is one pipeline (see [`load`]): read the YAML file, expand `${VAR}` / `${VAR:-default}` in string
+//! values, walk the document collecting *every* problem with its key path, then run the cross-field checks
+//! (credential references, duplicate routes, secret-file permissions). Only a fully valid document becomes a
+//! [`Config`]; a bad one becomes a [`ConfigError`] listing all problems. Values of secret keys are never echoed.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Method;
+use http::uri::{Authority, Scheme};
+use rustls_pki_types::CertificateDer;
+
+use crate::auth::Secret;
+use crate::env::Env;
+
+pub use load::{from_yaml_str, load};
+
+/// The default proxy listener.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// The default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+/// The name of the credential the built-in default configuration defines.
+pub const DEFAULT_CREDENTIAL: &str = "default";
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Proxy listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// The Azure cloud (authority host, ARM and ML audiences).
+    pub cloud: Cloud,
+    /// Entra ID authority host: the `authority_host` key, else `AZURE_AUTHORITY_HOST`, else the cloud's.
+    pub authority_host: HttpsOrigin,
+    /// Accepted `Host` header names, lower-case, without port (`[::1]` keeps its brackets).
+    pub allowed_hosts: Vec<String>,
+    /// Extra trust anchors for upstreams and token endpoints, already parsed from `tls.extra_ca_file`.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Resource limits and timeouts.
+    pub limits: Limits,
+    /// Named credentials, by name.
+    pub credentials: BTreeMap<String, CredentialSpec>,
+    /// Routes, in file order.
+    pub routes: Vec<RouteConfig>,
+    /// Where this configuration came from.
+    pub origin: ConfigOrigin,
+}
+
+/// Where a configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// A YAML file.
+    File(PathBuf),
+    /// The built-in default (no file given).
+    BuiltIn,
+}
+
+/// An Azure cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// Azure public cloud.
+    AzureCloud,
+    /// Azure US Government.
+    AzureUsGovernment,
+    /// Azure operated by 21Vianet (China).
+    AzureChinaCloud,
+}
+
+/// Resource limits and timeouts (`limits:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests in flight beyond this get 503 `Overloaded`.
+    pub max_in_flight: usize,
+    /// Time allowed for a client to send complete request headers.
+    pub request_header_timeout: Duration,
+    /// Time allowed to connect (TCP + TLS) to an upstream or token endpoint.
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers; bodies may stream longer.
+    pub upstream_response_timeout: Duration,
+    /// Request bodies up to this size can be replayed after a claims challenge.
+    pub replay_buffer_bytes: usize,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+}
+
+/// An `https://` origin, or `http://` for a loopback host (emulators and tests). No path, query or userinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsOrigin {
+    /// `https` or (loopback only) `http`.
+    pub scheme: Scheme,
+    /// Host and optional port.
+    pub authority: Authority,
+}
+
+/// A named credential (`credentials.<name>`).
+#[derive(Debug)]
+pub enum CredentialSpec {
+    /// A service principal with a client secret.
+    ClientSecret(ClientSecretSpec),
+    /// A service principal with a certificate.
+    ClientCertificate(ClientCertificateSpec),
+    /// AKS workload identity (federated token file).
+    WorkloadIdentity(WorkloadIdentitySpec),
+    /// Managed identity (IMDS, App Service, Arc, Azure ML compute, Cloud Shell).
+    ManagedIdentity(ManagedIdentitySpec),
+    /// The Azure CLI's signed-in account.
+    AzureCli(AzureCliSpec),
+    /// A user signed in with `aml-auth-proxy login` (device code).
+    DeviceCode(DeviceCodeSpec),
+    /// The JSON written by `az ad sp create-for-rbac --sdk-auth`.
+    SdkAuthFile(SdkAuthFileSpec),
+    /// Sources tried in order; the first that can serve wins and sticks.
+    Chain(Vec<ChainSource>),
+}
+
+/// `client_secret: { tenant_id, client_id, client_secret | client_secret_file }`.
+#[derive(Debug)]
+pub struct ClientSecretSpec {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// The secret, from the inline value or the file.
+    pub client_secret: Secret,
+}
+
+/// `client_certificate: { tenant_id, client_id, certificate_file, password | password_file, send_certificate_chain }`.
+#[derive(Debug)]
+pub struct ClientCertificateSpec {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// PEM (key + certificate) or PKCS#12 file.
+    pub certificate_file: PathBuf,
+    /// Password of the key or PKCS#12 file.
+    pub password: Option<Secret>,
+    /// Send the `x5c` certificate chain (subject-name/issuer authentication).
+    pub send_certificate_chain: bool,
+}
+
+/// `workload_identity: { tenant_id, client_id, token_file }`, each defaulting to the AKS webhook's variables.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkloadIdentitySpec {
+    /// Overrides `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// Overrides `AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// Overrides `AZURE_FEDERATED_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `managed_identity: { client_id | object_id | resource_id, endpoint }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ManagedIdentitySpec {
+    /// A user-assigned identity; `None` for system-assigned.
+    pub user_assigned: Option<UserAssignedId>,
+    /// Overrides the full token URL.
+    pub endpoint: Option<http::Uri>,
+}
+
+/// How a user-assigned managed identity is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAssignedId {
+    /// Its client (application) id.
+    ClientId(String),
+    /// Its object (principal) id.
+    ObjectId(String),
+    /// Its ARM resource id.
+    ResourceId(String),
+}
+
+/// `azure_cli: { tenant_id, subscription, timeout }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureCliSpec {
+    /// `--tenant`.
+    pub tenant_id: Option<String>,
+    /// `--subscription`.
+    pub subscription: Option<String>,
+    /// Time allowed for `az` to answer.
+    pub timeout: Duration,
+}
+
+/// `device_code: { tenant_id, client_id, cache_file }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCodeSpec {
+    /// Tenant to sign in to (default `organizations`).
+    pub tenant_id: Option<String>,
+    /// Public client id (default: the Azure CLI's first-party app).
+    pub client_id: Option<String>,
+    /// Where `login` persists the refresh token (0600).
+    pub cache_file: PathBuf,
+}
+
+/// `sdk_auth_file: { path }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkAuthFileSpec {
+    /// The JSON file.
+    pub path: PathBuf,
+}
+
+/// One entry of a `chain:` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainSource {
+    /// `AZURE_*` (secret, certificate, auth file) and `AML_*` environment variables.
+    Environment,
+    /// Workload identity from the AKS webhook's environment.
+    WorkloadIdentity,
+    /// Managed identity, found the way the Azure SDKs find it.
+    ManagedIdentity,
+    /// The Azure CLI.
+    AzureCli,
+    /// The device-code sign-in cache.
+    DeviceCode,
+    /// Another configured credential, by name.
+    Named(String),
+}
+
+/// A route (`routes[i]`).
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Path prefix this route serves; matched on segment boundaries; longest wins.
+    pub path_prefix: String,
+    /// If set, the `Host` header's name must equal this too (lower-case, no port).
+    pub host: Option<String>,
+    /// Remove `path_prefix` before forwarding.
+    pub strip_prefix: bool,
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// The token scope (`…/.default`); `None` only for pass-through routes without a credential.
+    pub scope: Option<String>,
+    /// The credential name; `None` only for pass-through routes without a credential.
+    pub credential: Option<String>,
+    /// Least-privilege policy.
+    pub allow: AllowPolicy,
+    /// Forward a caller's own `Authorization` instead of replacing it.
+    pub pass_through_authorization: bool,
+}
+
+/// A route's upstream: an origin plus a base path (no query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Scheme and authority.
+    pub origin: HttpsOrigin,
+    /// Base path without a trailing slash (`""` for the root).
+    pub base_path: String,
+}
+
+/// `allow: { methods, paths, origins }`. `None` means "anything".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllowPolicy {
+    /// Allowed methods.
+    pub methods: Option<Vec<Method>>,
+    /// Allowed request paths (as the caller sends them): segment prefixes; a `*` segment matches any one segment.
+    pub paths: Option<Vec<String>>,
+    /// Browser origins allowed to call this route (exact `scheme://host[:port]`).
+    pub origins: Vec<String>,
+}
+
+/// A configuration that cannot be used: every problem found, each with its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, if any.
+    pub file: Option<PathBuf>,
+    /// The problems, in document order.
+    pub problems: Vec<Problem>,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `routes[1].credential`; empty for the whole document.
+    pub path: String,
+    /// What is wrong; never contains a secret value.
+    pub message: String,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// The built-in default of DESIGN §4.1: `/` → ARM with the default credential chain.
+    pub fn builtin(env: &dyn Env) -> Result<Self, ConfigError> {
+        load::builtin(env)
+    }
+
+    /// The scopes every route needs, as (route name, credential, scope).
+    pub fn route_tokens(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.routes.iter().filter_map(|r| match (&r.credential, &r.scope) {
+            (Some(c), Some(s)) => Some((r.name.as_str(), c.as_str(), s.as_str())),
+            _ => None,
+        })
+    }
+}
+
+// === impl Cloud ===
+
+impl Cloud {
+    /// The cloud's name as written in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud => "AzureCloud",
+            Cloud::AzureUsGovernment => "AzureUSGovernment",
+            Cloud::AzureChinaCloud => "AzureChinaCloud",
+        }
+    }
+
+    /// Parses a cloud name (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Cloud::AzureCloud, Cloud::AzureUsGovernment, Cloud::AzureChinaCloud]
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The Entra ID authority host.
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud => "https://login.microsoftonline.com",
+            Cloud::AzureUsGovernment => "https://login.microsoftonline.us",
+            Cloud::AzureChinaCloud => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// The Azure Resource Manager endpoint.
+    pub fn resource_manager(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud => "https://management.azure.com",
+            Cloud::AzureUsGovernment => "https://management.usgovcloudapi.net",
+            Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn",
+        }
+    }
+
+    /// The Azure Machine Learning data-plane audience.
+    pub fn ml_audience(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud => "https://ml.azure.com",
+            Cloud::AzureUsGovernment => "https://ml.azure.us",
+            Cloud::AzureChinaCloud => "https://ml.azure.cn",
+        }
+    }
+}
+
+// === impl HttpsOrigin ===
+
+impl HttpsOrigin {
+    /// The host without brackets or port, lower-case.
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// The port, explicit or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.scheme == Scheme::HTTP { 80 } else { 443 })
+    }
+
+    /// True when `scheme://authority` of `uri` is this origin (host case-insensitive, default ports equal).
+    pub fn matches(&self, scheme: &Scheme, authority: &Authority) -> bool {
+        let port = authority
+            .port_u16()
+            .unwrap_or(if *scheme == Scheme::HTTP { 80 } else { 443 });
+        *scheme == self.scheme && port == self.port() && authority.host().eq_ignore_ascii_case(self.host())
+    }
+}
+
+impl fmt::Display for HttpsOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+// === impl CredentialSpec ===
+
+impl CredentialSpec {
+    /// The kind's key as written in configuration files (`client_secret`, `chain`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialSpec::ClientSecret(_) => "client_secret",
+            CredentialSpec::ClientCertificate(_) => "client_certificate",
+            CredentialSpec::WorkloadIdentity(_) => "workload_identity",
+            CredentialSpec::ManagedIdentity(_) => "managed_identity",
+            CredentialSpec::AzureCli(_) => "azure_cli",
+            CredentialSpec::DeviceCode(_) => "device_code",
+            CredentialSpec::SdkAuthFile(_) => "sdk_auth_file",
+            CredentialSpec::Chain(_) => "chain",
+        }
+    }
+
+    /// The configured tenant, where the kind has one.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            CredentialSpec::ClientSecret(s) => Some(&s.tenant_id),
+            CredentialSpec::ClientCertificate(s) => Some(&s.tenant_id),
+            CredentialSpec::WorkloadIdentity(s) => s.tenant_id.as_deref(),
+            CredentialSpec::AzureCli(s) => s.tenant_id.as_deref(),
+            CredentialSpec::DeviceCode(s) => s.tenant_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+// === impl ChainSource ===
+
+impl ChainSource {
+    /// The name as written in a `chain:` list.
+    pub fn name(&self) -> &str {
+        match self {
+            ChainSource::Environment => "environment",
+            ChainSource::WorkloadIdentity => "workload_identity",
+            ChainSource::ManagedIdentity => "managed_identity",
+            ChainSource::AzureCli => "azure_cli",
+            ChainSource::DeviceCode => "device_code",
+            ChainSource::Named(n) => n,
+        }
+    }
+
+    /// Parses a chain entry: a built-in source name, else a credential name.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "environment" => ChainSource::Environment,
+            "workload_identity" => ChainSource::WorkloadIdentity,
+            "managed_identity" => ChainSource::ManagedIdentity,
+            "azure_cli" => ChainSource::AzureCli,
+            "device_code" => ChainSource::DeviceCode,
+            other => ChainSource::Named(other.to_owned()),
+        }
+    }
+
+    /// The built-in default chain.
+    pub fn default_chain() -> Vec<ChainSource> {
+        vec![
+            ChainSource::Environment,
+            ChainSource::WorkloadIdentity,
+            ChainSource::ManagedIdentity,
+            ChainSource::AzureCli,
+        ]
+    }
+}
+
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 10_000,
+            request_header_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(300),
+            replay_buffer_bytes: 65_536,
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+// === impl ConfigError ===
+
+impl ConfigError {
+    /// A single problem.
+    pub fn single(file: Option<PathBuf>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file,
+            problems: vec![Problem {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(p) => write!(f, "invalid configuration {}", p.display())?,
+            None => f.write_str("invalid configuration")?,
+        }
+        write!(f, " ({} problem{}):", self.problems.len(), if self.problems.len() == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
