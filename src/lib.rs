@@ -1,8 +1,34 @@
-//! aml-auth-proxy
+//! # aml-auth-proxy
+//!
+//! A localhost reverse-proxy sidecar: tools send plain, unauthenticated HTTP to it; it adds an Entra ID bearer
+//! token from a configured credential and forwards the request over HTTPS to Azure Machine Learning (ARM, the
+//! workspace data plane, online endpoints). Conditional Access failures come back to the caller precisely.
+//!
+//! Code reads in request order:
+//! * [`cli`] parses the command line; `main` only calls it.
+//! * [`config`] loads and validates the YAML file (or the built-in default) into a checked [`config::Config`].
+//! * [`app::App`] binds the listeners and wires everything together; [`server`] runs the accept loops.
+//! * [`proxy`] is the request path; [`proxy::stack`] is the one place its layers are ordered.
+//! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
+//! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
+//! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
+//!
+//! Dependencies run one way: `proxy → token_cache → auth`. Secrets live in [`auth::Secret`], which never
+//! prints its value; tokens are inserted as sensitive header values and never logged.
+
+pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod env;
+pub mod error;
 pub mod ids;
-pub mod tls;
+pub mod logging;
 pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod tls;
 pub mod token_cache;
+
+pub use error::BoxError;

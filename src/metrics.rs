@@ -4,13 +4,14 @@
 //! all come from configuration or from fixed lists. Never paths, tenants or tokens.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds) wide enough for inference calls that take minutes.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 ];
 
 /// The label value used for requests that matched no route.
@@ -90,7 +91,10 @@ impl std::fmt::Debug for Metrics {
 impl ProxyMetrics {
     fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let requests = IntCounterVec::new(
-            Opts::new("aml_auth_proxy_requests_total", "Requests answered, by route and status class."),
+            Opts::new(
+                "aml_auth_proxy_requests_total",
+                "Requests answered, by route and status class.",
+            ),
             &["route", "status_class"],
         )?;
         let request_duration = HistogramVec::new(
@@ -129,7 +133,14 @@ impl ProxyMetrics {
     pub fn route(&self, route: &str) -> RouteMetrics {
         let class = |c: &str| self.requests.with_label_values(&[route, c]);
         RouteMetrics {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx"), class("other")],
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+                class("other"),
+            ],
             request_duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route]),
         }
@@ -197,7 +208,9 @@ impl TokenMetrics {
 
     /// Counts one failure by code.
     pub fn failure(&self, credential: &str, code: &str) {
-        self.auth_failures.with_label_values(&[credential, code]).inc();
+        self.auth_failures
+            .with_label_values(&[credential, code])
+            .inc();
     }
 
     /// Records the expiry (Unix seconds) of the token now cached for (credential, scope).

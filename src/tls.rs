@@ -24,7 +24,9 @@ pub enum TlsError {
         reason: String,
     },
     /// No trust anchors at all.
-    #[error("no trusted root certificates: the system store is empty and no tls.extra_ca_file is configured")]
+    #[error(
+        "no trusted root certificates: the system store is empty and no tls.extra_ca_file is configured"
+    )]
     NoRoots,
 }
 
@@ -43,10 +45,12 @@ pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientCo
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
     tracing::debug!(added, ignored, "loaded system root certificates");
     for (index, cert) in extra_roots.iter().enumerate() {
-        roots.add(cert.clone()).map_err(|e| TlsError::BadExtraRoot {
-            index,
-            reason: e.to_string(),
-        })?;
+        roots
+            .add(cert.clone())
+            .map_err(|e| TlsError::BadExtraRoot {
+                index,
+                reason: e.to_string(),
+            })?;
     }
     if roots.is_empty() {
         return Err(TlsError::NoRoots);

@@ -31,7 +31,8 @@ pub struct AadError {
 const CONDITIONAL_ACCESS_CODES: &[i64] = &[50005, 50097, 50129, 50131, 50155];
 /// MFA, step-up, consent and re-sign-in codes.
 const INTERACTION_CODES: &[i64] = &[
-    50072, 50074, 50076, 50078, 50079, 50132, 50133, 50158, 50173, 65001, 70008, 70043, 700020, 700082,
+    50072, 50074, 50076, 50078, 50079, 50132, 50133, 50158, 50173, 65001, 70008, 70043, 700020,
+    700082,
 ];
 /// Suberrors that mean a person has to act.
 const INTERACTION_SUBERRORS: &[&str] = &[
@@ -98,7 +99,10 @@ impl AadError {
         }
         if status == 429
             || status >= 500
-            || matches!(self.error.as_deref(), Some("temporarily_unavailable" | "server_error"))
+            || matches!(
+                self.error.as_deref(),
+                Some("temporarily_unavailable" | "server_error")
+            )
         {
             return TokenErrorKind::TokenServiceUnavailable;
         }
@@ -122,7 +126,10 @@ impl AadError {
         put("error_uri", &self.error_uri);
         put("claims", &self.claims);
         if !self.error_codes.is_empty() {
-            m.insert("error_codes".to_owned(), Value::from(self.error_codes.clone()));
+            m.insert(
+                "error_codes".to_owned(),
+                Value::from(self.error_codes.clone()),
+            );
         }
         Value::Object(m)
     }
@@ -130,7 +137,9 @@ impl AadError {
 
 /// AADSTS 53000–53999 and 530000–539999 are Conditional Access, plus the device/app policy codes.
 fn is_conditional_access_code(code: i64) -> bool {
-    (53_000..=53_999).contains(&code) || (530_000..=539_999).contains(&code) || CONDITIONAL_ACCESS_CODES.contains(&code)
+    (53_000..=53_999).contains(&code)
+        || (530_000..=539_999).contains(&code)
+        || CONDITIONAL_ACCESS_CODES.contains(&code)
 }
 
 fn string_field(obj: &Map<String, Value>, key: &str) -> Option<String> {

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{
-    ChainCredential, ClientSecretCredential, EntraClient, EnvironmentCredential, TokenCredential, UnsupportedCredential,
+    ChainCredential, ClientSecretCredential, EntraClient, EnvironmentCredential, TokenCredential,
+    UnsupportedCredential,
 };
 use crate::config::{ChainSource, CredentialSpec};
 use crate::env::Env;
@@ -31,7 +32,11 @@ impl CredentialSet {
 
 /// Builds every credential. Configuration validation has already rejected unknown names and cycles; a chain
 /// entry that is somehow missing becomes an unavailable source rather than a panic.
-pub fn build_credentials(specs: BTreeMap<String, CredentialSpec>, env: &dyn Env, entra: &EntraClient) -> CredentialSet {
+pub fn build_credentials(
+    specs: BTreeMap<String, CredentialSpec>,
+    env: &dyn Env,
+    entra: &EntraClient,
+) -> CredentialSet {
     let mut set = CredentialSet::default();
     let mut chains = Vec::new();
     for (name, spec) in specs {
@@ -84,14 +89,23 @@ pub fn build_credentials(specs: BTreeMap<String, CredentialSpec>, env: &dyn Env,
     set
 }
 
-fn build_chain(sources: &[ChainSource], set: &CredentialSet, env: &dyn Env, entra: &EntraClient) -> ChainCredential {
+fn build_chain(
+    sources: &[ChainSource],
+    set: &CredentialSet,
+    env: &dyn Env,
+    entra: &EntraClient,
+) -> ChainCredential {
     let built = sources
         .iter()
         .map(|source| {
             let credential: Arc<dyn TokenCredential> = match source {
                 ChainSource::Environment => Arc::new(EnvironmentCredential::from_env(env, entra)),
-                ChainSource::WorkloadIdentity => Arc::new(UnsupportedCredential::new("workload_identity")),
-                ChainSource::ManagedIdentity => Arc::new(UnsupportedCredential::new("managed_identity")),
+                ChainSource::WorkloadIdentity => {
+                    Arc::new(UnsupportedCredential::new("workload_identity"))
+                }
+                ChainSource::ManagedIdentity => {
+                    Arc::new(UnsupportedCredential::new("managed_identity"))
+                }
                 ChainSource::AzureCli => Arc::new(UnsupportedCredential::new("azure_cli")),
                 ChainSource::DeviceCode => Arc::new(UnsupportedCredential::new("device_code")),
                 ChainSource::Named(n) => set

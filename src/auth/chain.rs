@@ -34,15 +34,22 @@ impl ChainCredential {
             .map(|(name, _)| name.as_str())
     }
 
-    async fn get_token_inner(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+    async fn get_token_inner(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
         if let Some((name, source)) = self.sources.get(self.winner.load(Ordering::Acquire)) {
-            return source.get_token(request).await.map(|t| relabel(t, name, source.as_ref())).map_err(|e| match e {
-                CredentialError::Failed(mut e) => {
-                    label(&mut e.source, name, source.as_ref());
-                    CredentialError::Failed(e)
-                }
-                unavailable => unavailable,
-            });
+            return source
+                .get_token(request)
+                .await
+                .map(|t| relabel(t, name, source.as_ref()))
+                .map_err(|e| match e {
+                    CredentialError::Failed(mut e) => {
+                        label(&mut e.source, name, source.as_ref());
+                        CredentialError::Failed(e)
+                    }
+                    unavailable => unavailable,
+                });
         }
         let mut attempts = Vec::new();
         for (index, (name, source)) in self.sources.iter().enumerate() {
@@ -95,7 +102,10 @@ fn relabel(mut token: AccessToken, name: &str, source: &dyn TokenCredential) -> 
 }
 
 impl TokenCredential for ChainCredential {
-    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(self.get_token_inner(request))
     }
 
@@ -132,7 +142,10 @@ mod tests {
     }
 
     impl TokenCredential for Fake {
-        fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        fn get_token<'a>(
+            &'a self,
+            _: &'a TokenRequest,
+        ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let answer = (self.answer)();
             Box::pin(async move { answer })
@@ -154,7 +167,11 @@ mod tests {
         Err(CredentialError::unavailable("fake", "not here"))
     }
     fn rejected() -> Result<AccessToken, CredentialError> {
-        Err(CredentialError::Failed(TokenError::new(TokenErrorKind::CredentialRejected, "fake", "bad secret")))
+        Err(CredentialError::Failed(TokenError::new(
+            TokenErrorKind::CredentialRejected,
+            "fake",
+            "bad secret",
+        )))
     }
 
     fn chain(fakes: &[&Arc<Fake>]) -> ChainCredential {
@@ -175,7 +192,11 @@ mod tests {
         assert_eq!(&*t.source, "s1");
         assert_eq!(chain.winner(), Some("s1"));
         chain.get_token(&TokenRequest::new("s")).await.unwrap();
-        assert_eq!((a.calls(), b.calls(), c.calls()), (1, 2, 0), "the winner is the only source used afterwards");
+        assert_eq!(
+            (a.calls(), b.calls(), c.calls()),
+            (1, 2, 0),
+            "the winner is the only source used afterwards"
+        );
     }
 
     #[tokio::test]
@@ -196,10 +217,18 @@ mod tests {
     async fn all_unavailable_lists_every_source() {
         let (a, b) = (Fake::new(unavailable), Fake::new(unavailable));
         let chain = chain(&[&a, &b]);
-        let e = chain.get_token(&TokenRequest::new("s")).await.unwrap_err().into_token_error();
+        let e = chain
+            .get_token(&TokenRequest::new("s"))
+            .await
+            .unwrap_err()
+            .into_token_error();
         assert_eq!(e.kind, TokenErrorKind::CredentialUnavailable);
         let sources: Vec<_> = e.attempts.iter().map(|a| a.source.as_str()).collect();
         assert_eq!(sources, ["s0", "s1"]);
-        assert!(e.message.contains("s0: not here") && e.message.contains("s1: not here"), "{}", e.message);
+        assert!(
+            e.message.contains("s0: not here") && e.message.contains("s1: not here"),
+            "{}",
+            e.message
+        );
     }
 }

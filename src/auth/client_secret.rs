@@ -1,7 +1,9 @@
 //! A service principal authenticating with a client secret (PROTOCOLS §1).
 
 use super::entra::ClientAuth;
-use super::{AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenRequest};
+use super::{
+    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenRequest,
+};
 
 /// `client_secret` credentials: the client-credentials grant with `client_secret=`.
 pub struct ClientSecretCredential {
@@ -45,7 +47,10 @@ impl std::fmt::Debug for ClientSecretCredential {
 }
 
 impl TokenCredential for ClientSecretCredential {
-    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(self.entra.client_credentials(
             self.source,
             &self.tenant_id,

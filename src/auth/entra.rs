@@ -9,11 +9,13 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use super::http::{HttpError, TokenHttpClient, retry_after};
-use super::{AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest};
+use super::{
+    AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
+};
 use crate::config::HttpsOrigin;
 
 /// The `User-Agent`/`x-client-sku` the proxy announces to token services.
-pub const CLIENT_SKU: &str = "aml-auth-proxy";
+pub(crate) const CLIENT_SKU: &str = "aml-auth-proxy";
 
 /// A client of one Entra ID authority host.
 #[derive(Debug, Clone)]
@@ -80,7 +82,10 @@ impl EntraClient {
     ) -> Result<AccessToken, CredentialError> {
         // The encoded body holds the secret: keep it in a zeroizing buffer until hyper owns the bytes.
         let body = Secret::new(Self::encode_client_credentials(client_id, auth, request));
-        let response = self.post_token(source, tenant, &body).await.map_err(CredentialError::Failed)?;
+        let response = self
+            .post_token(source, tenant, &body)
+            .await
+            .map_err(CredentialError::Failed)?;
         Ok(AccessToken {
             token: response.access_token,
             expires_in: response.expires_in,
@@ -89,30 +94,41 @@ impl EntraClient {
         })
     }
 
-
-/// The client-credentials form (body order as the Azure SDKs send it).
-fn encode_client_credentials(client_id: &str, auth: ClientAuth<'_>, request: &TokenRequest) -> String {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("client_id", client_id);
-    match auth {
-        ClientAuth::Secret(secret) => {
-            form.append_pair("client_secret", secret.expose());
+    /// The client-credentials form (body order as the Azure SDKs send it).
+    fn encode_client_credentials(
+        client_id: &str,
+        auth: ClientAuth<'_>,
+        request: &TokenRequest,
+    ) -> String {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("client_id", client_id);
+        match auth {
+            ClientAuth::Secret(secret) => {
+                form.append_pair("client_secret", secret.expose());
+            }
+            ClientAuth::Assertion(assertion) => {
+                form.append_pair(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                );
+                form.append_pair("client_assertion", assertion);
+            }
         }
-        ClientAuth::Assertion(assertion) => {
-            form.append_pair("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
-            form.append_pair("client_assertion", assertion);
+        form.append_pair("grant_type", "client_credentials");
+        form.append_pair("scope", &request.scope);
+        if let Some(claims) = &request.claims {
+            form.append_pair("claims", claims);
         }
+        form.finish()
     }
-    form.append_pair("grant_type", "client_credentials");
-    form.append_pair("scope", &request.scope);
-    if let Some(claims) = &request.claims {
-        form.append_pair("claims", claims);
-    }
-    form.finish()
-}
 
     /// POSTs an encoded form to the tenant's token endpoint and parses the answer.
-    pub async fn post_token(&self, source: &str, tenant: &str, form: &Secret) -> Result<TokenResponse, TokenError> {
+    pub async fn post_token(
+        &self,
+        source: &str,
+        tenant: &str,
+        form: &Secret,
+    ) -> Result<TokenResponse, TokenError> {
         let url = self.endpoint_url(tenant, "token")?;
         let host = url.host().unwrap_or_default().to_owned();
         let request = Request::builder()
@@ -125,18 +141,40 @@ fn encode_client_credentials(client_id: &str, auth: ClientAuth<'_>, request: &To
             .header("client-request-id", crate::ids::uuid_v4())
             .header("return-client-request-id", "true")
             .body(Full::new(Bytes::copy_from_slice(form.expose().as_bytes())))
-            .map_err(|e| TokenError::service_unavailable(source, format!("building the token request: {e}")))?;
-        let response = self.http.send(request).await.map_err(|e| transport_error(source, &host, &e))?;
+            .map_err(|e| {
+                TokenError::service_unavailable(source, format!("building the token request: {e}"))
+            })?;
+        let response = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| transport_error(source, &host, &e))?;
         if response.status.is_success() {
-            return parse_token_response(&response.body)
-                .map_err(|why| TokenError::service_unavailable(source, format!("{host} sent an unusable token response: {why}")));
+            return parse_token_response(&response.body).map_err(|why| {
+                TokenError::service_unavailable(
+                    source,
+                    format!("{host} sent an unusable token response: {why}"),
+                )
+            });
         }
-        Err(error_from_response(source, &host, response.status.as_u16(), &response.headers, &response.body))
+        Err(error_from_response(
+            source,
+            &host,
+            response.status.as_u16(),
+            &response.headers,
+            &response.body,
+        ))
     }
 }
 
 /// Turns a non-2xx token-endpoint answer into a classified error.
-pub fn error_from_response(source: &str, host: &str, status: u16, headers: &http::HeaderMap, body: &[u8]) -> TokenError {
+pub(crate) fn error_from_response(
+    source: &str,
+    host: &str,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> TokenError {
     let retry = retry_after(headers);
     match AadError::parse(body) {
         Some(aad) => {
@@ -157,19 +195,23 @@ pub fn error_from_response(source: &str, host: &str, status: u16, headers: &http
             } else {
                 TokenErrorKind::CredentialRejected
             };
-            TokenError::new(kind, source, format!("{host} answered HTTP {status} without an Entra ID error body"))
-                .with_retry_after(retry)
+            TokenError::new(
+                kind,
+                source,
+                format!("{host} answered HTTP {status} without an Entra ID error body"),
+            )
+            .with_retry_after(retry)
         }
     }
 }
 
 /// A transport failure (unreachable, TLS, timeout, oversized body) is a token-service outage.
-pub fn transport_error(source: &str, host: &str, e: &HttpError) -> TokenError {
+pub(crate) fn transport_error(source: &str, host: &str, e: &HttpError) -> TokenError {
     TokenError::service_unavailable(source, format!("token service {host} unreachable: {e}"))
 }
 
 /// Parses a v1 or v2 success body: numbers may be strings; `expires_in` or else `expires_on` (epoch seconds).
-pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
+pub(crate) fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
     let value: Value = serde_json::from_slice(body).map_err(|_| "not JSON".to_owned())?;
     let obj = value.as_object().ok_or("not a JSON object")?;
     let access_token = obj
@@ -188,8 +230,12 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
     let expires_in = match seconds_field(obj.get("expires_in")) {
         Some(s) => Duration::from_secs(s),
         None => {
-            let on = seconds_field(obj.get("expires_on")).ok_or("neither expires_in nor expires_on")?;
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let on =
+                seconds_field(obj.get("expires_on")).ok_or("neither expires_in nor expires_on")?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             Duration::from_secs(on.saturating_sub(now))
         }
     };
@@ -209,9 +255,11 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
 }
 
 /// A non-negative number of seconds given as a JSON number or a numeric string.
-pub fn seconds_field(v: Option<&Value>) -> Option<u64> {
+pub(crate) fn seconds_field(v: Option<&Value>) -> Option<u64> {
     match v? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -242,10 +290,17 @@ mod tests {
 
     #[test]
     fn expires_on_only() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let body = format!(r#"{{"access_token":"x","expires_on":"{}"}}"#, now + 600);
         let r = parse_token_response(body.as_bytes()).unwrap();
-        assert!((598..=600).contains(&r.expires_in.as_secs()), "{:?}", r.expires_in);
+        assert!(
+            (598..=600).contains(&r.expires_in.as_secs()),
+            "{:?}",
+            r.expires_in
+        );
     }
 
     #[test]
@@ -262,7 +317,11 @@ mod tests {
             br#"{"access_token":"x","expires_in":0}"#,
             br#"{"access_token":"x","expires_in":-5}"#,
         ] {
-            assert!(parse_token_response(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                parse_token_response(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -279,11 +338,26 @@ mod tests {
         assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
         assert_eq!(e.message, "AADSTS7000215: Invalid client secret provided.");
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("30"));
-        let e = error_from_response("client_secret", "login.example", 429, &headers, br#"{"error":"temporarily_unavailable"}"#);
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("30"),
+        );
+        let e = error_from_response(
+            "client_secret",
+            "login.example",
+            429,
+            &headers,
+            br#"{"error":"temporarily_unavailable"}"#,
+        );
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
-        let e = error_from_response("client_secret", "login.example", 502, &http::HeaderMap::new(), b"<html>bad gateway</html>");
+        let e = error_from_response(
+            "client_secret",
+            "login.example",
+            502,
+            &http::HeaderMap::new(),
+            b"<html>bad gateway</html>",
+        );
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert!(!e.message.contains("<html>"), "bodies are never echoed");
     }

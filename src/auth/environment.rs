@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use super::{
-    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
-    TokenErrorKind, TokenRequest, UnsupportedCredential, is_valid_tenant,
+    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient, Secret,
+    TokenCredential, TokenError, TokenErrorKind, TokenRequest, UnsupportedCredential,
+    is_valid_tenant,
 };
 use crate::env::Env;
 
@@ -34,24 +35,30 @@ impl EnvironmentCredential {
     pub fn from_env(env: &dyn Env, entra: &EntraClient) -> Self {
         let var = |n: &str| env.non_empty(n);
         let azure = (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"));
-        let state = if let (Some(t), Some(c), Some(s)) = (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET")) {
-            secret_state(t, c, s, "AZURE_TENANT_ID", entra)
-        } else if let (Some(_), Some(_), Some(_)) = (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH")) {
-            State::Unavailable(format!(
-                "AZURE_CLIENT_CERTIFICATE_PATH is set, but {}",
-                UnsupportedCredential::new("client_certificate").reason()
-            ))
-        } else if let (Some(t), Some(c), Some(s)) = (var("AML_TENANT_ID"), var("AML_PRINCIPAL_ID"), var("AML_PRINCIPAL_PASS"))
-        {
-            secret_state(&t, &c, s, "AML_TENANT_ID", entra)
-        } else if var("AZURE_AUTH_LOCATION").is_some() {
-            State::Unavailable(format!(
-                "AZURE_AUTH_LOCATION is set, but {}",
-                UnsupportedCredential::new("sdk_auth_file").reason()
-            ))
-        } else {
-            State::Unavailable(missing_message(env))
-        };
+        let state =
+            if let (Some(t), Some(c), Some(s)) = (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET")) {
+                secret_state(t, c, s, "AZURE_TENANT_ID", entra)
+            } else if let (Some(_), Some(_), Some(_)) =
+                (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH"))
+            {
+                State::Unavailable(format!(
+                    "AZURE_CLIENT_CERTIFICATE_PATH is set, but {}",
+                    UnsupportedCredential::new("client_certificate").reason()
+                ))
+            } else if let (Some(t), Some(c), Some(s)) = (
+                var("AML_TENANT_ID"),
+                var("AML_PRINCIPAL_ID"),
+                var("AML_PRINCIPAL_PASS"),
+            ) {
+                secret_state(&t, &c, s, "AML_TENANT_ID", entra)
+            } else if var("AZURE_AUTH_LOCATION").is_some() {
+                State::Unavailable(format!(
+                    "AZURE_AUTH_LOCATION is set, but {}",
+                    UnsupportedCredential::new("sdk_auth_file").reason()
+                ))
+            } else {
+                State::Unavailable(missing_message(env))
+            };
         Self { state }
     }
 
@@ -61,12 +68,25 @@ impl EnvironmentCredential {
     }
 }
 
-fn secret_state(tenant: &str, client: &str, secret: String, tenant_var: &str, entra: &EntraClient) -> State {
+fn secret_state(
+    tenant: &str,
+    client: &str,
+    secret: String,
+    tenant_var: &str,
+    entra: &EntraClient,
+) -> State {
     if !is_valid_tenant(tenant) {
-        return State::Misconfigured(format!("{tenant_var} is not a valid tenant id (allowed: letters, digits, '.', '-')"));
+        return State::Misconfigured(format!(
+            "{tenant_var} is not a valid tenant id (allowed: letters, digits, '.', '-')"
+        ));
     }
-    let credential = ClientSecretCredential::new(tenant.to_owned(), client.to_owned(), Secret::new(secret), entra.clone())
-        .with_source(SOURCE);
+    let credential = ClientSecretCredential::new(
+        tenant.to_owned(),
+        client.to_owned(),
+        Secret::new(secret),
+        entra.clone(),
+    )
+    .with_source(SOURCE);
     State::Ready(Arc::new(credential))
 }
 
@@ -82,7 +102,10 @@ fn missing_message(env: &dyn Env) -> String {
 }
 
 impl TokenCredential for EnvironmentCredential {
-    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         match &self.state {
             State::Ready(inner) => inner.get_token(request),
             State::Unavailable(reason) => {
@@ -90,7 +113,11 @@ impl TokenCredential for EnvironmentCredential {
                 Box::pin(async move { Err(e) })
             }
             State::Misconfigured(reason) => {
-                let e = CredentialError::Failed(TokenError::new(TokenErrorKind::CredentialRejected, SOURCE, reason.clone()));
+                let e = CredentialError::Failed(TokenError::new(
+                    TokenErrorKind::CredentialRejected,
+                    SOURCE,
+                    reason.clone(),
+                ));
                 Box::pin(async move { Err(e) })
             }
         }

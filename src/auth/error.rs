@@ -52,7 +52,11 @@ pub struct Attempt {
 
 impl TokenError {
     /// A failure without Entra ID details.
-    pub fn new(kind: TokenErrorKind, source: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: TokenErrorKind,
+        source: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             message: message.into(),

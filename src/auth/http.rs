@@ -12,8 +12,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::error::error_chain;
+
 /// The largest token-service response body read; anything larger is an error (a token response is ~2-8 KiB).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Settings of the token-service client.
 #[derive(Debug, Clone)]
@@ -134,7 +136,7 @@ impl std::fmt::Debug for TokenHttpClient {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is ignored), capped at one hour.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -143,19 +145,4 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(secs.min(3600)))
-}
-
-/// An error and its sources on one line ("client error (Connect): tcp connect error: Connection refused").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cur = s.source();
-    }
-    text
 }

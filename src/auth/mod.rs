@@ -38,7 +38,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Something that can obtain access tokens.
 pub trait TokenCredential: Send + Sync + fmt::Debug {
     /// Obtains a fresh token for `request` (the cache decides when to call this).
-    fn get_token<'a>(&'a self, request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>>;
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>>;
 
     /// The credential's kind, as written in configuration (`client_secret`, `chain`, …).
     fn kind(&self) -> &'static str;
@@ -110,7 +113,10 @@ impl CredentialError {
                 let mut e = TokenError::new(
                     TokenErrorKind::CredentialUnavailable,
                     source,
-                    format!("no credential source can provide a token: {}", Attempt::summary(&attempts)),
+                    format!(
+                        "no credential source can provide a token: {}",
+                        Attempt::summary(&attempts)
+                    ),
                 );
                 e.attempts = attempts;
                 e
@@ -122,7 +128,9 @@ impl CredentialError {
 impl fmt::Display for CredentialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CredentialError::Unavailable(attempts) => write!(f, "unavailable: {}", Attempt::summary(attempts)),
+            CredentialError::Unavailable(attempts) => {
+                write!(f, "unavailable: {}", Attempt::summary(attempts))
+            }
             CredentialError::Failed(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -132,7 +140,10 @@ impl std::error::Error for CredentialError {}
 
 /// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`, PROTOCOLS §1.6).
 pub fn is_valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty() && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    !tenant.is_empty()
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →

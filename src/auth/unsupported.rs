@@ -27,7 +27,10 @@ impl UnsupportedCredential {
 }
 
 impl TokenCredential for UnsupportedCredential {
-    fn get_token<'a>(&'a self, _request: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    fn get_token<'a>(
+        &'a self,
+        _request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         let error = CredentialError::unavailable(self.kind, self.reason());
         Box::pin(async move { Err(error) })
     }

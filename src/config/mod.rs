@@ -295,10 +295,12 @@ impl Config {
 
     /// The scopes every route needs, as (route name, credential, scope).
     pub fn route_tokens(&self) -> impl Iterator<Item = (&str, &str, &str)> {
-        self.routes.iter().filter_map(|r| match (&r.credential, &r.scope) {
-            (Some(c), Some(s)) => Some((r.name.as_str(), c.as_str(), s.as_str())),
-            _ => None,
-        })
+        self.routes
+            .iter()
+            .filter_map(|r| match (&r.credential, &r.scope) {
+                (Some(c), Some(s)) => Some((r.name.as_str(), c.as_str(), s.as_str())),
+                _ => None,
+            })
     }
 }
 
@@ -316,9 +318,13 @@ impl Cloud {
 
     /// Parses a cloud name (case-insensitive).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Cloud::AzureCloud, Cloud::AzureUsGovernment, Cloud::AzureChinaCloud]
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(name))
+        [
+            Cloud::AzureCloud,
+            Cloud::AzureUsGovernment,
+            Cloud::AzureChinaCloud,
+        ]
+        .into_iter()
+        .find(|c| c.name().eq_ignore_ascii_case(name))
     }
 
     /// The Entra ID authority host.
@@ -369,7 +375,9 @@ impl HttpsOrigin {
         let port = authority
             .port_u16()
             .unwrap_or(if *scheme == Scheme::HTTP { 80 } else { 443 });
-        *scheme == self.scheme && port == self.port() && authority.host().eq_ignore_ascii_case(self.host())
+        *scheme == self.scheme
+            && port == self.port()
+            && authority.host().eq_ignore_ascii_case(self.host())
     }
 }
 
@@ -466,7 +474,11 @@ impl Default for Limits {
 
 impl ConfigError {
     /// A single problem.
-    pub fn single(file: Option<PathBuf>, path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn single(
+        file: Option<PathBuf>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             file,
             problems: vec![Problem {
@@ -483,7 +495,12 @@ impl fmt::Display for ConfigError {
             Some(p) => write!(f, "invalid configuration {}", p.display())?,
             None => f.write_str("invalid configuration")?,
         }
-        write!(f, " ({} problem{}):", self.problems.len(), if self.problems.len() == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            " ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }

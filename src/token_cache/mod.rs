@@ -169,7 +169,12 @@ impl TokenCache {
     /// once (start-up pre-fetch) and refreshes it ahead of expiry for as long as the cache lives.
     ///
     /// Must be called inside a tokio runtime.
-    pub fn source(&self, key: CacheKey, credential: Arc<dyn TokenCredential>, keep_fresh: bool) -> TokenSource {
+    pub fn source(
+        &self,
+        key: CacheKey,
+        credential: Arc<dyn TokenCredential>,
+        keep_fresh: bool,
+    ) -> TokenSource {
         let mut entries = lock(&self.inner.entries);
         if let Some(entry) = entries.get(&key) {
             return TokenSource {
@@ -207,7 +212,9 @@ impl Drop for CacheInner {
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let entries = lock(&self.inner.entries).len();
-        f.debug_struct("TokenCache").field("entries", &entries).finish()
+        f.debug_struct("TokenCache")
+            .field("entries", &entries)
+            .finish()
     }
 }
 
@@ -244,13 +251,20 @@ impl TokenSource {
                 expires_on: token.expires_on,
             };
         }
-        TokenStatus::Missing(lock(&self.entry.state).failure.as_ref().map(|f| Arc::clone(&f.error)))
+        TokenStatus::Missing(
+            lock(&self.entry.state)
+                .failure
+                .as_ref()
+                .map(|f| Arc::clone(&f.error)),
+        )
     }
 }
 
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSource").field("key", &self.entry.key).finish_non_exhaustive()
+        f.debug_struct("TokenSource")
+            .field("key", &self.entry.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -259,9 +273,13 @@ impl fmt::Debug for TokenSource {
 impl CachedToken {
     /// Schedules a freshly acquired token. `sent` is when the token request was sent (lifetimes count from then).
     fn new(token: AccessToken, sent: Instant, sent_wall: SystemTime) -> Result<Self, TokenError> {
-        let mut header = HeaderValue::try_from(format!("Bearer {}", token.token.expose())).map_err(|_| {
-            TokenError::service_unavailable(&*token.source, "the token contains characters that cannot be sent in a header")
-        })?;
+        let mut header = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
+            .map_err(|_| {
+                TokenError::service_unavailable(
+                    &*token.source,
+                    "the token contains characters that cannot be sent in a header",
+                )
+            })?;
         header.set_sensitive(true);
         let lifetime = token.expires_in;
         let margin = (lifetime / 10).min(Duration::from_secs(30));
@@ -414,7 +432,12 @@ impl Entry {
         };
         let sent = Instant::now();
         let sent_wall = SystemTime::now();
-        let result = match tokio::time::timeout(self.policy.fetch_timeout, self.credential.get_token(&request)).await {
+        let result = match tokio::time::timeout(
+            self.policy.fetch_timeout,
+            self.credential.get_token(&request),
+        )
+        .await
+        {
             Ok(Ok(token)) => CachedToken::new(token, sent, sent_wall),
             Ok(Err(e)) => Err(e.into_token_error()),
             Err(_) => Err(TokenError::service_unavailable(
@@ -433,8 +456,13 @@ impl Entry {
         let mut state = lock(&self.state);
         match result {
             Ok(token) => {
-                self.metrics.acquisition(credential, &token.source, "success");
-                self.metrics.expiry(credential, &self.key.scope, unix_seconds(token.expires_on) as f64);
+                self.metrics
+                    .acquisition(credential, &token.source, "success");
+                self.metrics.expiry(
+                    credential,
+                    &self.key.scope,
+                    unix_seconds(token.expires_on) as f64,
+                );
                 let recovered = state.failure.is_some();
                 tracing::info!(
                     credential,
@@ -452,15 +480,18 @@ impl Entry {
                 state.next_attempt = None;
             }
             Err(error) => {
-                self.metrics.acquisition(credential, &error.source, error.kind.code());
+                self.metrics
+                    .acquisition(credential, &error.source, error.kind.code());
                 self.metrics.failure(credential, error.kind.code());
-                let repeated = state
-                    .failure
-                    .as_ref()
-                    .is_some_and(|f| f.error.kind == error.kind && f.error.message == error.message);
+                let repeated = state.failure.as_ref().is_some_and(|f| {
+                    f.error.kind == error.kind && f.error.message == error.message
+                });
                 log_failure(&error, &self.key, repeated);
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                let damping = error.retry_after.unwrap_or_default().max(self.policy.min_retry);
+                let damping = error
+                    .retry_after
+                    .unwrap_or_default()
+                    .max(self.policy.min_retry);
                 let valid_left = self
                     .current
                     .load()
@@ -476,11 +507,18 @@ impl Entry {
         }
         state.fetching = false;
         drop(state);
-        self.done.send_modify(|generation| *generation = generation.wrapping_add(1));
+        self.done
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
     /// The keeper's delay before its next attempt after `failures` consecutive failures.
-    fn backoff(&self, error: &TokenError, failures: u32, damping: Duration, valid_left: Option<Duration>) -> Duration {
+    fn backoff(
+        &self,
+        error: &TokenError,
+        failures: u32,
+        damping: Duration,
+        valid_left: Option<Duration>,
+    ) -> Duration {
         let cap = if error.is_transient() {
             self.policy.max_backoff_transient
         } else {
@@ -492,7 +530,10 @@ impl Entry {
         let mut delay = jittered.max(damping);
         if let Some(left) = valid_left.filter(|l| !l.is_zero()) {
             // The old token still serves: retry no faster than `eager_retry`, but try again before it runs out.
-            delay = delay.max(self.policy.eager_retry).min((left / 2).max(self.policy.min_retry)).max(damping);
+            delay = delay
+                .max(self.policy.eager_retry)
+                .min((left / 2).max(self.policy.min_retry))
+                .max(damping);
         }
         delay
     }
@@ -545,8 +586,11 @@ struct FetchGuard<'a> {
 impl Drop for FetchGuard<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            let error = TokenError::service_unavailable(self.entry.credential.kind(), "the token request ended unexpectedly")
-                .with_credential(&self.entry.key.credential);
+            let error = TokenError::service_unavailable(
+                self.entry.credential.kind(),
+                "the token request ended unexpectedly",
+            )
+            .with_credential(&self.entry.key.credential);
             self.entry.complete(Err(error));
         }
     }
@@ -557,7 +601,9 @@ fn log_failure(error: &TokenError, key: &CacheKey, repeated: bool) {
     let aad = error.aad.as_ref();
     let code = aad.and_then(|a| a.first_code()).unwrap_or_default();
     let trace_id = aad.and_then(|a| a.trace_id.as_deref()).unwrap_or_default();
-    let correlation_id = aad.and_then(|a| a.correlation_id.as_deref()).unwrap_or_default();
+    let correlation_id = aad
+        .and_then(|a| a.correlation_id.as_deref())
+        .unwrap_or_default();
     if repeated {
         tracing::debug!(credential = %key.credential, source = %error.source, kind = %error.kind, "token acquisition failed again");
     } else if error.kind == TokenErrorKind::TokenServiceUnavailable {

@@ -10,9 +10,19 @@ use crate::metrics::Metrics;
 /// What the fake credential does on one call.
 #[derive(Debug, Clone)]
 enum Step {
-    Ok { ttl: u64, delay_ms: u64 },
-    OkRefreshIn { ttl: u64, refresh_in: u64 },
-    Fail { kind: TokenErrorKind, retry_after: Option<u64>, delay_ms: u64 },
+    Ok {
+        ttl: u64,
+        delay_ms: u64,
+    },
+    OkRefreshIn {
+        ttl: u64,
+        refresh_in: u64,
+    },
+    Fail {
+        kind: TokenErrorKind,
+        retry_after: Option<u64>,
+        delay_ms: u64,
+    },
     Panic,
 }
 
@@ -39,11 +49,18 @@ impl Scripted {
 }
 
 impl TokenCredential for Scripted {
-    fn get_token<'a>(&'a self, _: &'a TokenRequest) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    fn get_token<'a>(
+        &'a self,
+        _: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let step = {
             let mut steps = self.steps.lock().unwrap();
-            if steps.len() > 1 { steps.pop_front().unwrap() } else { steps.front().cloned().unwrap() }
+            if steps.len() > 1 {
+                steps.pop_front().unwrap()
+            } else {
+                steps.front().cloned().unwrap()
+            }
         };
         Box::pin(async move {
             let token = |ttl: u64, refresh_in: Option<u64>| AccessToken {
@@ -58,7 +75,11 @@ impl TokenCredential for Scripted {
                     Ok(token(ttl, None))
                 }
                 Step::OkRefreshIn { ttl, refresh_in } => Ok(token(ttl, Some(refresh_in))),
-                Step::Fail { kind, retry_after, delay_ms } => {
+                Step::Fail {
+                    kind,
+                    retry_after,
+                    delay_ms,
+                } => {
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     Err(CredentialError::Failed(
                         TokenError::new(kind, "scripted", format!("scripted failure {n}"))
@@ -81,7 +102,11 @@ fn slow_ok(ttl: u64, delay_ms: u64) -> Step {
     Step::Ok { ttl, delay_ms }
 }
 fn fail(kind: TokenErrorKind) -> Step {
-    Step::Fail { kind, retry_after: None, delay_ms: 0 }
+    Step::Fail {
+        kind,
+        retry_after: None,
+        delay_ms: 0,
+    }
 }
 
 fn key(credential: &str) -> CacheKey {
@@ -155,11 +180,17 @@ async fn requests_never_wait_for_a_refresh_while_the_old_token_is_valid() {
     tokio::time::sleep(Duration::from_secs(55 * 60 + 5)).await;
     assert_eq!(cred.calls(), 2, "the slow refresh is running");
     for _ in 0..100 {
-        let v = is_immediate(src.header_value()).await.expect("a hit must not wait").unwrap();
+        let v = is_immediate(src.header_value())
+            .await
+            .expect("a hit must not wait")
+            .unwrap();
         assert_eq!(header_text(&v), "Bearer tok-1");
     }
     tokio::time::sleep(Duration::from_secs(101)).await;
-    assert_eq!(header_text(&src.header_value().await.unwrap()), "Bearer tok-2");
+    assert_eq!(
+        header_text(&src.header_value().await.unwrap()),
+        "Bearer tok-2"
+    );
     assert_eq!(cred.calls(), 2);
 }
 
@@ -174,7 +205,10 @@ async fn short_lived_tokens_refresh_at_half_life_and_never_expire_in_use() {
     let mut distinct = 0;
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let v = is_immediate(src.header_value()).await.expect("never waits").unwrap();
+        let v = is_immediate(src.header_value())
+            .await
+            .expect("never waits")
+            .unwrap();
         let text = header_text(&v).to_owned();
         if text != previous {
             distinct += 1;
@@ -188,7 +222,13 @@ async fn short_lived_tokens_refresh_at_half_life_and_never_expire_in_use() {
 
 #[tokio::test(start_paused = true)]
 async fn refresh_in_and_long_lifetimes_set_the_schedule() {
-    let cred = Scripted::new([Step::OkRefreshIn { ttl: 3600, refresh_in: 600 }, ok(86_400)]);
+    let cred = Scripted::new([
+        Step::OkRefreshIn {
+            ttl: 3600,
+            refresh_in: 600,
+        },
+        ok(86_400),
+    ]);
     let cache = cache();
     let _src = cache.source(key("c"), cred.clone(), true);
     let start = Instant::now();
@@ -203,7 +243,10 @@ async fn refresh_in_and_long_lifetimes_set_the_schedule() {
     assert!((570..=601).contains(&fetch_times[0]), "{fetch_times:?}");
     // ... then a 24 h token (≥ 2 h) at half its lifetime (minus ≤ 30 s jitter).
     let gap = fetch_times[1] - fetch_times[0];
-    assert!((12 * 3600 - 31..=12 * 3600 + 1).contains(&gap), "{fetch_times:?}");
+    assert!(
+        (12 * 3600 - 31..=12 * 3600 + 1).contains(&gap),
+        "{fetch_times:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -242,11 +285,17 @@ async fn failed_early_refreshes_keep_serving_and_retry_at_least_30s_apart() {
         }
     }
     assert!(!gaps.is_empty());
-    assert!(gaps.iter().all(|g| *g >= 29), "eager retries too close: {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g >= 29),
+        "eager retries too close: {gaps:?}"
+    );
     // Recovery: the next attempt succeeds and the new token is used.
     cred.then([ok(3600)]);
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(header_text(&src.header_value().await.unwrap()), format!("Bearer tok-{}", cred.calls()));
+    assert_eq!(
+        header_text(&src.header_value().await.unwrap()),
+        format!("Bearer tok-{}", cred.calls())
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,13 +321,20 @@ async fn failures_are_shared_and_damped_for_5_seconds() {
     assert_eq!(cred.calls(), 1, "one fetch for 500 waiters");
     // A storm of 10,000 requests within the damping window makes no further token request.
     for _ in 0..10_000 {
-        let e = is_immediate(src.header_value()).await.expect("damped failures answer at once").unwrap_err();
+        let e = is_immediate(src.header_value())
+            .await
+            .expect("damped failures answer at once")
+            .unwrap_err();
         assert!(e.retry_after <= Duration::from_secs(5) && !e.retry_after.is_zero());
     }
     assert_eq!(cred.calls(), 1);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(src.header_value().await.is_err());
-    assert_eq!(cred.calls(), 2, "one new attempt once the window has passed");
+    assert_eq!(
+        cred.calls(),
+        2,
+        "one new attempt once the window has passed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -297,7 +353,11 @@ async fn retry_after_is_honoured() {
         let e = src.header_value().await.unwrap_err();
         assert!(e.retry_after <= Duration::from_secs(30));
     }
-    assert_eq!(cred.calls(), 1, "nothing before Retry-After, neither requests nor the keeper");
+    assert_eq!(
+        cred.calls(),
+        1,
+        "nothing before Retry-After, neither requests nor the keeper"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = src.header_value().await;
     assert_eq!(cred.calls(), 2);
@@ -314,7 +374,10 @@ async fn keeper_never_gives_up_and_backs_off() {
     assert!((50..=80).contains(&calls), "{calls} attempts in an hour");
     cred.then([ok(3600)]);
     tokio::time::sleep(Duration::from_secs(75)).await;
-    assert!(matches!(src.status(), TokenStatus::Valid { .. }), "recovered within one backoff interval");
+    assert!(
+        matches!(src.status(), TokenStatus::Valid { .. }),
+        "recovered within one backoff interval"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,11 +14,17 @@ fn fixture(name: &str) -> Vec<u8> {
 
 #[test]
 fn conditional_access_fixture_is_blocked() {
-    let aad = AadError::parse(&fixture("aad_error_53003_blocked_by_conditional_access.json")).unwrap();
+    let aad = AadError::parse(&fixture(
+        "aad_error_53003_blocked_by_conditional_access.json",
+    ))
+    .unwrap();
     assert_eq!(aad.error.as_deref(), Some("invalid_grant"));
     assert_eq!(aad.error_codes, vec![53003]);
     assert_eq!(aad.suberror.as_deref(), Some("message_only"));
-    assert_eq!(aad.correlation_id.as_deref(), Some("ffeeddcc-bbaa-9988-7766-554433221100"));
+    assert_eq!(
+        aad.correlation_id.as_deref(),
+        Some("ffeeddcc-bbaa-9988-7766-554433221100")
+    );
     assert!(aad.claims.as_deref().unwrap().contains("capolids"));
     assert_eq!(aad.classify(400), TokenErrorKind::ConditionalAccessBlocked);
     assert!(aad.message().starts_with("AADSTS53003"));
@@ -26,19 +32,33 @@ fn conditional_access_fixture_is_blocked() {
 
 #[test]
 fn mfa_fixture_needs_interaction_and_keeps_claims_verbatim() {
-    let aad = AadError::parse(&fixture("aad_error_50079_interaction_required_with_claims.json")).unwrap();
+    let aad = AadError::parse(&fixture(
+        "aad_error_50079_interaction_required_with_claims.json",
+    ))
+    .unwrap();
     assert_eq!(aad.classify(400), TokenErrorKind::InteractionRequired);
     assert_eq!(
         aad.claims.as_deref(),
-        Some(r#"{"access_token":{"polids":{"essential":true,"values":["9ab03e19-ed42-4168-b6b7-7001fb3e933a"]}}}"#)
+        Some(
+            r#"{"access_token":{"polids":{"essential":true,"values":["9ab03e19-ed42-4168-b6b7-7001fb3e933a"]}}}"#
+        )
     );
-    assert!(aad.message().starts_with("AADSTS50079: Due to a configuration change"));
-    assert!(!aad.message().contains("Trace ID"), "message is the first line only");
+    assert!(
+        aad.message()
+            .starts_with("AADSTS50079: Due to a configuration change")
+    );
+    assert!(
+        !aad.message().contains("Trace ID"),
+        "message is the first line only"
+    );
 }
 
 #[test]
 fn revoked_refresh_token_fixture_needs_interaction() {
-    let aad = AadError::parse(&fixture("aad_error_invalid_grant_50173_revoked_refresh_token.json")).unwrap();
+    let aad = AadError::parse(&fixture(
+        "aad_error_invalid_grant_50173_revoked_refresh_token.json",
+    ))
+    .unwrap();
     assert_eq!(aad.classify(400), TokenErrorKind::InteractionRequired);
 }
 
@@ -59,32 +79,132 @@ fn classification_table() {
     };
     use TokenErrorKind::*;
     let cases: &[(AadError, u16, TokenErrorKind)] = &[
-        (with("invalid_grant", &[53000], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[53011], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[53999], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[530032], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[530999], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[50005], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[50097], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[50129], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[50131], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[50155], None), 400, ConditionalAccessBlocked),
+        (
+            with("invalid_grant", &[53000], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[53011], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[53999], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[530032], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[530999], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[50005], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[50097], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[50129], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[50131], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[50155], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
         // A CA code wins over the OAuth error name (user flows answer CA blocks with interaction_required).
-        (with("interaction_required", &[53003], None), 400, ConditionalAccessBlocked),
-        (with("invalid_grant", &[50076], None), 400, InteractionRequired),
-        (with("invalid_grant", &[50158], None), 400, InteractionRequired),
-        (with("invalid_grant", &[70043], None), 400, InteractionRequired),
-        (with("invalid_grant", &[700082], None), 400, InteractionRequired),
-        (with("invalid_grant", &[65001], None), 400, InteractionRequired),
-        (with("interaction_required", &[], None), 400, InteractionRequired),
-        (with("invalid_grant", &[], Some("consent_required")), 400, InteractionRequired),
-        (with("invalid_client", &[7000215], None), 401, CredentialRejected),
-        (with("invalid_client", &[7000222], None), 401, CredentialRejected),
-        (with("unauthorized_client", &[700016], None), 400, CredentialRejected),
-        (with("invalid_request", &[90002], None), 400, CredentialRejected),
-        (with("invalid_request", &[], Some("client_mismatch")), 400, CredentialRejected),
-        (with("temporarily_unavailable", &[], None), 400, TokenServiceUnavailable),
-        (with("server_error", &[], None), 500, TokenServiceUnavailable),
+        (
+            with("interaction_required", &[53003], None),
+            400,
+            ConditionalAccessBlocked,
+        ),
+        (
+            with("invalid_grant", &[50076], None),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("invalid_grant", &[50158], None),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("invalid_grant", &[70043], None),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("invalid_grant", &[700082], None),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("invalid_grant", &[65001], None),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("interaction_required", &[], None),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("invalid_grant", &[], Some("consent_required")),
+            400,
+            InteractionRequired,
+        ),
+        (
+            with("invalid_client", &[7000215], None),
+            401,
+            CredentialRejected,
+        ),
+        (
+            with("invalid_client", &[7000222], None),
+            401,
+            CredentialRejected,
+        ),
+        (
+            with("unauthorized_client", &[700016], None),
+            400,
+            CredentialRejected,
+        ),
+        (
+            with("invalid_request", &[90002], None),
+            400,
+            CredentialRejected,
+        ),
+        (
+            with("invalid_request", &[], Some("client_mismatch")),
+            400,
+            CredentialRejected,
+        ),
+        (
+            with("temporarily_unavailable", &[], None),
+            400,
+            TokenServiceUnavailable,
+        ),
+        (
+            with("server_error", &[], None),
+            500,
+            TokenServiceUnavailable,
+        ),
         (with("whatever", &[], None), 503, TokenServiceUnavailable),
         (with("whatever", &[], None), 429, TokenServiceUnavailable),
     ];
@@ -97,7 +217,9 @@ fn classification_table() {
 fn description_text_is_never_used_for_classification() {
     let aad = AadError {
         error: Some("invalid_client".into()),
-        error_description: Some("AADSTS53003: Access has been blocked by Conditional Access policies".into()),
+        error_description: Some(
+            "AADSTS53003: Access has been blocked by Conditional Access policies".into(),
+        ),
         error_codes: vec![7000215],
         ..AadError::default()
     };
@@ -106,18 +228,23 @@ fn description_text_is_never_used_for_classification() {
 
 #[test]
 fn tolerant_parsing() {
-    let aad = AadError::parse(br#"{"error":"invalid_request","error_codes":["90002", 7]}"#).unwrap();
+    let aad =
+        AadError::parse(br#"{"error":"invalid_request","error_codes":["90002", 7]}"#).unwrap();
     assert_eq!(aad.error_codes, vec![90002, 7]);
     assert!(AadError::parse(b"not json").is_none());
     assert!(AadError::parse(b"[1,2]").is_none());
     assert!(AadError::parse(br#"{"statusCode":500,"message":"x"}"#).is_none());
     let claims_object = AadError::parse(br#"{"error":"x","claims":{"access_token":{}}}"#).unwrap();
-    assert_eq!(claims_object.claims.as_deref(), Some(r#"{"access_token":{}}"#));
+    assert_eq!(
+        claims_object.claims.as_deref(),
+        Some(r#"{"access_token":{}}"#)
+    );
 }
 
 #[test]
 fn json_keeps_only_present_fields() {
-    let aad = AadError::parse(br#"{"error":"invalid_grant","error_codes":[53003],"trace_id":"t"}"#).unwrap();
+    let aad = AadError::parse(br#"{"error":"invalid_grant","error_codes":[53003],"trace_id":"t"}"#)
+        .unwrap();
     assert_eq!(
         aad.to_json(),
         serde_json::json!({"error":"invalid_grant","error_codes":[53003],"trace_id":"t"})

@@ -1,0 +1,168 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (DESIGN §8), with the same Host checks as the proxy.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::UNIX_EPOCH;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use crate::proxy::admit::HostAllowlist;
+use crate::proxy::body::ResponseBody;
+use crate::proxy::respond::{json_error, proxy_error};
+use crate::token_cache::{TokenSource, TokenStatus};
+
+/// What readiness looks at: each route's token.
+#[derive(Debug, Clone)]
+pub struct RouteReadiness {
+    /// Route name.
+    pub route: String,
+    /// Credential name.
+    pub credential: String,
+    /// The route's cache entry.
+    pub tokens: TokenSource,
+}
+
+/// The admin service.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<AdminInner>,
+}
+
+struct AdminInner {
+    hosts: HostAllowlist,
+    metrics: Metrics,
+    routes: Vec<RouteReadiness>,
+    draining: AtomicBool,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// An admin service.
+    pub fn new(hosts: HostAllowlist, metrics: Metrics, routes: Vec<RouteReadiness>) -> Self {
+        Self {
+            inner: Arc::new(AdminInner {
+                hosts,
+                metrics,
+                routes,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// From now on `/readyz` answers 503 (the process is shutting down).
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    fn respond<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+        if let Err(e) = self.inner.hosts.check(req) {
+            return proxy_error(&e);
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the admin endpoints answer GET",
+                Default::default(),
+            );
+        }
+        match req.uri().path() {
+            "/healthz" | "/livez" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            "/readyz" => self.readiness(),
+            "/metrics" => {
+                let mut r = Response::new(ResponseBody::full(self.inner.metrics.render()));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            _ => json_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "admin endpoints: /healthz, /readyz, /metrics",
+                Default::default(),
+            ),
+        }
+    }
+
+    fn readiness(&self) -> Response<ResponseBody> {
+        let inner = &*self.inner;
+        if inner.draining.load(Ordering::Acquire) {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "reason": "shutting down"}),
+            );
+        }
+        let mut missing = Vec::new();
+        let mut ready = Vec::new();
+        for r in &inner.routes {
+            match r.tokens.status() {
+                TokenStatus::Valid { expires_on } => ready.push(json!({
+                    "route": r.route,
+                    "credential": r.credential,
+                    "expires_on": expires_on.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+                })),
+                TokenStatus::Missing(error) => {
+                    let mut m = json!({"route": r.route, "credential": r.credential});
+                    if let (Some(e), Value::Object(obj)) = (error, &mut m) {
+                        obj.insert("code".into(), Value::String(e.kind.code().into()));
+                        obj.insert("message".into(), Value::String(e.message.clone()));
+                    } else if let Value::Object(obj) = &mut m {
+                        obj.insert("message".into(), Value::String("the first token request has not finished".into()));
+                    }
+                    missing.push(m);
+                }
+            }
+        }
+        if missing.is_empty() {
+            json_response(StatusCode::OK, &json!({"ready": true, "routes": ready}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "missing": missing, "routes": ready}),
+            )
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(
+        serde_json::to_vec(value).unwrap_or_default(),
+    ));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+impl<B> tower::Service<Request<B>> for Admin {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let response = self.respond(&req);
+        Box::pin(std::future::ready(Ok(response)))
+    }
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("routes", &self.inner.routes.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,233 @@
+//! Wires configuration into a running proxy: listeners, credentials, token cache, proxy stack, admin.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{Admin, RouteReadiness};
+use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials};
+use crate::config::{Config, Limits};
+use crate::env::Env;
+use crate::metrics::Metrics;
+use crate::proxy::admit::HostAllowlist;
+use crate::proxy::client::upstream_client;
+use crate::proxy::inject_token::InjectTokenLayer;
+use crate::proxy::routes::RouteTable;
+use crate::proxy::{ProxyService, stack};
+use crate::server::{ServerOptions, bind, serve};
+use crate::token_cache::{CacheKey, CachePolicy, TokenCache, TokenSource};
+
+/// Knobs that are not configuration (tests inject these).
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Where credentials read environment variables.
+    pub env: Arc<dyn Env>,
+    /// Token cache timing.
+    pub cache_policy: CachePolicy,
+}
+
+/// Why the proxy could not start (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Bind(#[from] std::io::Error),
+    /// TLS could not be configured.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A bound, ready-to-run proxy.
+pub struct App {
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    service: ProxyService,
+    admin: Admin,
+    limits: Limits,
+    // Keeps the background refreshers alive for as long as the app runs.
+    _cache: TokenCache,
+}
+
+// === impl AppOptions ===
+
+impl AppOptions {
+    /// Options reading the given environment, with the production cache policy.
+    pub fn new(env: Arc<dyn Env>) -> Self {
+        Self {
+            env,
+            cache_policy: CachePolicy::default(),
+        }
+    }
+}
+
+// === impl App ===
+
+impl App {
+    /// Binds both listeners, builds credentials and the proxy stack, and starts pre-fetching every route's
+    /// token. Requests that arrive before a token is held wait on that same fetch.
+    pub async fn bind(config: Config, options: AppOptions) -> Result<Self, StartError> {
+        let proxy_listener = bind(config.listen, "proxy").await?;
+        let admin_listener = bind(config.admin_listen, "admin").await?;
+        let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
+        let metrics = Metrics::new()?;
+        let http_options = HttpClientOptions {
+            connect_timeout: config.limits.upstream_connect_timeout,
+            ..HttpClientOptions::default()
+        };
+        let entra = EntraClient::new(
+            TokenHttpClient::new(Arc::clone(&tls), &http_options),
+            config.authority_host.clone(),
+        );
+        let tenants: Vec<(String, Option<String>)> = config
+            .credentials
+            .iter()
+            .map(|(name, spec)| (name.clone(), spec.tenant_id().map(str::to_owned)))
+            .collect();
+        let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
+        let cache = TokenCache::new(metrics.tokens.clone(), options.cache_policy);
+        let mut layers = Vec::with_capacity(config.routes.len());
+        let mut readiness = Vec::new();
+        for route in &config.routes {
+            let tokens: Option<TokenSource> = match (&route.credential, &route.scope) {
+                (Some(name), Some(scope)) => credentials.get(name).map(|credential| {
+                    let tenant = tenants
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .and_then(|(_, t)| t.as_deref());
+                    let key = CacheKey {
+                        credential: name.as_str().into(),
+                        tenant: tenant.map(Into::into),
+                        scope: scope.as_str().into(),
+                        claims: None,
+                    };
+                    cache.source(key, credential, true)
+                }),
+                _ => None,
+            };
+            if let (Some(t), Some(name)) = (&tokens, &route.credential) {
+                readiness.push(RouteReadiness {
+                    route: route.name.clone(),
+                    credential: name.clone(),
+                    tokens: t.clone(),
+                });
+            }
+            layers.push(match (route.pass_through_authorization, tokens) {
+                (true, tokens) => InjectTokenLayer::pass_through(tokens),
+                (false, Some(tokens)) => InjectTokenLayer::new(tokens),
+                (false, None) => InjectTokenLayer::pass_through(None),
+            });
+        }
+        let table = Arc::new(RouteTable::new(&config.routes));
+        let hosts = HostAllowlist::new(config.allowed_hosts.clone());
+        let client = upstream_client(Arc::clone(&tls), config.limits.upstream_connect_timeout);
+        let service = stack(
+            table,
+            hosts.clone(),
+            &client,
+            layers,
+            &config.limits,
+            &metrics.proxy,
+        );
+        let admin = Admin::new(hosts, metrics, readiness);
+        for route in &config.routes {
+            tracing::info!(
+                route = %route.name,
+                path_prefix = %route.path_prefix,
+                upstream = %format!("{}{}", route.upstream.origin, route.upstream.base_path),
+                credential = route.credential.as_deref().unwrap_or("-"),
+                scope = route.scope.as_deref().unwrap_or("-"),
+                "route"
+            );
+        }
+        Ok(Self {
+            proxy_listener,
+            admin_listener,
+            service,
+            admin,
+            limits: config.limits,
+            _cache: cache,
+        })
+    }
+
+    /// The proxy listener's address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, lets in-flight requests finish for up to
+    /// `drain_timeout` (or until `force` completes), and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()> + Send + 'static,
+    ) {
+        tracing::info!(proxy = %self.proxy_addr(), admin = %self.admin_addr(), "listening");
+        let options = ServerOptions {
+            header_read_timeout: self.limits.request_header_timeout,
+        };
+        let (stop_proxy, proxy_stopped) = watch::channel(false);
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let (deadline_tx, deadline_rx) = watch::channel(false);
+        let drain = self.limits.drain_timeout;
+        let proxy = tokio::spawn(serve(
+            self.proxy_listener,
+            self.service,
+            options.clone(),
+            proxy_stopped,
+            wait_true(deadline_rx.clone()),
+        ));
+        let admin = tokio::spawn(serve(
+            self.admin_listener,
+            self.admin.clone(),
+            options,
+            admin_stopped,
+            wait_true(deadline_rx),
+        ));
+        shutdown.await;
+        tracing::info!(
+            drain_timeout_s = drain.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        self.admin.set_draining();
+        let _ = stop_proxy.send(true);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(drain) => tracing::warn!("drain_timeout reached"),
+                () = force => tracing::warn!("second signal: stopping at once"),
+            }
+            let _ = deadline_tx.send(true);
+        });
+        let _ = proxy.await;
+        let _ = stop_admin.send(true);
+        let _ = admin.await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("proxy", &self.proxy_addr())
+            .field("admin", &self.admin_addr())
+            .finish_non_exhaustive()
+    }
+}

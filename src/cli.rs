@@ -1,0 +1,450 @@
+//! The command line (DESIGN §3): `run` (default), `check-config`, `token`, `login`, `probe`.
+//!
+//! Exit codes: 0 success or clean shutdown, 64 bad usage or configuration, 1 start-up or runtime failure —
+//! each failure with a one-line reason on stderr. stdout carries only a command's result.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::app::{App, AppOptions};
+use crate::auth::{
+    CredentialSet, EntraClient, HttpClientOptions, TokenHttpClient, TokenRequest, build_credentials,
+};
+use crate::config::{Config, ConfigError, CredentialSpec};
+use crate::env::{Env, ProcessEnv};
+use crate::logging::{self, LogFormat};
+
+/// EX_USAGE: bad command line or configuration.
+pub const EXIT_USAGE: u8 = 64;
+/// Start-up or runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// aml-auth-proxy: adds Entra ID tokens to plain HTTP requests and forwards them to Azure Machine Learning.
+#[derive(Debug, Parser)]
+#[command(
+    name = "aml-auth-proxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Validate a configuration file: exit 0 and print a summary, or exit 64 listing every problem.
+    CheckConfig(CheckConfigArgs),
+    /// Acquire a token through the configured credential and print its details as JSON.
+    Token(TokenArgs),
+    /// Sign in with a device code for a `device_code` credential and persist the refresh token.
+    Login(LoginArgs),
+    /// HTTP GET a URL; exit 0 on a 2xx answer (for exec probes in images without curl).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args, Default)]
+struct ConfigArg {
+    /// Configuration file (YAML). Without one, `run` uses the built-in default.
+    #[arg(long, env = "AML_AUTH_PROXY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+struct LogArgs {
+    /// Log format; default: text on a terminal, JSON otherwise.
+    #[arg(long, value_enum, env = "AML_AUTH_PROXY_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log level (`info`, `debug`, …) or tracing directives; default: RUST_LOG, else info.
+    #[arg(long, env = "AML_AUTH_PROXY_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Args, Default)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Proxy listen address (overrides `listen`).
+    #[arg(long, env = "AML_AUTH_PROXY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Admin listen address (overrides `admin_listen`).
+    #[arg(long, env = "AML_AUTH_PROXY_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The scope, e.g. https://management.azure.com/.default.
+    #[arg(long)]
+    scope: String,
+    /// The credential name; default: `default`, else the first route's credential.
+    #[arg(long)]
+    credential: Option<String>,
+    /// Include the access token in the output.
+    #[arg(long)]
+    show_token: bool,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The `device_code` credential to sign in.
+    #[arg(long)]
+    credential: Option<String>,
+    /// A claims challenge (base64) to satisfy during sign-in.
+    #[arg(long, value_name = "B64")]
+    claims_challenge: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// The URL to GET, e.g. http://127.0.0.1:9464/readyz.
+    url: String,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(EXIT_USAGE),
+            };
+        }
+    };
+    let env: Arc<dyn Env> = Arc::new(ProcessEnv);
+    match cli.command {
+        None => run(cli.run, env),
+        Some(Command::Run(args)) => run(args, env),
+        Some(Command::CheckConfig(args)) => check_config(&args, env.as_ref()),
+        Some(Command::Token(args)) => token(args, env),
+        Some(Command::Login(args)) => login(&args, env.as_ref()),
+        Some(Command::Probe(args)) => probe(&args.url),
+    }
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("aml-auth-proxy: {message}");
+    ExitCode::from(code)
+}
+
+fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => crate::config::load(p, env),
+        None => Config::builtin(env),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))
+}
+
+fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
+    logging::init(args.log.log_format, args.log.log_level.as_deref());
+    let mut config = match load(args.config.config.as_deref(), env.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    if config.origin == crate::config::ConfigOrigin::BuiltIn {
+        tracing::info!(
+            "no configuration file given: using the built-in default (/ → Azure Resource Manager, default credential chain)"
+        );
+    }
+    if let Some(addr) = args.listen {
+        config.listen = addr;
+    }
+    if let Some(addr) = args.admin_listen {
+        config.admin_listen = addr;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let (shutdown, force) = match signals() {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
+        };
+        let app = match App::bind(config, AppOptions::new(env)).await {
+            Ok(app) => app,
+            Err(e) => return fail(EXIT_FAILURE, e),
+        };
+        app.run(shutdown, force).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Two futures: the first SIGTERM/SIGINT, and the second one.
+fn signals() -> std::io::Result<(
+    impl Future<Output = ()>,
+    impl Future<Output = ()> + Send + 'static,
+)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    let wait = |count: u32, mut rx: tokio::sync::watch::Receiver<u32>| async move {
+        let _ = rx.wait_for(|n| *n >= count).await;
+    };
+    Ok((wait(1, rx.clone()), wait(2, rx)))
+}
+
+fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
+    let Some(path) = args.config.config.as_deref() else {
+        return fail(
+            EXIT_USAGE,
+            "check-config needs --config FILE (or AML_AUTH_PROXY_CONFIG)",
+        );
+    };
+    let config = match crate::config::load(path, env) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "configuration {} is valid: {} route(s), {} credential(s); listen {}, admin {}, cloud {}, authority {}\n",
+        path.display(),
+        config.routes.len(),
+        config.credentials.len(),
+        config.listen,
+        config.admin_listen,
+        config.cloud.name(),
+        config.authority_host
+    ));
+    for r in &config.routes {
+        out.push_str(&format!(
+            "  route {}: {}{} -> {}{} (credential {}, scope {})\n",
+            r.name,
+            r.host
+                .as_deref()
+                .map(|h| format!("{h} "))
+                .unwrap_or_default(),
+            r.path_prefix,
+            r.upstream.origin,
+            r.upstream.base_path,
+            r.credential.as_deref().unwrap_or("none: caller's token"),
+            r.scope.as_deref().unwrap_or("-")
+        ));
+    }
+    for (name, spec) in &config.credentials {
+        out.push_str(&format!("  credential {name}: {}\n", describe(spec)));
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// A one-line, secret-free description of a credential.
+fn describe(spec: &CredentialSpec) -> String {
+    let supported = matches!(
+        spec,
+        CredentialSpec::ClientSecret(_) | CredentialSpec::Chain(_)
+    );
+    let what = match spec {
+        CredentialSpec::ClientSecret(s) => format!(
+            "client_secret (tenant {}, client {})",
+            s.tenant_id, s.client_id
+        ),
+        CredentialSpec::Chain(sources) => format!(
+            "chain [{}]",
+            sources
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.kind().to_owned(),
+    };
+    if supported {
+        what
+    } else {
+        format!("{what} — valid, but not supported by this version yet")
+    }
+}
+
+/// The credentials of `config`, built for a one-shot command.
+fn credentials(config: Config, env: &dyn Env) -> Result<(CredentialSet, Vec<String>), ExitCode> {
+    let tls = crate::tls::client_config(&config.extra_roots).map_err(|e| fail(EXIT_FAILURE, e))?;
+    let http = TokenHttpClient::new(
+        Arc::new(tls),
+        &HttpClientOptions {
+            connect_timeout: config.limits.upstream_connect_timeout,
+            ..HttpClientOptions::default()
+        },
+    );
+    let entra = EntraClient::new(http, config.authority_host.clone());
+    let mut names: Vec<String> = config.credentials.keys().cloned().collect();
+    // Order for picking a default: `default`, then the first route's credential, then the rest.
+    if let Some(first) = config.routes.iter().find_map(|r| r.credential.clone()) {
+        names.retain(|n| *n != first);
+        names.insert(0, first);
+    }
+    if let Some(pos) = names
+        .iter()
+        .position(|n| n == crate::config::DEFAULT_CREDENTIAL)
+    {
+        let d = names.remove(pos);
+        names.insert(0, d);
+    }
+    Ok((build_credentials(config.credentials, env, &entra), names))
+}
+
+fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
+    logging::init(
+        args.log.log_format,
+        Some(args.log.log_level.as_deref().unwrap_or("warn")),
+    );
+    let config = match load(args.config.config.as_deref(), env.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let (set, names) = match credentials(config, env.as_ref()) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let name = match args.credential.or_else(|| names.first().cloned()) {
+            Some(n) => n,
+            None => return fail(EXIT_USAGE, "the configuration defines no credential"),
+        };
+        let Some(credential) = set.get(&name) else {
+            return fail(EXIT_USAGE, format!("no credential named {name:?}"));
+        };
+        match credential
+            .get_token(&TokenRequest::new(args.scope.as_str()))
+            .await
+        {
+            Ok(t) => {
+                let expires_on = std::time::SystemTime::now()
+                    .checked_add(t.expires_in)
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .unwrap_or_default()
+                    .as_secs();
+                let mut out = json!({
+                    "credential": name,
+                    "source": &*t.source,
+                    "scope": args.scope,
+                    "expires_on": expires_on,
+                    "token_type": "Bearer",
+                });
+                if args.show_token {
+                    out["access_token"] = json!(t.token.expose());
+                }
+                let _ = writeln!(std::io::stdout(), "{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let e = e.into_token_error().with_credential(&name);
+                let mut line = format!(
+                    "token: {} (credential {name}, source {}): {}",
+                    e.kind, e.source, e.message
+                );
+                if let Some(code) = e.aad.as_ref().and_then(|a| a.first_code()) {
+                    line.push_str(&format!(" [AADSTS{code}]"));
+                }
+                fail(EXIT_FAILURE, line)
+            }
+        }
+    })
+}
+
+fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
+    let config = match load(args.config.config.as_deref(), env) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let named = args.credential.as_deref();
+    let device = config.credentials.iter().find(|(n, s)| {
+        matches!(s, CredentialSpec::DeviceCode(_)) && named.is_none_or(|w| w == n.as_str())
+    });
+    match device {
+        Some((name, _)) => fail(
+            EXIT_FAILURE,
+            format!(
+                "login: credential {name:?} is a device_code credential, which this version cannot use yet"
+            ),
+        ),
+        None => fail(
+            EXIT_USAGE,
+            "login: the configuration has no matching device_code credential",
+        ),
+    }
+}
+
+fn probe(url: &str) -> ExitCode {
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return fail(EXIT_USAGE, format!("probe: invalid URL {url:?}: {e}")),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let tls = match crate::tls::client_config(&[]) {
+            Ok(t) => Arc::new(t),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        };
+        let client = TokenHttpClient::new(
+            tls,
+            &HttpClientOptions {
+                connect_timeout: Duration::from_secs(2),
+                attempt_timeout: Duration::from_secs(5),
+            },
+        );
+        let request =
+            match http::Request::get(uri).body(http_body_util::Full::new(bytes::Bytes::new())) {
+                Ok(r) => r,
+                Err(e) => return fail(EXIT_USAGE, format!("probe: {e}")),
+            };
+        match client.send(request).await {
+            Ok(r) if r.status.is_success() => ExitCode::SUCCESS,
+            Ok(r) => fail(EXIT_FAILURE, format!("probe: {url} answered {}", r.status)),
+            Err(e) => fail(EXIT_FAILURE, format!("probe: {url}: {e}")),
+        }
+    })
+}

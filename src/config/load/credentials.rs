@@ -1,0 +1,411 @@
+//! `credentials:`: one named spec per entry, chain references, and chain cycles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::syntax::{check_id, check_name, check_subscription, check_tenant_id};
+use super::walk::{Field, Walker, child, either};
+use crate::config::{
+    AzureCliSpec, ChainSource, ClientCertificateSpec, ClientSecretSpec, CredentialSpec,
+    DeviceCodeSpec, ManagedIdentitySpec, SdkAuthFileSpec, UserAssignedId, WorkloadIdentitySpec,
+};
+
+/// Depth-first search state for [`chain_cycles`].
+struct CycleSearch<'g, 'a> {
+    graph: &'g BTreeMap<&'a str, Vec<&'a str>>,
+    stack: Vec<&'a str>,
+    done: BTreeSet<&'a str>,
+    cycles: Vec<Vec<&'a str>>,
+}
+
+/// The kind keys, in the order messages list them.
+const KINDS: [&str; 8] = [
+    "client_secret",
+    "client_certificate",
+    "workload_identity",
+    "managed_identity",
+    "azure_cli",
+    "device_code",
+    "sdk_auth_file",
+    "chain",
+];
+
+/// Where `device_code` persists its refresh token unless `cache_file` says otherwise.
+const DEFAULT_CACHE_FILE: &str = "~/.aml-auth-proxy/tokens.json";
+
+/// How long `az` may take unless `azure_cli.timeout` says otherwise.
+const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The built-in chain source names, for messages.
+const BUILT_IN_SOURCES: &str =
+    "environment, workload_identity, managed_identity, azure_cli, device_code";
+
+/// The credential names the document declares (valid or not), so references can be checked in document order.
+pub(super) fn declared_names(root: &Value) -> BTreeSet<String> {
+    root.get("credentials")
+        .and_then(Value::as_mapping)
+        .map(|map| {
+            map.keys()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Walks `credentials:`; returns the valid specs by name. Chain cycles are reported last.
+pub(super) fn section(
+    w: &mut Walker<'_>,
+    path: &str,
+    value: &Value,
+    names: &BTreeSet<String>,
+) -> BTreeMap<String, CredentialSpec> {
+    let mut specs = BTreeMap::new();
+    w.fields(path, value, |w, name, entry_path, v| {
+        if let Err(message) = check_name(name) {
+            w.problem(entry_path, message);
+        }
+        if let Some(spec) = credential(w, entry_path, name, v, names) {
+            specs.insert(name.to_owned(), spec);
+        }
+        true
+    });
+    for cycle in chain_cycles(&specs) {
+        let at = child(&child(path, cycle[0]), "chain");
+        w.problem(&at, format!("chain cycle: {}", cycle.join(" -> ")));
+    }
+    specs
+}
+
+/// One `credentials.<name>` entry: a mapping with exactly one kind key.
+fn credential(
+    w: &mut Walker<'_>,
+    path: &str,
+    name: &str,
+    value: &Value,
+    names: &BTreeSet<String>,
+) -> Option<CredentialSpec> {
+    let mut kinds = Vec::new();
+    let mut spec = None;
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        spec = match key {
+            "client_secret" => client_secret(w, p, v),
+            "client_certificate" => client_certificate(w, p, v),
+            "workload_identity" => workload_identity(w, p, v),
+            "managed_identity" => managed_identity(w, p, v),
+            "azure_cli" => azure_cli(w, p, v),
+            "device_code" => device_code(w, p, v),
+            "sdk_auth_file" => sdk_auth_file(w, p, v),
+            "chain" => chain(w, p, v, name, names),
+            _ => return false,
+        };
+        kinds.push(key.to_owned());
+        true
+    });
+    match kinds.len() {
+        _ if !is_map => None,
+        0 => {
+            w.problem(path, format!("needs exactly one of: {}", KINDS.join(", ")));
+            None
+        }
+        1 => spec,
+        _ => {
+            w.problem(
+                path,
+                format!(
+                    "has more than one kind ({}); give exactly one",
+                    kinds.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `client_secret: { tenant_id, client_id, client_secret | client_secret_file }`.
+fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let (mut tenant_id, mut client_id) = (Field::Absent, Field::Absent);
+    let (mut inline, mut file) = (Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "client_id" => client_id.set(w.checked(p, v, check_id)),
+            "client_secret" => inline.set(w.secret(p, v)),
+            "client_secret_file" => file.set(w.secret_file(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    let tenant_id = tenant_id.required(w, &child(path, "tenant_id"));
+    let client_id = client_id.required(w, &child(path, "client_id"));
+    let secret = either(
+        w,
+        path,
+        ("client_secret", inline),
+        ("client_secret_file", file),
+    );
+    let client_secret = secret.or_problem(w, path, "needs `client_secret` or `client_secret_file`");
+    Some(CredentialSpec::ClientSecret(ClientSecretSpec {
+        tenant_id: tenant_id?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+    }))
+}
+
+/// `client_certificate: { tenant_id, client_id, certificate_file, password | password_file, send_certificate_chain }`.
+fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let (mut tenant_id, mut client_id, mut certificate_file) =
+        (Field::Absent, Field::Absent, Field::Absent);
+    let (mut inline, mut file, mut send_chain) = (Field::Absent, Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "client_id" => client_id.set(w.checked(p, v, check_id)),
+            "certificate_file" => certificate_file.set(w.readable_file(p, v)),
+            "password" => inline.set(w.secret(p, v)),
+            "password_file" => file.set(w.secret_file(p, v)),
+            "send_certificate_chain" => send_chain.set(w.boolean(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    let tenant_id = tenant_id.required(w, &child(path, "tenant_id"));
+    let client_id = client_id.required(w, &child(path, "client_id"));
+    let certificate_file = certificate_file.required(w, &child(path, "certificate_file"));
+    let password = either(w, path, ("password", inline), ("password_file", file)).optional();
+    Some(CredentialSpec::ClientCertificate(ClientCertificateSpec {
+        tenant_id: tenant_id?,
+        client_id: client_id?,
+        certificate_file: certificate_file?,
+        password: password?,
+        send_certificate_chain: send_chain.or(false)?,
+    }))
+}
+
+/// `workload_identity: { tenant_id, client_id, token_file }`, all optional.
+fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let (mut tenant_id, mut client_id, mut token_file) =
+        (Field::Absent, Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "client_id" => client_id.set(w.checked(p, v, check_id)),
+            "token_file" => token_file.set(w.path(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    Some(CredentialSpec::WorkloadIdentity(WorkloadIdentitySpec {
+        tenant_id: tenant_id.optional()?,
+        client_id: client_id.optional()?,
+        token_file: token_file.optional()?,
+    }))
+}
+
+/// `managed_identity: { client_id | object_id | resource_id, endpoint }`, all optional.
+fn managed_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let mut ids: Vec<Option<UserAssignedId>> = Vec::new();
+    let mut endpoint = Field::Absent;
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "client_id" => ids.push(w.checked(p, v, check_id).map(UserAssignedId::ClientId)),
+            "object_id" => ids.push(w.checked(p, v, check_id).map(UserAssignedId::ObjectId)),
+            "resource_id" => ids.push(w.checked(p, v, check_id).map(UserAssignedId::ResourceId)),
+            "endpoint" => endpoint.set(w.endpoint(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    if ids.len() > 1 {
+        w.problem(
+            path,
+            "give at most one of `client_id`, `object_id` or `resource_id`",
+        );
+        return None;
+    }
+    let user_assigned = match ids.pop() {
+        Some(id) => Some(id?),
+        None => None,
+    };
+    Some(CredentialSpec::ManagedIdentity(ManagedIdentitySpec {
+        user_assigned,
+        endpoint: endpoint.optional()?,
+    }))
+}
+
+/// `azure_cli: { tenant_id, subscription, timeout }`, all optional.
+fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let (mut tenant_id, mut subscription, mut timeout) =
+        (Field::Absent, Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "subscription" => subscription.set(w.checked(p, v, check_subscription)),
+            "timeout" => timeout.set(w.positive_duration(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    Some(CredentialSpec::AzureCli(AzureCliSpec {
+        tenant_id: tenant_id.optional()?,
+        subscription: subscription.optional()?,
+        timeout: timeout.or(DEFAULT_CLI_TIMEOUT)?,
+    }))
+}
+
+/// `device_code: { tenant_id, client_id, cache_file }`, all optional.
+fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let (mut tenant_id, mut client_id, mut cache_file) =
+        (Field::Absent, Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "client_id" => client_id.set(w.checked(p, v, check_id)),
+            "cache_file" => cache_file.set(w.path(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    let cache_file = match cache_file {
+        Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
+        given => given.valid(),
+    };
+    Some(CredentialSpec::DeviceCode(DeviceCodeSpec {
+        tenant_id: tenant_id.optional()?,
+        client_id: client_id.optional()?,
+        cache_file: cache_file?,
+    }))
+}
+
+/// `sdk_auth_file: { path }`: a private, readable JSON file (parsed later, by the credential).
+fn sdk_auth_file(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+    let mut file = Field::Absent;
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "path" => file.set(w.private_file(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    let file = file.required(w, &child(path, "path"))?;
+    Some(CredentialSpec::SdkAuthFile(SdkAuthFileSpec { path: file }))
+}
+
+/// `chain: [source, …]`: built-in sources or other credentials' names, no duplicates.
+fn chain(
+    w: &mut Walker<'_>,
+    path: &str,
+    value: &Value,
+    own: &str,
+    names: &BTreeSet<String>,
+) -> Option<CredentialSpec> {
+    let mut seen = Vec::new();
+    let sources = w.list(path, value, true, |w, p, v| {
+        let source = chain_source(w, p, v, own, names, &seen)?;
+        seen.push(source.clone());
+        Some(source)
+    });
+    sources.map(CredentialSpec::Chain)
+}
+
+/// One chain entry.
+fn chain_source(
+    w: &mut Walker<'_>,
+    path: &str,
+    value: &Value,
+    own: &str,
+    names: &BTreeSet<String>,
+    seen: &[ChainSource],
+) -> Option<ChainSource> {
+    let text = w.string(path, value)?;
+    let source = ChainSource::parse(&text);
+    let problem = match &source {
+        _ if seen.contains(&source) => format!("duplicate entry {text:?}"),
+        ChainSource::Named(name) if name == own => format!("{name:?} is this credential itself"),
+        ChainSource::Named(name) if !names.contains(name) => {
+            format!("no credential named {name:?} (built-in sources: {BUILT_IN_SOURCES})")
+        }
+        _ => return Some(source),
+    };
+    w.problem(path, problem);
+    None
+}
+
+/// Every cycle among chains' references to other credentials, each as `[a, b, …, a]`, found once.
+fn chain_cycles(specs: &BTreeMap<String, CredentialSpec>) -> Vec<Vec<&str>> {
+    let graph: BTreeMap<&str, Vec<&str>> = specs
+        .iter()
+        .filter_map(|(name, spec)| match spec {
+            CredentialSpec::Chain(sources) => Some((name.as_str(), named_sources(sources))),
+            _ => None,
+        })
+        .collect();
+    let mut search = CycleSearch {
+        graph: &graph,
+        stack: Vec::new(),
+        done: BTreeSet::new(),
+        cycles: Vec::new(),
+    };
+    for &start in graph.keys() {
+        search.visit(start);
+    }
+    search.cycles
+}
+
+/// The credential names a chain refers to.
+fn named_sources(sources: &[ChainSource]) -> Vec<&str> {
+    sources
+        .iter()
+        .filter_map(|s| match s {
+            ChainSource::Named(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+// === impl CycleSearch ===
+
+impl<'a> CycleSearch<'_, 'a> {
+    /// Visits `node`; a node already on the stack closes a cycle.
+    fn visit(&mut self, node: &'a str) {
+        if self.done.contains(node) {
+            return;
+        }
+        if let Some(at) = self.stack.iter().position(|n| *n == node) {
+            let mut cycle = self.stack[at..].to_vec();
+            cycle.push(node);
+            self.cycles.push(cycle);
+            return;
+        }
+        self.stack.push(node);
+        let graph = self.graph;
+        for &next in graph.get(node).into_iter().flatten() {
+            self.visit(next);
+        }
+        self.stack.pop();
+        self.done.insert(node);
+    }
+}

@@ -1,0 +1,352 @@
+//! Loading: YAML text → a checked [`Config`], or a [`ConfigError`] listing every problem.
+//!
+//! The text is parsed into a [`serde_yaml::Value`] and walked by hand, in document order, so that every
+//! problem is found in one pass and named by its key path (`routes[1].credential`). `${VAR}` /
+//! `${VAR:-default}` are expanded in each string scalar as it is read, so an expansion can never inject
+//! YAML structure. Credential references are checked against the names the document declares, wherever
+//! in the document they are. Messages never contain the value of a secret key.
+
+mod credentials;
+mod files;
+mod routes;
+mod syntax;
+mod url;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rustls_pki_types::CertificateDer;
+use serde_yaml::Value;
+
+use super::{
+    AllowPolicy, ChainSource, Cloud, Config, ConfigError, ConfigOrigin, CredentialSpec,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, RouteConfig,
+    Upstream,
+};
+use crate::env::Env;
+use url::{UrlRule, check_url};
+use walk::{Field, Walker};
+
+/// `Host` header names accepted when `allowed_hosts` is not given.
+const DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// The environment variable that overrides the cloud's authority host when the key is absent.
+const AUTHORITY_HOST_VAR: &str = "AZURE_AUTHORITY_HOST";
+
+/// The top-level keys as walked, before the cross-field checks.
+#[derive(Default)]
+struct TopLevel {
+    listen: Field<SocketAddr>,
+    admin_listen: Field<SocketAddr>,
+    cloud: Field<Cloud>,
+    authority_host: Field<HttpsOrigin>,
+    allowed_hosts: Field<Vec<String>>,
+    extra_roots: Field<Vec<CertificateDer<'static>>>,
+    limits: Field<Limits>,
+    credentials: BTreeMap<String, CredentialSpec>,
+    routes: Field<Vec<RouteConfig>>,
+}
+
+/// Reads and checks a configuration file. Relative paths in it are resolved against its directory.
+///
+/// Every problem is reported at once, each with its key path; the error names `path`.
+pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(
+            Some(path.to_path_buf()),
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    from_yaml_str(&text, env, ConfigOrigin::File(path.to_path_buf()), base_dir)
+}
+
+/// Parses and checks configuration text. `${VAR}` references are looked up in `env`; relative paths are
+/// resolved against `base_dir`. For [`ConfigOrigin::File`] the error names that file.
+pub fn from_yaml_str(
+    text: &str,
+    env: &dyn Env,
+    origin: ConfigOrigin,
+    base_dir: &Path,
+) -> Result<Config, ConfigError> {
+    let file = match &origin {
+        ConfigOrigin::File(path) => Some(path.clone()),
+        ConfigOrigin::BuiltIn => None,
+    };
+    let mut root: Value = serde_yaml::from_str(text)
+        .map_err(|e| ConfigError::single(file.clone(), "", syntax_error(&e)))?;
+    root.apply_merge().map_err(|e| {
+        ConfigError::single(file.clone(), "", format!("invalid YAML merge key: {e}"))
+    })?;
+    let mut w = Walker::new(env, base_dir);
+    let config = document(&mut w, &root, origin);
+    w.finish(file, config)
+}
+
+/// The built-in default of DESIGN §4.1: ARM at `/` with the default credential chain.
+pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
+    let mut w = Walker::new(env, Path::new("."));
+    let cloud = Cloud::AzureCloud;
+    let authority_host = authority_host(&mut w, Field::Absent, cloud);
+    let route = builtin_route(&mut w, cloud);
+    let config = authority_host
+        .zip(route)
+        .map(|(authority_host, route)| Config {
+            listen: DEFAULT_LISTEN,
+            admin_listen: DEFAULT_ADMIN_LISTEN,
+            cloud,
+            authority_host,
+            allowed_hosts: default_allowed_hosts(),
+            extra_roots: Vec::new(),
+            limits: Limits::default(),
+            credentials: BTreeMap::from([(
+                DEFAULT_CREDENTIAL.to_owned(),
+                CredentialSpec::Chain(ChainSource::default_chain()),
+            )]),
+            routes: vec![route],
+            origin: ConfigOrigin::BuiltIn,
+        });
+    w.finish(None, config)
+}
+
+/// The built-in route `arm`: `/` → the cloud's Resource Manager with the default credential.
+fn builtin_route(w: &mut Walker<'_>, cloud: Cloud) -> Option<RouteConfig> {
+    let arm = cloud.resource_manager();
+    let url = check_url(arm, UrlRule::Upstream)
+        .map_err(|message| w.problem("routes[0].upstream", message))
+        .ok()?;
+    Some(RouteConfig {
+        name: "arm".to_owned(),
+        path_prefix: "/".to_owned(),
+        host: None,
+        strip_prefix: false,
+        upstream: Upstream {
+            origin: url.origin,
+            base_path: String::new(),
+        },
+        scope: Some(format!("{arm}/.default")),
+        credential: Some(DEFAULT_CREDENTIAL.to_owned()),
+        allow: AllowPolicy::default(),
+        pass_through_authorization: false,
+    })
+}
+
+/// The whole document: a mapping (an empty document counts as an empty one).
+fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Config> {
+    if !matches!(root, Value::Mapping(_) | Value::Null) {
+        w.problem(
+            "",
+            format!("the top level must be a mapping, got {}", walk::kind(root)),
+        );
+        return None;
+    }
+    let names = credentials::declared_names(root);
+    let mut top = TopLevel::default();
+    w.fields("", root, |w, key, p, v| {
+        match key {
+            "listen" => top.listen.set(socket_addr(w, p, v)),
+            "admin_listen" => top.admin_listen.set(socket_addr(w, p, v)),
+            "cloud" => top.cloud.set(cloud(w, p, v)),
+            "authority_host" => top.authority_host.set(w.origin(p, v)),
+            "allowed_hosts" => top.allowed_hosts.set(allowed_hosts(w, p, v)),
+            "tls" => top.extra_roots.set(tls(w, p, v)),
+            "limits" => top.limits.set(limits(w, p, v)),
+            "credentials" => top.credentials = credentials::section(w, p, v, &names),
+            "routes" => top.routes.set(routes::section(w, p, v, &names)),
+            _ => return false,
+        }
+        true
+    });
+    top.into_config(w, origin)
+}
+
+/// A `listen`-style socket address.
+fn socket_addr(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<SocketAddr> {
+    let text = w.string(path, value)?;
+    text.parse()
+        .map_err(|_| {
+            w.problem(
+                path,
+                format!("invalid address {text:?} (expected IP:port, like 127.0.0.1:8080)"),
+            )
+        })
+        .ok()
+}
+
+/// `cloud`: one of the cloud names (case-insensitive).
+fn cloud(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Cloud> {
+    let text = w.string(path, value)?;
+    let cloud = Cloud::from_name(&text);
+    if cloud.is_none() {
+        w.problem(
+            path,
+            format!(
+                "unknown cloud {text:?} (expected AzureCloud, AzureUSGovernment or AzureChinaCloud)"
+            ),
+        );
+    }
+    cloud
+}
+
+/// `allowed_hosts`: a non-empty list of host names or IP literals, lower-cased, without duplicates.
+fn allowed_hosts(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Vec<String>> {
+    let mut hosts = w.list(path, value, true, |w, p, v| w.host(p, v))?;
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| seen.insert(h.clone()));
+    Some(hosts)
+}
+
+/// `tls: { extra_ca_file }`: the extra trust anchors (none when the key is absent).
+fn tls(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Vec<CertificateDer<'static>>> {
+    let mut roots = Field::Absent;
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "extra_ca_file" => roots.set(w.ca_file(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    roots.or(Vec::new())
+}
+
+/// `limits:`; absent keys keep [`Limits::default`]. Everything must be positive except `replay_buffer_bytes`.
+fn limits(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Limits> {
+    let mut limits = Limits::default();
+    let mut all_valid = true;
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        let ok = match key {
+            "max_in_flight" => store(&mut limits.max_in_flight, size(w, p, v, 1)),
+            "request_header_timeout" => store(
+                &mut limits.request_header_timeout,
+                w.positive_duration(p, v),
+            ),
+            "upstream_connect_timeout" => store(
+                &mut limits.upstream_connect_timeout,
+                w.positive_duration(p, v),
+            ),
+            "upstream_response_timeout" => store(
+                &mut limits.upstream_response_timeout,
+                w.positive_duration(p, v),
+            ),
+            "replay_buffer_bytes" => store(&mut limits.replay_buffer_bytes, size(w, p, v, 0)),
+            "drain_timeout" => store(&mut limits.drain_timeout, w.positive_duration(p, v)),
+            _ => return false,
+        };
+        all_valid &= ok;
+        true
+    });
+    (is_map && all_valid).then_some(limits)
+}
+
+/// Stores `value` when valid; false when it was not.
+fn store<T>(slot: &mut T, value: Option<T>) -> bool {
+    value.map(|v| *slot = v).is_some()
+}
+
+/// A count of at least `min` that fits in `usize`.
+fn size(w: &mut Walker<'_>, path: &str, value: &Value, min: u64) -> Option<usize> {
+    let n = w.count(path, value)?;
+    if n < min {
+        w.problem(path, format!("must be at least {min}"));
+        return None;
+    }
+    usize::try_from(n)
+        .map_err(|_| w.problem(path, format!("{n} is too large")))
+        .ok()
+}
+
+/// The authority host: the key if given, else `AZURE_AUTHORITY_HOST`, else the cloud's.
+fn authority_host(
+    w: &mut Walker<'_>,
+    key: Field<HttpsOrigin>,
+    cloud: Cloud,
+) -> Option<HttpsOrigin> {
+    let (text, source) = match key {
+        Field::Valid(origin) => return Some(origin),
+        Field::Invalid => return None,
+        Field::Absent => match w.env().non_empty(AUTHORITY_HOST_VAR) {
+            Some(text) => (text, Some(AUTHORITY_HOST_VAR)),
+            None => (cloud.authority_host().to_owned(), None),
+        },
+    };
+    match check_url(&text, UrlRule::Origin) {
+        Ok(url) => Some(url.origin),
+        Err(message) => {
+            let from = source.map(|var| format!("{var}: ")).unwrap_or_default();
+            w.problem("authority_host", format!("{from}{message}"));
+            None
+        }
+    }
+}
+
+/// The built-in `allowed_hosts`.
+fn default_allowed_hosts() -> Vec<String> {
+    DEFAULT_ALLOWED_HOSTS
+        .iter()
+        .map(|h| (*h).to_owned())
+        .collect()
+}
+
+/// A parser error as one problem, with the line and column.
+fn syntax_error(error: &serde_yaml::Error) -> String {
+    let text = error.to_string();
+    match error.location() {
+        Some(at) if !text.contains(" line ") => {
+            format!(
+                "invalid YAML: {text} at line {} column {}",
+                at.line(),
+                at.column()
+            )
+        }
+        _ => format!("invalid YAML: {text}"),
+    }
+}
+
+// === impl TopLevel ===
+
+impl TopLevel {
+    /// Cross-field checks and defaults; `None` when anything was invalid.
+    fn into_config(self, w: &mut Walker<'_>, origin: ConfigOrigin) -> Option<Config> {
+        let listen = self.listen.or(DEFAULT_LISTEN);
+        let admin_listen = self.admin_listen.or(DEFAULT_ADMIN_LISTEN);
+        if let (Some(l), Some(a)) = (listen, admin_listen)
+            && l == a
+            && l.port() != 0
+        {
+            w.problem(
+                "admin_listen",
+                format!("must differ from listen (both are {l})"),
+            );
+        }
+        let cloud = self.cloud.or(Cloud::AzureCloud);
+        let authority_host = match cloud {
+            Some(cloud) => authority_host(w, self.authority_host, cloud),
+            None => None,
+        };
+        let routes = self.routes.required(w, "routes");
+        Some(Config {
+            listen: listen?,
+            admin_listen: admin_listen?,
+            cloud: cloud?,
+            authority_host: authority_host?,
+            allowed_hosts: self.allowed_hosts.or(default_allowed_hosts())?,
+            extra_roots: self.extra_roots.or(Vec::new())?,
+            limits: self.limits.or(Limits::default())?,
+            credentials: self.credentials,
+            routes: routes?,
+            origin,
+        })
+    }
+}

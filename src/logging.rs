@@ -1,0 +1,81 @@
+//! Logging: tracing to stderr, text on a terminal and JSON otherwise (`--log-format` overrides).
+//!
+//! A bare level (`--log-level trace`, `RUST_LOG=debug`) applies to aml-auth-proxy itself; other crates are capped
+//! at `info`, because their debug/trace output describes protocol internals this project does not control. Name
+//! them explicitly (`RUST_LOG=info,hyper=trace`) to see it anyway.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, fields at top level.
+    Json,
+}
+
+/// Installs the global subscriber. `level` is `--log-level`; without it `RUST_LOG` is used, else `info`.
+pub fn init(format: Option<LogFormat>, level: Option<&str>) {
+    let directives = level
+        .map(str::to_owned)
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(expand_directives(&directives)).unwrap_or_else(|e| {
+        eprintln!("aml-auth-proxy: ignoring invalid log level {directives:?}: {e}");
+        EnvFilter::new("info")
+    });
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let result = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("aml-auth-proxy: logging already initialised: {e}");
+    }
+}
+
+/// A bare level becomes `<min(level, info)>,aml_auth_proxy=<level>`; anything else is used as given.
+pub fn expand_directives(directives: &str) -> String {
+    let bare = directives.trim().to_ascii_lowercase();
+    let others = match bare.as_str() {
+        "trace" | "debug" | "info" => "info",
+        "warn" | "error" | "off" => bare.as_str(),
+        _ => return directives.to_owned(),
+    };
+    format!("{others},aml_auth_proxy={bare}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_directives;
+
+    #[test]
+    fn bare_levels_cap_dependencies_at_info() {
+        assert_eq!(expand_directives("trace"), "info,aml_auth_proxy=trace");
+        assert_eq!(expand_directives("DEBUG"), "info,aml_auth_proxy=debug");
+        assert_eq!(expand_directives("warn"), "warn,aml_auth_proxy=warn");
+        assert_eq!(expand_directives("info,hyper=trace"), "info,hyper=trace");
+    }
+}

@@ -1,0 +1,237 @@
+//! Request admission rules that hold before any route is chosen: allowed Host names (the DNS-rebinding
+//! defence), a well-formed origin-form path, and no browser cross-origin requests unless the route allows them.
+
+use http::header::{HOST, ORIGIN};
+use http::uri::Authority;
+use http::{HeaderMap, Method, Request};
+
+use super::error::ProxyError;
+use super::routes::Route;
+
+/// The allowed host names (lower-case, `[::1]` with brackets, no port).
+#[derive(Debug, Clone)]
+pub struct HostAllowlist {
+    hosts: Vec<String>,
+}
+
+// === impl HostAllowlist ===
+
+impl HostAllowlist {
+    /// An allowlist of `hosts` (already lower-case).
+    pub fn new(hosts: Vec<String>) -> Self {
+        Self { hosts }
+    }
+
+    /// Checks the `Host` header and, for absolute-form or HTTP/2 targets, the target's authority: both must name
+    /// an allowed host (any port). Returns the host name, lower-case.
+    pub fn check<B>(&self, req: &Request<B>) -> Result<String, ProxyError> {
+        let mut hosts = req.headers().get_all(HOST).iter();
+        let header = match (hosts.next(), hosts.next()) {
+            (Some(v), None) => Some(v.to_str().map_err(|_| bad_host())?),
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
+        };
+        let target = req.uri().authority().map(Authority::as_str);
+        let mut name = None;
+        for authority in [header, target].into_iter().flatten() {
+            let host = self.allowed(authority)?;
+            name.get_or_insert(host);
+        }
+        name.ok_or_else(|| ProxyError::HostNotAllowed("the request has no Host header".into()))
+    }
+
+    fn allowed(&self, authority: &str) -> Result<String, ProxyError> {
+        let parsed: Authority = authority.parse().map_err(|_| bad_host())?;
+        if authority.contains('@') {
+            return Err(bad_host());
+        }
+        let host = parsed.host().to_ascii_lowercase();
+        if self.hosts.iter().any(|h| *h == host) {
+            Ok(host)
+        } else {
+            Err(ProxyError::HostNotAllowed(format!(
+                "host {host:?} is not in allowed_hosts (a DNS-rebinding defence); call the proxy as one of: {}",
+                self.hosts.join(", ")
+            )))
+        }
+    }
+}
+
+fn bad_host() -> ProxyError {
+    ProxyError::BadRequest("malformed Host header")
+}
+
+/// Refuses request targets that could be interpreted differently by the upstream than by the route match:
+/// non-origin-form, backslashes, encoded `/`, `\` or `.`, NUL, and dot segments.
+pub fn check_path(method: &Method, path: &str) -> Result<(), ProxyError> {
+    if *method == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "CONNECT is not supported: this is not a forward proxy",
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "the request target must be an absolute path",
+        ));
+    }
+    if path.starts_with("//") {
+        return Err(ProxyError::BadRequest(
+            "the request path must not start with //",
+        ));
+    }
+    let bytes = path.as_bytes();
+    if bytes.iter().any(|&b| b == b'\\' || b == 0) {
+        return Err(ProxyError::BadRequest(
+            "the request path must not contain backslashes or NUL",
+        ));
+    }
+    for window in bytes.windows(3) {
+        if window[0] == b'%' {
+            let code = [
+                window[1].to_ascii_lowercase(),
+                window[2].to_ascii_lowercase(),
+            ];
+            if matches!(&code, b"2f" | b"5c" | b"2e" | b"00") {
+                return Err(ProxyError::BadRequest(
+                    "the request path must not contain encoded '/', '\\', '.' or NUL",
+                ));
+            }
+        }
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(ProxyError::BadRequest(
+            "the request path must not contain '.' or '..' segments",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses browser cross-origin requests (`Origin`, or `Sec-Fetch-Site: cross-site|same-site`) unless the route
+/// lists that exact origin in `allow.origins`.
+pub fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError> {
+    let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let cross_site = site.is_some_and(|s| {
+        s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site")
+    });
+    if origin.is_none() && !cross_site {
+        return Ok(());
+    }
+    if let Some(origin) = origin {
+        if route
+            .allow()
+            .origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+        {
+            return Ok(());
+        }
+    }
+    Err(ProxyError::OriginNotAllowed(
+        "browser cross-origin requests are refused (the request carries Origin or Sec-Fetch-Site); list the origin in the route's allow.origins to permit it".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowlist() -> HostAllowlist {
+        HostAllowlist::new(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()])
+    }
+
+    fn req(host: Option<&str>, uri: &str) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn hosts() {
+        let a = allowlist();
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST:1",
+            "127.0.0.1:9",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(a.check(&req(Some(ok), "/x")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:8080",
+            "127.0.0.1.nip.io",
+            "localhost.",
+            "0.0.0.0",
+            "2130706433",
+            "user@localhost",
+            "",
+        ] {
+            let e = a.check(&req(Some(bad), "/x")).unwrap_err();
+            assert!(
+                matches!(e, ProxyError::HostNotAllowed(_) | ProxyError::BadRequest(_)),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(matches!(
+            a.check(&req(None, "/x")),
+            Err(ProxyError::HostNotAllowed(_))
+        ));
+        // Absolute-form targets: the authority must be allowed too, and is never used for routing.
+        assert!(
+            a.check(&req(Some("localhost"), "http://attacker.example/steal"))
+                .is_err()
+        );
+        assert!(
+            a.check(&req(Some("attacker.example"), "http://localhost/x"))
+                .is_err()
+        );
+        assert!(
+            a.check(&req(None, "http://127.0.0.1:1234/x")).is_ok(),
+            "HTTP/2 style :authority"
+        );
+        let mut two = req(Some("localhost"), "/x");
+        two.headers_mut().append(HOST, "evil.com".parse().unwrap());
+        assert!(matches!(a.check(&two), Err(ProxyError::BadRequest(_))));
+    }
+
+    #[test]
+    fn paths() {
+        for ok in [
+            "/",
+            "/subscriptions/a/b",
+            "/a%20b",
+            "/a.b/c..d",
+            "/x?y=../z",
+        ] {
+            assert!(
+                check_path(&Method::GET, ok.split('?').next().unwrap()).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "*",
+            "x",
+            "//evil.com/x",
+            "/a\\b",
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a%2fb",
+            "/a%2F..",
+            "/%5c",
+            "/%2e%2e/x",
+            "/a%00",
+        ] {
+            assert!(check_path(&Method::GET, bad).is_err(), "{bad}");
+        }
+        assert!(check_path(&Method::CONNECT, "/").is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors the proxy itself generates (DESIGN §6), each with its status and stable code.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+/// A request the proxy answers itself instead of forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request path (and host).
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The `Host` header (or the request target's authority) is not an allowed host name.
+    #[error("{0}")]
+    HostNotAllowed(String),
+    /// A browser cross-origin request.
+    #[error("{0}")]
+    OriginNotAllowed(String),
+    /// The route's `allow.methods` refused the method.
+    #[error("method {method} is not allowed on this route")]
+    MethodNotAllowed {
+        /// The refused method.
+        method: Method,
+        /// What the route allows (for the `Allow` header).
+        allowed: Vec<Method>,
+    },
+    /// The route's `allow.paths` refused the path.
+    #[error("path is not allowed on this route")]
+    PathNotAllowed,
+    /// A malformed or dangerous request target.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// Connect, TLS or protocol error to the upstream.
+    #[error("{0}")]
+    UpstreamUnavailable(String),
+    /// No response headers within `upstream_response_timeout`.
+    #[error("the upstream sent no response headers within {}s", .0.as_secs())]
+    UpstreamTimeout(Duration),
+    /// More than `max_in_flight` requests.
+    #[error("more than {0} requests in flight")]
+    Overloaded(usize),
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The status code of DESIGN §6.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::OriginNotAllowed(_) | ProxyError::PathNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The error code of DESIGN §6.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "NoRoute",
+            ProxyError::HostNotAllowed(_) => "HostNotAllowed",
+            ProxyError::OriginNotAllowed(_) => "OriginNotAllowed",
+            ProxyError::MethodNotAllowed { .. } => "MethodNotAllowed",
+            ProxyError::PathNotAllowed => "PathNotAllowed",
+            ProxyError::BadRequest(_) => "BadRequest",
+            ProxyError::UpstreamUnavailable(_) => "UpstreamUnavailable",
+            ProxyError::UpstreamTimeout(_) => "UpstreamTimeout",
+            ProxyError::Overloaded(_) => "Overloaded",
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Sends the request to the route's upstream and adapts the response: the URI is rebuilt from configuration
+//! plus the validated path; `Host` becomes the upstream's; hop-by-hop headers are removed from the response;
+//! `Location`, `Azure-AsyncOperation` and `Operation-Location` pointing at a route's upstream are rewritten to the
+//! proxy, so long-running-operation polling keeps going through it. Redirects are returned, never followed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::body::{ResponseBody, UpstreamBody};
+use super::client::UpstreamClient;
+use super::error::ProxyError;
+use super::headers::strip_hop_by_hop;
+use super::routes::RouteTable;
+use super::{BoxError, RouteInfo};
+use crate::metrics::RouteMetrics;
+
+/// Headers that carry URLs the caller will follow (redirects and long-running operations).
+const URL_HEADERS: [HeaderName; 3] = [
+    header::LOCATION,
+    HeaderName::from_static("azure-asyncoperation"),
+    HeaderName::from_static("operation-location"),
+];
+
+/// The innermost service of a route.
+#[derive(Clone)]
+pub struct Forward {
+    client: UpstreamClient,
+    table: Arc<RouteTable>,
+    route: usize,
+    metrics: RouteMetrics,
+}
+
+/// Future of [`Forward`].
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
+
+/// What the response rewrite needs to know about the inbound request.
+struct Inbound {
+    authority: Option<String>,
+    host: Option<String>,
+}
+
+// === impl Inbound ===
+
+impl Inbound {
+    /// The authority the caller used (HTTP/2 `:authority` or absolute-form target, else `Host`).
+    fn of(parts: &http::request::Parts) -> Self {
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let host = authority
+            .as_deref()
+            .and_then(|a| a.parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().to_ascii_lowercase());
+        Self { authority, host }
+    }
+}
+
+// === impl Forward ===
+
+impl Forward {
+    /// Forwards to route `route` of `table`.
+    pub fn new(
+        client: UpstreamClient,
+        table: Arc<RouteTable>,
+        route: usize,
+        metrics: RouteMetrics,
+    ) -> Self {
+        Self {
+            client,
+            table,
+            route,
+            metrics,
+        }
+    }
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service<Request<Incoming>> for Forward {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> ResponseFuture {
+        let (mut parts, body) = req.into_parts();
+        let inbound = Inbound::of(&parts);
+        let table = Arc::clone(&self.table);
+        let route_index = self.route;
+        let uri =
+            match table.routes()[route_index].upstream_uri(parts.uri.path(), parts.uri.query()) {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return Box::pin(async {
+                        Err(ProxyError::BadRequest("the request target cannot be forwarded").into())
+                    });
+                }
+            };
+        let upstream_host = uri.host().unwrap_or_default().to_owned();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        parts.headers.remove(HOST);
+        parts.extensions = http::Extensions::new();
+        let request = Request::from_parts(parts, UpstreamBody::Streaming(body));
+        let sent = Instant::now();
+        let response = self.client.request(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = response
+                .await
+                .map_err(|e| upstream_error(&upstream_host, &e))?;
+            metrics
+                .upstream_duration
+                .observe(sent.elapsed().as_secs_f64());
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            rewrite_urls(&mut parts.headers, &table, route_index, &inbound);
+            parts.extensions = http::Extensions::new();
+            parts.extensions.insert(RouteInfo {
+                index: route_index,
+                upstream: true,
+            });
+            Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+        })
+    }
+}
+
+/// A client error as `UpstreamUnavailable`, with a short, secret-free explanation.
+fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> BoxError {
+    let detail = crate::error::error_chain(e);
+    tracing::debug!(upstream = host, error = %detail, "upstream request failed");
+    let what = if e.is_connect() {
+        "could not connect to"
+    } else {
+        "lost the connection to"
+    };
+    Box::new(ProxyError::UpstreamUnavailable(format!(
+        "{what} upstream {host}: {detail}"
+    )))
+}
+
+/// Rewrites URL headers that point at a route's upstream so they point at the proxy.
+fn rewrite_urls(headers: &mut HeaderMap, table: &RouteTable, route: usize, inbound: &Inbound) {
+    let Some(authority) = inbound.authority.as_deref() else {
+        return;
+    };
+    let served_by = &table.routes()[route];
+    for name in &URL_HEADERS {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let Some(location) = value.to_str().ok().and_then(|v| v.parse::<Uri>().ok()) else {
+            continue;
+        };
+        let Some(path) = table.proxy_path_for(served_by, inbound.host.as_deref(), &location) else {
+            continue;
+        };
+        let mut rewritten = format!("http://{authority}{path}");
+        if let Some(q) = location.query() {
+            rewritten.push('?');
+            rewritten.push_str(q);
+        }
+        if let Ok(v) = HeaderValue::try_from(rewritten) {
+            headers.insert(name, v);
+        }
+    }
+}

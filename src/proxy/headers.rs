@@ -1,0 +1,84 @@
+//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1) for requests and responses.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Headers that are always hop-by-hop, plus `Proxy-Authorization` (consumed by the first proxy) and
+/// `Proxy-Connection` (a non-standard alias of `Connection`).
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers: `Connection` and every name it lists, `Keep-Alive`, `Proxy-Connection`, `TE`,
+/// `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`.
+///
+/// Framing (`Content-Length`) is never removed because a `Connection` header names it: hyper re-derives framing
+/// from the body, and dropping a length would only turn a sized body into a chunked one.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| *name != header::CONTENT_LENGTH)
+        .collect();
+    for name in listed {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn removes_fixed_and_listed_names() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Drop-Me, authorization"),
+            ("connection", "x-also"),
+            ("x-drop-me", "1"),
+            ("x-also", "1"),
+            ("authorization", "Bearer caller"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("content-length", "5"),
+            ("x-keep-me", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "x-keep-me"]);
+    }
+
+    #[test]
+    fn content_length_survives_being_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("content-length"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "3");
+    }
+}

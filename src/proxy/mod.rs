@@ -1,0 +1,96 @@
+//! The proxy path. [`stack`] is the only place layers are ordered.
+//!
+//! ```text
+//! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie sensitive before anything logs
+//!  └ Observe                   max_in_flight shedding; one access line + metrics per request, at body end
+//!     └ Respond                every error below becomes the JSON answer of DESIGN §6
+//!        └ Router              Host allowlist, path rules, route match, Origin and allow policy, hop-by-hop strip
+//!           └ per route:
+//!              InjectToken     awaits the cached token, inserts it (sensitive), replacing the caller's
+//!               └ Timeout      upstream_response_timeout, to response headers only
+//!                  └ Forward   URI from config + path, Host rewrite, response hop-by-hop strip, URL rewrite
+//! ```
+
+pub mod admit;
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod inject_token;
+pub mod observe;
+pub mod respond;
+pub mod router;
+pub mod routes;
+
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
+use tower::ServiceBuilder;
+use tower::timeout::{Timeout, TimeoutLayer};
+use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
+
+use crate::config::Limits;
+pub use crate::error::BoxError;
+use crate::metrics::ProxyMetrics;
+
+use self::admit::HostAllowlist;
+use self::client::UpstreamClient;
+use self::forward::Forward;
+use self::inject_token::{InjectToken, InjectTokenLayer};
+use self::observe::{Observe, ObserveLayer};
+use self::respond::{Respond, RespondLayer};
+use self::router::Router;
+use self::routes::RouteTable;
+
+/// A route's own stack.
+pub type RouteStack = InjectToken<Timeout<Forward>>;
+
+/// The whole proxy service, ready for `TowerToHyperService`.
+pub type ProxyService = SetSensitiveRequestHeaders<Observe<Respond<Router>>>;
+
+/// Response extension: which route answered, and whether the response came from its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// Route index.
+    pub index: usize,
+    /// True when the status is the upstream's.
+    pub upstream: bool,
+}
+
+/// Builds the proxy service. `tokens[i]` is route `i`'s token layer.
+pub fn stack(
+    table: Arc<RouteTable>,
+    hosts: HostAllowlist,
+    client: &UpstreamClient,
+    tokens: Vec<InjectTokenLayer>,
+    limits: &Limits,
+    metrics: &ProxyMetrics,
+) -> ProxyService {
+    let names: Vec<Arc<str>> = table.routes().iter().map(|r| Arc::clone(&r.name)).collect();
+    let observe = ObserveLayer::new(metrics, &names, limits.max_in_flight);
+    let stacks = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, inject)| {
+            ServiceBuilder::new()
+                .layer(inject)
+                .layer(TimeoutLayer::new(limits.upstream_response_timeout))
+                .service(Forward::new(
+                    client.clone(),
+                    Arc::clone(&table),
+                    index,
+                    observe.route_metrics(index),
+                ))
+        })
+        .collect();
+    ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            PROXY_AUTHORIZATION,
+            COOKIE,
+        ]))
+        .layer(observe)
+        .layer(RespondLayer)
+        .service(Router::new(table, hosts, stacks))
+}

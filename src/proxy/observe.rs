@@ -1,0 +1,304 @@
+//! The outermost layer: sheds load beyond `max_in_flight`, and records each request once — one access log line
+//! and its metrics — when the response body ends (or is abandoned), so streamed responses are measured whole.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use prometheus::IntGauge;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::RouteInfo;
+use super::body::ResponseBody;
+use super::error::ProxyError;
+use super::respond::{ERROR_HEADER, proxy_error};
+use crate::metrics::{NO_ROUTE, ProxyMetrics, RouteMetrics};
+
+/// Shared state of the layer.
+pub struct ObserveState {
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+    gauge: IntGauge,
+    routes: Vec<(Arc<str>, RouteMetrics)>,
+    unrouted: (Arc<str>, RouteMetrics),
+}
+
+/// Layer for [`Observe`].
+#[derive(Clone)]
+pub struct ObserveLayer {
+    state: Arc<ObserveState>,
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    state: Arc<ObserveState>,
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`Observe`].
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        record: Option<Record>,
+        rejected: Option<Response<ResponseBody>>,
+    }
+}
+
+/// A response body that reports the request when it ends.
+pub struct ObservedBody {
+    inner: ResponseBody,
+    record: Option<Record>,
+    bytes: u64,
+    failed: bool,
+}
+
+/// What the access line needs, gathered along the way.
+struct Record {
+    state: Arc<ObserveState>,
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    route: Option<RouteInfo>,
+    status: u16,
+    request_id: Option<HeaderValue>,
+    correlation_id: Option<HeaderValue>,
+    error_code: Option<HeaderValue>,
+}
+
+// === impl ObserveLayer ===
+
+impl ObserveLayer {
+    /// A layer for routes named `route_names` (in route-index order).
+    pub fn new(metrics: &ProxyMetrics, route_names: &[Arc<str>], max_in_flight: usize) -> Self {
+        let routes = route_names
+            .iter()
+            .map(|n| (Arc::clone(n), metrics.route(n)))
+            .collect();
+        Self {
+            state: Arc::new(ObserveState {
+                in_flight: AtomicUsize::new(0),
+                max_in_flight,
+                gauge: metrics.in_flight.clone(),
+                routes,
+                unrouted: (NO_ROUTE.into(), metrics.route(NO_ROUTE)),
+            }),
+        }
+    }
+
+    /// The metric handles of route `index` (shared with the route's stack).
+    pub fn route_metrics(&self, index: usize) -> RouteMetrics {
+        self.state
+            .routes
+            .get(index)
+            .map_or_else(|| self.state.unrouted.1.clone(), |r| r.1.clone())
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+// === impl Observe ===
+
+impl<S> Service<Request<hyper::body::Incoming>> for Observe<S>
+where
+    S: Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+        >,
+{
+    type Response = Response<ObservedBody>;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        let state = &self.state;
+        let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        state.gauge.inc();
+        let record = Record {
+            state: Arc::clone(state),
+            start: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            route: None,
+            status: 0,
+            request_id: None,
+            correlation_id: None,
+            error_code: None,
+        };
+        if n > state.max_in_flight {
+            // Shed at once: no queue, no token fetch, no upstream call.
+            return ObserveFuture {
+                inner: None,
+                record: Some(record),
+                rejected: Some(proxy_error(&ProxyError::Overloaded(state.max_in_flight))),
+            };
+        }
+        ObserveFuture {
+            inner: Some(self.inner.call(req)),
+            record: Some(record),
+            rejected: None,
+        }
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Response<ObservedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match this.rejected.take() {
+            Some(r) => r,
+            None => match this.inner.as_mut().as_pin_mut() {
+                Some(inner) => match ready!(inner.poll(cx)) {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+                None => proxy_error(&ProxyError::Overloaded(0)),
+            },
+        };
+        let mut record = this.record.take();
+        if let Some(r) = record.as_mut() {
+            r.observe_response(&response);
+        }
+        let (parts, body) = response.into_parts();
+        Poll::Ready(Ok(Response::from_parts(
+            parts,
+            ObservedBody {
+                inner: body,
+                record,
+                bytes: 0,
+                failed: false,
+            },
+        )))
+    }
+}
+
+// === impl Record ===
+
+impl Record {
+    fn observe_response(&mut self, response: &Response<ResponseBody>) {
+        self.status = response.status().as_u16();
+        self.route = response.extensions().get::<RouteInfo>().copied();
+        let headers = response.headers();
+        self.request_id = headers.get("x-ms-request-id").cloned();
+        self.correlation_id = headers.get("x-ms-correlation-request-id").cloned();
+        self.error_code = headers.get(ERROR_HEADER).cloned();
+    }
+
+    /// Emits the access line and the metrics, and leaves the in-flight count.
+    fn finish(self, bytes: u64, failed: bool) {
+        let state = &self.state;
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        state.gauge.dec();
+        let (name, metrics) = match self.route.and_then(|r| state.routes.get(r.index)) {
+            Some((n, m)) => (n, m),
+            None => (&state.unrouted.0, &state.unrouted.1),
+        };
+        let elapsed = self.start.elapsed();
+        metrics.count(self.status);
+        metrics.request_duration.observe(elapsed.as_secs_f64());
+        let upstream_status = self.route.filter(|r| r.upstream).map(|_| self.status);
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        tracing::info!(
+            target: "aml_auth_proxy::access",
+            route = %name,
+            method = %self.method,
+            path = self.uri.path(),
+            version = ?self.version,
+            status = self.status,
+            upstream_status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes,
+            completed = !failed,
+            error_code = %text(&self.error_code),
+            x_ms_request_id = %text(&self.request_id),
+            x_ms_correlation_request_id = %text(&self.correlation_id),
+            "request"
+        );
+    }
+}
+
+// === impl ObservedBody ===
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Some(Err(_)) => self.failed = true,
+            None => {}
+        }
+        if polled.is_none() || self.inner.is_end_stream() {
+            self.report();
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl ObservedBody {
+    fn report(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish(self.bytes, self.failed);
+        }
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // A body dropped before its end: the caller went away or the stream broke.
+        if self.record.is_some() && !self.inner.is_end_stream() {
+            self.failed = true;
+        }
+        self.report();
+    }
+}

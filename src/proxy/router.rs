@@ -1,0 +1,111 @@
+//! Admission and routing: checks the request rules that hold for every request, picks the route, applies its
+//! least-privilege policy, strips hop-by-hop headers (before any token is inserted), and hands the request to
+//! the route's own stack.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::{Service, ServiceExt};
+
+use super::admit::{HostAllowlist, check_origin, check_path};
+use super::body::ResponseBody;
+use super::error::ProxyError;
+use super::headers::strip_hop_by_hop;
+use super::respond::RoutedError;
+use super::routes::RouteTable;
+use super::{BoxError, RouteStack};
+
+/// Routes requests to per-route stacks.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+struct RouterInner {
+    table: Arc<RouteTable>,
+    hosts: HostAllowlist,
+    stacks: Vec<RouteStack>,
+}
+
+/// Future of [`Router`].
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
+
+// === impl Router ===
+
+impl Router {
+    /// A router over `table`, with one stack per route (same order).
+    pub fn new(table: Arc<RouteTable>, hosts: HostAllowlist, stacks: Vec<RouteStack>) -> Self {
+        Self {
+            inner: Arc::new(RouterInner {
+                table,
+                hosts,
+                stacks,
+            }),
+        }
+    }
+
+    /// Checks the rules and picks the route's stack.
+    fn admit(&self, req: &mut Request<Incoming>) -> Result<(usize, RouteStack), BoxError> {
+        let inner = &*self.inner;
+        let host = inner.hosts.check(req)?;
+        check_path(req.method(), req.uri().path())?;
+        let route = inner
+            .table
+            .find(Some(&host), req.uri().path())
+            .ok_or(ProxyError::NoRoute)?;
+        let routed = |e: ProxyError| -> BoxError {
+            Box::new(RoutedError {
+                route: route.index,
+                error: Box::new(e),
+            })
+        };
+        check_origin(req.headers(), route).map_err(routed)?;
+        if !route.allows_method(req.method()) {
+            return Err(routed(ProxyError::MethodNotAllowed {
+                method: req.method().clone(),
+                allowed: route.allow().methods.clone().unwrap_or_default(),
+            }));
+        }
+        if !route.allows_path(req.uri().path()) {
+            return Err(routed(ProxyError::PathNotAllowed));
+        }
+        strip_hop_by_hop(req.headers_mut());
+        let stack = inner.stacks[route.index].clone();
+        Ok((route.index, stack))
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("routes", &self.inner.stacks.len())
+            .finish()
+    }
+}
+
+impl Service<Request<Incoming>> for Router {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> ResponseFuture {
+        match self.admit(&mut req) {
+            Ok((route, stack)) => Box::pin(async move {
+                stack
+                    .oneshot(req)
+                    .await
+                    .map_err(|error| Box::new(RoutedError { route, error }) as BoxError)
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
