@@ -1,0 +1,609 @@
+//! Test support: in-process mock servers and small HTTP client helpers.
+//!
+//! - [`tls`]: [`TestCa`], a runtime-generated CA and leaf certificate.
+//! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`TokenRegistry`], the record of
+//!   every token it issued.
+//! - [`upstream`]: [`Upstream`], a mock Azure ML / ARM server that echoes, records and (optionally)
+//!   checks bearer tokens against a [`TokenRegistry`].
+//!
+//! Every server binds `127.0.0.1:0`, knows its address before it starts serving, runs on the test's tokio
+//! runtime and stops when its handle is dropped: the accept loop is aborted and every connection, HTTP/2
+//! stream and body-producing task it started ends too (see [`Shutdown`]). Nothing here sleeps except where
+//! a delay is the behaviour under test, and nothing leaves loopback.
+
+// Each test file uses a different subset of these helpers; unused ones must not fail `-D warnings`.
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "shared test support: not every test uses every helper"
+)]
+// clippy's `allow-*-in-tests` covers `#[test]` functions only, not helpers of an integration-test crate.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a broken fixture must fail the test loudly"
+)]
+
+pub(crate) mod mock_aad;
+pub(crate) mod proxy;
+pub(crate) mod tls;
+pub(crate) mod upstream;
+
+pub(crate) use mock_aad::{
+    Behavior, IssuedToken, MockAad, MockAadBuilder, TokenRegistry, TokenRequestRecord, TokenStatus,
+};
+pub(crate) use tls::TestCa;
+pub(crate) use upstream::{Rejection, Upstream, UpstreamBuilder, UpstreamRequest};
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// The error type of the mock servers' services and bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body type of the mock servers.
+pub(crate) type BoxBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A do-nothing guard returned by [`trace_init`].
+#[derive(Debug)]
+#[must_use = "hold the guard for the whole test"]
+pub(crate) struct TraceGuard(());
+
+/// Start of every test: `let _trace = trace_init();`.
+///
+/// The project installs its own tracing subscriber; this support code deliberately adds none, so the
+/// guard is empty. Keeping the call in every test leaves one place to hook logging in later.
+pub(crate) fn trace_init() -> TraceGuard {
+    TraceGuard(())
+}
+
+// === plain-HTTP client helpers (for talking to the proxy) ===
+
+/// A pooled plain-HTTP client (HTTP/1.1), e.g. for requests to the proxy under test.
+pub(crate) fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `GET url` over plain HTTP; returns the status, headers and whole body.
+pub(crate) async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+    request(Method::GET, url, &[], Bytes::new()).await
+}
+
+/// Sends one request over plain HTTP with the given extra headers and body; returns the status, headers
+/// and whole body. Panics if the request fails at the transport level.
+pub(crate) async fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let req = build_request(
+        method,
+        url.parse().expect("valid URL"),
+        headers,
+        body.into(),
+    );
+    let resp = http_client()
+        .request(req)
+        .await
+        .expect("HTTP request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("read response body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+fn build_request(
+    method: Method,
+    uri: Uri,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    for (name, value) in headers {
+        req.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    req
+}
+
+// === TLS client helpers (for talking to the mocks directly) ===
+
+/// One client connection over TLS, speaking HTTP/1.1 or HTTP/2 as chosen at connect time (by ALPN).
+pub(crate) struct TlsConn {
+    sender: TlsSender,
+    authority: String,
+    alpn: Option<Vec<u8>>,
+}
+
+enum TlsSender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl TlsConn {
+    /// Connects to `addr` with `config` (whose ALPN list is replaced), verifying the certificate for
+    /// `server_name`, and speaks `version` (`HTTP_11` or `HTTP_2`). Panics on any failure; see
+    /// [`TlsConn::try_connect`] for tests that expect the handshake to fail.
+    pub(crate) async fn connect(
+        config: &rustls::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        version: Version,
+    ) -> Self {
+        Self::try_connect(config, addr, server_name, version)
+            .await
+            .expect("TLS connect")
+    }
+
+    /// Like [`TlsConn::connect`], but returns the TCP/TLS/HTTP handshake error instead of panicking.
+    pub(crate) async fn try_connect(
+        config: &rustls::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        version: Version,
+    ) -> Result<Self, BoxError> {
+        let mut config = config.clone();
+        config.alpn_protocols = match version {
+            Version::HTTP_2 => vec![b"h2".to_vec()],
+            _ => vec![b"http/1.1".to_vec()],
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())?;
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = connector.connect(name, tcp).await?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let io = TokioIo::new(tls);
+        let sender = if version == Version::HTTP_2 {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            TlsSender::Http2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            TlsSender::Http1(sender)
+        };
+        let authority = format!("{server_name}:{}", addr.port());
+        Ok(Self {
+            sender,
+            authority,
+            alpn,
+        })
+    }
+
+    /// The ALPN protocol the server selected, if any.
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+
+    /// Sends a request for `path_and_query` (e.g. `/x?y=1`) and reads the whole response.
+    pub(crate) async fn request(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = self
+            .send(method, path_and_query, headers, body)
+            .await
+            .expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("read response body").to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    /// Sends a request and returns the response head with its body still streaming.
+    pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match &mut self.sender {
+            TlsSender::Http1(sender) => {
+                // HTTP/1.1 wants the origin form plus a Host header.
+                let mut req = build_request(
+                    method,
+                    path_and_query.parse().expect("path"),
+                    headers,
+                    body.into(),
+                );
+                let host = HeaderValue::from_str(&self.authority).expect("host");
+                req.headers_mut().entry(http::header::HOST).or_insert(host);
+                sender.ready().await?;
+                sender.send_request(req).await
+            }
+            TlsSender::Http2(sender) => {
+                // HTTP/2 wants the absolute form (it becomes :scheme and :authority).
+                let uri = format!("https://{}{path_and_query}", self.authority);
+                let req = build_request(method, uri.parse().expect("uri"), headers, body.into());
+                sender.ready().await?;
+                sender.send_request(req).await
+            }
+        }
+    }
+}
+
+// === server plumbing shared by the mocks ===
+
+/// Clone of the signal that tells every task of one mock server to stop.
+///
+/// The matching sender lives in the server's [`ServerHandle`]; dropping the handle drops the sender, and
+/// every task spawned through [`Shutdown::spawn`] (connections, HTTP/2 streams, body producers) ends at its
+/// next await point. It is also the hyper executor of the server, so HTTP/2 stream tasks obey it too.
+#[derive(Clone, Debug)]
+pub(crate) struct Shutdown(watch::Receiver<()>);
+
+impl Shutdown {
+    /// Resolves once the server's handle has been dropped.
+    pub(crate) async fn wait(mut self) {
+        // Nothing is ever sent, so `changed` only returns (with an error) once the sender is gone.
+        let _ = self.0.changed().await;
+    }
+
+    /// Spawns `fut` on the current runtime; it is cancelled when the server shuts down.
+    pub(crate) fn spawn<F>(&self, fut: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let stop = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                () = stop.wait() => {}
+            }
+        });
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Shutdown
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.spawn(fut);
+    }
+}
+
+/// A bound listener whose address is known before anything is served.
+pub(crate) struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    stop_tx: watch::Sender<()>,
+    stop: Shutdown,
+}
+
+/// How a [`Server`] speaks to its clients.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ServeOptions {
+    /// Serve TLS with this config (its ALPN list decides what clients may negotiate); plain TCP if `None`.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Refuse HTTP/2 (even with prior knowledge); serve HTTP/1.x only.
+    pub(crate) http1_only: bool,
+}
+
+/// Owns a running mock server: dropping it stops the server and everything it spawned.
+#[derive(Debug)]
+pub(crate) struct ServerHandle {
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+    tls_failures: Arc<AtomicUsize>,
+    // Dropped with the handle, which resolves every `Shutdown::wait`.
+    _stop_tx: watch::Sender<()>,
+}
+
+impl Server {
+    /// Binds `127.0.0.1:0`.
+    pub(crate) async fn bind() -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let (stop_tx, stop_rx) = watch::channel(());
+        Self {
+            listener,
+            addr,
+            stop_tx,
+            stop: Shutdown(stop_rx),
+        }
+    }
+
+    /// The bound address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shutdown signal of this server, for handlers that wait or spawn.
+    pub(crate) fn shutdown(&self) -> Shutdown {
+        self.stop.clone()
+    }
+
+    /// Starts accepting connections and serving each request with `handler`. A handler that returns
+    /// `Err` makes hyper drop the connection (HTTP/1) or reset the stream (HTTP/2) without a response.
+    pub(crate) fn spawn<H, Fut>(self, options: ServeOptions, handler: H) -> ServerHandle
+    where
+        H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<BoxBody>, BoxError>> + Send + 'static,
+    {
+        let Self {
+            listener,
+            addr,
+            stop_tx,
+            stop,
+        } = self;
+        let tls_failures = Arc::new(AtomicUsize::new(0));
+        let failures = tls_failures.clone();
+        let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _peer)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = serve_connection(
+                    tcp,
+                    tls.clone(),
+                    options.http1_only,
+                    handler.clone(),
+                    stop.clone(),
+                    failures.clone(),
+                );
+                stop.spawn(conn);
+            }
+        });
+        ServerHandle {
+            addr,
+            accept,
+            tls_failures,
+            _stop_tx: stop_tx,
+        }
+    }
+}
+
+async fn serve_connection<H, Fut>(
+    tcp: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    http1_only: bool,
+    handler: H,
+    stop: Shutdown,
+    tls_failures: Arc<AtomicUsize>,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<BoxBody>, BoxError>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(handler);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(stop);
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    // Connection errors (client went away, handler asked to drop the connection…) are expected in tests.
+    match tls {
+        None => {
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+        }
+        Some(acceptor) => match acceptor.accept(tcp).await {
+            Ok(stream) => {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            Err(_) => {
+                tls_failures.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    }
+}
+
+impl ServerHandle {
+    /// The bound address (`127.0.0.1:<port>`).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many TLS handshakes failed (e.g. the client refused the certificate).
+    pub(crate) fn tls_failures(&self) -> usize {
+        self.tls_failures.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+// === bodies and responses ===
+
+/// A complete in-memory body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A response with a JSON body and `Content-Type: application/json`.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<BoxBody> {
+    let mut resp = Response::new(full(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A body fed by a channel: each `Ok` item is a data frame, an `Err` item aborts the body (hyper then
+/// drops the HTTP/1 connection or resets the HTTP/2 stream), and the body ends when the sender is dropped.
+pub(crate) struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl ChannelBody {
+    /// A body and the sender that feeds it. The channel holds `capacity` frames.
+    pub(crate) fn channel(capacity: usize) -> (mpsc::Sender<Result<Bytes, BoxError>>, BoxBody) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, Self { rx }.boxed())
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|res| res.map(Frame::data)))
+    }
+}
+
+/// A body that repeats `chunk` until `len` bytes have been produced, without allocating them up front.
+/// Its length is not announced, so HTTP/1.1 sends it chunked.
+pub(crate) struct RepeatBody {
+    chunk: Bytes,
+    remaining: usize,
+}
+
+impl RepeatBody {
+    /// `len` bytes made of `chunk` repeated (the last copy truncated).
+    pub(crate) fn new(chunk: Bytes, len: usize) -> Self {
+        assert!(!chunk.is_empty(), "chunk must not be empty");
+        Self {
+            chunk,
+            remaining: len,
+        }
+    }
+}
+
+impl Body for RepeatBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len());
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Deliberately not exact: the point is a streamed body of unannounced size.
+        SizeHint::new()
+    }
+}
+
+// === deterministic data and hashing ===
+
+/// 64-bit FNV-1a, incremental: `Fnv1a::new()`, `update` with each piece, then `finish`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fnv1a(u64);
+
+impl Fnv1a {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// The hash of nothing.
+    pub(crate) fn new() -> Self {
+        Self(Self::OFFSET_BASIS)
+    }
+
+    /// Feeds `bytes`.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    /// The hash so far.
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// 64-bit FNV-1a of `bytes`.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h = Fnv1a::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// A hash as the mocks print it: 16 lower-case hex digits.
+pub(crate) fn fnv_hex(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// `n` deterministic pseudo-random bytes (SplitMix64 from a fixed seed): the same `n` always gives the
+/// same bytes, and a prefix of a longer output equals the shorter output.
+pub(crate) fn pseudo_random_bytes(n: usize) -> Vec<u8> {
+    let mut state: u64 = 0x5eed_f0a1_1b0d_1e55;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Reads a whole request body while hashing it; returns the bytes and their [`fnv1a64`].
+pub(crate) async fn read_body(mut body: Incoming) -> Result<(Bytes, u64), BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut hash = Fnv1a::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            hash.update(&data);
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((buf.freeze(), hash.finish()))
+}
