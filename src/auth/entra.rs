@@ -184,7 +184,7 @@ pub(crate) fn error_from_response(
                 message: aad.message(),
                 credential: String::new(),
                 source: source.to_owned(),
-                aad: Some(aad),
+                aad: Some(Box::new(aad)),
                 retry_after: retry,
                 attempts: Vec::new(),
             }
@@ -222,10 +222,10 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String>
     if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("access_token contains characters that cannot be sent in a header".into());
     }
-    if let Some(kind) = obj.get("token_type").and_then(Value::as_str) {
-        if !kind.eq_ignore_ascii_case("bearer") {
-            return Err(format!("token_type {kind:?} is not Bearer"));
-        }
+    if let Some(kind) = obj.get("token_type").and_then(Value::as_str)
+        && !kind.eq_ignore_ascii_case("bearer")
+    {
+        return Err(format!("token_type {kind:?} is not Bearer"));
     }
     let expires_in = match seconds_field(obj.get("expires_in")) {
         Some(s) => Duration::from_secs(s),

@@ -17,7 +17,7 @@ pub struct TokenError {
     /// The source that failed (`client_secret`, `environment`, `managed_identity`, …).
     pub source: String,
     /// Entra ID's error fields, verbatim, when the failure came from Entra ID.
-    pub aad: Option<AadError>,
+    pub aad: Option<Box<AadError>>,
     /// How long the token service asked us to wait.
     pub retry_after: Option<Duration>,
     /// For chains: every source tried and what it said.

@@ -46,7 +46,7 @@ impl HostAllowlist {
             return Err(bad_host());
         }
         let host = parsed.host().to_ascii_lowercase();
-        if self.hosts.iter().any(|h| *h == host) {
+        if self.hosts.contains(&host) {
             Ok(host)
         } else {
             Err(ProxyError::HostNotAllowed(format!(
@@ -120,15 +120,14 @@ pub fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError
     if origin.is_none() && !cross_site {
         return Ok(());
     }
-    if let Some(origin) = origin {
-        if route
+    if let Some(origin) = origin
+        && route
             .allow()
             .origins
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
-        {
-            return Ok(());
-        }
+    {
+        return Ok(());
     }
     Err(ProxyError::OriginNotAllowed(
         "browser cross-origin requests are refused (the request carries Origin or Sec-Fetch-Site); list the origin in the route's allow.origins to permit it".into(),

@@ -227,10 +227,10 @@ pub fn token_error(e: &TokenError, retry_after: Option<Duration>) -> Response<Re
             .max(1.0) as u64;
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
-    if e.kind == TokenErrorKind::InteractionRequired {
-        if let Ok(v) = HeaderValue::from_str(&interaction_challenge(e)) {
-            headers.insert(WWW_AUTHENTICATE, v);
-        }
+    if e.kind == TokenErrorKind::InteractionRequired
+        && let Ok(v) = HeaderValue::from_str(&interaction_challenge(e))
+    {
+        headers.insert(WWW_AUTHENTICATE, v);
     }
     response
 }

@@ -97,13 +97,12 @@ impl RouteTable {
             if !same_origin {
                 continue;
             }
-            if let Some(path) = route.reverse_path(location.path()) {
-                if self
+            if let Some(path) = route.reverse_path(location.path())
+                && self
                     .find(host, &path)
                     .is_some_and(|r| r.index == route.index)
-                {
-                    return Some(path);
-                }
+            {
+                return Some(path);
             }
         }
         None
@@ -141,11 +140,11 @@ impl Route {
             target.push_str(q);
         }
         let path_and_query = PathAndQuery::try_from(target)?;
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
-            .build()?)
+            .build()
     }
 
     /// The proxy path that forwards to `upstream_path`, if it lies under this route's upstream base path.

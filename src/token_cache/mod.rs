@@ -375,13 +375,13 @@ impl Entry {
                 if let Some(token) = self.usable(now) {
                     return Ok(token);
                 }
-                if let Some(failure) = &state.failure {
-                    if now < failure.retry_at {
-                        return Err(TokenUnavailable {
-                            error: Arc::clone(&failure.error),
-                            retry_after: failure.retry_at - now,
-                        });
-                    }
+                if let Some(failure) = &state.failure
+                    && now < failure.retry_at
+                {
+                    return Err(TokenUnavailable {
+                        error: Arc::clone(&failure.error),
+                        retry_after: failure.retry_at - now,
+                    });
                 }
                 self.start_fetch(&mut state)
             };
@@ -553,10 +553,11 @@ impl Entry {
                 if state.next_attempt.is_some_and(|t| now < t) {
                     continue;
                 }
-                if let Some(token) = &*self.current.load() {
-                    if now < token.refresh_at && now < token.usable_until {
-                        continue;
-                    }
+                if let Some(token) = &*self.current.load()
+                    && now < token.refresh_at
+                    && now < token.usable_until
+                {
+                    continue;
                 }
                 self.start_fetch(&mut state)
             };

@@ -1,6 +1,14 @@
 //! Integration tests: the proxy in process, against in-process mocks of Entra ID and an Azure ML upstream,
 //! all on 127.0.0.1:0. One binary, one module per area.
 
+// clippy's `allow-*-in-tests` covers `#[test]` functions only, not the helpers of an integration-test crate.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed expectation must fail the test loudly"
+)]
+
 mod support;
 
 mod proxy;

@@ -110,7 +110,7 @@ fn ca_error() -> TokenError {
         message: aad.message(),
         credential: "training-sp".into(),
         source: "client_secret".into(),
-        aad: Some(aad),
+        aad: Some(Box::new(aad)),
         retry_after: None,
         attempts: vec![],
     }
