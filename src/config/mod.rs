@@ -1,6 +1,6 @@
 //! Configuration: the checked model the rest of the proxy uses, and how it is loaded.
 //!
-//! Loading is one pipeline (see [`load`]): read the YAML file, expand `${VAR}` / `${VAR:-default}` in string
+//! Loading is one pipeline (see [`load()`]): read the YAML file, expand `${VAR}` / `${VAR:-default}` in string
 //! values, walk the document collecting *every* problem with its key path, then run the cross-field checks
 //! (credential references, duplicate routes, secret-file permissions). Only a fully valid document becomes a
 //! [`Config`]; a bad one becomes a [`ConfigError`] listing all problems. Values of secret keys are never echoed.
@@ -358,7 +358,7 @@ impl Cloud {
 // === impl HttpsOrigin ===
 
 impl HttpsOrigin {
-    /// The host without brackets or port, lower-case.
+    /// The host without port (IPv6 literals keep their brackets), lower-case.
     pub fn host(&self) -> &str {
         self.authority.host()
     }

@@ -31,5 +31,9 @@ fn every_example_configuration_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 7, "only {checked} examples found in {}", examples.display());
+    assert!(
+        checked >= 7,
+        "only {checked} examples found in {}",
+        examples.display()
+    );
 }

@@ -66,6 +66,11 @@ pub(super) fn section(
     w.fields(path, value, |w, name, entry_path, v| {
         if let Err(message) = check_name(name) {
             w.problem(entry_path, message);
+        } else if !matches!(ChainSource::parse(name), ChainSource::Named(_)) {
+            w.problem(
+                entry_path,
+                format!("{name:?} is the name of a built-in chain source; choose another credential name"),
+            );
         }
         if let Some(spec) = credential(w, entry_path, name, v, names) {
             specs.insert(name.to_owned(), spec);

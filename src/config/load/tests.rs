@@ -1356,3 +1356,15 @@ fn home_relative_secret_file() {
         ]
     );
 }
+
+#[test]
+fn credential_names_may_not_shadow_built_in_chain_sources() {
+    let text = "credentials:\n  azure_cli:\n    azure_cli: {}\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: https://management.azure.com\n    scope: https://management.azure.com/.default\n    credential: azure_cli\n";
+    let e = from_yaml_str(text, &MapEnv::new(), ConfigOrigin::BuiltIn, Path::new("/")).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "credentials.azure_cli: \"azure_cli\" is the name of a built-in chain source"
+        ),
+        "{e}"
+    );
+}
