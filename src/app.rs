@@ -13,7 +13,7 @@ use crate::config::{Config, Limits};
 use crate::env::Env;
 use crate::metrics::Metrics;
 use crate::proxy::admit::HostAllowlist;
-use crate::proxy::client::upstream_client;
+use crate::proxy::client::upstream_clients;
 use crate::proxy::inject_token::InjectTokenLayer;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::{ProxyService, stack};
@@ -125,11 +125,11 @@ impl App {
         }
         let table = Arc::new(RouteTable::new(&config.routes));
         let hosts = HostAllowlist::new(config.allowed_hosts.clone());
-        let client = upstream_client(Arc::clone(&tls), config.limits.upstream_connect_timeout);
+        let clients = upstream_clients(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             table,
             hosts.clone(),
-            &client,
+            &clients,
             layers,
             &config.limits,
             &metrics.proxy,

@@ -1,5 +1,5 @@
-//! The upstream HTTP client: rustls (system roots plus `tls.extra_ca_file`), HTTP/1.1 and HTTP/2 by ALPN,
-//! pooled connections, a connect timeout, and no redirect following (hyper never follows redirects).
+//! The upstream HTTP clients: rustls (system roots plus `tls.extra_ca_file`), pooled connections, a connect
+//! timeout, and no redirect following (hyper never follows redirects).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,25 +11,49 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::UpstreamBody;
 
-/// The pooled upstream client.
+/// A pooled upstream client.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// Builds the upstream client. Plain `http://` is only reachable for loopback upstreams (configuration rule).
-pub fn upstream_client(
+/// The upstream clients: one negotiating HTTP/2 or HTTP/1.1 by ALPN, and one HTTP/1.1-only for WebSocket
+/// upgrades (which HTTP/2 connections cannot carry).
+#[derive(Clone, Debug)]
+pub struct UpstreamClients {
+    /// HTTP/2 or HTTP/1.1 by ALPN.
+    pub pooled: UpstreamClient,
+    /// HTTP/1.1 only.
+    pub http1: UpstreamClient,
+}
+
+/// Builds the upstream clients. Plain `http://` is only reachable for loopback upstreams (configuration rule).
+pub fn upstream_clients(
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
+) -> UpstreamClients {
+    UpstreamClients {
+        pooled: upstream_client(Arc::clone(&tls), connect_timeout, true),
+        http1: upstream_client(tls, connect_timeout, false),
+    }
+}
+
+fn upstream_client(
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    http2: bool,
 ) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((*tls).clone())
         .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+        .enable_http1();
+    let https = if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -2,6 +2,8 @@
 //! plus the validated path; `Host` becomes the upstream's; hop-by-hop headers are removed from the response;
 //! `Location`, `Azure-AsyncOperation` and `Operation-Location` pointing at a route's upstream are rewritten to the
 //! proxy, so long-running-operation polling keeps going through it. Redirects are returned, never followed.
+//! A WebSocket handshake goes over an HTTP/1.1 connection; on `101 Switching Protocols` both connections are
+//! spliced together.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,9 +17,9 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::body::{ResponseBody, UpstreamBody};
-use super::client::UpstreamClient;
+use super::client::UpstreamClients;
 use super::error::ProxyError;
-use super::headers::strip_hop_by_hop;
+use super::headers::{is_websocket_upgrade, strip_hop_by_hop};
 use super::routes::RouteTable;
 use super::{BoxError, RouteInfo};
 use crate::metrics::RouteMetrics;
@@ -32,7 +34,7 @@ const URL_HEADERS: [HeaderName; 3] = [
 /// The innermost service of a route.
 #[derive(Clone)]
 pub struct Forward {
-    client: UpstreamClient,
+    clients: UpstreamClients,
     table: Arc<RouteTable>,
     route: usize,
     metrics: RouteMetrics,
@@ -77,13 +79,13 @@ impl Inbound {
 impl Forward {
     /// Forwards to route `route` of `table`.
     pub fn new(
-        client: UpstreamClient,
+        clients: UpstreamClients,
         table: Arc<RouteTable>,
         route: usize,
         metrics: RouteMetrics,
     ) -> Self {
         Self {
-            client,
+            clients,
             table,
             route,
             metrics,
@@ -108,7 +110,10 @@ impl Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<Incoming>) -> ResponseFuture {
+        // The router kept `Connection: upgrade` / `Upgrade: websocket` only for a WebSocket handshake.
+        let inbound_upgrade = is_websocket_upgrade(req.version(), req.headers())
+            .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let inbound = Inbound::of(&parts);
         let table = Arc::clone(&self.table);
@@ -129,17 +134,37 @@ impl Service<Request<Incoming>> for Forward {
         parts.extensions = http::Extensions::new();
         let request = Request::from_parts(parts, UpstreamBody::Streaming(body));
         let sent = Instant::now();
-        let response = self.client.request(request);
+        let client = if inbound_upgrade.is_some() {
+            &self.clients.http1
+        } else {
+            &self.clients.pooled
+        };
+        let response = client.request(request);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let response = response
+            let mut response = response
                 .await
                 .map_err(|e| upstream_error(&upstream_host, &e))?;
             metrics
                 .upstream_duration
                 .observe(sent.elapsed().as_secs_f64());
+            let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            let upgrade = match (switching, inbound_upgrade) {
+                (true, Some(inbound)) => Some((inbound, hyper::upgrade::on(&mut response))),
+                _ => None,
+            };
             let (mut parts, body) = response.into_parts();
+            let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some((inbound, upstream)) = upgrade {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                if let Some(v) = upgrade_header {
+                    parts.headers.insert(header::UPGRADE, v);
+                }
+                tokio::spawn(splice(inbound, upstream, upstream_host));
+            }
             rewrite_urls(&mut parts.headers, &table, route_index, &inbound);
             parts.extensions = http::Extensions::new();
             parts.extensions.insert(RouteInfo {
@@ -148,6 +173,29 @@ impl Service<Request<Incoming>> for Forward {
             });
             Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
         })
+    }
+}
+
+/// Copies bytes both ways between the caller's and the upstream's upgraded connections until either closes.
+async fn splice(
+    inbound: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    host: String,
+) {
+    match tokio::try_join!(inbound, upstream) {
+        Ok((caller, upstream)) => {
+            let mut caller = hyper_util::rt::TokioIo::new(caller);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            match tokio::io::copy_bidirectional(&mut caller, &mut upstream).await {
+                Ok((up, down)) => {
+                    tracing::debug!(upstream = %host, bytes_up = up, bytes_down = down, "upgraded connection closed")
+                }
+                Err(e) => {
+                    tracing::debug!(upstream = %host, error = %e, "upgraded connection ended with an error")
+                }
+            }
+        }
+        Err(e) => tracing::debug!(upstream = %host, error = %e, "connection upgrade failed"),
     }
 }
 

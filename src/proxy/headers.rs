@@ -39,6 +39,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// True for an HTTP/1.1 WebSocket handshake (`Connection: upgrade` and `Upgrade: websocket`).
+pub fn is_websocket_upgrade(version: http::Version, headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    version == http::Version::HTTP_11 && connection_upgrade && websocket
+}
+
+/// Puts back the two headers a WebSocket handshake needs after hop-by-hop removal.
+pub fn restore_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;

@@ -35,7 +35,7 @@ pub use crate::error::BoxError;
 use crate::metrics::ProxyMetrics;
 
 use self::admit::HostAllowlist;
-use self::client::UpstreamClient;
+use self::client::UpstreamClients;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
 use self::observe::{Observe, ObserveLayer};
@@ -62,7 +62,7 @@ pub struct RouteInfo {
 pub fn stack(
     table: Arc<RouteTable>,
     hosts: HostAllowlist,
-    client: &UpstreamClient,
+    clients: &UpstreamClients,
     tokens: Vec<InjectTokenLayer>,
     limits: &Limits,
     metrics: &ProxyMetrics,
@@ -77,7 +77,7 @@ pub fn stack(
                 .layer(inject)
                 .layer(TimeoutLayer::new(limits.upstream_response_timeout))
                 .service(Forward::new(
-                    client.clone(),
+                    clients.clone(),
                     Arc::clone(&table),
                     index,
                     observe.route_metrics(index),

@@ -1,6 +1,6 @@
 //! Admission and routing: checks the request rules that hold for every request, picks the route, applies its
-//! least-privilege policy, strips hop-by-hop headers (before any token is inserted), and hands the request to
-//! the route's own stack.
+//! least-privilege policy, strips hop-by-hop headers (before any token is inserted; a WebSocket handshake keeps
+//! its `Connection: upgrade` / `Upgrade: websocket`), and hands the request to the route's own stack.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +14,7 @@ use tower::{Service, ServiceExt};
 use super::admit::{HostAllowlist, check_origin, check_path};
 use super::body::ResponseBody;
 use super::error::ProxyError;
-use super::headers::strip_hop_by_hop;
+use super::headers::{is_websocket_upgrade, restore_websocket_upgrade, strip_hop_by_hop};
 use super::respond::RoutedError;
 use super::routes::RouteTable;
 use super::{BoxError, RouteStack};
@@ -74,7 +74,11 @@ impl Router {
         if !route.allows_path(req.uri().path()) {
             return Err(routed(ProxyError::PathNotAllowed));
         }
+        let websocket = is_websocket_upgrade(req.version(), req.headers());
         strip_hop_by_hop(req.headers_mut());
+        if websocket {
+            restore_websocket_upgrade(req.headers_mut());
+        }
         let stack = inner.stacks[route.index].clone();
         Ok((route.index, stack))
     }

@@ -13,3 +13,4 @@ mod support;
 
 mod examples;
 mod proxy;
+mod websocket;
