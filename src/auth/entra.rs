@@ -1,6 +1,6 @@
 //! The Entra ID (v2) token endpoint: request encoding, response parsing and error classification.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
@@ -227,16 +227,12 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String>
     {
         return Err(format!("token_type {kind:?} is not Bearer"));
     }
-    let expires_in = match seconds_field(obj.get("expires_in")) {
+    let expires_in = match super::expiry::seconds(obj.get("expires_in")) {
         Some(s) => Duration::from_secs(s),
         None => {
-            let on =
-                seconds_field(obj.get("expires_on")).ok_or("neither expires_in nor expires_on")?;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            Duration::from_secs(on.saturating_sub(now))
+            let on = super::expiry::expires_on(obj.get("expires_on"))
+                .ok_or("neither expires_in nor expires_on")?;
+            super::expiry::until(on)
         }
     };
     if expires_in.is_zero() {
@@ -245,7 +241,7 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String>
     Ok(TokenResponse {
         access_token: Secret::new(access_token),
         expires_in,
-        refresh_in: seconds_field(obj.get("refresh_in")).map(Duration::from_secs),
+        refresh_in: super::expiry::seconds(obj.get("refresh_in")).map(Duration::from_secs),
         refresh_token: obj
             .get("refresh_token")
             .and_then(Value::as_str)
@@ -254,19 +250,10 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String>
     })
 }
 
-/// A non-negative number of seconds given as a JSON number or a numeric string.
-pub(crate) fn seconds_field(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::*;
 
     #[test]

@@ -93,6 +93,14 @@ impl TokenHttpClient {
         }
     }
 
+    /// The same client (sharing its connection pool) with another per-attempt timeout, e.g. for probes.
+    pub fn with_attempt_timeout(&self, attempt_timeout: Duration) -> Self {
+        Self {
+            client: self.client.clone(),
+            attempt_timeout,
+        }
+    }
+
     /// Sends `request` and reads the whole (bounded) response within the attempt timeout.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<HttpResponse, HttpError> {
         let limit = self.attempt_timeout;

@@ -11,6 +11,7 @@ mod client_secret;
 mod entra;
 mod environment;
 mod error;
+pub mod expiry;
 mod http;
 mod secret;
 mod unsupported;
