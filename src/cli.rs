@@ -278,7 +278,10 @@ fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
 fn describe(spec: &CredentialSpec) -> String {
     let supported = matches!(
         spec,
-        CredentialSpec::ClientSecret(_) | CredentialSpec::Chain(_)
+        CredentialSpec::ClientSecret(_)
+            | CredentialSpec::Chain(_)
+            | CredentialSpec::WorkloadIdentity(_)
+            | CredentialSpec::SdkAuthFile(_)
     );
     let what = match spec {
         CredentialSpec::ClientSecret(s) => format!(

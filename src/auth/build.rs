@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{
-    ChainCredential, ClientSecretCredential, EntraClient, EnvironmentCredential, TokenCredential,
-    UnsupportedCredential,
+    ChainCredential, ClientSecretCredential, EntraClient, EnvironmentCredential,
+    SdkAuthFileCredential, TokenCredential, UnsupportedCredential, WorkloadIdentityCredential,
 };
 use crate::config::{ChainSource, CredentialSpec};
 use crate::env::Env;
@@ -47,6 +47,12 @@ pub fn build_credentials(
                 s.client_secret,
                 entra.clone(),
             )),
+            CredentialSpec::WorkloadIdentity(spec) => {
+                Arc::new(WorkloadIdentityCredential::new(&spec, env, entra.clone()))
+            }
+            CredentialSpec::SdkAuthFile(spec) => {
+                Arc::new(SdkAuthFileCredential::new(&spec.path, entra))
+            }
             CredentialSpec::Chain(sources) => {
                 chains.push((name, sources));
                 continue;
@@ -100,9 +106,11 @@ fn build_chain(
         .map(|source| {
             let credential: Arc<dyn TokenCredential> = match source {
                 ChainSource::Environment => Arc::new(EnvironmentCredential::from_env(env, entra)),
-                ChainSource::WorkloadIdentity => {
-                    Arc::new(UnsupportedCredential::new("workload_identity"))
-                }
+                ChainSource::WorkloadIdentity => Arc::new(WorkloadIdentityCredential::new(
+                    &crate::config::WorkloadIdentitySpec::default(),
+                    env,
+                    entra.clone(),
+                )),
                 ChainSource::ManagedIdentity => {
                     Arc::new(UnsupportedCredential::new("managed_identity"))
                 }

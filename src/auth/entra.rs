@@ -53,6 +53,14 @@ impl EntraClient {
         Self { http, authority }
     }
 
+    /// A client of another authority host, sharing this one's connection pool.
+    pub fn with_authority(&self, authority: HttpsOrigin) -> Self {
+        Self {
+            http: self.http.clone(),
+            authority,
+        }
+    }
+
     /// The authority host.
     pub fn authority(&self) -> &HttpsOrigin {
         &self.authority

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use super::{
-    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient, Secret,
-    TokenCredential, TokenError, TokenErrorKind, TokenRequest, UnsupportedCredential,
-    is_valid_tenant,
+    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient,
+    SdkAuthFileCredential, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
+    UnsupportedCredential, is_valid_tenant,
 };
 use crate::env::Env;
 
@@ -51,11 +51,11 @@ impl EnvironmentCredential {
                 var("AML_PRINCIPAL_PASS"),
             ) {
                 secret_state(&t, &c, s, "AML_TENANT_ID", entra)
-            } else if var("AZURE_AUTH_LOCATION").is_some() {
-                State::Unavailable(format!(
-                    "AZURE_AUTH_LOCATION is set, but {}",
-                    UnsupportedCredential::new("sdk_auth_file").reason()
-                ))
+            } else if let Some(path) = var("AZURE_AUTH_LOCATION") {
+                State::Ready(Arc::new(SdkAuthFileCredential::new(
+                    std::path::Path::new(&path),
+                    entra,
+                )))
             } else {
                 State::Unavailable(missing_message(env))
             };

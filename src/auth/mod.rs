@@ -13,8 +13,10 @@ mod environment;
 mod error;
 pub mod expiry;
 mod http;
+mod sdk_auth_file;
 mod secret;
 mod unsupported;
+mod workload_identity;
 
 use std::fmt;
 use std::future::Future;
@@ -30,8 +32,10 @@ pub use entra::EntraClient;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
 pub use http::{HttpClientOptions, TokenHttpClient};
+pub use sdk_auth_file::SdkAuthFileCredential;
 pub use secret::Secret;
 pub use unsupported::UnsupportedCredential;
+pub use workload_identity::WorkloadIdentityCredential;
 
 /// A boxed, sendable future (credentials are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -11,6 +11,7 @@
 
 mod support;
 
+mod credentials;
 mod examples;
 mod proxy;
 mod websocket;

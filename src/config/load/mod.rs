@@ -52,6 +52,12 @@ struct TopLevel {
     routes: Field<Vec<RouteConfig>>,
 }
 
+/// Checks an authority-host URL found outside the configuration file (e.g. an sdk-auth file's
+/// `activeDirectoryEndpointUrl`): `https://`, or `http://` for loopback hosts; no path, query or user info.
+pub fn authority_origin(text: &str) -> Result<HttpsOrigin, String> {
+    check_url(text.trim(), UrlRule::Origin).map(|url| url.origin)
+}
+
 /// Reads and checks a configuration file. Relative paths in it are resolved against its directory.
 ///
 /// Every problem is reported at once, each with its key path; the error names `path`.

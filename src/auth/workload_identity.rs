@@ -1,0 +1,227 @@
+//! AKS workload identity (PROTOCOLS §3): the projected service-account token in `AZURE_FEDERATED_TOKEN_FILE` is
+//! exchanged at Entra ID as a client assertion.
+//!
+//! The file is re-read when the copy in memory is older than [`REREAD_AFTER`] (kubelet rotates it at 80 % of its
+//! lifetime, and it is valid for at least an hour), and at once when Entra ID says the assertion expired
+//! (AADSTS700024). A file that cannot be read after it once could is a transient failure: the cache keeps serving
+//! the token it holds and retries with backoff.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::entra::ClientAuth;
+use super::{
+    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest, is_valid_tenant,
+};
+use crate::config::WorkloadIdentitySpec;
+use crate::env::Env;
+
+/// How long a read of the federated token file is trusted.
+pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Entra ID's "the client assertion has expired" code.
+const ASSERTION_EXPIRED: i64 = 700_024;
+
+const SOURCE: &str = "workload_identity";
+
+/// The `workload_identity` credential.
+#[derive(Debug)]
+pub struct WorkloadIdentityCredential {
+    config: Result<Settings, Problem>,
+    entra: EntraClient,
+    assertion: Mutex<Option<Cached>>,
+    reread_after: Duration,
+}
+
+/// Why the credential cannot be used.
+#[derive(Debug)]
+enum Problem {
+    /// Settings are missing: not present here (a chain moves on).
+    Missing(String),
+    /// Settings are present but wrong: a configuration error.
+    Invalid(String),
+}
+
+#[derive(Debug)]
+struct Settings {
+    tenant_id: String,
+    client_id: String,
+    token_file: PathBuf,
+}
+
+#[derive(Debug)]
+struct Cached {
+    assertion: std::sync::Arc<Secret>,
+    read_at: Instant,
+}
+
+// === impl WorkloadIdentityCredential ===
+
+impl WorkloadIdentityCredential {
+    /// Settings from `spec`, each falling back to `AZURE_TENANT_ID` / `AZURE_CLIENT_ID` /
+    /// `AZURE_FEDERATED_TOKEN_FILE`. Missing settings make the credential unavailable (it names them).
+    pub fn new(spec: &WorkloadIdentitySpec, env: &dyn Env, entra: EntraClient) -> Self {
+        let tenant_id = spec
+            .tenant_id
+            .clone()
+            .or_else(|| env.non_empty("AZURE_TENANT_ID"));
+        let client_id = spec
+            .client_id
+            .clone()
+            .or_else(|| env.non_empty("AZURE_CLIENT_ID"));
+        let token_file = spec.token_file.clone().or_else(|| {
+            env.non_empty("AZURE_FEDERATED_TOKEN_FILE")
+                .map(PathBuf::from)
+        });
+        let config = match (tenant_id, client_id, token_file) {
+            (Some(tenant_id), Some(client_id), Some(token_file)) if is_valid_tenant(&tenant_id) => {
+                Ok(Settings {
+                    tenant_id,
+                    client_id,
+                    token_file,
+                })
+            }
+            (Some(_), Some(_), Some(_)) => Err(Problem::Invalid(
+                "the tenant id (AZURE_TENANT_ID) is not valid: use letters, digits, '.' and '-'"
+                    .to_owned(),
+            )),
+            (t, c, f) => {
+                let missing: Vec<&str> = [
+                    (t.is_none(), "AZURE_TENANT_ID"),
+                    (c.is_none(), "AZURE_CLIENT_ID"),
+                    (f.is_none(), "AZURE_FEDERATED_TOKEN_FILE"),
+                ]
+                .into_iter()
+                .filter_map(|(missing, name)| missing.then_some(name))
+                .collect();
+                Err(Problem::Missing(format!(
+                    "not configured: {} not set (the AKS workload identity webhook sets them for pods labelled azure.workload.identity/use: \"true\")",
+                    missing.join(", ")
+                )))
+            }
+        };
+        Self {
+            config,
+            entra,
+            assertion: Mutex::new(None),
+            reread_after: REREAD_AFTER,
+        }
+    }
+
+    /// Trusts a read of the file for `d` instead of [`REREAD_AFTER`] (tests).
+    pub fn with_reread_after(mut self, d: Duration) -> Self {
+        self.reread_after = d;
+        self
+    }
+
+    /// The assertion: the cached copy if fresh (and not `force`), else the file's current content.
+    async fn assertion(
+        &self,
+        settings: &Settings,
+        force: bool,
+    ) -> Result<std::sync::Arc<Secret>, CredentialError> {
+        if !force
+            && let Some(cached) = &*lock(&self.assertion)
+            && cached.read_at.elapsed() < self.reread_after
+        {
+            return Ok(std::sync::Arc::clone(&cached.assertion));
+        }
+        match tokio::fs::read_to_string(&settings.token_file).await {
+            Ok(text) if !text.trim().is_empty() => {
+                let assertion = std::sync::Arc::new(Secret::new(text.trim()));
+                *lock(&self.assertion) = Some(Cached {
+                    assertion: std::sync::Arc::clone(&assertion),
+                    read_at: Instant::now(),
+                });
+                Ok(assertion)
+            }
+            Ok(_) => Err(self.file_error(settings, "is empty")),
+            Err(e) => Err(self.file_error(settings, &e.to_string())),
+        }
+    }
+
+    /// Never read yet: the source is not present here (a chain moves on). Read before: a transient failure, so the
+    /// cached token keeps serving while the file comes back.
+    fn file_error(&self, settings: &Settings, why: &str) -> CredentialError {
+        let message = format!(
+            "federated token file {}: {why}",
+            settings.token_file.display()
+        );
+        if lock(&self.assertion).is_none() {
+            CredentialError::unavailable(SOURCE, message)
+        } else {
+            CredentialError::Failed(TokenError::service_unavailable(SOURCE, message))
+        }
+    }
+
+    async fn get_token_inner(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        let settings = match &self.config {
+            Ok(s) => s,
+            Err(Problem::Missing(reason)) => {
+                return Err(CredentialError::unavailable(SOURCE, reason.clone()));
+            }
+            Err(Problem::Invalid(reason)) => {
+                return Err(CredentialError::Failed(TokenError::new(
+                    TokenErrorKind::CredentialRejected,
+                    SOURCE,
+                    reason.clone(),
+                )));
+            }
+        };
+        let assertion = self.assertion(settings, false).await?;
+        let result = self.exchange(settings, &assertion, request).await;
+        let expired = matches!(&result, Err(CredentialError::Failed(e))
+            if e.aad.as_ref().is_some_and(|a| a.error_codes.contains(&ASSERTION_EXPIRED)));
+        if !expired {
+            return result;
+        }
+        // Entra ID says the assertion expired: the file has probably been rotated since we read it.
+        let fresh = self.assertion(settings, true).await?;
+        if fresh.expose() == assertion.expose() {
+            return result;
+        }
+        tracing::info!(file = %settings.token_file.display(), "federated token expired; re-read the rotated file");
+        self.exchange(settings, &fresh, request).await
+    }
+
+    async fn exchange(
+        &self,
+        s: &Settings,
+        assertion: &Secret,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        self.entra
+            .client_credentials(
+                SOURCE,
+                &s.tenant_id,
+                &s.client_id,
+                ClientAuth::Assertion(assertion.expose()),
+                request,
+            )
+            .await
+    }
+}
+
+impl TokenCredential for WorkloadIdentityCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.get_token_inner(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        SOURCE
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
