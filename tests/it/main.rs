@@ -1,5 +1,6 @@
 //! Integration tests: the proxy in process, against in-process mocks of Entra ID and an Azure ML upstream,
-//! all on 127.0.0.1:0. One binary, one module per area.
+//! all on 127.0.0.1:0. One binary, one module per area. `cli` and `canary` run the real binary as a child
+//! process (clean environment, loopback only) against the same in-process mocks.
 
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not the helpers of an integration-test crate.
 #![allow(
@@ -11,6 +12,8 @@
 
 mod support;
 
+mod canary;
+mod cli;
 mod credentials;
 mod examples;
 mod proxy;

@@ -41,9 +41,15 @@ pub(super) fn section(
     let mut seen = Seen::default();
     let mut routes = Vec::new();
     let mut all_valid = true;
-    let count = w.items(path, value, |w, i, p, v| match route(w, p, v, names) {
-        Some(route) if seen.check(w, i, p, &route) => routes.push(route),
-        Some(_) | None => all_valid = false,
+    let count = w.items(path, value, |w, i, p, v| {
+        let (route, identity) = route(w, p, v, names);
+        // Duplicates are checked on whatever parts of the route are valid, so a route with another problem
+        // still claims its name and prefix.
+        let unique = seen.check(w, i, p, &identity);
+        match route {
+            Some(route) if unique => routes.push(route),
+            _ => all_valid = false,
+        }
     })?;
     if count == 0 {
         w.problem(path, "must list at least one route");
@@ -52,13 +58,20 @@ pub(super) fn section(
     all_valid.then_some(routes)
 }
 
-/// One route.
+/// What makes a route distinct: its name, and its host + path prefix (`None` where that key is invalid).
+#[derive(Debug, Default)]
+struct Identity {
+    name: Option<String>,
+    matches: Option<(Option<String>, String)>,
+}
+
+/// One route, and its identity (known even when the route as a whole is invalid).
 fn route(
     w: &mut Walker<'_>,
     path: &str,
     value: &Value,
     names: &BTreeSet<String>,
-) -> Option<RouteConfig> {
+) -> (Option<RouteConfig>, Identity) {
     let mut f = RouteFields::default();
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
@@ -78,9 +91,20 @@ fn route(
         true
     });
     if !is_map {
-        return None;
+        return (None, Identity::default());
     }
-    f.into_route(w, path, names)
+    let identity = Identity {
+        name: match &f.name {
+            Field::Valid(n) => Some(n.clone()),
+            _ => None,
+        },
+        matches: match (&f.host, &f.path_prefix) {
+            (Field::Valid(h), Field::Valid(p)) => Some((Some(h.clone()), p.clone())),
+            (Field::Absent, Field::Valid(p)) => Some((None, p.clone())),
+            _ => None,
+        },
+    };
+    (f.into_route(w, path, names), identity)
 }
 
 /// A `credential:` value: the name of a declared credential.
@@ -249,28 +273,28 @@ impl RouteFields {
 
 impl Seen {
     /// Records route `i`; reports (at the later route) a reused name or a reused host + path prefix.
-    fn check(&mut self, w: &mut Walker<'_>, i: usize, path: &str, route: &RouteConfig) -> bool {
+    fn check(&mut self, w: &mut Walker<'_>, i: usize, path: &str, route: &Identity) -> bool {
         let mut unique = true;
-        if let Some(first) = self.names.get(&route.name) {
-            let message = format!(
-                "duplicate route name {:?} (also routes[{first}])",
-                route.name
-            );
-            w.problem(&child(path, "name"), message);
-            unique = false;
-        } else {
-            self.names.insert(route.name.clone(), i);
+        if let Some(name) = &route.name {
+            if let Some(first) = self.names.get(name) {
+                let message = format!("duplicate route name {name:?} (also routes[{first}])");
+                w.problem(&child(path, "name"), message);
+                unique = false;
+            } else {
+                self.names.insert(name.clone(), i);
+            }
         }
-        let key = (route.host.clone(), route.path_prefix.clone());
-        if let Some(first) = self.matches.get(&key) {
-            let message = format!(
-                "routes[{first}] already serves this host and path_prefix {:?}",
-                key.1
-            );
-            w.problem(&child(path, "path_prefix"), message);
-            unique = false;
-        } else {
-            self.matches.insert(key, i);
+        if let Some(key) = &route.matches {
+            if let Some(first) = self.matches.get(key) {
+                let message = format!(
+                    "routes[{first}] already serves this host and path_prefix {:?}",
+                    key.1
+                );
+                w.problem(&child(path, "path_prefix"), message);
+                unique = false;
+            } else {
+                self.matches.insert(key.clone(), i);
+            }
         }
         unique
     }

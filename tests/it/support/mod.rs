@@ -26,6 +26,7 @@
 )]
 
 pub(crate) mod mock_aad;
+pub(crate) mod process;
 pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod upstream;
