@@ -28,6 +28,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod sync;
 pub mod tls;
 pub mod token_cache;
 

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::config::WorkloadIdentitySpec;
 use crate::env::Env;
+use crate::sync::lock;
 
 /// How long a read of the federated token file is trusted.
 pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
@@ -220,8 +221,4 @@ impl TokenCredential for WorkloadIdentityCredential {
     fn kind(&self) -> &'static str {
         SOURCE
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -132,7 +132,7 @@ impl Service<Request<Incoming>> for Forward {
         parts.version = Version::HTTP_11;
         parts.headers.remove(HOST);
         parts.extensions = http::Extensions::new();
-        let request = Request::from_parts(parts, UpstreamBody::Streaming(body));
+        let request = Request::from_parts(parts, UpstreamBody::Stream(body));
         let sent = Instant::now();
         let client = if inbound_upgrade.is_some() {
             &self.clients.http1
@@ -171,7 +171,7 @@ impl Service<Request<Incoming>> for Forward {
                 index: route_index,
                 upstream: true,
             });
-            Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+            Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
         })
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::auth::{AccessToken, TokenCredential, TokenError, TokenErrorKind, TokenRequest};
 use crate::metrics::TokenMetrics;
+use crate::sync::lock;
 
 /// Timing policy of the cache. [`Default`] is the production policy.
 #[derive(Debug, Clone)]
@@ -480,8 +481,11 @@ impl Entry {
                 state.next_attempt = None;
             }
             Err(error) => {
-                self.metrics
-                    .acquisition(credential, &error.source, error.kind.code());
+                // `token_requests_total` counts calls to token services; "no source here" made none.
+                if error.kind != TokenErrorKind::CredentialUnavailable {
+                    self.metrics
+                        .acquisition(credential, &error.source, error.kind.code());
+                }
                 self.metrics.failure(credential, error.kind.code());
                 let repeated = state.failure.as_ref().is_some_and(|f| {
                     f.error.kind == error.kind && f.error.message == error.message
@@ -618,12 +622,6 @@ fn log_failure(error: &TokenError, key: &CacheKey, repeated: bool) {
 
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
-/// Locks a mutex; a poisoned lock (a panic while holding it) still yields the data, which stays consistent
-/// because every critical section here only assigns whole fields.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

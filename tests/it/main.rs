@@ -12,9 +12,11 @@
 
 mod support;
 
+mod admin;
 mod canary;
 mod cli;
 mod credentials;
 mod examples;
 mod proxy;
+mod tokens;
 mod websocket;

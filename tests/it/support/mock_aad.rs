@@ -99,6 +99,9 @@ pub(crate) struct TokenRequestRecord {
     pub(crate) query: Option<String>,
     /// The form fields of the body (last value wins if a name repeats), secrets included.
     pub(crate) form: BTreeMap<String, String>,
+    /// The body exactly as received (secrets included): for checks of field order and encoding, which
+    /// `form` loses.
+    pub(crate) raw_body: Bytes,
     pub(crate) headers: HeaderMap,
     /// When the request (head and body) had been read, on tokio's clock.
     pub(crate) arrived_at: Instant,
@@ -572,6 +575,7 @@ async fn handle(
         path: path.clone(),
         query: parts.uri.query().map(str::to_owned),
         form: form.clone(),
+        raw_body: body.clone(),
         headers: parts.headers,
         arrived_at: Instant::now(),
     };

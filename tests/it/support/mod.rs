@@ -85,6 +85,14 @@ pub(crate) fn http_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A plain-HTTP/2 client with prior knowledge (h2c), as load generators use: every request made through one
+/// client (and its clones) is a stream on the same single connection.
+pub(crate) fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 /// `GET url` over plain HTTP; returns the status, headers and whole body.
 pub(crate) async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
     request(Method::GET, url, &[], Bytes::new()).await
@@ -98,19 +106,95 @@ pub(crate) async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> (StatusCode, HeaderMap, Bytes) {
+    request_via(&http_client(), method, url, headers, body).await
+}
+
+/// Like [`request`], through `client` (e.g. a pooled client reused across requests, or [`h2_client`]).
+pub(crate) async fn request_via(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, Bytes) {
     let req = build_request(
         method,
         url.parse().expect("valid URL"),
         headers,
         body.into(),
     );
-    let resp = http_client()
-        .request(req)
-        .await
-        .expect("HTTP request failed");
+    let resp = client.request(req).await.expect("HTTP request failed");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("read response body").to_bytes();
     (parts.status, parts.headers, body)
+}
+
+/// A burst of `connections × streams` concurrent `GET url`s over HTTP/2 with prior knowledge: `connections`
+/// clients ([`h2_client`], one connection each), each carrying `streams` requests at once. Every request is
+/// its own task, so a multi-thread runtime spreads them over its workers. Returns every answer (in no
+/// particular order) once all have completed.
+pub(crate) async fn h2_burst(
+    url: &str,
+    connections: usize,
+    streams: usize,
+) -> Vec<(StatusCode, HeaderMap, Bytes)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let client = h2_client();
+        for _ in 0..streams {
+            let (client, url) = (client.clone(), url.to_owned());
+            tasks.spawn(async move { request_via(&client, Method::GET, &url, &[], "").await });
+        }
+    }
+    let mut answers = Vec::with_capacity(connections * streams);
+    while let Some(answer) = tasks.join_next().await {
+        answers.push(answer.expect("burst request task panicked"));
+    }
+    answers
+}
+
+/// Parses a JSON body, showing the body if it is not JSON.
+pub(crate) fn json_body(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+}
+
+/// Checks a proxy-generated error answer (DESIGN §6): `status`, `content-type: application/json`,
+/// `x-aml-auth-proxy-error: <code>` and a body `{"error": {"code": <code>, "message": <non-empty>, …}}`.
+/// Returns the `error` object.
+pub(crate) fn expect_proxy_error(
+    answer: &(StatusCode, HeaderMap, Bytes),
+    status: StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    let (got, headers, body) = answer;
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(*got, status, "status; body: {text}");
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    assert!(
+        header("content-type").is_some_and(|v| v.starts_with("application/json")),
+        "content-type {:?}; body: {text}",
+        header("content-type")
+    );
+    assert_eq!(header("x-aml-auth-proxy-error"), Some(code), "body: {text}");
+    let error = json_body(body)["error"].clone();
+    assert_eq!(error["code"], code, "body: {text}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message; body: {text}"
+    );
+    error
+}
+
+/// The `Retry-After` header in whole seconds (panics if it is missing or not a number).
+pub(crate) fn retry_after_secs(headers: &HeaderMap) -> u64 {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .unwrap_or_else(|| panic!("no Retry-After in {headers:?}"))
+        .to_str()
+        .expect("Retry-After is text")
+        .parse()
+        .expect("Retry-After is a number of seconds")
 }
 
 fn build_request(
