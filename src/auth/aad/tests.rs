@@ -2,7 +2,7 @@ use super::*;
 
 /// Reads a shared fixture: comment lines (`#`) dropped, the rest parsed as one JSON document.
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let body: String = text
         .lines()

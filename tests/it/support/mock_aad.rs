@@ -48,8 +48,8 @@ pub(crate) const HUGE_BODY_LEN: usize = 50 * 1024 * 1024;
 /// The TTL of issued tokens unless the builder says otherwise.
 pub(crate) const DEFAULT_TTL_SECS: u64 = 3600;
 
-/// Where [`MockAad::fixture`] reads from: `shared/fixtures` beside the package's directory.
-pub(crate) const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+/// Where [`MockAad::fixture`] reads from: `tests/fixtures`, copies of the shared recorded payloads.
+pub(crate) const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 /// What the mock answers to one token request.
 #[derive(Clone, Debug)]
