@@ -113,7 +113,7 @@ impl WorkloadIdentityCredential {
         }
     }
 
-    /// Trusts a read of the file for `d` instead of [`REREAD_AFTER`] (tests).
+    /// Trusts a read of the file for `d` instead of five minutes (tests).
     pub fn with_reread_after(mut self, d: Duration) -> Self {
         self.reread_after = d;
         self
