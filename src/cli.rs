@@ -14,10 +14,14 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::app::{App, AppOptions};
-use crate::auth::{
-    CredentialSet, EntraClient, HttpClientOptions, TokenHttpClient, TokenRequest, build_credentials,
+use crate::auth::device_code::{
+    DeviceCodePrompt, LoginError, LoginOptions, decode_claims_challenge,
 };
-use crate::config::{Config, ConfigError, CredentialSpec};
+use crate::auth::{
+    CredentialSet, DeviceCodeCredential, EntraClient, HttpClientOptions, TokenHttpClient,
+    TokenRequest, build_credentials,
+};
+use crate::config::{Config, ConfigError, CredentialSpec, DeviceCodeSpec};
 use crate::env::{Env, ProcessEnv};
 use crate::logging::{self, LogFormat};
 
@@ -276,13 +280,7 @@ fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
 
 /// A one-line, secret-free description of a credential.
 fn describe(spec: &CredentialSpec) -> String {
-    let supported = matches!(
-        spec,
-        CredentialSpec::ClientSecret(_)
-            | CredentialSpec::Chain(_)
-            | CredentialSpec::WorkloadIdentity(_)
-            | CredentialSpec::SdkAuthFile(_)
-    );
+    let supported = !matches!(spec, CredentialSpec::ClientCertificate(_));
     let what = match spec {
         CredentialSpec::ClientSecret(s) => format!(
             "client_secret (tenant {}, client {})",
@@ -395,26 +393,117 @@ fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
     })
 }
 
+/// `login`: device-code sign-in for a `device_code` credential (the named one, else the only one).
+///
+/// The prompt and a one-line confirmation go to stderr; stdout stays empty (the result is the saved cache file).
+/// The first access token is requested for the scope of the first route using the credential, else for Azure
+/// Resource Manager in the configured cloud; the refresh token then serves every route's scope. Exit codes: 0
+/// signed in and saved, 64 bad usage or configuration, 1 the sign-in failed or could not be saved.
 fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
+    logging::init(None, Some("warn"));
     let config = match load(args.config.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let named = args.credential.as_deref();
-    let device = config.credentials.iter().find(|(n, s)| {
-        matches!(s, CredentialSpec::DeviceCode(_)) && named.is_none_or(|w| w == n.as_str())
-    });
-    match device {
-        Some((name, _)) => fail(
-            EXIT_FAILURE,
-            format!(
-                "login: credential {name:?} is a device_code credential, which this version cannot use yet"
-            ),
-        ),
-        None => fail(
-            EXIT_USAGE,
-            "login: the configuration has no matching device_code credential",
-        ),
+    let claims = match args
+        .claims_challenge
+        .as_deref()
+        .map(decode_claims_challenge)
+    {
+        None => None,
+        Some(Ok(claims)) => Some(claims),
+        Some(Err(e)) => return fail(EXIT_USAGE, format!("login: --claims-challenge: {e}")),
+    };
+    let (name, spec) = match login_credential(&config, args.credential.as_deref()) {
+        Ok(found) => found,
+        Err(why) => return fail(EXIT_USAGE, format!("login: {why}")),
+    };
+    let scope = config
+        .routes
+        .iter()
+        .find(|r| r.credential.as_deref() == Some(name.as_str()))
+        .and_then(|r| r.scope.clone())
+        .unwrap_or_else(|| format!("{}/.default", config.cloud.resource_manager()));
+    let tls = match crate::tls::client_config(&config.extra_roots) {
+        Ok(tls) => Arc::new(tls),
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let http = TokenHttpClient::new(
+            tls,
+            &HttpClientOptions {
+                connect_timeout: config.limits.upstream_connect_timeout,
+                ..HttpClientOptions::default()
+            },
+        );
+        let entra = EntraClient::new(http, config.authority_host.clone());
+        let credential = DeviceCodeCredential::new(&spec, entra).with_name(&name);
+        let options = LoginOptions::new(scope).with_claims(claims);
+        let shown = |prompt: &DeviceCodePrompt| {
+            let _ = writeln!(std::io::stderr(), "{}", prompt.text());
+        };
+        match credential.login(&options, shown).await {
+            Ok(done) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "aml-auth-proxy: signed in (credential {name}, tenant {}); refresh token saved to {}",
+                    done.tenant,
+                    done.cache_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(LoginError::Token(e)) => {
+                let mut line = format!("login: sign-in failed: {}: {}", e.kind, e.message);
+                if let Some(code) = e.aad.as_ref().and_then(|a| a.first_code()) {
+                    line.push_str(&format!(" [AADSTS{code}]"));
+                }
+                fail(EXIT_FAILURE, line)
+            }
+            Err(e) => fail(EXIT_FAILURE, format!("login: {e}")),
+        }
+    })
+}
+
+/// The `device_code` credential to sign in: the one named, else the only one in the configuration.
+fn login_credential(
+    config: &Config,
+    named: Option<&str>,
+) -> Result<(String, DeviceCodeSpec), String> {
+    if let Some(name) = named {
+        return match config.credentials.get(name) {
+            Some(CredentialSpec::DeviceCode(spec)) => Ok((name.to_owned(), spec.clone())),
+            Some(other) => Err(format!(
+                "credential {name:?} is a {} credential; login signs in device_code credentials",
+                other.kind()
+            )),
+            None => Err(format!(
+                "the configuration has no credential named {name:?}"
+            )),
+        };
+    }
+    let mut found: Vec<(String, DeviceCodeSpec)> = config
+        .credentials
+        .iter()
+        .filter_map(|(n, s)| match s {
+            CredentialSpec::DeviceCode(spec) => Some((n.clone(), spec.clone())),
+            _ => None,
+        })
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err("the configuration has no device_code credential".to_owned()),
+        _ => Err(format!(
+            "the configuration has several device_code credentials ({}): choose one with --credential",
+            found
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

@@ -1,13 +1,19 @@
 //! Builds the configured credentials (chains refer to other credentials by name).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{
-    ChainCredential, ClientSecretCredential, EntraClient, EnvironmentCredential,
+    AzureCliCredential, ChainCredential, ClientSecretCredential, DeviceCodeCredential, EntraClient,
+    EnvironmentCredential, ManagedIdentityCredential, ManagedIdentityOptions,
     SdkAuthFileCredential, TokenCredential, UnsupportedCredential, WorkloadIdentityCredential,
 };
-use crate::config::{ChainSource, CredentialSpec};
+use crate::config::{
+    AzureCliSpec, ChainSource, CredentialSpec, DeviceCodeSpec, ManagedIdentitySpec, UserAssignedId,
+    WorkloadIdentitySpec,
+};
 use crate::env::Env;
 
 /// The credentials of a configuration, by name.
@@ -49,6 +55,11 @@ pub fn build_credentials(
             )),
             CredentialSpec::WorkloadIdentity(spec) => {
                 Arc::new(WorkloadIdentityCredential::new(&spec, env, entra.clone()))
+            }
+            CredentialSpec::ManagedIdentity(spec) => managed_identity(&spec, env, entra, false),
+            CredentialSpec::AzureCli(spec) => Arc::new(AzureCliCredential::new(&spec, env)),
+            CredentialSpec::DeviceCode(spec) => {
+                Arc::new(DeviceCodeCredential::new(&spec, entra.clone()).with_name(name.clone()))
             }
             CredentialSpec::SdkAuthFile(spec) => {
                 Arc::new(SdkAuthFileCredential::new(&spec.path, entra))
@@ -95,6 +106,25 @@ pub fn build_credentials(
     set
 }
 
+/// A managed-identity credential. Inside a chain IMDS is probed first, so a machine without IMDS moves on.
+fn managed_identity(
+    spec: &ManagedIdentitySpec,
+    env: &dyn Env,
+    entra: &EntraClient,
+    in_chain: bool,
+) -> Arc<dyn TokenCredential> {
+    let options = ManagedIdentityOptions {
+        in_chain,
+        ..ManagedIdentityOptions::default()
+    };
+    Arc::new(ManagedIdentityCredential::new(
+        spec,
+        env,
+        entra.http().clone(),
+        options,
+    ))
+}
+
 fn build_chain(
     sources: &[ChainSource],
     set: &CredentialSet,
@@ -107,15 +137,39 @@ fn build_chain(
             let credential: Arc<dyn TokenCredential> = match source {
                 ChainSource::Environment => Arc::new(EnvironmentCredential::from_env(env, entra)),
                 ChainSource::WorkloadIdentity => Arc::new(WorkloadIdentityCredential::new(
-                    &crate::config::WorkloadIdentitySpec::default(),
+                    &WorkloadIdentitySpec::default(),
                     env,
                     entra.clone(),
                 )),
                 ChainSource::ManagedIdentity => {
-                    Arc::new(UnsupportedCredential::new("managed_identity"))
+                    // As DefaultAzureCredential does: AZURE_CLIENT_ID names a user-assigned identity.
+                    let spec = ManagedIdentitySpec {
+                        user_assigned: env
+                            .non_empty("AZURE_CLIENT_ID")
+                            .map(UserAssignedId::ClientId),
+                        endpoint: None,
+                    };
+                    managed_identity(&spec, env, entra, true)
                 }
-                ChainSource::AzureCli => Arc::new(UnsupportedCredential::new("azure_cli")),
-                ChainSource::DeviceCode => Arc::new(UnsupportedCredential::new("device_code")),
+                ChainSource::AzureCli => Arc::new(AzureCliCredential::new(
+                    &AzureCliSpec {
+                        tenant_id: None,
+                        subscription: None,
+                        timeout: Duration::from_secs(10),
+                    },
+                    env,
+                )),
+                ChainSource::DeviceCode => match env.non_empty("HOME") {
+                    Some(home) => {
+                        let spec = DeviceCodeSpec {
+                            tenant_id: None,
+                            client_id: None,
+                            cache_file: PathBuf::from(home).join(".aml-auth-proxy/tokens.json"),
+                        };
+                        Arc::new(DeviceCodeCredential::new(&spec, entra.clone()))
+                    }
+                    None => Arc::new(UnsupportedCredential::new("device_code")),
+                },
                 ChainSource::Named(n) => set
                     .get(n)
                     .unwrap_or_else(|| Arc::new(UnsupportedCredential::new("unknown"))),

@@ -8,7 +8,7 @@ use http::{Method, Request, Uri};
 use http_body_util::Full;
 use serde_json::Value;
 
-use super::http::{HttpError, TokenHttpClient, retry_after};
+use super::http::{HttpError, HttpResponse, TokenHttpClient, retry_after};
 use super::{
     AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
 };
@@ -59,6 +59,11 @@ impl EntraClient {
             http: self.http.clone(),
             authority,
         }
+    }
+
+    /// The HTTP client (shared with other token services, e.g. managed identity).
+    pub fn http(&self) -> &TokenHttpClient {
+        &self.http
     }
 
     /// The authority host.
@@ -137,7 +142,34 @@ impl EntraClient {
         tenant: &str,
         form: &Secret,
     ) -> Result<TokenResponse, TokenError> {
-        let url = self.endpoint_url(tenant, "token")?;
+        let (host, response) = self.post_form(source, tenant, "token", form).await?;
+        if response.status.is_success() {
+            return parse_token_response(&response.body).map_err(|why| {
+                TokenError::service_unavailable(
+                    source,
+                    format!("{host} sent an unusable token response: {why}"),
+                )
+            });
+        }
+        Err(error_from_response(
+            source,
+            &host,
+            response.status.as_u16(),
+            &response.headers,
+            &response.body,
+        ))
+    }
+
+    /// POSTs an encoded form to `{authority}/{tenant}/oauth2/v2.0/{endpoint}` and returns the authority's host
+    /// (for messages) with the raw, bounded answer, whatever its status. Transport failures are classified.
+    pub(crate) async fn post_form(
+        &self,
+        source: &str,
+        tenant: &str,
+        endpoint: &str,
+        form: &Secret,
+    ) -> Result<(String, HttpResponse), TokenError> {
+        let url = self.endpoint_url(tenant, endpoint)?;
         let host = url.host().unwrap_or_default().to_owned();
         let request = Request::builder()
             .method(Method::POST)
@@ -157,21 +189,7 @@ impl EntraClient {
             .send(request)
             .await
             .map_err(|e| transport_error(source, &host, &e))?;
-        if response.status.is_success() {
-            return parse_token_response(&response.body).map_err(|why| {
-                TokenError::service_unavailable(
-                    source,
-                    format!("{host} sent an unusable token response: {why}"),
-                )
-            });
-        }
-        Err(error_from_response(
-            source,
-            &host,
-            response.status.as_u16(),
-            &response.headers,
-            &response.body,
-        ))
+        Ok((host, response))
     }
 }
 

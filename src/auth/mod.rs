@@ -5,14 +5,18 @@
 //! [`ChainCredential`] try its next source; `Failed` carries a classified [`TokenError`] and stops the chain.
 
 mod aad;
+mod azure_cli;
 mod build;
 mod chain;
 mod client_secret;
+pub mod device_code;
 mod entra;
 mod environment;
 mod error;
 pub mod expiry;
 mod http;
+mod localtime;
+mod managed_identity;
 mod sdk_auth_file;
 mod secret;
 mod unsupported;
@@ -25,13 +29,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use aad::AadError;
+pub use azure_cli::AzureCliCredential;
 pub use build::{CredentialSet, build_credentials};
 pub use chain::ChainCredential;
 pub use client_secret::ClientSecretCredential;
+pub use device_code::DeviceCodeCredential;
 pub use entra::EntraClient;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
 pub use http::{HttpClientOptions, TokenHttpClient};
+pub use managed_identity::{
+    DEFAULT_ARC_KEY_DIR, ImdsRetry, ManagedIdentityCredential, ManagedIdentityOptions,
+    ManagedIdentitySource,
+};
 pub use sdk_auth_file::SdkAuthFileCredential;
 pub use secret::Secret;
 pub use unsupported::UnsupportedCredential;

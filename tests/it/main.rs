@@ -13,10 +13,13 @@
 mod support;
 
 mod admin;
+mod azure_cli;
 mod canary;
 mod cli;
 mod credentials;
+mod device_code;
 mod examples;
+mod managed_identity;
 mod proxy;
 mod tokens;
 mod websocket;

@@ -774,8 +774,16 @@ fn url_rules() {
         p,
         ["credentials.sp.managed_identity.endpoint: must not contain a query or fragment"]
     );
+    // IMDS's own link-local address may be named in plain http; other hosts may not.
+    let config = ok(&with_credential(
+        "    managed_identity: { endpoint: \"http://169.254.169.254/metadata/identity/oauth2/token\" }",
+    ));
+    assert!(matches!(
+        config.credentials["sp"],
+        CredentialSpec::ManagedIdentity(_)
+    ));
     let p = problems(&with_credential(
-        "    managed_identity: { endpoint: \"http://169.254.169.254/metadata\" }",
+        "    managed_identity: { endpoint: \"http://10.1.2.3/metadata\" }",
     ));
     assert!(
         p[0].contains("plain http is only allowed for loopback hosts"),

@@ -94,6 +94,8 @@ pub(super) fn check_url(text: &str, rule: UrlRule) -> Result<CheckedUrl, String>
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "https" => Scheme::HTTPS,
         "http" if is_loopback(&host) => Scheme::HTTP,
+        // Managed-identity endpoints are plain http on the link-local IMDS address (169.254.0.0/16) too.
+        "http" if rule == UrlRule::Endpoint && is_link_local(&host) => Scheme::HTTP,
         "http" => {
             return Err(format!(
                 "plain http is only allowed for loopback hosts{}",
@@ -198,6 +200,11 @@ pub(super) fn is_loopback(host: &str) -> bool {
         .and_then(|h| h.strip_suffix(']'))
         .and_then(|h| h.parse::<Ipv6Addr>().ok())
         .is_some_and(|ip| ip.is_loopback())
+}
+
+/// True for an IPv4 link-local address (169.254.0.0/16), where IMDS listens.
+fn is_link_local(host: &str) -> bool {
+    host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_link_local())
 }
 
 /// True when a `/`-separated path has a `.` or `..` segment.

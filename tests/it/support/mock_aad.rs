@@ -25,6 +25,23 @@
 //! Every issued token is an opaque, unique `at.<tenant>.<n>` string, recorded in a [`TokenRegistry`]
 //! (shareable with an [`Upstream`](super::Upstream), which can then reject unknown or expired tokens).
 //! Every request, matching or not, is recorded as a [`TokenRequestRecord`].
+//!
+//! **User flows** (device code, PROTOCOLS §6.1; refresh token, §6.3):
+//! - `POST /{tenant}/oauth2/v2.0/devicecode` answers a [`DeviceCodeAnswer`] (default: user code `ABCD-EFGH`,
+//!   `interval` 1, `expires_in` 900, Entra ID's message) with a fresh device code `dc.<n>`; see
+//!   [`MockAad::set_device_code`], or [`MockAad::fail_device_code_start`] to answer with a [`Behavior`] instead.
+//!   These requests are recorded with `is_token_path: false` (see [`MockAad::device_code_requests`]).
+//! - Token requests with `grant_type=urn:ietf:params:oauth:grant-type:device_code` answer the next
+//!   [`DevicePoll`] queued with [`MockAad::script_device_polls`] (pending, slow_down, expired, declined, bad
+//!   code), and approve once the queue is empty: a token plus a new refresh token `rt.<n>`. An unknown device
+//!   code gets `invalid_grant` (AADSTS70000).
+//! - Token requests with `grant_type=refresh_token` succeed for a refresh token the mock issued and has not
+//!   revoked; by default the refresh token **rotates** (the answer carries a new one and the old one stops working,
+//!   like the acceptance mock; [`MockAad::set_refresh_token_rotation`]`(false)` keeps it and sends none). Any other
+//!   refresh token gets the recorded AADSTS50173 revocation (`fixtures/aad_error_invalid_grant_50173_…`). See also
+//!   [`MockAad::issue_refresh_token`], [`MockAad::revoke_refresh_tokens`] and [`MockAad::refresh_token_is_valid`].
+//! - A behaviour scripted for the tenant ([`MockAad::script`] / [`MockAad::set_behavior`]) takes precedence over
+//!   both grants (e.g. to answer a refresh with the 50079 claims fixture or a 503); the tenant's *name* does not.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -170,6 +187,7 @@ struct AadState {
     registry: TokenRegistry,
     requests: Mutex<Vec<TokenRequestRecord>>,
     scripts: Mutex<HashMap<String, TenantScript>>,
+    user_flows: Mutex<UserFlows>,
     shutdown: Shutdown,
 }
 
@@ -178,6 +196,55 @@ struct AadState {
 struct TenantScript {
     once: VecDeque<Behavior>,
     always: Option<Behavior>,
+}
+
+/// The `grant_type` of device-code polls.
+pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The user code the default [`DeviceCodeAnswer`] hands out.
+pub(crate) const USER_CODE: &str = "ABCD-EFGH";
+
+/// How the mock answers one device-code poll (queued with [`MockAad::script_device_polls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DevicePoll {
+    /// 400 `authorization_pending` (AADSTS70016), as recorded.
+    Pending,
+    /// 400 `slow_down`.
+    SlowDown,
+    /// 400 `expired_token` (AADSTS70019).
+    Expired,
+    /// 400 `authorization_declined`.
+    Declined,
+    /// 400 `bad_verification_code` (AADSTS70018).
+    BadCode,
+    /// 200: a token and a new refresh token (what an empty queue answers too).
+    Approve,
+}
+
+/// The answer to `POST /{tenant}/oauth2/v2.0/devicecode` (the device code itself is generated).
+#[derive(Clone, Debug)]
+pub(crate) struct DeviceCodeAnswer {
+    pub(crate) user_code: String,
+    pub(crate) verification_uri: String,
+    /// Sent as is: a JSON number, or a string as some identity providers send.
+    pub(crate) interval: serde_json::Value,
+    /// Sent as is, like `interval`.
+    pub(crate) expires_in: serde_json::Value,
+    /// Entra ID's instructions; `None` leaves `message` out.
+    pub(crate) message: Option<String>,
+}
+
+/// Device-code and refresh-token state.
+#[derive(Debug)]
+struct UserFlows {
+    answer: DeviceCodeAnswer,
+    start_behavior: Option<Behavior>,
+    polls: VecDeque<DevicePoll>,
+    /// Device codes handed out.
+    device_codes: Vec<String>,
+    /// Refresh tokens that currently work.
+    refresh_tokens: Vec<String>,
+    rotate: bool,
 }
 
 // === impl Behavior ===
@@ -255,6 +322,67 @@ impl Behavior {
             _ => Self::ttl(default_ttl),
         }
     }
+}
+
+// === impl DeviceCodeAnswer ===
+
+impl Default for DeviceCodeAnswer {
+    fn default() -> Self {
+        Self {
+            user_code: USER_CODE.to_owned(),
+            verification_uri: "https://microsoft.com/devicelogin".to_owned(),
+            interval: 1.into(),
+            expires_in: 900.into(),
+            message: Some(format!(
+                "To sign in, use a web browser to open the page https://microsoft.com/devicelogin and enter the code {USER_CODE} to authenticate."
+            )),
+        }
+    }
+}
+
+// === impl DevicePoll ===
+
+impl DevicePoll {
+    /// The 400 body of a poll that does not approve (`None` for [`DevicePoll::Approve`]).
+    fn error_body(self) -> Option<serde_json::Value> {
+        let (error, code, text) = match self {
+            DevicePoll::Approve => return None,
+            DevicePoll::Pending => (
+                "authorization_pending",
+                Some(70016),
+                "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+            ),
+            DevicePoll::SlowDown => ("slow_down", None, "Polling too fast: slow down."),
+            DevicePoll::Expired => ("expired_token", Some(70019), "Verification code expired."),
+            DevicePoll::Declined => (
+                "authorization_declined",
+                None,
+                "The user declined the sign-in.",
+            ),
+            DevicePoll::BadCode => (
+                "bad_verification_code",
+                Some(70018),
+                "Invalid verification code.",
+            ),
+        };
+        Some(aad_error_body(error, code, text))
+    }
+}
+
+/// An Entra ID error body in the recorded shape (`AADSTS<code>: text` plus trace lines).
+fn aad_error_body(error: &str, code: Option<i64>, text: &str) -> serde_json::Value {
+    let description = match code {
+        Some(c) => format!("AADSTS{c}: {text}"),
+        None => text.to_owned(),
+    };
+    serde_json::json!({
+        "error": error,
+        "error_description": format!("{description}\r\nTrace ID: 00000000-0000-0000-0000-000000000001\r\nCorrelation ID: 00000000-0000-0000-0000-000000000002\r\nTimestamp: 2021-01-20 17:49:04Z"),
+        "error_codes": code.into_iter().collect::<Vec<_>>(),
+        "timestamp": "2021-01-20 17:49:04Z",
+        "trace_id": "00000000-0000-0000-0000-000000000001",
+        "correlation_id": "00000000-0000-0000-0000-000000000002",
+    })
 }
 
 // === impl TokenRegistry ===
@@ -399,6 +527,14 @@ impl MockAadBuilder {
             registry: self.registry.unwrap_or_default(),
             requests: Mutex::new(Vec::new()),
             scripts: Mutex::new(scripts),
+            user_flows: Mutex::new(UserFlows {
+                answer: DeviceCodeAnswer::default(),
+                start_behavior: None,
+                polls: VecDeque::new(),
+                device_codes: Vec::new(),
+                refresh_tokens: Vec::new(),
+                rotate: true,
+            }),
             shutdown: server.shutdown(),
         });
         let options = ServeOptions {
@@ -479,6 +615,57 @@ impl MockAad {
         self.scripts().clear();
     }
 
+    /// From now on, answer device-code requests with `answer` (and a fresh device code).
+    pub(crate) fn set_device_code(&self, answer: DeviceCodeAnswer) {
+        self.user_flows().answer = answer;
+    }
+
+    /// From now on, answer device-code requests with `behavior` instead (e.g. an Entra ID error fixture).
+    pub(crate) fn fail_device_code_start(&self, behavior: Behavior) {
+        self.user_flows().start_behavior = Some(behavior);
+    }
+
+    /// Queue answers for the next device-code polls (of any device code), in order; once the queue is empty,
+    /// polls are approved.
+    pub(crate) fn script_device_polls(&self, polls: impl IntoIterator<Item = DevicePoll>) {
+        self.user_flows().polls.extend(polls);
+    }
+
+    /// Makes a refresh token that works (as if a user had signed in), without any HTTP.
+    pub(crate) fn issue_refresh_token(&self) -> String {
+        let token = format!("rt.{}", NEXT_TOKEN.fetch_add(1, Ordering::SeqCst));
+        self.user_flows().refresh_tokens.push(token.clone());
+        token
+    }
+
+    /// Whether `token` is a refresh token the mock issued that still works.
+    pub(crate) fn refresh_token_is_valid(&self, token: &str) -> bool {
+        self.user_flows().refresh_tokens.iter().any(|t| t == token)
+    }
+
+    /// Revokes every refresh token: refreshing with one gets the recorded AADSTS50173 answer.
+    pub(crate) fn revoke_refresh_tokens(&self) {
+        self.user_flows().refresh_tokens.clear();
+    }
+
+    /// Whether a refresh answers with a new refresh token and revokes the old one (the default), or keeps the old
+    /// one working and sends none.
+    pub(crate) fn set_refresh_token_rotation(&self, rotate: bool) {
+        self.user_flows().rotate = rotate;
+    }
+
+    /// The device-code requests (`/{tenant}/oauth2/v2.0/devicecode`) for `tenant`, oldest first.
+    pub(crate) fn device_code_requests(&self, tenant: &str) -> Vec<TokenRequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.tenant == tenant && device_code_path_tenant(&r.path).is_some())
+            .collect()
+    }
+
+    fn user_flows(&self) -> std::sync::MutexGuard<'_, UserFlows> {
+        self.state.user_flows.lock().expect("user flows lock")
+    }
+
     /// Every request received so far, oldest first.
     pub(crate) fn requests(&self) -> Vec<TokenRequestRecord> {
         self.state.requests.lock().expect("requests lock").clone()
@@ -549,6 +736,14 @@ fn token_path_tenant(path: &str) -> Option<&str> {
     (!tenant.is_empty() && !tenant.contains('/')).then_some(tenant)
 }
 
+/// The tenant of a device-code path `/{tenant}/oauth2/v2.0/devicecode`.
+fn device_code_path_tenant(path: &str) -> Option<&str> {
+    let tenant = path
+        .strip_prefix('/')?
+        .strip_suffix("/oauth2/v2.0/devicecode")?;
+    (!tenant.is_empty() && !tenant.contains('/')).then_some(tenant)
+}
+
 /// The first segment of `path` (`""` for `/`).
 fn first_segment(path: &str) -> &str {
     path.trim_start_matches('/')
@@ -581,6 +776,11 @@ async fn handle(
     };
     state.requests.lock().expect("requests lock").push(record);
 
+    if parts.method == Method::POST
+        && let Some(device_tenant) = device_code_path_tenant(&path)
+    {
+        return device_code_start(&state, device_tenant, &form).await;
+    }
     let Some(tenant) = tenant else {
         return Ok(super::json_response(
             StatusCode::NOT_FOUND,
@@ -594,23 +794,150 @@ async fn handle(
         ));
     }
 
-    let behavior = state.next_behavior(&tenant);
-    respond(&state, &tenant, &form, behavior).await
+    let grant = form.get("grant_type").map(String::as_str);
+    match (state.scripted_behavior(&tenant), grant) {
+        (Some(behavior), _) => respond(&state, &tenant, &form, behavior).await,
+        (None, Some(DEVICE_CODE_GRANT)) => Ok(device_code_poll(&state, &tenant, &form)),
+        (None, Some("refresh_token")) => Ok(refresh(&state, &tenant, &form)),
+        (None, _) => {
+            let behavior = Behavior::from_tenant(&tenant, state.default_ttl);
+            respond(&state, &tenant, &form, behavior).await
+        }
+    }
 }
 
 impl AadState {
-    fn next_behavior(&self, tenant: &str) -> Behavior {
+    /// The next one-shot behaviour queued for `tenant`, else the one set for it, if any.
+    fn scripted_behavior(&self, tenant: &str) -> Option<Behavior> {
         let mut scripts = self.scripts.lock().expect("scripts lock");
-        if let Some(script) = scripts.get_mut(tenant) {
-            if let Some(once) = script.once.pop_front() {
-                return once;
-            }
-            if let Some(always) = &script.always {
-                return always.clone();
-            }
-        }
-        Behavior::from_tenant(tenant, self.default_ttl)
+        let script = scripts.get_mut(tenant)?;
+        script.once.pop_front().or_else(|| script.always.clone())
     }
+
+    fn user_flows(&self) -> std::sync::MutexGuard<'_, UserFlows> {
+        self.user_flows.lock().expect("user flows lock")
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/devicecode`.
+async fn device_code_start(
+    state: &AadState,
+    tenant: &str,
+    form: &BTreeMap<String, String>,
+) -> Result<Response<BoxBody>, BoxError> {
+    let (answer, start_behavior) = {
+        let flows = state.user_flows();
+        (flows.answer.clone(), flows.start_behavior.clone())
+    };
+    if let Some(behavior) = start_behavior {
+        return respond(state, tenant, form, behavior).await;
+    }
+    if !form.contains_key("client_id") || !form.contains_key("scope") {
+        return Ok(super::json_response(
+            StatusCode::BAD_REQUEST,
+            &aad_error_body(
+                "invalid_request",
+                Some(900_144),
+                "The request body must contain the following parameters: 'client_id' and 'scope'.",
+            ),
+        ));
+    }
+    let code = format!("dc.{}", NEXT_TOKEN.fetch_add(1, Ordering::SeqCst));
+    state.user_flows().device_codes.push(code.clone());
+    let mut body = serde_json::json!({
+        "user_code": answer.user_code,
+        "device_code": code,
+        "verification_uri": answer.verification_uri,
+        "expires_in": answer.expires_in,
+        "interval": answer.interval,
+    });
+    if let Some(message) = answer.message {
+        body["message"] = message.into();
+    }
+    Ok(super::json_response(StatusCode::OK, &body))
+}
+
+/// A device-code poll: the next scripted [`DevicePoll`], else approval.
+fn device_code_poll(
+    state: &AadState,
+    tenant: &str,
+    form: &BTreeMap<String, String>,
+) -> Response<BoxBody> {
+    let poll = {
+        let mut flows = state.user_flows();
+        let known = form
+            .get("device_code")
+            .is_some_and(|c| flows.device_codes.contains(c));
+        if !known {
+            drop(flows);
+            return super::json_response(
+                StatusCode::BAD_REQUEST,
+                &aad_error_body(
+                    "invalid_grant",
+                    Some(70000),
+                    "The provided value for the 'device_code' is not valid.",
+                ),
+            );
+        }
+        flows.polls.pop_front().unwrap_or(DevicePoll::Approve)
+    };
+    match poll.error_body() {
+        Some(body) => super::json_response(StatusCode::BAD_REQUEST, &body),
+        None => user_tokens(state, tenant, form, true),
+    }
+}
+
+/// A refresh-token grant: a working refresh token gets tokens (and is rotated), anything else AADSTS50173.
+fn refresh(state: &AadState, tenant: &str, form: &BTreeMap<String, String>) -> Response<BoxBody> {
+    let rotate = {
+        let mut flows = state.user_flows();
+        let token = form.get("refresh_token").map(String::as_str).unwrap_or("");
+        let Some(index) = flows.refresh_tokens.iter().position(|t| t == token) else {
+            drop(flows);
+            let mut resp = Response::new(super::full(MockAad::fixture(
+                "aad_error_invalid_grant_50173_revoked_refresh_token.json",
+            )));
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            return resp;
+        };
+        if flows.rotate {
+            flows.refresh_tokens.remove(index);
+        }
+        flows.rotate
+    };
+    user_tokens(state, tenant, form, rotate)
+}
+
+/// 200 with a user's tokens (the recorded shape): a fresh access token and, when `new_refresh_token`, a fresh
+/// refresh token that works from now on.
+fn user_tokens(
+    state: &AadState,
+    tenant: &str,
+    form: &BTreeMap<String, String>,
+    new_refresh_token: bool,
+) -> Response<BoxBody> {
+    use base64::Engine;
+    let ttl = state.default_ttl;
+    let token = state.registry.issue(tenant, Duration::from_secs(ttl), form);
+    let mut body = serde_json::json!({
+        "token_type": "Bearer",
+        "scope": form.get("scope").cloned().unwrap_or_default(),
+        "expires_in": ttl,
+        "ext_expires_in": ttl,
+        "access_token": token,
+        "foci": "1",
+        "client_info": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"uid":"u1","utid":"t1"}"#),
+    });
+    if new_refresh_token {
+        let rt = format!("rt.{}", NEXT_TOKEN.fetch_add(1, Ordering::SeqCst));
+        state.user_flows().refresh_tokens.push(rt.clone());
+        body["refresh_token"] = rt.into();
+    }
+    super::json_response(StatusCode::OK, &body)
 }
 
 async fn respond(

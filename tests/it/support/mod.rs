@@ -3,6 +3,8 @@
 //! - [`tls`]: [`TestCa`], a runtime-generated CA and leaf certificate.
 //! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`TokenRegistry`], the record of
 //!   every token it issued.
+//! - [`mock_identity`]: [`MockIdentity`], a scriptable managed-identity endpoint (IMDS, App Service, Azure ML,
+//!   Cloud Shell, Azure Arc).
 //! - [`upstream`]: [`Upstream`], a mock Azure ML / ARM server that echoes, records and (optionally)
 //!   checks bearer tokens against a [`TokenRegistry`].
 //!
@@ -26,14 +28,17 @@
 )]
 
 pub(crate) mod mock_aad;
+pub(crate) mod mock_identity;
 pub(crate) mod process;
 pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 
 pub(crate) use mock_aad::{
-    Behavior, IssuedToken, MockAad, MockAadBuilder, TokenRegistry, TokenRequestRecord, TokenStatus,
+    Behavior, DeviceCodeAnswer, DevicePoll, IssuedToken, MockAad, MockAadBuilder, TokenRegistry,
+    TokenRequestRecord, TokenStatus,
 };
+pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply};
 pub(crate) use tls::TestCa;
 pub(crate) use upstream::{Rejection, Upstream, UpstreamBuilder, UpstreamRequest};
 

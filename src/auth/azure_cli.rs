@@ -1,0 +1,749 @@
+//! The Azure CLI's signed-in account (PROTOCOLS §5.1): `az account get-access-token --output json --scope <scope>
+//! [--tenant T] [--subscription S]`.
+//!
+//! `az` is looked up on the `PATH` of the [`Env`] (absolute entries only) and run as an argument vector, never
+//! through a shell: stdin is `/dev/null`, the working directory `/`, the environment the proxy's own with `PATH`
+//! from the [`Env`] and `AZURE_CORE_NO_COLOR=true`. Every argument is checked before it can reach the process. stdout
+//! and stderr are read with size bounds; after the configured timeout the process is killed and reaped. CLIs older
+//! than `--scope` (“unrecognized arguments: --scope”) are asked once more with `--resource`.
+//!
+//! Outcomes:
+//! - exit 0 → the token; the expiry is `expires_on` (Unix seconds, az ≥ 2.54.0), else `expiresOn`, a naive local
+//!   time, resolved with the local time zone ([`super::localtime`]). Unusable output → `TokenServiceUnavailable`.
+//! - `az` missing, or “not logged in” (stderr names `az login` without an AADSTS code) → unavailable (a chain
+//!   moves on).
+//! - AADSTS codes in stderr → classified exactly like an Entra ID error ([`AadError::classify`]), with the AADSTS line
+//!   as the message; a person-must-act failure names the `az login` command that fixes it, with
+//!   `--claims-challenge` when the CLI printed one.
+//! - any other failure → `CredentialRejected` with the first line of stderr (the CLI said no, and asking again
+//!   will not change its mind), except when that line says the network failed, which is `TokenServiceUnavailable`.
+//! - a claims challenge from an upstream → `InteractionRequired`: the CLI cannot request claims, the user must run
+//!   `az login --claims-challenge …`.
+//!
+//! stdout is never echoed: it holds the token. stderr lines are scrubbed of anything that looks like a token.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::localtime::Zone;
+use super::{
+    AadError, AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest, expiry, is_valid_tenant, scope_to_resource,
+};
+use crate::config::AzureCliSpec;
+use crate::env::Env;
+
+const SOURCE: &str = "azure_cli";
+/// The most stderr kept for classification; the rest is read and dropped.
+const STDERR_LIMIT: usize = 64 * 1024;
+/// How long a killed `az` gets to be reaped before it is left to tokio's background reaper.
+const REAP_GRACE: Duration = Duration::from_secs(1);
+/// Longest stderr excerpt put in an error message.
+const MAX_MESSAGE_CHARS: usize = 500;
+/// Spawn attempts when the executable is momentarily busy (ETXTBSY: being written while another thread forks).
+const SPAWN_ATTEMPTS: u32 = 6;
+
+/// The `azure_cli` credential.
+#[derive(Debug)]
+pub struct AzureCliCredential {
+    /// The checked `--tenant` / `--subscription`, or why they are unusable.
+    settings: Result<Settings, String>,
+    /// An explicit `az` (tests, embedding); otherwise `az` is searched on `search_path`.
+    program: Option<PathBuf>,
+    /// `PATH` from the [`Env`]: where `az` is searched, and the child's `PATH`.
+    search_path: Option<String>,
+    /// `TZ` and `TZDIR` from the [`Env`], for CLIs that print only a local expiry time.
+    tz: Option<String>,
+    tzdir: Option<String>,
+    timeout: Duration,
+    output_limit: usize,
+}
+
+#[derive(Debug)]
+struct Settings {
+    tenant_id: Option<String>,
+    subscription: Option<String>,
+}
+
+/// Which argument names the token's audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// `--scope <scope>` (az ≥ 2.26).
+    Scope,
+    /// `--resource <scope without /.default>` (older CLIs).
+    Resource,
+}
+
+/// What one run of `az` left behind.
+struct Output {
+    status: ExitStatus,
+    stdout: Zeroizing<Vec<u8>>,
+    stderr: String,
+}
+
+/// Why reading `az`'s output stopped early.
+#[derive(Debug)]
+enum ReadFailure {
+    /// stdout grew past the limit.
+    Oversize,
+    Io(io::Error),
+}
+
+// === impl AzureCliCredential ===
+
+impl AzureCliCredential {
+    /// The most stdout accepted unless [`Self::with_output_limit`] says otherwise: a token response is a few KiB.
+    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
+
+    /// `--tenant` and `--subscription` from `spec` (checked here; a bad one fails every request with
+    /// `CredentialRejected`), the timeout from `spec`, and `PATH`, `TZ` and `TZDIR` from `env`.
+    pub fn new(spec: &AzureCliSpec, env: &dyn Env) -> Self {
+        Self {
+            settings: Settings::check(spec),
+            program: None,
+            search_path: env.var("PATH"),
+            tz: env.var("TZ"),
+            tzdir: env.non_empty("TZDIR"),
+            timeout: spec.timeout,
+            output_limit: Self::DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+
+    /// Runs `program` instead of searching `az` on the `PATH` (tests, unusual installs).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Accepts at most `bytes` of stdout instead of [`Self::DEFAULT_OUTPUT_LIMIT`].
+    pub fn with_output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+
+    async fn get_token_inner(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        let settings = self
+            .settings
+            .as_ref()
+            .map_err(|why| rejected(why.clone()))?;
+        let scope = &*request.scope;
+        if !is_valid_scope(scope) {
+            return Err(rejected(format!(
+                "invalid scope {scope:?} for az: use letters, digits, `_`, `.`, `:`, `/` and `-`"
+            )));
+        }
+        if let Some(claims) = &request.claims {
+            return Err(claims_unsupported(settings, scope, claims));
+        }
+        let program = self.locate().await?;
+        // One deadline for both attempts (`--scope`, then `--resource`).
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        let mut output = self
+            .run(&program, &settings.args(scope, Audience::Scope), deadline)
+            .await?;
+        if !output.status.success() && rejects_scope(&output.stderr) {
+            tracing::debug!(
+                source = SOURCE,
+                "az does not know --scope; asking again with --resource"
+            );
+            output = self
+                .run(
+                    &program,
+                    &settings.args(scope, Audience::Resource),
+                    deadline,
+                )
+                .await?;
+        }
+        if !output.status.success() {
+            return Err(failure(&output.stderr, output.status, settings, scope));
+        }
+        let (token, expires_on) = parse_output(&output.stdout, || {
+            Zone::load(self.tz.as_deref(), self.tzdir.as_deref())
+        })
+        .map_err(|why| {
+            CredentialError::Failed(TokenError::service_unavailable(
+                SOURCE,
+                format!("az returned unusable output: {why}"),
+            ))
+        })?;
+        let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
+        if expires_in.is_zero() {
+            return Err(CredentialError::Failed(TokenError::service_unavailable(
+                SOURCE,
+                "az returned a token that has already expired (check the clock and time zone)",
+            )));
+        }
+        tracing::debug!(
+            source = SOURCE,
+            expires_in = expires_in.as_secs(),
+            "az returned a token"
+        );
+        Ok(AccessToken {
+            token,
+            expires_in,
+            refresh_in: None,
+            source: SOURCE.into(),
+        })
+    }
+
+    /// The `az` to run: the explicit program, else the first executable `az` in an absolute `PATH` entry.
+    async fn locate(&self) -> Result<PathBuf, CredentialError> {
+        if let Some(program) = &self.program {
+            return Ok(program.clone());
+        }
+        let Some(path) = self.search_path.as_deref() else {
+            return Err(CredentialError::unavailable(
+                SOURCE,
+                "Azure CLI not found on PATH (PATH is not set)",
+            ));
+        };
+        // Relative entries would resolve against the proxy's working directory: never run `./az`.
+        for dir in std::env::split_paths(path).filter(|d| d.is_absolute()) {
+            let candidate = dir.join("az");
+            if is_executable(&candidate).await {
+                return Ok(candidate);
+            }
+        }
+        Err(CredentialError::unavailable(
+            SOURCE,
+            "Azure CLI not found on PATH (install it, or put `az` on the PATH)",
+        ))
+    }
+
+    /// Runs `program args` until it exits or `deadline` passes; reads stdout and stderr with their bounds.
+    async fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        deadline: Instant,
+    ) -> Result<Output, CredentialError> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir("/")
+            .env("AZURE_CORE_NO_COLOR", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(path) = &self.search_path {
+            command.env("PATH", path);
+        }
+        tracing::debug!(source = SOURCE, program = %program.display(), args = ?args, "running az");
+        let mut child = spawn(&mut command)
+            .await
+            .map_err(|e| spawn_error(program, &e))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            stop(&mut child).await;
+            return Err(CredentialError::Failed(TokenError::service_unavailable(
+                SOURCE,
+                "could not capture az's output",
+            )));
+        };
+        let limit = self.output_limit;
+        let finished = tokio::time::timeout_at(deadline, async {
+            let (stdout, stderr) =
+                tokio::try_join!(read_stdout(stdout, limit), read_stderr(stderr))?;
+            let status = child.wait().await.map_err(ReadFailure::Io)?;
+            Ok::<_, ReadFailure>(Output {
+                status,
+                stdout,
+                stderr,
+            })
+        })
+        .await;
+        let why = match finished {
+            Ok(Ok(output)) => return Ok(output),
+            Ok(Err(ReadFailure::Oversize)) => {
+                format!("az returned unusable output: more than {limit} bytes on stdout")
+            }
+            Ok(Err(ReadFailure::Io(e))) => format!("reading az's output failed: {e}"),
+            Err(_elapsed) => format!(
+                "az did not answer within {}",
+                humantime::format_duration(self.timeout)
+            ),
+        };
+        stop(&mut child).await;
+        Err(CredentialError::Failed(TokenError::service_unavailable(
+            SOURCE, why,
+        )))
+    }
+}
+
+impl TokenCredential for AzureCliCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.get_token_inner(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        SOURCE
+    }
+}
+
+// === impl Settings ===
+
+impl Settings {
+    /// Checks the configured arguments. az refuses `--tenant` together with `--subscription` ("Please specify only
+    /// one of subscription and tenant, not both"), so that combination is refused here, with the reason.
+    fn check(spec: &AzureCliSpec) -> Result<Self, String> {
+        if let Some(tenant) = &spec.tenant_id
+            && !is_valid_tenant_arg(tenant)
+        {
+            return Err(format!(
+                "invalid tenant id {tenant:?} for az: use letters, digits, `.` and `-`"
+            ));
+        }
+        if let Some(subscription) = &spec.subscription
+            && !is_valid_subscription(subscription)
+        {
+            return Err(format!(
+                "invalid subscription {subscription:?} for az: use letters, digits, `_`, `.`, `-` and spaces"
+            ));
+        }
+        if spec.tenant_id.is_some() && spec.subscription.is_some() {
+            return Err("azure_cli: give tenant_id or subscription, not both (az accepts only one; a subscription already selects its tenant)".to_owned());
+        }
+        Ok(Self {
+            tenant_id: spec.tenant_id.clone(),
+            subscription: spec.subscription.clone(),
+        })
+    }
+
+    /// `account get-access-token --output json --scope S|--resource R [--tenant T] [--subscription S]`.
+    fn args(&self, scope: &str, audience: Audience) -> Vec<String> {
+        let mut args: Vec<String> = ["account", "get-access-token", "--output", "json"]
+            .map(String::from)
+            .into();
+        match audience {
+            Audience::Scope => args.extend(["--scope".into(), scope.into()]),
+            Audience::Resource => {
+                args.extend(["--resource".into(), scope_to_resource(scope).into()]);
+            }
+        }
+        if let Some(tenant) = &self.tenant_id {
+            args.extend(["--tenant".into(), tenant.clone()]);
+        }
+        if let Some(subscription) = &self.subscription {
+            args.extend(["--subscription".into(), subscription.clone()]);
+        }
+        args
+    }
+
+    /// `az login [--tenant T] [--scope S] [--claims-challenge C]`, the command that lets the CLI serve again.
+    fn login_command(&self, scope: Option<&str>, claims_challenge: Option<&str>) -> String {
+        let mut command = "az login".to_owned();
+        for (flag, value) in [
+            ("--tenant", self.tenant_id.as_deref()),
+            ("--scope", scope),
+            ("--claims-challenge", claims_challenge),
+        ] {
+            if let Some(value) = value {
+                command.push_str(&format!(" {flag} {value}"));
+            }
+        }
+        command
+    }
+}
+
+/// A scope az may be given: `[A-Za-z0-9_.:/-]+`, not starting with `-` (it would read as an option).
+fn is_valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && !scope.starts_with('-')
+        && scope
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
+}
+
+/// A tenant az may be given: [`is_valid_tenant`], not starting with `-`.
+fn is_valid_tenant_arg(tenant: &str) -> bool {
+    is_valid_tenant(tenant) && !tenant.starts_with('-')
+}
+
+/// A subscription id or name: `[A-Za-z0-9_. -]+`, not blank, not starting with `-`.
+fn is_valid_subscription(subscription: &str) -> bool {
+    !subscription.trim().is_empty()
+        && !subscription.starts_with('-')
+        && subscription
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_. -".contains(&b))
+}
+
+fn rejected(message: impl Into<String>) -> CredentialError {
+    CredentialError::Failed(TokenError::new(
+        TokenErrorKind::CredentialRejected,
+        SOURCE,
+        message,
+    ))
+}
+
+/// The CLI cannot request a token with claims: the user has to sign in again with the challenge.
+fn claims_unsupported(settings: &Settings, scope: &str, claims: &str) -> CredentialError {
+    let challenge = base64::engine::general_purpose::STANDARD.encode(claims.as_bytes());
+    let mut e = TokenError::new(
+        TokenErrorKind::InteractionRequired,
+        SOURCE,
+        format!(
+            "the Azure CLI cannot answer a claims challenge itself: run `{}` (Azure CLI 2.76.0 or newer), then retry",
+            settings.login_command(Some(scope), Some(&challenge))
+        ),
+    );
+    e.aad = Some(Box::new(AadError {
+        claims: Some(claims.to_owned()),
+        ..AadError::default()
+    }));
+    CredentialError::Failed(e)
+}
+
+/// True for a regular file with an execute bit.
+async fn is_executable(path: &Path) -> bool {
+    let Ok(meta) = tokio::fs::metadata(path).await else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file()
+    }
+}
+
+/// Spawns, retrying briefly while the executable is busy (ETXTBSY).
+async fn spawn(command: &mut Command) -> io::Result<Child> {
+    let mut delay = Duration::from_millis(5);
+    for _ in 1..SPAWN_ATTEMPTS {
+        match command.spawn() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            result => return result,
+        }
+    }
+    command.spawn()
+}
+
+fn spawn_error(program: &Path, e: &io::Error) -> CredentialError {
+    match e.kind() {
+        io::ErrorKind::NotFound => CredentialError::unavailable(
+            SOURCE,
+            format!("Azure CLI not found on PATH ({}: {e})", program.display()),
+        ),
+        io::ErrorKind::PermissionDenied => CredentialError::unavailable(
+            SOURCE,
+            format!("Azure CLI at {} cannot be run: {e}", program.display()),
+        ),
+        _ => CredentialError::Failed(TokenError::service_unavailable(
+            SOURCE,
+            format!("could not start az ({}): {e}", program.display()),
+        )),
+    }
+}
+
+/// Kills `child` and reaps it (bounded by [`REAP_GRACE`]; `kill_on_drop` and tokio's reaper cover the rest).
+async fn stop(child: &mut Child) {
+    if let Err(e) = child.start_kill() {
+        tracing::debug!(source = SOURCE, error = %e, "could not kill az (it may have exited)");
+    }
+    match tokio::time::timeout(REAP_GRACE, child.wait()).await {
+        Ok(Ok(status)) => tracing::debug!(source = SOURCE, %status, "az stopped"),
+        Ok(Err(e)) => tracing::debug!(source = SOURCE, error = %e, "waiting for az failed"),
+        Err(_) => tracing::warn!(
+            source = SOURCE,
+            "az did not exit after SIGKILL; it will be reaped in the background"
+        ),
+    }
+}
+
+/// stdout up to `limit` bytes; more is an error (and stops reading at once).
+async fn read_stdout(
+    mut pipe: impl AsyncRead + Unpin,
+    limit: usize,
+) -> Result<Zeroizing<Vec<u8>>, ReadFailure> {
+    let mut out = Zeroizing::new(Vec::with_capacity(limit.min(16 * 1024)));
+    let mut chunk = Zeroizing::new(vec![0u8; 8 * 1024]);
+    loop {
+        let n = pipe.read(&mut chunk).await.map_err(ReadFailure::Io)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > limit {
+            return Err(ReadFailure::Oversize);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// stderr as text: the first [`STDERR_LIMIT`] bytes kept, the rest read and dropped (so `az` never blocks on it).
+async fn read_stderr(mut pipe: impl AsyncRead + Unpin) -> Result<String, ReadFailure> {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 8 * 1024];
+    loop {
+        let n = pipe.read(&mut chunk).await.map_err(ReadFailure::Io)?;
+        if n == 0 {
+            return Ok(String::from_utf8_lossy(&kept).into_owned());
+        }
+        let room = STDERR_LIMIT.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+}
+
+/// True when `az` refused `--scope` (CLIs before 2.26): argparse's "unrecognized arguments: --scope …".
+fn rejects_scope(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .any(|l| l.contains("unrecognized arguments") && l.contains("--scope"))
+}
+
+/// Reads `az account get-access-token --output json`: the token and its expiry in Unix seconds. `expires_on`
+/// (az ≥ 2.54.0) wins; otherwise `expiresOn` (`YYYY-MM-DD HH:MM:SS.ffffff`) is a local time in `zone()`.
+/// The reasons never quote the output (it holds the token).
+fn parse_output(stdout: &[u8], zone: impl FnOnce() -> Zone) -> Result<(Secret, i64), &'static str> {
+    let value: Value = serde_json::from_slice(stdout).map_err(|_| "not JSON")?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let token = match object.get("accessToken") {
+        Some(Value::String(t)) if !t.trim().is_empty() => Secret::new(t.trim()),
+        _ => return Err("no accessToken"),
+    };
+    if let Some(epoch) = expiry::seconds(object.get("expires_on")) {
+        let epoch = i64::try_from(epoch).map_err(|_| "expires_on is out of range")?;
+        return Ok((token, epoch));
+    }
+    let local = object
+        .get("expiresOn")
+        .and_then(Value::as_str)
+        .ok_or("neither expires_on nor expiresOn")?;
+    let naive = expiry::naive_datetime(local).ok_or("expiresOn is not a date and time")?;
+    Ok((token, zone().local_to_unix(naive)))
+}
+
+/// How a non-zero exit of `az` is reported (see the module docs).
+fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -> CredentialError {
+    if let Some(e) = aadsts_failure(stderr, settings, scope) {
+        return CredentialError::Failed(e);
+    }
+    let lower = stderr.to_ascii_lowercase();
+    if lower.contains("az login") || lower.contains("not logged in") {
+        return CredentialError::unavailable(
+            SOURCE,
+            format!(
+                "not logged in: run `{}`",
+                settings.login_command(None, None)
+            ),
+        );
+    }
+    let line = summary_line(stderr);
+    let code = status.code();
+    if code == Some(127) {
+        return CredentialError::unavailable(
+            SOURCE,
+            format!("Azure CLI not found on PATH (az exited with status 127: {line})"),
+        );
+    }
+    let how = match code {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    };
+    let message = if line.is_empty() {
+        format!("az failed ({how}) without a message")
+    } else {
+        format!("az failed ({how}): {line}")
+    };
+    let kind = if code.is_none() || is_network_failure(&line) {
+        TokenErrorKind::TokenServiceUnavailable
+    } else {
+        TokenErrorKind::CredentialRejected
+    };
+    CredentialError::Failed(TokenError::new(kind, SOURCE, message))
+}
+
+/// AADSTS codes in stderr: an Entra ID error, classified by code. `None` without codes.
+fn aadsts_failure(stderr: &str, settings: &Settings, scope: &str) -> Option<TokenError> {
+    let codes = aadsts_codes(stderr);
+    let first = codes.first()?;
+    let line = stderr
+        .lines()
+        .find(|l| aadsts_codes(l).contains(first))
+        .map(clean_line)
+        .unwrap_or_default();
+    let challenge = claims_challenge(stderr);
+    let aad = AadError {
+        error_description: Some(line.clone()),
+        error_codes: codes,
+        trace_id: labelled(stderr, "Trace ID:"),
+        correlation_id: labelled(stderr, "Correlation ID:"),
+        timestamp: labelled_timestamp(stderr),
+        claims: challenge.as_deref().and_then(decode_claims),
+        ..AadError::default()
+    };
+    let kind = aad.classify(400);
+    let message = match kind {
+        TokenErrorKind::InteractionRequired => format!(
+            "{line} (sign in again: run `{}`)",
+            settings.login_command(challenge.as_ref().map(|_| scope), challenge.as_deref())
+        ),
+        TokenErrorKind::ConditionalAccessBlocked if challenge.is_some() => format!(
+            "{line} (satisfy the policy: run `{}`)",
+            settings.login_command(Some(scope), challenge.as_deref())
+        ),
+        _ => line,
+    };
+    let mut e = TokenError::new(kind, SOURCE, message);
+    e.aad = Some(Box::new(aad));
+    Some(e)
+}
+
+/// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.
+fn aadsts_codes(text: &str) -> Vec<i64> {
+    let mut codes = Vec::new();
+    for (at, _) in text.match_indices("AADSTS") {
+        let digits: String = text[at + 6..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .take(10)
+            .collect();
+        if let Ok(code) = digits.parse::<i64>()
+            && !codes.contains(&code)
+        {
+            codes.push(code);
+        }
+    }
+    codes
+}
+
+/// The value after `label` (`Trace ID: <uuid>`): one word of id characters.
+fn labelled(text: &str, label: &str) -> Option<String> {
+    let at = text.find(label)? + label.len();
+    let value: String = text[at..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    (!value.is_empty()).then_some(value)
+}
+
+/// `Timestamp: 2026-02-17 18:39:09Z` → `2026-02-17 18:39:09Z`.
+fn labelled_timestamp(text: &str) -> Option<String> {
+    let at = text.find("Timestamp:")? + "Timestamp:".len();
+    let mut words = text[at..].split_whitespace();
+    let date = words.next()?;
+    let time = words
+        .next()
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+    let value = match time {
+        Some(time) => format!("{date} {time}"),
+        None => date.to_owned(),
+    };
+    let ok = value.len() <= 40
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :-.+".contains(c));
+    ok.then_some(value)
+}
+
+/// The base64 claims after `--claims-challenge` in the login command the CLI suggests.
+fn claims_challenge(stderr: &str) -> Option<String> {
+    let at = stderr.find("--claims-challenge")? + "--claims-challenge".len();
+    let word = stderr[at..].split_whitespace().next()?;
+    let value = word.trim_matches(|c| c == '"' || c == '\'');
+    let ok = !value.is_empty()
+        && value.len() <= 8 * 1024
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
+    ok.then(|| value.to_owned())
+}
+
+/// The claims JSON of a base64 claims challenge (standard or URL alphabet, padded or not).
+fn decode_claims(challenge: &str) -> Option<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(challenge).ok())?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.trim_start().starts_with('{').then_some(text)
+}
+
+/// The line that best says what went wrong: the CLI's first `ERROR:` line, else argparse's `az: error: …`, else the
+/// first non-blank line; cleaned.
+fn summary_line(stderr: &str) -> String {
+    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("ERROR:"))
+        .or_else(|| lines().find(|l| l.contains("error:")))
+        .or_else(|| lines().next())
+        .map(clean_line)
+        .unwrap_or_default()
+}
+
+/// One stderr line fit for an error message: the CLI's `ERROR:` label dropped, control characters removed,
+/// token-like words redacted, length bounded.
+fn clean_line(line: &str) -> String {
+    let line = line.trim();
+    let line = line.strip_prefix("ERROR:").unwrap_or(line).trim();
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .map(|w| if looks_like_token(w) { "[redacted]" } else { w })
+        .collect();
+    let mut text: String = words
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        text = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        text.push('…');
+    }
+    text
+}
+
+/// A JWT (`eyJ…`) or a long run of base64 / base64url characters (refresh tokens, secrets).
+fn looks_like_token(word: &str) -> bool {
+    let core = word.trim_matches(|c: char| "\"'`,;()[]{}<>".contains(c));
+    core.contains("eyJ")
+        || (core.len() >= 40
+            && core
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.+=".contains(&b)))
+}
+
+/// Connection-level failures the CLI reports in plain text (no AADSTS code): retrying later may work.
+fn is_network_failure(line: &str) -> bool {
+    const HINTS: &[&str] = &[
+        "connection",
+        "timed out",
+        "temporary failure in name resolution",
+        "name or service not known",
+        "network is unreachable",
+        "max retries exceeded",
+        "service unavailable",
+        "too many requests",
+        "proxyerror",
+    ];
+    let lower = line.to_ascii_lowercase();
+    HINTS.iter().any(|h| lower.contains(h))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,607 @@
+use std::os::unix::process::ExitStatusExt;
+
+use super::*;
+use crate::env::MapEnv;
+
+const ARM: &str = "https://management.azure.com/.default";
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/az_cli_get_access_token_outputs.txt"
+);
+
+/// A fixture section: its `## ` title and its non-comment lines.
+struct Section {
+    title: String,
+    body: String,
+}
+
+fn sections() -> Vec<Section> {
+    let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| panic!("{FIXTURE}: {e}"));
+    let mut out: Vec<Section> = Vec::new();
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            out.push(Section {
+                title: title.to_owned(),
+                body: String::new(),
+            });
+        } else if !line.starts_with('#')
+            && let Some(section) = out.last_mut()
+        {
+            section.body.push_str(line);
+            section.body.push('\n');
+        }
+    }
+    out
+}
+
+fn utc(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    expiry::civil_to_unix(y, mo, d, h, mi, s).unwrap()
+}
+
+fn posix(tz: &str) -> Zone {
+    Zone::load(Some(tz), Some("/nonexistent-tzdir"))
+}
+
+fn settings(tenant: Option<&str>, subscription: Option<&str>) -> Settings {
+    Settings {
+        tenant_id: tenant.map(String::from),
+        subscription: subscription.map(String::from),
+    }
+}
+
+fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliSpec {
+    AzureCliSpec {
+        tenant_id: tenant.map(String::from),
+        subscription: subscription.map(String::from),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn exit(code: i32) -> ExitStatus {
+    ExitStatus::from_raw(code << 8)
+}
+
+/// `Err(Unavailable(reason))` → the reason; panics otherwise.
+fn unavailable(e: CredentialError) -> String {
+    match e {
+        CredentialError::Unavailable(attempts) => {
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].source, "azure_cli");
+            attempts[0].reason.clone()
+        }
+        CredentialError::Failed(e) => panic!("expected unavailable, got {e}"),
+    }
+}
+
+fn failed(e: CredentialError) -> TokenError {
+    match e {
+        CredentialError::Failed(e) => {
+            assert_eq!(e.source, "azure_cli");
+            e
+        }
+        CredentialError::Unavailable(a) => panic!("expected a failure, got unavailable: {a:?}"),
+    }
+}
+
+// --- output parsing ---
+
+#[test]
+fn every_fixture_output_parses_with_the_expiry_it_implies() {
+    let mut checked = 0;
+    for section in sections().iter().filter(|s| s.title.contains("stdout")) {
+        let body = section.body.as_bytes();
+        let label = &section.title;
+        if label.starts_with("[C]") {
+            // az ≥ 2.54.0: the epoch wins over the (inconsistent, local) expiresOn.
+            let (token, at) = parse_output(body, || panic!("zone not needed")).unwrap();
+            assert_eq!(token.expose(), "<JWT>");
+            assert_eq!(at, 1_605_238_724);
+        } else if label.starts_with("[R]") {
+            let (token, at) = parse_output(body, || panic!("zone not needed")).unwrap();
+            assert_eq!(token.expose(), "***");
+            assert_eq!(at, 2_147_385_600, "2038-01-18T00:00:00Z");
+        } else if label.starts_with("[G]") {
+            // az < 2.54.0: "2001-02-03 04:05:06.000007" is local time.
+            let local = utc(2001, 2, 3, 4, 5, 6);
+            for (zone, offset) in [
+                (Zone::utc(), 0),
+                (posix("EST5EDT,M3.2.0,M11.1.0"), -5 * 3600),
+                (posix("CET-1CEST,M3.5.0,M10.5.0/3"), 3600),
+                (posix("<+0530>-5:30"), 5 * 3600 + 1800),
+            ] {
+                let (token, at) = parse_output(body, || zone).unwrap();
+                assert_eq!(token.expose(), "<token>");
+                assert_eq!(at, local - offset, "{label}");
+            }
+            assert_eq!(parse_output(body, Zone::utc).unwrap().1, 981_173_106);
+        } else {
+            panic!("fixture section {label:?} has no expected expiry: add one");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the fixture's three stdout samples");
+}
+
+#[test]
+fn expires_on_forms_and_fallbacks() {
+    let parse = |json: &str| parse_output(json.as_bytes(), Zone::utc);
+    assert_eq!(
+        parse(r#"{"accessToken":"t","expires_on":"1700000000"}"#)
+            .unwrap()
+            .1,
+        1_700_000_000
+    );
+    assert_eq!(
+        parse(r#"{"accessToken":"t","expires_on":null,"expiresOn":"2023-11-14 22:13:20.000000"}"#)
+            .unwrap()
+            .1,
+        1_700_000_000
+    );
+    assert_eq!(
+        parse(r#"{"accessToken":"t","expires_on":"N/A","expiresOn":"2023-11-14 22:13:20"}"#)
+            .unwrap()
+            .1,
+        1_700_000_000
+    );
+}
+
+#[test]
+fn unusable_output_never_quotes_the_token() {
+    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-canary";
+    for (json, why) in [
+        ("not json".to_owned(), "not JSON"),
+        ("[1,2]".to_owned(), "not a JSON object"),
+        (r#"{"expires_on":1}"#.to_owned(), "no accessToken"),
+        (
+            r#"{"accessToken":"  ","expires_on":1}"#.to_owned(),
+            "no accessToken",
+        ),
+        (
+            format!(r#"{{"accessToken":"{token}"}}"#),
+            "neither expires_on nor expiresOn",
+        ),
+        (
+            format!(r#"{{"accessToken":"{token}","expiresOn":"{token}"}}"#),
+            "expiresOn is not a date and time",
+        ),
+        (
+            format!(r#"{{"accessToken":"{token}","expires_on":-5}}"#),
+            "neither expires_on nor expiresOn",
+        ),
+    ] {
+        let err = parse_output(json.as_bytes(), Zone::utc).err().unwrap();
+        assert_eq!(err, why, "{json}");
+        assert!(!err.contains("canary"));
+    }
+}
+
+// --- stderr classification ---
+
+#[test]
+fn fixture_stderr_samples_classify() {
+    let s = settings(None, None);
+    let mut checked = 0;
+    for section in sections().iter().filter(|s| s.title.contains("stderr")) {
+        let e = failure(&section.body, exit(1), &s, ARM);
+        // (The CA sample's title also says "not logged in", so it is matched first.)
+        if section.title.contains("Conditional Access") {
+            let e = failed(e);
+            assert_eq!(e.kind, TokenErrorKind::ConditionalAccessBlocked);
+            assert_eq!(
+                e.message,
+                "AADSTS53003: Access has been blocked by Conditional Access policies. The access policy does not allow token issuance. Trace ID: 2f8ccb7a-459e-44fb-b615-232475945800 Correlation ID: 824fc737-3721-428a-adb8-e51aec8c4cce Timestamp: 2026-02-17 18:39:09Z"
+            );
+            let aad = e.aad.unwrap();
+            assert_eq!(aad.error_codes, vec![53003]);
+            assert_eq!(aad.error_description.as_deref(), Some(e.message.as_str()));
+            assert_eq!(
+                aad.trace_id.as_deref(),
+                Some("2f8ccb7a-459e-44fb-b615-232475945800")
+            );
+            assert_eq!(
+                aad.correlation_id.as_deref(),
+                Some("824fc737-3721-428a-adb8-e51aec8c4cce")
+            );
+            assert_eq!(aad.timestamp.as_deref(), Some("2026-02-17 18:39:09Z"));
+            assert_eq!(aad.claims, None);
+        } else if section.title.contains("not logged in") {
+            assert_eq!(unavailable(e), "not logged in: run `az login`");
+        } else {
+            panic!(
+                "fixture section {:?} has no expectation: add one",
+                section.title
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
+
+/// What a classification should come out as.
+#[derive(Debug)]
+enum Want {
+    Unavailable(&'static str),
+    Failed(TokenErrorKind, &'static str),
+}
+
+#[test]
+fn stderr_classification_table() {
+    use TokenErrorKind::*;
+    let claims_json = r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#;
+    let claims_b64 = base64::engine::general_purpose::STANDARD.encode(claims_json);
+    let mfa_with_claims = format!(
+        "ERROR: AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication.\nRun the command below to authenticate interactively; additional arguments may be added as needed:\naz logout\naz login --tenant \"t1\" --scope \"{ARM}\" --claims-challenge \"{claims_b64}\"\n"
+    );
+    let none = settings(None, None);
+    let tenant = settings(Some("t1"), None);
+    let cases: Vec<(&str, String, i32, &Settings, Want)> = vec![
+        (
+            "rust sdk text",
+            "Please run 'az login' to setup account.\n".into(),
+            1,
+            &none,
+            Want::Unavailable("not logged in: run `az login`"),
+        ),
+        (
+            "msal cache miss",
+            "ERROR: User alice@contoso.com does not exist in MSAL token cache. Run `az login`.".into(),
+            1,
+            &tenant,
+            Want::Unavailable("not logged in: run `az login --tenant t1`"),
+        ),
+        (
+            "not logged in words",
+            "You are not logged in.".into(),
+            1,
+            &none,
+            Want::Unavailable("not logged in: run `az login`"),
+        ),
+        (
+            "exit 127",
+            "/usr/bin/az: line 3: python3: command not found".into(),
+            127,
+            &none,
+            Want::Unavailable("Azure CLI not found on PATH (az exited with status 127: /usr/bin/az: line 3: python3: command not found)"),
+        ),
+        (
+            "CA with az login advice is still CA",
+            "ERROR: AADSTS53000: Device is not in required device state: compliant.\naz login\n".into(),
+            1,
+            &none,
+            Want::Failed(ConditionalAccessBlocked, "AADSTS53000: Device is not in required device state: compliant."),
+        ),
+        (
+            "MFA without claims names az login",
+            "ERROR: AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication.\naz login --tenant \"t1\"\n".into(),
+            1,
+            &tenant,
+            Want::Failed(InteractionRequired, "AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication. (sign in again: run `az login --tenant t1`)"),
+        ),
+        (
+            "revoked refresh token",
+            "WARNING: something first\nERROR: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access.".into(),
+            1,
+            &none,
+            Want::Failed(InteractionRequired, "AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. (sign in again: run `az login`)"),
+        ),
+        (
+            "unknown AADSTS code is a rejection",
+            "ERROR: AADSTS90002: Tenant 'nosuch' not found.".into(),
+            1,
+            &none,
+            Want::Failed(CredentialRejected, "AADSTS90002: Tenant 'nosuch' not found."),
+        ),
+        (
+            "subscription not found",
+            "ERROR: Subscription 'nope' not found. Check the spelling and casing and try again.".into(),
+            1,
+            &none,
+            Want::Failed(CredentialRejected, "az failed (exit status 1): Subscription 'nope' not found. Check the spelling and casing and try again."),
+        ),
+        (
+            "network failure",
+            "WARNING: retrying\nERROR: HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries exceeded with url: /organizations/oauth2/v2.0/token".into(),
+            1,
+            &none,
+            Want::Failed(TokenServiceUnavailable, "az failed (exit status 1): HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries exceeded with url: /organizations/oauth2/v2.0/token"),
+        ),
+        (
+            "empty stderr",
+            String::new(),
+            2,
+            &none,
+            Want::Failed(CredentialRejected, "az failed (exit status 2) without a message"),
+        ),
+        (
+            "argparse error after a usage line",
+            "usage: az [-h] [--verbose]\naz: error: unrecognized arguments: --resource x\n".into(),
+            2,
+            &none,
+            Want::Failed(CredentialRejected, "az failed (exit status 2): az: error: unrecognized arguments: --resource x"),
+        ),
+        (
+            "first line when no ERROR: line",
+            "\n  Traceback (most recent call last):\n  File x\n".into(),
+            1,
+            &none,
+            Want::Failed(CredentialRejected, "az failed (exit status 1): Traceback (most recent call last):"),
+        ),
+    ];
+    for (name, stderr, code, s, want) in cases {
+        let got = failure(&stderr, exit(code), s, ARM);
+        match want {
+            Want::Unavailable(reason) => assert_eq!(unavailable(got), reason, "{name}"),
+            Want::Failed(kind, message) => {
+                let e = failed(got);
+                assert_eq!((e.kind, e.message.as_str()), (kind, message), "{name}");
+            }
+        }
+    }
+
+    // A claims challenge in stderr: the hint carries it, and `aad.claims` the decoded JSON (for WWW-Authenticate).
+    let e = failed(failure(&mfa_with_claims, exit(1), &tenant, ARM));
+    assert_eq!(e.kind, InteractionRequired);
+    assert_eq!(
+        e.message,
+        format!(
+            "AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication. (sign in again: run `az login --tenant t1 --scope {ARM} --claims-challenge {claims_b64}`)"
+        )
+    );
+    let aad = e.aad.unwrap();
+    assert_eq!(aad.error_codes, vec![50076]);
+    assert_eq!(aad.claims.as_deref(), Some(claims_json));
+
+    // CA with a claims challenge gets the same hint.
+    let ca = mfa_with_claims.replace("AADSTS50076", "AADSTS53003");
+    let e = failed(failure(&ca, exit(1), &none, ARM));
+    assert_eq!(e.kind, ConditionalAccessBlocked);
+    assert!(e.message.ends_with(&format!(
+        "(satisfy the policy: run `az login --scope {ARM} --claims-challenge {claims_b64}`)"
+    )));
+
+    // Killed by a signal: the service may answer next time.
+    let e = failed(failure("", ExitStatus::from_raw(9), &none, ARM));
+    assert_eq!(e.kind, TokenServiceUnavailable);
+    assert_eq!(
+        e.message,
+        "az failed (killed by a signal) without a message"
+    );
+}
+
+#[test]
+fn stderr_never_leaks_token_like_text() {
+    let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwcyJ9.c2lnbmF0dXJl";
+    let refresh = "0.AXoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKl";
+    let stderr = format!("ERROR: unexpected response {jwt} and '{refresh}'");
+    let e = failed(failure(&stderr, exit(1), &settings(None, None), ARM));
+    assert!(!e.message.contains("eyJ"));
+    assert!(!e.message.contains("AbCdEfGh"));
+    assert_eq!(
+        e.message,
+        "az failed (exit status 1): unexpected response [redacted] and [redacted]"
+    );
+    // Ids, URLs and paths stay readable.
+    let line = clean_line(
+        "ERROR: Trace ID: 2f8ccb7a-459e-44fb-b615-232475945800 https://login.microsoftonline.com/organizations/oauth2/v2.0/token",
+    );
+    assert!(line.contains("2f8ccb7a-459e-44fb-b615-232475945800"));
+    assert!(line.contains("https://login.microsoftonline.com/organizations/oauth2/v2.0/token"));
+    // Bounded, control characters dropped.
+    let long = clean_line(&format!("{}\u{1b}[31m", "word ".repeat(500)));
+    assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
+    assert!(!long.contains('\u{1b}'));
+}
+
+#[test]
+fn aadsts_parsing() {
+    assert_eq!(
+        aadsts_codes("AADSTS50076 x AADSTS53003: y AADSTS50076"),
+        vec![50076, 53003]
+    );
+    assert_eq!(aadsts_codes("AADSTS: nothing AADSTSx"), Vec::<i64>::new());
+    assert_eq!(
+        labelled("Trace ID: abc-1 Correlation", "Trace ID:").as_deref(),
+        Some("abc-1")
+    );
+    assert_eq!(
+        labelled_timestamp("Timestamp: 2026-02-17 18:39:09Z\n").as_deref(),
+        Some("2026-02-17 18:39:09Z")
+    );
+    assert_eq!(
+        claims_challenge("az login --claims-challenge 'e30='").as_deref(),
+        Some("e30=")
+    );
+    assert_eq!(
+        claims_challenge("az login --claims-challenge \"a;b\""),
+        None
+    );
+    assert_eq!(claims_challenge("az login --claims-challenge"), None);
+    assert_eq!(decode_claims("e30").as_deref(), Some("{}"));
+    assert_eq!(decode_claims("bm90IGpzb24="), None, "not JSON");
+}
+
+#[test]
+fn scope_rejection_is_recognised() {
+    assert!(rejects_scope(
+        "usage: az [-h] ...\naz: error: unrecognized arguments: --scope https://management.azure.com/.default\n"
+    ));
+    assert!(!rejects_scope(
+        "az: error: unrecognized arguments: --tenant t"
+    ));
+    assert!(!rejects_scope(
+        "ERROR: AADSTS70011: The provided value for the input parameter 'scope' is not valid."
+    ));
+}
+
+// --- arguments ---
+
+#[test]
+fn arguments_are_exact() {
+    let none = settings(None, None);
+    assert_eq!(
+        none.args(ARM, Audience::Scope),
+        [
+            "account",
+            "get-access-token",
+            "--output",
+            "json",
+            "--scope",
+            ARM
+        ]
+    );
+    assert_eq!(
+        none.args(ARM, Audience::Resource),
+        [
+            "account",
+            "get-access-token",
+            "--output",
+            "json",
+            "--resource",
+            "https://management.azure.com"
+        ]
+    );
+    assert_eq!(
+        settings(Some("t1"), None).args("api://x/.default", Audience::Scope),
+        [
+            "account",
+            "get-access-token",
+            "--output",
+            "json",
+            "--scope",
+            "api://x/.default",
+            "--tenant",
+            "t1"
+        ]
+    );
+    assert_eq!(
+        settings(None, Some("My Sub")).args(ARM, Audience::Scope),
+        [
+            "account",
+            "get-access-token",
+            "--output",
+            "json",
+            "--scope",
+            ARM,
+            "--subscription",
+            "My Sub"
+        ]
+    );
+}
+
+#[test]
+fn argument_validation() {
+    for ok in [
+        ARM,
+        "api://11111111-2222-3333-4444-555555555555/.default",
+        "https://ml.azure.com/user_impersonation",
+    ] {
+        assert!(is_valid_scope(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "-h",
+        "--debug",
+        "https://x/.default --debug",
+        "a;b",
+        "a\"b",
+        "a'b",
+        "$(x)",
+        "a\nb",
+        "https://x/?a=b",
+        "é",
+    ] {
+        assert!(!is_valid_scope(bad), "{bad:?}");
+    }
+    assert!(Settings::check(&spec(Some("contoso.onmicrosoft.com"), None)).is_ok());
+    assert!(Settings::check(&spec(None, Some("My Sub_1.0-x"))).is_ok());
+    assert!(Settings::check(&spec(None, None)).is_ok());
+    for (tenant, subscription) in [
+        (Some("a b"), None),
+        (Some("-t"), None),
+        (Some(""), None),
+        (Some("t;rm"), None),
+        (None, Some("a;rm -rf")),
+        (None, Some("-x")),
+        (None, Some("   ")),
+        (None, Some("a\"b")),
+    ] {
+        assert!(
+            Settings::check(&spec(tenant, subscription)).is_err(),
+            "{tenant:?} {subscription:?}"
+        );
+    }
+    let both = Settings::check(&spec(Some("t"), Some("s"))).unwrap_err();
+    assert!(both.contains("not both"), "{both}");
+}
+
+#[tokio::test]
+async fn invalid_arguments_and_claims_never_run_az() {
+    // The program does not exist: reaching it would be "unavailable", not these failures.
+    let cred = |s| AzureCliCredential::new(&s, &MapEnv::new()).with_program("/nonexistent/az");
+    let e = failed(
+        cred(spec(None, None))
+            .get_token(&TokenRequest::new("--debug"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+    assert!(e.message.contains("invalid scope"), "{}", e.message);
+
+    let e = failed(
+        cred(spec(None, Some("a;b")))
+            .get_token(&TokenRequest::new(ARM))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+    assert!(e.message.contains("invalid subscription"));
+
+    let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c25"}}}"#;
+    let request = TokenRequest {
+        scope: ARM.into(),
+        claims: Some(claims.into()),
+    };
+    let e = failed(
+        cred(spec(Some("t1"), None))
+            .get_token(&request)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
+    assert!(
+        e.message.contains(&format!(
+            "`az login --tenant t1 --scope {ARM} --claims-challenge {b64}`"
+        )),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.aad.unwrap().claims.as_deref(), Some(claims));
+
+    // And with valid arguments, a missing program is "unavailable".
+    let reason = unavailable(
+        cred(spec(None, None))
+            .get_token(&TokenRequest::new(ARM))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        reason.starts_with("Azure CLI not found on PATH"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn az_is_searched_on_the_env_path_only() {
+    let cred = |env: MapEnv| AzureCliCredential::new(&spec(None, None), &env);
+    let reason = unavailable(cred(MapEnv::new()).locate().await.unwrap_err());
+    assert_eq!(reason, "Azure CLI not found on PATH (PATH is not set)");
+    let reason = unavailable(
+        cred(MapEnv::new().with("PATH", "relative/dir:/nonexistent"))
+            .locate()
+            .await
+            .unwrap_err(),
+    );
+    assert!(reason.starts_with("Azure CLI not found on PATH"));
+    assert_eq!(cred(MapEnv::new()).kind(), "azure_cli");
+}

@@ -1,0 +1,734 @@
+//! A user signed in with a device code (PROTOCOLS §6.1), and the tokens the refresh token left behind serves
+//! (§6.3).
+//!
+//! `aml-auth-proxy login` runs [`DeviceCodeCredential::login`]: it asks Entra ID for a device code, shows the
+//! prompt (visit a page, enter a code), polls the token endpoint every `interval` seconds (`authorization_pending`:
+//! keep polling; `slow_down`: wait 5 s longer between polls; anything else, or the code's expiry: stop) and saves
+//! the refresh token to the credential's `cache_file`.
+//!
+//! The cache file is one small JSON document (format version 1; not an MSAL cache), never readable by group or
+//! others, replaced atomically (a 0600 temporary file beside it, synced, renamed over it):
+//! `{"version":1,"authority":"https://login.microsoftonline.com","tenant":"organizations","client_id":"04b0…",
+//! "refresh_token":"…","obtained_at":1724000000}` (`obtained_at`: when the refresh token was issued, Unix seconds).
+//! A file readable by group or others is refused, and a file written for another authority, tenant or client counts
+//! as "not signed in".
+//!
+//! As a [`TokenCredential`], it redeems that refresh token for an access token to any scope (the `refresh_token`
+//! grant, scopes decorated with `openid profile offline_access`), and saves the rotated refresh token Entra ID
+//! returns. Refreshes are serialised: a refresh token may be single-use, so two concurrent refreshes with the same
+//! one could invalidate each other. The file is read on every refresh, so a `login` run while the proxy is up
+//! takes effect at the next refresh. When the refresh token no longer works (`invalid_grant`, interaction
+//! required, e.g. AADSTS50173 revoked), the error is `InteractionRequired` and says which `aml-auth-proxy login`
+//! command to run — with `--claims-challenge <base64>` when claims are involved.
+
+mod cache;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use self::cache::{CacheError, StoredLogin};
+use super::entra::{TokenResponse, error_from_response};
+use super::{
+    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest,
+};
+use crate::config::DeviceCodeSpec;
+
+/// The public client signed in with unless `client_id` says otherwise: the Azure CLI's first-party app, which
+/// Microsoft pre-authorises for Azure Resource Manager and Azure Machine Learning (PROTOCOLS §6).
+pub const DEFAULT_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+
+/// The tenant signed in to unless `tenant_id` says otherwise: any work or school account.
+pub const DEFAULT_TENANT: &str = "organizations";
+
+const SOURCE: &str = "device_code";
+
+/// The OpenID Connect scopes every user-flow request adds (`offline_access` asks for the refresh token).
+const USER_FLOW_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
+
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// Poll interval when Entra ID names none (RFC 8628 §3.2, MSAL).
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The shortest poll interval honoured, whatever the server says.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How much longer to wait after `slow_down` (RFC 8628 §3.5).
+const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+/// The code's lifetime when Entra ID names none (MSAL's default).
+const DEFAULT_CODE_LIFETIME_SECS: u64 = 1800;
+
+/// A code lifetime beyond this is treated as this (a day), so deadlines cannot overflow.
+const MAX_CODE_LIFETIME_SECS: u64 = 86_400;
+
+/// Consecutive unreachable/5xx polls tolerated before the sign-in is abandoned.
+const MAX_TRANSIENT_POLL_FAILURES: u32 = 3;
+
+/// The `device_code` credential: signs a user in (`login`) and serves tokens from the refresh token it saved.
+#[derive(Debug)]
+pub struct DeviceCodeCredential {
+    tenant: String,
+    client_id: String,
+    cache_file: PathBuf,
+    /// The configured credential name, for the `login --credential NAME` hint.
+    name: Option<String>,
+    entra: EntraClient,
+    clock: Arc<dyn PollClock>,
+    /// Held for the whole of a refresh (refreshes are serialised); holds a rotated refresh token that could not
+    /// be saved.
+    refresh: tokio::sync::Mutex<Option<Unsaved>>,
+}
+
+/// What [`DeviceCodeCredential::login`] signs in for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginOptions {
+    /// The scope of the first access token (e.g. `https://management.azure.com/.default`); the refresh token
+    /// then serves any scope the user may access.
+    pub scope: String,
+    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`]).
+    pub claims: Option<String>,
+}
+
+/// What the user is asked to do. Every field has had control characters removed (it is shown on a terminal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCodePrompt {
+    /// The code to enter.
+    pub user_code: String,
+    /// The page to enter it on.
+    pub verification_uri: String,
+    /// Entra ID's own instructions, if it sent any.
+    pub message: Option<String>,
+    /// How long the code is valid.
+    pub expires_in: Duration,
+}
+
+/// A completed sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginOutcome {
+    /// Where the refresh token was saved.
+    pub cache_file: PathBuf,
+    /// The tenant signed in to.
+    pub tenant: String,
+    /// The public client signed in with.
+    pub client_id: String,
+}
+
+/// Why a sign-in did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The device code expired (Entra ID said `expired_token`, or its lifetime passed) before the user finished.
+    #[error(
+        "the device code expired before the sign-in was completed; run `aml-auth-proxy login` again"
+    )]
+    Expired,
+    /// The user declined the sign-in (`authorization_declined`).
+    #[error("the sign-in was declined")]
+    Declined,
+    /// Entra ID issued tokens but no refresh token, so there is nothing to keep.
+    #[error(
+        "Entra ID returned no refresh token (was offline_access refused for this app?); nothing was saved"
+    )]
+    NoRefreshToken,
+    /// Entra ID refused (e.g. `bad_verification_code`, Conditional Access, unknown client) or was unreachable.
+    #[error("{0}")]
+    Token(TokenError),
+    /// The sign-in succeeded but the refresh token could not be saved.
+    #[error("signed in, but the refresh token could not be saved: {0}")]
+    Cache(String),
+}
+
+/// The clock the device flow waits on: real time in production, a virtual one in tests.
+pub trait PollClock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Instant;
+
+    /// Completes after `duration` (on this clock).
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// [`PollClock`] on tokio's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+/// Why a `--claims-challenge` value is unusable. The message never quotes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the claims challenge {0}")]
+pub struct ClaimsChallengeError(&'static str);
+
+/// A refresh token Entra ID rotated that could not be saved: used instead of the file's token for as long as the
+/// file still holds the token it replaced.
+#[derive(Debug)]
+struct Unsaved {
+    replaced: Secret,
+    current: Secret,
+}
+
+/// A started device flow.
+#[derive(Debug)]
+struct DeviceCode {
+    device_code: Secret,
+    interval: Duration,
+    prompt: DeviceCodePrompt,
+}
+
+/// How one poll of the token endpoint ended, when it did not produce tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PollError {
+    Pending,
+    SlowDown,
+    Expired,
+    Declined,
+    Transient,
+    Fatal,
+}
+
+// === impl DeviceCodeCredential ===
+
+impl DeviceCodeCredential {
+    /// A credential for `spec` (tenant default [`DEFAULT_TENANT`], client default [`DEFAULT_CLIENT_ID`]).
+    pub fn new(spec: &DeviceCodeSpec, entra: EntraClient) -> Self {
+        Self {
+            tenant: spec
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            client_id: spec
+                .client_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned()),
+            cache_file: spec.cache_file.clone(),
+            name: None,
+            entra,
+            clock: Arc::new(TokioClock),
+            refresh: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The configured credential name, so that messages can say `aml-auth-proxy login --credential NAME`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Waits between device-code polls on `clock` instead of tokio's (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn PollClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The tenant signed in to.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The public client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Where the refresh token is kept.
+    pub fn cache_file(&self) -> &Path {
+        &self.cache_file
+    }
+
+    /// The command that signs this credential in again, e.g.
+    /// `aml-auth-proxy login --credential me --claims-challenge eyJ…` (claims: a JSON document, shown base64).
+    pub fn login_command(&self, claims: Option<&str>) -> String {
+        let mut command = String::from("aml-auth-proxy login");
+        if let Some(name) = &self.name {
+            command.push_str(" --credential ");
+            command.push_str(name);
+        }
+        if let Some(claims) = claims {
+            command.push_str(" --claims-challenge ");
+            command.push_str(&base64::engine::general_purpose::STANDARD.encode(claims.as_bytes()));
+        }
+        command
+    }
+
+    /// Signs a user in with a device code: shows `prompt` the instructions, polls until the user has finished,
+    /// and saves the refresh token to the cache file. Nothing is saved unless the sign-in succeeds.
+    pub async fn login(
+        &self,
+        options: &LoginOptions,
+        prompt: impl FnOnce(&DeviceCodePrompt),
+    ) -> Result<LoginOutcome, LoginError> {
+        let started = self.clock.now();
+        let code = self.start_device_flow(&options.scope).await?;
+        prompt(&code.prompt);
+        let deadline = started
+            .checked_add(code.prompt.expires_in)
+            .unwrap_or(started);
+        let mut interval = code.interval;
+        let mut transient_failures = 0;
+        loop {
+            match self.clock.now().checked_add(interval) {
+                Some(next) if next <= deadline => {}
+                _ => return Err(LoginError::Expired),
+            }
+            self.clock.sleep(interval).await;
+            let form = device_poll_form(
+                &self.client_id,
+                &code.device_code,
+                options.claims.as_deref(),
+            );
+            let error = match self.entra.post_token(SOURCE, &self.tenant, &form).await {
+                Ok(tokens) => return self.finish_login(tokens).await,
+                Err(e) => e,
+            };
+            match PollError::of(&error) {
+                PollError::Pending => transient_failures = 0,
+                PollError::SlowDown => {
+                    transient_failures = 0;
+                    interval = interval.saturating_add(SLOW_DOWN_STEP);
+                    tracing::debug!(
+                        interval_secs = interval.as_secs(),
+                        "Entra ID asked to poll more slowly"
+                    );
+                }
+                PollError::Expired => return Err(LoginError::Expired),
+                PollError::Declined => return Err(LoginError::Declined),
+                PollError::Transient if transient_failures + 1 < MAX_TRANSIENT_POLL_FAILURES => {
+                    transient_failures += 1;
+                    tracing::warn!(error = %error, "device-code poll failed; polling again");
+                }
+                PollError::Transient | PollError::Fatal => return Err(LoginError::Token(error)),
+            }
+        }
+    }
+
+    /// `POST /{tenant}/oauth2/v2.0/devicecode`.
+    async fn start_device_flow(&self, scope: &str) -> Result<DeviceCode, LoginError> {
+        let form = Secret::new(device_code_form(&self.client_id, scope));
+        let (host, response) = self
+            .entra
+            .post_form(SOURCE, &self.tenant, "devicecode", &form)
+            .await
+            .map_err(LoginError::Token)?;
+        if !response.status.is_success() {
+            return Err(LoginError::Token(error_from_response(
+                SOURCE,
+                &host,
+                response.status.as_u16(),
+                &response.headers,
+                &response.body,
+            )));
+        }
+        parse_device_code(&response.body).map_err(|why| {
+            LoginError::Token(TokenError::service_unavailable(
+                SOURCE,
+                format!("{host} sent an unusable device-code response: {why}"),
+            ))
+        })
+    }
+
+    /// Saves the refresh token of a successful sign-in.
+    async fn finish_login(&self, tokens: TokenResponse) -> Result<LoginOutcome, LoginError> {
+        let refresh_token = tokens.refresh_token.ok_or(LoginError::NoRefreshToken)?;
+        // Taken before saving, so that no refresh can run with the previous token while the file changes.
+        let mut unsaved = self.refresh.lock().await;
+        self.save(self.stored(refresh_token))
+            .await
+            .map_err(|e| LoginError::Cache(e.to_string()))?;
+        // The new sign-in supersedes any rotated token kept in memory.
+        *unsaved = None;
+        tracing::info!(file = %self.cache_file.display(), tenant = %self.tenant, "signed in; refresh token saved");
+        Ok(LoginOutcome {
+            cache_file: self.cache_file.clone(),
+            tenant: self.tenant.clone(),
+            client_id: self.client_id.clone(),
+        })
+    }
+
+    /// The document to save for `refresh_token`, obtained now.
+    fn stored(&self, refresh_token: Secret) -> StoredLogin {
+        StoredLogin {
+            authority: self.entra.authority().to_string(),
+            tenant: self.tenant.clone(),
+            client_id: self.client_id.clone(),
+            refresh_token,
+            obtained_at: super::expiry::now_unix(),
+        }
+    }
+
+    async fn load(&self) -> Result<StoredLogin, CacheError> {
+        let path = self.cache_file.clone();
+        tokio::task::spawn_blocking(move || cache::load(&path))
+            .await
+            .unwrap_or_else(|e| Err(self.join_error(e)))
+    }
+
+    async fn save(&self, stored: StoredLogin) -> Result<(), CacheError> {
+        let path = self.cache_file.clone();
+        tokio::task::spawn_blocking(move || cache::store(&path, &stored))
+            .await
+            .unwrap_or_else(|e| Err(self.join_error(e)))
+    }
+
+    fn join_error(&self, e: tokio::task::JoinError) -> CacheError {
+        CacheError::Io {
+            what: "cannot access",
+            path: self.cache_file.clone(),
+            error: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    async fn get_token_inner(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        let mut unsaved = self.refresh.lock().await;
+        let stored = match self.load().await {
+            Ok(stored) => stored,
+            Err(CacheError::Missing(path)) => {
+                return Err(CredentialError::unavailable(
+                    SOURCE,
+                    format!(
+                        "not signed in ({} does not exist): run `{}`",
+                        path.display(),
+                        self.login_command(None)
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(CredentialError::Failed(TokenError::new(
+                    TokenErrorKind::CredentialRejected,
+                    SOURCE,
+                    format!(
+                        "cannot use the refresh-token cache: {e}; or sign in again with `{}`",
+                        self.login_command(None)
+                    ),
+                )));
+            }
+        };
+        if let Err(why) = self.check_owner(&stored) {
+            return Err(CredentialError::unavailable(
+                SOURCE,
+                format!(
+                    "not signed in here: {why}; run `{}`",
+                    self.login_command(None)
+                ),
+            ));
+        }
+        // A rotated token that could not be saved stays valid only while the file still holds its predecessor.
+        if unsaved
+            .as_ref()
+            .is_some_and(|u| u.replaced != stored.refresh_token)
+        {
+            *unsaved = None;
+        }
+        let result = {
+            let refresh_token = unsaved
+                .as_ref()
+                .map_or(&stored.refresh_token, |u| &u.current);
+            let form = refresh_form(
+                &self.client_id,
+                refresh_token,
+                &request.scope,
+                request.claims.as_deref(),
+            );
+            self.entra.post_token(SOURCE, &self.tenant, &form).await
+        };
+        let tokens = match result {
+            Ok(tokens) => tokens,
+            Err(e) if needs_sign_in(&e) => {
+                *unsaved = None;
+                return Err(CredentialError::Failed(self.sign_in_again(e, request)));
+            }
+            Err(e) => return Err(CredentialError::Failed(e)),
+        };
+        let in_use = unsaved
+            .as_ref()
+            .map_or(&stored.refresh_token, |u| &u.current);
+        if let Some(rotated) = tokens.refresh_token.filter(|t| t != in_use) {
+            let keep = Secret::new(rotated.expose());
+            match self.save(self.stored(rotated)).await {
+                Ok(()) => {
+                    *unsaved = None;
+                    tracing::debug!(file = %self.cache_file.display(), "saved the rotated refresh token");
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        credential = self.name.as_deref().unwrap_or(SOURCE),
+                        error = %e,
+                        "cannot save the rotated refresh token; keeping it in memory"
+                    );
+                    *unsaved = Some(Unsaved {
+                        replaced: stored.refresh_token,
+                        current: keep,
+                    });
+                }
+            }
+        }
+        Ok(AccessToken {
+            token: tokens.access_token,
+            expires_in: tokens.expires_in,
+            refresh_in: tokens.refresh_in,
+            source: SOURCE.into(),
+        })
+    }
+
+    /// The cache file must hold a sign-in for this authority, tenant and client.
+    fn check_owner(&self, stored: &StoredLogin) -> Result<(), String> {
+        let authority = self.entra.authority().to_string();
+        if stored.authority.eq_ignore_ascii_case(&authority)
+            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
+            && stored.client_id.eq_ignore_ascii_case(&self.client_id)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "{} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {}",
+            self.cache_file.display(),
+            stored.tenant,
+            stored.client_id,
+            stored.authority,
+            self.tenant,
+            self.client_id,
+            authority
+        ))
+    }
+
+    /// Turns a refusal of the refresh token into `InteractionRequired` naming the `login` command to run.
+    fn sign_in_again(&self, mut e: TokenError, request: &TokenRequest) -> TokenError {
+        let claims = e
+            .aad
+            .as_ref()
+            .and_then(|a| a.claims.clone())
+            .filter(|c| !c.trim().is_empty())
+            .or_else(|| request.claims.as_deref().map(str::to_owned));
+        e.kind = TokenErrorKind::InteractionRequired;
+        e.message = format!(
+            "the device-code sign-in must be renewed: run `{}` ({})",
+            self.login_command(claims.as_deref()),
+            e.message
+        );
+        e
+    }
+}
+
+impl TokenCredential for DeviceCodeCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.get_token_inner(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        SOURCE
+    }
+}
+
+// === impl LoginOptions ===
+
+impl LoginOptions {
+    /// Sign in for `scope`, without claims.
+    pub fn new(scope: impl Into<String>) -> Self {
+        Self {
+            scope: scope.into(),
+            claims: None,
+        }
+    }
+
+    /// Also satisfy `claims` (a JSON document).
+    pub fn with_claims(mut self, claims: Option<String>) -> Self {
+        self.claims = claims;
+        self
+    }
+}
+
+// === impl DeviceCodePrompt ===
+
+impl DeviceCodePrompt {
+    /// The text to show: Entra ID's `message`, else one built from the page and the code.
+    pub fn text(&self) -> String {
+        match &self.message {
+            Some(message) => message.clone(),
+            None => format!(
+                "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",
+                self.verification_uri, self.user_code
+            ),
+        }
+    }
+}
+
+// === impl TokioClock ===
+
+impl PollClock for TokioClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+// === impl PollError ===
+
+impl PollError {
+    /// Classifies a failed poll by Entra ID's `error` (RFC 8628 §3.5 names) and AADSTS codes.
+    fn of(e: &TokenError) -> Self {
+        let aad = e.aad.as_deref();
+        let error = aad.and_then(|a| a.error.as_deref()).unwrap_or_default();
+        let code = |c: i64| aad.is_some_and(|a| a.error_codes.contains(&c));
+        match error {
+            "authorization_pending" => PollError::Pending,
+            "slow_down" => PollError::SlowDown,
+            "expired_token" | "code_expired" => PollError::Expired,
+            "authorization_declined" | "access_denied" => PollError::Declined,
+            _ if code(70016) => PollError::Pending,
+            _ if code(70019) => PollError::Expired,
+            _ if e.is_transient() => PollError::Transient,
+            _ => PollError::Fatal,
+        }
+    }
+}
+
+/// True when the refresh token itself is no longer good: Entra ID wants the user (`invalid_grant`, or a code that
+/// means interaction). Conditional Access blocks and client problems are not cured by signing in again.
+fn needs_sign_in(e: &TokenError) -> bool {
+    e.kind == TokenErrorKind::InteractionRequired
+        || (e.kind == TokenErrorKind::CredentialRejected
+            && e.aad
+                .as_ref()
+                .is_some_and(|a| a.error.as_deref() == Some("invalid_grant")))
+}
+
+/// `scope` plus `openid profile offline_access` (reserved scopes already present are not repeated).
+pub(crate) fn decorate_scope(scope: &str) -> String {
+    let mut scopes: Vec<&str> = scope
+        .split_whitespace()
+        .filter(|s| !USER_FLOW_SCOPES.contains(s))
+        .collect();
+    scopes.extend(USER_FLOW_SCOPES);
+    scopes.join(" ")
+}
+
+/// The device-code request: `client_id`, `scope` (decorated).
+pub(crate) fn device_code_form(client_id: &str, scope: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", client_id)
+        .append_pair("scope", &decorate_scope(scope))
+        .finish()
+}
+
+/// A device-code poll: `grant_type`, `client_id`, `device_code`, `client_info=1` and `claims` if any.
+pub(crate) fn device_poll_form(
+    client_id: &str,
+    device_code: &Secret,
+    claims: Option<&str>,
+) -> Secret {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", DEVICE_CODE_GRANT)
+        .append_pair("client_id", client_id)
+        .append_pair("device_code", device_code.expose())
+        .append_pair("client_info", "1");
+    if let Some(claims) = claims {
+        form.append_pair("claims", claims);
+    }
+    Secret::new(form.finish())
+}
+
+/// The refresh-token grant: `client_id`, `grant_type`, `refresh_token`, `scope` (decorated), `client_info=1` and
+/// `claims` if any (PROTOCOLS §6.3).
+pub(crate) fn refresh_form(
+    client_id: &str,
+    refresh_token: &Secret,
+    scope: &str,
+    claims: Option<&str>,
+) -> Secret {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("client_id", client_id)
+        .append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", refresh_token.expose())
+        .append_pair("scope", &decorate_scope(scope))
+        .append_pair("client_info", "1");
+    if let Some(claims) = claims {
+        form.append_pair("claims", claims);
+    }
+    Secret::new(form.finish())
+}
+
+/// Parses the device-code response. Numbers may be strings; `interval` defaults to 5 s (at least 1 s),
+/// `expires_in` to 1800 s (at most a day); `verification_url` (v1 spelling) is accepted.
+fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| "not JSON".to_owned())?;
+    let obj = value.as_object().ok_or("not a JSON object")?;
+    let text = |key: &str| {
+        obj.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let device_code = text("device_code").ok_or("no device_code")?;
+    let user_code = text("user_code").ok_or("no user_code")?;
+    let verification_uri = text("verification_uri")
+        .or_else(|| text("verification_url"))
+        .ok_or("no verification_uri")?;
+    let expires_in = super::expiry::seconds(obj.get("expires_in"))
+        .unwrap_or(DEFAULT_CODE_LIFETIME_SECS)
+        .min(MAX_CODE_LIFETIME_SECS);
+    let interval = super::expiry::seconds(obj.get("interval"))
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_INTERVAL)
+        .max(MIN_INTERVAL);
+    Ok(DeviceCode {
+        device_code: Secret::new(device_code),
+        interval,
+        prompt: DeviceCodePrompt {
+            user_code: printable(user_code),
+            verification_uri: printable(verification_uri),
+            message: text("message").map(printable),
+            expires_in: Duration::from_secs(expires_in),
+        },
+    })
+}
+
+/// `text` with control characters (terminal escapes, line breaks) replaced by spaces.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Decodes a `--claims-challenge` value: base64 (standard or URL-safe alphabet, padding optional) of a claims
+/// JSON object, as found in a `WWW-Authenticate: Bearer … claims="…"` challenge. Returns the JSON text to send
+/// as `claims`.
+pub fn decode_claims_challenge(encoded: &str) -> Result<String, ClaimsChallengeError> {
+    let trimmed = encoded.trim();
+    if trimmed.is_empty() {
+        return Err(ClaimsChallengeError("is empty"));
+    }
+    let standard: String = trimmed
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
+        .decode(standard.as_bytes())
+        .map_err(|_| ClaimsChallengeError("is not valid base64"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ClaimsChallengeError("does not decode to UTF-8 text"))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(_)) => Ok(text.trim().to_owned()),
+        _ => Err(ClaimsChallengeError("does not decode to a JSON object")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! The refresh-token cache file of a `device_code` credential.
+//!
+//! One small JSON document (format version 1; unknown fields are ignored on read):
+//!
+//! ```json
+//! {"version":1,"authority":"https://login.microsoftonline.com","tenant":"organizations",
+//!  "client_id":"04b07795-8ddb-461a-bbee-02f9e1bf7b46","refresh_token":"…","obtained_at":1724000000}
+//! ```
+//!
+//! `obtained_at` is when Entra ID issued this refresh token (Unix seconds). The file is never read when group or
+//! others can access it, and it is replaced atomically: a temporary file is created beside it with mode 0600
+//! (`O_EXCL`, so an existing file or symlink is never reused), written, synced and renamed over the target, and
+//! the directory is synced. At no moment does a copy of the token exist with wider permissions.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::auth::Secret;
+
+/// The only format version this build reads and writes.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// Cache files larger than this are refused (a refresh token is a few KiB at most).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// What the cache file holds.
+#[derive(Debug)]
+pub(crate) struct StoredLogin {
+    /// The authority host the token was issued by (`scheme://host[:port]`).
+    pub(crate) authority: String,
+    /// The tenant signed in to (as configured, e.g. `organizations`).
+    pub(crate) tenant: String,
+    /// The public client the token belongs to.
+    pub(crate) client_id: String,
+    /// The refresh token.
+    pub(crate) refresh_token: Secret,
+    /// When Entra ID issued the refresh token (Unix seconds).
+    pub(crate) obtained_at: u64,
+}
+
+/// Why the cache file could not be read or written. Messages name the file, never its content.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CacheError {
+    /// The file does not exist (nobody signed in yet).
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// Group or others can access the file.
+    #[error("{} is {access} by group or others (mode {mode:04o}); chmod 600 it", .path.display(), access = access_word(*.mode))]
+    Shared {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file exists but is not a cache file this version understands.
+    #[error("{} is not a usable aml-auth-proxy token cache: {why}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never a value from the file).
+        why: String,
+    },
+    /// An I/O failure.
+    #[error("{what} {}: {error}", .path.display())]
+    Io {
+        /// What was being done (`cannot read`, `cannot write`, …).
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+// === impl StoredLogin ===
+
+impl StoredLogin {
+    /// The document, serialised into a buffer that is zeroed on drop. The buffer is sized for the worst case
+    /// up front, so it never reallocates and leaves no stray copy of the token behind.
+    pub(crate) fn to_json(&self) -> Zeroizing<String> {
+        let fields = [
+            self.authority.as_str(),
+            &self.tenant,
+            &self.client_id,
+            self.refresh_token.expose(),
+        ];
+        let worst = fields.iter().map(|f| f.len() * 6 + 2).sum::<usize>() + 128;
+        let mut out = Zeroizing::new(String::with_capacity(worst));
+        out.push_str("{\"version\":");
+        out.push_str(&FORMAT_VERSION.to_string());
+        for (key, value) in ["authority", "tenant", "client_id", "refresh_token"]
+            .into_iter()
+            .zip(fields)
+        {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            push_json_string(&mut out, value);
+        }
+        out.push_str(",\"obtained_at\":");
+        out.push_str(&self.obtained_at.to_string());
+        out.push_str("}\n");
+        out
+    }
+
+    /// Parses a cache document; `why` texts never quote the file's values.
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let mut value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not JSON (line {}, column {})", e.line(), e.column()))?;
+        let obj = value.as_object_mut().ok_or("not a JSON object")?;
+        match obj.get("version").and_then(Value::as_u64) {
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(format!(
+                    "format version {other} is not supported (this build reads version {FORMAT_VERSION})"
+                ));
+            }
+            None => return Err("no format version".to_owned()),
+        }
+        // Move the token out of the document so that it lives only in a zeroizing `Secret`.
+        let refresh_token = match obj.remove("refresh_token") {
+            Some(Value::String(token)) => Secret::new(token),
+            Some(_) => return Err("refresh_token is not a string".to_owned()),
+            None => return Err("no refresh_token".to_owned()),
+        };
+        if refresh_token.is_empty() {
+            return Err("refresh_token is empty".to_owned());
+        }
+        let text = |key: &str| {
+            obj.get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no {key}"))
+        };
+        Ok(Self {
+            authority: text("authority")?,
+            tenant: text("tenant")?,
+            client_id: text("client_id")?,
+            refresh_token,
+            obtained_at: obj
+                .get("obtained_at")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads the cache file: it must be a regular file that group and others cannot access.
+pub(crate) fn load(path: &Path) -> Result<StoredLogin, CacheError> {
+    let io = |what, error: std::io::Error| CacheError::Io {
+        what,
+        path: path.to_owned(),
+        error,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CacheError::Missing(path.to_owned()));
+        }
+        Err(e) => return Err(io("cannot open", e)),
+    };
+    let meta = file.metadata().map_err(|e| io("cannot read", e))?;
+    if !meta.is_file() {
+        return Err(CacheError::Invalid {
+            path: path.to_owned(),
+            why: "not a regular file".to_owned(),
+        });
+    }
+    if let Some(mode) = shared_mode(&meta) {
+        return Err(CacheError::Shared {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io("cannot read", e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(CacheError::Invalid {
+            path: path.to_owned(),
+            why: format!("larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    StoredLogin::from_json(&bytes).map_err(|why| CacheError::Invalid {
+        path: path.to_owned(),
+        why,
+    })
+}
+
+/// Replaces the cache file atomically (see the module docs). A missing directory is created with mode 0700.
+pub(crate) fn store(path: &Path, login: &StoredLogin) -> Result<(), CacheError> {
+    let io = |what, path: &Path, error: std::io::Error| CacheError::Io {
+        what,
+        path: path.to_owned(),
+        error,
+    };
+    let name = path.file_name().ok_or_else(|| CacheError::Invalid {
+        path: path.to_owned(),
+        why: "the path names no file".to_owned(),
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        create_private_dir(&dir).map_err(|e| io("cannot create directory", &dir, e))?;
+    }
+    let temp = dir.join(format!(
+        ".{}.{}.{:016x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let document = login.to_json();
+    let written = write_private(&temp, document.as_bytes())
+        .map_err(|e| io("cannot write", &temp, e))
+        .and_then(|()| std::fs::rename(&temp, path).map_err(|e| io("cannot replace", path, e)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    // Make the rename itself durable. Not every file system supports syncing a directory; the file's content is
+    // already on disk, so a failure here is not worth failing the sign-in for.
+    if let Err(error) = File::open(&dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(dir = %dir.display(), %error, "cannot sync the token cache directory");
+    }
+    Ok(())
+}
+
+/// Creates `file` (which must not exist) with mode 0600, writes `bytes` and syncs it to disk.
+fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut handle = options.open(file)?;
+    // The umask can only remove bits from 0600; make sure the owner can still read what is written.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        handle.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    handle.write_all(bytes)?;
+    handle.sync_all()
+}
+
+/// Creates `dir` and its missing parents; the directories created get mode 0700.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// The permission bits (`mode & 0o7777`) when group or others have any access, else `None`.
+#[cfg(unix)]
+fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// Non-Unix platforms have no mode bits to check.
+#[cfg(not(unix))]
+fn shared_mode(_meta: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+/// Appends `value` as a JSON string literal.
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn access_word(mode: u32) -> &'static str {
+    if mode & 0o044 != 0 {
+        "readable"
+    } else {
+        "accessible"
+    }
+}

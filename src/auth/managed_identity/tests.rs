@@ -1,0 +1,802 @@
+//! Detection, request shapes, the retry schedule, and every managed-identity fixture of tests/fixtures.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::response::{error_description, parse_token};
+use super::*;
+use crate::auth::expiry;
+use crate::env::MapEnv;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const ARM: &str = "https://management.azure.com";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// Environment variables of one case.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
+fn env(vars: &[(&str, &str)]) -> MapEnv {
+    vars.iter().copied().collect()
+}
+
+fn options() -> ManagedIdentityOptions {
+    ManagedIdentityOptions {
+        arc_key_dir: PathBuf::from("/keys"),
+        ..ManagedIdentityOptions::default()
+    }
+}
+
+fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentitySpec {
+    ManagedIdentitySpec {
+        user_assigned,
+        endpoint: None,
+    }
+}
+
+fn detected(vars: &[(&str, &str)], spec: &ManagedIdentitySpec) -> Result<Source, Problem> {
+    detect(spec, &env(vars), &options())
+}
+
+/// The query pairs of a call, decoded.
+fn query(call: &Call) -> Vec<(String, String)> {
+    form_urlencoded::parse(call.url.query().unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn call_of(source: &Source, resource: &str) -> Call {
+    match source {
+        Source::AppService(s) => s.call(resource),
+        Source::Arc(s) => s.call(resource, None),
+        Source::AzureMl(s) => s.call(resource),
+        Source::CloudShell(s) => s.call(resource),
+        Source::Imds(s) => s.call(resource),
+    }
+    .unwrap()
+}
+
+fn unavailable_reason(result: Result<Source, Problem>) -> String {
+    match result {
+        Err(Problem::Unavailable(reason)) => reason,
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+// === detection ===
+
+#[test]
+fn detection_follows_the_sdk_order() {
+    use ManagedIdentitySource::*;
+    let ep = ("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi/token");
+    let header = ("IDENTITY_HEADER", "h");
+    let imds_ep = ("IMDS_ENDPOINT", "http://localhost:40342");
+    let msi = ("MSI_ENDPOINT", "http://127.0.0.1:50342/oauth2/token");
+    let secret = ("MSI_SECRET", "s");
+    let pod = (
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        "http://127.0.0.1:2579/",
+    );
+    let table: &[(Vars<'_>, Option<ManagedIdentitySource>)] = &[
+        (&[], Some(Imds)),
+        (&[pod], Some(Imds)),
+        (&[ep, header], Some(AppService)),
+        // App Service wins over everything after it (MSAL-node's test: App Service and ML variables both set).
+        (&[ep, header, msi, secret], Some(AppService)),
+        (&[ep, header, imds_ep], Some(AppService)),
+        (&[ep, imds_ep], Some(AzureArc)),
+        (&[ep, imds_ep, msi, secret], Some(AzureArc)),
+        (&[msi, secret], Some(AzureMl)),
+        (&[msi, secret, pod], Some(AzureMl)),
+        (&[msi], Some(CloudShell)),
+        (&[msi, pod], Some(CloudShell)),
+        // IDENTITY_ENDPOINT alone fits no source (azure-identity): unavailable, not IMDS.
+        (&[ep], None),
+        (&[ep, msi, secret], None),
+        // Service Fabric is out of scope.
+        (&[ep, header, ("IDENTITY_SERVER_THUMBPRINT", "AB")], None),
+        // Empty values count as unset.
+        (&[("IDENTITY_ENDPOINT", ""), header, msi], Some(CloudShell)),
+        (&[msi, ("MSI_SECRET", "")], Some(CloudShell)),
+        (&[ep, ("IDENTITY_HEADER", ""), imds_ep], Some(AzureArc)),
+        // IMDS_ENDPOINT without IDENTITY_ENDPOINT means nothing by itself.
+        (&[imds_ep], Some(Imds)),
+    ];
+    for (vars, expected) in table {
+        let got = detected(vars, &spec(None)).ok().map(|s| s.kind());
+        let names: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
+        assert_eq!(got, *expected, "{names:?}");
+    }
+}
+
+#[test]
+fn detection_urls_and_overrides() {
+    let url = |vars: &[(&str, &str)], spec: &ManagedIdentitySpec| {
+        detected(vars, spec).unwrap().url().to_string()
+    };
+    assert_eq!(
+        url(&[], &spec(None)),
+        "http://169.254.169.254/metadata/identity/oauth2/token"
+    );
+    assert_eq!(
+        url(
+            &[(
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                "http://127.0.0.1:2579/"
+            )],
+            &spec(None)
+        ),
+        "http://127.0.0.1:2579/metadata/identity/oauth2/token"
+    );
+    let custom = ManagedIdentitySpec {
+        user_assigned: None,
+        endpoint: Some("http://127.0.0.1:5000/custom/token".parse().unwrap()),
+    };
+    // `endpoint` replaces the full token URL of whichever source is detected.
+    for vars in [
+        &[][..],
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1")][..],
+        &[
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/x"),
+            ("IDENTITY_HEADER", "h"),
+        ][..],
+        &[
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/x"),
+            ("IMDS_ENDPOINT", "http://127.0.0.1:3"),
+        ][..],
+        &[
+            ("MSI_ENDPOINT", "http://127.0.0.1:4/x"),
+            ("MSI_SECRET", "s"),
+        ][..],
+        &[("MSI_ENDPOINT", "http://127.0.0.1:4/x")][..],
+    ] {
+        assert_eq!(url(vars, &custom), "http://127.0.0.1:5000/custom/token");
+    }
+    assert_eq!(
+        url(
+            &[("MSI_ENDPOINT", "http://localhost:50342/oauth2/token")],
+            &spec(None)
+        ),
+        "http://localhost:50342/oauth2/token"
+    );
+}
+
+#[test]
+fn unsupported_sources_and_identities_are_unavailable_with_a_reason() {
+    let sf = unavailable_reason(detected(
+        &[
+            (
+                "IDENTITY_ENDPOINT",
+                "https://127.0.0.1:2377/metadata/identity/oauth2/token",
+            ),
+            ("IDENTITY_HEADER", "h"),
+            (
+                "IDENTITY_SERVER_THUMBPRINT",
+                "0123456789abcdef0123456789abcdef01234567",
+            ),
+        ],
+        &spec(None),
+    ));
+    assert!(
+        sf.contains("Service Fabric managed identity is not supported"),
+        "{sf}"
+    );
+    let alone = unavailable_reason(detected(
+        &[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/x")],
+        &spec(None),
+    ));
+    assert!(alone.contains("IDENTITY_HEADER"), "{alone}");
+    let arc = [
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:40342/x"),
+        ("IMDS_ENDPOINT", "http://127.0.0.1:40342"),
+    ];
+    let ml = [
+        ("MSI_ENDPOINT", "http://127.0.0.1:1/x"),
+        ("MSI_SECRET", "s"),
+    ];
+    let shell = [("MSI_ENDPOINT", "http://127.0.0.1:1/x")];
+    let client = UserAssignedId::ClientId("c".into());
+    let object = UserAssignedId::ObjectId("o".into());
+    let resource = UserAssignedId::ResourceId("/subscriptions/s/rg".into());
+    for id in [&client, &object, &resource] {
+        let reason = unavailable_reason(detected(&arc, &spec(Some(id.clone()))));
+        assert!(
+            reason.contains("Azure Arc") && reason.contains(id_kind(id)),
+            "{reason}"
+        );
+        let reason = unavailable_reason(detected(&shell, &spec(Some(id.clone()))));
+        assert!(reason.contains("Cloud Shell"), "{reason}");
+    }
+    for id in [&object, &resource] {
+        let reason = unavailable_reason(detected(&ml, &spec(Some(id.clone()))));
+        assert!(
+            reason.contains("client_id only") && reason.contains(id_kind(id)),
+            "{reason}"
+        );
+    }
+    assert!(detected(&ml, &spec(Some(client))).is_ok());
+}
+
+#[test]
+fn malformed_endpoint_variables_are_configuration_errors() {
+    for vars in [
+        &[("IDENTITY_ENDPOINT", "not a url"), ("IDENTITY_HEADER", "h")][..],
+        &[("IDENTITY_ENDPOINT", "/relative"), ("IMDS_ENDPOINT", "x")][..],
+        &[("MSI_ENDPOINT", "ftp://127.0.0.1/x"), ("MSI_SECRET", "s")][..],
+        &[("MSI_ENDPOINT", "127.0.0.1:50342")][..],
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "nonsense")][..],
+    ] {
+        match detected(vars, &spec(None)) {
+            Err(Problem::Invalid(reason)) => {
+                assert!(reason.contains("is not an absolute http"), "{reason}");
+                let value = vars[0].1;
+                assert!(!reason.contains(value), "values are not echoed: {reason}");
+            }
+            other => panic!("{vars:?}: {other:?}"),
+        }
+    }
+}
+
+// === request shapes ===
+
+#[test]
+fn imds_request_shape_and_identity_parameters() {
+    let vars = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")];
+    let cases = [
+        (None, None),
+        (
+            Some(UserAssignedId::ClientId("c-1".into())),
+            Some(("client_id", "c-1")),
+        ),
+        (
+            Some(UserAssignedId::ObjectId("o-1".into())),
+            Some(("object_id", "o-1")),
+        ),
+        (
+            Some(UserAssignedId::ResourceId("/subscriptions/s/id".into())),
+            Some(("msi_res_id", "/subscriptions/s/id")),
+        ),
+    ];
+    for (id, param) in cases {
+        let call = call_of(&detected(&vars, &spec(id)).unwrap(), ARM);
+        assert_eq!(call.method, Method::GET);
+        assert_eq!(call.url.path(), "/metadata/identity/oauth2/token");
+        let mut expected = vec![("api-version", "2018-02-01"), ("resource", ARM)];
+        expected.extend(param);
+        assert_eq!(query(&call), pairs(&expected));
+        assert_eq!(call.headers["metadata"], "true");
+        assert_eq!(call.headers.len(), 1, "{:?}", call.headers.keys());
+    }
+}
+
+#[test]
+fn app_service_request_shape_and_identity_parameters() {
+    let vars = [
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi/token"),
+        ("IDENTITY_HEADER", "header-secret"),
+    ];
+    let cases = [
+        (None, None),
+        (
+            Some(UserAssignedId::ClientId("c".into())),
+            Some(("client_id", "c")),
+        ),
+        (
+            Some(UserAssignedId::ObjectId("o".into())),
+            Some(("principal_id", "o")),
+        ),
+        (
+            Some(UserAssignedId::ResourceId("/r".into())),
+            Some(("mi_res_id", "/r")),
+        ),
+    ];
+    for (id, param) in cases {
+        let call = call_of(&detected(&vars, &spec(id)).unwrap(), ARM);
+        assert_eq!(call.url.path(), "/msi/token");
+        let mut expected = vec![("api-version", "2019-08-01"), ("resource", ARM)];
+        expected.extend(param);
+        assert_eq!(query(&call), pairs(&expected));
+        assert_eq!(call.headers["x-identity-header"], "header-secret");
+        assert!(call.headers["x-identity-header"].is_sensitive());
+        assert_eq!(call.headers["metadata"], "true");
+    }
+}
+
+#[test]
+fn azure_ml_clientid_defaults_to_the_compute_identity() {
+    let base = [
+        ("MSI_ENDPOINT", "http://127.0.0.1:46808/MSI/auth"),
+        ("MSI_SECRET", "msi-secret"),
+    ];
+    let with_default = [
+        base[0],
+        base[1],
+        ("DEFAULT_IDENTITY_CLIENT_ID", "default-client"),
+    ];
+    let cases: [(Vars<'_>, Option<UserAssignedId>, Option<&str>); 3] = [
+        (&base, None, None),
+        (&with_default, None, Some("default-client")),
+        (
+            &with_default,
+            Some(UserAssignedId::ClientId("explicit".into())),
+            Some("explicit"),
+        ),
+    ];
+    for (vars, id, clientid) in cases {
+        let call = call_of(&detected(vars, &spec(id)).unwrap(), ARM);
+        let mut expected = vec![("api-version", "2017-09-01"), ("resource", ARM)];
+        expected.extend(clientid.map(|c| ("clientid", c)));
+        assert_eq!(query(&call), pairs(&expected));
+        assert_eq!(call.headers["secret"], "msi-secret");
+        assert!(call.headers["secret"].is_sensitive());
+    }
+}
+
+#[test]
+fn cloud_shell_posts_a_form() {
+    let source = detected(
+        &[("MSI_ENDPOINT", "http://127.0.0.1:50342/oauth2/token")],
+        &spec(None),
+    )
+    .unwrap();
+    let call = call_of(&source, ARM);
+    assert_eq!(call.method, Method::POST);
+    assert_eq!(call.url.query(), None);
+    assert_eq!(
+        &call.body[..],
+        b"resource=https%3A%2F%2Fmanagement.azure.com"
+    );
+    assert_eq!(
+        call.headers[http::header::CONTENT_TYPE],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(call.headers["metadata"], "true");
+}
+
+#[test]
+fn arc_sends_the_key_only_on_the_second_request() {
+    let arc = arc::Arc::new(
+        "http://127.0.0.1:40342/metadata/identity/oauth2/token"
+            .parse()
+            .unwrap(),
+        PathBuf::from("/keys"),
+        None,
+    )
+    .unwrap();
+    let first = arc.call(ARM, None).unwrap();
+    assert_eq!(
+        query(&first),
+        pairs(&[("api-version", "2020-06-01"), ("resource", ARM)])
+    );
+    assert!(!first.headers.contains_key(http::header::AUTHORIZATION));
+    let second = arc.call(ARM, Some(&Secret::new("k3y"))).unwrap();
+    assert_eq!(second.headers[http::header::AUTHORIZATION], "Basic k3y");
+    assert!(second.headers[http::header::AUTHORIZATION].is_sensitive());
+}
+
+#[test]
+fn a_configured_endpoint_keeps_its_query() {
+    let base: Uri = "http://127.0.0.1:1/token?x=1".parse().unwrap();
+    let url = with_query(&base, &[("resource", ARM)]).unwrap();
+    assert_eq!(
+        url.to_string(),
+        "http://127.0.0.1:1/token?x=1&resource=https%3A%2F%2Fmanagement.azure.com"
+    );
+    assert_eq!(
+        without_query(&url),
+        "http://127.0.0.1:1/token",
+        "messages show no query"
+    );
+}
+
+#[test]
+#[should_panic(expected = "a test tried to contact the real IMDS")]
+fn unit_tests_can_never_reach_the_real_imds() {
+    let source = detected(&[], &spec(None)).unwrap();
+    let _ = call_of(&source, ARM).request();
+}
+
+// === retry schedule ===
+
+#[test]
+fn production_retry_schedule_matches_azure_identity() {
+    let retry = ImdsRetry::default();
+    let delays: Vec<Duration> = (1..=retry.max_retries)
+        .map(|n| retry.delay(n, false))
+        .collect();
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(delays, ms(&[0, 1600, 3200, 6400, 12800]));
+    let gone: Vec<Duration> = (1..=retry.max_retries)
+        .map(|n| retry.delay(n, true))
+        .collect();
+    assert_eq!(gone, ms(&[0, 5000, 10_000, 20_000, 40_000]));
+    assert!(gone.iter().sum::<Duration>() >= Duration::from_secs(70));
+    assert_eq!(retry.delay(30, false), Duration::from_secs(60), "capped");
+    assert_eq!(
+        retry.delay(u32::MAX, true),
+        Duration::from_secs(60),
+        "no overflow"
+    );
+}
+
+#[test]
+fn retried_statuses_per_source() {
+    for status in [404, 410, 429, 500, 503, 511, 599] {
+        assert!(ManagedIdentitySource::Imds.retries(status), "{status}");
+    }
+    for status in [200, 400, 401, 403, 408] {
+        assert!(!ManagedIdentitySource::Imds.retries(status), "{status}");
+    }
+    for status in [408, 429, 500, 502, 503, 504] {
+        assert!(
+            ManagedIdentitySource::AppService.retries(status),
+            "{status}"
+        );
+    }
+    for status in [400, 401, 404, 410, 501] {
+        assert!(!ManagedIdentitySource::AzureMl.retries(status), "{status}");
+    }
+}
+
+// === responses: every managed-identity fixture ===
+
+/// The top-level JSON objects of a text file: blocks that start with `{` at the start of a line and end where
+/// their braces balance (strings respected).
+fn json_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, i32)> = None;
+    for line in text.lines() {
+        if current.is_none() && line.starts_with('{') {
+            current = Some((String::new(), 0));
+        }
+        let Some((block, depth)) = current.as_mut() else {
+            continue;
+        };
+        let (mut in_string, mut escaped) = (false, false);
+        for c in line.chars() {
+            match (in_string, escaped, c) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (_, _, '"') => in_string = !in_string,
+                (false, _, '{') => *depth += 1,
+                (false, _, '}') => *depth -= 1,
+                _ => {}
+            }
+        }
+        block.push_str(line);
+        block.push('\n');
+        if *depth == 0 {
+            blocks.extend(current.take().map(|(b, _)| b));
+        }
+    }
+    blocks
+}
+
+fn lifetime_secs(body: &str) -> u64 {
+    parse_token(body.as_bytes())
+        .unwrap()
+        .lifetime()
+        .unwrap()
+        .as_secs()
+}
+
+fn assert_about(actual: u64, expected: u64) {
+    assert!(
+        actual.abs_diff(expected) <= 2,
+        "lifetime {actual}s, expected about {expected}s"
+    );
+}
+
+#[test]
+fn fixture_managed_identity_responses_by_source() {
+    let text = fixture("managed_identity_responses_by_source.txt");
+    let blocks = json_blocks(&text);
+    assert_eq!(blocks.len(), 12, "the fixture's JSON blocks changed");
+    let now = expiry::now_unix();
+
+    // IMDS documented sample: strings; expires_in wins over expires_on.
+    let r = parse_token(blocks[0].as_bytes()).unwrap();
+    assert_eq!(r.access_token.expose(), "eyJ0eXAi...");
+    assert_eq!(
+        (r.expires_in, r.expires_on),
+        (Some(3599), Some(1_506_484_173))
+    );
+    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(3599));
+
+    // IMDS as recorded by the Azure CLI team.
+    let r = parse_token(blocks[1].as_bytes()).unwrap();
+    assert_eq!(
+        (r.expires_in, r.expires_on),
+        (Some(86386), Some(1_605_238_724))
+    );
+    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86386));
+
+    // Legacy App Service 2017: expires_on is a date string; 2021-11-05 15:18:31 UTC.
+    let r = parse_token(blocks[2].as_bytes()).unwrap();
+    assert_eq!((r.expires_in, r.expires_on), (None, Some(1_636_125_511)));
+    assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
+
+    // Azure Arc: the 401 challenge body, then the token (`expires_on` is a placeholder, `expires_in` decides).
+    assert!(parse_token(blocks[3].as_bytes()).is_err());
+    assert_eq!(
+        error_description(blocks[3].as_bytes()).as_deref(),
+        Some("Missing Basic Authorization header")
+    );
+    let r = parse_token(blocks[4].as_bytes()).unwrap();
+    assert_eq!((r.expires_in, r.expires_on), (Some(85770), None));
+    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(85770));
+
+    // App Service 2019-08-01: expires_on only (a template in the fixture; filled in, an epoch string).
+    assert_eq!(
+        parse_token(blocks[5].as_bytes()).unwrap_err(),
+        "neither expires_in nor expires_on"
+    );
+    let filled = blocks[5].replace("EXPIRES_ON", &(now + 3600).to_string());
+    let r = parse_token(filled.as_bytes()).unwrap();
+    assert_eq!((r.expires_in, r.expires_on), (None, Some(now + 3600)));
+    assert_about(lifetime_secs(&filled), 3600);
+    assert_eq!(
+        error_description(blocks[6].as_bytes()).as_deref(),
+        Some("error content is undefined")
+    );
+
+    // Azure ML compute: expires_on as an epoch string (a template: `<now+1234>`).
+    assert!(parse_token(blocks[7].as_bytes()).is_err());
+    let filled = blocks[7].replace("<now+1234>", &(now + 1234).to_string());
+    assert_eq!(
+        parse_token(filled.as_bytes()).unwrap().expires_on,
+        Some(now + 1234)
+    );
+    assert_about(lifetime_secs(&filled), 1234);
+    assert_eq!(
+        error_description(blocks[8].as_bytes()).as_deref(),
+        Some("placeholder")
+    );
+
+    // Service Fabric (not supported as a source, but its format parses): expires_on as a JSON number.
+    assert_eq!(parse_token(blocks[9].as_bytes()).unwrap_err(), "not JSON");
+    let filled = blocks[9].replace("<now+1234>", &(now + 1234).to_string());
+    assert_about(lifetime_secs(&filled), 1234);
+    assert_eq!(
+        error_description(blocks[10].as_bytes()).as_deref(),
+        Some("Secret is not found in the request headers.")
+    );
+
+    // An IMDS error body of unknown shape: no description, no panic.
+    assert_eq!(error_description(blocks[11].as_bytes()), None);
+    assert!(parse_token(blocks[11].as_bytes()).is_err());
+}
+
+/// The fixture file's JSON after its leading `#` comment lines.
+fn json_after_comments(text: &str) -> Value {
+    let body: String = text
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn fixture_imds_probe_400_then_token_200() {
+    let recording = json_after_comments(&fixture("imds_probe_400_then_token_200.json"));
+    let entries = recording["Entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    // The probe: no Metadata header, IMDS says 400, which proves it is there.
+    assert!(entries[0]["RequestHeaders"].get("Metadata").is_none());
+    assert_eq!(entries[0]["StatusCode"], 400);
+    let probe_body = entries[0]["ResponseBody"].to_string();
+    assert_eq!(
+        error_description(probe_body.as_bytes()).as_deref(),
+        Some("Required metadata header not specified")
+    );
+    // The token request: the same URL with `Metadata: true`; every number a string.
+    assert_eq!(entries[1]["RequestHeaders"]["Metadata"], "true");
+    assert_eq!(entries[0]["RequestUri"], entries[1]["RequestUri"]);
+    let r = parse_token(entries[1]["ResponseBody"].to_string().as_bytes()).unwrap();
+    assert_eq!(r.access_token.expose(), "access_token");
+    assert_eq!(
+        (r.expires_in, r.expires_on),
+        (Some(86311), Some(1_643_312_761))
+    );
+    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86311));
+
+    // Our probe and token request have the recording's shape: the same query, Metadata only on the second.
+    let uri = entries[1]["RequestUri"].as_str().unwrap();
+    let recorded: Vec<(String, String)> =
+        form_urlencoded::parse(uri.split_once('?').unwrap().1.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let source = detected(
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")],
+        &spec(None),
+    )
+    .unwrap();
+    let Source::Imds(imds) = &source else {
+        panic!("{source:?}")
+    };
+    let call = imds.call("https://management.azure.com").unwrap();
+    assert_eq!(query(&call), recorded);
+}
+
+#[test]
+fn fixture_imds_user_assigned_client_id_token_200() {
+    let text = fixture("imds_user_assigned_client_id_token_200.json");
+    let line = text.lines().find(|l| l.starts_with('{')).unwrap();
+    // The recorder replaced the JWT with a description containing spaces: not a sendable token.
+    assert_eq!(
+        parse_token(line.as_bytes()).unwrap_err(),
+        "access_token contains characters that cannot be sent in a header"
+    );
+    let filled = line.replace("<JWT, see decoded below>", "eyJ0eXAiOiJKV1QifQ.e30.c2ln");
+    let r = parse_token(filled.as_bytes()).unwrap();
+    assert_eq!(
+        (r.expires_in, r.expires_on),
+        (Some(86315), Some(1_643_312_827))
+    );
+    // The decoded token's `exp` (1643312827) is the same instant as `expires_on`.
+    assert!(text.contains("\"exp\":1643312827"));
+
+    // The recorded request's query is what we send for that user-assigned client id.
+    let request = text
+        .lines()
+        .find(|l| l.starts_with("# Request: GET "))
+        .unwrap();
+    let url = request.split_whitespace().nth(3).unwrap();
+    let recorded: Vec<(String, String)> =
+        form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let source = detected(
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")],
+        &spec(Some(UserAssignedId::ClientId("client-id".into()))),
+    )
+    .unwrap();
+    assert_eq!(
+        query(&call_of(&source, "https://management.azure.com")),
+        recorded
+    );
+}
+
+#[test]
+fn fixture_app_service_legacy_2017_msi_epoch_string() {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&fixture("app_service_legacy_2017_msi_epoch_string.yaml")).unwrap();
+    let interaction = &doc["interactions"][0];
+    let body = interaction["response"]["body"]["string"].as_str().unwrap();
+    let r = parse_token(body.as_bytes()).unwrap();
+    assert_eq!(r.access_token.expose(), "redacted");
+    assert_eq!((r.expires_in, r.expires_on), (None, Some(1_646_265_298)));
+    assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
+
+    // The original wire request (`url:`) is the Azure ML / legacy MSI shape: 2017-09-01, `clientid`, `secret`.
+    let url = interaction["response"]["url"].as_str().unwrap();
+    let recorded: Vec<(String, String)> =
+        form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let source = detected(
+        &[
+            ("MSI_ENDPOINT", "http://127.0.0.1:8081/msi/token"),
+            ("MSI_SECRET", "s"),
+        ],
+        &spec(Some(UserAssignedId::ClientId(
+            "b48ae5dc-70d0-488a-8ef5-f30d905cd5ec".into(),
+        ))),
+    )
+    .unwrap();
+    assert_eq!(
+        query(&call_of(&source, "https://management.azure.com")),
+        recorded
+    );
+    assert!(interaction["request"]["headers"].get("secret").is_some());
+}
+
+/// Any other recorded legacy-MSI capture present (some are kept back for acceptance runs) parses to the expiry its
+/// `expires_on` names, whichever form that takes.
+#[test]
+fn fixture_other_msi_recordings_parse_with_their_expiry() {
+    let Ok(dir) = std::fs::read_dir(FIXTURES) else {
+        panic!("no fixture directory at {FIXTURES}")
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("msi_") || !name.ends_with(".yaml") {
+            continue;
+        }
+        let doc: serde_yaml::Value = serde_yaml::from_str(&fixture(&name)).unwrap();
+        for interaction in doc["interactions"].as_sequence().unwrap() {
+            let Some(body) = interaction["response"]["body"]["string"].as_str() else {
+                continue;
+            };
+            let raw: Value = serde_json::from_str(body).unwrap();
+            if raw.get("access_token").is_none() {
+                continue;
+            }
+            let r = parse_token(body.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let on = expiry::expires_on(raw.get("expires_on"));
+            assert!(on.is_some(), "{name}: expires_on parses");
+            assert_eq!(r.expires_on, on, "{name}");
+        }
+    }
+}
+
+#[test]
+fn legacy_date_expiries() {
+    // The two legacy MSI forms (PROTOCOLS §4.3), e.g. "05/22/2021 17:18:21 +00:00" = 1621703901.
+    for (expires_on, epoch) in [
+        ("05/22/2021 17:18:21 +00:00", 1_621_703_901),
+        ("5/22/2021 5:18:21 PM +00:00", 1_621_703_901),
+        ("11/05/2021 15:18:31 +00:00", 1_636_125_511),
+        ("1/2/2019 10:56:42 PM +00:00", 1_546_469_802),
+    ] {
+        let body = format!(r#"{{"access_token":"a","expires_on":"{expires_on}"}}"#);
+        assert_eq!(
+            parse_token(body.as_bytes()).unwrap().expires_on,
+            Some(epoch),
+            "{expires_on}"
+        );
+    }
+}
+
+#[test]
+fn unusable_bodies_are_errors_that_never_echo_the_body() {
+    for body in [
+        &b"<html>secret-canary</html>"[..],
+        b"",
+        b"[]",
+        br#"{"expires_in":"3600"}"#,
+        br#"{"access_token":"","expires_in":"3600"}"#,
+        br#"{"access_token":"secret-canary"}"#,
+        br#"{"access_token":"secret-canary","expires_in":"soon","expires_on":"later"}"#,
+        br#"{"access_token":"secret-canary","token_type":"pop","expires_in":3600}"#,
+    ] {
+        let e = parse_token(body).unwrap_err();
+        assert!(!e.contains("secret-canary"), "{e}");
+    }
+    // An unusable `expires_in` falls back to `expires_on`; zero counts as unusable.
+    let r =
+        parse_token(br#"{"access_token":"a","expires_in":"0","expires_on":4102444800}"#).unwrap();
+    assert_eq!((r.expires_in, r.expires_on), (None, Some(4_102_444_800)));
+    let r = parse_token(br#"{"access_token":"a","expires_in":3600,"refresh_in":"1800"}"#).unwrap();
+    assert_eq!(r.refresh_in, Some(1800));
+}
+
+#[test]
+fn error_descriptions_are_one_short_line() {
+    let long = "x".repeat(1000);
+    let body = format!(
+        r#"{{"error":"invalid_request","error_description":"first line\r\nTrace ID: t {long}"}}"#
+    );
+    assert_eq!(
+        error_description(body.as_bytes()).as_deref(),
+        Some("first line")
+    );
+    let body = format!(r#"{{"error_description":"{long}"}}"#);
+    let d = error_description(body.as_bytes()).unwrap();
+    assert_eq!(d.chars().count(), 301);
+    assert_eq!(
+        error_description(br#"{"error":{"code":"ManagedIdentityNotFound"}}"#).as_deref(),
+        Some("ManagedIdentityNotFound")
+    );
+    assert_eq!(
+        error_description(br#"{"error":"invalid_request"}"#).as_deref(),
+        Some("invalid_request")
+    );
+    assert_eq!(error_description(b"<html>500</html>"), None);
+}
