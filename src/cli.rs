@@ -280,11 +280,16 @@ fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
 
 /// A one-line, secret-free description of a credential.
 fn describe(spec: &CredentialSpec) -> String {
-    let supported = !matches!(spec, CredentialSpec::ClientCertificate(_));
-    let what = match spec {
+    match spec {
         CredentialSpec::ClientSecret(s) => format!(
             "client_secret (tenant {}, client {})",
             s.tenant_id, s.client_id
+        ),
+        CredentialSpec::ClientCertificate(s) => format!(
+            "client_certificate (tenant {}, client {}, {})",
+            s.tenant_id,
+            s.client_id,
+            s.certificate_file.display()
         ),
         CredentialSpec::Chain(sources) => format!(
             "chain [{}]",
@@ -295,11 +300,6 @@ fn describe(spec: &CredentialSpec) -> String {
                 .join(", ")
         ),
         other => other.kind().to_owned(),
-    };
-    if supported {
-        what
-    } else {
-        format!("{what} — valid, but not supported by this version yet")
     }
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    AzureCliCredential, ChainCredential, ClientSecretCredential, DeviceCodeCredential, EntraClient,
-    EnvironmentCredential, ManagedIdentityCredential, ManagedIdentityOptions,
-    SdkAuthFileCredential, TokenCredential, UnsupportedCredential, WorkloadIdentityCredential,
+    AzureCliCredential, ChainCredential, ClientCertificateCredential, ClientSecretCredential,
+    DeviceCodeCredential, EntraClient, EnvironmentCredential, ManagedIdentityCredential,
+    ManagedIdentityOptions, SdkAuthFileCredential, TokenCredential, UnavailableCredential,
+    WorkloadIdentityCredential,
 };
 use crate::config::{
     AzureCliSpec, ChainSource, CredentialSpec, DeviceCodeSpec, ManagedIdentitySpec, UserAssignedId,
@@ -68,10 +69,8 @@ pub fn build_credentials(
                 chains.push((name, sources));
                 continue;
             }
-            other => {
-                let unsupported = UnsupportedCredential::new(other.kind());
-                tracing::warn!(credential = %name, reason = %unsupported.reason(), "credential cannot be used");
-                Arc::new(unsupported)
+            CredentialSpec::ClientCertificate(spec) => {
+                Arc::new(ClientCertificateCredential::new(&spec, entra.clone()))
             }
         };
         set.by_name.insert(name, credential);
@@ -168,11 +167,16 @@ fn build_chain(
                         };
                         Arc::new(DeviceCodeCredential::new(&spec, entra.clone()))
                     }
-                    None => Arc::new(UnsupportedCredential::new("device_code")),
+                    None => Arc::new(UnavailableCredential::new(
+                        "device_code",
+                        "HOME is not set, so there is no default cache file (~/.aml-auth-proxy/tokens.json)",
+                    )),
                 },
                 ChainSource::Named(n) => set
                     .get(n)
-                    .unwrap_or_else(|| Arc::new(UnsupportedCredential::new("unknown"))),
+                    .unwrap_or_else(|| {
+                        Arc::new(UnavailableCredential::new("chain", format!("no credential named {n:?}")))
+                    }),
             };
             (source.name().to_owned(), credential)
         })

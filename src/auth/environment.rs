@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use super::{
-    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient,
-    SdkAuthFileCredential, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
-    UnsupportedCredential, is_valid_tenant,
+    AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
+    EntraClient, SdkAuthFileCredential, Secret, TokenCredential, TokenError, TokenErrorKind,
+    TokenRequest, is_valid_tenant,
 };
 use crate::env::Env;
 
@@ -38,13 +38,10 @@ impl EnvironmentCredential {
         let state =
             if let (Some(t), Some(c), Some(s)) = (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET")) {
                 secret_state(t, c, s, "AZURE_TENANT_ID", entra)
-            } else if let (Some(_), Some(_), Some(_)) =
+            } else if let (Some(t), Some(c), Some(path)) =
                 (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH"))
             {
-                State::Unavailable(format!(
-                    "AZURE_CLIENT_CERTIFICATE_PATH is set, but {}",
-                    UnsupportedCredential::new("client_certificate").reason()
-                ))
+                certificate_state(t, c, &path, env, entra)
             } else if let (Some(t), Some(c), Some(s)) = (
                 var("AML_TENANT_ID"),
                 var("AML_PRINCIPAL_ID"),
@@ -87,6 +84,44 @@ fn secret_state(
         entra.clone(),
     )
     .with_source(SOURCE);
+    State::Ready(Arc::new(credential))
+}
+
+/// `AZURE_CLIENT_CERTIFICATE_PATH` (+ `AZURE_CLIENT_CERTIFICATE_PASSWORD`, `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`).
+fn certificate_state(
+    tenant: &str,
+    client: &str,
+    path: &str,
+    env: &dyn Env,
+    entra: &EntraClient,
+) -> State {
+    if !is_valid_tenant(tenant) {
+        return State::Misconfigured(
+            "AZURE_TENANT_ID is not a valid tenant id (allowed: letters, digits, '.', '-')"
+                .to_owned(),
+        );
+    }
+    let password = env
+        .var("AZURE_CLIENT_CERTIFICATE_PASSWORD")
+        .map(Secret::new);
+    let chain = env.var("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN");
+    if let Some(v) = chain.as_deref()
+        && ClientCertificateCredential::parse_flag(v).is_none()
+    {
+        tracing::warn!(
+            value = v,
+            "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN is not a boolean; not sending the chain"
+        );
+    }
+    let credential = ClientCertificateCredential::from_file(
+        tenant.to_owned(),
+        client.to_owned(),
+        std::path::Path::new(path),
+        password.as_ref(),
+        ClientCertificateCredential::send_chain_from_env(chain.as_deref()),
+        entra.clone(),
+        SOURCE,
+    );
     State::Ready(Arc::new(credential))
 }
 

@@ -7,7 +7,9 @@
 mod aad;
 mod azure_cli;
 mod build;
+mod certificate;
 mod chain;
+mod client_certificate;
 mod client_secret;
 pub mod device_code;
 mod entra;
@@ -19,7 +21,7 @@ mod localtime;
 mod managed_identity;
 mod sdk_auth_file;
 mod secret;
-mod unsupported;
+mod unavailable;
 mod workload_identity;
 
 use std::fmt;
@@ -31,7 +33,9 @@ use std::time::Duration;
 pub use aad::AadError;
 pub use azure_cli::AzureCliCredential;
 pub use build::{CredentialSet, build_credentials};
+pub use certificate::ClientCertificate;
 pub use chain::ChainCredential;
+pub use client_certificate::ClientCertificateCredential;
 pub use client_secret::ClientSecretCredential;
 pub use device_code::DeviceCodeCredential;
 pub use entra::EntraClient;
@@ -44,7 +48,7 @@ pub use managed_identity::{
 };
 pub use sdk_auth_file::SdkAuthFileCredential;
 pub use secret::Secret;
-pub use unsupported::UnsupportedCredential;
+pub use unavailable::UnavailableCredential;
 pub use workload_identity::WorkloadIdentityCredential;
 
 /// A boxed, sendable future (credentials are used as trait objects).

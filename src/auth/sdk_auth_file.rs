@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{
-    AccessToken, BoxFuture, ClientSecretCredential, CredentialError, EntraClient, Secret,
-    TokenCredential, TokenError, TokenErrorKind, TokenRequest, UnsupportedCredential,
+    AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
+    EntraClient, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
     is_valid_tenant,
 };
 
@@ -85,12 +85,16 @@ fn parse(
     }
     if let Some(certificate) = text("clientCertificate") {
         let certificate = resolve(path, certificate);
-        let unsupported = UnsupportedCredential::new("client_certificate");
-        return Err(format!(
-            "{shown}: clientCertificate ({}) needs a certificate credential: {}",
-            certificate.display(),
-            unsupported.reason()
-        ));
+        let credential = ClientCertificateCredential::from_file(
+            tenant_id.to_owned(),
+            client_id.to_owned(),
+            &certificate,
+            None,
+            false,
+            entra,
+            SOURCE,
+        );
+        return Ok(Arc::new(credential));
     }
     Err(format!(
         "{shown}: neither clientSecret nor clientCertificate is set"

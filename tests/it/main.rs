@@ -16,6 +16,7 @@ mod admin;
 mod azure_cli;
 mod canary;
 mod cli;
+mod client_certificate;
 mod credentials;
 mod device_code;
 mod examples;

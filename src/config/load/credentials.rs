@@ -171,7 +171,7 @@ fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<C
         match key {
             "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
             "client_id" => client_id.set(w.checked(p, v, check_id)),
-            "certificate_file" => certificate_file.set(w.readable_file(p, v)),
+            "certificate_file" => certificate_file.set(w.private_file(p, v)),
             "password" => inline.set(w.secret(p, v)),
             "password_file" => file.set(w.secret_file(p, v)),
             "send_certificate_chain" => send_chain.set(w.boolean(p, v)),

@@ -165,7 +165,7 @@ routes:
 fn full_design_example_loads_with_the_right_values() {
     let dir = TempDir::new();
     let secret = dir.file("sp-secret", "s3cret-value\n", 0o600);
-    dir.file("sp.pem", "not checked here", 0o644);
+    dir.file("sp.pem", "not checked here", 0o600);
     let password = dir.file("sp-password", "pw\r\n", 0o400);
     let auth = dir.file("auth.json", "{}", 0o600);
     let cert = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
@@ -1075,7 +1075,7 @@ fn client_secret_and_certificate_rules() {
         ["credentials.sp.client_secret.client_secret: must not be empty"]
     );
     let dir = TempDir::new();
-    dir.file("cert.pem", "x", 0o644);
+    dir.file("cert.pem", "x", 0o600);
     dir.file("pw", "x", 0o600);
     let text = with_credential(
         "    client_certificate: { tenant_id: t, client_id: c, certificate_file: cert.pem, password: a, password_file: pw }",
@@ -1097,6 +1097,18 @@ fn client_secret_and_certificate_rules() {
         }
         other => panic!("{other:?}"),
     }
+    // The certificate file holds the private key: it is protected like a secret file.
+    dir.file("open.pem", "x", 0o644);
+    let text = with_credential(
+        "    client_certificate: { tenant_id: t, client_id: c, certificate_file: open.pem }",
+    );
+    let err = parse_with(&MapEnv::new(), dir.path(), &text).unwrap_err();
+    assert!(
+        err.problems[0]
+            .to_string()
+            .contains("open.pem is readable by group or others (mode 0644)"),
+        "{err}"
+    );
 }
 
 #[test]

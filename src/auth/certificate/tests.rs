@@ -1,0 +1,482 @@
+//! Loading PEM and PKCS#12 files and signing assertions. Every key and certificate is generated at test time
+//! (rcgen on aws-lc-rs); encrypted keys and PKCS#12 files are written with the same crates the loader reads them
+//! with. RSA key generation is slow-ish, so one PKI is generated per test binary and shared.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA256, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use p12_keystore::{
+    Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::Value;
+
+use super::{AssertionClaims, ClientCertificate, Secret};
+
+/// A root CA and an intermediate CA (ECDSA P-256: their key type does not matter and EC keys are generated
+/// in microseconds) and a client (leaf) certificate with an RSA key, generated once per test process.
+pub(crate) struct Pki {
+    pub(crate) root_der: Vec<u8>,
+    pub(crate) intermediate_der: Vec<u8>,
+    pub(crate) leaf_der: Vec<u8>,
+    /// PKCS#8 DER of the leaf's RSA key.
+    pub(crate) leaf_key: Vec<u8>,
+}
+
+/// The shared test PKI. Under nextest every test is its own process, so each pays for one RSA key generation.
+pub(crate) fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca_params = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("aml-auth-proxy test root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+
+        let intermediate_key = KeyPair::generate().unwrap();
+        let intermediate_params = ca_params("aml-auth-proxy test intermediate");
+        let intermediate = intermediate_params
+            .signed_by(&intermediate_key, &root_issuer)
+            .unwrap();
+        let intermediate_issuer = Issuer::new(intermediate_params, intermediate_key);
+
+        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "aml-auth-proxy test client");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &intermediate_issuer)
+            .unwrap();
+        Pki {
+            root_der: root.der().to_vec(),
+            intermediate_der: intermediate.der().to_vec(),
+            leaf_der: leaf.der().to_vec(),
+            leaf_key: leaf_key.serialize_der(),
+        }
+    })
+}
+
+/// PKCS#8 DER of a second RSA key, which matches no certificate (generated only by the tests that need it).
+fn other_rsa_key() -> Vec<u8> {
+    KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+        .unwrap()
+        .serialize_der()
+}
+
+/// A PEM section with 64-character lines.
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 key.
+fn pkcs1(pkcs8_der: &[u8]) -> Vec<u8> {
+    let info = pkcs8::PrivateKeyInfoRef::try_from(pkcs8_der).unwrap();
+    info.private_key.as_bytes().to_vec()
+}
+
+/// A PKCS#8 key encrypted with PBES2 (PBKDF2-SHA256, AES-256-CBC; few iterations to keep tests fast).
+fn encrypt_pkcs8(pkcs8_der: &[u8], password: &str) -> Vec<u8> {
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(1000, &[7; 16], [9; 16])
+            .unwrap();
+    let info = pkcs8::PrivateKeyInfoRef::try_from(pkcs8_der).unwrap();
+    info.encrypt_with_params(params, password)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+/// A PKCS#12 file holding `key` with `certs` (leaf first), written by p12-keystore.
+pub(crate) fn pkcs12(
+    key: &[u8],
+    certs: &[&[u8]],
+    password: &str,
+    algorithm: EncryptionAlgorithm,
+) -> Vec<u8> {
+    let certs: Vec<Certificate> = certs
+        .iter()
+        .map(|der| Certificate::from_der(der).unwrap())
+        .collect();
+    let chain = PrivateKeyChain::new(
+        b"key-1".as_slice(),
+        PrivateKey::from_der(key).unwrap(),
+        certs,
+    );
+    let mut store = KeyStore::new();
+    store.add_entry("client", KeyStoreEntry::PrivateKeyChain(chain));
+    store
+        .writer(password)
+        .encryption_algorithm(algorithm)
+        .encryption_iterations(1000)
+        .mac_iterations(1000)
+        .write()
+        .unwrap()
+}
+
+fn load(data: impl AsRef<[u8]>, password: Option<&str>) -> Result<ClientCertificate, String> {
+    let password = password.map(Secret::new);
+    ClientCertificate::from_bytes(data.as_ref(), password.as_ref())
+}
+
+fn chain_of(cert: &ClientCertificate) -> Vec<Vec<u8>> {
+    cert.chain().iter().map(|c| c.as_ref().to_vec()).collect()
+}
+
+fn full_chain(p: &Pki) -> Vec<Vec<u8>> {
+    vec![
+        p.leaf_der.clone(),
+        p.intermediate_der.clone(),
+        p.root_der.clone(),
+    ]
+}
+
+/// The base64 body lines of a PEM key: none of them may ever show up in an error or `Debug` output.
+fn key_fragments(pem_text: &str) -> Vec<String> {
+    pem_text
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .map(|l| l[..16].to_owned())
+        .collect()
+}
+
+fn assert_no_key_material(text: &str, key_pem: &str) {
+    for fragment in key_fragments(key_pem) {
+        assert!(!text.contains(&fragment), "key material in {text:?}");
+    }
+}
+
+// Under nextest each test is a process that generates its own RSA key, so related cases share one test.
+
+// --- PEM -----------------------------------------------------------------------------------------------------
+
+#[test]
+fn pem_keys_pkcs8_and_pkcs1_with_the_chain_in_any_order() {
+    let p = pki();
+    // Root first, key in the middle, the leaf before its issuer: the loader finds the leaf by key and orders.
+    let file = [
+        pem("CERTIFICATE", &p.root_der),
+        pem("PRIVATE KEY", &p.leaf_key),
+        pem("CERTIFICATE", &p.leaf_der),
+        pem("CERTIFICATE", &p.intermediate_der),
+        pem("CERTIFICATE", &p.leaf_der), // repeated: kept once
+    ]
+    .concat();
+    let cert = load(&file, None).unwrap();
+    assert_eq!(cert.leaf_der(), p.leaf_der.as_slice());
+    assert_eq!(chain_of(&cert), full_chain(p));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &p.leaf_der);
+    assert_eq!(cert.thumbprint_sha256().as_slice(), digest.as_ref());
+    assert_eq!(cert.subject(), "CN=aml-auth-proxy test client");
+    // A password given for an unencrypted key is ignored.
+    assert!(load(&file, Some("unused")).is_ok());
+
+    // PKCS#1 ("RSA PRIVATE KEY"), after the certificate.
+    let file = pem("CERTIFICATE", &p.leaf_der) + &pem("RSA PRIVATE KEY", &pkcs1(&p.leaf_key));
+    let cert = load(&file, None).unwrap();
+    assert_eq!(chain_of(&cert), vec![p.leaf_der.clone()]);
+}
+
+#[test]
+fn pem_encrypted_pkcs8_key_needs_the_right_password() {
+    let p = pki();
+    let key_pem = pem(
+        "ENCRYPTED PRIVATE KEY",
+        &encrypt_pkcs8(&p.leaf_key, "s3cret pw"),
+    );
+    let file = pem("CERTIFICATE", &p.leaf_der) + &key_pem;
+
+    let cert = load(&file, Some("s3cret pw")).unwrap();
+    assert_eq!(cert.leaf_der(), p.leaf_der.as_slice());
+
+    let wrong = load(&file, Some("wrong")).unwrap_err();
+    assert!(wrong.contains("wrong password"), "{wrong}");
+    assert!(!wrong.contains("s3cret"), "{wrong}");
+    assert_no_key_material(&wrong, &key_pem);
+
+    let missing = load(&file, None).unwrap_err();
+    assert!(
+        missing.contains("encrypted") && missing.contains("no password"),
+        "{missing}"
+    );
+}
+
+/// No RSA key generation here: the failures are found before a key is parsed.
+#[test]
+fn refused_files_say_why() {
+    // EC keys, as PKCS#8 and as SEC1 ("EC PRIVATE KEY"; the label alone is enough), in PEM and PKCS#12.
+    let ec = KeyPair::generate().unwrap();
+    let ec_cert = CertificateParams::new(vec!["ec".to_owned()])
+        .unwrap()
+        .self_signed(&ec)
+        .unwrap();
+    let err = load(ec.serialize_pem() + &ec_cert.pem(), None).unwrap_err();
+    assert!(
+        err.contains("only RSA keys are supported (Entra ID signs assertions with PS256)"),
+        "{err}"
+    );
+    assert!(err.contains("EC key"), "{err}");
+    let sec1 = pem("EC PRIVATE KEY", b"not parsed") + &ec_cert.pem();
+    let err = load(&sec1, None).unwrap_err();
+    assert!(err.contains("only RSA keys are supported"), "{err}");
+    let pfx = pkcs12(
+        &ec.serialize_der(),
+        &[ec_cert.der()],
+        "pw",
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+    );
+    let err = load(&pfx, Some("pw")).unwrap_err();
+    assert!(err.contains("only RSA keys are supported"), "{err}");
+
+    // A key but no certificate, a certificate but no key, two keys.
+    let err = load(ec.serialize_pem(), None).unwrap_err();
+    assert!(err.contains("no certificate"), "{err}");
+    let err = load(ec_cert.pem(), None).unwrap_err();
+    assert!(err.contains("no private key"), "{err}");
+    let two = ec.serialize_pem() + &ec.serialize_pem() + &ec_cert.pem();
+    let err = load(&two, None).unwrap_err();
+    assert!(err.contains("2 private keys"), "{err}");
+
+    // PEM syntax, and the legacy OpenSSL encryption nobody should still use.
+    let truncated = ec_cert.pem() + "-----BEGIN PRIVATE KEY-----\nMIIE\n";
+    let err = load(&truncated, None).unwrap_err();
+    assert!(err.contains("not a valid PEM file"), "{err}");
+    let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+    let err = load(legacy, Some("pw")).unwrap_err();
+    assert!(err.contains("legacy OpenSSL PEM encryption"), "{err}");
+
+    // Neither format, empty, unreadable.
+    assert!(load(" \n", None).unwrap_err().contains("empty"));
+    let err = load("just some text", None).unwrap_err();
+    assert!(err.contains("neither PEM"), "{err}");
+    let err = load([0x30, 0x03, 0x02, 0x01, 0x00], None).unwrap_err();
+    assert!(err.contains("not a valid PKCS#12 file"), "{err}");
+    let missing = std::path::Path::new("/nonexistent/aml-auth-proxy/client.pem");
+    let err = ClientCertificate::load(missing, None).unwrap_err();
+    assert!(
+        err.starts_with("client certificate file /nonexistent/aml-auth-proxy/client.pem: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn key_must_match_a_certificate_in_pem_and_pkcs12() {
+    let p = pki();
+    let other = other_rsa_key();
+    let key_pem = pem("PRIVATE KEY", &other);
+    let file = key_pem.clone() + &pem("CERTIFICATE", &p.leaf_der);
+    let err = load(&file, None).unwrap_err();
+    assert!(err.contains("does not match any certificate"), "{err}");
+    assert_no_key_material(&err, &key_pem);
+
+    let pfx = pkcs12(
+        &other,
+        &[&p.leaf_der],
+        "pw",
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+    );
+    let err = load(&pfx, Some("pw")).unwrap_err();
+    assert!(err.contains("does not match any certificate"), "{err}");
+}
+
+// --- PKCS#12 -------------------------------------------------------------------------------------------------
+
+#[test]
+fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
+    let p = pki();
+    let pfx = pkcs12(
+        &p.leaf_key,
+        &[&p.leaf_der, &p.intermediate_der, &p.root_der],
+        "pfx-pw",
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+    );
+    let cert = load(&pfx, Some("pfx-pw")).unwrap();
+    assert_eq!(chain_of(&cert), full_chain(p));
+    let wrong = load(&pfx, Some("nope")).unwrap_err();
+    assert!(wrong.contains("wrong password"), "{wrong}");
+    let missing = load(&pfx, None).unwrap_err();
+    assert!(missing.contains("no password is configured"), "{missing}");
+
+    let no_password = pkcs12(
+        &p.leaf_key,
+        &[&p.leaf_der],
+        "",
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+    );
+    let cert = load(&no_password, None).unwrap();
+    assert_eq!(chain_of(&cert), vec![p.leaf_der.clone()]);
+
+    let legacy = pkcs12(
+        &p.leaf_key,
+        &[&p.leaf_der, &p.intermediate_der],
+        "legacy",
+        EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc,
+    );
+    let cert = load(&legacy, Some("legacy")).unwrap();
+    assert_eq!(
+        chain_of(&cert),
+        vec![p.leaf_der.clone(), p.intermediate_der.clone()]
+    );
+}
+
+// --- files and redaction ---------------------------------------------------------------------------------------
+
+#[test]
+fn load_names_the_file_and_debug_shows_no_key() {
+    let p = pki();
+    let dir = std::env::temp_dir().join(format!("aml-cert-test-{}", crate::ids::uuid_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_pem = pem("PRIVATE KEY", &p.leaf_key);
+    let key_only = dir.join("key-only.pem");
+    std::fs::write(&key_only, &key_pem).unwrap();
+    let both = dir.join("both.pem");
+    std::fs::write(&both, key_pem.clone() + &pem("CERTIFICATE", &p.leaf_der)).unwrap();
+    let err = ClientCertificate::load(&key_only, None).unwrap_err();
+    let cert = ClientCertificate::load(&both, None).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert!(
+        err.starts_with(&format!("client certificate file {}: ", key_only.display())),
+        "{err}"
+    );
+    assert!(err.contains("no certificate"), "{err}");
+    assert_no_key_material(&err, &key_pem);
+
+    let shown = format!("{cert:?}");
+    assert!(shown.contains("RSA-2048 (redacted)"), "{shown}");
+    assert!(shown.contains("CN=aml-auth-proxy test client"), "{shown}");
+    assert_no_key_material(&shown, &key_pem);
+}
+
+// --- the JWT assertion -----------------------------------------------------------------------------------------
+
+/// Splits a JWT, checks that every segment is unpadded base64url, and decodes header and claims.
+pub(crate) fn decode_jwt(jwt: &str) -> (Value, Value, Vec<u8>) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{jwt}");
+    for part in &parts {
+        assert!(
+            part.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "not unpadded base64url: {part}"
+        );
+    }
+    let json = |s: &str| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap();
+    (
+        json(parts[0]),
+        json(parts[1]),
+        URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+    )
+}
+
+/// Verifies a PS256 JWT with the public key of `cert_der`.
+pub(crate) fn verify_ps256(jwt: &str, cert_der: &[u8]) {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
+    let public = cert.public_key().subject_public_key.data.to_vec();
+    let (signed, signature) = jwt.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public)
+        .verify(signed.as_bytes(), &signature)
+        .expect("the PS256 signature verifies with the certificate's public key");
+}
+
+fn claims<'a>(jti: &'a str) -> AssertionClaims<'a> {
+    AssertionClaims {
+        audience: "https://login.example/tenant-1/oauth2/v2.0/token",
+        client_id: "11111111-2222-3333-4444-555555555555",
+        jti,
+        issued_at: 1_800_000_000,
+        lifetime: Duration::from_secs(600),
+    }
+}
+
+#[test]
+fn assertion_is_ps256_with_x5t_s256_and_verifies() {
+    let p = pki();
+    let file = pem("PRIVATE KEY", &p.leaf_key)
+        + &pem("CERTIFICATE", &p.leaf_der)
+        + &pem("CERTIFICATE", &p.intermediate_der);
+    let cert = load(&file, None).unwrap();
+    let jwt = cert.sign_assertion(&claims("jti-1"), false).unwrap();
+    let (header, body, signature) = decode_jwt(jwt.expose());
+
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &p.leaf_der);
+    assert_eq!(
+        header,
+        serde_json::json!({
+            "alg": "PS256",
+            "typ": "JWT",
+            "x5t#S256": URL_SAFE_NO_PAD.encode(digest.as_ref()),
+        })
+    );
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "aud": "https://login.example/tenant-1/oauth2/v2.0/token",
+            "iss": "11111111-2222-3333-4444-555555555555",
+            "sub": "11111111-2222-3333-4444-555555555555",
+            "jti": "jti-1",
+            "nbf": 1_800_000_000u64,
+            "iat": 1_800_000_000u64,
+            "exp": 1_800_000_600u64,
+        })
+    );
+    assert_eq!(signature.len(), 256);
+    verify_ps256(jwt.expose(), &p.leaf_der);
+
+    // PSS is randomised (a 32-byte salt): two signatures over the same input differ, and both verify.
+    let again = cert.sign_assertion(&claims("jti-1"), false).unwrap();
+    assert_ne!(again.expose(), jwt.expose());
+    verify_ps256(again.expose(), &p.leaf_der);
+
+    // A changed header or body no longer verifies.
+    let (signed, signature) = jwt.expose().rsplit_once('.').unwrap();
+    let tampered = signed.replacen("eyJ", "eyK", 1);
+    let (_, x509) = x509_parser::parse_x509_certificate(&p.leaf_der).unwrap();
+    let public = x509.public_key().subject_public_key.data.to_vec();
+    assert!(
+        UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public)
+            .verify(
+                tampered.as_bytes(),
+                &URL_SAFE_NO_PAD.decode(signature).unwrap()
+            )
+            .is_err()
+    );
+}
+
+#[test]
+fn assertion_x5c_carries_the_chain_as_standard_base64_der() {
+    let p = pki();
+    let pfx = pkcs12(
+        &p.leaf_key,
+        &[&p.leaf_der, &p.intermediate_der, &p.root_der],
+        "pw",
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+    );
+    let cert = load(&pfx, Some("pw")).unwrap();
+    let jwt = cert.sign_assertion(&claims("jti-2"), true).unwrap();
+    let (header, _, _) = decode_jwt(jwt.expose());
+    let x5c: Vec<Vec<u8>> = header["x5c"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| STANDARD.decode(v.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(x5c, full_chain(p));
+    verify_ps256(jwt.expose(), &p.leaf_der);
+}

@@ -1,0 +1,293 @@
+//! A service principal authenticating with a certificate (PROTOCOLS §2): the client-credentials grant with a
+//! signed JWT client assertion (`private_key_jwt`).
+//!
+//! The assertion is built as current MSAL does: PS256 with `x5t#S256`, `x5c` when the chain is to be sent,
+//! `aud` = the token endpoint, a fresh `jti`, `nbf` = `iat` = now, `exp` = now + 10 min. Like MSAL Python's
+//! `AutoRefresher` it is reused until 60 s before it expires, then replaced by a new one with a new `jti`; a
+//! rejection by Entra ID discards it at once.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::certificate::{AssertionClaims, ClientCertificate};
+use super::entra::ClientAuth;
+use super::{
+    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest,
+};
+use crate::config::ClientCertificateSpec;
+
+/// Lifetime of a client assertion (`exp` − `iat`), as MSAL.
+pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+
+/// An assertion is replaced when it has less than this left (MSAL Python: 60 s).
+pub(crate) const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(60);
+
+const KIND: &str = "client_certificate";
+
+/// `client_certificate` credentials: the client-credentials grant with a certificate-signed client assertion.
+pub struct ClientCertificateCredential {
+    tenant_id: String,
+    client_id: String,
+    /// The loaded certificate, or why it could not be loaded (the message names the file).
+    certificate: Result<ClientCertificate, String>,
+    send_chain: bool,
+    entra: EntraClient,
+    source: &'static str,
+    assertions: AssertionCache,
+}
+
+/// The current assertion, reused while it has more than [`ASSERTION_REUSE_MARGIN`] left.
+#[derive(Debug, Default)]
+struct AssertionCache {
+    slot: Mutex<Option<CachedAssertion>>,
+}
+
+#[derive(Debug)]
+struct CachedAssertion {
+    /// The `aud` it was signed for (one per tenant and authority).
+    audience: String,
+    jwt: Arc<Secret>,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+// === impl ClientCertificateCredential ===
+
+impl ClientCertificateCredential {
+    /// A credential from configuration. The certificate file is read now; if it cannot be loaded, every
+    /// `get_token` fails with `CredentialRejected` naming the file and the problem.
+    pub fn new(spec: &ClientCertificateSpec, entra: EntraClient) -> Self {
+        Self::from_file(
+            spec.tenant_id.clone(),
+            spec.client_id.clone(),
+            &spec.certificate_file,
+            spec.password.as_ref(),
+            spec.send_certificate_chain,
+            entra,
+            KIND,
+        )
+    }
+
+    /// A credential whose certificate is read from `path` now (PEM or PKCS#12), reporting as `source`. A load
+    /// failure makes every `get_token` fail with `CredentialRejected` naming the file and the problem.
+    pub fn from_file(
+        tenant_id: String,
+        client_id: String,
+        path: &Path,
+        password: Option<&Secret>,
+        send_chain: bool,
+        entra: EntraClient,
+        source: &'static str,
+    ) -> Self {
+        let certificate = ClientCertificate::load(path, password);
+        match &certificate {
+            Ok(cert) => {
+                if cert.not_after_unix() < i64::try_from(super::expiry::now_unix()).unwrap_or(0) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        subject = cert.subject(),
+                        source,
+                        "client certificate has expired; Entra ID will reject it"
+                    );
+                }
+            }
+            Err(why) => tracing::warn!(source, error = %why, "client certificate not loaded"),
+        }
+        Self::with_certificate(tenant_id, client_id, certificate, send_chain, entra, source)
+    }
+
+    /// A credential from an already loaded certificate, reporting tokens and errors as coming from `source`
+    /// (e.g. `environment` for `AZURE_CLIENT_CERTIFICATE_PATH`, `sdk_auth_file` for `clientCertificate`).
+    pub fn from_parts(
+        tenant_id: String,
+        client_id: String,
+        certificate: ClientCertificate,
+        send_chain: bool,
+        entra: EntraClient,
+        source: &'static str,
+    ) -> Self {
+        Self::with_certificate(
+            tenant_id,
+            client_id,
+            Ok(certificate),
+            send_chain,
+            entra,
+            source,
+        )
+    }
+
+    /// Parses `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: `1`/`true`/`yes`/`on` (any case) send the chain; unset,
+    /// empty, `0`/`false`/`no`/`off` and anything unrecognised do not (Python's "any non-empty value" is the bug
+    /// avoided here). Use [`ClientCertificateCredential::parse_flag`] to warn about unrecognised values.
+    pub fn send_chain_from_env(value: Option<&str>) -> bool {
+        value.and_then(Self::parse_flag).unwrap_or(false)
+    }
+
+    /// A boolean setting: `Some(true)` for `1`/`true`/`yes`/`on`, `Some(false)` for `0`/`false`/`no`/`off`/empty
+    /// (case-insensitive, surrounding whitespace ignored), `None` for anything else.
+    pub fn parse_flag(value: &str) -> Option<bool> {
+        let v = value.trim();
+        let is = |words: &[&str]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+        if is(&["1", "true", "yes", "on"]) {
+            Some(true)
+        } else if is(&["", "0", "false", "no", "off"]) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn with_certificate(
+        tenant_id: String,
+        client_id: String,
+        certificate: Result<ClientCertificate, String>,
+        send_chain: bool,
+        entra: EntraClient,
+        source: &'static str,
+    ) -> Self {
+        Self {
+            tenant_id,
+            client_id,
+            certificate,
+            send_chain,
+            entra,
+            source,
+            assertions: AssertionCache::default(),
+        }
+    }
+
+    async fn get_token_inner(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        let certificate = self.certificate.as_ref().map_err(|why| {
+            CredentialError::Failed(TokenError::new(
+                TokenErrorKind::CredentialRejected,
+                self.source,
+                why.clone(),
+            ))
+        })?;
+        let audience = self
+            .entra
+            .endpoint_url(&self.tenant_id, "token")
+            .map_err(|e| {
+                CredentialError::Failed(TokenError {
+                    source: self.source.into(),
+                    ..e
+                })
+            })?
+            .to_string();
+        let assertion = self
+            .assertions
+            .get_or_sign(
+                certificate,
+                &audience,
+                &self.client_id,
+                self.send_chain,
+                super::expiry::now_unix(),
+            )
+            .map_err(|why| {
+                CredentialError::Failed(TokenError::new(
+                    TokenErrorKind::CredentialRejected,
+                    self.source,
+                    why,
+                ))
+            })?;
+        let result = self
+            .entra
+            .client_credentials(
+                self.source,
+                &self.tenant_id,
+                &self.client_id,
+                ClientAuth::Assertion(assertion.expose()),
+                request,
+            )
+            .await;
+        if let Err(CredentialError::Failed(e)) = &result
+            && !e.is_transient()
+        {
+            // Rejected (expired, clock skew, replay…): the next attempt signs a fresh one.
+            self.assertions.clear();
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for ClientCertificateCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificateCredential")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("certificate", &self.certificate)
+            .field("send_chain", &self.send_chain)
+            .field("source", &self.source)
+            .field("authority", &self.entra.authority().to_string())
+            .finish()
+    }
+}
+
+impl TokenCredential for ClientCertificateCredential {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.get_token_inner(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+}
+
+// === impl AssertionCache ===
+
+impl AssertionCache {
+    /// The cached assertion for `audience` if it was issued no later than `now` and has more than
+    /// [`ASSERTION_REUSE_MARGIN`] left; otherwise a newly signed one (new `jti`), which replaces it.
+    fn get_or_sign(
+        &self,
+        certificate: &ClientCertificate,
+        audience: &str,
+        client_id: &str,
+        send_chain: bool,
+        now: u64,
+    ) -> Result<Arc<Secret>, String> {
+        let mut slot = lock(&self.slot);
+        if let Some(cached) = &*slot
+            && cached.audience == audience
+            && cached.issued_at <= now
+            && now.saturating_add(ASSERTION_REUSE_MARGIN.as_secs()) < cached.expires_at
+        {
+            return Ok(Arc::clone(&cached.jwt));
+        }
+        let jti = crate::ids::uuid_v4();
+        let claims = AssertionClaims {
+            audience,
+            client_id,
+            jti: &jti,
+            issued_at: now,
+            lifetime: ASSERTION_LIFETIME,
+        };
+        let jwt = Arc::new(certificate.sign_assertion(&claims, send_chain)?);
+        *slot = Some(CachedAssertion {
+            audience: audience.to_owned(),
+            jwt: Arc::clone(&jwt),
+            issued_at: now,
+            expires_at: now.saturating_add(ASSERTION_LIFETIME.as_secs()),
+        });
+        Ok(jwt)
+    }
+
+    fn clear(&self) {
+        *lock(&self.slot) = None;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Assertion reuse (time passed in, no sleeping) and `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` parsing.
+
+use std::sync::Arc;
+
+use super::super::certificate::tests::{decode_jwt, pem, pki, verify_ps256};
+use super::{
+    ASSERTION_LIFETIME, ASSERTION_REUSE_MARGIN, AssertionCache, ClientCertificate,
+    ClientCertificateCredential,
+};
+
+const AUD: &str = "https://login.example/tenant-1/oauth2/v2.0/token";
+const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+const T0: u64 = 1_800_000_000;
+
+fn certificate() -> ClientCertificate {
+    let p = pki();
+    let file = pem("PRIVATE KEY", &p.leaf_key) + &pem("CERTIFICATE", &p.leaf_der);
+    ClientCertificate::from_bytes(file.as_bytes(), None).unwrap()
+}
+
+fn jti(jwt: &str) -> String {
+    decode_jwt(jwt).1["jti"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn assertion_is_reused_until_shortly_before_it_expires() {
+    let cert = certificate();
+    let cache = AssertionCache::default();
+    let first = cache.get_or_sign(&cert, AUD, CLIENT, false, T0).unwrap();
+    let (_, claims, _) = decode_jwt(first.expose());
+    assert_eq!(claims["exp"], T0 + ASSERTION_LIFETIME.as_secs());
+    verify_ps256(first.expose(), &pki().leaf_der);
+
+    // Still more than the margin left: the same assertion (same jti).
+    let last_reuse = T0 + ASSERTION_LIFETIME.as_secs() - ASSERTION_REUSE_MARGIN.as_secs() - 1;
+    for now in [T0, T0 + 1, T0 + 300, last_reuse] {
+        let again = cache.get_or_sign(&cert, AUD, CLIENT, false, now).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "reused at {now}");
+    }
+
+    // 60 s before exp: a new assertion with a new jti, fresh times, and it is the one reused from then on.
+    let renewal = last_reuse + 1;
+    let second = cache
+        .get_or_sign(&cert, AUD, CLIENT, false, renewal)
+        .unwrap();
+    assert_ne!(jti(second.expose()), jti(first.expose()));
+    let (_, claims, _) = decode_jwt(second.expose());
+    assert_eq!(claims["iat"], renewal);
+    assert_eq!(claims["nbf"], renewal);
+    assert_eq!(claims["exp"], renewal + ASSERTION_LIFETIME.as_secs());
+    let third = cache
+        .get_or_sign(&cert, AUD, CLIENT, false, renewal + 10)
+        .unwrap();
+    assert!(Arc::ptr_eq(&second, &third));
+}
+
+#[test]
+fn a_new_assertion_with_a_new_jti_for_another_audience_a_clock_step_back_or_after_clear() {
+    let cert = certificate();
+    let cache = AssertionCache::default();
+    let first = cache.get_or_sign(&cert, AUD, CLIENT, false, T0).unwrap();
+
+    let other = "https://login.example/tenant-2/oauth2/v2.0/token";
+    let for_other = cache.get_or_sign(&cert, other, CLIENT, false, T0).unwrap();
+    assert_eq!(decode_jwt(for_other.expose()).1["aud"], other);
+    assert_ne!(jti(for_other.expose()), jti(first.expose()));
+
+    // The wall clock stepped back before the cached iat: sign anew rather than send a not-yet-valid one.
+    let back = cache
+        .get_or_sign(&cert, other, CLIENT, false, T0 - 5)
+        .unwrap();
+    assert!(!Arc::ptr_eq(&for_other, &back));
+
+    cache.clear();
+    let fresh = cache
+        .get_or_sign(&cert, other, CLIENT, false, T0 - 5)
+        .unwrap();
+    assert!(!Arc::ptr_eq(&back, &fresh));
+
+    // Every assertion signed gets its own jti.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20 {
+        cache.clear();
+        let jwt = cache
+            .get_or_sign(&cert, AUD, CLIENT, false, T0 + i)
+            .unwrap();
+        assert!(seen.insert(jti(jwt.expose())));
+    }
+}
+
+#[test]
+fn send_chain_flag_parsing() {
+    let parse = ClientCertificateCredential::send_chain_from_env;
+    for yes in ["1", "true", "TRUE", "True", "yes", "On", " true "] {
+        assert!(parse(Some(yes)), "{yes:?}");
+    }
+    for no in ["0", "false", "FALSE", "no", "off", "", "  "] {
+        assert!(!parse(Some(no)), "{no:?}");
+        assert_eq!(ClientCertificateCredential::parse_flag(no), Some(false));
+    }
+    assert!(!parse(None));
+    // Python enables the chain for any non-empty value, even "false"; here unknown values are off and
+    // recognisable, so the caller can warn.
+    for odd in ["2", "enable", "y", "t"] {
+        assert!(!parse(Some(odd)), "{odd:?}");
+        assert_eq!(ClientCertificateCredential::parse_flag(odd), None);
+    }
+}
