@@ -223,3 +223,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    //! Token-service outputs that no source of this proxy consumes, parsed anyway so the expiry formats they
+    //! imply stay covered: the token endpoint's v1/v2 bodies and the Azure Developer CLI's output.
+
+    use super::*;
+
+    fn json_lines(name: &str) -> Vec<Value> {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    #[test]
+    fn token_endpoint_v1_and_v2_bodies() {
+        let bodies = json_lines("aad_token_endpoint_v1_vs_v2_success.txt");
+        let expiries: Vec<(Option<u64>, Option<u64>)> = bodies
+            .iter()
+            .filter(|b| b.get("access_token").is_some())
+            .map(|b| {
+                (
+                    seconds(b.get("expires_in")),
+                    expires_on(b.get("expires_on")),
+                )
+            })
+            .collect();
+        assert_eq!(
+            expiries,
+            [
+                (Some(3600), Some(1_546_469_802)),
+                (Some(3600), Some(1_573_001_562)),
+                (Some(86399), None),
+                (Some(3600), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn azure_developer_cli_expiry_is_rfc3339_utc() {
+        let bodies = json_lines("azd_auth_token_outputs.txt");
+        let success: Vec<u64> = bodies
+            .iter()
+            .filter(|b| b.get("token").is_some())
+            .filter_map(|b| b.get("expiresOn").and_then(Value::as_str).and_then(rfc3339))
+            .collect();
+        assert_eq!(success, [2_147_385_600]);
+    }
+}
