@@ -49,13 +49,6 @@ impl Walker<'_> {
         }
     }
 
-    /// A regular file that can be opened for reading.
-    pub(super) fn readable_file(&mut self, path: &str, value: &Value) -> Option<PathBuf> {
-        let file = self.path(path, value)?;
-        self.open(path, &file)?;
-        Some(file)
-    }
-
     /// A file holding a secret: readable, regular, and not accessible by group or others.
     pub(super) fn private_file(&mut self, path: &str, value: &Value) -> Option<PathBuf> {
         let file = self.path(path, value)?;
