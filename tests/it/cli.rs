@@ -851,3 +851,35 @@ async fn a_second_sigterm_ends_a_long_drain_at_once() {
         assert!(len < whole, "the whole 100 s stream was delivered");
     }
 }
+
+/// `token` goes through the same credential builder as `run`: a workload identity from the environment, and the
+/// chain's managed-identity source (IMDS pointed at a closed loopback port) skipped on the way.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_works_with_a_chain_and_workload_identity() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let imds = ClosedPort::new();
+    let federated = world
+        .dir
+        .file("federated-token", "federated-assertion", 0o600);
+    let text = world.config(
+        "  default:\n    chain: [environment, managed_identity, workload_identity]\n",
+        &world.route("arm", "/", "default", ""),
+    );
+    let file = world.dir.file("wi.yaml", &text, 0o600);
+    let mut cmd = command(world.dir.path(), &imds);
+    cmd.arg("token")
+        .arg("--config")
+        .arg(&file)
+        .args(["--scope", ARM_SCOPE])
+        .env("AZURE_TENANT_ID", "witenant")
+        .env("AZURE_CLIENT_ID", "22222222-0000-0000-0000-000000000002")
+        .env("AZURE_FEDERATED_TOKEN_FILE", &federated);
+    let out = run_to_end(cmd).await;
+    assert_exit(&out, 0);
+    let doc = json(out.stdout.trim());
+    assert_eq!(doc["credential"], "default");
+    assert_eq!(doc["source"], "workload_identity");
+    let form = world.aad.requests_for("witenant").pop().unwrap().form;
+    assert_eq!(form["client_assertion"], "federated-assertion");
+}
