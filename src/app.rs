@@ -90,7 +90,9 @@ impl App {
             .map(|(name, spec)| (name.clone(), spec.tenant_id().map(str::to_owned)))
             .collect();
         let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
-        let cache = TokenCache::new(metrics.tokens.clone(), options.cache_policy);
+        let mut policy = options.cache_policy;
+        policy.client_capabilities = config.cae;
+        let cache = TokenCache::new(metrics.tokens.clone(), policy);
         let mut layers = Vec::with_capacity(config.routes.len());
         let mut readiness = Vec::new();
         for route in &config.routes {
@@ -117,11 +119,13 @@ impl App {
                     tokens: t.clone(),
                 });
             }
-            layers.push(match (route.pass_through_authorization, tokens) {
+            let layer = match (route.pass_through_authorization, tokens) {
                 (true, tokens) => InjectTokenLayer::pass_through(tokens),
                 (false, Some(tokens)) => InjectTokenLayer::new(tokens),
                 (false, None) => InjectTokenLayer::pass_through(None),
-            });
+            };
+            layers
+                .push(layer.answering_challenges(cache.clone(), config.limits.replay_buffer_bytes));
         }
         let table = Arc::new(RouteTable::new(&config.routes));
         let hosts = HostAllowlist::new(config.allowed_hosts.clone());

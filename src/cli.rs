@@ -343,6 +343,7 @@ fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    let cae = config.cae;
     rt.block_on(async move {
         let (set, names) = match credentials(config, env.as_ref()) {
             Ok(c) => c,
@@ -356,7 +357,7 @@ fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
             return fail(EXIT_USAGE, format!("no credential named {name:?}"));
         };
         match credential
-            .get_token(&TokenRequest::new(args.scope.as_str()))
+            .get_token(&TokenRequest::new(args.scope.as_str()).with_client_capabilities(cae))
             .await
         {
             Ok(t) => {

@@ -23,6 +23,7 @@
 
 mod cache;
 
+pub use super::claims::{ClaimsChallengeError, decode_claims_challenge};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,11 +158,6 @@ pub trait PollClock: Send + Sync + fmt::Debug {
 /// [`PollClock`] on tokio's clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioClock;
-
-/// Why a `--claims-challenge` value is unusable. The message never quotes the value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the claims challenge {0}")]
-pub struct ClaimsChallengeError(&'static str);
 
 /// A refresh token Entra ID rotated that could not be saved: used instead of the file's token for as long as the
 /// file still holds the token it replaced.
@@ -433,7 +429,7 @@ impl DeviceCodeCredential {
                 &self.client_id,
                 refresh_token,
                 &request.scope,
-                request.claims.as_deref(),
+                request.claims_parameter().as_deref(),
             );
             self.entra.post_token(SOURCE, &self.tenant, &form).await
         };
@@ -701,33 +697,6 @@ fn printable(text: &str) -> String {
         .collect::<String>()
         .trim()
         .to_owned()
-}
-
-/// Decodes a `--claims-challenge` value: base64 (standard or URL-safe alphabet, padding optional) of a claims
-/// JSON object, as found in a `WWW-Authenticate: Bearer … claims="…"` challenge. Returns the JSON text to send
-/// as `claims`.
-pub fn decode_claims_challenge(encoded: &str) -> Result<String, ClaimsChallengeError> {
-    let trimmed = encoded.trim();
-    if trimmed.is_empty() {
-        return Err(ClaimsChallengeError("is empty"));
-    }
-    let standard: String = trimmed
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
-        .decode(standard.as_bytes())
-        .map_err(|_| ClaimsChallengeError("is not valid base64"))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ClaimsChallengeError("does not decode to UTF-8 text"))?;
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(_)) => Ok(text.trim().to_owned()),
-        _ => Err(ClaimsChallengeError("does not decode to a JSON object")),
-    }
 }
 
 #[cfg(test)]

@@ -129,8 +129,8 @@ impl EntraClient {
         }
         form.append_pair("grant_type", "client_credentials");
         form.append_pair("scope", &request.scope);
-        if let Some(claims) = &request.claims {
-            form.append_pair("claims", claims);
+        if let Some(claims) = request.claims_parameter() {
+            form.append_pair("claims", &claims);
         }
         form.finish()
     }

@@ -9,6 +9,7 @@ mod azure_cli;
 mod build;
 mod certificate;
 mod chain;
+pub mod claims;
 mod client_certificate;
 mod client_secret;
 pub mod device_code;
@@ -71,8 +72,10 @@ pub trait TokenCredential: Send + Sync + fmt::Debug {
 pub struct TokenRequest {
     /// One scope, e.g. `https://management.azure.com/.default`.
     pub scope: Arc<str>,
-    /// A claims JSON document (from a claims challenge), sent as-is.
+    /// A claims JSON document from a claims challenge. Credentials that cannot send claims refuse the request.
     pub claims: Option<Arc<str>>,
+    /// Advertise the `CP1` client capability (merged into the `claims` parameter by credentials that send one).
+    pub client_capabilities: bool,
 }
 
 /// A token as a credential returns it.
@@ -105,7 +108,24 @@ impl TokenRequest {
         Self {
             scope: scope.into(),
             claims: None,
+            client_capabilities: false,
         }
+    }
+
+    /// Sets whether the `CP1` client capability is advertised.
+    pub fn with_client_capabilities(mut self, on: bool) -> Self {
+        self.client_capabilities = on;
+        self
+    }
+
+    /// The `claims` form parameter: the challenge's claims merged with the client capabilities, if any.
+    pub fn claims_parameter(&self) -> Option<String> {
+        let capabilities: &[&str] = if self.client_capabilities {
+            &[claims::CP1]
+        } else {
+            &[]
+        };
+        claims::with_capabilities(self.claims.as_deref(), capabilities)
     }
 }
 

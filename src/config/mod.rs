@@ -42,6 +42,9 @@ pub struct Config {
     pub authority_host: HttpsOrigin,
     /// Accepted `Host` header names, lower-case, without port (`[::1]` keeps its brackets).
     pub allowed_hosts: Vec<String>,
+    /// Request tokens with the `CP1` client capability, so Azure sends claims challenges (continuous access
+    /// evaluation) that the proxy can satisfy, instead of silently rejecting revoked sessions. Default `true`.
+    pub cae: bool,
     /// Extra trust anchors for upstreams and token endpoints, already parsed from `tls.extra_ca_file`.
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Resource limits and timeouts.

@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 
 use http::header::{self, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -101,7 +100,7 @@ impl std::fmt::Debug for Forward {
     }
 }
 
-impl Service<Request<Incoming>> for Forward {
+impl Service<Request<UpstreamBody>> for Forward {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
@@ -110,7 +109,7 @@ impl Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<UpstreamBody>) -> ResponseFuture {
         // The router kept `Connection: upgrade` / `Upgrade: websocket` only for a WebSocket handshake.
         let inbound_upgrade = is_websocket_upgrade(req.version(), req.headers())
             .then(|| hyper::upgrade::on(&mut req));
@@ -132,7 +131,7 @@ impl Service<Request<Incoming>> for Forward {
         parts.version = Version::HTTP_11;
         parts.headers.remove(HOST);
         parts.extensions = http::Extensions::new();
-        let request = Request::from_parts(parts, UpstreamBody::Stream(body));
+        let request = Request::from_parts(parts, body);
         let sent = Instant::now();
         let client = if inbound_upgrade.is_some() {
             &self.clients.http1

@@ -1,30 +1,52 @@
-//! Inserts the route's bearer token into the request, replacing any inbound `Authorization`.
+//! Inserts the route's bearer token into the request, replacing any inbound `Authorization`, and answers an
+//! upstream claims challenge (DESIGN §6): the challenged token is dropped from the cache; when the request body
+//! fit `limits.replay_buffer_bytes`, a token is acquired once with the challenge's claims (merged with the `CP1`
+//! capability by the credential) and the request is replayed once with it. Whatever the replay answers — even
+//! another challenge — goes back to the caller unchanged, so a challenge loop is impossible.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::Request;
+use bytes::Bytes;
 use http::header::AUTHORIZATION;
-use tower::{Layer, Service};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
-use crate::token_cache::TokenSource;
+use super::body::ProxyBody;
+use super::challenge::claims_challenge;
+use super::error::ProxyError;
+use super::headers::is_websocket_upgrade;
+use crate::token_cache::{TokenCache, TokenSource};
 
 /// Layer for [`InjectToken`].
 #[derive(Debug, Clone)]
 pub struct InjectTokenLayer {
     tokens: Option<TokenSource>,
     keep_caller_token: bool,
+    replay: Option<Arc<Replay>>,
 }
 
 /// Awaits the route's token (ready at once on a cache hit), inserts it as a sensitive `Authorization` header,
-/// then calls the inner service. Token failures become errors that [`super::respond::rescue`] answers.
+/// then calls the inner service; answers claims challenges as the module describes. Token failures become errors
+/// that [`super::respond::rescue`] answers.
 #[derive(Debug, Clone)]
 pub struct InjectToken<S> {
     inner: S,
     tokens: Option<TokenSource>,
     keep_caller_token: bool,
+    replay: Option<Arc<Replay>>,
+}
+
+/// What answering claims challenges needs: the cache (for tokens with claims) and the replay budget.
+#[derive(Debug)]
+struct Replay {
+    cache: TokenCache,
+    limit: usize,
 }
 
 /// Future of [`InjectToken`].
@@ -38,6 +60,7 @@ impl InjectTokenLayer {
         Self {
             tokens: Some(tokens),
             keep_caller_token: false,
+            replay: None,
         }
     }
 
@@ -47,7 +70,18 @@ impl InjectTokenLayer {
         Self {
             tokens,
             keep_caller_token: true,
+            replay: None,
         }
+    }
+
+    /// Answers claims challenges: acquires tokens with claims from `cache` and replays request bodies of up to
+    /// `replay_buffer_bytes` (0: never replay, but still drop the challenged token).
+    pub fn answering_challenges(mut self, cache: TokenCache, replay_buffer_bytes: usize) -> Self {
+        self.replay = Some(Arc::new(Replay {
+            cache,
+            limit: replay_buffer_bytes,
+        }));
+        self
     }
 }
 
@@ -59,46 +93,136 @@ impl<S> Layer<S> for InjectTokenLayer {
             inner,
             tokens: self.tokens.clone(),
             keep_caller_token: self.keep_caller_token,
+            replay: self.replay.clone(),
         }
     }
 }
 
 // === impl InjectToken ===
 
-impl<S, B> Service<Request<B>> for InjectToken<S>
+impl<S> Service<Request<ProxyBody>> for InjectToken<S>
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<ProxyBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Response>;
+    type Future = ResponseFuture<Response<ProxyBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
         // Move the readied service into the future and leave a fresh clone behind.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let tokens = self.tokens.clone();
-        let keep_caller_token = self.keep_caller_token;
-        Box::pin(async move {
-            let caller_has_token = req.headers().contains_key(AUTHORIZATION);
-            match tokens {
-                Some(tokens) if !(keep_caller_token && caller_has_token) => {
-                    let value = tokens.header_value().await?;
-                    req.headers_mut().insert(AUTHORIZATION, value);
-                }
-                None if !keep_caller_token => {
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let caller_has_token = req.headers().contains_key(AUTHORIZATION);
+        let tokens = match &self.tokens {
+            Some(t) if !(self.keep_caller_token && caller_has_token) => t.clone(),
+            _ => {
+                if !self.keep_caller_token {
                     req.headers_mut().remove(AUTHORIZATION);
                 }
-                _ => {}
+                return Box::pin(call(inner, req));
             }
-            inner.call(req).await.map_err(Into::into)
+        };
+        let replay = self.replay.clone();
+        Box::pin(async move {
+            let token = tokens.header_value().await?;
+            match replay {
+                None => {
+                    req.headers_mut().insert(AUTHORIZATION, token);
+                    call(inner, req).await
+                }
+                Some(replay) => answer_challenges(inner, req, tokens, token, &replay).await,
+            }
         })
     }
+}
+
+async fn call<S>(inner: S, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>>,
+    S::Error: Into<BoxError>,
+{
+    inner.oneshot(req).await.map_err(Into::into)
+}
+
+/// Sends the request with `token`; on a claims challenge drops that token and, if the body was kept, replays once
+/// with a token that carries the challenge's claims.
+async fn answer_challenges<S>(
+    inner: S,
+    req: Request<ProxyBody>,
+    tokens: TokenSource,
+    token: HeaderValue,
+    replay: &Replay,
+) -> Result<Response<ProxyBody>, BoxError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    let replayable = replay.limit > 0
+        && !is_websocket_upgrade(parts.version, &parts.headers)
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= replay.limit as u64);
+    if !replayable {
+        // The body streams and cannot be sent twice: a challenge still drops the challenged token.
+        parts.headers.insert(AUTHORIZATION, token.clone());
+        let response = call(inner, Request::from_parts(parts, body)).await?;
+        if response.status() == StatusCode::UNAUTHORIZED
+            && claims_challenge(response.headers()).is_some()
+        {
+            tokens.invalidate(&token);
+        }
+        return Ok(response);
+    }
+    let kept = buffer(body, replay.limit).await?;
+    let response = call(
+        inner.clone(),
+        copy_request(&parts, kept.clone(), token.clone()),
+    )
+    .await?;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return Ok(response);
+    }
+    let Some(challenge) = claims_challenge(response.headers()) else {
+        return Ok(response);
+    };
+    tokens.invalidate(&token);
+    tracing::debug!(error = %challenge.error, "upstream claims challenge: acquiring a token with its claims and replaying once");
+    let with_claims = replay.cache.claims_source(&tokens, challenge.claims.into());
+    let token = with_claims.header_value().await?;
+    drop(response);
+    call(inner, copy_request(&parts, kept, token)).await
+}
+
+/// Reads a body known to be at most `limit` bytes.
+async fn buffer(body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| {
+            Box::new(ProxyError::BadRequest("the request body could not be read")) as BoxError
+        })
+}
+
+/// A copy of the request with `body` and `token`.
+fn copy_request(
+    parts: &http::request::Parts,
+    body: Bytes,
+    token: HeaderValue,
+) -> Request<ProxyBody> {
+    let mut req = Request::new(ProxyBody::full(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.headers_mut().insert(AUTHORIZATION, token);
+    req
 }

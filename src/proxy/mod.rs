@@ -13,6 +13,7 @@
 
 pub mod admit;
 pub mod body;
+pub mod challenge;
 pub mod client;
 pub mod error;
 pub mod forward;

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
 use super::admit::{HostAllowlist, check_origin, check_path};
-use super::body::ResponseBody;
+use super::body::{ProxyBody, ResponseBody};
 use super::error::ProxyError;
 use super::headers::{is_websocket_upgrade, restore_websocket_upgrade, strip_hop_by_hop};
 use super::respond::RoutedError;
@@ -105,7 +105,7 @@ impl Service<Request<Incoming>> for Router {
         match self.admit(&mut req) {
             Ok((route, stack)) => Box::pin(async move {
                 stack
-                    .oneshot(req)
+                    .oneshot(req.map(ProxyBody::Stream))
                     .await
                     .map_err(|error| Box::new(RoutedError { route, error }) as BoxError)
             }),

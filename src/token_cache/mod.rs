@@ -44,6 +44,8 @@ pub struct CachePolicy {
     pub max_backoff_permanent: Duration,
     /// Safety net around one fetch (credentials have their own, shorter, per-attempt timeouts).
     pub fetch_timeout: Duration,
+    /// Advertise the `CP1` client capability on every token request (config `cae`).
+    pub client_capabilities: bool,
 }
 
 /// Identifies a cache entry.
@@ -147,6 +149,7 @@ impl Default for CachePolicy {
             max_backoff_transient: Duration::from_secs(60),
             max_backoff_permanent: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(120),
+            client_capabilities: true,
         }
     }
 }
@@ -202,6 +205,41 @@ impl TokenCache {
     }
 }
 
+/// At most this many claims-challenge entries are kept; tokens obtained with claims are short-term replays.
+const MAX_CLAIMS_ENTRIES: usize = 64;
+
+impl TokenCache {
+    /// The entry for `base`'s credential and scope with `claims` (from a claims challenge). Such entries have no
+    /// keeper and serve only the requests that were challenged; old ones are pruned.
+    pub fn claims_source(&self, base: &TokenSource, claims: Arc<str>) -> TokenSource {
+        let mut key = base.entry.key.clone();
+        key.claims = Some(claims);
+        {
+            let mut entries = lock(&self.inner.entries);
+            let count = entries.keys().filter(|k| k.claims.is_some()).count();
+            if count >= MAX_CLAIMS_ENTRIES && !entries.contains_key(&key) {
+                let now = Instant::now();
+                entries.retain(|k, e| {
+                    k.claims.is_none() || (e.usable(now).is_some() || lock(&e.state).fetching)
+                });
+                let mut excess = entries
+                    .keys()
+                    .filter(|k| k.claims.is_some())
+                    .count()
+                    .saturating_sub(MAX_CLAIMS_ENTRIES - 1);
+                entries.retain(|k, _| {
+                    if k.claims.is_some() && excess > 0 {
+                        excess -= 1;
+                        return false;
+                    }
+                    true
+                });
+            }
+        }
+        self.source(key, Arc::clone(&base.entry.credential), false)
+    }
+}
+
 impl Drop for CacheInner {
     fn drop(&mut self) {
         for keeper in lock(&self.keepers).drain(..) {
@@ -237,6 +275,18 @@ impl TokenSource {
     /// The cached token (waiting for a fetch if needed), for the `token` command and tests.
     pub async fn token(&self) -> Result<Arc<CachedToken>, TokenUnavailable> {
         self.entry.acquire().await
+    }
+
+    /// Drops the cached token if it is still `rejected` (an upstream refused it with a claims challenge), so the
+    /// next request gets a fresh one; the keeper fetches it at once. A newer token is left alone.
+    pub fn invalidate(&self, rejected: &HeaderValue) {
+        let entry = &self.entry;
+        let current = entry.current.load();
+        if current.as_ref().is_some_and(|t| t.header == *rejected) {
+            entry.current.compare_and_swap(&current, None);
+            tracing::info!(credential = %entry.key.credential, scope = %entry.key.scope, "cached token dropped after an upstream claims challenge");
+            entry.wake.notify_one();
+        }
     }
 
     /// The entry's key.
@@ -430,6 +480,7 @@ impl Entry {
         let request = TokenRequest {
             scope: Arc::clone(&self.key.scope),
             claims: self.key.claims.clone(),
+            client_capabilities: self.policy.client_capabilities,
         };
         let sent = Instant::now();
         let sent_wall = SystemTime::now();

@@ -107,7 +107,7 @@ async fn client_credentials_request_is_exactly_the_v2_form() {
             .eq_ignore_ascii_case("application/x-www-form-urlencoded"))),
         "content-type {content_type:?}"
     );
-    // PROTOCOLS §1.1: exactly these fields, in this order, and no `claims` for an ordinary token.
+    // PROTOCOLS §1.1: exactly these fields, in this order; `claims` carries only the CP1 client capability.
     let fields: Vec<(String, String)> = form_urlencoded::parse(&sent.raw_body)
         .into_owned()
         .collect();
@@ -116,19 +116,29 @@ async fn client_credentials_request_is_exactly_the_v2_form() {
         ("client_secret", CANARY_SECRET),
         ("grant_type", "client_credentials"),
         ("scope", ARM_SCOPE),
+        ("claims", r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#),
     ];
     let expected: Vec<(String, String)> = expected
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     assert_eq!(fields, expected, "raw body in order");
-    assert!(!sent.form.contains_key("claims"));
 
     let token = world.upstream.last_request().unwrap().token.unwrap();
     assert_eq!(
         world.aad.registry().get(&token).unwrap().tenant,
         "formcheck"
     );
+    proxy.stop().await;
+
+    // `cae: false`: no client capability, so no `claims` at all.
+    let yaml = format!(
+        "cae: false\n{}",
+        world.config(&World::sp(CRED, "nocae"), &world.route("arm", "/", CRED, ""))
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    assert_eq!(get(&proxy.url("/subscriptions")).await.0, StatusCode::OK);
+    assert!(!world.aad.requests_for("nocae")[0].form.contains_key("claims"));
     proxy.stop().await;
 }
 

@@ -560,6 +560,7 @@ async fn invalid_arguments_and_claims_never_run_az() {
     let request = TokenRequest {
         scope: ARM.into(),
         claims: Some(claims.into()),
+        client_capabilities: true,
     };
     let e = failed(
         cred(spec(Some("t1"), None))

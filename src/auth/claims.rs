@@ -1,0 +1,142 @@
+//! Claims: the JSON documents that claims challenges carry and token requests send, and client capabilities.
+//!
+//! A token request advertises client capabilities (`CP1`: "this client handles claims challenges") by sending
+//! `claims={"access_token":{"xms_cc":{"values":["CP1"]}}}`; a challenge's own claims are deep-merged with that
+//! (challenge keys kept, `xms_cc` added under `access_token`), as MSAL does.
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+/// The capability that makes Azure send claims challenges (continuous access evaluation) instead of failing.
+pub const CP1: &str = "CP1";
+
+/// Why a claims challenge value is unusable. The message never quotes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the claims challenge {0}")]
+pub struct ClaimsChallengeError(&'static str);
+
+/// Decodes a claims challenge: base64 in the standard or URL alphabet, padding optional, of a JSON object.
+/// Returns the JSON text as sent (it is passed on untouched).
+pub fn decode_claims_challenge(encoded: &str) -> Result<String, ClaimsChallengeError> {
+    let trimmed = encoded.trim();
+    if trimmed.is_empty() {
+        return Err(ClaimsChallengeError("is empty"));
+    }
+    let standard: String = trimmed
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
+        .decode(standard.as_bytes())
+        .map_err(|_| ClaimsChallengeError("is not valid base64"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ClaimsChallengeError("does not decode to UTF-8 text"))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(_)) => Ok(text.trim().to_owned()),
+        _ => Err(ClaimsChallengeError("does not decode to a JSON object")),
+    }
+}
+
+/// The `claims` parameter for a token request: the challenge's claims (if any) with `capabilities` merged into
+/// `access_token.xms_cc.values`. `None` when there is nothing to send. Claims that are not a JSON object are sent
+/// as given (Entra ID will say what is wrong with them).
+pub fn with_capabilities(claims: Option<&str>, capabilities: &[&str]) -> Option<String> {
+    if capabilities.is_empty() {
+        return claims.map(str::to_owned);
+    }
+    let mut doc = match claims.map(serde_json::from_str::<Value>) {
+        None => Value::Object(Map::new()),
+        Some(Ok(v @ Value::Object(_))) => v,
+        Some(_) => return claims.map(str::to_owned),
+    };
+    let Value::Object(root) = &mut doc else {
+        return claims.map(str::to_owned);
+    };
+    let access = root
+        .entry("access_token")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !access.is_object() {
+        *access = Value::Object(Map::new());
+    }
+    if let Value::Object(access) = access {
+        let xms_cc = access
+            .entry("xms_cc")
+            .or_insert_with(|| json!({ "values": [] }));
+        if !xms_cc.get("values").is_some_and(Value::is_array) {
+            *xms_cc = json!({ "values": [] });
+        }
+        if let Some(Value::Array(values)) = xms_cc.get_mut("values") {
+            for c in capabilities {
+                if !values.iter().any(|v| v.as_str() == Some(c)) {
+                    values.push(Value::String((*c).to_owned()));
+                }
+            }
+        }
+    }
+    Some(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_alone() {
+        assert_eq!(
+            with_capabilities(None, &[CP1]).as_deref(),
+            Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)
+        );
+        assert_eq!(with_capabilities(None, &[]), None);
+    }
+
+    #[test]
+    fn merged_into_challenge_claims() {
+        let challenge = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#;
+        let merged: Value =
+            serde_json::from_str(&with_capabilities(Some(challenge), &[CP1]).unwrap()).unwrap();
+        assert_eq!(merged["access_token"]["nbf"]["value"], "1726077595");
+        assert_eq!(merged["access_token"]["xms_caeerror"]["value"], "10012");
+        assert_eq!(merged["access_token"]["xms_cc"]["values"], json!(["CP1"]));
+        let acrs =
+            r#"{"access_token":{"acrs":{"essential":true,"value":"c25"}},"id_token":{"x":1}}"#;
+        let merged: Value =
+            serde_json::from_str(&with_capabilities(Some(acrs), &[CP1]).unwrap()).unwrap();
+        assert_eq!(merged["id_token"]["x"], 1, "other claims are kept");
+        assert_eq!(merged["access_token"]["acrs"]["value"], "c25");
+        let already = r#"{"access_token":{"xms_cc":{"values":["CP1","CP2"]}}}"#;
+        let merged: Value =
+            serde_json::from_str(&with_capabilities(Some(already), &[CP1]).unwrap()).unwrap();
+        assert_eq!(
+            merged["access_token"]["xms_cc"]["values"],
+            json!(["CP1", "CP2"]),
+            "no duplicate"
+        );
+        assert_eq!(
+            with_capabilities(Some("not json"), &[CP1]).as_deref(),
+            Some("not json")
+        );
+        assert_eq!(
+            with_capabilities(Some(challenge), &[]).as_deref(),
+            Some(challenge),
+            "untouched without capabilities"
+        );
+    }
+
+    #[test]
+    fn decoding() {
+        let json = r#"{"access_token":{"nbf":{"essential":true,"value":"1610563006"},"xms_rp_ipaddr":{"value":"1.2.3.4"}}}"#;
+        for encoded in [
+            "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ",
+            "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ==",
+        ] {
+            assert_eq!(decode_claims_challenge(encoded).unwrap(), json);
+        }
+        for bad in ["", "not base64!", "ey==", "ey", "WzFd"] {
+            assert!(decode_claims_challenge(bad).is_err(), "{bad}");
+        }
+    }
+}
