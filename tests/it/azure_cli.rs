@@ -561,3 +561,37 @@ async fn explicit_program_is_used_as_is() {
     assert_eq!(token.token.expose(), TOKEN);
     assert_eq!(az.invocations().len(), 1);
 }
+
+/// An upstream claims challenge on a route served by the Azure CLI: the CLI cannot request claims, so the caller
+/// gets 401 InteractionRequired naming `az login --claims-challenge`, with the claims in `WWW-Authenticate`.
+#[tokio::test]
+async fn a_claims_challenge_through_the_proxy_names_az_login() {
+    let _trace = trace_init();
+    let az = FakeAz::new(&new_output(3600));
+    let ca = crate::support::TestCa::new();
+    let upstream = crate::support::Upstream::builder().tls(&ca).start().await;
+    let dir = TempDir::new();
+    let ca_file = ca.write_ca_file(dir.path());
+    let yaml = format!(
+        "tls:\n  extra_ca_file: {}\ncredentials:\n  dev:\n    azure_cli: {{}}\nroutes:\n  - name: arm\n    path_prefix: /\n    upstream: {}\n    scope: {ARM}\n    credential: dev\n",
+        ca_file.display(),
+        upstream.base_url()
+    );
+    let proxy =
+        crate::support::proxy::TestProxy::start_with(&yaml, az.env(), Default::default()).await;
+    let (status, headers, body) =
+        crate::support::request(http::Method::GET, &proxy.url("/challenge"), &[], "").await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["x-aml-auth-proxy-error"], "InteractionRequired");
+    let www = headers["www-authenticate"].to_str().unwrap();
+    assert!(www.contains("claims=\""), "{www}");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("az login") && message.contains("--claims-challenge"),
+        "{message}"
+    );
+    assert!(!String::from_utf8_lossy(&body).contains(TOKEN));
+    assert_eq!(upstream.count(), 1, "no replay without a token");
+    proxy.stop().await;
+}

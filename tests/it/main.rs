@@ -15,6 +15,7 @@ mod support;
 mod admin;
 mod azure_cli;
 mod canary;
+mod claims;
 mod cli;
 mod client_certificate;
 mod credentials;

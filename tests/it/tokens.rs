@@ -116,7 +116,10 @@ async fn client_credentials_request_is_exactly_the_v2_form() {
         ("client_secret", CANARY_SECRET),
         ("grant_type", "client_credentials"),
         ("scope", ARM_SCOPE),
-        ("claims", r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#),
+        (
+            "claims",
+            r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#,
+        ),
     ];
     let expected: Vec<(String, String)> = expected
         .iter()
@@ -134,11 +137,18 @@ async fn client_credentials_request_is_exactly_the_v2_form() {
     // `cae: false`: no client capability, so no `claims` at all.
     let yaml = format!(
         "cae: false\n{}",
-        world.config(&World::sp(CRED, "nocae"), &world.route("arm", "/", CRED, ""))
+        world.config(
+            &World::sp(CRED, "nocae"),
+            &world.route("arm", "/", CRED, "")
+        )
     );
     let proxy = TestProxy::start(&yaml).await;
     assert_eq!(get(&proxy.url("/subscriptions")).await.0, StatusCode::OK);
-    assert!(!world.aad.requests_for("nocae")[0].form.contains_key("claims"));
+    assert!(
+        !world.aad.requests_for("nocae")[0]
+            .form
+            .contains_key("claims")
+    );
     proxy.stop().await;
 }
 

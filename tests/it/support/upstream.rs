@@ -20,7 +20,7 @@
 //! | `/slow-headers?ms=M`          | the echo, after waiting M ms before sending the head                     |
 //! | `/hop-by-hop`                 | 200 with hop-by-hop response headers (HTTP/1.x only; on h2 only `X-Kept: yes`) |
 //! | `/challenge`                  | 401 with a CAE `insufficient_claims` claims challenge ([`CAE_CHALLENGE`]) |
-//! | `/challenge-until-claims`     | the same 401, unless the token was issued for a request carrying `claims` (needs a registry): then the echo |
+//! | `/challenge-until-claims`     | the same 401, unless the token was issued with claims naming `access_token.nbf` (needs a registry): then the echo |
 //! | `/reset-mid-body`             | head with `Content-Length: 1000000`, 1000 bytes, then the connection is cut |
 //!
 //! [`pseudo_random_bytes`]: super::pseudo_random_bytes
@@ -375,11 +375,12 @@ async fn route(
                 (Some(registry), Some(token)) => registry.claims_of(token),
                 _ => None,
             };
-            if claims.is_some_and(|c| !c.is_empty()) {
-                echo(req)
-            } else {
-                challenge()
-            }
+            // Like the real thing: only a token issued with the challenged claim (`nbf`) satisfies it; the CP1
+            // capability alone does not.
+            let answers = claims
+                .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+                .is_some_and(|c| c["access_token"].get("nbf").is_some());
+            if answers { echo(req) } else { challenge() }
         }
         "/reset-mid-body" => {
             let mut resp = Response::new(AbortAfter::new(Bytes::from(vec![b'x'; 1000])).boxed());
