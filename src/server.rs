@@ -13,6 +13,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::proxy::client_addr::WithClientAddr;
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -61,7 +63,7 @@ pub async fn serve<S, B>(
                 let _ = stream.set_nodelay(true);
                 let conn = builder.serve_connection_with_upgrades(
                     TokioIo::new(stream),
-                    TowerToHyperService::new(service.clone()),
+                    TowerToHyperService::new(WithClientAddr::new(service.clone(), peer.ip())),
                 );
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! The upstream HTTP clients: rustls (system roots plus `tls.extra_ca_file`), pooled connections, a connect
-//! timeout, and no redirect following (hyper never follows redirects).
+//! timeout, no redirect following (hyper never follows redirects), and no link-local destinations.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +10,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::UpstreamBody;
+use super::resolve::NoLinkLocal;
 
 /// A pooled upstream client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector<NoLinkLocal>>, UpstreamBody>;
 
 /// The upstream clients: one negotiating HTTP/2 or HTTP/1.1 by ALPN, and one HTTP/1.1-only for WebSocket
 /// upgrades (which HTTP/2 connections cannot carry).
@@ -40,7 +41,7 @@ fn upstream_client(
     connect_timeout: Duration,
     http2: bool,
 ) -> UpstreamClient {
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(NoLinkLocal::new());
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

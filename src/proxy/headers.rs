@@ -39,6 +39,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Headers a caller must not set on a forwarded request: spoofable forwarding metadata (RELIABILITY threat 6c)
+/// and IMDS's `Metadata` header (a forwarded request must never look like one to IMDS, threat 11).
+pub fn strip_caller_metadata(headers: &mut HeaderMap) {
+    let spoofable: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            n == "forwarded"
+                || n == "metadata"
+                || n.starts_with("x-forwarded-")
+                || n.starts_with("x-original-")
+        })
+        .cloned()
+        .collect();
+    for name in spoofable {
+        headers.remove(name);
+    }
+}
+
+/// True when a header name contains `_`, which some servers treat as `-` (header smuggling, threat 6d).
+pub fn has_underscore_name(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| name.as_str().contains('_'))
+}
+
 /// True for an HTTP/1.1 WebSocket handshake (`Connection: upgrade` and `Upgrade: websocket`).
 pub fn is_websocket_upgrade(version: http::Version, headers: &HeaderMap) -> bool {
     let connection_upgrade = headers

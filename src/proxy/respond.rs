@@ -172,7 +172,7 @@ pub fn proxy_error(e: &ProxyError) -> Response<ResponseBody> {
     let mut response = json_error(e.status(), e.code(), &message, Map::new());
     let headers = response.headers_mut();
     match e {
-        ProxyError::MethodNotAllowed { allowed, .. } => {
+        ProxyError::MethodNotAllowed { allowed, .. } if !allowed.is_empty() => {
             let list = allowed
                 .iter()
                 .map(|m| m.as_str())

@@ -7,14 +7,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::header::UPGRADE;
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
 use super::admit::{HostAllowlist, check_origin, check_path};
 use super::body::{ProxyBody, ResponseBody};
+use super::client_addr::ClientAddr;
 use super::error::ProxyError;
-use super::headers::{is_websocket_upgrade, restore_websocket_upgrade, strip_hop_by_hop};
+use super::headers::{
+    has_underscore_name, is_websocket_upgrade, restore_websocket_upgrade, strip_caller_metadata,
+    strip_hop_by_hop,
+};
 use super::respond::RoutedError;
 use super::routes::RouteTable;
 use super::{BoxError, RouteStack};
@@ -54,6 +59,7 @@ impl Router {
         let inner = &*self.inner;
         let host = inner.hosts.check(req)?;
         check_path(req.method(), req.uri().path())?;
+        check_headers(req)?;
         let route = inner
             .table
             .find(Some(&host), req.uri().path())
@@ -76,12 +82,41 @@ impl Router {
         }
         let websocket = is_websocket_upgrade(req.version(), req.headers());
         strip_hop_by_hop(req.headers_mut());
+        strip_caller_metadata(req.headers_mut());
         if websocket {
             restore_websocket_upgrade(req.headers_mut());
         }
+        // Who asked, for the upstream's logs; also makes IMDS refuse the request should it ever get it.
+        let forwarded_for = req
+            .extensions()
+            .get::<ClientAddr>()
+            .map_or(HeaderValue::from_static("unknown"), |c| c.header.clone());
+        req.headers_mut().insert("x-forwarded-for", forwarded_for);
         let stack = inner.stacks[route.index].clone();
         Ok((route.index, stack))
     }
+}
+
+/// Request rules that need no route: no CORS preflight, no protocol switch but WebSocket, no header names with
+/// underscores.
+fn check_headers(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if req.method() == Method::OPTIONS {
+        return Err(ProxyError::MethodNotAllowed {
+            method: Method::OPTIONS,
+            allowed: Vec::new(),
+        });
+    }
+    if req.headers().contains_key(UPGRADE) && !is_websocket_upgrade(req.version(), req.headers()) {
+        return Err(ProxyError::BadRequest(
+            "only WebSocket upgrades are supported (no h2c or other protocol switches)",
+        ));
+    }
+    if has_underscore_name(req.headers()) {
+        return Err(ProxyError::BadRequest(
+            "header names with underscores are refused (some servers read them as dashes)",
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Router {

@@ -23,5 +23,6 @@ mod device_code;
 mod examples;
 mod managed_identity;
 mod proxy;
+mod security;
 mod tokens;
 mod websocket;

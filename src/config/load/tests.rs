@@ -1388,3 +1388,19 @@ fn credential_names_may_not_shadow_built_in_chain_sources() {
         "{e}"
     );
 }
+
+#[test]
+fn upstreams_may_not_be_link_local() {
+    for upstream in ["https://169.254.169.254", "https://[fe80::1]:8443/x"] {
+        let text = format!(
+            "credentials:\n  sp:\n    azure_cli: {{}}\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: {upstream}\n    scope: https://management.azure.com/.default\n    credential: sp\n"
+        );
+        let e = from_yaml_str(&text, &MapEnv::new(), ConfigOrigin::BuiltIn, Path::new("/"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("routes[0].upstream: must not be a link-local address"),
+            "{e}"
+        );
+    }
+}

@@ -104,6 +104,12 @@ pub(super) fn check_url(text: &str, rule: UrlRule) -> Result<CheckedUrl, String>
         }
         _ => return Err(format!("must be an https:// URL{}", shown(text))),
     };
+    if rule == UrlRule::Upstream && is_link_local_literal(&host) {
+        return Err(format!(
+            "must not be a link-local address: tokens are never sent to IMDS or its neighbours{}",
+            shown(text)
+        ));
+    }
     let authority = Authority::from_str(&authority.to_ascii_lowercase())
         .map_err(|_| format!("has an invalid host or port{}", shown(text)))?;
     let path = check_url_path(path, rule).map_err(|e| format!("{e}{}", shown(text)))?;
@@ -200,6 +206,15 @@ pub(super) fn is_loopback(host: &str) -> bool {
         .and_then(|h| h.strip_suffix(']'))
         .and_then(|h| h.parse::<Ipv6Addr>().ok())
         .is_some_and(|ip| ip.is_loopback())
+}
+
+/// True for a link-local IP literal, IPv4 (169.254.0.0/16) or bracketed IPv6 (fe80::/10).
+fn is_link_local_literal(host: &str) -> bool {
+    let v6 = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<Ipv6Addr>().ok());
+    is_link_local(host) || v6.is_some_and(|ip| ip.is_unicast_link_local())
 }
 
 /// True for an IPv4 link-local address (169.254.0.0/16), where IMDS listens.

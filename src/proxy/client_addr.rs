@@ -1,0 +1,59 @@
+//! The caller's address, recorded per connection so the forwarded request can say who asked
+//! (`X-Forwarded-For`), which also makes IMDS refuse it should it ever be reached (RELIABILITY threat 11).
+
+use std::net::IpAddr;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request};
+use tower::Service;
+
+/// Request extension: the IP address of the connection's peer, and its `X-Forwarded-For` value (made once per
+/// connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The peer's address.
+    pub ip: IpAddr,
+    /// `ip` as a header value.
+    pub header: HeaderValue,
+}
+
+/// Inserts [`ClientAddr`] into every request of one connection.
+#[derive(Debug, Clone)]
+pub struct WithClientAddr<S> {
+    inner: S,
+    addr: ClientAddr,
+}
+
+// === impl WithClientAddr ===
+
+impl<S> WithClientAddr<S> {
+    /// Wraps `inner` for a connection from `ip`.
+    pub fn new(inner: S, ip: IpAddr) -> Self {
+        Self {
+            inner,
+            addr: ClientAddr {
+                ip,
+                header: HeaderValue::try_from(ip.to_string())
+                    .unwrap_or(HeaderValue::from_static("unknown")),
+            },
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for WithClientAddr<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        req.extensions_mut().insert(self.addr.clone());
+        self.inner.call(req)
+    }
+}
