@@ -11,8 +11,11 @@ use hyper::body::Incoming;
 /// directions (caller → upstream and upstream → caller).
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// A peer's body, streamed as it arrives.
+    /// A peer's body, streamed as it arrives (an upstream's response, trailers included).
     Stream(Incoming),
+    /// A caller's request body, streamed as it arrives, with trailers dropped: a trailer could smuggle
+    /// `Authorization` or framing fields past the header rules (RELIABILITY threat 6e).
+    Request(Incoming),
     /// A complete body (error documents, admin answers); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -48,20 +51,28 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Request(body) => loop {
+                match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    Some(Ok(frame)) if frame.is_trailers() => {
+                        tracing::debug!("dropped request trailers");
+                    }
+                    other => return Poll::Ready(other),
+                }
+            },
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Stream(body) => body.is_end_stream(),
+            ProxyBody::Stream(body) | ProxyBody::Request(body) => body.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Stream(body) => body.size_hint(),
+            ProxyBody::Stream(body) | ProxyBody::Request(body) => body.size_hint(),
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

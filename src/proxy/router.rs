@@ -140,7 +140,7 @@ impl Service<Request<Incoming>> for Router {
         match self.admit(&mut req) {
             Ok((route, stack)) => Box::pin(async move {
                 stack
-                    .oneshot(req.map(ProxyBody::Stream))
+                    .oneshot(req.map(ProxyBody::Request))
                     .await
                     .map_err(|error| Box::new(RoutedError { route, error }) as BoxError)
             }),

@@ -686,14 +686,29 @@ pub(crate) fn pseudo_random_bytes(n: usize) -> Vec<u8> {
 }
 
 /// Reads a whole request body while hashing it; returns the bytes and their [`fnv1a64`].
-pub(crate) async fn read_body(mut body: Incoming) -> Result<(Bytes, u64), BoxError> {
+pub(crate) async fn read_body(body: Incoming) -> Result<(Bytes, u64), BoxError> {
+    read_body_and_trailers(body).await.map(|(b, h, _)| (b, h))
+}
+
+/// Like [`read_body`], also returning the trailers, if any were sent.
+pub(crate) async fn read_body_and_trailers(
+    mut body: Incoming,
+) -> Result<(Bytes, u64, Option<HeaderMap>), BoxError> {
     let mut buf = bytes::BytesMut::new();
     let mut hash = Fnv1a::new();
+    let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            hash.update(&data);
-            buf.extend_from_slice(&data);
+        match frame?.into_data() {
+            Ok(data) => {
+                hash.update(&data);
+                buf.extend_from_slice(&data);
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
         }
     }
-    Ok((buf.freeze(), hash.finish()))
+    Ok((buf.freeze(), hash.finish(), trailers))
 }

@@ -78,6 +78,8 @@ pub(crate) struct UpstreamRequest {
     pub(crate) body_len: usize,
     /// 64-bit FNV-1a of the body ([`super::fnv1a64`]).
     pub(crate) body_fnv: u64,
+    /// Request trailers, if any arrived.
+    pub(crate) trailers: Option<HeaderMap>,
     /// When the request (head and body) had been read, on tokio's clock.
     pub(crate) arrived_at: Instant,
     /// Set if token checking is on and the token was refused (the request then got a 401).
@@ -268,7 +270,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, BoxError> {
     let (parts, body) = req.into_parts();
-    let (body, body_fnv) = super::read_body(body).await?;
+    let (body, body_fnv, trailers) = super::read_body_and_trailers(body).await?;
     let token = bearer_token(&parts.headers);
     let rejection = state.registry.as_ref().and_then(|registry| match &token {
         None => Some(Rejection::Missing),
@@ -287,6 +289,7 @@ async fn handle(
         token,
         body_len: body.len(),
         body_fnv,
+        trailers,
         arrived_at: Instant::now(),
         rejection,
     };
