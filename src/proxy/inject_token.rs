@@ -2,7 +2,9 @@
 //! upstream claims challenge (DESIGN §6): the challenged token is dropped from the cache; when the request body
 //! fit `limits.replay_buffer_bytes`, a token is acquired once with the challenge's claims (merged with the `CP1`
 //! capability by the credential) and the request is replayed once with it. Whatever the replay answers — even
-//! another challenge — goes back to the caller unchanged, so a challenge loop is impossible.
+//! another challenge — goes back to the caller unchanged, so a challenge loop is impossible. A plain
+//! `error="invalid_token"` 401 (a token revoked mid-life) also drops the token — at most once per 5 s — and an
+//! idempotent request is sent once more with the fresh token (RELIABILITY F8).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
 use super::body::ProxyBody;
-use super::challenge::claims_challenge;
+use super::challenge::{challenges, claims_challenge};
 use super::error::ProxyError;
 use super::headers::is_websocket_upgrade;
 use crate::token_cache::{TokenCache, TokenSource};
@@ -174,10 +176,12 @@ where
         // The body streams and cannot be sent twice: a challenge still drops the challenged token.
         parts.headers.insert(AUTHORIZATION, token.clone());
         let response = call(inner, Request::from_parts(parts, body)).await?;
-        if response.status() == StatusCode::UNAUTHORIZED
-            && claims_challenge(response.headers()).is_some()
-        {
-            tokens.invalidate(&token);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if claims_challenge(response.headers()).is_some() {
+                tokens.invalidate(&token, "claims challenge");
+            } else if token_refused(response.headers()) {
+                tokens.invalidate(&token, "invalid_token");
+            }
         }
         return Ok(response);
     }
@@ -191,14 +195,34 @@ where
         return Ok(response);
     }
     let Some(challenge) = claims_challenge(response.headers()) else {
+        // A plain `invalid_token` (revoked or expired early): drop the token; an idempotent request is sent once
+        // more with a fresh one, anything else goes back to the caller as it is.
+        if token_refused(response.headers())
+            && tokens.invalidate(&token, "invalid_token")
+            && parts.method.is_idempotent()
+        {
+            let fresh = tokens.header_value().await?;
+            if fresh != token {
+                drop(response);
+                return call(inner, copy_request(&parts, kept, fresh)).await;
+            }
+        }
         return Ok(response);
     };
-    tokens.invalidate(&token);
+    tokens.invalidate(&token, "claims challenge");
     tracing::debug!(error = %challenge.error, "upstream claims challenge: acquiring a token with its claims and replaying once");
     let with_claims = replay.cache.claims_source(&tokens, challenge.claims.into());
     let token = with_claims.header_value().await?;
     drop(response);
     call(inner, copy_request(&parts, kept, token)).await
+}
+
+/// True when a 401 says the bearer token itself was refused (`error="invalid_token"`), as opposed to a missing
+/// permission or a claims challenge.
+fn token_refused(headers: &http::HeaderMap) -> bool {
+    challenges(headers).iter().any(|c| {
+        c.scheme.eq_ignore_ascii_case("bearer") && c.param("error") == Some("invalid_token")
+    })
 }
 
 /// Reads a body known to be at most `limit` bytes.

@@ -130,6 +130,8 @@ struct State {
     consecutive_failures: u32,
     /// The keeper's next attempt is not before this (backoff after failures).
     next_attempt: Option<Instant>,
+    /// When an upstream's rejection last dropped the token (rejections drop it at most once per `min_retry`).
+    dropped_at: Option<Instant>,
 }
 
 struct Failure {
@@ -277,16 +279,30 @@ impl TokenSource {
         self.entry.acquire().await
     }
 
-    /// Drops the cached token if it is still `rejected` (an upstream refused it with a claims challenge), so the
-    /// next request gets a fresh one; the keeper fetches it at once. A newer token is left alone.
-    pub fn invalidate(&self, rejected: &HeaderValue) {
+    /// Drops the cached token if it is still `rejected` (an upstream refused it: a claims challenge, a revoked
+    /// token), so the next request gets a fresh one; the keeper fetches it at once. A newer token is left alone,
+    /// and rejections drop a token at most once per `min_retry` (5 s), so an upstream that refuses every token
+    /// cannot make the proxy hammer the token service. Returns whether the token was dropped.
+    pub fn invalidate(&self, rejected: &HeaderValue, why: &'static str) -> bool {
         let entry = &self.entry;
-        let current = entry.current.load();
-        if current.as_ref().is_some_and(|t| t.header == *rejected) {
-            entry.current.compare_and_swap(&current, None);
-            tracing::info!(credential = %entry.key.credential, scope = %entry.key.scope, "cached token dropped after an upstream claims challenge");
-            entry.wake.notify_one();
+        let now = Instant::now();
+        let mut state = lock(&entry.state);
+        if state
+            .dropped_at
+            .is_some_and(|t| now.saturating_duration_since(t) < entry.policy.min_retry)
+        {
+            return false;
         }
+        let current = entry.current.load();
+        if !current.as_ref().is_some_and(|t| t.header == *rejected) {
+            return false;
+        }
+        entry.current.compare_and_swap(&current, None);
+        state.dropped_at = Some(now);
+        drop(state);
+        tracing::info!(credential = %entry.key.credential, scope = %entry.key.scope, reason = why, "cached token dropped: the upstream refused it");
+        entry.wake.notify_one();
+        true
     }
 
     /// The entry's key.

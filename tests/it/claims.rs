@@ -202,3 +202,80 @@ async fn a_credential_that_cannot_get_the_claims_answers_with_the_entra_error() 
     assert_eq!(world.upstream.count(), 1, "no replay without a token");
     proxy.stop().await;
 }
+
+/// RELIABILITY F8: a token revoked mid-life. The upstream's plain `invalid_token` 401 drops the cached token
+/// (at most once per 5 s); an idempotent request is sent once more with a fresh token, anything else gets the 401.
+#[tokio::test]
+async fn a_token_revoked_mid_life_is_dropped_and_idempotent_requests_retried_once() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = proxy(&world, "revoked", "").await;
+    assert_eq!(
+        request(Method::GET, &proxy.url("/a"), &[], "").await.0,
+        StatusCode::OK
+    );
+    let first = world.upstream.last_request().unwrap().token.unwrap();
+    world.aad.registry().expire(&first);
+
+    // GET: refused, token dropped, replayed once with a fresh token.
+    let (status, _, _) = request(Method::GET, &proxy.url("/b"), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let seen: Vec<_> = world
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/b")
+        .collect();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].token.as_deref(), Some(first.as_str()));
+    assert_ne!(seen[1].token.as_deref(), Some(first.as_str()));
+    assert_eq!(world.aad.count("revoked"), 2);
+
+    // Within 5 s a second revocation does not drop the token again: no token storm from a refusing upstream.
+    let second = seen[1].token.clone().unwrap();
+    world.aad.registry().expire(&second);
+    let (status, headers, _) = request(Method::GET, &proxy.url("/c"), &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_eq!(world.aad.count("revoked"), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_on_a_post_is_dropped_but_the_post_is_not_replayed() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = proxy(&world, "revokedpost", "").await;
+    proxy.wait_ready().await;
+    let token = world.aad.registry().all().pop().unwrap().token;
+    world.aad.registry().expire(&token);
+    let (status, _, _) = request(Method::POST, &proxy.url("/create"), &[], "{}").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "not idempotent: the caller decides"
+    );
+    assert_eq!(
+        world
+            .upstream
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/create")
+            .count(),
+        1
+    );
+    // The token was dropped: the next request uses a fresh one.
+    assert_eq!(
+        request(Method::POST, &proxy.url("/create"), &[], "{}")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(world.aad.count("revokedpost"), 2);
+    proxy.stop().await;
+}
