@@ -294,7 +294,7 @@ impl TokenSource {
             return false;
         }
         let current = entry.current.load();
-        if !current.as_ref().is_some_and(|t| t.header == *rejected) {
+        if current.as_ref().is_none_or(|t| t.header != *rejected) {
             return false;
         }
         entry.current.compare_and_swap(&current, None);
