@@ -9,15 +9,15 @@ use tokio::sync::watch;
 
 use crate::admin::{Admin, RouteReadiness};
 use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials};
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
-use crate::proxy::admit::HostAllowlist;
+use crate::proxy::admit::{CallerKey, HostAllowlist};
 use crate::proxy::client::upstream_clients;
 use crate::proxy::inject_token::InjectTokenLayer;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::{ProxyService, stack};
-use crate::server::{ServerOptions, bind, serve};
+use crate::server::{Listener, ServerOptions, bind, bind_listen, serve};
 use crate::token_cache::{CacheKey, CachePolicy, TokenCache, TokenSource};
 
 /// Knobs that are not configuration (tests inject these).
@@ -45,7 +45,7 @@ pub enum StartError {
 
 /// A bound, ready-to-run proxy.
 pub struct App {
-    proxy_listener: TcpListener,
+    proxy_listener: Listener,
     admin_listener: TcpListener,
     service: ProxyService,
     admin: Admin,
@@ -71,8 +71,12 @@ impl AppOptions {
 impl App {
     /// Binds both listeners, builds credentials and the proxy stack, and starts pre-fetching every route's
     /// token. Requests that arrive before a token is held wait on that same fetch.
+    ///
+    /// `config` must satisfy [`Config::check_listeners`] (the loader checks it; callers that override listeners
+    /// check again).
     pub async fn bind(config: Config, options: AppOptions) -> Result<Self, StartError> {
-        let proxy_listener = bind(config.listen, "proxy").await?;
+        let proxy_listener =
+            bind_listen(&config.listen, config.unix_allowed_uids.clone(), "proxy").await?;
         let admin_listener = bind(config.admin_listen, "admin").await?;
         let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
         let metrics = Metrics::new()?;
@@ -129,9 +133,12 @@ impl App {
         }
         let table = Arc::new(RouteTable::new(&config.routes));
         let hosts = HostAllowlist::new(config.allowed_hosts.clone());
+        let caller_key = config.caller_auth.map(CallerKey::new);
+        log_exposure(&config.listen, config.admin_listen, caller_key.as_ref());
         let clients = upstream_clients(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             table,
+            caller_key,
             hosts.clone(),
             &clients,
             layers,
@@ -159,11 +166,9 @@ impl App {
         })
     }
 
-    /// The proxy listener's address.
-    pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    /// Where the proxy listens: its TCP address (with the actual port) or its Unix socket path.
+    pub fn proxy_listen(&self) -> Listen {
+        self.proxy_listener.local()
     }
 
     /// The admin listener's address.
@@ -180,7 +185,7 @@ impl App {
         shutdown: impl Future<Output = ()>,
         force: impl Future<Output = ()> + Send + 'static,
     ) {
-        tracing::info!(proxy = %self.proxy_addr(), admin = %self.admin_addr(), "listening");
+        tracing::info!(proxy = %self.proxy_listen(), admin = %self.admin_addr(), "listening");
         let options = ServerOptions {
             header_read_timeout: self.limits.request_header_timeout,
         };
@@ -196,7 +201,7 @@ impl App {
             wait_true(deadline_rx.clone()),
         ));
         let admin = tokio::spawn(serve(
-            self.admin_listener,
+            Listener::Tcp(self.admin_listener),
             self.admin.clone(),
             options,
             admin_stopped,
@@ -223,6 +228,24 @@ impl App {
     }
 }
 
+/// Says at start-up who can use the proxy, loudly when other hosts can reach it.
+fn log_exposure(listen: &Listen, admin: SocketAddr, caller_key: Option<&CallerKey>) {
+    let header = caller_key.map(|k| k.header().as_str());
+    if !listen.is_local() || !crate::config::is_loopback(admin.ip()) {
+        tracing::warn!(
+            proxy = %listen,
+            admin = %admin,
+            caller_auth_header = header.unwrap_or("-"),
+            "expose: true: listening beyond loopback; proxy requests must carry the caller key"
+        );
+    } else if let Some(header) = header {
+        tracing::info!(
+            caller_auth_header = header,
+            "proxy requests must carry the caller key"
+        );
+    }
+}
+
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
@@ -230,7 +253,7 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("proxy", &self.proxy_addr())
+            .field("proxy", &self.proxy_listen())
             .field("admin", &self.admin_addr())
             .finish_non_exhaustive()
     }

@@ -21,7 +21,7 @@ use crate::auth::{
     CredentialSet, DeviceCodeCredential, EntraClient, HttpClientOptions, TokenHttpClient,
     TokenRequest, build_credentials,
 };
-use crate::config::{Config, ConfigError, CredentialSpec, DeviceCodeSpec};
+use crate::config::{Config, ConfigError, CredentialSpec, DeviceCodeSpec, Listen};
 use crate::env::{Env, ProcessEnv};
 use crate::logging::{self, LogFormat};
 
@@ -80,9 +80,9 @@ struct LogArgs {
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Proxy listen address (overrides `listen`).
+    /// Proxy listen address, IP:port or unix:/absolute/path.sock (overrides `listen`).
     #[arg(long, env = "AML_AUTH_PROXY_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Option<Listen>,
     /// Admin listen address (overrides `admin_listen`).
     #[arg(long, env = "AML_AUTH_PROXY_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
@@ -186,11 +186,8 @@ fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
             "no configuration file given: using the built-in default (/ → Azure Resource Manager, default credential chain)"
         );
     }
-    if let Some(addr) = args.listen {
-        config.listen = addr;
-    }
-    if let Some(addr) = args.admin_listen {
-        config.admin_listen = addr;
+    if let Err(e) = apply_listen_overrides(&mut config, args.listen, args.admin_listen) {
+        return fail(EXIT_USAGE, e);
     }
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -207,6 +204,36 @@ fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
         };
         app.run(shutdown, force).await;
         ExitCode::SUCCESS
+    })
+}
+
+/// Applies `--listen` / `--admin-listen` and checks the who-may-connect rules again, so an override cannot open
+/// the proxy to other hosts without `expose: true` and `caller_auth`. Problems caused by an override name the flag.
+fn apply_listen_overrides(
+    config: &mut Config,
+    listen: Option<Listen>,
+    admin_listen: Option<SocketAddr>,
+) -> Result<(), ConfigError> {
+    let (listen_given, admin_given) = (listen.is_some(), admin_listen.is_some());
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if let Some(addr) = admin_listen {
+        config.admin_listen = addr;
+    }
+    config.check_listeners().map_err(|mut problems| {
+        for p in &mut problems {
+            match p.path.as_str() {
+                "listen" if listen_given => p.path = "--listen".to_owned(),
+                "admin_listen" if admin_given => p.path = "--admin-listen".to_owned(),
+                _ => {}
+            }
+        }
+        let file = match &config.origin {
+            crate::config::ConfigOrigin::File(path) => Some(path.clone()),
+            crate::config::ConfigOrigin::BuiltIn => None,
+        };
+        ConfigError { file, problems }
     })
 }
 
@@ -256,6 +283,13 @@ fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
         config.cloud.name(),
         config.authority_host
     ));
+    if let Some(auth) = &config.caller_auth {
+        out.push_str(&format!(
+            "  callers must send the key in {}{}\n",
+            auth.header,
+            if config.expose { " (expose: true)" } else { "" }
+        ));
+    }
     for r in &config.routes {
         out.push_str(&format!(
             "  route {}: {}{} -> {}{} (credential {}, scope {})\n",

@@ -24,6 +24,12 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `candidate` (e.g. a header value a caller sent) is exactly this secret, compared in constant time:
+    /// the time taken depends on the lengths, never on where the bytes differ.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(self.0.as_bytes(), candidate)
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -35,12 +41,17 @@ impl fmt::Debug for Secret {
 impl PartialEq for Secret {
     /// Constant-time comparison (length leaks, content does not).
     fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
     }
 }
 
 impl Eq for Secret {}
+
+/// Byte equality without an early exit on the first difference (length leaks, content does not).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && std::hint::black_box(diff) == 0
+}
 
 #[cfg(test)]
 mod tests {
@@ -59,5 +70,8 @@ mod tests {
         assert_eq!(Secret::new("a"), Secret::new("a"));
         assert_ne!(Secret::new("a"), Secret::new("b"));
         assert_ne!(Secret::new("a"), Secret::new("ab"));
+        let s = Secret::new("key-1234");
+        assert!(s.matches(b"key-1234"));
+        assert!(!s.matches(b"key-1235") && !s.matches(b"key-123") && !s.matches(b""));
     }
 }

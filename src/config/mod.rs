@@ -2,8 +2,9 @@
 //!
 //! Loading is one pipeline (see [`load()`]): read the YAML file, expand `${VAR}` / `${VAR:-default}` in string
 //! values, walk the document collecting *every* problem with its key path, then run the cross-field checks
-//! (credential references, duplicate routes, secret-file permissions). Only a fully valid document becomes a
-//! [`Config`]; a bad one becomes a [`ConfigError`] listing all problems. Values of secret keys are never echoed.
+//! (credential references, duplicate routes, secret-file permissions, who may connect). Only a fully valid
+//! document becomes a [`Config`]; a bad one becomes a [`ConfigError`] listing all problems. Values of secret keys
+//! are never echoed. Command-line overrides of the listeners go through [`Config::check_listeners`] again.
 
 mod load;
 
@@ -11,10 +12,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use http::Method;
 use http::uri::{Authority, Scheme};
+use http::{HeaderName, Method};
 use rustls_pki_types::CertificateDer;
 
 use crate::auth::Secret;
@@ -28,14 +30,24 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 /// The name of the credential the built-in default configuration defines.
 pub const DEFAULT_CREDENTIAL: &str = "default";
+/// The header that carries the caller key when `caller_auth.header` is not given.
+pub const DEFAULT_CALLER_AUTH_HEADER: &str = "x-aml-auth-proxy-key";
+/// The prefix of a Unix-domain socket `listen` address (`unix:/run/aml-auth-proxy.sock`).
+pub const UNIX_PREFIX: &str = "unix:";
 
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
-    /// Proxy listener address.
-    pub listen: SocketAddr,
-    /// Admin listener address (`/healthz`, `/readyz`, `/metrics`).
+    /// Proxy listener: a loopback TCP address unless `expose` is set, or a Unix-domain socket.
+    pub listen: Listen,
+    /// Admin listener address (`/healthz`, `/readyz`, `/metrics`); loopback unless `expose` is set.
     pub admin_listen: SocketAddr,
+    /// The operator's explicit opt-in to non-loopback listeners (which then need `caller_auth`). Default `false`.
+    pub expose: bool,
+    /// When set, every proxy request must carry this shared secret (the admin listener does not ask for it).
+    pub caller_auth: Option<CallerAuth>,
+    /// Peer uids a Unix-domain socket listener accepts; `None` means only the proxy's own uid.
+    pub unix_allowed_uids: Option<Vec<u32>>,
     /// The Azure cloud (authority host, ARM and ML audiences).
     pub cloud: Cloud,
     /// Entra ID authority host: the `authority_host` key, else `AZURE_AUTHORITY_HOST`, else the cloud's.
@@ -55,6 +67,24 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Where this configuration came from.
     pub origin: ConfigOrigin,
+}
+
+/// Where the proxy listens (`listen`, `--listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address, `IP:port`.
+    Tcp(SocketAddr),
+    /// A Unix-domain socket at this absolute path (`unix:/path.sock`), created with mode 0600.
+    Unix(PathBuf),
+}
+
+/// `caller_auth: { header, secret_file }`: the shared secret every proxy request must carry.
+#[derive(Debug)]
+pub struct CallerAuth {
+    /// The header carrying the key, lower-case (default [`DEFAULT_CALLER_AUTH_HEADER`]).
+    pub header: HeaderName,
+    /// The key, read from `secret_file` (a private file); compared in constant time, never logged.
+    pub secret: Secret,
 }
 
 /// Where a configuration came from.
@@ -296,6 +326,23 @@ impl Config {
         load::builtin(env)
     }
 
+    /// The who-may-connect rules, for use after command-line overrides of `listen` / `admin_listen`: loopback
+    /// listeners unless `expose: true`, `expose: true` only with `caller_auth`, two different TCP listeners.
+    /// The loader applies the same rules, so a loaded configuration passes until something changes it.
+    pub fn check_listeners(&self) -> Result<(), Vec<Problem>> {
+        let problems = load::listener_problems(
+            &self.listen,
+            self.admin_listen,
+            self.expose,
+            self.caller_auth.is_some(),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
     /// The scopes every route needs, as (route name, credential, scope).
     pub fn route_tokens(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         self.routes
@@ -305,6 +352,56 @@ impl Config {
                 _ => None,
             })
     }
+}
+
+// === impl Listen ===
+
+impl Listen {
+    /// The TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Tcp(addr) => Some(*addr),
+            Listen::Unix(_) => None,
+        }
+    }
+
+    /// True for a TCP address only this host can reach (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`) and for a
+    /// Unix-domain socket.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Listen::Tcp(addr) => is_loopback(addr.ip()),
+            Listen::Unix(_) => true,
+        }
+    }
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Self {
+        Listen::Tcp(addr)
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    /// `IP:port`, or `unix:` followed by an absolute path of at most 107 bytes.
+    fn from_str(text: &str) -> Result<Self, String> {
+        load::parse_listen(text)
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "{UNIX_PREFIX}{}", path.display()),
+        }
+    }
+}
+
+/// True for loopback addresses, IPv4-mapped ones included.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 // === impl Cloud ===

@@ -1,17 +1,82 @@
-//! Request admission rules that hold before any route is chosen: allowed Host names (the DNS-rebinding
-//! defence), a well-formed origin-form path, and no browser cross-origin requests unless the route allows them.
+//! Request admission rules that hold before any route is chosen: the caller key (`caller_auth`), allowed Host
+//! names (the DNS-rebinding defence), a well-formed origin-form path, and no browser cross-origin requests unless
+//! the route allows them.
+
+use std::sync::Arc;
 
 use http::header::{HOST, ORIGIN};
 use http::uri::Authority;
-use http::{HeaderMap, Method, Request};
+use http::{HeaderMap, HeaderName, Method, Request};
 
 use super::error::ProxyError;
 use super::routes::Route;
+use crate::auth::Secret;
+use crate::config::CallerAuth;
+
+/// The `caller_auth` check: every request must carry the shared key, once, in its header. The header is removed
+/// before anything else sees the request, so it never reaches a route, a log line or an upstream.
+#[derive(Clone)]
+pub struct CallerKey {
+    header: HeaderName,
+    secret: Arc<Secret>,
+}
 
 /// The allowed host names (lower-case, `[::1]` with brackets, no port).
 #[derive(Debug, Clone)]
 pub struct HostAllowlist {
     hosts: Vec<String>,
+}
+
+// === impl CallerKey ===
+
+impl CallerKey {
+    /// The check configured by `caller_auth`.
+    pub fn new(auth: CallerAuth) -> Self {
+        Self {
+            header: auth.header,
+            secret: Arc::new(auth.secret),
+        }
+    }
+
+    /// The header that carries the key (marked sensitive in the stack, so it is never logged).
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Removes the key header from `headers` and checks it: exactly one value, equal to the secret (compared in
+    /// constant time). Errors never contain what the caller sent.
+    pub fn check(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+        let count = headers.get_all(&self.header).iter().count();
+        let sent = headers.remove(&self.header);
+        let refused = |message: String| ProxyError::CallerNotAuthenticated {
+            header: self.header.clone(),
+            message,
+        };
+        match (count, sent) {
+            (1, Some(value)) if self.secret.matches(value.as_bytes()) => Ok(()),
+            (1, Some(_)) => Err(refused(format!(
+                "the {} header does not carry this proxy's caller key",
+                self.header
+            ))),
+            (0, _) | (_, None) => Err(refused(format!(
+                "this proxy requires a caller key: send it in the {} header",
+                self.header
+            ))),
+            _ => Err(refused(format!(
+                "send the {} header once, not {count} times",
+                self.header
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Debug for CallerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerKey")
+            .field("header", &self.header)
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 // === impl HostAllowlist ===
@@ -137,6 +202,53 @@ pub fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KEY: &str = "caller-key-canary-0123456789";
+
+    fn caller_key() -> CallerKey {
+        CallerKey::new(CallerAuth {
+            header: HeaderName::from_static("x-aml-auth-proxy-key"),
+            secret: Secret::new(KEY),
+        })
+    }
+
+    #[test]
+    fn caller_key_is_checked_and_removed() {
+        let key = caller_key();
+        let mut ok = HeaderMap::new();
+        ok.insert("x-aml-auth-proxy-key", KEY.parse().unwrap());
+        ok.insert("x-other", "kept".parse().unwrap());
+        assert!(key.check(&mut ok).is_ok());
+        assert!(
+            !ok.contains_key("x-aml-auth-proxy-key"),
+            "the key is removed"
+        );
+        assert!(ok.contains_key("x-other"));
+
+        let wrong_values = [
+            None,
+            Some(""),
+            Some("caller-key-canary-012345678"),
+            Some("caller-key-canary-01234567890"),
+            Some("CALLER-KEY-CANARY-0123456789"),
+        ];
+        for sent in wrong_values {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = sent {
+                headers.insert("x-aml-auth-proxy-key", v.parse().unwrap());
+            }
+            let e = key.check(&mut headers).unwrap_err();
+            assert_eq!(e.code(), "CallerNotAuthenticated", "{sent:?}");
+            assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
+            assert!(!e.to_string().contains("canary"), "{e}");
+            assert!(!headers.contains_key("x-aml-auth-proxy-key"));
+        }
+        let mut twice = HeaderMap::new();
+        twice.append("x-aml-auth-proxy-key", KEY.parse().unwrap());
+        twice.append("x-aml-auth-proxy-key", KEY.parse().unwrap());
+        assert!(key.check(&mut twice).is_err(), "a repeated key is refused");
+        assert!(!format!("{key:?}").contains("canary"));
+    }
 
     fn allowlist() -> HostAllowlist {
         HostAllowlist::new(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()])

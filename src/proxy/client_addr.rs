@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Request};
 use tower::Service;
 
-/// Request extension: the IP address of the connection's peer, and its `X-Forwarded-For` value (made once per
-/// connection).
+/// Request extension: the IP address of the connection's peer (`None` over a Unix-domain socket), and its
+/// `X-Forwarded-For` value (made once per connection; `unknown` without an address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr {
     /// The peer's address.
-    pub ip: IpAddr,
+    pub ip: Option<IpAddr>,
     /// `ip` as a header value.
     pub header: HeaderValue,
 }
@@ -28,14 +28,13 @@ pub struct WithClientAddr<S> {
 
 impl<S> WithClientAddr<S> {
     /// Wraps `inner` for a connection from `ip`.
-    pub fn new(inner: S, ip: IpAddr) -> Self {
+    pub fn new(inner: S, ip: Option<IpAddr>) -> Self {
+        let header = ip
+            .and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
+            .unwrap_or(HeaderValue::from_static("unknown"));
         Self {
             inner,
-            addr: ClientAddr {
-                ip,
-                header: HeaderValue::try_from(ip.to_string())
-                    .unwrap_or(HeaderValue::from_static("unknown")),
-            },
+            addr: ClientAddr { ip, header },
         }
     }
 }

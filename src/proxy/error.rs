@@ -2,11 +2,19 @@
 
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::{HeaderName, Method, StatusCode};
 
 /// A request the proxy answers itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// `caller_auth` is configured and the request lacks the key, or carries a wrong one (or several).
+    #[error("{message}")]
+    CallerNotAuthenticated {
+        /// The header that must carry the key (for `WWW-Authenticate`).
+        header: HeaderName,
+        /// What was wrong; never the key or what the caller sent.
+        message: String,
+    },
     /// No route matches the request path (and host).
     #[error("no route matches this request")]
     NoRoute,
@@ -47,6 +55,7 @@ impl ProxyError {
     /// The status code of DESIGN §6.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::CallerNotAuthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::OriginNotAllowed(_) | ProxyError::PathNotAllowed => StatusCode::FORBIDDEN,
@@ -61,6 +70,7 @@ impl ProxyError {
     /// The error code of DESIGN §6.
     pub fn code(&self) -> &'static str {
         match self {
+            ProxyError::CallerNotAuthenticated { .. } => "CallerNotAuthenticated",
             ProxyError::NoRoute => "NoRoute",
             ProxyError::HostNotAllowed(_) => "HostNotAllowed",
             ProxyError::OriginNotAllowed(_) => "OriginNotAllowed",

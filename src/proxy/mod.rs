@@ -1,10 +1,12 @@
 //! The proxy path. [`stack`] is the only place layers are ordered.
 //!
 //! ```text
-//! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie sensitive before anything logs
+//! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie and the caller-key header sensitive
+//!  │                           before anything logs
 //!  └ Observe                   max_in_flight shedding; one access line + metrics per request, at body end
 //!     └ Respond                every error below becomes the JSON answer of DESIGN §6
-//!        └ Router              Host allowlist, path rules, route match, Origin and allow policy, hop-by-hop strip
+//!        └ Router              caller key (checked, removed), Host allowlist, path rules, route match, Origin and
+//!                              allow policy, hop-by-hop strip
 //!           └ per route:
 //!              InjectToken     awaits the cached token, inserts it (sensitive), replacing the caller's
 //!               └ Timeout      upstream_response_timeout, to response headers only
@@ -37,7 +39,7 @@ use crate::config::Limits;
 pub use crate::error::BoxError;
 use crate::metrics::ProxyMetrics;
 
-use self::admit::HostAllowlist;
+use self::admit::{CallerKey, HostAllowlist};
 use self::client::UpstreamClients;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
@@ -61,9 +63,11 @@ pub struct RouteInfo {
     pub upstream: bool,
 }
 
-/// Builds the proxy service. `tokens[i]` is route `i`'s token layer.
+/// Builds the proxy service. `tokens[i]` is route `i`'s token layer; with a `caller_key`, every request must carry
+/// it (`caller_auth`).
 pub fn stack(
     table: Arc<RouteTable>,
+    caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
     clients: &UpstreamClients,
     tokens: Vec<InjectTokenLayer>,
@@ -87,13 +91,11 @@ pub fn stack(
                 ))
         })
         .collect();
+    let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
+    sensitive.extend(caller_key.as_ref().map(|k| k.header().clone()));
     ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            AUTHORIZATION,
-            PROXY_AUTHORIZATION,
-            COOKIE,
-        ]))
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
         .layer(observe)
         .layer(RespondLayer)
-        .service(Router::new(table, hosts, stacks))
+        .service(Router::new(table, caller_key, hosts, stacks))
 }

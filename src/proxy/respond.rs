@@ -24,6 +24,9 @@ use crate::token_cache::TokenUnavailable;
 /// The header naming the error code on every proxy-generated answer.
 pub const ERROR_HEADER: &str = "x-aml-auth-proxy-error";
 
+/// The `WWW-Authenticate` scheme of a `401 CallerNotAuthenticated`: `AmlAuthProxyKey header="<name>"`.
+pub const CALLER_KEY_SCHEME: &str = "AmlAuthProxyKey";
+
 /// An error from inside a route's stack, tagged with the route that produced it.
 #[derive(Debug)]
 pub struct RoutedError {
@@ -184,6 +187,12 @@ pub fn proxy_error(e: &ProxyError) -> Response<ResponseBody> {
         }
         ProxyError::Overloaded(_) => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ProxyError::CallerNotAuthenticated { header, .. } => {
+            let challenge = format!("{CALLER_KEY_SCHEME} header=\"{header}\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                headers.insert(WWW_AUTHENTICATE, v);
+            }
         }
         _ => {}
     }

@@ -1,4 +1,5 @@
-//! Admission and routing: checks the request rules that hold for every request, picks the route, applies its
+//! Admission and routing: checks the caller key (when `caller_auth` is configured) and the request rules that
+//! hold for every request, picks the route, applies its
 //! least-privilege policy, strips hop-by-hop headers (before any token is inserted; a WebSocket handshake keeps
 //! its `Connection: upgrade` / `Upgrade: websocket`), and hands the request to the route's own stack.
 
@@ -12,7 +13,7 @@ use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
-use super::admit::{HostAllowlist, check_origin, check_path};
+use super::admit::{CallerKey, HostAllowlist, check_origin, check_path};
 use super::body::{ProxyBody, ResponseBody};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
@@ -32,6 +33,7 @@ pub struct Router {
 
 struct RouterInner {
     table: Arc<RouteTable>,
+    caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
     stacks: Vec<RouteStack>,
 }
@@ -43,11 +45,18 @@ pub type ResponseFuture =
 // === impl Router ===
 
 impl Router {
-    /// A router over `table`, with one stack per route (same order).
-    pub fn new(table: Arc<RouteTable>, hosts: HostAllowlist, stacks: Vec<RouteStack>) -> Self {
+    /// A router over `table`, with one stack per route (same order). With a `caller_key`, requests without the
+    /// key are refused before anything else is looked at.
+    pub fn new(
+        table: Arc<RouteTable>,
+        caller_key: Option<CallerKey>,
+        hosts: HostAllowlist,
+        stacks: Vec<RouteStack>,
+    ) -> Self {
         Self {
             inner: Arc::new(RouterInner {
                 table,
+                caller_key,
                 hosts,
                 stacks,
             }),
@@ -57,6 +66,10 @@ impl Router {
     /// Checks the rules and picks the route's stack.
     fn admit(&self, req: &mut Request<Incoming>) -> Result<(usize, RouteStack), BoxError> {
         let inner = &*self.inner;
+        // First, so an unauthenticated caller learns nothing about hosts or routes, and the key never travels on.
+        if let Some(key) = &inner.caller_key {
+            key.check(req.headers_mut())?;
+        }
         let host = inner.hosts.check(req)?;
         check_path(req.method(), req.uri().path())?;
         check_headers(req)?;

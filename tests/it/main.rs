@@ -1,5 +1,5 @@
 //! Integration tests: the proxy in process, against in-process mocks of Entra ID and an Azure ML upstream,
-//! all on 127.0.0.1:0. One binary, one module per area. `cli` and `canary` run the real binary as a child
+//! all on 127.0.0.1:0. One binary, one module per area. `cli`, `canary` and `exposure` run the real binary as a child
 //! process (clean environment, loopback only) against the same in-process mocks.
 
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not the helpers of an integration-test crate.
@@ -21,6 +21,7 @@ mod client_certificate;
 mod credentials;
 mod device_code;
 mod examples;
+mod exposure;
 mod managed_identity;
 mod proxy;
 mod security;

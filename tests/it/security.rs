@@ -123,9 +123,9 @@ async fn request_trailers_are_never_forwarded() {
         .await;
         let request = format!(
             "POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: Authorization, X-Trailer\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nAuthorization: Bearer trailer-token\r\nX-Trailer: yes\r\n\r\n",
-            proxy.addr.port()
+            proxy.addr().port()
         );
-        let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
             .await
             .unwrap();

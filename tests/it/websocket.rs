@@ -79,7 +79,7 @@ async fn websocket_handshake_gets_the_token_and_bytes_flow_both_ways() {
         World::sp("sp", "ok")
     );
     let proxy = TestProxy::start(&yaml).await;
-    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
     conn.write_all(
         b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\

@@ -8,6 +8,7 @@
 
 mod credentials;
 mod files;
+mod listen;
 mod routes;
 mod syntax;
 mod url;
@@ -24,11 +25,12 @@ use rustls_pki_types::CertificateDer;
 use serde_yaml::Value;
 
 use super::{
-    AllowPolicy, ChainSource, Cloud, Config, ConfigError, ConfigOrigin, CredentialSpec,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, RouteConfig,
-    Upstream,
+    AllowPolicy, CallerAuth, ChainSource, Cloud, Config, ConfigError, ConfigOrigin, CredentialSpec,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, Listen,
+    RouteConfig, Upstream,
 };
 use crate::env::Env;
+pub(super) use listen::{listener_problems, parse_listen};
 use url::{UrlRule, check_url};
 use walk::{Field, Walker};
 
@@ -41,8 +43,11 @@ const AUTHORITY_HOST_VAR: &str = "AZURE_AUTHORITY_HOST";
 /// The top-level keys as walked, before the cross-field checks.
 #[derive(Default)]
 struct TopLevel {
-    listen: Field<SocketAddr>,
+    listen: Field<Listen>,
     admin_listen: Field<SocketAddr>,
+    expose: Field<bool>,
+    caller_auth: Field<CallerAuth>,
+    unix_allowed_uids: Field<Vec<u32>>,
     cloud: Field<Cloud>,
     authority_host: Field<HttpsOrigin>,
     allowed_hosts: Field<Vec<String>>,
@@ -108,8 +113,11 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
     let config = authority_host
         .zip(route)
         .map(|(authority_host, route)| Config {
-            listen: DEFAULT_LISTEN,
+            listen: Listen::Tcp(DEFAULT_LISTEN),
             admin_listen: DEFAULT_ADMIN_LISTEN,
+            expose: false,
+            caller_auth: None,
+            unix_allowed_uids: None,
             cloud,
             authority_host,
             allowed_hosts: default_allowed_hosts(),
@@ -161,8 +169,11 @@ fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Co
     let mut top = TopLevel::default();
     w.fields("", root, |w, key, p, v| {
         match key {
-            "listen" => top.listen.set(socket_addr(w, p, v)),
+            "listen" => top.listen.set(w.listen(p, v)),
             "admin_listen" => top.admin_listen.set(socket_addr(w, p, v)),
+            "expose" => top.expose.set(w.boolean(p, v)),
+            "caller_auth" => top.caller_auth.set(w.caller_auth(p, v)),
+            "unix_allowed_uids" => top.unix_allowed_uids.set(w.allowed_uids(p, v)),
             "cloud" => top.cloud.set(cloud(w, p, v)),
             "authority_host" => top.authority_host.set(w.origin(p, v)),
             "allowed_hosts" => top.allowed_hosts.set(allowed_hosts(w, p, v)),
@@ -328,16 +339,14 @@ fn syntax_error(error: &serde_yaml::Error) -> String {
 impl TopLevel {
     /// Cross-field checks and defaults; `None` when anything was invalid.
     fn into_config(self, w: &mut Walker<'_>, origin: ConfigOrigin) -> Option<Config> {
-        let listen = self.listen.or(DEFAULT_LISTEN);
+        let listen = self.listen.or(Listen::Tcp(DEFAULT_LISTEN));
         let admin_listen = self.admin_listen.or(DEFAULT_ADMIN_LISTEN);
-        if let (Some(l), Some(a)) = (listen, admin_listen)
-            && l == a
-            && l.port() != 0
-        {
-            w.problem(
-                "admin_listen",
-                format!("must differ from listen (both are {l})"),
-            );
+        let expose = self.expose.or(false);
+        if let (Some(l), Some(a), Some(e)) = (&listen, admin_listen, expose) {
+            // A `caller_auth` that is present but invalid has its own problems; do not also claim it is missing.
+            for p in listener_problems(l, a, e, self.caller_auth.is_present()) {
+                w.problem(&p.path, p.message);
+            }
         }
         let cloud = self.cloud.or(Cloud::AzureCloud);
         let authority_host = match cloud {
@@ -348,6 +357,9 @@ impl TopLevel {
         Some(Config {
             listen: listen?,
             admin_listen: admin_listen?,
+            expose: expose?,
+            caller_auth: self.caller_auth.optional()?,
+            unix_allowed_uids: self.unix_allowed_uids.optional()?,
             cloud: cloud?,
             authority_host: authority_host?,
             allowed_hosts: self.allowed_hosts.or(default_allowed_hosts())?,

@@ -47,6 +47,14 @@ async fn proxy_errors_have_contract_status_code_and_headers() {
             "UpstreamTimeout",
         ),
         (ProxyError::Overloaded(10), 503, "Overloaded"),
+        (
+            ProxyError::CallerNotAuthenticated {
+                header: http::HeaderName::from_static("x-team-key"),
+                message: "m".into(),
+            },
+            401,
+            "CallerNotAuthenticated",
+        ),
     ];
     for (e, status, code) in cases {
         let r = rescue(&boxed(e));
@@ -58,6 +66,12 @@ async fn proxy_errors_have_contract_status_code_and_headers() {
         }
         if code == "Overloaded" {
             assert!(r.headers().contains_key(RETRY_AFTER));
+        }
+        if code == "CallerNotAuthenticated" {
+            assert_eq!(
+                r.headers()[WWW_AUTHENTICATE],
+                "AmlAuthProxyKey header=\"x-team-key\""
+            );
         }
         let j = body_json(r).await;
         assert_eq!(j["error"]["code"], code);

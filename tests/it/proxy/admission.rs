@@ -33,7 +33,7 @@ async fn foreign_host_is_421_with_no_token_or_upstream_request() {
     // Pre-fetch has happened; from here on the token count must not move.
     proxy.wait_ready().await;
     let tokens = world.aad.count("hostcheck");
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     for host in [
         "evil.com".to_owned(),
         format!("evil.com:{port}"),
@@ -49,13 +49,13 @@ async fn foreign_host_is_421_with_no_token_or_upstream_request() {
         assert!(!error.to_string().contains("at.hostcheck"), "{error}");
     }
     // HTTP/1.0 allows a request without Host; the proxy must not guess one.
-    let answer = raw(proxy.addr, "GET /x HTTP/1.0\r\n\r\n").await;
+    let answer = raw(proxy.addr(), "GET /x HTTP/1.0\r\n\r\n").await;
     assert_error(&answer, StatusCode::MISDIRECTED_REQUEST, "HostNotAllowed");
     // An allowed Host followed by a foreign one is not accepted either.
     let head = format!(
         "GET /x HTTP/1.1\r\nHost: localhost:{port}\r\nHost: evil.com\r\nConnection: close\r\n\r\n"
     );
-    let (status, _, body) = raw(proxy.addr, &head).await;
+    let (status, _, body) = raw(proxy.addr(), &head).await;
     assert!(
         status == StatusCode::BAD_REQUEST || status == StatusCode::MISDIRECTED_REQUEST,
         "two Host headers: {status} {}",
@@ -101,13 +101,13 @@ async fn foreign_authority_over_http2_cleartext_is_421() {
     proxy.wait_ready().await;
     let tokens = world.aad.count("h2host");
     // One prior-knowledge HTTP/2 connection to the proxy; each request names its own :authority.
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .unwrap();
     tokio::spawn(conn);
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     for (authority, status) in [
         (format!("evil.com:{port}"), StatusCode::MISDIRECTED_REQUEST),
         (
@@ -291,7 +291,7 @@ async fn refusals_are_answered_without_waiting_for_a_token() {
         allow,
     );
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "hang"), &routes)).await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     let bad_path =
         format!("GET /api/../x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
     let cases: [Refusal<'_>; 5] = [
@@ -339,7 +339,7 @@ async fn refusals_are_answered_without_waiting_for_a_token() {
                 .unwrap_or_else(|_| panic!("{code}: the refusal waited for a token"));
         assert_error(&answer, status, code);
     }
-    let answer = raw(proxy.addr, &bad_path).await;
+    let answer = raw(proxy.addr(), &bad_path).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
     assert_eq!(world.upstream.count(), 0);
     proxy.stop().await;

@@ -19,7 +19,7 @@ async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not
     let upstream = h1_upstream(&world).await;
     let routes = route_to("arm", "/", &upstream.base_url(), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "hdr"), &routes)).await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     // Raw bytes: two caller Authorization headers, a Connection header that names `authorization` (trying
     // to strip the injected token) and a private header, and every fixed hop-by-hop header.
     let head = format!(
@@ -39,7 +39,7 @@ async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not
          X-Ms-Client-Request-Id: 4f1c\r\n\
          \r\n"
     );
-    let (status, _, body) = raw(proxy.addr, &head).await;
+    let (status, _, body) = raw(proxy.addr(), &head).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 
     assert_eq!(upstream.count(), 1);
@@ -98,12 +98,12 @@ async fn connection_header_naming_authorization_cannot_strip_the_token_over_h2_e
     let world = World::new().await;
     // The default upstream negotiates h2: the same guarantee must hold there.
     let proxy = world.simple_proxy("hdr2").await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     let head = format!(
         "POST /x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Authorization\r\nConnection: close\r\n\
          Content-Length: 2\r\n\r\nhi"
     );
-    let (status, _, body) = raw(proxy.addr, &head).await;
+    let (status, _, body) = raw(proxy.addr(), &head).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let seen = world.upstream.last_request().unwrap();
     assert_eq!(seen.version, http::Version::HTTP_2);
@@ -207,13 +207,13 @@ async fn websocket_upgrade_request_reaches_the_upstream_as_an_upgrade() {
     let upstream = h1_upstream(&world).await;
     let routes = route_to("ws", "/", &upstream.base_url(), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "ws"), &routes)).await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     // The mock answers the echo (not 101); what matters here is what the upstream was asked for.
     let head = format!(
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    let _ = raw(proxy.addr, &head).await;
+    let _ = raw(proxy.addr(), &head).await;
     let seen = upstream
         .last_request()
         .expect("the upgrade request reached the upstream");

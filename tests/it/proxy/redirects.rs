@@ -69,7 +69,7 @@ async fn long_running_operation_urls_are_rewritten_to_the_proxy_and_polling_work
         "{}",
         String::from_utf8_lossy(&body)
     );
-    let base = format!("http://127.0.0.1:{}", proxy.addr.port());
+    let base = format!("http://127.0.0.1:{}", proxy.addr().port());
     assert_lro_headers(&headers, &base);
     assert_eq!(world.upstream.count(), 1);
 
@@ -101,7 +101,7 @@ async fn relative_location_is_rewritten_to_the_proxy() {
     );
     assert_eq!(
         header(&headers, "location"),
-        format!("http://127.0.0.1:{}/things/42", proxy.addr.port())
+        format!("http://127.0.0.1:{}/things/42", proxy.addr().port())
     );
     assert_eq!(json(&body)["id"], 42);
     proxy.stop().await;
@@ -113,7 +113,7 @@ async fn rewritten_urls_keep_a_strip_prefix_routes_prefix() {
     let world = World::new().await;
     let routes = world.route("ml", "/ml", "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "mlpre"), &routes)).await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
 
     let (status, headers, _) = request(Method::PUT, &proxy.url("/ml/lro"), &[], "{}").await;
     assert_eq!(status, StatusCode::ACCEPTED);

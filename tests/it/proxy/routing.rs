@@ -103,7 +103,7 @@ async fn host_specific_routes_match_the_host_header() {
     ]
     .concat();
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "hosts"), &routes)).await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     for (host, upstream_path) in [
         (format!("localhost:{port}"), "/by-host/x"),
         (format!("LOCALHOST:{port}"), "/by-host/x"),
@@ -128,7 +128,7 @@ async fn ambiguous_paths_are_400_bad_request_and_never_forwarded() {
     let _trace = trace_init();
     let world = World::new().await;
     let proxy = world.simple_proxy("paths").await;
-    let port = proxy.addr.port();
+    let port = proxy.addr().port();
     for target in [
         "/a/../b",
         "/a/./b",
@@ -144,7 +144,7 @@ async fn ambiguous_paths_are_400_bad_request_and_never_forwarded() {
     ] {
         let head =
             format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        let answer = raw(proxy.addr, &head).await;
+        let answer = raw(proxy.addr(), &head).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
     }
     assert_eq!(world.upstream.count(), 0);
@@ -188,7 +188,7 @@ async fn absolute_form_and_connect_targets_never_reach_another_host() {
     let proxy = world.simple_proxy("ssrf").await;
     let canary = Canary::bind();
     let c = canary.port();
-    let p = proxy.addr.port();
+    let p = proxy.addr().port();
 
     // Absolute-form targets naming the canary, with an allowed Host: the proxy may answer from its own
     // upstream (on the path only) or refuse with a 4xx, but it never connects to the canary.
@@ -208,7 +208,7 @@ async fn absolute_form_and_connect_targets_never_reach_another_host() {
     ] {
         world.upstream.reset();
         let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let (status, headers, body) = raw(proxy.addr, &head).await;
+        let (status, headers, body) = raw(proxy.addr(), &head).await;
         let text = String::from_utf8_lossy(&body);
         if status == StatusCode::OK {
             let seen = world.upstream.requests();
@@ -231,12 +231,12 @@ async fn absolute_form_and_connect_targets_never_reach_another_host() {
     let head = format!(
         "GET http://attacker.example/steal HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\n\r\n"
     );
-    let answer = raw(proxy.addr, &head).await;
+    let answer = raw(proxy.addr(), &head).await;
     assert_error(&answer, StatusCode::MISDIRECTED_REQUEST, "HostNotAllowed");
     let head = format!(
         "CONNECT 127.0.0.1:{c} HTTP/1.1\r\nHost: 127.0.0.1:{c}\r\nConnection: close\r\n\r\n"
     );
-    let answer = raw(proxy.addr, &head).await;
+    let answer = raw(proxy.addr(), &head).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
     assert_eq!(world.upstream.count(), 0);
 

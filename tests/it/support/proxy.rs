@@ -1,5 +1,5 @@
-//! The proxy under test, in process: `TestProxy::start(yaml)` binds both listeners on 127.0.0.1:0 and serves
-//! until stopped or dropped. `World` bundles the usual mocks (a test CA, a mock Entra ID, a TLS upstream that
+//! The proxy under test, in process: `TestProxy::start(yaml)` binds both listeners on 127.0.0.1:0 (unless the
+//! YAML sets `listen`, e.g. to a `unix:` socket) and serves until stopped or dropped. `World` bundles the usual mocks (a test CA, a mock Entra ID, a TLS upstream that
 //! checks tokens against it) and writes configurations that point at them.
 
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aml_auth_proxy::app::{App, AppOptions};
-use aml_auth_proxy::config::{self, ConfigOrigin};
+use aml_auth_proxy::config::{self, ConfigOrigin, Listen};
 use aml_auth_proxy::env::MapEnv;
 use aml_auth_proxy::token_cache::CachePolicy;
 use tokio::sync::oneshot;
@@ -56,7 +56,8 @@ impl Drop for TempDir {
 
 /// A running proxy.
 pub(crate) struct TestProxy {
-    pub(crate) addr: SocketAddr,
+    /// Where the proxy listens: TCP (see [`TestProxy::addr`]) or a Unix socket ([`TestProxy::socket_path`]).
+    pub(crate) listen: Listen,
     pub(crate) admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -84,7 +85,7 @@ impl TestProxy {
         let mut options = AppOptions::new(Arc::new(env));
         options.cache_policy = policy;
         let app = App::bind(config, options).await.unwrap();
-        let (addr, admin) = (app.proxy_addr(), app.admin_addr());
+        let (listen, admin) = (app.proxy_listen(), app.admin_addr());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run(
             async {
@@ -93,16 +94,32 @@ impl TestProxy {
             std::future::pending(),
         ));
         Self {
-            addr,
+            listen,
             admin,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
+    /// The proxy's TCP address (panics for a Unix-socket proxy).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        match &self.listen {
+            Listen::Tcp(addr) => *addr,
+            Listen::Unix(path) => panic!("the proxy listens on unix:{}", path.display()),
+        }
+    }
+
+    /// The proxy's Unix socket (panics for a TCP proxy).
+    pub(crate) fn socket_path(&self) -> &Path {
+        match &self.listen {
+            Listen::Unix(path) => path,
+            Listen::Tcp(addr) => panic!("the proxy listens on {addr}"),
+        }
+    }
+
     /// `http://127.0.0.1:PORT{path}`.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.addr())
     }
 
     /// `http://127.0.0.1:ADMIN{path}`.
