@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod first_bytes;
 pub mod ids;
 pub mod logging;
 pub mod metrics;

@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use crate::config::Listen;
+use crate::first_bytes::FirstBytesDeadline;
 use crate::proxy::client_addr::WithClientAddr;
 
 /// Mode of a Unix-domain socket listener: only its owner may connect.
@@ -187,15 +188,21 @@ pub async fn serve<S, B>(
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Limits from RELIABILITY a.4: 64 KiB of request head and (hyper's default) 100 header fields, 431 beyond;
+    // 100 concurrent HTTP/2 streams, a 64 KiB HTTP/2 header list, and keep-alive pings that close dead peers.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -204,10 +211,24 @@ pub async fn serve<S, B>(
         };
         match accepted {
             Ok(Some(Accepted::Tcp(stream, peer))) => {
-                spawn_connection(&builder, &graceful, stream, &service, Peer::Tcp(peer));
+                spawn_connection(
+                    &builder,
+                    &graceful,
+                    stream,
+                    &service,
+                    Peer::Tcp(peer),
+                    options.header_read_timeout,
+                );
             }
             Ok(Some(Accepted::Unix(stream, uid))) => {
-                spawn_connection(&builder, &graceful, stream, &service, Peer::Unix { uid });
+                spawn_connection(
+                    &builder,
+                    &graceful,
+                    stream,
+                    &service,
+                    Peer::Unix { uid },
+                    options.header_read_timeout,
+                );
             }
             Ok(None) => {}
             Err(e) => accept_error(&e).await,
@@ -227,6 +248,7 @@ fn spawn_connection<IO, S, B>(
     io: IO,
     service: &S,
     peer: Peer,
+    first_bytes: Duration,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
@@ -244,7 +266,7 @@ fn spawn_connection<IO, S, B>(
         Peer::Unix { .. } => None,
     };
     let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(io),
+        TokioIo::new(FirstBytesDeadline::new(io, first_bytes)),
         TowerToHyperService::new(WithClientAddr::new(service.clone(), client_ip)),
     );
     let conn = graceful.watch(conn.into_owned());

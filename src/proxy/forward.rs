@@ -202,6 +202,12 @@ async fn splice(
 fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> BoxError {
     let detail = crate::error::error_chain(e);
     tracing::debug!(upstream = host, error = %detail, "upstream request failed");
+    if caused_by_request_body(e) {
+        // The caller's own body was malformed (bad chunked framing) or cut off: not the upstream's fault.
+        return Box::new(ProxyError::BadRequest(
+            "the request body is malformed or was interrupted",
+        ));
+    }
     let what = if e.is_connect() {
         "could not connect to"
     } else {
@@ -210,6 +216,20 @@ fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> BoxError
     Box::new(ProxyError::UpstreamUnavailable(format!(
         "{what} upstream {host}: {detail}"
     )))
+}
+
+/// True when hyper reports the failure as coming from the request body we streamed (a "user" body error).
+fn caused_by_request_body(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && h.is_user()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Rewrites URL headers that point at a route's upstream so they point at the proxy.

@@ -22,6 +22,7 @@ mod credentials;
 mod device_code;
 mod examples;
 mod exposure;
+mod hardening;
 mod managed_identity;
 mod proxy;
 mod security;

@@ -493,6 +493,8 @@ async fn serve_connection<H, Fut>(
     if http1_only {
         builder = builder.http1_only();
     }
+    // Room for the headers the proxy adds (e.g. X-Forwarded-For) on top of a caller's 100.
+    builder.http1().max_headers(128);
     // Connection errors (client went away, handler asked to drop the connection…) are expected in tests.
     match tls {
         None => {
