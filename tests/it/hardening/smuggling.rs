@@ -339,7 +339,7 @@ async fn early_refusal_closes_the_connection_when_the_body_has_not_arrived() {
 }
 
 #[tokio::test]
-#[ignore = "needs rule: refuse duplicate Content-Length fields (hyper 1.12 merges identical values before the proxy sees them)"]
+#[ignore = "known limitation: hyper 1.12 merges identical Content-Length fields (RFC 9112 §6.3 allows it), framing stays unambiguous; see SECURITY.md"]
 async fn identical_duplicate_content_length_is_refused() {
     let _trace = trace_init();
     let world = World::new().await;
@@ -361,7 +361,7 @@ async fn identical_duplicate_content_length_is_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs rule: refuse bare-LF line endings in the request head (hyper 1.12/httparse accept them; no setting)"]
+#[ignore = "known limitation: hyper 1.12 accepts bare-LF line endings (RFC 9112 §2.2 MAY); the proxy re-serialises requests, so no desync; see SECURITY.md"]
 async fn bare_lf_line_endings_are_refused() {
     let _trace = trace_init();
     let world = World::new().await;
