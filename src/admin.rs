@@ -4,6 +4,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::UNIX_EPOCH;
@@ -38,7 +40,7 @@ pub struct Admin {
 struct AdminInner {
     hosts: HostAllowlist,
     metrics: Metrics,
-    routes: Vec<RouteReadiness>,
+    routes: ArcSwap<Vec<RouteReadiness>>,
     draining: AtomicBool,
 }
 
@@ -51,10 +53,15 @@ impl Admin {
             inner: Arc::new(AdminInner {
                 hosts,
                 metrics,
-                routes,
+                routes: ArcSwap::from_pointee(routes),
                 draining: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Replaces what readiness looks at (after a configuration reload).
+    pub fn set_routes(&self, routes: Vec<RouteReadiness>) {
+        self.inner.routes.store(Arc::new(routes));
     }
 
     /// From now on `/readyz` answers 503 (the process is shutting down).
@@ -104,7 +111,8 @@ impl Admin {
         }
         let mut missing = Vec::new();
         let mut ready = Vec::new();
-        for r in &inner.routes {
+        let routes = inner.routes.load();
+        for r in routes.iter() {
             match r.tokens.status() {
                 TokenStatus::Valid { expires_on } => ready.push(json!({
                     "route": r.route,
@@ -162,7 +170,7 @@ impl<B> tower::Service<Request<B>> for Admin {
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("routes", &self.inner.routes.len())
+            .field("routes", &self.inner.routes.load().len())
             .finish_non_exhaustive()
     }
 }

@@ -4,12 +4,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{Admin, RouteReadiness};
 use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials};
-use crate::config::{Config, Limits, Listen};
+use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
 use crate::proxy::admit::{CallerKey, HostAllowlist};
@@ -47,11 +50,51 @@ pub enum StartError {
 pub struct App {
     proxy_listener: Listener,
     admin_listener: TcpListener,
-    service: ProxyService,
     admin: Admin,
     limits: Limits,
-    // Keeps the background refreshers alive for as long as the app runs.
+    reloader: Reloader,
+}
+
+/// What one configuration builds: the proxy stack, what readiness watches, and the token cache (dropping the
+/// last clone of a `Live` stops its background refreshers and frees its tokens).
+struct Live {
+    service: ProxyService,
+    readiness: Vec<RouteReadiness>,
     _cache: TokenCache,
+}
+
+/// Swaps in a new configuration while the proxy runs (SIGHUP). A bad configuration is refused with one error line
+/// and the running one stays; a good one takes effect for new requests at once, while requests in flight finish
+/// on the configuration they started with. Listener addresses, `request_header_timeout` and `drain_timeout` need
+/// a restart (a reload that changes them says so).
+#[derive(Clone)]
+pub struct Reloader {
+    inner: Arc<ReloadInner>,
+}
+
+struct ReloadInner {
+    live: ArcSwap<Live>,
+    admin: Admin,
+    metrics: Metrics,
+    options: AppOptions,
+    started: Started,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// The parts of the configuration that only a restart changes.
+#[derive(Debug, Clone, PartialEq)]
+struct Started {
+    origin: ConfigOrigin,
+    listen: Listen,
+    admin_listen: SocketAddr,
+    request_header_timeout: Duration,
+    drain_timeout: Duration,
+}
+
+/// The service the proxy listener serves: the current configuration's stack.
+#[derive(Clone)]
+pub struct LiveService {
+    inner: Arc<ReloadInner>,
 }
 
 // === impl AppOptions ===
@@ -78,8 +121,133 @@ impl App {
         let proxy_listener =
             bind_listen(&config.listen, config.unix_allowed_uids.clone(), "proxy").await?;
         let admin_listener = bind(config.admin_listen, "admin").await?;
-        let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
         let metrics = Metrics::new()?;
+        let started = Started::of(&config);
+        let limits = config.limits.clone();
+        let hosts = HostAllowlist::new(config.allowed_hosts.clone());
+        log_exposure(
+            &config.listen,
+            config.admin_listen,
+            config.caller_auth.as_ref(),
+        );
+        let live = Live::build(config, &options, &metrics)?;
+        let admin = Admin::new(hosts, metrics.clone(), live.readiness.clone());
+        let reloader = Reloader {
+            inner: Arc::new(ReloadInner {
+                live: ArcSwap::from_pointee(live),
+                admin: admin.clone(),
+                metrics,
+                options,
+                started,
+                reloading: tokio::sync::Mutex::new(()),
+            }),
+        };
+        Ok(Self {
+            proxy_listener,
+            admin_listener,
+            admin,
+            limits,
+            reloader,
+        })
+    }
+
+    /// A handle that reloads the configuration while the app runs.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Where the proxy listens: its TCP address (with the actual port) or its Unix socket path.
+    pub fn proxy_listen(&self) -> Listen {
+        self.proxy_listener.local()
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, lets in-flight requests finish for up to
+    /// `drain_timeout` (or until `force` completes), and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()> + Send + 'static,
+    ) {
+        tracing::info!(proxy = %self.proxy_listen(), admin = %self.admin_addr(), "listening");
+        let options = ServerOptions {
+            header_read_timeout: self.limits.request_header_timeout,
+        };
+        let (stop_proxy, proxy_stopped) = watch::channel(false);
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let (deadline_tx, deadline_rx) = watch::channel(false);
+        let drain = self.limits.drain_timeout;
+        let proxy = tokio::spawn(serve(
+            self.proxy_listener,
+            LiveService {
+                inner: Arc::clone(&self.reloader.inner),
+            },
+            options.clone(),
+            proxy_stopped,
+            wait_true(deadline_rx.clone()),
+        ));
+        let admin = tokio::spawn(serve(
+            Listener::Tcp(self.admin_listener),
+            self.admin.clone(),
+            options,
+            admin_stopped,
+            wait_true(deadline_rx),
+        ));
+        shutdown.await;
+        tracing::info!(
+            drain_timeout_s = drain.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        self.admin.set_draining();
+        let _ = stop_proxy.send(true);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(drain) => tracing::warn!("drain_timeout reached"),
+                () = force => tracing::warn!("second signal: stopping at once"),
+            }
+            let _ = deadline_tx.send(true);
+        });
+        let _ = proxy.await;
+        let _ = stop_admin.send(true);
+        let _ = admin.await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Says at start-up who can use the proxy, loudly when other hosts can reach it.
+fn log_exposure(
+    listen: &Listen,
+    admin: SocketAddr,
+    caller_auth: Option<&crate::config::CallerAuth>,
+) {
+    let header = caller_auth.map(|a| a.header.as_str());
+    if !listen.is_local() || !crate::config::is_loopback(admin.ip()) {
+        tracing::warn!(
+            proxy = %listen,
+            admin = %admin,
+            caller_auth_header = header.unwrap_or("-"),
+            "expose: true: listening beyond loopback; proxy requests must carry the caller key"
+        );
+    } else if let Some(header) = header {
+        tracing::info!(
+            caller_auth_header = header,
+            "proxy requests must carry the caller key"
+        );
+    }
+}
+
+// === impl Live ===
+
+impl Live {
+    /// Builds credentials, the token cache (starting every route's pre-fetch) and the proxy stack.
+    fn build(config: Config, options: &AppOptions, metrics: &Metrics) -> Result<Self, StartError> {
+        let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
         let http_options = HttpClientOptions {
             connect_timeout: config.limits.upstream_connect_timeout,
             ..HttpClientOptions::default()
@@ -94,7 +262,7 @@ impl App {
             .map(|(name, spec)| (name.clone(), spec.tenant_id().map(str::to_owned)))
             .collect();
         let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
-        let mut policy = options.cache_policy;
+        let mut policy = options.cache_policy.clone();
         policy.client_capabilities = config.cae;
         let cache = TokenCache::new(metrics.tokens.clone(), policy);
         let mut layers = Vec::with_capacity(config.routes.len());
@@ -134,18 +302,16 @@ impl App {
         let table = Arc::new(RouteTable::new(&config.routes));
         let hosts = HostAllowlist::new(config.allowed_hosts.clone());
         let caller_key = config.caller_auth.map(CallerKey::new);
-        log_exposure(&config.listen, config.admin_listen, caller_key.as_ref());
         let clients = upstream_clients(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             table,
             caller_key,
-            hosts.clone(),
+            hosts,
             &clients,
             layers,
             &config.limits,
             &metrics.proxy,
         );
-        let admin = Admin::new(hosts, metrics, readiness);
         for route in &config.routes {
             tracing::info!(
                 route = %route.name,
@@ -157,92 +323,121 @@ impl App {
             );
         }
         Ok(Self {
-            proxy_listener,
-            admin_listener,
             service,
-            admin,
-            limits: config.limits,
+            readiness,
             _cache: cache,
         })
     }
 
-    /// Where the proxy listens: its TCP address (with the actual port) or its Unix socket path.
-    pub fn proxy_listen(&self) -> Listen {
-        self.proxy_listener.local()
-    }
-
-    /// The admin listener's address.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
-    }
-
-    /// Serves until `shutdown` completes, then drains: stops accepting, lets in-flight requests finish for up to
-    /// `drain_timeout` (or until `force` completes), and returns.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()>,
-        force: impl Future<Output = ()> + Send + 'static,
-    ) {
-        tracing::info!(proxy = %self.proxy_listen(), admin = %self.admin_addr(), "listening");
-        let options = ServerOptions {
-            header_read_timeout: self.limits.request_header_timeout,
-        };
-        let (stop_proxy, proxy_stopped) = watch::channel(false);
-        let (stop_admin, admin_stopped) = watch::channel(false);
-        let (deadline_tx, deadline_rx) = watch::channel(false);
-        let drain = self.limits.drain_timeout;
-        let proxy = tokio::spawn(serve(
-            self.proxy_listener,
-            self.service,
-            options.clone(),
-            proxy_stopped,
-            wait_true(deadline_rx.clone()),
-        ));
-        let admin = tokio::spawn(serve(
-            Listener::Tcp(self.admin_listener),
-            self.admin.clone(),
-            options,
-            admin_stopped,
-            wait_true(deadline_rx),
-        ));
-        shutdown.await;
-        tracing::info!(
-            drain_timeout_s = drain.as_secs(),
-            "shutting down: no new connections, finishing in-flight requests"
-        );
-        self.admin.set_draining();
-        let _ = stop_proxy.send(true);
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(drain) => tracing::warn!("drain_timeout reached"),
-                () = force => tracing::warn!("second signal: stopping at once"),
-            }
-            let _ = deadline_tx.send(true);
-        });
-        let _ = proxy.await;
-        let _ = stop_admin.send(true);
-        let _ = admin.await;
-        tracing::info!("stopped");
+    /// True when every route holds a usable token.
+    fn ready(&self) -> bool {
+        self.readiness.iter().all(|r| {
+            matches!(
+                r.tokens.status(),
+                crate::token_cache::TokenStatus::Valid { .. }
+            )
+        })
     }
 }
 
-/// Says at start-up who can use the proxy, loudly when other hosts can reach it.
-fn log_exposure(listen: &Listen, admin: SocketAddr, caller_key: Option<&CallerKey>) {
-    let header = caller_key.map(|k| k.header().as_str());
-    if !listen.is_local() || !crate::config::is_loopback(admin.ip()) {
-        tracing::warn!(
-            proxy = %listen,
-            admin = %admin,
-            caller_auth_header = header.unwrap_or("-"),
-            "expose: true: listening beyond loopback; proxy requests must carry the caller key"
-        );
-    } else if let Some(header) = header {
-        tracing::info!(
-            caller_auth_header = header,
-            "proxy requests must carry the caller key"
-        );
+// === impl Started ===
+
+impl Started {
+    fn of(config: &Config) -> Self {
+        Self {
+            origin: config.origin.clone(),
+            listen: config.listen.clone(),
+            admin_listen: config.admin_listen,
+            request_header_timeout: config.limits.request_header_timeout,
+            drain_timeout: config.limits.drain_timeout,
+        }
+    }
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// Re-reads the configuration file the proxy started with, and applies it if it is valid. With the built-in
+    /// default there is no file: the call says so and changes nothing.
+    pub async fn reload(&self) -> Result<(), String> {
+        let inner = &*self.inner;
+        let ConfigOrigin::File(path) = &inner.started.origin else {
+            let message =
+                "no configuration file to reload (running the built-in default)".to_owned();
+            tracing::warn!("{message}");
+            return Err(message);
+        };
+        match crate::config::load(path, inner.options.env.as_ref()) {
+            Ok(config) => self.apply(config).await,
+            Err(e) => {
+                inner.metrics.config_reload_failures.inc();
+                let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+                let message = format!("{} problem(s): {}", problems.len(), problems.join("; "));
+                tracing::error!(file = %path.display(), problems = %message, "configuration reload refused; the running configuration stays");
+                Err(message)
+            }
+        }
+    }
+
+    /// Applies an already loaded configuration: builds it, waits up to a second for its tokens (the running
+    /// configuration serves meanwhile), then swaps it in.
+    pub async fn apply(&self, config: Config) -> Result<(), String> {
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.reloading.lock().await;
+        let next = Started::of(&config);
+        if next.listen != inner.started.listen
+            || next.admin_listen != inner.started.admin_listen
+            || next.request_header_timeout != inner.started.request_header_timeout
+            || next.drain_timeout != inner.started.drain_timeout
+        {
+            tracing::warn!(
+                "listen, admin_listen, request_header_timeout and drain_timeout changes take effect after a restart"
+            );
+        }
+        let live = match Live::build(config, &inner.options, &inner.metrics) {
+            Ok(live) => live,
+            Err(e) => {
+                inner.metrics.config_reload_failures.inc();
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                return Err(e.to_string());
+            }
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !live.ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        inner.admin.set_routes(live.readiness.clone());
+        inner.live.store(Arc::new(live));
+        inner.metrics.config_reloads.inc();
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+// === impl LiveService ===
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for LiveService {
+    type Response =
+        <ProxyService as tower::Service<http::Request<hyper::body::Incoming>>>::Response;
+    type Error = <ProxyService as tower::Service<http::Request<hyper::body::Incoming>>>::Error;
+    type Future = <ProxyService as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut service = self.inner.live.load().service.clone();
+        tower::Service::call(&mut service, req)
     }
 }
 

@@ -202,6 +202,7 @@ fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
             Ok(app) => app,
             Err(e) => return fail(EXIT_FAILURE, e),
         };
+        reload_on_sighup(app.reloader());
         app.run(shutdown, force).await;
         ExitCode::SUCCESS
     })
@@ -235,6 +236,24 @@ fn apply_listen_overrides(
         };
         ConfigError { file, problems }
     })
+}
+
+/// Reloads the configuration on every SIGHUP (a bad file keeps the running configuration; see [`crate::app::Reloader`]).
+fn reload_on_sighup(reloader: crate::app::Reloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: configuration reload is unavailable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reloader.reload().await;
+        }
+    });
 }
 
 /// Two futures: the first SIGTERM/SIGINT, and the second one.

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// Token-acquisition metrics.
     pub tokens: TokenMetrics,
+    /// Configuration reloads that took effect.
+    pub config_reloads: IntCounter,
+    /// Configuration reloads refused (the running configuration stayed).
+    pub config_reload_failures: IntCounter,
 }
 
 /// Request-path metric families.
@@ -63,10 +67,22 @@ impl Metrics {
         let registry = Registry::new();
         let proxy = ProxyMetrics::register(&registry)?;
         let tokens = TokenMetrics::register(&registry)?;
+        let config_reloads = IntCounter::new(
+            "aml_auth_proxy_config_reloads_total",
+            "Configuration reloads (SIGHUP) that took effect.",
+        )?;
+        let config_reload_failures = IntCounter::new(
+            "aml_auth_proxy_config_reload_failures_total",
+            "Configuration reloads refused because the new file was invalid; the running configuration stayed.",
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_reload_failures.clone()))?;
         Ok(Self {
             registry,
             proxy,
             tokens,
+            config_reloads,
+            config_reload_failures,
         })
     }
 

@@ -25,6 +25,7 @@ mod exposure;
 mod hardening;
 mod managed_identity;
 mod proxy;
+mod reload;
 mod security;
 mod tokens;
 mod websocket;

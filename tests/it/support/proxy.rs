@@ -59,6 +59,8 @@ pub(crate) struct TestProxy {
     /// Where the proxy listens: TCP (see [`TestProxy::addr`]) or a Unix socket ([`TestProxy::socket_path`]).
     pub(crate) listen: Listen,
     pub(crate) admin: SocketAddr,
+    /// Reloads the configuration of the running proxy.
+    pub(crate) reloader: aml_auth_proxy::app::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -85,7 +87,7 @@ impl TestProxy {
         let mut options = AppOptions::new(Arc::new(env));
         options.cache_policy = policy;
         let app = App::bind(config, options).await.unwrap();
-        let (listen, admin) = (app.proxy_listen(), app.admin_addr());
+        let (listen, admin, reloader) = (app.proxy_listen(), app.admin_addr(), app.reloader());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run(
             async {
@@ -96,8 +98,26 @@ impl TestProxy {
         Self {
             listen,
             admin,
+            reloader,
             stop: Some(stop),
             task: Some(task),
+        }
+    }
+
+    /// Applies `yaml` to the running proxy, as a SIGHUP reload of a file with that content would (listen
+    /// addresses default to 127.0.0.1:0, which a reload leaves as they are).
+    pub(crate) async fn reload(&self, yaml: &str) -> Result<(), String> {
+        let mut text = String::new();
+        if !yaml.contains("\nlisten:") && !yaml.starts_with("listen:") {
+            text.push_str(&format!("listen: {}\n", self.listen));
+        }
+        if !yaml.contains("admin_listen:") {
+            text.push_str(&format!("admin_listen: {}\n", self.admin));
+        }
+        text.push_str(yaml);
+        match config::from_yaml_str(&text, &MapEnv::new(), ConfigOrigin::BuiltIn, Path::new("/")) {
+            Ok(config) => self.reloader.apply(config).await,
+            Err(e) => Err(e.to_string()),
         }
     }
 
