@@ -176,7 +176,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
-    logging::init(args.log.log_format, args.log.log_level.as_deref());
+    let _log = logging::init(args.log.log_format, args.log.log_level.as_deref());
     let mut config = match load(args.config.config.as_deref(), env.as_ref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
@@ -384,7 +384,7 @@ fn credentials(config: Config, env: &dyn Env) -> Result<(CredentialSet, Vec<Stri
 }
 
 fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
-    logging::init(
+    let _log = logging::init(
         args.log.log_format,
         Some(args.log.log_level.as_deref().unwrap_or("warn")),
     );
@@ -454,7 +454,7 @@ fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
 /// Resource Manager in the configured cloud; the refresh token then serves every route's scope. Exit codes: 0
 /// signed in and saved, 64 bad usage or configuration, 1 the sign-in failed or could not be saved.
 fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
-    logging::init(None, Some("warn"));
+    let _log = logging::init(None, Some("warn"));
     let config = match load(args.config.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),

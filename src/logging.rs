@@ -17,8 +17,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// Keeps the background log writer running; dropping it flushes what is queued. Hold it for the process's life.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
+
 /// Installs the global subscriber. `level` is `--log-level`; without it `RUST_LOG` is used, else `info`.
-pub fn init(format: Option<LogFormat>, level: Option<&str>) {
+///
+/// Lines are written to stderr by a background thread, so a request never waits for (or serialises on) a write
+/// to stderr. If stderr cannot keep up with a flood of lines, excess lines are dropped rather than slowing the
+/// proxy down.
+pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogGuard {
     let directives = level
         .map(str::to_owned)
         .or_else(|| {
@@ -36,9 +52,10 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) {
     } else {
         LogFormat::Json
     });
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(true);
     let result = match format {
         LogFormat::Text => builder
@@ -54,6 +71,7 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) {
     if let Err(e) = result {
         eprintln!("aml-auth-proxy: logging already initialised: {e}");
     }
+    LogGuard { _writer: guard }
 }
 
 /// A bare level becomes `<min(level, info)>,aml_auth_proxy=<level>`; anything else is used as given.

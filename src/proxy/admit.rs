@@ -88,8 +88,9 @@ impl HostAllowlist {
     }
 
     /// Checks the `Host` header and, for absolute-form or HTTP/2 targets, the target's authority: both must name
-    /// an allowed host (any port). Returns the host name, lower-case.
-    pub fn check<B>(&self, req: &Request<B>) -> Result<String, ProxyError> {
+    /// an allowed host (any port). Returns the allowed host name it matched (lower-case). Allocates nothing on
+    /// the way to a match.
+    pub fn check<B>(&self, req: &Request<B>) -> Result<&str, ProxyError> {
         let mut hosts = req.headers().get_all(HOST).iter();
         let header = match (hosts.next(), hosts.next()) {
             (Some(v), None) => Some(v.to_str().map_err(|_| bad_host())?),
@@ -105,21 +106,59 @@ impl HostAllowlist {
         name.ok_or_else(|| ProxyError::HostNotAllowed("the request has no Host header".into()))
     }
 
-    fn allowed(&self, authority: &str) -> Result<String, ProxyError> {
-        let parsed: Authority = authority.parse().map_err(|_| bad_host())?;
-        if authority.contains('@') {
-            return Err(bad_host());
-        }
-        let host = parsed.host().to_ascii_lowercase();
-        if self.hosts.contains(&host) {
-            Ok(host)
-        } else {
-            Err(ProxyError::HostNotAllowed(format!(
-                "host {host:?} is not in allowed_hosts (a DNS-rebinding defence); call the proxy as one of: {}",
+    fn allowed(&self, authority: &str) -> Result<&str, ProxyError> {
+        let host = host_of(authority).ok_or_else(bad_host)?;
+        match self.hosts.iter().find(|h| h.eq_ignore_ascii_case(host)) {
+            Some(h) => Ok(h),
+            None => Err(ProxyError::HostNotAllowed(format!(
+                "host {:?} is not in allowed_hosts (a DNS-rebinding defence); call the proxy as one of: {}",
+                host.to_ascii_lowercase(),
                 self.hosts.join(", ")
-            )))
+            ))),
         }
     }
+}
+
+/// The host part of `host[:port]` / `[v6][:port]`, if the whole authority is well formed: a host of
+/// `[A-Za-z0-9.-]` (or a bracketed IPv6 literal) and an optional numeric port. No user info, no path.
+fn host_of(authority: &str) -> Option<&str> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        let inner = &host[1..host.len() - 1];
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        (
+            host,
+            rest.strip_prefix(':')
+                .map_or((!rest.is_empty()).then_some(rest), Some),
+        )
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let plain = !host.starts_with('[');
+    if host.is_empty()
+        || (plain
+            && !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
+        return None;
+    }
+    Some(host)
 }
 
 fn bad_host() -> ProxyError {

@@ -43,33 +43,36 @@ pub struct Forward {
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
 
-/// What the response rewrite needs to know about the inbound request.
+/// What the response rewrite needs to know about the inbound request: cheap reference-counted copies of the
+/// caller's authority, turned into text only when a response actually has a URL header to rewrite.
 struct Inbound {
-    authority: Option<String>,
-    host: Option<String>,
+    target: Option<http::uri::Authority>,
+    host_header: Option<HeaderValue>,
 }
 
 // === impl Inbound ===
 
 impl Inbound {
-    /// The authority the caller used (HTTP/2 `:authority` or absolute-form target, else `Host`).
     fn of(parts: &http::request::Parts) -> Self {
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        Self {
+            target: parts.uri.authority().cloned(),
+            host_header: parts.headers.get(HOST).cloned(),
+        }
+    }
+
+    /// The authority the caller used (HTTP/2 `:authority` or absolute-form target, else `Host`), and its host
+    /// name lower-cased.
+    fn authority_and_host(&self) -> Option<(String, String)> {
+        let authority = match &self.target {
+            Some(a) => a.as_str().to_owned(),
+            None => self.host_header.as_ref()?.to_str().ok()?.to_owned(),
+        };
         let host = authority
-            .as_deref()
-            .and_then(|a| a.parse::<http::uri::Authority>().ok())
-            .map(|a| a.host().to_ascii_lowercase());
-        Self { authority, host }
+            .parse::<http::uri::Authority>()
+            .ok()?
+            .host()
+            .to_ascii_lowercase();
+        Some((authority, host))
     }
 }
 
@@ -126,7 +129,6 @@ impl Service<Request<UpstreamBody>> for Forward {
                     });
                 }
             };
-        let upstream_host = uri.host().unwrap_or_default().to_owned();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         parts.headers.remove(HOST);
@@ -141,9 +143,10 @@ impl Service<Request<UpstreamBody>> for Forward {
         let response = client.request(request);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let mut response = response
-                .await
-                .map_err(|e| upstream_error(&upstream_host, &e))?;
+            let mut response = response.await.map_err(|e| {
+                let host = table.routes()[route_index].upstream_host();
+                upstream_error(host, &e)
+            })?;
             metrics
                 .upstream_duration
                 .observe(sent.elapsed().as_secs_f64());
@@ -162,7 +165,8 @@ impl Service<Request<UpstreamBody>> for Forward {
                 if let Some(v) = upgrade_header {
                     parts.headers.insert(header::UPGRADE, v);
                 }
-                tokio::spawn(splice(inbound, upstream, upstream_host));
+                let host = table.routes()[route_index].upstream_host().to_owned();
+                tokio::spawn(splice(inbound, upstream, host));
             }
             rewrite_urls(&mut parts.headers, &table, route_index, &inbound);
             parts.extensions = http::Extensions::new();
@@ -234,7 +238,10 @@ fn caused_by_request_body(e: &hyper_util::client::legacy::Error) -> bool {
 
 /// Rewrites URL headers that point at a route's upstream so they point at the proxy.
 fn rewrite_urls(headers: &mut HeaderMap, table: &RouteTable, route: usize, inbound: &Inbound) {
-    let Some(authority) = inbound.authority.as_deref() else {
+    if !URL_HEADERS.iter().any(|name| headers.contains_key(name)) {
+        return;
+    }
+    let Some((authority, host)) = inbound.authority_and_host() else {
         return;
     };
     let served_by = &table.routes()[route];
@@ -245,7 +252,7 @@ fn rewrite_urls(headers: &mut HeaderMap, table: &RouteTable, route: usize, inbou
         let Some(location) = value.to_str().ok().and_then(|v| v.parse::<Uri>().ok()) else {
             continue;
         };
-        let Some(path) = table.proxy_path_for(served_by, inbound.host.as_deref(), &location) else {
+        let Some(path) = table.proxy_path_for(served_by, Some(&host), &location) else {
             continue;
         };
         let mut rewritten = format!("http://{authority}{path}");

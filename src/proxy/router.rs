@@ -75,7 +75,7 @@ impl Router {
         check_headers(req)?;
         let route = inner
             .table
-            .find(Some(&host), req.uri().path())
+            .find(Some(host), req.uri().path())
             .ok_or(ProxyError::NoRoute)?;
         let routed = |e: ProxyError| -> BoxError {
             Box::new(RoutedError {

@@ -174,6 +174,11 @@ impl Route {
             && authority.host().eq_ignore_ascii_case(self.authority.host())
     }
 
+    /// The upstream's host name (for messages).
+    pub fn upstream_host(&self) -> &str {
+        self.authority.host()
+    }
+
     /// The route's least-privilege policy.
     pub fn allow(&self) -> &AllowPolicy {
         &self.allow
