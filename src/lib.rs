@@ -34,3 +34,14 @@ pub mod tls;
 pub mod token_cache;
 
 pub use error::BoxError;
+
+/// Entry points for the fuzz targets under `fuzz/`: parsers that are crate-private in normal use. Not a supported
+/// API; hidden from the documentation and free to change with the code it wraps.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The token endpoint's success-body parser (`auth::entra`), as `EntraClient::post_token` and the device-code
+    /// flow use it: an access token that can go in a header, a non-zero lifetime, or an error text.
+    pub fn parse_token_response(body: &[u8]) -> Result<crate::auth::TokenResponse, String> {
+        crate::auth::parse_token_response(body)
+    }
+}

@@ -66,14 +66,21 @@ impl AadError {
         (parsed.error.is_some() || !parsed.error_codes.is_empty()).then_some(parsed)
     }
 
-    /// The first line of `error_description`, else `error`, else a generic text.
+    /// The first line of `error_description`, else `error`, else a generic text — always one line, free of
+    /// control characters (it reaches log lines and one-line CLI errors; a bare `\r` or an `error` holding a
+    /// newline must not forge a second line).
     pub fn message(&self) -> String {
+        let first_line = |text: &str| -> Option<String> {
+            text.split(['\r', '\n'])
+                .map(|l| l.chars().filter(|c| !c.is_control()).collect::<String>())
+                .map(|l| l.trim().to_owned())
+                .find(|l| !l.is_empty())
+        };
         self.error_description
             .as_deref()
-            .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
-            .or(self.error.as_deref())
-            .unwrap_or("Entra ID refused the token request")
-            .to_owned()
+            .and_then(first_line)
+            .or_else(|| self.error.as_deref().and_then(first_line))
+            .unwrap_or_else(|| "Entra ID refused the token request".to_owned())
     }
 
     /// The first AADSTS code, if any.

@@ -117,6 +117,9 @@ fn utc_offset(text: &str) -> Option<i64> {
         _ => return None,
     };
     let digits: String = digits.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let (h, m) = match digits.len() {
         2 => (num(&digits)?, 0),
         4 => (num(&digits[..2])?, num(&digits[2..])?),

@@ -52,6 +52,9 @@ pub use secret::Secret;
 pub use unavailable::UnavailableCredential;
 pub use workload_identity::WorkloadIdentityCredential;
 
+/// For [`crate::fuzzing`] only.
+pub(crate) use entra::{TokenResponse, parse_token_response};
+
 /// A boxed, sendable future (credentials are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -250,3 +250,17 @@ fn json_keeps_only_present_fields() {
         serde_json::json!({"error":"invalid_grant","error_codes":[53003],"trace_id":"t"})
     );
 }
+
+#[test]
+fn message_is_always_one_line() {
+    // Found by the aad_error fuzzer: a newline-only `error`, and a bare `\r` in the description.
+    let newline = AadError::parse(b"{\"error\":\"\\n\"}").unwrap();
+    assert_eq!(newline.message(), "Entra ID refused the token request");
+    let bare_cr = AadError::parse(
+        br#"{"error":"invalid_grant","error_description":"AADSTS50000: first\rsecond","error_codes":[50000]}"#,
+    )
+    .unwrap();
+    assert_eq!(bare_cr.message(), "AADSTS50000: first");
+    let control = AadError::parse(br#"{"error":"bad\u0007bell"}"#).unwrap();
+    assert_eq!(control.message(), "badbell");
+}
