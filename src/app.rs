@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
 use crate::proxy::admit::{CallerKey, HostAllowlist};
-use crate::proxy::client::upstream_clients;
+use crate::proxy::client::UpstreamClient;
 use crate::proxy::inject_token::InjectTokenLayer;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::{ProxyService, stack};
@@ -302,12 +302,12 @@ impl Live {
         let table = Arc::new(RouteTable::new(&config.routes));
         let hosts = HostAllowlist::new(config.allowed_hosts.clone());
         let caller_key = config.caller_auth.map(CallerKey::new);
-        let clients = upstream_clients(Arc::clone(&tls), config.limits.upstream_connect_timeout);
+        let client = UpstreamClient::new(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             table,
             caller_key,
             hosts,
-            &clients,
+            &client,
             layers,
             &config.limits,
             &metrics.proxy,

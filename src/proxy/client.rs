@@ -1,46 +1,190 @@
-//! The upstream HTTP clients: rustls (system roots plus `tls.extra_ca_file`), pooled connections, a connect
-//! timeout, no redirect following (hyper never follows redirects), and no link-local destinations.
+//! The upstream client: rustls (system roots plus `tls.extra_ca_file`), a connect timeout, no redirect following,
+//! no link-local destinations, and a connection strategy built for a proxy's hot path.
+//!
+//! Each upstream origin (scheme and authority, shared by the routes that name it) has an [`Origin`]:
+//! - **HTTP/1.1** connections live in a per-origin idle list, most recently used first. A caller's HTTP/1
+//!   connection additionally keeps the upstream connection it last used in its [`Affinity`] slot: the next
+//!   request on that caller connection takes it back without touching the shared list, and when the caller
+//!   connection closes the upstream connection returns to the idle list for others. So a keep-alive caller costs
+//!   no lock and no task per request, and callers that open a connection per request still reuse upstream
+//!   connections.
+//! - **HTTP/2** (when the upstream's ALPN picks it) is one multiplexed connection per origin, shared.
+//! - A request that finds a reused HTTP/1 connection closed before anything was written is sent once more on a
+//!   fresh connection (the keep-alive race); one that was written is never resent.
+//! - Idle connections older than [`IDLE_TIMEOUT`] are closed when the list is next used; at most
+//!   [`MAX_IDLE_PER_ORIGIN`] are kept.
+//! - WebSocket handshakes get a fresh HTTP/1.1-only connection, which is never pooled (it becomes the tunnel).
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::header::HOST;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::ServiceExt;
 
+use super::BoxError;
 use super::body::UpstreamBody;
 use super::resolve::NoLinkLocal;
+use crate::sync::lock;
 
-/// A pooled upstream client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector<NoLinkLocal>>, UpstreamBody>;
+/// Idle HTTP/1.1 connections unused for longer are closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The upstream clients: one negotiating HTTP/2 or HTTP/1.1 by ALPN, and one HTTP/1.1-only for WebSocket
-/// upgrades (which HTTP/2 connections cannot carry).
-#[derive(Clone, Debug)]
-pub struct UpstreamClients {
-    /// HTTP/2 or HTTP/1.1 by ALPN.
-    pub pooled: UpstreamClient,
-    /// HTTP/1.1 only.
-    pub http1: UpstreamClient,
+/// Most idle HTTP/1.1 connections kept per origin.
+pub const MAX_IDLE_PER_ORIGIN: usize = 1024;
+
+type Connector = HttpsConnector<HttpConnector<NoLinkLocal>>;
+type H1 = http1::SendRequest<UpstreamBody>;
+type H2 = http2::SendRequest<UpstreamBody>;
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection could be made (DNS, TCP, TLS).
+    Connect(BoxError),
+    /// The connection failed while sending the request or reading the response head.
+    Request(hyper::Error),
 }
 
-/// Builds the upstream clients. Plain `http://` is only reachable for loopback upstreams (configuration rule).
-pub fn upstream_clients(
-    tls: Arc<rustls::ClientConfig>,
-    connect_timeout: Duration,
-) -> UpstreamClients {
-    UpstreamClients {
-        pooled: upstream_client(Arc::clone(&tls), connect_timeout, true),
-        http1: upstream_client(tls, connect_timeout, false),
+/// Builds [`Origin`]s: the connectors, shared by every origin.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// HTTP/2 or HTTP/1.1 by ALPN.
+    pooled: Connector,
+    /// HTTP/1.1 only (WebSocket handshakes).
+    http1: Connector,
+    origins: Mutex<HashMap<(Scheme, Authority), Arc<Origin>>>,
+}
+
+/// One upstream origin and its connections.
+pub struct Origin {
+    shared: Arc<Shared>,
+    scheme: Scheme,
+    authority: Authority,
+    /// `scheme://authority/`, what the connectors are called with.
+    connect_uri: Uri,
+    /// The `Host` header of HTTP/1.1 requests (port omitted when it is the scheme's default).
+    host: HeaderValue,
+    idle: Mutex<VecDeque<Idle>>,
+    h2: Mutex<Option<H2>>,
+    /// What the upstream's ALPN picked last: [`UNKNOWN`], [`HTTP1`] or [`HTTP2`].
+    protocol: AtomicU8,
+    /// The connect in progress that requests wait for while the protocol may be HTTP/2 (see [`Origin::connect`]).
+    connecting: Mutex<Option<watch::Receiver<Option<Outcome>>>>,
+}
+
+const UNKNOWN: u8 = 0;
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
+
+/// How a connect that others waited for ended.
+#[derive(Clone)]
+enum Outcome {
+    H2(H2),
+    Http1,
+    Failed(Arc<str>),
+}
+
+struct Idle {
+    sender: H1,
+    since: Instant,
+}
+
+/// A caller connection's slot for the upstream HTTP/1.1 connection it last used (see the module docs). Cloned
+/// into each request of the connection; when the last clone goes, the upstream connection goes back to its
+/// origin's idle list.
+#[derive(Clone, Default)]
+pub struct Affinity(Arc<Slot>);
+
+#[derive(Default)]
+struct Slot(Mutex<Option<Held>>);
+
+struct Held {
+    origin: Arc<Origin>,
+    sender: H1,
+}
+
+// === impl UpstreamError ===
+
+impl UpstreamError {
+    /// True when no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_))
     }
 }
 
-fn upstream_client(
-    tls: Arc<rustls::ClientConfig>,
-    connect_timeout: Duration,
-    http2: bool,
-) -> UpstreamClient {
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Connect(_) => f.write_str("connection failed"),
+            UpstreamError::Request(_) => f.write_str("request failed"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::Connect(e) => Some(e.as_ref()),
+            UpstreamError::Request(e) => Some(e),
+        }
+    }
+}
+
+/// A sender picked for one request.
+enum Picked {
+    H1 { sender: H1, reused: bool },
+    H2(H2),
+}
+
+// === impl UpstreamClient ===
+
+impl UpstreamClient {
+    /// A client trusting `tls`'s roots, with `connect_timeout` for TCP connects.
+    pub fn new(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pooled: connector(Arc::clone(&tls), connect_timeout, true),
+                http1: connector(tls, connect_timeout, false),
+                origins: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The origin `scheme://authority`, shared with every other route that names it.
+    pub fn origin(&self, scheme: &Scheme, authority: &Authority) -> Arc<Origin> {
+        let mut origins = lock(&self.shared.origins);
+        let key = (scheme.clone(), authority.clone());
+        Arc::clone(
+            origins
+                .entry(key)
+                .or_insert_with(|| Arc::new(Origin::new(&self.shared, scheme, authority))),
+        )
+    }
+}
+
+impl fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
+    }
+}
+
+fn connector(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration, http2: bool) -> Connector {
     let mut http = HttpConnector::new_with_resolver(NoLinkLocal::new());
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -50,16 +194,369 @@ fn upstream_client(
         .with_tls_config((*tls).clone())
         .https_or_http()
         .enable_http1();
-    let https = if http2 {
+    if http2 {
         builder.enable_http2().wrap_connector(http)
     } else {
         builder.wrap_connector(http)
-    };
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(20))
-        .build(https)
+    }
+}
+
+// === impl Origin ===
+
+impl Origin {
+    fn new(shared: &Arc<Shared>, scheme: &Scheme, authority: &Authority) -> Self {
+        let default_port = if *scheme == Scheme::HTTP { 80 } else { 443 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => authority.as_str().to_owned(),
+            _ => authority.host().to_owned(),
+        };
+        let connect_uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        Self {
+            shared: Arc::clone(shared),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            connect_uri,
+            host: HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static("localhost")),
+            idle: Mutex::new(VecDeque::new()),
+            h2: Mutex::new(None),
+            protocol: AtomicU8::new(UNKNOWN),
+            connecting: Mutex::new(None),
+        }
+    }
+
+    /// The upstream's host name.
+    pub fn host_name(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// Sends `req` (its URI in origin form: path and query) and waits for the response head. `affinity` is the
+    /// caller connection's slot, for requests that arrived over HTTP/1.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<UpstreamBody>,
+        affinity: Option<&Affinity>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let picked = match self.shared_h2() {
+            Some(h2) => Picked::H2(h2),
+            None => match affinity
+                .and_then(|a| a.take(self))
+                .or_else(|| self.checkout())
+            {
+                Some(sender) => Picked::H1 {
+                    sender,
+                    reused: true,
+                },
+                None => self.connect().await?,
+            },
+        };
+        let req = match self.send_on(picked, req, affinity).await {
+            Ok(response) => return Ok(response),
+            Err(Retry::No(e)) => return Err(UpstreamError::Request(e)),
+            Err(Retry::Unsent(req)) => *req,
+        };
+        // A reused connection had closed before the request was written: once more, on a fresh connection.
+        let picked = self.open().await?;
+        match self.send_on(picked, req, affinity).await {
+            Ok(response) => Ok(response),
+            Err(Retry::No(e)) => Err(UpstreamError::Request(e)),
+            Err(Retry::Unsent(_)) => Err(UpstreamError::Connect(
+                "the upstream closed a new connection before the request was sent".into(),
+            )),
+        }
+    }
+
+    async fn send_on(
+        self: &Arc<Self>,
+        picked: Picked,
+        mut req: Request<UpstreamBody>,
+        affinity: Option<&Affinity>,
+    ) -> Result<Response<Incoming>, Retry> {
+        match picked {
+            Picked::H1 { mut sender, reused } => {
+                req.headers_mut().insert(HOST, self.host.clone());
+                let response = sender.try_send_request(req);
+                // Usable again once this exchange is over: back where the next request will look first.
+                match affinity {
+                    Some(a) => a.put(self, sender),
+                    None => self.release(sender),
+                }
+                response.await.map_err(|mut e| match e.take_message() {
+                    Some(req) if reused => Retry::Unsent(Box::new(req)),
+                    _ => Retry::No(e.into_error()),
+                })
+            }
+            Picked::H2(mut sender) => {
+                *req.uri_mut() = self.absolute(req.uri());
+                sender.send_request(req).await.map_err(Retry::No)
+            }
+        }
+    }
+
+    /// Sends a WebSocket handshake on a fresh HTTP/1.1 connection that can be upgraded.
+    pub async fn send_upgrade(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let io = self
+            .shared
+            .http1
+            .clone()
+            .oneshot(self.connect_uri.clone())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let (mut sender, conn) = http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        req.headers_mut().insert(HOST, self.host.clone());
+        sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Request)
+    }
+
+    fn shared_h2(&self) -> Option<H2> {
+        let mut h2 = lock(&self.h2);
+        match &*h2 {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<H1> {
+        let mut idle = lock(&self.idle);
+        let now = Instant::now();
+        while let Some(entry) = idle.pop_back() {
+            if entry.sender.is_ready() && now.duration_since(entry.since) < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back: into the idle list when it is ready; when it is still busy, once it is.
+    fn release(self: &Arc<Self>, sender: H1) {
+        if sender.is_ready() {
+            self.push_idle(sender);
+        } else if !sender.is_closed()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let origin = Arc::clone(self);
+            let mut sender = sender;
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    origin.push_idle(sender);
+                }
+            });
+        }
+    }
+
+    fn push_idle(&self, sender: H1) {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        while idle
+            .front()
+            .is_some_and(|e| now.duration_since(e.since) >= IDLE_TIMEOUT || e.sender.is_closed())
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE_PER_ORIGIN {
+            idle.push_back(Idle { sender, since: now });
+        }
+    }
+
+    /// A connection for a request that found none to reuse. While the upstream may speak HTTP/2 (not yet known,
+    /// or known to), concurrent requests wait for one connect and share its connection instead of each opening
+    /// one; if it fails, they fail with it. Once the upstream is known to pick HTTP/1.1, each connects at once.
+    async fn connect(self: &Arc<Self>) -> Result<Picked, UpstreamError> {
+        if self.protocol.load(Ordering::Relaxed) == HTTP1 {
+            return self.open().await;
+        }
+        let joined = {
+            let mut slot = lock(&self.connecting);
+            match &*slot {
+                // A leader that went away without an outcome (its request was cancelled) leads nothing.
+                Some(rx) if rx.has_changed().is_ok() => Ok(rx.clone()),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    *slot = Some(rx);
+                    Err(tx)
+                }
+            }
+        };
+        let mut joined = match joined {
+            Ok(rx) => rx,
+            Err(tx) => return self.lead(tx).await,
+        };
+        let outcome = match joined.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Outcome::H2(sender)) => Ok(Picked::H2(sender)),
+            Some(Outcome::Failed(why)) => Err(UpstreamError::Connect(why.to_string().into())),
+            Some(Outcome::Http1) | None => match self.checkout() {
+                Some(sender) => Ok(Picked::H1 {
+                    sender,
+                    reused: true,
+                }),
+                None => self.open().await,
+            },
+        }
+    }
+
+    /// Opens the connection others wait for, and tells them how it went.
+    async fn lead(
+        self: &Arc<Self>,
+        tx: watch::Sender<Option<Outcome>>,
+    ) -> Result<Picked, UpstreamError> {
+        let leading = Leading { origin: self };
+        let result = self.open().await;
+        let outcome = match &result {
+            Ok(Picked::H2(sender)) => Outcome::H2(sender.clone()),
+            Ok(Picked::H1 { .. }) => Outcome::Http1,
+            Err(UpstreamError::Connect(e)) => {
+                Outcome::Failed(crate::error::error_chain(e.as_ref()).into())
+            }
+            Err(UpstreamError::Request(e)) => Outcome::Failed(crate::error::error_chain(e).into()),
+        };
+        drop(leading);
+        tx.send_replace(Some(outcome));
+        result
+    }
+
+    /// A new connection: HTTP/2 when the upstream's ALPN chose it (then shared), else HTTP/1.1.
+    async fn open(self: &Arc<Self>) -> Result<Picked, UpstreamError> {
+        let io = self
+            .shared
+            .pooled
+            .clone()
+            .oneshot(self.connect_uri.clone())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        if io.connected().is_negotiated_h2() {
+            self.protocol.store(HTTP2, Ordering::Relaxed);
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .handshake(io)
+                .await
+                .map_err(UpstreamError::Request)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            let mut shared = lock(&self.h2);
+            if shared.as_ref().is_none_or(|s| s.is_closed()) {
+                *shared = Some(sender.clone());
+            }
+            return Ok(Picked::H2(sender));
+        }
+        self.protocol.store(HTTP1, Ordering::Relaxed);
+        let (sender, conn) = http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Picked::H1 {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// `uri` (origin form) made absolute on this origin, as HTTP/2 needs.
+    fn absolute(&self, uri: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = uri.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Origin")
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clears the origin's connect-in-progress slot when the leading connect ends, however it ends.
+struct Leading<'a> {
+    origin: &'a Origin,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        *lock(&self.origin.connecting) = None;
+    }
+}
+
+enum Retry {
+    /// The request was (or may have been) written: not sent again.
+    No(hyper::Error),
+    /// Nothing was written on a reused connection.
+    Unsent(Box<Request<UpstreamBody>>),
+}
+
+// === impl Affinity ===
+
+impl Affinity {
+    /// The slot's connection if it is to `origin` and idle. A busy one (an earlier exchange still streaming) goes
+    /// back to the origin once it is free.
+    fn take(&self, origin: &Arc<Origin>) -> Option<H1> {
+        let held = lock(&self.0.0).take_if(|h| Arc::ptr_eq(&h.origin, origin))?;
+        if held.sender.is_ready() {
+            return Some(held.sender);
+        }
+        origin.release(held.sender);
+        None
+    }
+
+    /// Keeps `sender` (to `origin`) for the connection's next request; a connection it held before goes back
+    /// to its origin.
+    fn put(&self, origin: &Arc<Origin>, sender: H1) {
+        let previous = lock(&self.0.0).replace(Held {
+            origin: Arc::clone(origin),
+            sender,
+        });
+        if let Some(h) = previous {
+            h.origin.release(h.sender);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let held = match self.0.get_mut() {
+            Ok(held) => held.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(h) = held {
+            h.origin.release(h.sender);
+        }
+    }
+}
+
+impl fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Affinity").finish_non_exhaustive()
+    }
 }

@@ -1,5 +1,6 @@
 //! The caller's address, recorded per connection so the forwarded request can say who asked
-//! (`X-Forwarded-For`), which also makes IMDS refuse it should it ever be reached (RELIABILITY threat 11).
+//! (`X-Forwarded-For`), which also makes IMDS refuse it should it ever be reached (RELIABILITY threat 11), and
+//! the connection's slot for the upstream connection it last used.
 
 use std::net::IpAddr;
 use std::task::{Context, Poll};
@@ -7,14 +8,19 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Request};
 use tower::Service;
 
-/// Request extension: the IP address of the connection's peer (`None` over a Unix-domain socket), and its
-/// `X-Forwarded-For` value (made once per connection; `unknown` without an address).
-#[derive(Debug, Clone, PartialEq, Eq)]
+use super::client::Affinity;
+
+/// Request extension: the IP address of the connection's peer (`None` over a Unix-domain socket), its
+/// `X-Forwarded-For` value (made once per connection; `unknown` without an address), and the connection's
+/// upstream [`Affinity`].
+#[derive(Debug, Clone)]
 pub struct ClientAddr {
     /// The peer's address.
     pub ip: Option<IpAddr>,
     /// `ip` as a header value.
     pub header: HeaderValue,
+    /// The upstream connection this caller connection last used.
+    pub affinity: Affinity,
 }
 
 /// Inserts [`ClientAddr`] into every request of one connection.
@@ -34,7 +40,11 @@ impl<S> WithClientAddr<S> {
             .unwrap_or(HeaderValue::from_static("unknown"));
         Self {
             inner,
-            addr: ClientAddr { ip, header },
+            addr: ClientAddr {
+                ip,
+                header,
+                affinity: Affinity::default(),
+            },
         }
     }
 }

@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::body::{ResponseBody, UpstreamBody};
-use super::client::UpstreamClients;
+use super::client::{Origin, UpstreamError};
+use super::client_addr::ClientAddr;
 use super::error::ProxyError;
 use super::headers::{is_websocket_upgrade, strip_hop_by_hop};
 use super::routes::RouteTable;
@@ -33,7 +34,7 @@ const URL_HEADERS: [HeaderName; 3] = [
 /// The innermost service of a route.
 #[derive(Clone)]
 pub struct Forward {
-    clients: UpstreamClients,
+    origin: Arc<Origin>,
     table: Arc<RouteTable>,
     route: usize,
     metrics: RouteMetrics,
@@ -79,15 +80,15 @@ impl Inbound {
 // === impl Forward ===
 
 impl Forward {
-    /// Forwards to route `route` of `table`.
+    /// Forwards to route `route` of `table`, whose upstream is `origin`.
     pub fn new(
-        clients: UpstreamClients,
+        origin: Arc<Origin>,
         table: Arc<RouteTable>,
         route: usize,
         metrics: RouteMetrics,
     ) -> Self {
         Self {
-            clients,
+            origin,
             table,
             route,
             metrics,
@@ -120,33 +121,39 @@ impl Service<Request<UpstreamBody>> for Forward {
         let inbound = Inbound::of(&parts);
         let table = Arc::clone(&self.table);
         let route_index = self.route;
-        let uri =
-            match table.routes()[route_index].upstream_uri(parts.uri.path(), parts.uri.query()) {
-                Ok(uri) => uri,
-                Err(_) => {
-                    return Box::pin(async {
-                        Err(ProxyError::BadRequest("the request target cannot be forwarded").into())
-                    });
-                }
-            };
-        parts.uri = uri;
+        let target = match table.routes()[route_index]
+            .upstream_target(parts.uri.path(), parts.uri.query())
+        {
+            Ok(target) => target,
+            Err(_) => {
+                return Box::pin(async {
+                    Err(ProxyError::BadRequest("the request target cannot be forwarded").into())
+                });
+            }
+        };
+        // A caller's HTTP/1 connection keeps its upstream connection between requests (client module docs).
+        let affinity = match parts.version {
+            Version::HTTP_2 => None,
+            _ => parts
+                .extensions
+                .get::<ClientAddr>()
+                .map(|c| c.affinity.clone()),
+        };
+        parts.uri = Uri::from(target);
         parts.version = Version::HTTP_11;
         parts.headers.remove(HOST);
         parts.extensions = http::Extensions::new();
         let request = Request::from_parts(parts, body);
         let sent = Instant::now();
-        let client = if inbound_upgrade.is_some() {
-            &self.clients.http1
-        } else {
-            &self.clients.pooled
-        };
-        let response = client.request(request);
+        let origin = Arc::clone(&self.origin);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let mut response = response.await.map_err(|e| {
-                let host = table.routes()[route_index].upstream_host();
-                upstream_error(host, &e)
-            })?;
+            let response = if inbound_upgrade.is_some() {
+                origin.send_upgrade(request).await
+            } else {
+                origin.send(request, affinity.as_ref()).await
+            };
+            let mut response = response.map_err(|e| upstream_error(origin.host_name(), &e))?;
             metrics
                 .upstream_duration
                 .observe(sent.elapsed().as_secs_f64());
@@ -165,8 +172,7 @@ impl Service<Request<UpstreamBody>> for Forward {
                 if let Some(v) = upgrade_header {
                     parts.headers.insert(header::UPGRADE, v);
                 }
-                let host = table.routes()[route_index].upstream_host().to_owned();
-                tokio::spawn(splice(inbound, upstream, host));
+                tokio::spawn(splice(inbound, upstream, origin.host_name().to_owned()));
             }
             rewrite_urls(&mut parts.headers, &table, route_index, &inbound);
             parts.extensions = http::Extensions::new();
@@ -203,7 +209,7 @@ async fn splice(
 }
 
 /// A client error as `UpstreamUnavailable`, with a short, secret-free explanation.
-fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> BoxError {
+fn upstream_error(host: &str, e: &UpstreamError) -> BoxError {
     let detail = crate::error::error_chain(e);
     tracing::debug!(upstream = host, error = %detail, "upstream request failed");
     if caused_by_request_body(e) {
@@ -223,17 +229,8 @@ fn upstream_error(host: &str, e: &hyper_util::client::legacy::Error) -> BoxError
 }
 
 /// True when hyper reports the failure as coming from the request body we streamed (a "user" body error).
-fn caused_by_request_body(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cause {
-        if let Some(h) = c.downcast_ref::<hyper::Error>()
-            && h.is_user()
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+fn caused_by_request_body(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Request(h) if h.is_user())
 }
 
 /// Rewrites URL headers that point at a route's upstream so they point at the proxy.

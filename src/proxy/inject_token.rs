@@ -21,6 +21,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::BoxError;
 use super::body::ProxyBody;
 use super::challenge::{challenges, claims_challenge};
+use super::client_addr::ClientAddr;
 use super::error::ProxyError;
 use super::headers::is_websocket_upgrade;
 use crate::token_cache::{TokenCache, TokenSource};
@@ -248,5 +249,9 @@ fn copy_request(
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     req.headers_mut().insert(AUTHORIZATION, token);
+    // Who is asking, and the caller connection's upstream connection (client module docs).
+    if let Some(caller) = parts.extensions.get::<ClientAddr>() {
+        req.extensions_mut().insert(caller.clone());
+    }
     req
 }

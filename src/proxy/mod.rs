@@ -40,7 +40,7 @@ pub use crate::error::BoxError;
 use crate::metrics::ProxyMetrics;
 
 use self::admit::{CallerKey, HostAllowlist};
-use self::client::UpstreamClients;
+use self::client::UpstreamClient;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
 use self::observe::{Observe, ObserveLayer};
@@ -69,7 +69,7 @@ pub fn stack(
     table: Arc<RouteTable>,
     caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
-    clients: &UpstreamClients,
+    client: &UpstreamClient,
     tokens: Vec<InjectTokenLayer>,
     limits: &Limits,
     metrics: &ProxyMetrics,
@@ -84,7 +84,10 @@ pub fn stack(
                 .layer(inject)
                 .layer(TimeoutLayer::new(limits.upstream_response_timeout))
                 .service(Forward::new(
-                    clients.clone(),
+                    {
+                        let (scheme, authority) = table.routes()[index].origin();
+                        client.origin(scheme, authority)
+                    },
                     Arc::clone(&table),
                     index,
                     observe.route_metrics(index),

@@ -122,6 +122,19 @@ impl Route {
 
     /// The upstream URI for a request path (already validated) and query.
     pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(self.upstream_target(path, query)?)
+            .build()
+    }
+
+    /// The upstream request target (path and query) for a request path (already validated) and query.
+    pub fn upstream_target(
+        &self,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<PathAndQuery, http::uri::InvalidUri> {
         let rest = if self.strip_prefix && self.prefix != "/" {
             path.strip_prefix(self.prefix.as_str()).unwrap_or(path)
         } else {
@@ -139,12 +152,12 @@ impl Route {
             target.push('?');
             target.push_str(q);
         }
-        let path_and_query = PathAndQuery::try_from(target)?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        PathAndQuery::try_from(target)
+    }
+
+    /// The upstream's scheme and authority.
+    pub fn origin(&self) -> (&Scheme, &Authority) {
+        (&self.scheme, &self.authority)
     }
 
     /// The proxy path that forwards to `upstream_path`, if it lies under this route's upstream base path.
@@ -172,11 +185,6 @@ impl Route {
             && authority.port_u16().unwrap_or(default(scheme))
                 == self.authority.port_u16().unwrap_or(default(&self.scheme))
             && authority.host().eq_ignore_ascii_case(self.authority.host())
-    }
-
-    /// The upstream's host name (for messages).
-    pub fn upstream_host(&self) -> &str {
-        self.authority.host()
     }
 
     /// The route's least-privilege policy.

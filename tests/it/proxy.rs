@@ -12,6 +12,7 @@
 )]
 
 mod admission;
+mod connections;
 mod failures;
 mod headers;
 mod redirects;

@@ -540,6 +540,7 @@ impl MockAadBuilder {
         let options = ServeOptions {
             tls: self.tls,
             http1_only: false,
+            no_keep_alive: false,
         };
         let handler_state = state.clone();
         let server = server.spawn(options, move |req| handle(handler_state.clone(), req));

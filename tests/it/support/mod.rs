@@ -398,6 +398,8 @@ pub(crate) struct ServeOptions {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Refuse HTTP/2 (even with prior knowledge); serve HTTP/1.x only.
     pub(crate) http1_only: bool,
+    /// Close every HTTP/1 connection after its first response (`Connection: close`).
+    pub(crate) no_keep_alive: bool,
 }
 
 /// Owns a running mock server: dropping it stops the server and everything it spawned.
@@ -406,6 +408,7 @@ pub(crate) struct ServerHandle {
     addr: SocketAddr,
     accept: JoinHandle<()>,
     tls_failures: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     // Dropped with the handle, which resolves every `Shutdown::wait`.
     _stop_tx: watch::Sender<()>,
 }
@@ -451,16 +454,20 @@ impl Server {
         } = self;
         let tls_failures = Arc::new(AtomicUsize::new(0));
         let failures = tls_failures.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _peer)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let conn = serve_connection(
                     tcp,
                     tls.clone(),
                     options.http1_only,
+                    options.no_keep_alive,
                     handler.clone(),
                     stop.clone(),
                     failures.clone(),
@@ -472,6 +479,7 @@ impl Server {
             addr,
             accept,
             tls_failures,
+            connections,
             _stop_tx: stop_tx,
         }
     }
@@ -481,6 +489,7 @@ async fn serve_connection<H, Fut>(
     tcp: TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     http1_only: bool,
+    no_keep_alive: bool,
     handler: H,
     stop: Shutdown,
     tls_failures: Arc<AtomicUsize>,
@@ -495,6 +504,9 @@ async fn serve_connection<H, Fut>(
     }
     // Room for the headers the proxy adds (e.g. X-Forwarded-For) on top of a caller's 100.
     builder.http1().max_headers(128);
+    if no_keep_alive {
+        builder.http1().keep_alive(false);
+    }
     // Connection errors (client went away, handler asked to drop the connection…) are expected in tests.
     match tls {
         None => {
@@ -522,6 +534,11 @@ impl ServerHandle {
     /// How many TLS handshakes failed (e.g. the client refused the certificate).
     pub(crate) fn tls_failures(&self) -> usize {
         self.tls_failures.load(Ordering::SeqCst)
+    }
+
+    /// How many connections were accepted.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

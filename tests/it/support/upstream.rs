@@ -98,6 +98,7 @@ pub(crate) struct Upstream {
 pub(crate) struct UpstreamBuilder {
     tls: Option<Arc<rustls::ServerConfig>>,
     http1_only: bool,
+    no_keep_alive: bool,
     registry: Option<TokenRegistry>,
 }
 
@@ -130,6 +131,12 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Close each connection after its first response (HTTP/1.x, `Connection: close`).
+    pub(crate) fn no_keep_alive(mut self) -> Self {
+        self.no_keep_alive = true;
+        self
+    }
+
     /// Check bearer tokens against `registry` (see the module docs).
     pub(crate) fn validate_tokens(mut self, registry: TokenRegistry) -> Self {
         self.registry = Some(registry);
@@ -158,6 +165,7 @@ impl UpstreamBuilder {
         let options = ServeOptions {
             tls,
             http1_only: self.http1_only,
+            no_keep_alive: self.no_keep_alive,
         };
         let handler_state = state.clone();
         let server = server.spawn(options, move |req| handle(handler_state.clone(), req));
@@ -229,6 +237,11 @@ impl Upstream {
     /// How many TLS handshakes failed (e.g. a client that does not trust the certificate).
     pub(crate) fn tls_failures(&self) -> usize {
         self.server.tls_failures()
+    }
+
+    /// How many connections the upstream accepted.
+    pub(crate) fn connections(&self) -> usize {
+        self.server.connections()
     }
 
     /// Forget the recorded requests.

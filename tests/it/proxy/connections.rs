@@ -1,0 +1,168 @@
+//! Upstream connections, as the upstream sees them: a keep-alive caller's requests share one upstream
+//! connection; callers that connect per request still reuse pooled ones; HTTP/2 upstreams multiplex; a
+//! connection the upstream closed is never used again; a burst against an unreachable upstream fails fast.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use super::route_to;
+use crate::support::proxy::{TestProxy, World};
+use crate::support::{Upstream, get, h2_burst, http_client, request_via, trace_init};
+
+/// A proxy whose only route `/` goes to `upstream`.
+async fn proxy_to(world: &World, upstream: &str, tenant: &str) -> TestProxy {
+    let routes = route_to("up", "/", upstream, false, "sp", "");
+    TestProxy::start(&world.config(&World::sp("sp", tenant), &routes)).await
+}
+
+/// An HTTP/1.1-only TLS upstream checking `world`'s tokens.
+async fn h1_upstream(world: &World, keep_alive: bool) -> Upstream {
+    let builder = Upstream::builder()
+        .tls(&world.ca)
+        .http1_only()
+        .validate_tokens(world.aad.registry());
+    let builder = if keep_alive {
+        builder
+    } else {
+        builder.no_keep_alive()
+    };
+    builder.start().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keep_alive_caller_uses_one_upstream_connection() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let upstream = h1_upstream(&world, true).await;
+    let proxy = proxy_to(&world, &upstream.base_url(), "affinity").await;
+    // One caller connection, used sequentially.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut caller, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    for i in 0..50 {
+        caller.ready().await.unwrap();
+        let req = Request::get(format!("/item/{i}"))
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = caller.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+        resp.into_body().collect().await.unwrap();
+    }
+
+    assert_eq!(upstream.count(), 50);
+    assert_eq!(upstream.rejected_count(), 0);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "50 sequential requests on one caller connection"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_that_connect_per_request_still_reuse_upstream_connections() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let upstream = h1_upstream(&world, true).await;
+    let proxy = proxy_to(&world, &upstream.base_url(), "pooled").await;
+
+    for i in 0..20 {
+        // A fresh client each time: a new caller connection, closed when the client goes.
+        let (status, _, _) = get(&proxy.url(&format!("/item/{i}"))).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+    }
+
+    assert_eq!(upstream.count(), 20);
+    // The upstream connection goes back to the pool when its caller connection closes, which can race the next
+    // caller's first request; most requests must still have reused a connection.
+    assert!(
+        upstream.connections() <= 5,
+        "20 caller connections made {} upstream connections",
+        upstream.connections()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_closes_each_connection_gets_a_new_one_every_time() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let upstream = h1_upstream(&world, false).await;
+    let proxy = proxy_to(&world, &upstream.base_url(), "closing").await;
+    let client = http_client();
+
+    for i in 0..10 {
+        let url = proxy.url(&format!("/item/{i}"));
+        let (status, _, body) = request_via(&client, Method::GET, &url, &[], Bytes::new()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "request {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    assert_eq!(upstream.count(), 10);
+    assert_eq!(upstream.connections(), 10);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_upstream_carries_a_burst_on_one_connection() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = world.simple_proxy("multiplex").await;
+
+    let answers = h2_burst(&proxy.url("/subscriptions"), 4, 50).await;
+
+    assert_eq!(answers.len(), 200);
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _, _)| *status == StatusCode::OK)
+    );
+    assert_eq!(world.upstream.count(), 200);
+    assert_eq!(
+        world.upstream.connections(),
+        1,
+        "200 concurrent requests to an h2 upstream share one connection"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_against_an_unreachable_upstream_fails_fast_with_502() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    // A port nothing listens on: bind, note the port, close.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let proxy = proxy_to(&world, &format!("https://127.0.0.1:{port}"), "unreachable").await;
+
+    let url = proxy.url("/x");
+    let answers = tokio::time::timeout(Duration::from_secs(20), h2_burst(&url, 2, 50))
+        .await
+        .expect("every request of the burst was answered");
+
+    assert_eq!(answers.len(), 100);
+    for (status, headers, body) in &answers {
+        assert_eq!(
+            *status,
+            StatusCode::BAD_GATEWAY,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(headers["x-aml-auth-proxy-error"], "UpstreamUnavailable");
+    }
+    proxy.stop().await;
+}
