@@ -251,7 +251,8 @@ impl Origin {
                     sender,
                     reused: true,
                 },
-                None => self.connect().await?,
+                // Boxed: connecting is the cold path, and its future is large.
+                None => Box::pin(self.connect()).await?,
             },
         };
         let req = match self.send_on(picked, req, affinity).await {
@@ -260,8 +261,8 @@ impl Origin {
             Err(Retry::Unsent(req)) => *req,
         };
         // A reused connection had closed before the request was written: once more, on a fresh connection.
-        let picked = self.open().await?;
-        match self.send_on(picked, req, affinity).await {
+        let picked = Box::pin(self.open()).await?;
+        match Box::pin(self.send_on(picked, req, affinity)).await {
             Ok(response) => Ok(response),
             Err(Retry::No(e)) => Err(UpstreamError::Request(e)),
             Err(Retry::Unsent(_)) => Err(UpstreamError::Connect(

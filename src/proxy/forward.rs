@@ -149,7 +149,7 @@ impl Service<Request<UpstreamBody>> for Forward {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let response = if inbound_upgrade.is_some() {
-                origin.send_upgrade(request).await
+                Box::pin(origin.send_upgrade(request)).await
             } else {
                 origin.send(request, affinity.as_ref()).await
             };

@@ -4,9 +4,16 @@
 //! at `info`, because their debug/trace output describes protocol internals this project does not control. Name
 //! them explicitly (`RUST_LOG=info,hyper=trace`) to see it anyway.
 
+pub mod json;
+pub mod writer;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use self::json::JsonLines;
+use self::writer::{BatchWriter, Flusher};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,7 +27,7 @@ pub enum LogFormat {
 /// Keeps the background log writer running; dropping it flushes what is queued. Hold it for the process's life.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    _writer: tracing_appender::non_blocking::WorkerGuard,
+    _flusher: Option<Flusher>,
 }
 
 impl std::fmt::Debug for LogGuard {
@@ -31,9 +38,9 @@ impl std::fmt::Debug for LogGuard {
 
 /// Installs the global subscriber. `level` is `--log-level`; without it `RUST_LOG` is used, else `info`.
 ///
-/// Lines are written to stderr by a background thread, so a request never waits for (or serialises on) a write
-/// to stderr. If stderr cannot keep up with a flood of lines, excess lines are dropped rather than slowing the
-/// proxy down.
+/// Lines are written to stderr in batches by a background thread ([`writer`]), so a request never waits for (or
+/// serialises on) a write to stderr. If stderr cannot keep up with a flood of lines, excess lines are dropped
+/// rather than slowing the proxy down.
 pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogGuard {
     let directives = level
         .map(str::to_owned)
@@ -52,7 +59,13 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogGuard {
     } else {
         LogFormat::Json
     });
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, flusher) = match BatchWriter::start(Box::new(std::io::stderr())) {
+        Ok((writer, flusher)) => (BoxMakeWriter::new(writer), Some(flusher)),
+        Err(e) => {
+            eprintln!("aml-auth-proxy: cannot start the log writer thread, writing directly: {e}");
+            (BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -61,17 +74,12 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogGuard {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(JsonLines).try_init(),
     };
     if let Err(e) = result {
         eprintln!("aml-auth-proxy: logging already initialised: {e}");
     }
-    LogGuard { _writer: guard }
+    LogGuard { _flusher: flusher }
 }
 
 /// A bare level becomes `<min(level, info)>,aml_auth_proxy=<level>`; anything else is used as given.
