@@ -31,7 +31,15 @@ const ARM_SCOPE: &str = "https://management.azure.com/.default";
 const CA_FIXTURE: &str = "aad_error_53003_blocked_by_conditional_access.json";
 
 /// Every command of DESIGN §3.
-const COMMANDS: [&str; 5] = ["run", "check-config", "token", "login", "probe"];
+const COMMANDS: [&str; 7] = [
+    "run",
+    "check-config",
+    "token",
+    "login",
+    "probe",
+    "completions",
+    "man",
+];
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -141,18 +149,80 @@ async fn help_lists_every_command_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn version_prints_the_package_version_and_exits_0() {
+async fn version_prints_the_package_version_and_build_info_and_exits_0() {
     let _trace = trace_init();
     let (home, imds) = (TempDir::new(), ClosedPort::new());
+    let mut cmd = command(home.path(), &imds);
+    cmd.arg("-V");
+    let out = run_to_end(cmd).await;
+    assert_exit(&out, 0);
+    let short = format!("aml-auth-proxy {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(out.stdout.trim(), short, "{out:#?}");
+
     let mut cmd = command(home.path(), &imds);
     cmd.arg("--version");
     let out = run_to_end(cmd).await;
     assert_exit(&out, 0);
-    assert_eq!(
-        out.stdout.trim(),
-        format!("aml-auth-proxy {}", env!("CARGO_PKG_VERSION")),
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some(short.as_str()), "{out:#?}");
+    let info: Vec<&str> = lines.collect();
+    assert!(
+        info.iter()
+            .any(|l| l.starts_with("target: x86_64-") || l.starts_with("target: aarch64-")),
         "{out:#?}"
     );
+    assert!(
+        info.iter().any(|l| l.starts_with("rustc: rustc ")),
+        "{out:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_man_pages_are_generated_from_the_cli() {
+    let _trace = trace_init();
+    let (home, imds) = (TempDir::new(), ClosedPort::new());
+    let shells = [
+        ("bash", "complete -F _aml__auth__proxy"),
+        ("zsh", "#compdef aml-auth-proxy"),
+        ("fish", "complete -c aml-auth-proxy"),
+    ];
+    for (shell, marker) in shells {
+        let mut cmd = command(home.path(), &imds);
+        cmd.args(["completions", shell]);
+        let out = run_to_end(cmd).await;
+        assert_exit(&out, 0);
+        assert!(out.stdout.contains(marker), "{shell}: {out:#?}");
+        for sub in COMMANDS {
+            assert!(out.stdout.contains(sub), "{shell} completions lack {sub}");
+        }
+        assert!(out.stderr.is_empty(), "{out:#?}");
+    }
+    let mut cmd = command(home.path(), &imds);
+    cmd.args(["completions", "tcsh"]);
+    assert_exit(&run_to_end(cmd).await, 64);
+
+    let mut cmd = command(home.path(), &imds);
+    cmd.arg("man");
+    let out = run_to_end(cmd).await;
+    assert_exit(&out, 0);
+    assert!(out.stdout.contains("\n.TH aml-auth-proxy 1 "), "{out:#?}");
+    assert!(out.stdout.contains(".SH ENVIRONMENT"), "{out:#?}");
+
+    let dir = home.path().join("man1");
+    let mut cmd = command(home.path(), &imds);
+    cmd.arg("man").arg("--out-dir").arg(&dir);
+    let out = run_to_end(cmd).await;
+    assert_exit(&out, 0);
+    let listed: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(listed.len(), 1 + COMMANDS.len(), "{out:#?}");
+    for sub in COMMANDS {
+        let page = dir.join(format!("aml-auth-proxy-{sub}.1"));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(text.contains(".SH SYNOPSIS"), "{}", page.display());
+    }
+    let main = std::fs::read_to_string(dir.join("aml-auth-proxy.1")).unwrap();
+    assert!(main.contains(".SH \"EXIT STATUS\""), "{main}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

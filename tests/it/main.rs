@@ -19,6 +19,7 @@ mod claims;
 mod cli;
 mod client_certificate;
 mod credentials;
+mod deploy;
 mod device_code;
 mod examples;
 mod exposure;

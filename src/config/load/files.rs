@@ -142,8 +142,13 @@ impl Walker<'_> {
             self.problem(
                 path,
                 format!(
-                    "{} is {access} by group or others (mode {mode:04o}); chmod 600 it",
-                    file.display()
+                    "{} is {access} by group or others (mode {mode:04o}); chmod 600 it{}",
+                    file.display(),
+                    if mode & 0o077 == 0o040 {
+                        " (group read is accepted only on a root-owned file, as Kubernetes mounts a Secret with fsGroup)"
+                    } else {
+                        ""
+                    }
                 ),
             );
             return None;
@@ -165,12 +170,12 @@ fn open_regular(file: &Path) -> Result<(File, Metadata), String> {
     Ok((handle, meta))
 }
 
-/// The permission bits (`mode & 0o7777`) when group or others have any access, else `None`.
+/// The permission bits (`mode & 0o7777`) when group or others have more access than a secret file may give,
+/// else `None`. See [`refused_mode`].
 #[cfg(unix)]
 fn shared_mode(meta: &Metadata) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o7777;
-    (mode & 0o077 != 0).then_some(mode)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    refused_mode(meta.permissions().mode() & 0o7777, meta.uid())
 }
 
 /// Non-Unix platforms have no mode bits to check.
@@ -179,11 +184,46 @@ fn shared_mode(_meta: &Metadata) -> Option<u32> {
     None
 }
 
+/// A secret file may give group and others no access at all, with one exception, PostgreSQL's rule for key
+/// files: a file **owned by root** may also be readable (only readable) by its group. That is what Kubernetes
+/// makes of a Secret volume mounted with `defaultMode: 0400` in a pod with `fsGroup` (root:fsGroup, mode
+/// 0440), and the only way a non-root container can read a Secret file at all: without `fsGroup` the file is
+/// root's alone. Only root could have set that group, so the grant is deliberate.
+fn refused_mode(mode: u32, owner_uid: u32) -> Option<u32> {
+    let tolerated = if owner_uid == 0 { 0o040 } else { 0 };
+    (mode & 0o077 & !tolerated != 0).then_some(mode)
+}
+
 /// Removes one trailing `\n` or `\r\n`.
 fn strip_one_newline(text: &mut String) {
     if text.ends_with("\r\n") {
         text.truncate(text.len() - 2);
     } else if text.ends_with('\n') {
         text.truncate(text.len() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_mode;
+
+    #[test]
+    fn private_modes() {
+        for mode in [0o600, 0o400, 0o700, 0o200] {
+            assert_eq!(refused_mode(mode, 1000), None, "{mode:o}");
+            assert_eq!(refused_mode(mode, 0), None, "{mode:o}");
+        }
+        // Group read: accepted only when root owns the file (a Kubernetes Secret with fsGroup).
+        for mode in [0o440, 0o640] {
+            assert_eq!(refused_mode(mode, 0), None, "{mode:o}");
+            assert_eq!(refused_mode(mode, 65532), Some(mode), "{mode:o}");
+        }
+        // Anything more is refused whoever owns it: group write or execute, any access for others.
+        for mode in [
+            0o660, 0o620, 0o610, 0o644, 0o604, 0o602, 0o601, 0o666, 0o777, 0o460,
+        ] {
+            assert_eq!(refused_mode(mode, 0), Some(mode), "{mode:o}");
+            assert_eq!(refused_mode(mode, 1000), Some(mode), "{mode:o}");
+        }
     }
 }

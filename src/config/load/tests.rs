@@ -868,6 +868,30 @@ fn tls_extra_ca_file() {
 }
 
 #[test]
+fn group_read_is_accepted_only_on_root_owned_secret_files() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new();
+    let file = dir.file("key", &format!("{CANARY}\n"), 0o440);
+    let env = MapEnv::new();
+    let cred = with_credential(
+        "    client_secret: { tenant_id: t, client_id: c, client_secret_file: key }",
+    );
+    if fs::metadata(&file).unwrap().uid() == 0 {
+        // What kubelet makes of a Secret with `defaultMode: 0400` in a pod with `fsGroup`: root:<fsGroup>, 0440.
+        assert!(parse_with(&env, dir.path(), &cred).is_ok());
+        std::os::unix::fs::chown(&file, Some(65532), None).unwrap();
+    }
+    // Owned by anyone else, group read is refused.
+    let err = parse_with(&env, dir.path(), &cred).unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("is readable by group or others (mode 0440); chmod 600 it (group read is accepted only on a root-owned file"),
+        "{shown}"
+    );
+    assert_no_canary(&err);
+}
+
+#[test]
 fn secret_files_must_be_private_and_are_never_shown() {
     let dir = TempDir::new();
     let shared = dir.file("shared", &format!("{CANARY}\n"), 0o644);
@@ -1515,7 +1539,7 @@ fn non_loopback_admin_listen_needs_expose() {
 fn caller_auth_rules() {
     let dir = TempDir::new();
     dir.file("key", CALLER_KEY, 0o600);
-    dir.file("shared", CALLER_KEY, 0o640);
+    dir.file("shared", CALLER_KEY, 0o644);
     dir.file("short", "canary-short", 0o600);
     dir.file("spaces", "canary key with spaces in it", 0o600);
     dir.file("empty", "", 0o600);
