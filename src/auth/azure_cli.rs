@@ -240,6 +240,8 @@ impl AzureCliCredential {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that a timeout kills what a wrapper script started too (bash → python).
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(path) = &self.search_path {
             command.env("PATH", path);
@@ -460,8 +462,17 @@ fn spawn_error(program: &Path, e: &io::Error) -> CredentialError {
     }
 }
 
-/// Kills `child` and reaps it (bounded by [`REAP_GRACE`]; `kill_on_drop` and tokio's reaper cover the rest).
+/// Kills `child` and its process group, and reaps it (bounded by [`REAP_GRACE`]; `kill_on_drop` and tokio's reaper
+/// cover the rest).
 async fn stop(child: &mut Child) {
+    // The group first, while the child (the group leader) is known to be unreaped, so the id cannot be reused.
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        && let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)
+    {
+        tracing::debug!(source = SOURCE, error = %e, "could not kill az's process group");
+    }
     if let Err(e) = child.start_kill() {
         tracing::debug!(source = SOURCE, error = %e, "could not kill az (it may have exited)");
     }

@@ -57,11 +57,12 @@ pin_project_lite::pin_project! {
 pub struct ObservedBody {
     inner: ResponseBody,
     record: Option<Record>,
-    bytes: u64,
-    failed: bool,
 }
 
-/// What the access line needs, gathered along the way.
+/// What the access line needs, gathered along the way. Dropping it reports the request (access line, metrics) and
+/// leaves the in-flight count, so a request is reported exactly once however it ends: at the end of its body, when
+/// the body is dropped early, or when the caller goes away before the response head (hyper then drops the
+/// service's future; the line says status 499, nginx's "client closed request").
 struct Record {
     state: Arc<ObserveState>,
     start: Instant,
@@ -73,7 +74,12 @@ struct Record {
     request_id: Option<HeaderValue>,
     correlation_id: Option<HeaderValue>,
     error_code: Option<HeaderValue>,
+    bytes: u64,
+    failed: bool,
 }
+
+/// The access-log status of a request whose caller left before the response head.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 // === impl ObserveLayer ===
 
@@ -148,6 +154,8 @@ where
             request_id: None,
             correlation_id: None,
             error_code: None,
+            bytes: 0,
+            failed: false,
         };
         if n > state.max_in_flight {
             // Shed at once: no queue, no token fetch, no upstream call.
@@ -193,8 +201,6 @@ where
             ObservedBody {
                 inner: body,
                 record,
-                bytes: 0,
-                failed: false,
             },
         )))
     }
@@ -211,9 +217,17 @@ impl Record {
         self.correlation_id = headers.get("x-ms-correlation-request-id").cloned();
         self.error_code = headers.get(ERROR_HEADER).cloned();
     }
+}
 
+impl Drop for Record {
     /// Emits the access line and the metrics, and leaves the in-flight count.
-    fn finish(self, bytes: u64, failed: bool) {
+    fn drop(&mut self) {
+        if self.status == 0 {
+            // The future was dropped before a response existed: the caller went away.
+            self.status = CLIENT_CLOSED_REQUEST;
+            self.failed = true;
+        }
+        let (bytes, failed) = (self.bytes, self.failed);
         let state = &self.state;
         state.in_flight.fetch_sub(1, Ordering::AcqRel);
         state.gauge.dec();
@@ -261,17 +275,20 @@ impl Body for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &polled {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
+        if let Some(record) = self.record.as_mut() {
+            match &polled {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes += data.len() as u64;
+                    }
                 }
+                Some(Err(_)) => record.failed = true,
+                None => {}
             }
-            Some(Err(_)) => self.failed = true,
-            None => {}
         }
         if polled.is_none() || self.inner.is_end_stream() {
-            self.report();
+            // Reported now, not when hyper gets round to dropping the body.
+            self.record = None;
         }
         Poll::Ready(polled)
     }
@@ -285,20 +302,13 @@ impl Body for ObservedBody {
     }
 }
 
-impl ObservedBody {
-    fn report(&mut self) {
-        if let Some(record) = self.record.take() {
-            record.finish(self.bytes, self.failed);
-        }
-    }
-}
-
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        // A body dropped before its end: the caller went away or the stream broke.
-        if self.record.is_some() && !self.inner.is_end_stream() {
-            self.failed = true;
+        // A body dropped before its end: the caller went away or the stream broke. The record reports as it drops.
+        if let Some(record) = self.record.as_mut()
+            && !self.inner.is_end_stream()
+        {
+            record.failed = true;
         }
-        self.report();
     }
 }

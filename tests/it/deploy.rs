@@ -696,8 +696,11 @@ fn the_readme_metrics_table_lists_every_exported_metric_with_its_type() {
         })
         .collect();
     let readme = read("README.md");
+    // The metrics table: from its header row to the first line that is not a table row.
     let documented: BTreeSet<(String, String)> = readme
         .lines()
+        .skip_while(|l| !l.starts_with("| metric | type | labels |"))
+        .take_while(|l| l.starts_with('|'))
         .filter_map(|l| l.strip_prefix("| `aml_auth_proxy_"))
         .map(|rest| {
             let (name, rest) = rest.split_once('`').unwrap();

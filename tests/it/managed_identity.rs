@@ -466,7 +466,12 @@ async fn imds_400_identity_not_assigned_is_unavailable() {
     let cred = credential(&spec(Some(id)), &imds_env(&imds.base()), options(false));
     let reason = unavailable(token(&cred).await);
     assert_eq!(imds.count(), 1, "400 is not retried");
-    assert!(reason.contains("HTTP 400: Identity not found"), "{reason}");
+    assert!(
+        reason.contains(
+            "HTTP 400 for the user-assigned identity client_id=cid-missing: Identity not found"
+        ),
+        "{reason}"
+    );
     assert!(!reason.contains("Trace ID"), "one line only: {reason}");
     assert!(
         reason.contains("user-assigned identity is not assigned"),

@@ -529,6 +529,22 @@ impl Call {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default()
     }
+
+    /// The user-assigned identity the call asks for, as `name=value` (IMDS, App Service and Azure ML name it in the
+    /// query): what an operator needs to see next to "Identity not found".
+    fn identity(&self) -> Option<String> {
+        const NAMES: [&str; 6] = [
+            "client_id",
+            "object_id",
+            "principal_id",
+            "msi_res_id",
+            "mi_res_id",
+            "clientid",
+        ];
+        form_urlencoded::parse(self.url.query()?.as_bytes())
+            .find(|(k, _)| NAMES.contains(&k.as_ref()))
+            .map(|(k, v)| format!("{k}={v}"))
+    }
 }
 
 /// `base` with `params` form-encoded and appended to any query it has.
@@ -640,7 +656,7 @@ impl Transport<'_> {
             .with_retry_after(retry_after(&response.headers))
     }
 
-    /// `<endpoint> at <host> answered HTTP <status>[: <description>]`.
+    /// `<endpoint> at <host> answered HTTP <status>[ for <identity>][: <description>]`.
     fn describe(&self, call: &Call, response: &HttpResponse) -> String {
         let mut text = format!(
             "{} at {} answered HTTP {}",
@@ -648,6 +664,10 @@ impl Transport<'_> {
             call.host(),
             response.status.as_u16()
         );
+        if let Some(identity) = call.identity() {
+            text.push_str(" for the user-assigned identity ");
+            text.push_str(&identity);
+        }
         if let Some(description) = response::error_description(&response.body) {
             text.push_str(": ");
             text.push_str(&description);
