@@ -31,6 +31,9 @@ pub const EXIT_USAGE: u8 = 64;
 /// Start-up or runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 
+/// Overrides the number of runtime worker threads.
+const WORKER_THREADS_VAR: &str = "AML_AUTH_PROXY_WORKER_THREADS";
+
 /// aml-auth-proxy: adds Entra ID tokens to plain HTTP requests and forwards them to Azure Machine Learning.
 #[derive(Debug, Parser)]
 #[command(
@@ -339,7 +342,24 @@ fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Worker threads: one per CPU the process may use (cgroup quotas included), unless set.
+    if let Ok(value) = std::env::var(WORKER_THREADS_VAR) {
+        match value.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => {
+                builder.worker_threads(n);
+            }
+            _ => {
+                return Err(fail(
+                    EXIT_USAGE,
+                    format!(
+                        "{WORKER_THREADS_VAR}={value:?}: expected a whole number from 1 to 1024"
+                    ),
+                ));
+            }
+        }
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))

@@ -21,22 +21,37 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// Framing (`Content-Length`) is never removed because a `Connection` header names it: hyper re-derives framing
 /// from the body, and dropping a length would only turn a sized body into a chunked one.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // Most messages carry none: one pass over the names (standard ones compare as integers) instead of ten hashed
+    // removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    // Only the names present are removed; `Connection` tokens are matched against them without building names
+    // from them (nginx answers `Connection: keep-alive` on every response).
+    let listed: Vec<&str> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| *name != header::CONTENT_LENGTH)
+        .map(str::trim)
         .collect();
-    for name in listed {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            is_hop_by_hop(name)
+                || (**name != header::CONTENT_LENGTH
+                    && listed.iter().any(|t| t.eq_ignore_ascii_case(name.as_str())))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+}
+
+/// True for a name [`strip_hop_by_hop`] always removes.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
 }
 
 /// Headers a caller must not set on a forwarded request: spoofable forwarding metadata (RELIABILITY threat 6c)

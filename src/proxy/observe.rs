@@ -239,18 +239,14 @@ impl Drop for Record {
         metrics.count(self.status);
         metrics.request_duration.observe(elapsed.as_secs_f64());
         let upstream_status = self.route.filter(|r| r.upstream).map(|_| self.status);
-        let text = |v: &Option<HeaderValue>| {
-            v.as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
+        // No allocation: every field is a `&str` or a number. Names and codes are `Display`ed so that text logs
+        // show them bare (`route=arm`); JSON quotes them either way.
         tracing::info!(
             target: "aml_auth_proxy::access",
             route = %name,
             method = %self.method,
             path = self.uri.path(),
-            version = ?self.version,
+            version = %version_text(self.version),
             status = self.status,
             upstream_status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -261,6 +257,23 @@ impl Drop for Record {
             x_ms_correlation_request_id = %text(&self.correlation_id),
             "request"
         );
+    }
+}
+
+/// A header value as text for the log (empty when absent or not visible ASCII).
+fn text(value: &Option<HeaderValue>) -> &str {
+    value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// `HTTP/1.1` and so on, as `Version`'s `Debug` writes it.
+fn version_text(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "unknown",
     }
 }
 

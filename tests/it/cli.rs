@@ -451,6 +451,25 @@ async fn check_config_without_a_readable_file_exits_64() {
     assert!(out.stdout.is_empty(), "{out:#?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_worker_thread_count_exits_64_naming_the_variable() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    for value in ["0", "two", "-1", "100000"] {
+        let mut cmd = command(dir.path(), &imds);
+        cmd.arg("run")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("AML_AUTH_PROXY_WORKER_THREADS", value);
+        let out = run_to_end(cmd).await;
+        assert_exit(&out, 64);
+        assert!(
+            out.stderr.contains("AML_AUTH_PROXY_WORKER_THREADS"),
+            "{value}: {out:#?}"
+        );
+    }
+}
+
 // === token ===
 
 /// A World whose configuration has `sp` (tenant `tokentenant`) and `blocked` (tenant `cablocked`, which the
