@@ -11,13 +11,16 @@
 //! - **HTTP/2** (when the upstream's ALPN picks it) is one multiplexed connection per origin, shared.
 //! - A request that finds a reused HTTP/1 connection closed before anything was written is sent once more on a
 //!   fresh connection (the keep-alive race); one that was written is never resent.
+//! - At most [`MAX_HELD_PER_ORIGIN`] connections per origin wait in caller slots; beyond that a caller's
+//!   connection goes back to the idle list after each exchange, so a thousand idle keep-alive callers do not pin
+//!   a thousand upstream connections (and their buffers).
 //! - Idle connections older than [`IDLE_TIMEOUT`] are closed when the list is next used; at most
 //!   [`MAX_IDLE_PER_ORIGIN`] are kept.
 //! - WebSocket handshakes get a fresh HTTP/1.1-only connection, which is never pooled (it becomes the tunnel).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,8 +44,11 @@ use crate::sync::lock;
 /// Idle HTTP/1.1 connections unused for longer are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Most idle HTTP/1.1 connections kept per origin.
-pub const MAX_IDLE_PER_ORIGIN: usize = 1024;
+/// Most idle HTTP/1.1 connections kept per origin in the shared list.
+pub const MAX_IDLE_PER_ORIGIN: usize = 256;
+
+/// Most HTTP/1.1 connections per origin kept in caller connections' [`Affinity`] slots.
+pub const MAX_HELD_PER_ORIGIN: usize = 128;
 
 type Connector = HttpsConnector<HttpConnector<NoLinkLocal>>;
 type H1 = http1::SendRequest<UpstreamBody>;
@@ -81,6 +87,8 @@ pub struct Origin {
     /// The `Host` header of HTTP/1.1 requests (port omitted when it is the scheme's default).
     host: HeaderValue,
     idle: Mutex<VecDeque<Idle>>,
+    /// Connections held in [`Affinity`] slots (at most [`MAX_HELD_PER_ORIGIN`]).
+    held: AtomicUsize,
     h2: Mutex<Option<H2>>,
     /// What the upstream's ALPN picked last: [`UNKNOWN`], [`HTTP1`] or [`HTTP2`].
     protocol: AtomicU8,
@@ -223,6 +231,7 @@ impl Origin {
             connect_uri,
             host: HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static("localhost")),
             idle: Mutex::new(VecDeque::new()),
+            held: AtomicUsize::new(0),
             h2: Mutex::new(None),
             protocol: AtomicU8::new(UNKNOWN),
             connecting: Mutex::new(None),
@@ -524,6 +533,7 @@ impl Affinity {
     /// back to the origin once it is free.
     fn take(&self, origin: &Arc<Origin>) -> Option<H1> {
         let held = lock(&self.0.0).take_if(|h| Arc::ptr_eq(&h.origin, origin))?;
+        origin.held.fetch_sub(1, Ordering::Relaxed);
         if held.sender.is_ready() {
             return Some(held.sender);
         }
@@ -531,14 +541,21 @@ impl Affinity {
         None
     }
 
-    /// Keeps `sender` (to `origin`) for the connection's next request; a connection it held before goes back
-    /// to its origin.
+    /// Keeps `sender` (to `origin`) for the connection's next request, unless the origin already has
+    /// [`MAX_HELD_PER_ORIGIN`] in slots (then it goes back to the origin); a connection the slot held before goes
+    /// back to its origin.
     fn put(&self, origin: &Arc<Origin>, sender: H1) {
+        if origin.held.fetch_add(1, Ordering::Relaxed) >= MAX_HELD_PER_ORIGIN {
+            origin.held.fetch_sub(1, Ordering::Relaxed);
+            origin.release(sender);
+            return;
+        }
         let previous = lock(&self.0.0).replace(Held {
             origin: Arc::clone(origin),
             sender,
         });
         if let Some(h) = previous {
+            h.origin.held.fetch_sub(1, Ordering::Relaxed);
             h.origin.release(h.sender);
         }
     }
@@ -551,6 +568,7 @@ impl Drop for Slot {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         if let Some(h) = held {
+            h.origin.held.fetch_sub(1, Ordering::Relaxed);
             h.origin.release(h.sender);
         }
     }

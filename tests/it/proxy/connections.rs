@@ -68,6 +68,53 @@ async fn a_keep_alive_caller_uses_one_upstream_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_callers_do_not_each_pin_an_upstream_connection() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let upstream = h1_upstream(&world, true).await;
+    let proxy = proxy_to(&world, &upstream.base_url(), "manyidle").await;
+    let callers_n = aml_auth_proxy::proxy::client::MAX_HELD_PER_ORIGIN + 72;
+    // Each caller connection makes one request, one caller at a time, and stays open (idle) afterwards.
+    let mut callers = Vec::new();
+    for i in 0..callers_n {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut caller, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("/item/{i}"))
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = caller.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "caller {i}");
+        resp.into_body().collect().await.unwrap();
+        callers.push(caller);
+    }
+    assert_eq!(upstream.count(), callers_n);
+    assert_eq!(upstream.rejected_count(), 0);
+    // The first MAX_HELD callers keep theirs; later ones hand theirs back after each exchange, so the next
+    // caller reuses it.
+    assert!(
+        upstream.connections() <= aml_auth_proxy::proxy::client::MAX_HELD_PER_ORIGIN + 1,
+        "{} upstream connections for {callers_n} idle callers",
+        upstream.connections()
+    );
+    // Every caller can still use its connection.
+    for (i, caller) in callers.iter_mut().enumerate().step_by(37) {
+        caller.ready().await.unwrap();
+        let req = Request::get(format!("/again/{i}"))
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = caller.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "caller {i} again");
+        resp.into_body().collect().await.unwrap();
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn callers_that_connect_per_request_still_reuse_upstream_connections() {
     let _trace = trace_init();
     let world = World::new().await;
