@@ -2057,6 +2057,40 @@ async fn wait_for(slot: &Mutex<Option<Instant>>) -> Instant {
 /// F11, the real binary: a caller that goes away mid-download or mid-upload makes the proxy cancel the upstream
 /// request within 1 s (the upstream sees its connection end); the in-flight gauge is back to 0 and the process's
 /// file descriptors back to their baseline within 2 s; the route keeps working (no half-used pooled connection).
+/// F11's criteria once a caller left at `closed`: the upstream saw its exchange (`what`) end within 1 s of that
+/// (`cancelled`), and the in-flight gauge and the proxy's open file descriptors are back to their baseline within 2 s.
+async fn assert_released(
+    proxy: &RunningProxy,
+    what: &str,
+    closed: Instant,
+    cancelled: Instant,
+    baseline: usize,
+) {
+    let after = cancelled.saturating_duration_since(closed);
+    eprintln!("F11: {what} cancelled upstream {after:?} after the caller left");
+    assert!(
+        after <= Duration::from_secs(1),
+        "the upstream {what} was cancelled {after:?} after the caller left"
+    );
+    in_flight_reaches(
+        proxy,
+        0.0,
+        Duration::from_secs(2).saturating_sub(closed.elapsed()),
+    )
+    .await;
+    let pid = proxy.child.pid();
+    assert!(
+        eventually(
+            Duration::from_secs(2).saturating_sub(closed.elapsed()),
+            || fd_count(pid) <= baseline
+        )
+        .await
+        .is_some(),
+        "fds {} > baseline {baseline}",
+        fd_count(pid)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn f11_client_disconnect_cancels_the_upstream_request_within_1s() {
     let _trace = trace_init();
@@ -2097,31 +2131,7 @@ async fn f11_client_disconnect_cancels_the_upstream_request_within_1s() {
     let closed = Instant::now();
     drop(caller);
     let cancelled = wait_for(&seen.download).await;
-    eprintln!(
-        "F11: download cancelled upstream {:?} after the caller left",
-        cancelled.saturating_duration_since(closed)
-    );
-    assert!(
-        cancelled.saturating_duration_since(closed) <= Duration::from_secs(1),
-        "the upstream download was cancelled {:?} after the caller left",
-        cancelled.saturating_duration_since(closed)
-    );
-    in_flight_reaches(
-        &proxy,
-        0.0,
-        Duration::from_secs(2).saturating_sub(closed.elapsed()),
-    )
-    .await;
-    assert!(
-        eventually(
-            Duration::from_secs(2).saturating_sub(closed.elapsed()),
-            || fd_count(pid) <= baseline
-        )
-        .await
-        .is_some(),
-        "fds {} > baseline {baseline}",
-        fd_count(pid)
-    );
+    assert_released(&proxy, "download", closed, cancelled, baseline).await;
 
     // Upload: announce 1 GiB, send 4 MiB, then reset the connection.
     let mut caller = TcpStream::connect(proxy.listen).await.unwrap();
@@ -2139,31 +2149,7 @@ async fn f11_client_disconnect_cancels_the_upstream_request_within_1s() {
     let closed = Instant::now();
     raw::reset(caller);
     let cancelled = wait_for(&seen.upload).await;
-    eprintln!(
-        "F11: upload cancelled upstream {:?} after the caller reset",
-        cancelled.saturating_duration_since(closed)
-    );
-    assert!(
-        cancelled.saturating_duration_since(closed) <= Duration::from_secs(1),
-        "the upstream upload was cancelled {:?} after the caller left",
-        cancelled.saturating_duration_since(closed)
-    );
-    in_flight_reaches(
-        &proxy,
-        0.0,
-        Duration::from_secs(2).saturating_sub(closed.elapsed()),
-    )
-    .await;
-    assert!(
-        eventually(
-            Duration::from_secs(2).saturating_sub(closed.elapsed()),
-            || fd_count(pid) <= baseline
-        )
-        .await
-        .is_some(),
-        "fds {} > baseline {baseline}",
-        fd_count(pid)
-    );
+    assert_released(&proxy, "upload", closed, cancelled, baseline).await;
 
     // The route still works.
     assert_eq!(
