@@ -123,13 +123,9 @@ impl<S> Layer<S> for ObserveLayer {
 
 // === impl Observe ===
 
-impl<S> Service<Request<hyper::body::Incoming>> for Observe<S>
+impl<S, B> Service<Request<B>> for Observe<S>
 where
-    S: Service<
-            Request<hyper::body::Incoming>,
-            Response = Response<ResponseBody>,
-            Error = Infallible,
-        >,
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
 {
     type Response = Response<ObservedBody>;
     type Error = Infallible;
@@ -139,7 +135,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = &self.state;
         let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         state.gauge.inc();
@@ -322,6 +318,85 @@ impl Drop for ObservedBody {
             && !self.inner.is_end_stream()
         {
             record.failed = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_gone_before_the_response_head_is_logged_499_and_frees_its_slot() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let metrics = Metrics::new().unwrap();
+        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], 1);
+        // An upstream that never answers.
+        let mut service = layer.layer(tower::service_fn(|_: Request<()>| {
+            std::future::pending::<Result<Response<ResponseBody>, Infallible>>()
+        }));
+        let request = || Request::get("/slow").body(()).unwrap();
+
+        let first = service.call(request());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), first)
+                .await
+                .is_err(),
+            "the first request waits for its upstream"
+        );
+        // Dropped by the timeout, as hyper drops it when the caller goes: the only slot is free again.
+        let second = service.call(request());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), second)
+                .await
+                .is_err(),
+            "the second request was shed: the first one's slot leaked"
+        );
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains("aml_auth_proxy_in_flight_requests 0"),
+            "{text}"
+        );
+        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("request")).collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        for line in lines {
+            assert!(
+                line.contains("status=499") && line.contains("completed=false"),
+                "{line}"
+            );
         }
     }
 }
