@@ -175,7 +175,12 @@ impl App {
         shutdown: impl Future<Output = ()>,
         force: impl Future<Output = ()> + Send + 'static,
     ) {
-        tracing::info!(proxy = %self.proxy_listen(), admin = %self.admin_addr(), "listening");
+        tracing::info!(
+            proxy = %self.proxy_listen(),
+            admin = %self.admin_addr(),
+            workers = tokio::runtime::Handle::current().metrics().num_workers(),
+            "listening"
+        );
         let options = ServerOptions {
             header_read_timeout: self.limits.request_header_timeout,
         };

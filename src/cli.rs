@@ -31,9 +31,6 @@ pub const EXIT_USAGE: u8 = 64;
 /// Start-up or runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 
-/// Overrides the number of runtime worker threads.
-const WORKER_THREADS_VAR: &str = "AML_AUTH_PROXY_WORKER_THREADS";
-
 /// aml-auth-proxy: adds Entra ID tokens to plain HTTP requests and forwards them to Azure Machine Learning.
 #[derive(Debug, Parser)]
 #[command(
@@ -112,8 +109,19 @@ struct RunArgs {
     /// Admin listen address (overrides `admin_listen`).
     #[arg(long, env = "AML_AUTH_PROXY_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Runtime worker threads, 1 to 1024; default: one per CPU the process may use (cgroup quotas included).
+    #[arg(long, env = "AML_AUTH_PROXY_WORKER_THREADS", value_name = "N", value_parser = worker_threads)]
+    worker_threads: Option<usize>,
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// `--worker-threads` / `AML_AUTH_PROXY_WORKER_THREADS`: a whole number from 1 to 1024.
+fn worker_threads(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err("expected a whole number from 1 to 1024 (--worker-threads or AML_AUTH_PROXY_WORKER_THREADS)".into()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -341,23 +349,11 @@ fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+/// The async runtime: `worker_threads` workers, else one per CPU the process may use (cgroup quotas included).
+fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // Worker threads: one per CPU the process may use (cgroup quotas included), unless set.
-    if let Ok(value) = std::env::var(WORKER_THREADS_VAR) {
-        match value.trim().parse::<usize>() {
-            Ok(n) if (1..=1024).contains(&n) => {
-                builder.worker_threads(n);
-            }
-            _ => {
-                return Err(fail(
-                    EXIT_USAGE,
-                    format!(
-                        "{WORKER_THREADS_VAR}={value:?}: expected a whole number from 1 to 1024"
-                    ),
-                ));
-            }
-        }
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
     }
     builder
         .enable_all()
@@ -379,7 +375,7 @@ fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
     if let Err(e) = apply_listen_overrides(&mut config, args.listen, args.admin_listen) {
         return fail(EXIT_USAGE, e);
     }
-    let rt = match runtime() {
+    let rt = match runtime(args.worker_threads) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -582,7 +578,7 @@ fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let rt = match runtime() {
+    let rt = match runtime(None) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -672,7 +668,7 @@ fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         Ok(tls) => Arc::new(tls),
         Err(e) => return fail(EXIT_FAILURE, e),
     };
-    let rt = match runtime() {
+    let rt = match runtime(None) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -756,7 +752,7 @@ fn probe(url: &str) -> ExitCode {
         Ok(u) => u,
         Err(e) => return fail(EXIT_USAGE, format!("probe: invalid URL {url:?}: {e}")),
     };
-    let rt = match runtime() {
+    let rt = match runtime(None) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -34,6 +34,7 @@ fn the_env_overrides_are_the_documented_ones() {
         "AML_AUTH_PROXY_LISTEN",
         "AML_AUTH_PROXY_LOG_FORMAT",
         "AML_AUTH_PROXY_LOG_LEVEL",
+        "AML_AUTH_PROXY_WORKER_THREADS",
         "RUST_LOG",
     ];
     let found = env_overrides();

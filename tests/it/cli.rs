@@ -452,21 +452,71 @@ async fn check_config_without_a_readable_file_exits_64() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_invalid_worker_thread_count_exits_64_naming_the_variable() {
+async fn an_invalid_worker_thread_count_exits_64_naming_the_setting() {
     let _trace = trace_init();
     let (dir, imds) = (TempDir::new(), ClosedPort::new());
     for value in ["0", "two", "-1", "100000"] {
-        let mut cmd = command(dir.path(), &imds);
-        cmd.arg("run")
+        let mut by_env = command(dir.path(), &imds);
+        by_env
+            .arg("run")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("AML_AUTH_PROXY_WORKER_THREADS", value);
-        let out = run_to_end(cmd).await;
-        assert_exit(&out, 64);
-        assert!(
-            out.stderr.contains("AML_AUTH_PROXY_WORKER_THREADS"),
-            "{value}: {out:#?}"
+        let mut by_flag = command(dir.path(), &imds);
+        by_flag
+            .arg("run")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg(format!("--worker-threads={value}"));
+        for cmd in [by_env, by_flag] {
+            let out = run_to_end(cmd).await;
+            assert_exit(&out, 64);
+            assert!(
+                out.stderr.contains("AML_AUTH_PROXY_WORKER_THREADS")
+                    && out.stderr.contains("--worker-threads")
+                    && out.stderr.contains("1 to 1024"),
+                "{value}: {out:#?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_thread_count_is_the_one_asked_for() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    let file = dir.file("config.yaml", MINIMAL, 0o600);
+    // 1 (what the sidecar manifests set) and 3 (unlike the CPU count of a 1- or 2-CPU machine).
+    for workers in [1, 3] {
+        let proxy = RunningProxy::start_with(|listen, admin| {
+            let mut cmd = command(dir.path(), &imds);
+            cmd.arg("run")
+                .arg("--config")
+                .arg(&file)
+                .arg("--listen")
+                .arg(listen.to_string())
+                .arg("--admin-listen")
+                .arg(admin.to_string())
+                .env("AML_AUTH_PROXY_WORKER_THREADS", workers.to_string());
+            (cmd, None)
+        })
+        .await;
+        let (status, headers, _) = try_get(&proxy.url("/")).await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            headers.get("x-aml-auth-proxy-error").unwrap(),
+            "CredentialUnavailable"
         );
+        let out = proxy.stop().await;
+        assert_exit(&out, 0);
+        let listening: Vec<Value> = out
+            .stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "listening")
+            .collect();
+        assert_eq!(listening.len(), 1, "{out:#?}");
+        assert_eq!(listening[0]["workers"], workers, "{out:#?}");
     }
 }
 
