@@ -44,6 +44,10 @@ use crate::sync::lock;
 /// Idle HTTP/1.1 connections unused for longer are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a request waits for its caller connection's upstream connection to finish the previous exchange
+/// before it looks elsewhere (usually it is a matter of microseconds; a new connection costs a handshake).
+pub const READY_WAIT: Duration = Duration::from_millis(100);
+
 /// Most idle HTTP/1.1 connections kept per origin in the shared list.
 pub const MAX_IDLE_PER_ORIGIN: usize = 256;
 
@@ -252,17 +256,20 @@ impl Origin {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let picked = match self.shared_h2() {
             Some(h2) => Picked::H2(h2),
-            None => match affinity
-                .and_then(|a| a.take(self))
-                .or_else(|| self.checkout())
-            {
-                Some(sender) => Picked::H1 {
-                    sender,
-                    reused: true,
-                },
-                // Boxed: connecting is the cold path, and its future is large.
-                None => Box::pin(self.connect()).await?,
-            },
+            None => {
+                let held = match affinity {
+                    Some(a) => a.take(self).await,
+                    None => None,
+                };
+                match held.or_else(|| self.checkout()) {
+                    Some(sender) => Picked::H1 {
+                        sender,
+                        reused: true,
+                    },
+                    // Boxed: connecting is the cold path, and its future is large.
+                    None => Box::pin(self.connect()).await?,
+                }
+            }
         };
         let req = match self.send_on(picked, req, affinity).await {
             Ok(response) => return Ok(response),
@@ -400,6 +407,11 @@ impl Origin {
                 // A leader that went away without an outcome (its request was cancelled) leads nothing.
                 Some(rx) if rx.has_changed().is_ok() => Ok(rx.clone()),
                 _ => {
+                    // A leader that finished since this request last looked left its HTTP/2 connection (it is
+                    // stored before the slot is cleared): use it rather than open a second one.
+                    if let Some(h2) = self.shared_h2() {
+                        return Ok(Picked::H2(h2));
+                    }
                     let (tx, rx) = watch::channel(None);
                     *slot = Some(rx);
                     Err(tx)
@@ -529,15 +541,22 @@ enum Retry {
 // === impl Affinity ===
 
 impl Affinity {
-    /// The slot's connection if it is to `origin` and idle. A busy one (an earlier exchange still streaming) goes
-    /// back to the origin once it is free.
-    fn take(&self, origin: &Arc<Origin>) -> Option<H1> {
+    /// The slot's connection if it is to `origin` and idle. The caller's previous exchange has ended on its side,
+    /// but the upstream connection may still be finishing it (it becomes ready a moment after the last body
+    /// bytes): it gets up to [`READY_WAIT`] before the request goes elsewhere and it goes back to the origin.
+    async fn take(&self, origin: &Arc<Origin>) -> Option<H1> {
         let held = lock(&self.0.0).take_if(|h| Arc::ptr_eq(&h.origin, origin))?;
         origin.held.fetch_sub(1, Ordering::Relaxed);
-        if held.sender.is_ready() {
-            return Some(held.sender);
+        let mut sender = held.sender;
+        if sender.is_ready() {
+            return Some(sender);
         }
-        origin.release(held.sender);
+        if !sender.is_closed()
+            && let Ok(Ok(())) = Box::pin(tokio::time::timeout(READY_WAIT, sender.ready())).await
+        {
+            return Some(sender);
+        }
+        origin.release(sender);
         None
     }
 
