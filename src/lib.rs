@@ -39,9 +39,12 @@ pub use error::BoxError;
 /// API; hidden from the documentation and free to change with the code it wraps.
 #[doc(hidden)]
 pub mod fuzzing {
-    /// The token endpoint's success-body parser (`auth::entra`), as `EntraClient::post_token` and the device-code
-    /// flow use it: an access token that can go in a header, a non-zero lifetime, or an error text.
-    pub fn parse_token_response(body: &[u8]) -> Result<crate::auth::TokenResponse, String> {
-        crate::auth::parse_token_response(body)
+    /// The token-body parser every token source shares (`auth::token_response`), as `EntraClient::post_token` and
+    /// the device-code flow use it: an access token that can go in a header with a non-zero lifetime, and the
+    /// refresh token if one was sent; or an error text.
+    pub fn parse_token_response(
+        body: &[u8],
+    ) -> Result<(crate::auth::AccessToken, Option<crate::auth::Secret>), String> {
+        crate::auth::parse_token_response(body, "fuzz")
     }
 }

@@ -57,15 +57,16 @@ fn dates(text: &str) {
             );
         }
     }
-    if let Some(t) = naive_datetime(text) {
-        let (y, mo, d, h, mi, s) = civil(t);
-        if (0..=9999).contains(&y) {
-            let back = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.000000");
-            assert_eq!(
-                naive_datetime(&back),
-                Some(t),
-                "naive {text:?} -> {t} -> {back:?}"
-            );
+    if let Some(dt) = naive_datetime(text) {
+        if dt.year() >= 0 {
+            for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+                let back = dt.strftime(format).to_string();
+                assert_eq!(
+                    naive_datetime(&back),
+                    Some(dt),
+                    "naive {text:?} -> {dt} -> {back:?}"
+                );
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The token endpoint's success-body parser (`fuzzing::parse_token_response`, crate-private in normal use): the
-//! raw input as a body, and the input's text as `expires_in` / `expires_on` of an otherwise valid body.
+//! The token-body parser every token source shares (`fuzzing::parse_token_response`, crate-private in normal use):
+//! the raw input as a body, and the input's text as `expires_in` / `expires_on` / `refresh_in` of an otherwise
+//! valid body.
 
 #![no_main]
 
@@ -9,15 +10,18 @@ use serde_json::{Value, json};
 
 fn check(body: &[u8]) {
     match parse_token_response(body) {
-        Ok(r) => {
-            let token = r.access_token.expose();
+        Ok((access, refresh_token)) => {
+            let token = access.token.expose();
             assert!(!token.is_empty(), "empty access token accepted");
             assert!(
                 http::HeaderValue::from_str(&format!("Bearer {token}")).is_ok(),
                 "access token {token:?} cannot go in a header"
             );
-            assert!(!r.expires_in.is_zero(), "expired token accepted");
-            if let Some(rt) = &r.refresh_token {
+            assert!(!access.expires_in.is_zero(), "expired token accepted");
+            if let Some(refresh_in) = access.refresh_in {
+                assert!(!refresh_in.is_zero(), "zero refresh_in kept");
+            }
+            if let Some(rt) = &refresh_token {
                 assert!(!rt.is_empty(), "empty refresh token kept");
             }
             let v: Value = match serde_json::from_slice(body) {

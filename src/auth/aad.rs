@@ -1,29 +1,42 @@
 //! Entra ID error responses: parsing (tolerant) and classification (by codes, never by description text).
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::TokenErrorKind;
+use super::wire;
 
-/// The fields of an Entra ID error response, copied verbatim (DESIGN §6 `aad` object).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The fields of an Entra ID error response, copied verbatim (DESIGN §6 `aad` object). Read tolerantly: a text
+/// field given as a number, boolean, array or object is kept as its JSON text (`claims` is documented as a string,
+/// but an object is passed on too); codes may be strings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct AadError {
     /// OAuth2 `error`, e.g. `invalid_grant`.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub error: Option<String>,
     /// `error_description` (AADSTS text plus trace/correlation lines).
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub error_description: Option<String>,
     /// `error_codes`, e.g. `[53003]`.
+    #[serde(default, deserialize_with = "wire::codes")]
     pub error_codes: Vec<i64>,
     /// `suberror`, e.g. `message_only`, `bad_token`.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub suberror: Option<String>,
     /// `trace_id`.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub trace_id: Option<String>,
     /// `correlation_id`.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub correlation_id: Option<String>,
     /// `timestamp`.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub timestamp: Option<String>,
     /// `error_uri`.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub error_uri: Option<String>,
     /// `claims`: a JSON document as a string, passed on untouched.
+    #[serde(default, deserialize_with = "wire::json_text")]
     pub claims: Option<String>,
 }
 
@@ -50,19 +63,7 @@ impl AadError {
     /// Parses an Entra ID error body. Returns `None` when the body is not a JSON object with at least one of
     /// `error` / `error_codes`. Numbers given as strings are accepted.
     pub fn parse(body: &[u8]) -> Option<Self> {
-        let value: Value = serde_json::from_slice(body).ok()?;
-        let obj = value.as_object()?;
-        let parsed = Self {
-            error: string_field(obj, "error"),
-            error_description: string_field(obj, "error_description"),
-            error_codes: codes_field(obj),
-            suberror: string_field(obj, "suberror"),
-            trace_id: string_field(obj, "trace_id"),
-            correlation_id: string_field(obj, "correlation_id"),
-            timestamp: string_field(obj, "timestamp"),
-            error_uri: string_field(obj, "error_uri"),
-            claims: string_field(obj, "claims"),
-        };
+        let parsed: Self = wire::from_object(body).ok()?;
         (parsed.error.is_some() || !parsed.error_codes.is_empty()).then_some(parsed)
     }
 
@@ -147,29 +148,6 @@ fn is_conditional_access_code(code: i64) -> bool {
     (53_000..=53_999).contains(&code)
         || (530_000..=539_999).contains(&code)
         || CONDITIONAL_ACCESS_CODES.contains(&code)
-}
-
-fn string_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
-    match obj.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Null => None,
-        // `claims` is documented as a string, but tolerate an object by serialising it.
-        other => Some(other.to_string()),
-    }
-}
-
-fn codes_field(obj: &Map<String, Value>) -> Vec<i64> {
-    let as_code = |v: &Value| match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    match obj.get("error_codes") {
-        Some(Value::Array(items)) => items.iter().filter_map(as_code).collect(),
-        Some(v) => as_code(v).into_iter().collect(),
-        None => Vec::new(),
-    }
 }
 
 #[cfg(test)]

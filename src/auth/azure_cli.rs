@@ -9,7 +9,7 @@
 //!
 //! Outcomes:
 //! - exit 0 → the token; the expiry is `expires_on` (Unix seconds, az ≥ 2.54.0), else `expiresOn`, a naive local
-//!   time, resolved with the local time zone ([`super::localtime`]). Unusable output → `TokenServiceUnavailable`.
+//!   time, resolved with the local time zone ([`expiry::local_zone`]). Unusable output → `TokenServiceUnavailable`.
 //! - `az` missing, or “not logged in” (stderr names `az login` without an AADSTS code) → unavailable (a chain
 //!   moves on).
 //! - AADSTS codes in stderr → classified exactly like an Entra ID error ([`AadError::classify`]), with the AADSTS line
@@ -28,13 +28,14 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::Value;
+use jiff::tz::TimeZone;
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::localtime::Zone;
+use super::wire::{self, WireError};
 use super::{
     AadError, AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError,
     TokenErrorKind, TokenRequest, expiry, is_valid_tenant, scope_to_resource,
@@ -81,6 +82,19 @@ enum Audience {
     Scope,
     /// `--resource <scope without /.default>` (older CLIs).
     Resource,
+}
+
+/// What `az account get-access-token --output json` prints (the fields read). No `Debug`: it holds the token.
+#[derive(Deserialize)]
+struct CliToken {
+    #[serde(default, rename = "accessToken", deserialize_with = "wire::text")]
+    access_token: Option<String>,
+    /// Unix seconds (az ≥ 2.54.0).
+    #[serde(default, deserialize_with = "wire::seconds")]
+    expires_on: Option<u64>,
+    /// A naive local date-time (every version).
+    #[serde(default, rename = "expiresOn", deserialize_with = "wire::text")]
+    expires_on_local: Option<String>,
 }
 
 /// What one run of `az` left behind.
@@ -173,7 +187,7 @@ impl AzureCliCredential {
             return Err(failure(&output.stderr, output.status, settings, scope));
         }
         let (token, expires_on) = parse_output(&output.stdout, || {
-            Zone::load(self.tz.as_deref(), self.tzdir.as_deref())
+            expiry::local_zone(self.tz.as_deref(), self.tzdir.as_deref())
         })
         .map_err(|why| {
             CredentialError::Failed(TokenError::service_unavailable(
@@ -529,23 +543,26 @@ fn rejects_scope(stderr: &str) -> bool {
 /// Reads `az account get-access-token --output json`: the token and its expiry in Unix seconds. `expires_on`
 /// (az ≥ 2.54.0) wins; otherwise `expiresOn` (`YYYY-MM-DD HH:MM:SS.ffffff`) is a local time in `zone()`.
 /// The reasons never quote the output (it holds the token).
-fn parse_output(stdout: &[u8], zone: impl FnOnce() -> Zone) -> Result<(Secret, i64), &'static str> {
-    let value: Value = serde_json::from_slice(stdout).map_err(|_| "not JSON")?;
-    let object = value.as_object().ok_or("not a JSON object")?;
-    let token = match object.get("accessToken") {
-        Some(Value::String(t)) if !t.trim().is_empty() => Secret::new(t.trim()),
+fn parse_output(
+    stdout: &[u8],
+    zone: impl FnOnce() -> TimeZone,
+) -> Result<(Secret, i64), &'static str> {
+    let output: CliToken = wire::from_object(stdout).map_err(WireError::reason)?;
+    let token = match output.access_token {
+        Some(t) if !t.trim().is_empty() => Secret::new(t.trim()),
         _ => return Err("no accessToken"),
     };
-    if let Some(epoch) = expiry::seconds(object.get("expires_on")) {
+    if let Some(epoch) = output.expires_on {
         let epoch = i64::try_from(epoch).map_err(|_| "expires_on is out of range")?;
         return Ok((token, epoch));
     }
-    let local = object
-        .get("expiresOn")
-        .and_then(Value::as_str)
+    let local = output
+        .expires_on_local
         .ok_or("neither expires_on nor expiresOn")?;
-    let naive = expiry::naive_datetime(local).ok_or("expiresOn is not a date and time")?;
-    Ok((token, zone().local_to_unix(naive)))
+    let naive = expiry::naive_datetime(&local).ok_or("expiresOn is not a date and time")?;
+    expiry::local_to_unix(&zone(), naive)
+        .ok_or("expiresOn is out of range")
+        .map(|at| (token, at))
 }
 
 /// How a non-zero exit of `az` is reported (see the module docs).

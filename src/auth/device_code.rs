@@ -30,11 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::Value;
+use serde::Deserialize;
 use tokio::time::Instant;
 
 use self::cache::{CacheError, StoredLogin};
-use super::entra::{TokenResponse, error_from_response};
+use super::entra::error_from_response;
+use super::wire::{self, WireError};
 use super::{
     AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
     TokenErrorKind, TokenRequest,
@@ -175,6 +176,26 @@ struct DeviceCode {
     prompt: DeviceCodePrompt,
 }
 
+/// The device-code response as sent (RFC 8628 §3.2). No `Debug`: it holds the device code.
+#[derive(Deserialize)]
+struct DeviceCodeResponse {
+    #[serde(default, deserialize_with = "wire::text")]
+    device_code: Option<String>,
+    #[serde(default, deserialize_with = "wire::text")]
+    user_code: Option<String>,
+    #[serde(default, deserialize_with = "wire::text")]
+    verification_uri: Option<String>,
+    /// The v1 endpoint's spelling.
+    #[serde(default, deserialize_with = "wire::text")]
+    verification_url: Option<String>,
+    #[serde(default, deserialize_with = "wire::text")]
+    message: Option<String>,
+    #[serde(default, deserialize_with = "wire::seconds")]
+    expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "wire::seconds")]
+    interval: Option<u64>,
+}
+
 /// How one poll of the token endpoint ended, when it did not produce tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PollError {
@@ -277,7 +298,7 @@ impl DeviceCodeCredential {
                 options.claims.as_deref(),
             );
             let error = match self.entra.post_token(SOURCE, &self.tenant, &form).await {
-                Ok(tokens) => return self.finish_login(tokens).await,
+                Ok((_token, refresh_token)) => return self.finish_login(refresh_token).await,
                 Err(e) => e,
             };
             match PollError::of(&error) {
@@ -327,8 +348,11 @@ impl DeviceCodeCredential {
     }
 
     /// Saves the refresh token of a successful sign-in.
-    async fn finish_login(&self, tokens: TokenResponse) -> Result<LoginOutcome, LoginError> {
-        let refresh_token = tokens.refresh_token.ok_or(LoginError::NoRefreshToken)?;
+    async fn finish_login(
+        &self,
+        refresh_token: Option<Secret>,
+    ) -> Result<LoginOutcome, LoginError> {
+        let refresh_token = refresh_token.ok_or(LoginError::NoRefreshToken)?;
         // Taken before saving, so that no refresh can run with the previous token while the file changes.
         let mut unsaved = self.refresh.lock().await;
         self.save(self.stored(refresh_token))
@@ -433,7 +457,7 @@ impl DeviceCodeCredential {
             );
             self.entra.post_token(SOURCE, &self.tenant, &form).await
         };
-        let tokens = match result {
+        let (token, rotated) = match result {
             Ok(tokens) => tokens,
             Err(e) if needs_sign_in(&e) => {
                 *unsaved = None;
@@ -444,7 +468,7 @@ impl DeviceCodeCredential {
         let in_use = unsaved
             .as_ref()
             .map_or(&stored.refresh_token, |u| &u.current);
-        if let Some(rotated) = tokens.refresh_token.filter(|t| t != in_use) {
+        if let Some(rotated) = rotated.filter(|t| t != in_use) {
             let keep = Secret::new(rotated.expose());
             match self.save(self.stored(rotated)).await {
                 Ok(()) => {
@@ -464,12 +488,7 @@ impl DeviceCodeCredential {
                 }
             }
         }
-        Ok(AccessToken {
-            token: tokens.access_token,
-            expires_in: tokens.expires_in,
-            refresh_in: tokens.refresh_in,
-            source: SOURCE.into(),
-        })
+        Ok(token)
     }
 
     /// The cache file must hold a sign-in for this authority, tenant and client.
@@ -658,23 +677,19 @@ pub(crate) fn refresh_form(
 /// Parses the device-code response. Numbers may be strings; `interval` defaults to 5 s (at least 1 s),
 /// `expires_in` to 1800 s (at most a day); `verification_url` (v1 spelling) is accepted.
 fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| "not JSON".to_owned())?;
-    let obj = value.as_object().ok_or("not a JSON object")?;
-    let text = |key: &str| {
-        obj.get(key)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    };
-    let device_code = text("device_code").ok_or("no device_code")?;
-    let user_code = text("user_code").ok_or("no user_code")?;
-    let verification_uri = text("verification_uri")
-        .or_else(|| text("verification_url"))
+    let wire: DeviceCodeResponse = wire::from_object(body).map_err(WireError::reason)?;
+    let text = |field: Option<String>| field.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let device_code = text(wire.device_code).ok_or("no device_code")?;
+    let user_code = text(wire.user_code).ok_or("no user_code")?;
+    let verification_uri = text(wire.verification_uri)
+        .or_else(|| text(wire.verification_url))
         .ok_or("no verification_uri")?;
-    let expires_in = super::expiry::seconds(obj.get("expires_in"))
+    let expires_in = wire
+        .expires_in
         .unwrap_or(DEFAULT_CODE_LIFETIME_SECS)
         .min(MAX_CODE_LIFETIME_SECS);
-    let interval = super::expiry::seconds(obj.get("interval"))
+    let interval = wire
+        .interval
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_INTERVAL)
         .max(MIN_INTERVAL);
@@ -682,9 +697,9 @@ fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
         device_code: Secret::new(device_code),
         interval,
         prompt: DeviceCodePrompt {
-            user_code: printable(user_code),
-            verification_uri: printable(verification_uri),
-            message: text("message").map(printable),
+            user_code: printable(&user_code),
+            verification_uri: printable(&verification_uri),
+            message: text(wire.message).as_deref().map(printable),
             expires_in: Duration::from_secs(expires_in),
         },
     })

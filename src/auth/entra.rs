@@ -1,14 +1,12 @@
 //! The Entra ID (v2) token endpoint: request encoding, response parsing and error classification.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
-use serde_json::Value;
 
 use super::http::{HttpError, HttpResponse, TokenHttpClient, retry_after};
+use super::token_response::parse_token_response;
 use super::{
     AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
 };
@@ -30,19 +28,6 @@ pub enum ClientAuth<'a> {
     Secret(&'a Secret),
     /// `client_assertion=…` (a signed JWT or a federated token).
     Assertion(&'a str),
-}
-
-/// A successful token-endpoint response.
-#[derive(Debug)]
-pub struct TokenResponse {
-    /// The access token.
-    pub access_token: Secret,
-    /// Its lifetime, counted from when the request was sent.
-    pub expires_in: Duration,
-    /// `refresh_in`, if sent.
-    pub refresh_in: Option<Duration>,
-    /// A refresh token (user flows).
-    pub refresh_token: Option<Secret>,
 }
 
 // === impl EntraClient ===
@@ -95,16 +80,11 @@ impl EntraClient {
     ) -> Result<AccessToken, CredentialError> {
         // The encoded body holds the secret: keep it in a zeroizing buffer until hyper owns the bytes.
         let body = Secret::new(Self::encode_client_credentials(client_id, auth, request));
-        let response = self
+        let (token, _refresh_token) = self
             .post_token(source, tenant, &body)
             .await
             .map_err(CredentialError::Failed)?;
-        Ok(AccessToken {
-            token: response.access_token,
-            expires_in: response.expires_in,
-            refresh_in: response.refresh_in,
-            source: source.into(),
-        })
+        Ok(token)
     }
 
     /// The client-credentials form (body order as the Azure SDKs send it).
@@ -135,16 +115,17 @@ impl EntraClient {
         form.finish()
     }
 
-    /// POSTs an encoded form to the tenant's token endpoint and parses the answer.
+    /// POSTs an encoded form to the tenant's token endpoint and parses the answer: the access token, and the
+    /// refresh token user flows get.
     pub async fn post_token(
         &self,
         source: &str,
         tenant: &str,
         form: &Secret,
-    ) -> Result<TokenResponse, TokenError> {
+    ) -> Result<(AccessToken, Option<Secret>), TokenError> {
         let (host, response) = self.post_form(source, tenant, "token", form).await?;
         if response.status.is_success() {
-            return parse_token_response(&response.body).map_err(|why| {
+            return parse_token_response(&response.body, source).map_err(|why| {
                 TokenError::service_unavailable(
                     source,
                     format!("{host} sent an unusable token response: {why}"),
@@ -236,107 +217,11 @@ pub(crate) fn transport_error(source: &str, host: &str, e: &HttpError) -> TokenE
     TokenError::service_unavailable(source, format!("token service {host} unreachable: {e}"))
 }
 
-/// Parses a v1 or v2 success body: numbers may be strings; `expires_in` or else `expires_on` (epoch seconds).
-pub(crate) fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| "not JSON".to_owned())?;
-    let obj = value.as_object().ok_or("not a JSON object")?;
-    let access_token = obj
-        .get("access_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or("no access_token")?;
-    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("access_token contains characters that cannot be sent in a header".into());
-    }
-    if let Some(kind) = obj.get("token_type").and_then(Value::as_str)
-        && !kind.eq_ignore_ascii_case("bearer")
-    {
-        return Err(format!("token_type {kind:?} is not Bearer"));
-    }
-    let expires_in = match super::expiry::seconds(obj.get("expires_in")) {
-        Some(s) => Duration::from_secs(s),
-        None => {
-            let on = super::expiry::expires_on(obj.get("expires_on"))
-                .ok_or("neither expires_in nor expires_on")?;
-            super::expiry::until(on)
-        }
-    };
-    if expires_in.is_zero() {
-        return Err("the token is already expired".into());
-    }
-    Ok(TokenResponse {
-        access_token: Secret::new(access_token),
-        expires_in,
-        refresh_in: super::expiry::seconds(obj.get("refresh_in")).map(Duration::from_secs),
-        refresh_token: obj
-            .get("refresh_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(Secret::new),
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn v2_numbers() {
-        let r = parse_token_response(br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"abc"}"#)
-            .unwrap();
-        assert_eq!(r.access_token.expose(), "abc");
-        assert_eq!(r.expires_in, Duration::from_secs(3599));
-        assert_eq!(r.refresh_in, None);
-    }
-
-    #[test]
-    fn v1_strings_and_refresh_in() {
-        let r = parse_token_response(
-            br#"{"token_type":"Bearer","expires_in":"3600","ext_expires_in":"3600","expires_on":"1546469802","refresh_in":"1800","access_token":"x"}"#,
-        )
-        .unwrap();
-        assert_eq!(r.expires_in, Duration::from_secs(3600));
-        assert_eq!(r.refresh_in, Some(Duration::from_secs(1800)));
-    }
-
-    #[test]
-    fn expires_on_only() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let body = format!(r#"{{"access_token":"x","expires_on":"{}"}}"#, now + 600);
-        let r = parse_token_response(body.as_bytes()).unwrap();
-        assert!(
-            (598..=600).contains(&r.expires_in.as_secs()),
-            "{:?}",
-            r.expires_in
-        );
-    }
-
-    #[test]
-    fn bad_bodies_are_errors_not_panics() {
-        for body in [
-            &b"<html>"[..],
-            b"[]",
-            br#"{"expires_in":3600}"#,
-            br#"{"access_token":"","expires_in":3600}"#,
-            br#"{"access_token":"a b","expires_in":3600}"#,
-            br#"{"access_token":"x","token_type":"pop","expires_in":3600}"#,
-            br#"{"access_token":"x"}"#,
-            br#"{"access_token":"x","expires_in":"soon"}"#,
-            br#"{"access_token":"x","expires_in":0}"#,
-            br#"{"access_token":"x","expires_in":-5}"#,
-        ] {
-            assert!(
-                parse_token_response(body).is_err(),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-    }
 
     #[test]
     fn error_bodies_are_classified() {

@@ -1,22 +1,41 @@
-//! Expiry formats that token services use: seconds as numbers or strings, Unix epochs, and the date strings of
-//! legacy managed-identity endpoints and of Azure tooling. All conversions are to Unix seconds (UTC).
+//! Expiry formats that token services and tools use, and the local time zone that naive times are read in.
+//! Everything is converted to Unix seconds (UTC); the calendar and time-zone rules are `jiff`'s.
+//!
+//! Formats: the date strings of legacy managed-identity endpoints ([`msi_date`]), RFC 3339 ([`rfc3339`]), and the
+//! naive local date-time older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and
+//! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::wire`).
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::fmt::strtime;
+use jiff::tz::TimeZone;
 
-/// A non-negative number of seconds given as a JSON number or a numeric string (`3599`, `"3599"`).
-pub fn seconds(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .map(|f| f as u64)
-        }),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
+/// Where zone files live unless `TZDIR` says otherwise.
+const ZONEINFO: &str = "/usr/share/zoneinfo";
+/// The system's local zone when `TZ` is unset.
+const LOCALTIME: &str = "/etc/localtime";
+/// Larger files are not zone files (the largest real ones are a few KiB).
+const MAX_TZIF_BYTES: u64 = 256 * 1024;
+/// What glibc assumes when a POSIX TZ string names daylight time without saying when (the US rule).
+const DEFAULT_DST_RULE: &str = ",M3.2.0,M11.1.0";
+
+/// The legacy managed-identity forms: `MM/DD/YYYY HH:MM:SS` (Linux) and `M/D/YYYY h:mm:ss AM` (Windows), each
+/// with an offset `+HH:MM`, `+HH` or `+HHMM`, or none (UTC).
+const MSI_DATE_FORMATS: [&str; 6] = [
+    "%m/%d/%Y %H:%M:%S %:::z",
+    "%m/%d/%Y %H:%M:%S %z",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %I:%M:%S %p %:::z",
+    "%m/%d/%Y %I:%M:%S %p %z",
+    "%m/%d/%Y %I:%M:%S %p",
+];
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]`, with a space or a `T`.
+const NAIVE_FORMATS: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"];
 
 /// Now, in Unix seconds.
 pub fn now_unix() -> u64 {
@@ -31,251 +50,115 @@ pub fn until(unix: u64) -> Duration {
     Duration::from_secs(unix.saturating_sub(now_unix()))
 }
 
-/// An `expires_on` value: a Unix epoch (number or numeric string), or one of the legacy managed-identity date
-/// strings `MM/DD/YYYY HH:MM:SS +00:00` (Linux) and `M/D/YYYY h:mm:ss AM +00:00` (Windows).
-pub fn expires_on(v: Option<&Value>) -> Option<u64> {
-    let v = v?;
-    seconds(Some(v)).or_else(|| v.as_str().and_then(msi_date))
-}
-
-/// Parses `MM/DD/YYYY HH:MM:SS +HH:MM` or `M/D/YYYY h:mm:ss AM|PM +HH:MM` (the offset is optional and then UTC).
+/// Parses a legacy managed-identity date: `MM/DD/YYYY HH:MM:SS` (Linux) or `M/D/YYYY h:mm:ss AM` (Windows), with an
+/// offset `+HH:MM`, `+HH` or `+HHMM`, or none (UTC). Instants before 1970 are refused.
 pub fn msi_date(text: &str) -> Option<u64> {
-    let mut parts = text.split_whitespace();
-    let date = parts.next()?;
-    let time = parts.next()?;
-    let mut rest: Vec<&str> = parts.collect();
-    let meridiem = match rest.first().map(|s| s.to_ascii_uppercase()) {
-        Some(m) if m == "AM" || m == "PM" => {
-            rest.remove(0);
-            Some(m == "PM")
-        }
-        _ => None,
-    };
-    let offset = match rest.as_slice() {
-        [] => 0,
-        [o] => utc_offset(o)?,
-        _ => return None,
-    };
-    let mut d = date.split('/');
-    let (month, day, year) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    if d.next().is_some() {
-        return None;
-    }
-    let mut t = time.split(':');
-    let (mut hour, minute, second) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
-    if t.next().is_some() {
-        return None;
-    }
-    if let Some(pm) = meridiem {
-        if !(1..=12).contains(&hour) {
-            return None;
-        }
-        hour = match (pm, hour) {
-            (false, 12) => 0,
-            (true, 12) => 12,
-            (true, h) => h + 12,
-            (false, h) => h,
+    let text = text.trim();
+    MSI_DATE_FORMATS.iter().find_map(|format| {
+        let parsed = strtime::parse(format, text).ok()?;
+        let at = match parsed.offset() {
+            Some(_) => parsed.to_timestamp().ok()?,
+            None => TimeZone::UTC
+                .to_timestamp(parsed.to_datetime().ok()?)
+                .ok()?,
         };
-    }
-    let local = civil_to_unix(year as i64, month, day, hour, minute, second)?;
-    u64::try_from(local - offset).ok()
+        u64::try_from(at.as_second()).ok()
+    })
 }
 
-/// Parses RFC 3339 (`2038-01-18T00:00:00Z`, `…T00:00:00.123+02:00`).
+/// Parses RFC 3339 (`2038-01-18T00:00:00Z`, `…T00:00:00.123+02:00`); instants before 1970 are refused.
 pub fn rfc3339(text: &str) -> Option<u64> {
-    let (date, time) = text.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
-        (c, 0)
+    let at: Timestamp = text.parse().ok()?;
+    u64::try_from(at.as_second()).ok()
+}
+
+/// Parses a naive `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with a `T`); [`local_to_unix`] places it in a zone.
+pub fn naive_datetime(text: &str) -> Option<DateTime> {
+    let text = text.trim();
+    NAIVE_FORMATS
+        .iter()
+        .find_map(|format| strtime::parse(format, text).ok()?.to_datetime().ok())
+}
+
+/// The instant (Unix seconds) of a naive local date-time in `zone`. A local time that occurs twice (clocks going
+/// back) is the earlier instant; one that never occurs (clocks going forward) is read with the offset after the
+/// change, which is also the earlier instant. Both are the conservative choice for an expiry time.
+pub fn local_to_unix(zone: &TimeZone, local: DateTime) -> Option<i64> {
+    let at = zone.to_ambiguous_timestamp(local).earlier().ok()?;
+    Some(at.as_second())
+}
+
+/// The zone that `TZ=tz` names, interpreted as glibc does, with zone files under `tzdir` (default
+/// `/usr/share/zoneinfo`): unset → `/etc/localtime`; empty → UTC; `:name` or `name` → the zone file `name` (an
+/// absolute path is that file); a `name` that is no zone file → a POSIX TZ string such as `EST5EDT,M3.2.0,M11.1.0`
+/// or `<+0530>-5:30` (not after `:`). Relative names may not leave `tzdir`. Anything that cannot be read is UTC,
+/// with a debug log.
+pub fn local_zone(tz: Option<&str>, tzdir: Option<&str>) -> TimeZone {
+    let Some(tz) = tz else {
+        return read_tzif(Path::new(LOCALTIME)).unwrap_or_else(|why| {
+            tracing::debug!(file = LOCALTIME, reason = %why, "local time zone unknown; reading local times as UTC");
+            TimeZone::UTC
+        });
+    };
+    let (name, file_only) = match tz.strip_prefix(':') {
+        Some(name) => (name, true),
+        None => (tz, false),
+    };
+    if name.is_empty() || matches!(name, "UTC" | "UTC0" | "GMT" | "GMT0" | "Z") {
+        return TimeZone::UTC;
+    }
+    let file = if name.starts_with('/') {
+        Some(PathBuf::from(name))
     } else {
-        let at = time.rfind(['+', '-'])?;
-        (&time[..at], utc_offset(&time[at..])?)
+        is_zone_name(name).then(|| Path::new(tzdir.unwrap_or(ZONEINFO)).join(name))
     };
-    let clock = clock.split('.').next()?;
-    let mut t = clock.split(':');
-    let (hour, minute, second) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
-    let local = civil_to_unix(year as i64, month, day, hour, minute, second)?;
-    u64::try_from(local - offset).ok()
+    let from_file = match &file {
+        Some(path) => read_tzif(path),
+        None => Err("not a zone name".to_owned()),
+    };
+    from_file
+        .or_else(|why| match file_only {
+            true => Err(why),
+            false => posix_zone(name).ok_or(why),
+        })
+        .unwrap_or_else(|why| {
+            tracing::debug!(tz = %tz, reason = %why, "time zone in TZ unknown; reading local times as UTC");
+            TimeZone::UTC
+        })
 }
 
-/// A naive `YYYY-MM-DD HH:MM:SS[.ffffff]` as if it were UTC (callers apply the local offset).
-pub fn naive_datetime(text: &str) -> Option<i64> {
-    let (date, time) = text.trim().split_once([' ', 'T'])?;
-    let mut d = date.split('-');
-    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    let mut t = time.split('.').next()?.split(':');
-    let (hour, minute, second) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
-    civil_to_unix(year as i64, month, day, hour, minute, second)
+/// A POSIX TZ string; one that names daylight time without its dates gets the US rule, as glibc gives it.
+fn posix_zone(text: &str) -> Option<TimeZone> {
+    if let Ok(zone) = TimeZone::posix(text) {
+        return Some(zone);
+    }
+    if text.contains(',') {
+        return None;
+    }
+    TimeZone::posix(&format!("{text}{DEFAULT_DST_RULE}")).ok()
 }
 
-/// `+HH:MM` / `-HHMM` / `+HH` as seconds east of UTC.
-fn utc_offset(text: &str) -> Option<i64> {
-    let (sign, digits) = match text.as_bytes().first()? {
-        b'+' => (1, &text[1..]),
-        b'-' => (-1, &text[1..]),
-        _ => return None,
-    };
-    let digits: String = digits.chars().filter(|c| *c != ':').collect();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// Reads a TZif zone file (RFC 8536, any version).
+fn read_tzif(path: &Path) -> Result<TimeZone, String> {
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TZIF_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_TZIF_BYTES {
+        return Err(format!("{shown}: too large for a zone file"));
     }
-    let (h, m) = match digits.len() {
-        2 => (num(&digits)?, 0),
-        4 => (num(&digits[..2])?, num(&digits[2..])?),
-        _ => return None,
-    };
-    if h > 23 || m > 59 {
-        return None;
-    }
-    Some(sign * (i64::from(h) * 3600 + i64::from(m) * 60))
+    TimeZone::tzif(&path.to_string_lossy(), &bytes).map_err(|e| format!("{shown}: {e}"))
 }
 
-fn num(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 4 {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Seconds since the epoch of a proleptic-Gregorian civil date-time (H. Hinnant's `days_from_civil`).
-pub fn civil_to_unix(
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-) -> Option<i64> {
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second))
+/// A relative zone name: `Area/City` made of safe characters, with no empty, `.` or `..` component.
+fn is_zone_name(name: &str) -> bool {
+    name.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-.".contains(&b))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn numbers_and_strings() {
-        assert_eq!(seconds(Some(&json!(3599))), Some(3599));
-        assert_eq!(seconds(Some(&json!("3599"))), Some(3599));
-        assert_eq!(seconds(Some(&json!(" 86399 "))), Some(86399));
-        assert_eq!(seconds(Some(&json!(-1))), None);
-        assert_eq!(seconds(Some(&json!("soon"))), None);
-        assert_eq!(seconds(None), None);
-        assert_eq!(expires_on(Some(&json!("1546469802"))), Some(1_546_469_802));
-        assert_eq!(expires_on(Some(&json!(1_546_469_802))), Some(1_546_469_802));
-    }
-
-    #[test]
-    fn legacy_msi_dates() {
-        // 2019-01-02 22:56:42 UTC = 1546469802
-        assert_eq!(msi_date("01/02/2019 22:56:42 +00:00"), Some(1_546_469_802));
-        assert_eq!(msi_date("1/2/2019 10:56:42 PM +00:00"), Some(1_546_469_802));
-        assert_eq!(msi_date("1/2/2019 12:00:00 AM +00:00"), Some(1_546_387_200));
-        assert_eq!(msi_date("1/2/2019 12:00:00 PM +00:00"), Some(1_546_430_400));
-        assert_eq!(msi_date("01/02/2019 23:56:42 +01:00"), Some(1_546_469_802));
-        assert_eq!(
-            expires_on(Some(&json!("01/02/2019 22:56:42 +00:00"))),
-            Some(1_546_469_802)
-        );
-        for bad in [
-            "",
-            "13/01/2019 00:00:00 +00:00",
-            "02/30/2019 00:00:00",
-            "1/2/2019 13:00:00 PM",
-            "1/2/2019 x",
-        ] {
-            assert_eq!(msi_date(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339("2038-01-18T00:00:00Z"), Some(2_147_385_600));
-        assert_eq!(rfc3339("2019-01-02T22:56:42.123456Z"), Some(1_546_469_802));
-        assert_eq!(rfc3339("2019-01-02T23:56:42+01:00"), Some(1_546_469_802));
-        assert_eq!(rfc3339("2019-01-02"), None);
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_to_unix(1970, 1, 1, 0, 0, 0), Some(0));
-        assert_eq!(civil_to_unix(2000, 2, 29, 0, 0, 0), Some(951_782_400));
-        assert_eq!(civil_to_unix(2001, 2, 29, 0, 0, 0), None);
-        assert_eq!(
-            naive_datetime("2019-01-02 22:56:42.000000"),
-            Some(1_546_469_802)
-        );
-    }
-}
-
-#[cfg(test)]
-mod fixture_tests {
-    //! Token-service outputs that no source of this proxy consumes, parsed anyway so the expiry formats they
-    //! imply stay covered: the token endpoint's v1/v2 bodies and the Azure Developer CLI's output.
-
-    use super::*;
-
-    fn json_lines(name: &str) -> Vec<Value> {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-            .lines()
-            .filter(|l| l.trim_start().starts_with('{'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    #[test]
-    fn token_endpoint_v1_and_v2_bodies() {
-        let bodies = json_lines("aad_token_endpoint_v1_vs_v2_success.txt");
-        let expiries: Vec<(Option<u64>, Option<u64>)> = bodies
-            .iter()
-            .filter(|b| b.get("access_token").is_some())
-            .map(|b| {
-                (
-                    seconds(b.get("expires_in")),
-                    expires_on(b.get("expires_on")),
-                )
-            })
-            .collect();
-        assert_eq!(
-            expiries,
-            [
-                (Some(3600), Some(1_546_469_802)),
-                (Some(3600), Some(1_573_001_562)),
-                (Some(86399), None),
-                (Some(3600), None),
-            ]
-        );
-    }
-
-    #[test]
-    fn azure_developer_cli_expiry_is_rfc3339_utc() {
-        let bodies = json_lines("azd_auth_token_outputs.txt");
-        let success: Vec<u64> = bodies
-            .iter()
-            .filter(|b| b.get("token").is_some())
-            .filter_map(|b| b.get("expiresOn").and_then(Value::as_str).and_then(rfc3339))
-            .collect();
-        assert_eq!(success, [2_147_385_600]);
-    }
-}
+mod tests;

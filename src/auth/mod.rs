@@ -18,11 +18,12 @@ mod environment;
 mod error;
 pub mod expiry;
 mod http;
-mod localtime;
 mod managed_identity;
 mod sdk_auth_file;
 mod secret;
+mod token_response;
 mod unavailable;
+mod wire;
 mod workload_identity;
 
 use std::fmt;
@@ -53,7 +54,7 @@ pub use unavailable::UnavailableCredential;
 pub use workload_identity::WorkloadIdentityCredential;
 
 /// For [`crate::fuzzing`] only.
-pub(crate) use entra::{TokenResponse, parse_token_response};
+pub(crate) use token_response::parse_token_response;
 
 /// A boxed, sendable future (credentials are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

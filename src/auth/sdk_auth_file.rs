@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::Deserialize;
 
+use super::wire::{self, WireError};
 use super::{
     AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
     EntraClient, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
@@ -19,6 +20,24 @@ const SOURCE: &str = "sdk_auth_file";
 #[derive(Debug)]
 pub struct SdkAuthFileCredential {
     inner: Result<Arc<dyn TokenCredential>, CredentialErrorKind>,
+}
+
+/// The fields read from the file. No `Debug`: it holds the client secret.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SdkAuthFile {
+    #[serde(default, deserialize_with = "wire::text")]
+    client_id: Option<String>,
+    #[serde(default, deserialize_with = "wire::text")]
+    tenant_id: Option<String>,
+    #[serde(default, deserialize_with = "wire::text")]
+    client_secret: Option<String>,
+    /// A PEM file, relative to the auth file unless absolute.
+    #[serde(default, deserialize_with = "wire::text")]
+    client_certificate: Option<String>,
+    /// The authority host.
+    #[serde(default, deserialize_with = "wire::text")]
+    active_directory_endpoint_url: Option<String>,
 }
 
 #[derive(Debug)]
@@ -51,21 +70,20 @@ fn parse(
     entra: &EntraClient,
 ) -> Result<Arc<dyn TokenCredential>, String> {
     let shown = path.display();
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("{shown} is not JSON (line {})", e.line()))?;
-    let text = |key: &str| {
-        value
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    };
-    let client_id = text("clientId").ok_or_else(|| format!("{shown}: clientId is missing"))?;
-    let tenant_id = text("tenantId").ok_or_else(|| format!("{shown}: tenantId is missing"))?;
+    let file: SdkAuthFile = wire::from_object(bytes).map_err(|e| match e {
+        WireError::NotJson { line } => format!("{shown} is not JSON (line {line})"),
+        WireError::Unusable { line } => format!("{shown}: {} (line {line})", e.reason()),
+        WireError::NotObject => format!("{shown} is {}", e.reason()),
+    })?;
+    fn text(field: &Option<String>) -> Option<&str> {
+        field.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+    let client_id = text(&file.client_id).ok_or_else(|| format!("{shown}: clientId is missing"))?;
+    let tenant_id = text(&file.tenant_id).ok_or_else(|| format!("{shown}: tenantId is missing"))?;
     if !is_valid_tenant(tenant_id) {
         return Err(format!("{shown}: tenantId is not a valid tenant id"));
     }
-    let entra = match text("activeDirectoryEndpointUrl") {
+    let entra = match text(&file.active_directory_endpoint_url) {
         Some(url) => {
             let origin = crate::config::authority_origin(url)
                 .map_err(|why| format!("{shown}: activeDirectoryEndpointUrl {why}"))?;
@@ -73,7 +91,7 @@ fn parse(
         }
         None => entra.clone(),
     };
-    if let Some(secret) = text("clientSecret") {
+    if let Some(secret) = text(&file.client_secret) {
         let credential = ClientSecretCredential::new(
             tenant_id.to_owned(),
             client_id.to_owned(),
@@ -83,7 +101,7 @@ fn parse(
         .with_source(SOURCE);
         return Ok(Arc::new(credential));
     }
-    if let Some(certificate) = text("clientCertificate") {
+    if let Some(certificate) = text(&file.client_certificate) {
         let certificate = resolve(path, certificate);
         let credential = ClientCertificateCredential::from_file(
             tenant_id.to_owned(),

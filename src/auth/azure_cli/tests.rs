@@ -34,12 +34,19 @@ fn sections() -> Vec<Section> {
     out
 }
 
-fn utc(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
-    expiry::civil_to_unix(y, mo, d, h, mi, s).unwrap()
+fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> i64 {
+    TimeZone::UTC
+        .to_timestamp(jiff::civil::date(y, mo, d).at(h, mi, s, 0))
+        .unwrap()
+        .as_second()
 }
 
-fn posix(tz: &str) -> Zone {
-    Zone::load(Some(tz), Some("/nonexistent-tzdir"))
+fn posix(tz: &str) -> TimeZone {
+    expiry::local_zone(Some(tz), Some("/nonexistent-tzdir"))
+}
+
+fn zone_utc() -> TimeZone {
+    TimeZone::UTC
 }
 
 fn settings(tenant: Option<&str>, subscription: Option<&str>) -> Settings {
@@ -104,7 +111,7 @@ fn every_fixture_output_parses_with_the_expiry_it_implies() {
             // az < 2.54.0: "2001-02-03 04:05:06.000007" is local time.
             let local = utc(2001, 2, 3, 4, 5, 6);
             for (zone, offset) in [
-                (Zone::utc(), 0),
+                (TimeZone::UTC, 0),
                 (posix("EST5EDT,M3.2.0,M11.1.0"), -5 * 3600),
                 (posix("CET-1CEST,M3.5.0,M10.5.0/3"), 3600),
                 (posix("<+0530>-5:30"), 5 * 3600 + 1800),
@@ -113,7 +120,7 @@ fn every_fixture_output_parses_with_the_expiry_it_implies() {
                 assert_eq!(token.expose(), "<token>");
                 assert_eq!(at, local - offset, "{label}");
             }
-            assert_eq!(parse_output(body, Zone::utc).unwrap().1, 981_173_106);
+            assert_eq!(parse_output(body, zone_utc).unwrap().1, 981_173_106);
         } else {
             panic!("fixture section {label:?} has no expected expiry: add one");
         }
@@ -124,7 +131,7 @@ fn every_fixture_output_parses_with_the_expiry_it_implies() {
 
 #[test]
 fn expires_on_forms_and_fallbacks() {
-    let parse = |json: &str| parse_output(json.as_bytes(), Zone::utc);
+    let parse = |json: &str| parse_output(json.as_bytes(), zone_utc);
     assert_eq!(
         parse(r#"{"accessToken":"t","expires_on":"1700000000"}"#)
             .unwrap()
@@ -169,7 +176,7 @@ fn unusable_output_never_quotes_the_token() {
             "neither expires_on nor expiresOn",
         ),
     ] {
-        let err = parse_output(json.as_bytes(), Zone::utc).err().unwrap();
+        let err = parse_output(json.as_bytes(), zone_utc).err().unwrap();
         assert_eq!(err, why, "{json}");
         assert!(!err.contains("canary"));
     }

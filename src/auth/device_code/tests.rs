@@ -1,8 +1,10 @@
 use std::os::unix::fs::PermissionsExt;
 
+use serde_json::Value;
+
 use super::cache::{self, CacheError, StoredLogin};
 use super::*;
-use crate::auth::entra::parse_token_response;
+use crate::auth::token_response::parse_token_response;
 use crate::auth::{HttpClientOptions, TokenHttpClient};
 
 const ARM: &str = "https://management.azure.com/.default";
@@ -189,10 +191,10 @@ fn recorded_device_flow_parses_with_the_expiry_it_implies() {
     let pending = aad_error(400, &objects[1]);
     assert_eq!(PollError::of(&pending), PollError::Pending);
 
-    let tokens = parse_token_response(objects[2].as_bytes()).unwrap();
-    assert_eq!(tokens.expires_in, Duration::from_secs(86_399));
+    let (token, refresh_token) = parse_token_response(objects[2].as_bytes(), SOURCE).unwrap();
+    assert_eq!(token.expires_in, Duration::from_secs(86_399));
     assert_eq!(
-        tokens.refresh_token.as_ref().map(Secret::expose),
+        refresh_token.as_ref().map(Secret::expose),
         Some("4c9049a37c3f1bdc3c662fb0749e887cf6c0a100f9899ef0d77029867bc9e98e")
     );
 }

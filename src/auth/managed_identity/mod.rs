@@ -42,6 +42,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 
 use super::http::{HttpResponse, TokenHttpClient, retry_after};
+use super::token_response::TokenResponse;
 use super::{
     AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError, TokenErrorKind,
     TokenRequest, scope_to_resource,
@@ -630,7 +631,7 @@ impl Transport<'_> {
 
     /// A success body as a token, or `TokenServiceUnavailable` "unusable response".
     fn token(&self, call: &Call, response: &HttpResponse) -> Result<AccessToken, CredentialError> {
-        response::parse_token(&response.body)
+        TokenResponse::parse(&response.body)
             .and_then(|parsed| parsed.into_access_token(SOURCE))
             .map_err(|why| {
                 CredentialError::Failed(TokenError::service_unavailable(

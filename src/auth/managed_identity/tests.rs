@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::response::{error_description, parse_token};
+use super::response::error_description;
 use super::*;
 use crate::auth::expiry;
+use crate::auth::token_response::TokenResponse;
 use crate::env::MapEnv;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -488,7 +489,7 @@ fn json_blocks(text: &str) -> Vec<String> {
 }
 
 fn lifetime_secs(body: &str) -> u64 {
-    parse_token(body.as_bytes())
+    TokenResponse::parse(body.as_bytes())
         .unwrap()
         .lifetime()
         .unwrap()
@@ -510,7 +511,7 @@ fn fixture_managed_identity_responses_by_source() {
     let now = expiry::now_unix();
 
     // IMDS documented sample: strings; expires_in wins over expires_on.
-    let r = parse_token(blocks[0].as_bytes()).unwrap();
+    let r = TokenResponse::parse(blocks[0].as_bytes()).unwrap();
     assert_eq!(r.access_token.expose(), "eyJ0eXAi...");
     assert_eq!(
         (r.expires_in, r.expires_on),
@@ -519,7 +520,7 @@ fn fixture_managed_identity_responses_by_source() {
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(3599));
 
     // IMDS as recorded by the Azure CLI team.
-    let r = parse_token(blocks[1].as_bytes()).unwrap();
+    let r = TokenResponse::parse(blocks[1].as_bytes()).unwrap();
     assert_eq!(
         (r.expires_in, r.expires_on),
         (Some(86386), Some(1_605_238_724))
@@ -527,27 +528,27 @@ fn fixture_managed_identity_responses_by_source() {
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86386));
 
     // Legacy App Service 2017: expires_on is a date string; 2021-11-05 15:18:31 UTC.
-    let r = parse_token(blocks[2].as_bytes()).unwrap();
+    let r = TokenResponse::parse(blocks[2].as_bytes()).unwrap();
     assert_eq!((r.expires_in, r.expires_on), (None, Some(1_636_125_511)));
     assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
 
     // Azure Arc: the 401 challenge body, then the token (`expires_on` is a placeholder, `expires_in` decides).
-    assert!(parse_token(blocks[3].as_bytes()).is_err());
+    assert!(TokenResponse::parse(blocks[3].as_bytes()).is_err());
     assert_eq!(
         error_description(blocks[3].as_bytes()).as_deref(),
         Some("Missing Basic Authorization header")
     );
-    let r = parse_token(blocks[4].as_bytes()).unwrap();
+    let r = TokenResponse::parse(blocks[4].as_bytes()).unwrap();
     assert_eq!((r.expires_in, r.expires_on), (Some(85770), None));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(85770));
 
     // App Service 2019-08-01: expires_on only (a template in the fixture; filled in, an epoch string).
     assert_eq!(
-        parse_token(blocks[5].as_bytes()).unwrap_err(),
+        TokenResponse::parse(blocks[5].as_bytes()).unwrap_err(),
         "neither expires_in nor expires_on"
     );
     let filled = blocks[5].replace("EXPIRES_ON", &(now + 3600).to_string());
-    let r = parse_token(filled.as_bytes()).unwrap();
+    let r = TokenResponse::parse(filled.as_bytes()).unwrap();
     assert_eq!((r.expires_in, r.expires_on), (None, Some(now + 3600)));
     assert_about(lifetime_secs(&filled), 3600);
     assert_eq!(
@@ -556,10 +557,10 @@ fn fixture_managed_identity_responses_by_source() {
     );
 
     // Azure ML compute: expires_on as an epoch string (a template: `<now+1234>`).
-    assert!(parse_token(blocks[7].as_bytes()).is_err());
+    assert!(TokenResponse::parse(blocks[7].as_bytes()).is_err());
     let filled = blocks[7].replace("<now+1234>", &(now + 1234).to_string());
     assert_eq!(
-        parse_token(filled.as_bytes()).unwrap().expires_on,
+        TokenResponse::parse(filled.as_bytes()).unwrap().expires_on,
         Some(now + 1234)
     );
     assert_about(lifetime_secs(&filled), 1234);
@@ -569,7 +570,10 @@ fn fixture_managed_identity_responses_by_source() {
     );
 
     // Service Fabric (not supported as a source, but its format parses): expires_on as a JSON number.
-    assert_eq!(parse_token(blocks[9].as_bytes()).unwrap_err(), "not JSON");
+    assert_eq!(
+        TokenResponse::parse(blocks[9].as_bytes()).unwrap_err(),
+        "not JSON"
+    );
     let filled = blocks[9].replace("<now+1234>", &(now + 1234).to_string());
     assert_about(lifetime_secs(&filled), 1234);
     assert_eq!(
@@ -579,7 +583,7 @@ fn fixture_managed_identity_responses_by_source() {
 
     // An IMDS error body of unknown shape: no description, no panic.
     assert_eq!(error_description(blocks[11].as_bytes()), None);
-    assert!(parse_token(blocks[11].as_bytes()).is_err());
+    assert!(TokenResponse::parse(blocks[11].as_bytes()).is_err());
 }
 
 /// The fixture file's JSON after its leading `#` comment lines.
@@ -608,7 +612,7 @@ fn fixture_imds_probe_400_then_token_200() {
     // The token request: the same URL with `Metadata: true`; every number a string.
     assert_eq!(entries[1]["RequestHeaders"]["Metadata"], "true");
     assert_eq!(entries[0]["RequestUri"], entries[1]["RequestUri"]);
-    let r = parse_token(entries[1]["ResponseBody"].to_string().as_bytes()).unwrap();
+    let r = TokenResponse::parse(entries[1]["ResponseBody"].to_string().as_bytes()).unwrap();
     assert_eq!(r.access_token.expose(), "access_token");
     assert_eq!(
         (r.expires_in, r.expires_on),
@@ -640,11 +644,11 @@ fn fixture_imds_user_assigned_client_id_token_200() {
     let line = text.lines().find(|l| l.starts_with('{')).unwrap();
     // The recorder replaced the JWT with a description containing spaces: not a sendable token.
     assert_eq!(
-        parse_token(line.as_bytes()).unwrap_err(),
+        TokenResponse::parse(line.as_bytes()).unwrap_err(),
         "access_token contains characters that cannot be sent in a header"
     );
     let filled = line.replace("<JWT, see decoded below>", "eyJ0eXAiOiJKV1QifQ.e30.c2ln");
-    let r = parse_token(filled.as_bytes()).unwrap();
+    let r = TokenResponse::parse(filled.as_bytes()).unwrap();
     assert_eq!(
         (r.expires_in, r.expires_on),
         (Some(86315), Some(1_643_312_827))
@@ -679,7 +683,7 @@ fn fixture_app_service_legacy_2017_msi_epoch_string() {
         serde_yaml::from_str(&fixture("app_service_legacy_2017_msi_epoch_string.yaml")).unwrap();
     let interaction = &doc["interactions"][0];
     let body = interaction["response"]["body"]["string"].as_str().unwrap();
-    let r = parse_token(body.as_bytes()).unwrap();
+    let r = TokenResponse::parse(body.as_bytes()).unwrap();
     assert_eq!(r.access_token.expose(), "redacted");
     assert_eq!((r.expires_in, r.expires_on), (None, Some(1_646_265_298)));
     assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
@@ -728,8 +732,12 @@ fn fixture_other_msi_recordings_parse_with_their_expiry() {
             if raw.get("access_token").is_none() {
                 continue;
             }
-            let r = parse_token(body.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let on = expiry::expires_on(raw.get("expires_on"));
+            let r = TokenResponse::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let on = match &raw["expires_on"] {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse().ok().or_else(|| expiry::msi_date(s)),
+                _ => None,
+            };
             assert!(on.is_some(), "{name}: expires_on parses");
             assert_eq!(r.expires_on, on, "{name}");
         }
@@ -747,7 +755,7 @@ fn legacy_date_expiries() {
     ] {
         let body = format!(r#"{{"access_token":"a","expires_on":"{expires_on}"}}"#);
         assert_eq!(
-            parse_token(body.as_bytes()).unwrap().expires_on,
+            TokenResponse::parse(body.as_bytes()).unwrap().expires_on,
             Some(epoch),
             "{expires_on}"
         );
@@ -766,14 +774,16 @@ fn unusable_bodies_are_errors_that_never_echo_the_body() {
         br#"{"access_token":"secret-canary","expires_in":"soon","expires_on":"later"}"#,
         br#"{"access_token":"secret-canary","token_type":"pop","expires_in":3600}"#,
     ] {
-        let e = parse_token(body).unwrap_err();
+        let e = TokenResponse::parse(body).unwrap_err();
         assert!(!e.contains("secret-canary"), "{e}");
     }
     // An unusable `expires_in` falls back to `expires_on`; zero counts as unusable.
     let r =
-        parse_token(br#"{"access_token":"a","expires_in":"0","expires_on":4102444800}"#).unwrap();
+        TokenResponse::parse(br#"{"access_token":"a","expires_in":"0","expires_on":4102444800}"#)
+            .unwrap();
     assert_eq!((r.expires_in, r.expires_on), (None, Some(4_102_444_800)));
-    let r = parse_token(br#"{"access_token":"a","expires_in":3600,"refresh_in":"1800"}"#).unwrap();
+    let r = TokenResponse::parse(br#"{"access_token":"a","expires_in":3600,"refresh_in":"1800"}"#)
+        .unwrap();
     assert_eq!(r.refresh_in, Some(1800));
 }
 

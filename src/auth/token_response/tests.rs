@@ -1,0 +1,151 @@
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::*;
+
+#[test]
+fn v2_numbers() {
+    let (token, refresh_token) = parse_token_response(
+        br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"abc"}"#,
+        "client_secret",
+    )
+    .unwrap();
+    assert_eq!(token.token.expose(), "abc");
+    assert_eq!(token.expires_in, Duration::from_secs(3599));
+    assert_eq!(token.refresh_in, None);
+    assert!(refresh_token.is_none());
+}
+
+#[test]
+fn v1_strings_and_refresh_in() {
+    let (token, _) = parse_token_response(
+        br#"{"token_type":"Bearer","expires_in":"3600","ext_expires_in":"3600","expires_on":"1546469802","refresh_in":"1800","access_token":"x"}"#,
+        "client_secret",
+    )
+    .unwrap();
+    assert_eq!(token.expires_in, Duration::from_secs(3600));
+    assert_eq!(token.refresh_in, Some(Duration::from_secs(1800)));
+    assert_eq!(&*token.source, "client_secret");
+}
+
+#[test]
+fn expires_on_only() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = format!(r#"{{"access_token":"x","expires_on":"{}"}}"#, now + 600);
+    let (token, _) = parse_token_response(body.as_bytes(), "entra").unwrap();
+    let lifetime = token.expires_in;
+    assert!((598..=600).contains(&lifetime.as_secs()), "{lifetime:?}");
+}
+
+#[test]
+fn bad_bodies_are_errors_not_panics() {
+    for body in [
+        &b"<html>"[..],
+        b"[]",
+        br#"["x", "Bearer", 3600]"#,
+        br#"{"expires_in":3600}"#,
+        br#"{"access_token":"","expires_in":3600}"#,
+        br#"{"access_token":7,"expires_in":3600}"#,
+        br#"{"access_token":"a b","expires_in":3600}"#,
+        br#"{"access_token":"x","token_type":"pop","expires_in":3600}"#,
+        br#"{"access_token":"x"}"#,
+        br#"{"access_token":"x","expires_in":"soon"}"#,
+        br#"{"access_token":"x","expires_in":0}"#,
+        br#"{"access_token":"x","expires_in":-5}"#,
+        br#"{"access_token":"x","access_token":"y","expires_in":3600}"#,
+    ] {
+        assert!(
+            parse_token_response(body, "entra").is_err(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[test]
+fn refusals_say_why() {
+    let why = |body: &[u8]| parse_token_response(body, "entra").unwrap_err();
+    assert_eq!(why(b"<html>"), "not JSON");
+    assert_eq!(why(b"[]"), "not a JSON object");
+    assert_eq!(why(br#"{"expires_in":3600}"#), "no access_token");
+    assert_eq!(
+        why(br#"{"access_token":"x","expires_in":0}"#),
+        "the token is already expired"
+    );
+    assert_eq!(
+        why(br#"{"access_token":"x","expires_on":"1546469802"}"#),
+        "the token is already expired"
+    );
+    assert_eq!(
+        why(br#"{"access_token":"x","expires_in":"soon"}"#),
+        "neither expires_in nor expires_on"
+    );
+    assert_eq!(
+        why(br#"{"access_token":"x","token_type":"pop","expires_in":1}"#),
+        "token_type \"pop\" is not Bearer"
+    );
+}
+
+#[test]
+fn refresh_tokens_are_handed_back() {
+    let (token, refresh_token) = parse_token_response(
+        br#"{"token_type":"Bearer","expires_in":60,"access_token":"a","refresh_token":"r1"}"#,
+        "device_code",
+    )
+    .unwrap();
+    assert_eq!(token.token.expose(), "a");
+    assert_eq!(refresh_token.as_ref().map(Secret::expose), Some("r1"));
+}
+
+#[test]
+fn fields_of_other_types_count_as_absent() {
+    // As before derive: a field of an unexpected type is ignored, not a reason to refuse the body.
+    let r = TokenResponse::parse(
+        br#"{"access_token":"a","token_type":5,"expires_in":true,"expires_on":4102444800,"refresh_in":[1],"refresh_token":{}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (r.expires_in, r.expires_on, r.refresh_in),
+        (None, Some(4_102_444_800), None)
+    );
+    assert!(r.refresh_token.is_none());
+    // A zero refresh_in or an empty refresh token are not kept either.
+    let r = TokenResponse::parse(
+        br#"{"access_token":"a","expires_in":60,"refresh_in":0,"refresh_token":""}"#,
+    )
+    .unwrap();
+    assert_eq!(r.refresh_in, None);
+    assert!(r.refresh_token.is_none());
+}
+
+/// Token-endpoint bodies (v1 strings with `expires_on`, v2 numbers without) give the expiry fields they say.
+#[test]
+fn token_endpoint_v1_and_v2_bodies() {
+    let path = format!(
+        "{}/tests/fixtures/aad_token_endpoint_v1_vs_v2_success.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let expiries: Vec<(Option<u64>, Option<u64>)> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("access_token").is_some()))
+        .map(|l| {
+            let r = TokenResponse::parse(l.as_bytes()).unwrap();
+            (r.expires_in, r.expires_on)
+        })
+        .collect();
+    assert_eq!(
+        expiries,
+        [
+            (Some(3600), Some(1_546_469_802)),
+            (Some(3600), Some(1_573_001_562)),
+            (Some(86399), None),
+            (Some(3600), None),
+        ]
+    );
+}
