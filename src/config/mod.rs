@@ -6,6 +6,7 @@
 //! document becomes a [`Config`]; a bad one becomes a [`ConfigError`] listing all problems. Values of secret keys
 //! are never echoed. Command-line overrides of the listeners go through [`Config::check_listeners`] again.
 
+pub mod forward_headers;
 mod load;
 
 use std::collections::BTreeMap;
@@ -278,6 +279,8 @@ pub struct RouteConfig {
     pub allow: AllowPolicy,
     /// Forward a caller's own `Authorization` instead of replacing it.
     pub pass_through_authorization: bool,
+    /// Headers of [`forward_headers::DROPPED_HEADERS`] (or its prefixes) this route forwards anyway.
+    pub forward_headers: Vec<HeaderName>,
 }
 
 /// A route's upstream: an origin plus a base path (no query).

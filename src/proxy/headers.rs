@@ -1,7 +1,10 @@
-//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1) for requests and responses.
+//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1) for requests and responses; spoofable, override and
+//! client-identity headers dropped from requests.
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
+
+use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
 
 /// Headers that are always hop-by-hop, plus `Proxy-Authorization` (consumed by the first proxy) and
 /// `Proxy-Connection` (a non-standard alias of `Connection`).
@@ -54,17 +57,16 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
 }
 
-/// Headers a caller must not set on a forwarded request: spoofable forwarding metadata (RELIABILITY threat 6c)
-/// and IMDS's `Metadata` header (a forwarded request must never look like one to IMDS, threat 11).
-pub fn strip_caller_metadata(headers: &mut HeaderMap) {
+/// Removes headers a caller must not set on a forwarded request: spoofable forwarding metadata (`Forwarded`,
+/// `X-Forwarded-*`, `X-Original-*`) and IMDS's `Metadata` header, always (a forwarded request must never look like
+/// one to IMDS); method-override, URL-override and client-identity headers
+/// ([`crate::config::forward_headers`]) unless they are in `forward`, the route's `forward_headers`.
+pub fn strip_caller_metadata(headers: &mut HeaderMap, forward: &[HeaderName]) {
     let spoofable: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
-            n == "forwarded"
-                || n == "metadata"
-                || n.starts_with("x-forwarded-")
-                || n.starts_with("x-original-")
+            is_always_dropped(n) || (is_dropped_by_default(n) && !forward.contains(name))
         })
         .cloned()
         .collect();
@@ -131,6 +133,33 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-length", "x-keep-me"]);
+    }
+
+    #[test]
+    fn override_headers_are_dropped_unless_forwarded() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "forwarded",
+            "metadata",
+            "x-forwarded-host",
+            "x-original-url",
+            "x-http-method-override",
+            "x-real-ip",
+            "x-envoy-original-path",
+            "x-ms-client-principal-id",
+            "x-ms-client-request-id",
+            "x-kept",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("v"));
+        }
+        let forward = [
+            HeaderName::from_static("x-real-ip"),
+            HeaderName::from_static("x-forwarded-host"),
+        ];
+        strip_caller_metadata(&mut h, &forward);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-kept", "x-ms-client-request-id", "x-real-ip"]);
     }
 
     #[test]

@@ -153,6 +153,7 @@ fn builtin_route(w: &mut Walker<'_>, cloud: Cloud) -> Option<RouteConfig> {
         credential: Some(DEFAULT_CREDENTIAL.to_owned()),
         allow: AllowPolicy::default(),
         pass_through_authorization: false,
+        forward_headers: Vec::new(),
     })
 }
 

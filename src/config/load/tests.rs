@@ -1365,6 +1365,60 @@ fn allow_policies() {
 }
 
 #[test]
+fn forward_headers_name_only_headers_dropped_by_default() {
+    let base = "    path_prefix: /\n    upstream: https://h\n    scope: s\n";
+    let route = |keys: &str| with_route(&format!("{base}{keys}"));
+    assert!(ok(&route("")).routes[0].forward_headers.is_empty());
+    let text =
+        route("    forward_headers: [X-HTTP-Method-Override, x-real-ip, X-Envoy-Original-Path]");
+    let names: Vec<String> = ok(&text).routes[0]
+        .forward_headers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "x-http-method-override",
+            "x-real-ip",
+            "x-envoy-original-path"
+        ]
+    );
+    let text = route(
+        "    forward_headers: [x-forwarded-for, Metadata, x-original-url, content-type, \"bad name\", [x]]",
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 6, "{found:#?}");
+    for (i, problem) in found.iter().enumerate() {
+        assert!(
+            problem.starts_with(&format!("routes[0].forward_headers[{i}]: ")),
+            "{problem}"
+        );
+    }
+    assert!(found[0].contains("always dropped"), "{}", found[0]);
+    assert!(found[1].contains("always dropped"), "{}", found[1]);
+    assert!(found[2].contains("always dropped"), "{}", found[2]);
+    assert!(
+        found[3].contains("only headers the proxy drops by default"),
+        "{}",
+        found[3]
+    );
+    assert!(
+        found[4].contains("only headers the proxy drops by default"),
+        "{}",
+        found[4]
+    );
+    assert_eq!(
+        found[5],
+        "routes[0].forward_headers[5]: expected a string, got a list"
+    );
+    assert_eq!(
+        problems(&route("    forward_headers: x-real-ip")),
+        ["routes[0].forward_headers: expected a list, got a string"]
+    );
+}
+
+#[test]
 fn anchors_and_merge_keys() {
     let text = format!(
         "{CREDS}routes:
