@@ -1,5 +1,6 @@
 //! Sends the request to the route's upstream and adapts the response: the URI is rebuilt from configuration
-//! plus the validated path; `Host` becomes the upstream's; hop-by-hop headers are removed from the response;
+//! plus the validated path; `Host` becomes the upstream's; hop-by-hop and `Access-Control-*` headers are removed
+//! from the response and its `Content-Length` re-serialised;
 //! `Location`, `Azure-AsyncOperation` and `Operation-Location` pointing at a route's upstream are rewritten to the
 //! proxy, so long-running-operation polling keeps going through it. Redirects are returned, never followed.
 //! A WebSocket handshake goes over an HTTP/1.1 connection; on `101 Switching Protocols` both connections are
@@ -20,7 +21,9 @@ use super::body::{ResponseBody, UpstreamBody};
 use super::client::{Origin, UpstreamError};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
-use super::headers::{is_websocket_upgrade, strip_hop_by_hop};
+use super::headers::{
+    canonical_content_length, is_websocket_upgrade, strip_cors, strip_hop_by_hop,
+};
 use super::routes::RouteTable;
 use super::{BoxError, RouteInfo};
 use crate::metrics::RouteMetrics;
@@ -168,6 +171,8 @@ impl Service<Request<UpstreamBody>> for Forward {
             let (mut parts, body) = response.into_parts();
             let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
+            strip_cors(&mut parts.headers);
+            canonical_content_length(&mut parts.headers);
             if let Some((inbound, upstream)) = upgrade {
                 parts
                     .headers

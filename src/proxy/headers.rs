@@ -1,8 +1,8 @@
 //! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1) for requests and responses; spoofable, override and
-//! client-identity headers dropped from requests.
+//! client-identity headers dropped from requests; `Content-Length` re-serialised both ways; no CORS headers.
 
-use http::HeaderMap;
 use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
 
 use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
 
@@ -75,6 +75,58 @@ pub fn strip_caller_metadata(headers: &mut HeaderMap, forward: &[HeaderName]) {
     }
 }
 
+/// Rewrites `Content-Length` as the decimal number it stands for (`0005` → `5`), so the peer parses exactly what
+/// the proxy framed. hyper has already refused a length it could not read and merged equal duplicates; anything
+/// else it let through (`5, 5`) is written once. An unreadable value is left for hyper to refuse.
+pub fn canonical_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(first), None) = (values.next(), values.next()) else {
+        return rewrite_content_length(headers);
+    };
+    let bytes = first.as_bytes();
+    let canonical = !bytes.is_empty()
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1);
+    if !canonical {
+        rewrite_content_length(headers);
+    }
+}
+
+fn rewrite_content_length(headers: &mut HeaderMap) {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let Ok(text) = value.to_str() else { return };
+        for item in text.split(',') {
+            let item = item.trim();
+            let Some(n) = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| item.parse::<u64>().ok())
+                .flatten()
+            else {
+                return;
+            };
+            if length.is_some_and(|l| l != n) {
+                return;
+            }
+            length = Some(n);
+        }
+    }
+    if let Some(n) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// Removes every `Access-Control-*` header: the proxy does no CORS, so an upstream's must not reach a browser.
+pub fn strip_cors(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+}
+
 /// True when a header name contains `_`, which some servers treat as `-` (header smuggling, threat 6d).
 pub fn has_underscore_name(headers: &HeaderMap) -> bool {
     headers.keys().any(|name| name.as_str().contains('_'))
@@ -136,6 +188,43 @@ mod tests {
     }
 
     #[test]
+    fn content_length_is_written_as_its_number() {
+        let leading = format!("{}5", "0".repeat(200));
+        for (sent, want) in [
+            (&["0005"][..], Some("5")),
+            (&[leading.as_str()][..], Some("5")),
+            (&["0"][..], Some("0")),
+            (&["00"][..], Some("0")),
+            (&["12"][..], Some("12")),
+            (&["5, 5"][..], Some("5")),
+            (&["5", "05"][..], Some("5")),
+            (&["18446744073709551615"][..], Some("18446744073709551615")),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in sent {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            canonical_content_length(&mut h);
+            let got: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(got.len(), 1, "{sent:?}");
+            assert_eq!(got[0].to_str().ok(), want, "{sent:?}");
+        }
+        // What hyper would refuse is left for it to refuse; no header is invented.
+        for sent in [&["5, 6"][..], &["x"], &["5", "6"], &["-1"], &["+5"]] {
+            let mut h = HeaderMap::new();
+            for v in sent {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            let before = h.clone();
+            canonical_content_length(&mut h);
+            assert_eq!(h, before, "{sent:?}");
+        }
+        let mut none = HeaderMap::new();
+        canonical_content_length(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
     fn override_headers_are_dropped_unless_forwarded() {
         let mut h = HeaderMap::new();
         for name in [
@@ -160,6 +249,25 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["x-kept", "x-ms-client-request-id", "x-real-ip"]);
+    }
+
+    #[test]
+    fn cors_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+            "access-control-allow-private-network",
+            "x-access-control",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("*"));
+        }
+        strip_cors(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-access-control"]
+        );
     }
 
     #[test]

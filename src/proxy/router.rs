@@ -2,7 +2,7 @@
 //! hold for every request, picks the route, applies its least-privilege policy (to the method a forwarded
 //! method-override header names too), strips hop-by-hop headers (before any token is inserted; a WebSocket
 //! handshake keeps its `Connection: upgrade` / `Upgrade: websocket`) and the override and client-identity headers
-//! the route does not forward, and hands the request to the route's own stack.
+//! the route does not forward, re-serialises `Content-Length`, and hands the request to the route's own stack.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +19,8 @@ use super::body::{ProxyBody, ResponseBody};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
 use super::headers::{
-    has_underscore_name, is_websocket_upgrade, restore_websocket_upgrade, strip_caller_metadata,
-    strip_hop_by_hop,
+    canonical_content_length, has_underscore_name, is_websocket_upgrade, restore_websocket_upgrade,
+    strip_caller_metadata, strip_hop_by_hop,
 };
 use super::respond::RoutedError;
 use super::routes::RouteTable;
@@ -103,6 +103,7 @@ impl Router {
         let websocket = is_websocket_upgrade(req.version(), req.headers());
         strip_hop_by_hop(req.headers_mut());
         strip_caller_metadata(req.headers_mut(), route.forward_headers());
+        canonical_content_length(req.headers_mut());
         if websocket {
             restore_websocket_upgrade(req.headers_mut());
         }
