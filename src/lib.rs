@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod file_read;
 pub mod first_bytes;
 pub mod ids;
 pub mod logging;

@@ -30,9 +30,13 @@ use super::{
     RouteConfig, Upstream,
 };
 use crate::env::Env;
+use crate::file_read::{self, Access, FileError};
 pub(super) use listen::{listener_problems, parse_listen};
 use url::{UrlRule, check_url};
 use walk::{Field, Walker};
+
+/// Configuration files larger than this are refused before they are parsed (the largest example is about 3 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// `Host` header names accepted when `allowed_hosts` is not given.
 const DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
@@ -68,18 +72,24 @@ pub fn authority_origin(text: &str) -> Result<HttpsOrigin, String> {
 ///
 /// Every problem is reported at once, each with its key path; the error names `path`.
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(
-            Some(path.to_path_buf()),
-            "",
-            format!("cannot read {}: {e}", path.display()),
-        )
+    let refused = |message: String| ConfigError::single(Some(path.to_path_buf()), "", message);
+    let bytes = file_read::read(path, MAX_CONFIG_BYTES, Access::Any).map_err(|e| {
+        refused(match e {
+            FileError::Open { error, .. } => format!("cannot read {}: {error}", path.display()),
+            FileError::TooLarge { .. } => format!(
+                "{} is larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the limit for a configuration file",
+                path.display()
+            ),
+            other => other.to_string(),
+        })
     })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| refused(format!("{} is not valid UTF-8", path.display())))?;
     let base_dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    from_yaml_str(&text, env, ConfigOrigin::File(path.to_path_buf()), base_dir)
+    from_yaml_str(text, env, ConfigOrigin::File(path.to_path_buf()), base_dir)
 }
 
 /// Parses and checks configuration text. `${VAR}` references are looked up in `env`; relative paths are

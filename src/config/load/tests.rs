@@ -943,7 +943,11 @@ fn secret_files_must_be_private_and_are_never_shown() {
         "{err}"
     );
     let err = parse_with(&env, dir.path(), &cred(".")).unwrap_err();
-    assert!(err.to_string().contains("is not a regular file"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is a directory, not a regular file"),
+        "{err}"
+    );
 
     let sdk = with_credential("    sdk_auth_file: { path: shared }");
     let err = parse_with(&env, dir.path(), &sdk).unwrap_err();
@@ -955,6 +959,86 @@ fn secret_files_must_be_private_and_are_never_shown() {
     assert_eq!(
         problems(&with_credential("    sdk_auth_file: {}")),
         ["credentials.sp.sdk_auth_file.path: required key is missing"]
+    );
+}
+
+/// Runs `f` on a thread; fails the test if it has not returned within 10 s (a hang guard, not a timing).
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("loading the configuration blocked")
+}
+
+#[test]
+fn fifos_and_devices_are_refused_without_blocking_naming_the_key() {
+    let dir = TempDir::new();
+    let fifo = dir.path().join("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let shown = fifo.display().to_string();
+    let cases = [
+        (
+            with_credential(
+                "    client_secret: { tenant_id: t, client_id: c, client_secret_file: fifo }",
+            ),
+            "credentials.sp.client_secret.client_secret_file",
+        ),
+        (
+            with_credential(
+                "    client_certificate: { tenant_id: t, client_id: c, certificate_file: fifo }",
+            ),
+            "credentials.sp.client_certificate.certificate_file",
+        ),
+        (
+            with_credential("    sdk_auth_file: { path: fifo }"),
+            "credentials.sp.sdk_auth_file.path",
+        ),
+        (
+            with_defaults("tls: { extra_ca_file: fifo }"),
+            "tls.extra_ca_file",
+        ),
+    ];
+    for (text, key) in cases {
+        let base = dir.path().to_path_buf();
+        let err = within(move || {
+            parse_with(&MapEnv::new(), &base, &text).expect_err("a FIFO was accepted")
+        });
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [format!(
+                "{key}: {shown} is a FIFO (named pipe), not a regular file"
+            )]
+        );
+    }
+    // /dev/zero would never end; /dev/null would read as empty: both are refused as devices.
+    for device in ["/dev/zero", "/dev/null"] {
+        let text = with_credential(&format!(
+            "    client_secret: {{ tenant_id: t, client_id: c, client_secret_file: {device} }}"
+        ));
+        let err = within(move || parse_env(&MapEnv::new(), &text).unwrap_err());
+        assert!(
+            err.to_string().contains(&format!(
+                "{device} is a character device, not a regular file"
+            )),
+            "{err}"
+        );
+    }
+    // The configuration file itself.
+    let err = within(move || load(&fifo, &MapEnv::new()).unwrap_err());
+    assert_eq!(err.file.as_deref(), Some(Path::new(&shown)));
+    assert!(
+        err.to_string().contains(&format!(
+            "{shown} is a FIFO (named pipe), not a regular file"
+        )),
+        "{err}"
     );
 }
 
