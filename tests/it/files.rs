@@ -1,6 +1,7 @@
 //! Files that would block a reader (a FIFO standing in for a secret, as a hung network mount would) never stall
 //! the process: the real binary refuses them at `check-config`, at start-up and on SIGHUP, naming the key and the
-//! file, and keeps serving requests, `/healthz` and signals meanwhile.
+//! file, and keeps serving requests, `/healthz` and signals meanwhile. Configuration files too large or too deeply
+//! nested to parse cheaply are refused before parsing.
 //!
 //! A FIFO is the local stand-in for a file whose read never returns: opening it for reading waits for a writer.
 //! The proxy refuses it without opening it; reads that do hang (a hung mount) are abandoned after a timeout, which
@@ -141,6 +142,59 @@ async fn sighup_with_a_secret_file_that_is_a_fifo_keeps_serving_and_sigterm_stil
     }
     let out = child.finish(HANG_GUARD).await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
+}
+
+/// Documents the YAML parser would need tens of seconds for (100 000 nested levels) or that are far beyond any
+/// configuration (200 MiB, a sparse file) are refused before parsing, with exit 64 and the limit in the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_refuses_deep_nesting_and_huge_files_before_parsing() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    let n = 100_000;
+    let flow = dir.file(
+        "flow.yaml",
+        &format!("routes: {}{}\n", "[".repeat(n), "]".repeat(n)),
+        0o600,
+    );
+    let flow_map = dir.file(
+        "flow-map.yaml",
+        &format!("routes:\n  x: {}1{}\n", "{a: ".repeat(n), "}".repeat(n)),
+        0o600,
+    );
+    let block = dir.file(
+        "block.yaml",
+        &format!("routes:\n{}x\n", "- ".repeat(n)),
+        0o600,
+    );
+    let huge = dir.path().join("huge.yaml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(200 * 1024 * 1024)
+        .unwrap();
+    for (file, message) in [
+        (
+            &flow,
+            "`[`/`{` collections nest more than 64 levels deep at line 1",
+        ),
+        (
+            &flow_map,
+            "`[`/`{` collections nest more than 64 levels deep at line 2",
+        ),
+        (
+            &block,
+            "indented collections (or `- ` chains) nest more than 64 levels deep at line 2",
+        ),
+        (
+            &huge,
+            "is larger than 1048576 bytes (1 MiB), the limit for a configuration file",
+        ),
+    ] {
+        let mut cmd = command(dir.path(), &imds);
+        cmd.arg("check-config").arg("--config").arg(file);
+        let out = ChildProc::spawn(cmd).finish(HANG_GUARD).await;
+        assert_eq!(out.code(), Some(64), "{}: {out:#?}", file.display());
+        assert!(out.stderr.contains(message), "{}: {out:#?}", file.display());
+    }
 }
 
 fn kill(proxy: &RunningProxy, signal: &str) {

@@ -9,6 +9,7 @@
 mod credentials;
 mod files;
 mod listen;
+mod nesting;
 mod routes;
 mod syntax;
 mod url;
@@ -37,6 +38,8 @@ use walk::{Field, Walker};
 
 /// Configuration files larger than this are refused before they are parsed (the largest example is about 3 KiB).
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+pub use nesting::MAX_NESTING;
 
 /// `Host` header names accepted when `allowed_hosts` is not given.
 const DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
@@ -104,6 +107,17 @@ pub fn from_yaml_str(
         ConfigOrigin::File(path) => Some(path.clone()),
         ConfigOrigin::BuiltIn => None,
     };
+    // Both checks run before the parser, whose time grows with the square of the nesting depth.
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::single(
+            file,
+            "",
+            format!(
+                "the configuration is larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the limit for a configuration file"
+            ),
+        ));
+    }
+    nesting::check(text).map_err(|message| ConfigError::single(file.clone(), "", message))?;
     let mut root: Value = serde_yaml::from_str(text)
         .map_err(|e| ConfigError::single(file.clone(), "", syntax_error(&e)))?;
     root.apply_merge().map_err(|e| {

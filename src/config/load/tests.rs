@@ -1043,6 +1043,58 @@ fn fifos_and_devices_are_refused_without_blocking_naming_the_key() {
 }
 
 #[test]
+fn deep_nesting_and_oversized_files_are_refused_before_parsing() {
+    let n = 100_000;
+    let flow = format!("routes: {}{}\n", "[".repeat(n), "]".repeat(n));
+    let block = format!("routes:\n{}x\n", "- ".repeat(n));
+    for (text, message) in [
+        (
+            &flow,
+            "`[`/`{` collections nest more than 64 levels deep at line 1; a configuration may nest at most 64 levels",
+        ),
+        (
+            &block,
+            "indented collections (or `- ` chains) nest more than 64 levels deep at line 2; a configuration may nest at most 64 levels",
+        ),
+    ] {
+        assert_eq!(problems(text), [message]);
+    }
+    // 64 levels are fine (the parser then reports what is wrong with the document).
+    let ok_depth = format!("routes: {}{}\n", "[".repeat(64), "]".repeat(64));
+    assert!(
+        problems(&ok_depth)[0].starts_with("routes[0]: "),
+        "{:?}",
+        problems(&ok_depth)
+    );
+
+    let large = format!(
+        "{}\n{}",
+        "#".repeat(MAX_CONFIG_BYTES as usize),
+        with_defaults("")
+    );
+    assert_eq!(
+        problems(&large),
+        [
+            "the configuration is larger than 1048576 bytes (1 MiB), the limit for a configuration file"
+        ]
+    );
+    let dir = TempDir::new();
+    let file = dir.path().join("huge.yaml");
+    fs::File::create(&file)
+        .unwrap()
+        .set_len(200 * 1024 * 1024)
+        .unwrap();
+    let err = load(&file, &MapEnv::new()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid configuration {0} (1 problem):\n  {0} is larger than 1048576 bytes (1 MiB), the limit for a configuration file",
+            file.display()
+        )
+    );
+}
+
+#[test]
 fn secret_files_follow_symlinks() {
     let dir = TempDir::new();
     dir.file("real", "value\n", 0o600);
