@@ -321,7 +321,10 @@ fn authority_host(
         Field::Valid(origin) => return Some(origin),
         Field::Invalid => return None,
         Field::Absent => match w.env().non_empty(AUTHORITY_HOST_VAR) {
-            Some(text) => (text, Some(AUTHORITY_HOST_VAR)),
+            Some(text) => {
+                w.value_from_env("authority_host", AUTHORITY_HOST_VAR, &text);
+                (text, Some(AUTHORITY_HOST_VAR))
+            }
             None => (cloud.authority_host().to_owned(), None),
         },
     };

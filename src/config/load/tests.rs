@@ -423,7 +423,7 @@ fn builtin_default() {
     assert_eq!(err.file, None);
     assert_eq!(
         err.problems[0].to_string(),
-        "authority_host: AZURE_AUTHORITY_HOST: plain http is only allowed for loopback hosts (got \"http://login.example\")"
+        "authority_host: AZURE_AUTHORITY_HOST: plain http is only allowed for loopback hosts (got \"${AZURE_AUTHORITY_HOST}\")"
     );
 }
 
@@ -693,7 +693,7 @@ fn authority_host_key_then_env_then_cloud() {
     assert_eq!(
         problems_env(&bad, &with_defaults("")),
         [
-            "authority_host: AZURE_AUTHORITY_HOST: must not have a path (got \"https://login.example/tenant\")"
+            "authority_host: AZURE_AUTHORITY_HOST: must not have a path (got \"${AZURE_AUTHORITY_HOST}\")"
         ]
     );
     assert!(
@@ -1160,6 +1160,103 @@ fn canary_secret_never_appears_in_errors() {
         let err = parse_with(&env, dir.path(), text).expect_err(text);
         assert_no_canary(&err);
     }
+}
+
+/// A secret put in the wrong key through `${VAR}` (or `AZURE_AUTHORITY_HOST`) is never shown: problems name the
+/// variable instead, whatever the validator would have quoted.
+#[test]
+fn values_from_the_environment_are_never_shown_in_problems() {
+    let placements = [
+        (
+            "upstream",
+            with_route("    path_prefix: /\n    upstream: \"${SECRET}\"\n    scope: s"),
+        ),
+        (
+            "upstream host",
+            with_route("    path_prefix: /\n    upstream: \"https://${SECRET}:0/x\"\n    scope: s"),
+        ),
+        (
+            "authority_host",
+            with_defaults("authority_host: \"${SECRET}\""),
+        ),
+        (
+            "duration",
+            with_defaults("limits: { drain_timeout: \"${SECRET}\" }"),
+        ),
+        (
+            "count",
+            with_defaults("limits: { max_in_flight: \"${SECRET}\" }"),
+        ),
+        ("boolean", with_defaults("cae: \"${SECRET}\"")),
+        ("cloud", with_defaults("cloud: \"${SECRET}\"")),
+        ("listen", with_defaults("listen: \"${SECRET}\"")),
+        (
+            "allowed_hosts",
+            with_defaults("allowed_hosts: [\"${SECRET}:1\"]"),
+        ),
+        (
+            "tenant",
+            with_credential(
+                "    client_secret: { tenant_id: \"${SECRET}@t\", client_id: c, client_secret: x }",
+            ),
+        ),
+        (
+            "file",
+            with_credential(
+                "    client_secret: { tenant_id: t, client_id: c, client_secret_file: \"${SECRET}\" }",
+            ),
+        ),
+        (
+            "credential",
+            with_route(
+                "    path_prefix: /\n    upstream: https://h\n    scope: s\n    credential: \"${SECRET}\"",
+            ),
+        ),
+        (
+            "chain",
+            "credentials:\n  default:\n    chain: [\"${SECRET}\"]\n".to_owned() + ARM_ROUTE,
+        ),
+    ];
+    let canaries = [
+        CANARY.to_owned(),
+        "canary SECRET 7f3a9c".to_owned(),
+        "canary\"SECRET\\7f3a9c".to_owned(),
+        "canary:SECRET/7f3a9c?x".to_owned(),
+    ];
+    for canary in &canaries {
+        let env = MapEnv::new().with("SECRET", canary.as_str());
+        for (what, text) in &placements {
+            let err = parse_env(&env, text).expect_err(what);
+            let shown = format!("{err}\n{err:?}").to_ascii_lowercase();
+            assert!(
+                !shown.contains("canary") && !shown.contains("7f3a9c"),
+                "{what} with {canary:?}: {err}"
+            );
+            assert!(err.to_string().contains("${SECRET}"), "{what}: {err}");
+        }
+        let from_var = MapEnv::new().with("AZURE_AUTHORITY_HOST", canary.as_str());
+        let err = parse_env(&from_var, &with_defaults("")).unwrap_err();
+        assert!(
+            !err.to_string().to_ascii_lowercase().contains("canary"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("${AZURE_AUTHORITY_HOST}"), "{err}");
+    }
+    // The messages stay useful: the scalar as the file writes it, or the variable's name.
+    let env = MapEnv::new().with("SECRET", CANARY);
+    assert_eq!(
+        problems_env(&env, &placements[0].1),
+        ["routes[0].upstream: must be an absolute URL like https://host (got \"${SECRET}\")"]
+    );
+    assert_eq!(
+        problems_env(&env, &placements[3].1),
+        ["limits.drain_timeout: invalid duration \"${SECRET}\": expected number at 0"]
+    );
+    // Literal values from the file are still quoted.
+    assert_eq!(
+        problems(&with_defaults("limits: { drain_timeout: soon }")),
+        ["limits.drain_timeout: invalid duration \"soon\": expected number at 0"]
+    );
 }
 
 #[test]
