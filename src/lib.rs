@@ -26,6 +26,7 @@ pub mod error;
 pub mod file_read;
 pub mod first_bytes;
 pub mod ids;
+pub mod ip;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

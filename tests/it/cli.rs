@@ -351,6 +351,49 @@ routes:
     }
 }
 
+/// IMDS in spellings that URL parsers and the system resolver accept (the connector does not resolve IP
+/// literals, so `[::ffff:169.254.169.254]` would otherwise be connected to directly): exit 64 naming the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_refuses_every_spelling_of_a_link_local_address() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    for host in [
+        "[::ffff:169.254.169.254]",
+        "[::ffff:a9fe:a9fe]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[fe80::1]",
+        "0xa9fea9fe",
+        "2852039166",
+        "169.254.43518",
+        "169.254.169.254.",
+    ] {
+        let text = format!(
+            "authority_host: https://{host}
+credentials:
+  sp:
+    azure_cli: {{}}
+routes:
+  - name: imds
+    path_prefix: /
+    upstream: https://{host}
+    scope: {ARM_SCOPE}
+    credential: sp
+"
+        );
+        let file = dir.file("imds.yaml", &text, 0o600);
+        let mut cmd = command(dir.path(), &imds);
+        cmd.arg("check-config").arg("--config").arg(&file);
+        let out = run_to_end(cmd).await;
+        assert_exit(&out, 64);
+        for key in ["authority_host", "routes[0].upstream"] {
+            assert!(
+                out.stderr.contains(&format!("\n  {key}: ")),
+                "{host}: {key} not named: {out:#?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_lists_every_problem_with_its_key_path_and_never_the_secret() {
     let _trace = trace_init();

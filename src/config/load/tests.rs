@@ -1650,7 +1650,13 @@ fn credential_names_may_not_shadow_built_in_chain_sources() {
 
 #[test]
 fn upstreams_may_not_be_link_local() {
-    for upstream in ["https://169.254.169.254", "https://[fe80::1]:8443/x"] {
+    for upstream in [
+        "https://169.254.169.254",
+        "https://[fe80::1]:8443/x",
+        "https://[::ffff:169.254.169.254]",
+        "https://[::ffff:a9fe:a9fe]",
+        "https://[64:ff9b::a9fe:a9fe]",
+    ] {
         let text = format!(
             "credentials:\n  sp:\n    azure_cli: {{}}\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: {upstream}\n    scope: https://management.azure.com/.default\n    credential: sp\n"
         );
@@ -1662,6 +1668,50 @@ fn upstreams_may_not_be_link_local() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn numeric_spellings_of_imds_are_refused_for_every_url_key() {
+    for host in [
+        "0xa9fea9fe",
+        "2852039166",
+        "169.254.43518",
+        "0251.0376.0251.0376",
+    ] {
+        let text = format!(
+            "authority_host: https://{host}
+credentials:
+  mi:
+    managed_identity: {{ endpoint: \"http://{host}/metadata/identity/oauth2/token\" }}
+routes:
+  - name: a
+    path_prefix: /
+    upstream: https://{host}
+    scope: https://management.azure.com/.default
+    credential: mi
+"
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        for (problem, key) in p.iter().zip([
+            "authority_host",
+            "credentials.mi.managed_identity.endpoint",
+            "routes[0].upstream",
+        ]) {
+            assert!(
+                problem.starts_with(&format!(
+                    "{key}: \"{host}\" is not an IP address as written"
+                )),
+                "{problem}"
+            );
+        }
+    }
+    // IMDS itself, written as IMDS is written, stays a valid managed-identity endpoint.
+    let config = ok(&format!(
+        "{}credentials:\n  mi:\n    managed_identity: {{ endpoint: \"http://169.254.169.254/metadata/identity/oauth2/token\" }}\n",
+        ARM_ROUTE.replace("    scope:", "    credential: mi\n    scope:")
+    ));
+    assert_eq!(config.credentials.len(), 1);
 }
 
 /// A caller key long enough to be accepted; it contains the canary.
