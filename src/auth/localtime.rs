@@ -8,7 +8,6 @@
 //! transition. Leap-second records are ignored (they shift `right/` zones by at most 27 s). When nothing can be
 //! read, local times are taken as UTC, with a debug log.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::expiry::civil_to_unix;
@@ -146,13 +145,14 @@ impl Zone {
     /// Reads a TZif file.
     pub(crate) fn from_file(path: &Path) -> Result<Self, String> {
         let shown = path.display();
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_TZIF_BYTES + 1).read_to_end(&mut bytes))
-            .map_err(|e| format!("{shown}: {e}"))?;
-        if bytes.len() as u64 > MAX_TZIF_BYTES {
-            return Err(format!("{shown}: too large for a zone file"));
-        }
+        // A regular file only, bounded in size and time (`TZ` may name any path).
+        let bytes = crate::file_read::read(path, MAX_TZIF_BYTES, crate::file_read::Access::Any)
+            .map_err(|e| match e {
+                crate::file_read::FileError::TooLarge { .. } => {
+                    format!("{shown}: too large for a zone file")
+                }
+                other => format!("{shown}: {}", other.reason()),
+            })?;
         Self::from_tzif(&bytes).map_err(|why| format!("{shown}: {why}"))
     }
 

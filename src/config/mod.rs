@@ -23,7 +23,7 @@ use rustls_pki_types::CertificateDer;
 use crate::auth::Secret;
 use crate::env::Env;
 
-pub use load::{authority_origin, from_yaml_str, load};
+pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, authority_origin, from_yaml_str, load};
 
 /// The default proxy listener.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
