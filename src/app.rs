@@ -44,6 +44,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The runtime shut down while the configuration was being built.
+    #[error("interrupted while building the configuration: {0}")]
+    Interrupted(String),
 }
 
 /// A bound, ready-to-run proxy.
@@ -130,7 +133,7 @@ impl App {
             config.admin_listen,
             config.caller_auth.as_ref(),
         );
-        let live = Live::build(config, &options, &metrics)?;
+        let live = Live::build_off_runtime(config, &options, &metrics).await?;
         let admin = Admin::new(hosts, metrics.clone(), live.readiness.clone());
         let reloader = Reloader {
             inner: Arc::new(ReloadInner {
@@ -334,6 +337,21 @@ impl Live {
         })
     }
 
+    /// [`Live::build`] on the blocking pool: building reads certificate and sdk-auth files (each bounded by
+    /// [`crate::file_read::READ_TIMEOUT`]), which must never hold up an async worker.
+    async fn build_off_runtime(
+        config: Config,
+        options: &AppOptions,
+        metrics: &Metrics,
+    ) -> Result<Self, StartError> {
+        let (options, metrics) = (options.clone(), metrics.clone());
+        match tokio::task::spawn_blocking(move || Self::build(config, &options, &metrics)).await {
+            Ok(built) => built,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StartError::Interrupted(e.to_string())),
+        }
+    }
+
     /// True when every route holds a usable token.
     fn ready(&self) -> bool {
         self.readiness.iter().all(|r| {
@@ -372,7 +390,22 @@ impl Reloader {
             tracing::warn!("{message}");
             return Err(message);
         };
-        match crate::config::load(path, inner.options.env.as_ref()) {
+        // Off the async workers: reading the file and the secrets it names may be slow (each read is bounded by
+        // `file_read::READ_TIMEOUT`); requests, /healthz and signals keep being served meanwhile.
+        let (file, env) = (path.clone(), Arc::clone(&inner.options.env));
+        let loaded =
+            match tokio::task::spawn_blocking(move || crate::config::load(&file, env.as_ref()))
+                .await
+            {
+                Ok(loaded) => loaded,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(crate::config::ConfigError::single(
+                    Some(path.clone()),
+                    "",
+                    format!("interrupted: {e}"),
+                )),
+            };
+        match loaded {
             Ok(config) => self.apply(config).await,
             Err(e) => {
                 inner.metrics.config_reload_failures.inc();
@@ -399,7 +432,7 @@ impl Reloader {
                 "listen, admin_listen, request_header_timeout and drain_timeout changes take effect after a restart"
             );
         }
-        let live = match Live::build(config, &inner.options, &inner.metrics) {
+        let live = match Live::build_off_runtime(config, &inner.options, &inner.metrics).await {
             Ok(live) => live,
             Err(e) => {
                 inner.metrics.config_reload_failures.inc();

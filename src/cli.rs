@@ -361,6 +361,17 @@ fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, Exi
         .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))
 }
 
+/// How long the runtime waits, once a command is done, for blocking-pool work still running (a file read stuck on
+/// a hung mount must not keep the process from exiting).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs `future` to completion on `rt`, then shuts the runtime down without waiting on stuck blocking work.
+fn block_on<F: Future>(rt: tokio::runtime::Runtime, future: F) -> F::Output {
+    let output = rt.block_on(future);
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    output
+}
+
 fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
     let _log = logging::init(args.log.log_format, args.log.log_level.as_deref());
     let mut config = match load(args.config.config.as_deref(), env.as_ref()) {
@@ -379,7 +390,7 @@ fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(async move {
+    block_on(rt, async move {
         let (shutdown, force) = match signals() {
             Ok(s) => s,
             Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
@@ -583,7 +594,7 @@ fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
         Err(code) => return code,
     };
     let cae = config.cae;
-    rt.block_on(async move {
+    block_on(rt, async move {
         let (set, names) = match credentials(config, env.as_ref()) {
             Ok(c) => c,
             Err(code) => return code,
@@ -672,7 +683,7 @@ fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(async move {
+    block_on(rt, async move {
         let http = TokenHttpClient::new(
             tls,
             &HttpClientOptions {
@@ -756,7 +767,7 @@ fn probe(url: &str) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(async move {
+    block_on(rt, async move {
         let tls = match crate::tls::client_config(&[]) {
             Ok(t) => Arc::new(t),
             Err(e) => return fail(EXIT_FAILURE, e),

@@ -23,6 +23,9 @@ pub enum TlsError {
         /// What rustls said.
         reason: String,
     },
+    /// The system store could not be read in time.
+    #[error("system root certificates: {0}")]
+    SystemRoots(String),
     /// No trust anchors at all.
     #[error(
         "no trusted root certificates: the system store is empty and no tls.extra_ca_file is configured"
@@ -38,7 +41,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A client configuration trusting the system roots plus `extra_roots`, with ALPN left to the connector.
 pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
+    // File I/O (`SSL_CERT_FILE`, `SSL_CERT_DIR` or the distribution's store), so bounded in time like every read.
+    let native = crate::file_read::off_thread(
+        std::path::Path::new("the system certificate store"),
+        crate::file_read::READ_TIMEOUT,
+        rustls_native_certs::load_native_certs,
+    )
+    .map_err(|e| TlsError::SystemRoots(e.reason()))?;
     for e in &native.errors {
         tracing::debug!(error = %e, "skipping unreadable system certificate");
     }

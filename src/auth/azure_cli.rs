@@ -42,6 +42,7 @@ use super::{
 };
 use crate::config::AzureCliSpec;
 use crate::env::Env;
+use crate::file_read;
 
 const SOURCE: &str = "azure_cli";
 /// The most stderr kept for classification; the rest is read and dropped.
@@ -186,10 +187,26 @@ impl AzureCliCredential {
         if !output.status.success() {
             return Err(failure(&output.stderr, output.status, settings, scope));
         }
-        let (token, expires_on) = parse_output(&output.stdout, || {
-            expiry::local_zone(self.tz.as_deref(), self.tzdir.as_deref())
-        })
-        .map_err(|why| {
+        // Off the async workers: an old `az` reports a local time, and reading the time zone file is file I/O.
+        let (tz, tzdir) = (self.tz.clone(), self.tzdir.clone());
+        let stdout = output.stdout;
+        let parsed = file_read::off_thread_async(
+            Path::new("the time zone file"),
+            file_read::READ_TIMEOUT,
+            move || {
+                parse_output(&stdout, || {
+                    expiry::local_zone(tz.as_deref(), tzdir.as_deref())
+                })
+            },
+        )
+        .await
+        .map_err(|e| {
+            CredentialError::Failed(TokenError::service_unavailable(
+                SOURCE,
+                format!("az output: {}", e.reason()),
+            ))
+        })?;
+        let (token, expires_on) = parsed.map_err(|why| {
             CredentialError::Failed(TokenError::service_unavailable(
                 SOURCE,
                 format!("az returned unusable output: {why}"),

@@ -25,8 +25,12 @@ use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use zeroize::Zeroizing;
 
 use super::Secret;
+use crate::file_read::{self, Access};
 
 /// The error for every non-RSA key.
+/// Certificate files (PEM or PKCS#12) larger than this are refused; a key with a full chain is a few KiB.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 const RSA_ONLY: &str = "only RSA keys are supported (Entra ID signs assertions with PS256)";
 
 /// PKCS#8 key algorithm identifiers.
@@ -83,9 +87,9 @@ impl ClientCertificate {
     /// The error names the file and the problem, never key material.
     pub fn load(path: &Path, password: Option<&Secret>) -> Result<ClientCertificate, String> {
         let shown = path.display();
-        let data = Zeroizing::new(
-            std::fs::read(path).map_err(|e| format!("client certificate file {shown}: {e}"))?,
-        );
+        // Bounded in size and time; a FIFO or device is refused without being opened.
+        let data = file_read::read(path, MAX_FILE_BYTES, Access::Any)
+            .map_err(|e| format!("client certificate file {shown}: {}", e.reason()))?;
         Self::from_bytes(&data, password)
             .map_err(|why| format!("client certificate file {shown}: {why}"))
     }

@@ -41,6 +41,7 @@ use super::{
     TokenErrorKind, TokenRequest,
 };
 use crate::config::DeviceCodeSpec;
+use crate::file_read::{self, FileError};
 
 /// The public client signed in with unless `client_id` says otherwise: the Azure CLI's first-party app, which
 /// Microsoft pre-authorises for Azure Resource Manager and Azure Machine Learning (PROTOCOLS §6).
@@ -379,26 +380,34 @@ impl DeviceCodeCredential {
         }
     }
 
+    /// Reads the cache file off the async workers, waiting at most [`file_read::READ_TIMEOUT`].
     async fn load(&self) -> Result<StoredLogin, CacheError> {
         let path = self.cache_file.clone();
-        tokio::task::spawn_blocking(move || cache::load(&path))
-            .await
-            .unwrap_or_else(|e| Err(self.join_error(e)))
+        file_read::off_thread_async(&self.cache_file, file_read::READ_TIMEOUT, move || {
+            cache::load(&path)
+        })
+        .await
+        .map_err(CacheError::File)?
     }
 
+    /// Writes the cache file off the async workers, waiting at most [`file_read::READ_TIMEOUT`].
     async fn save(&self, stored: StoredLogin) -> Result<(), CacheError> {
         let path = self.cache_file.clone();
-        tokio::task::spawn_blocking(move || cache::store(&path, &stored))
-            .await
-            .unwrap_or_else(|e| Err(self.join_error(e)))
-    }
-
-    fn join_error(&self, e: tokio::task::JoinError) -> CacheError {
-        CacheError::Io {
-            what: "cannot access",
+        file_read::off_thread_async(&self.cache_file, file_read::READ_TIMEOUT, move || {
+            cache::store(&path, &stored)
+        })
+        .await
+        .map_err(|e| CacheError::Io {
+            what: "cannot write",
             path: self.cache_file.clone(),
-            error: std::io::Error::other(e.to_string()),
-        }
+            error: std::io::Error::other(match e {
+                FileError::TimedOut { after, .. } => format!(
+                    "did not finish within {}s (a hung network mount?)",
+                    after.as_secs()
+                ),
+                other => other.to_string(),
+            }),
+        })?
     }
 
     async fn get_token_inner(

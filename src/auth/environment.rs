@@ -105,11 +105,12 @@ fn certificate_state(
         .var("AZURE_CLIENT_CERTIFICATE_PASSWORD")
         .map(Secret::new);
     let chain = env.var("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN");
-    if let Some(v) = chain.as_deref()
-        && ClientCertificateCredential::parse_flag(v).is_none()
+    // The value is not logged: a secret set in the wrong variable must not reach the logs.
+    if chain
+        .as_deref()
+        .is_some_and(|v| ClientCertificateCredential::parse_flag(v).is_none())
     {
         tracing::warn!(
-            value = v,
             "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN is not a boolean; not sending the chain"
         );
     }

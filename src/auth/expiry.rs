@@ -5,7 +5,6 @@
 //! naive local date-time older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and
 //! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::wire`).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -141,13 +140,14 @@ fn posix_zone(text: &str) -> Option<TimeZone> {
 /// Reads a TZif zone file (RFC 8536, any version).
 fn read_tzif(path: &Path) -> Result<TimeZone, String> {
     let shown = path.display();
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TZIF_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if bytes.len() as u64 > MAX_TZIF_BYTES {
-        return Err(format!("{shown}: too large for a zone file"));
-    }
+    // A regular file only, bounded in size and time (`TZ` may name any path).
+    let bytes = crate::file_read::read(path, MAX_TZIF_BYTES, crate::file_read::Access::Any)
+        .map_err(|e| match e {
+            crate::file_read::FileError::TooLarge { .. } => {
+                format!("{shown}: too large for a zone file")
+            }
+            other => format!("{shown}: {}", other.reason()),
+        })?;
     TimeZone::tzif(&path.to_string_lossy(), &bytes).map_err(|e| format!("{shown}: {e}"))
 }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::wire::{self, WireError};
+use crate::file_read::{self, Access};
+
 use super::{
     AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
     EntraClient, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
@@ -15,6 +17,9 @@ use super::{
 };
 
 const SOURCE: &str = "sdk_auth_file";
+
+/// sdk-auth files larger than this are refused (the JSON `az` writes is under 1 KiB).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// The `sdk_auth_file` credential.
 #[derive(Debug)]
@@ -52,11 +57,13 @@ impl SdkAuthFileCredential {
     /// Reads and checks `path`. A missing file makes the credential unavailable; a malformed one is a
     /// configuration error (`CredentialRejected`) that names the file and the key, never a value.
     pub fn new(path: &Path, entra: &EntraClient) -> Self {
-        let inner = match std::fs::read(path) {
+        // Bounded in size and time; a FIFO or device is refused without being opened.
+        let inner = match file_read::read(path, MAX_FILE_BYTES, Access::Any) {
             Ok(bytes) => parse(path, &bytes, entra).map_err(CredentialErrorKind::Invalid),
             Err(e) => Err(CredentialErrorKind::Unavailable(format!(
-                "{}: {e}",
-                path.display()
+                "{}: {}",
+                path.display(),
+                e.reason()
             ))),
         };
         Self { inner }

@@ -19,10 +19,14 @@ use super::{
 };
 use crate::config::WorkloadIdentitySpec;
 use crate::env::Env;
+use crate::file_read::{self, Access};
 use crate::sync::lock;
 
 /// How long a read of the federated token file is trusted.
 pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Federated token files larger than this are refused (a service-account token is a few KiB).
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 
 /// Entra ID's "the client assertion has expired" code.
 const ASSERTION_EXPIRED: i64 = 700_024;
@@ -131,27 +135,40 @@ impl WorkloadIdentityCredential {
         {
             return Ok(std::sync::Arc::clone(&cached.assertion));
         }
-        match tokio::fs::read_to_string(&settings.token_file).await {
-            Ok(text) if !text.trim().is_empty() => {
-                let assertion = std::sync::Arc::new(Secret::new(text.trim()));
-                *lock(&self.assertion) = Some(Cached {
-                    assertion: std::sync::Arc::clone(&assertion),
-                    read_at: Instant::now(),
-                });
-                Ok(assertion)
-            }
-            Ok(_) => Err(self.file_error(settings, "is empty")),
-            Err(e) => Err(self.file_error(settings, &e.to_string())),
+        // Off the async workers and bounded in time and size; a FIFO or device is refused without being opened.
+        let bytes = file_read::read_async(&settings.token_file, MAX_TOKEN_FILE_BYTES, Access::Any)
+            .await
+            .map_err(|e| {
+                self.file_error(&format!(
+                    "federated token file {}: {}",
+                    settings.token_file.display(),
+                    e.reason()
+                ))
+            })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            self.file_error(&format!(
+                "federated token file {} is not text",
+                settings.token_file.display()
+            ))
+        })?;
+        if text.trim().is_empty() {
+            return Err(self.file_error(&format!(
+                "federated token file {} is empty",
+                settings.token_file.display()
+            )));
         }
+        let assertion = std::sync::Arc::new(Secret::new(text.trim()));
+        *lock(&self.assertion) = Some(Cached {
+            assertion: std::sync::Arc::clone(&assertion),
+            read_at: Instant::now(),
+        });
+        Ok(assertion)
     }
 
     /// Never read yet: the source is not present here (a chain moves on). Read before: a transient failure, so the
     /// cached token keeps serving while the file comes back.
-    fn file_error(&self, settings: &Settings, why: &str) -> CredentialError {
-        let message = format!(
-            "federated token file {}: {why}",
-            settings.token_file.display()
-        );
+    fn file_error(&self, message: &str) -> CredentialError {
+        let message = message.to_owned();
         if lock(&self.assertion).is_none() {
             CredentialError::unavailable(SOURCE, message)
         } else {

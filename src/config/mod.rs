@@ -6,6 +6,7 @@
 //! document becomes a [`Config`]; a bad one becomes a [`ConfigError`] listing all problems. Values of secret keys
 //! are never echoed. Command-line overrides of the listeners go through [`Config::check_listeners`] again.
 
+pub mod forward_headers;
 mod load;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use rustls_pki_types::CertificateDer;
 use crate::auth::Secret;
 use crate::env::Env;
 
-pub use load::{authority_origin, from_yaml_str, load};
+pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, authority_origin, from_yaml_str, load};
 
 /// The default proxy listener.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -278,6 +279,8 @@ pub struct RouteConfig {
     pub allow: AllowPolicy,
     /// Forward a caller's own `Authorization` instead of replacing it.
     pub pass_through_authorization: bool,
+    /// Headers of [`forward_headers::DROPPED_HEADERS`] (or its prefixes) this route forwards anyway.
+    pub forward_headers: Vec<HeaderName>,
 }
 
 /// A route's upstream: an origin plus a base path (no query).

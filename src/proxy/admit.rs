@@ -1,6 +1,8 @@
 //! Request admission rules that hold before any route is chosen: the caller key (`caller_auth`), allowed Host
-//! names (the DNS-rebinding defence), a well-formed origin-form path, and no browser cross-origin requests unless
-//! the route allows them.
+//! names (the DNS-rebinding defence) with a valid port, an origin-form path that no server reads differently (see
+//! the `path` submodule), and no browser cross-origin requests unless the route allows them.
+
+mod path;
 
 use std::sync::Arc;
 
@@ -120,8 +122,9 @@ impl HostAllowlist {
 }
 
 /// The host part of `host[:port]` / `[v6][:port]`, if the whole authority is well formed: a host of
-/// `[A-Za-z0-9.-]` (or a bracketed IPv6 literal) and an optional numeric port. No user info, no path.
-fn host_of(authority: &str) -> Option<&str> {
+/// `[A-Za-z0-9.-]` (or a bracketed IPv6 literal) and an optional port (see [`is_valid_port`]). No user info, no
+/// path. Response URLs are rewritten with the caller's authority, so only one that passes here is ever copied.
+pub(super) fn host_of(authority: &str) -> Option<&str> {
     let (host, port) = if authority.starts_with('[') {
         let end = authority.find(']')?;
         let (host, rest) = authority.split_at(end + 1);
@@ -133,20 +136,18 @@ fn host_of(authority: &str) -> Option<&str> {
         {
             return None;
         }
-        (
-            host,
-            rest.strip_prefix(':')
-                .map_or((!rest.is_empty()).then_some(rest), Some),
-        )
+        match rest.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if rest.is_empty() => (host, None),
+            None => return None,
+        }
     } else {
         match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
         }
     };
-    if let Some(port) = port
-        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if port.is_some_and(|p| !is_valid_port(p)) {
         return None;
     }
     let plain = !host.starts_with('[');
@@ -161,12 +162,23 @@ fn host_of(authority: &str) -> Option<&str> {
     Some(host)
 }
 
+/// A port a caller can have connected to, written the one way every parser reads alike: 1–65535 in decimal
+/// digits, without a sign or leading zeros (`080` is 80 to most parsers and 64 to some; port 0 is never a
+/// listener).
+fn is_valid_port(port: &str) -> bool {
+    !port.starts_with('0')
+        && (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok()
+}
+
 fn bad_host() -> ProxyError {
-    ProxyError::BadRequest("malformed Host header")
+    ProxyError::BadRequest("malformed Host header (a host name, and a port from 1 to 65535 if any)")
 }
 
 /// Refuses request targets that could be interpreted differently by the upstream than by the route match:
-/// non-origin-form, backslashes, encoded `/`, `\` or `.`, NUL, and dot segments.
+/// non-origin-form, backslashes, encoded `/`, `\` or `.`, NUL, and segments that are, or that a lenient server
+/// could read as, dot segments or separators (the `path` submodule says how).
 pub fn check_path(method: &Method, path: &str) -> Result<(), ProxyError> {
     if *method == Method::CONNECT {
         return Err(ProxyError::BadRequest(
@@ -202,15 +214,7 @@ pub fn check_path(method: &Method, path: &str) -> Result<(), ProxyError> {
             }
         }
     }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Err(ProxyError::BadRequest(
-            "the request path must not contain '.' or '..' segments",
-        ));
-    }
-    Ok(())
+    path.split('/').try_for_each(path::check_segment)
 }
 
 /// Refuses browser cross-origin requests (`Origin`, or `Sec-Fetch-Site: cross-site|same-site`) unless the route
@@ -311,6 +315,8 @@ mod tests {
             "127.0.0.1:9",
             "[::1]:8080",
             "[::1]",
+            "localhost:65535",
+            "[::1]:1",
         ] {
             assert!(a.check(&req(Some(ok), "/x")).is_ok(), "{ok}");
         }
@@ -323,6 +329,17 @@ mod tests {
             "2130706433",
             "user@localhost",
             "",
+            "localhost:",
+            "localhost:0",
+            "localhost:00",
+            "localhost:080",
+            "localhost:+80",
+            "localhost:65536",
+            "localhost:99999",
+            "localhost:4294967377",
+            "[::1]:0",
+            "[::1]:99999",
+            "[::1]80",
         ] {
             let e = a.check(&req(Some(bad), "/x")).unwrap_err();
             assert!(

@@ -1,5 +1,6 @@
 //! Sends the request to the route's upstream and adapts the response: the URI is rebuilt from configuration
-//! plus the validated path; `Host` becomes the upstream's; hop-by-hop headers are removed from the response;
+//! plus the validated path; `Host` becomes the upstream's; hop-by-hop and `Access-Control-*` headers are removed
+//! from the response and its `Content-Length` re-serialised;
 //! `Location`, `Azure-AsyncOperation` and `Operation-Location` pointing at a route's upstream are rewritten to the
 //! proxy, so long-running-operation polling keeps going through it. Redirects are returned, never followed.
 //! A WebSocket handshake goes over an HTTP/1.1 connection; on `101 Switching Protocols` both connections are
@@ -15,11 +16,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
 use tokio::time::Instant;
 use tower::Service;
 
+use super::admit::host_of;
 use super::body::{ResponseBody, UpstreamBody};
 use super::client::{Origin, UpstreamError};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
-use super::headers::{is_websocket_upgrade, strip_hop_by_hop};
+use super::headers::{
+    canonical_content_length, is_websocket_upgrade, strip_cors, strip_hop_by_hop,
+};
 use super::routes::RouteTable;
 use super::{BoxError, RouteInfo};
 use crate::metrics::RouteMetrics;
@@ -62,12 +66,14 @@ impl Inbound {
     }
 
     /// The authority the caller used (HTTP/2 `:authority` or absolute-form target, else `Host`), and its host
-    /// name lower-cased.
+    /// name lower-cased; `None` unless admission would accept it (a valid port, no user info), so a rewritten URL
+    /// never carries what admission refuses.
     fn authority_and_host(&self) -> Option<(String, String)> {
         let authority = match &self.target {
             Some(a) => a.as_str().to_owned(),
             None => self.host_header.as_ref()?.to_str().ok()?.to_owned(),
         };
+        host_of(&authority)?;
         let host = authority
             .parse::<http::uri::Authority>()
             .ok()?
@@ -165,6 +171,8 @@ impl Service<Request<UpstreamBody>> for Forward {
             let (mut parts, body) = response.into_parts();
             let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
+            strip_cors(&mut parts.headers);
+            canonical_content_length(&mut parts.headers);
             if let Some((inbound, upstream)) = upgrade {
                 parts
                     .headers
@@ -260,5 +268,37 @@ fn rewrite_urls(headers: &mut HeaderMap, table: &RouteTable, route: usize, inbou
         if let Ok(v) = HeaderValue::try_from(rewritten) {
             headers.insert(name, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewritten_urls_never_carry_an_authority_admission_refuses() {
+        let inbound = |host: &str| Inbound {
+            target: None,
+            host_header: Some(HeaderValue::from_str(host).unwrap()),
+        };
+        for bad in [
+            "localhost:99999",
+            "localhost:0",
+            "localhost:080",
+            "localhost:+80",
+            "user@localhost",
+            "[::1]:65536",
+        ] {
+            assert_eq!(inbound(bad).authority_and_host(), None, "{bad}");
+        }
+        assert_eq!(
+            inbound("LocalHost:65535").authority_and_host(),
+            Some(("LocalHost:65535".to_owned(), "localhost".to_owned()))
+        );
+        let h2 = Inbound {
+            target: Some("localhost:99999".parse().unwrap()),
+            host_header: None,
+        };
+        assert_eq!(h2.authority_and_host(), None);
     }
 }

@@ -1,7 +1,10 @@
-//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1) for requests and responses.
+//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1) for requests and responses; spoofable, override and
+//! client-identity headers dropped from requests; `Content-Length` re-serialised both ways; no CORS headers.
 
-use http::HeaderMap;
 use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
 
 /// Headers that are always hop-by-hop, plus `Proxy-Authorization` (consumed by the first proxy) and
 /// `Proxy-Connection` (a non-standard alias of `Connection`).
@@ -54,21 +57,72 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
 }
 
-/// Headers a caller must not set on a forwarded request: spoofable forwarding metadata (RELIABILITY threat 6c)
-/// and IMDS's `Metadata` header (a forwarded request must never look like one to IMDS, threat 11).
-pub fn strip_caller_metadata(headers: &mut HeaderMap) {
+/// Removes headers a caller must not set on a forwarded request: spoofable forwarding metadata (`Forwarded`,
+/// `X-Forwarded-*`, `X-Original-*`) and IMDS's `Metadata` header, always (a forwarded request must never look like
+/// one to IMDS); method-override, URL-override and client-identity headers
+/// ([`crate::config::forward_headers`]) unless they are in `forward`, the route's `forward_headers`.
+pub fn strip_caller_metadata(headers: &mut HeaderMap, forward: &[HeaderName]) {
     let spoofable: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
-            n == "forwarded"
-                || n == "metadata"
-                || n.starts_with("x-forwarded-")
-                || n.starts_with("x-original-")
+            is_always_dropped(n) || (is_dropped_by_default(n) && !forward.contains(name))
         })
         .cloned()
         .collect();
     for name in spoofable {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites `Content-Length` as the decimal number it stands for (`0005` → `5`), so the peer parses exactly what
+/// the proxy framed. hyper has already refused a length it could not read and merged equal duplicates; anything
+/// else it let through (`5, 5`) is written once. An unreadable value is left for hyper to refuse.
+pub fn canonical_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(first), None) = (values.next(), values.next()) else {
+        return rewrite_content_length(headers);
+    };
+    let bytes = first.as_bytes();
+    let canonical = !bytes.is_empty()
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1);
+    if !canonical {
+        rewrite_content_length(headers);
+    }
+}
+
+fn rewrite_content_length(headers: &mut HeaderMap) {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let Ok(text) = value.to_str() else { return };
+        for item in text.split(',') {
+            let item = item.trim();
+            let Some(n) = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| item.parse::<u64>().ok())
+                .flatten()
+            else {
+                return;
+            };
+            if length.is_some_and(|l| l != n) {
+                return;
+            }
+            length = Some(n);
+        }
+    }
+    if let Some(n) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// Removes every `Access-Control-*` header: the proxy does no CORS, so an upstream's must not reach a browser.
+pub fn strip_cors(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
         headers.remove(name);
     }
 }
@@ -131,6 +185,89 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-length", "x-keep-me"]);
+    }
+
+    #[test]
+    fn content_length_is_written_as_its_number() {
+        let leading = format!("{}5", "0".repeat(200));
+        for (sent, want) in [
+            (&["0005"][..], Some("5")),
+            (&[leading.as_str()][..], Some("5")),
+            (&["0"][..], Some("0")),
+            (&["00"][..], Some("0")),
+            (&["12"][..], Some("12")),
+            (&["5, 5"][..], Some("5")),
+            (&["5", "05"][..], Some("5")),
+            (&["18446744073709551615"][..], Some("18446744073709551615")),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in sent {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            canonical_content_length(&mut h);
+            let got: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(got.len(), 1, "{sent:?}");
+            assert_eq!(got[0].to_str().ok(), want, "{sent:?}");
+        }
+        // What hyper would refuse is left for it to refuse; no header is invented.
+        for sent in [&["5, 6"][..], &["x"], &["5", "6"], &["-1"], &["+5"]] {
+            let mut h = HeaderMap::new();
+            for v in sent {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            let before = h.clone();
+            canonical_content_length(&mut h);
+            assert_eq!(h, before, "{sent:?}");
+        }
+        let mut none = HeaderMap::new();
+        canonical_content_length(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn override_headers_are_dropped_unless_forwarded() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "forwarded",
+            "metadata",
+            "x-forwarded-host",
+            "x-original-url",
+            "x-http-method-override",
+            "x-real-ip",
+            "x-envoy-original-path",
+            "x-ms-client-principal-id",
+            "x-ms-client-request-id",
+            "x-kept",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("v"));
+        }
+        let forward = [
+            HeaderName::from_static("x-real-ip"),
+            HeaderName::from_static("x-forwarded-host"),
+        ];
+        strip_caller_metadata(&mut h, &forward);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-kept", "x-ms-client-request-id", "x-real-ip"]);
+    }
+
+    #[test]
+    fn cors_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+            "access-control-allow-private-network",
+            "x-access-control",
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("*"));
+        }
+        strip_cors(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-access-control"]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Name resolution for upstreams that never yields a link-local address: a forwarded request, which carries a
 //! token, must not reach IMDS (169.254.169.254) or another link-local service, whatever a DNS name resolves to
-//! (RELIABILITY threat 11). Configuration refuses link-local IP literals; this covers names.
+//! (the proxy must never become a way to reach IMDS). Configuration refuses link-local IP literals in every spelling (the connector does not
+//! resolve a literal, so that check is what stops one); this covers names, whatever form their addresses take.
 
 use std::future::Future;
 use std::io;
@@ -58,14 +59,10 @@ impl Service<Name> for NoLinkLocal {
     }
 }
 
-/// 169.254.0.0/16, fe80::/10, and IPv4-mapped link-local.
+/// 169.254.0.0/16, fe80::/10, and IPv6 addresses that carry a link-local IPv4 address (mapped, compatible, NAT64,
+/// 6to4): see [`crate::ip::is_link_local`].
 pub fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            v6.is_unicast_link_local() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
-        }
-    }
+    crate::ip::is_link_local(ip)
 }
 
 #[cfg(test)]
@@ -79,6 +76,9 @@ mod tests {
             "169.254.0.1",
             "fe80::1",
             "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::",
         ] {
             assert!(is_link_local(ip.parse().unwrap()), "{ip}");
         }

@@ -1,7 +1,8 @@
 //! Admission and routing: checks the caller key (when `caller_auth` is configured) and the request rules that
-//! hold for every request, picks the route, applies its
-//! least-privilege policy, strips hop-by-hop headers (before any token is inserted; a WebSocket handshake keeps
-//! its `Connection: upgrade` / `Upgrade: websocket`), and hands the request to the route's own stack.
+//! hold for every request, picks the route, applies its least-privilege policy (to the method a forwarded
+//! method-override header names too), strips hop-by-hop headers (before any token is inserted; a WebSocket
+//! handshake keeps its `Connection: upgrade` / `Upgrade: websocket`) and the override and client-identity headers
+//! the route does not forward, re-serialises `Content-Length`, and hands the request to the route's own stack.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::UPGRADE;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
@@ -18,12 +19,13 @@ use super::body::{ProxyBody, ResponseBody};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
 use super::headers::{
-    has_underscore_name, is_websocket_upgrade, restore_websocket_upgrade, strip_caller_metadata,
-    strip_hop_by_hop,
+    canonical_content_length, has_underscore_name, is_websocket_upgrade, restore_websocket_upgrade,
+    strip_caller_metadata, strip_hop_by_hop,
 };
 use super::respond::RoutedError;
 use super::routes::RouteTable;
 use super::{BoxError, RouteStack};
+use crate::config::forward_headers::is_method_override;
 
 /// Routes requests to per-route stacks.
 #[derive(Clone)]
@@ -84,18 +86,24 @@ impl Router {
             })
         };
         check_origin(req.headers(), route).map_err(routed)?;
-        if !route.allows_method(req.method()) {
-            return Err(routed(ProxyError::MethodNotAllowed {
-                method: req.method().clone(),
-                allowed: route.allow().methods.clone().unwrap_or_default(),
-            }));
+        for method in std::iter::once(Ok(req.method().clone()))
+            .chain(method_overrides(req.headers(), route.forward_headers()))
+        {
+            let method = method.map_err(routed)?;
+            if !route.allows_method(&method) {
+                return Err(routed(ProxyError::MethodNotAllowed {
+                    method,
+                    allowed: route.allow().methods.clone().unwrap_or_default(),
+                }));
+            }
         }
         if !route.allows_path(req.uri().path()) {
             return Err(routed(ProxyError::PathNotAllowed));
         }
         let websocket = is_websocket_upgrade(req.version(), req.headers());
         strip_hop_by_hop(req.headers_mut());
-        strip_caller_metadata(req.headers_mut());
+        strip_caller_metadata(req.headers_mut(), route.forward_headers());
+        canonical_content_length(req.headers_mut());
         if websocket {
             restore_websocket_upgrade(req.headers_mut());
         }
@@ -130,6 +138,25 @@ fn check_headers(req: &Request<Incoming>) -> Result<(), ProxyError> {
         ));
     }
     Ok(())
+}
+
+/// The methods named by the method-override headers the route forwards (upper-cased), in order: a server that
+/// honours one acts on that method, so the route's `allow.methods` must allow it too. A value that is not one
+/// method is refused.
+fn method_overrides<'a>(
+    headers: &'a HeaderMap,
+    forward: &'a [HeaderName],
+) -> impl Iterator<Item = Result<Method, ProxyError>> + 'a {
+    forward
+        .iter()
+        .filter(|name| is_method_override(name.as_str()))
+        .flat_map(|name| headers.get_all(name))
+        .map(|value| {
+            let upper = value.as_bytes().trim_ascii().to_ascii_uppercase();
+            Method::from_bytes(&upper).map_err(|_| {
+                ProxyError::BadRequest("a method-override header must name exactly one HTTP method")
+            })
+        })
 }
 
 impl std::fmt::Debug for Router {

@@ -5,9 +5,14 @@
 use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Uri};
+use http::{HeaderName, Method, Uri};
 
 use crate::config::{AllowPolicy, RouteConfig};
+
+/// Methods a route refuses unless `allow.methods` names them: they make a server echo or debug rather than act.
+/// `TRACE` sends the request back, token included, to whoever asked; `TRACK` and `DEBUG` are IIS's and ASP.NET's
+/// variants. `CONNECT` is refused before routing; it is here for a method-override header that names it.
+const EXPLICIT_ONLY_METHODS: [&str; 4] = ["TRACE", "TRACK", "DEBUG", "CONNECT"];
 
 /// All routes, in match order.
 #[derive(Debug)]
@@ -31,6 +36,7 @@ pub struct Route {
     authority: Authority,
     base_path: String,
     allow: AllowPolicy,
+    forward_headers: Vec<HeaderName>,
 }
 
 // === impl RouteTable ===
@@ -51,6 +57,7 @@ impl RouteTable {
                 authority: c.upstream.origin.authority.clone(),
                 base_path: c.upstream.base_path.clone(),
                 allow: c.allow.clone(),
+                forward_headers: c.forward_headers.clone(),
             })
             .collect();
         let mut order: Vec<usize> = (0..routes.len()).collect();
@@ -192,12 +199,18 @@ impl Route {
         &self.allow
     }
 
-    /// True when `method` is allowed.
+    /// True when `method` is allowed: listed in `allow.methods`, or, without that list, any method but `TRACE`,
+    /// `TRACK`, `DEBUG` and `CONNECT`.
     pub fn allows_method(&self, method: &Method) -> bool {
-        self.allow
-            .methods
-            .as_ref()
-            .is_none_or(|m| m.contains(method))
+        match &self.allow.methods {
+            Some(methods) => methods.contains(method),
+            None => !EXPLICIT_ONLY_METHODS.contains(&method.as_str()),
+        }
+    }
+
+    /// Headers this route forwards although the proxy drops them by default (`forward_headers`).
+    pub fn forward_headers(&self) -> &[HeaderName] {
+        &self.forward_headers
     }
 
     /// True when `path` is allowed: one of `allow.paths` is a segment prefix of it (`*` matches one segment).
@@ -253,6 +266,7 @@ mod tests {
             credential: Some("c".into()),
             allow: AllowPolicy::default(),
             pass_through_authorization: false,
+            forward_headers: Vec::new(),
         }
     }
 
@@ -371,6 +385,31 @@ mod tests {
             None,
             "outside the base path"
         );
+    }
+
+    #[test]
+    fn echoing_methods_need_an_explicit_allow() {
+        let mut config = route("r", "/", None, false, "https://h");
+        let open = RouteTable::new(std::slice::from_ref(&config));
+        let r = &open.routes()[0];
+        for m in ["GET", "POST", "DELETE", "PATCH", "PROPFIND"] {
+            assert!(
+                r.allows_method(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        for m in ["TRACE", "TRACK", "DEBUG", "CONNECT"] {
+            assert!(
+                !r.allows_method(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        config.allow.methods = Some(vec![Method::GET, Method::TRACE]);
+        let listed = RouteTable::new(&[config]);
+        let r = &listed.routes()[0];
+        assert!(r.allows_method(&Method::TRACE) && r.allows_method(&Method::GET));
+        assert!(!r.allows_method(&Method::POST));
+        assert!(!r.allows_method(&Method::from_bytes(b"TRACK").unwrap()));
     }
 
     #[test]

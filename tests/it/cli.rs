@@ -304,6 +304,96 @@ async fn check_config_takes_the_file_from_aml_auth_proxy_config() {
     assert!(out.stderr.contains("listen_typo"), "{out:#?}");
 }
 
+/// A secret in an environment variable, put under the wrong keys through `${VAR}`: every problem names the
+/// variable, and the value appears nowhere in the output.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_never_shows_a_value_from_the_environment_put_in_the_wrong_key() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    let text = format!(
+        "limits: {{ drain_timeout: \"${{AML_SECRET}}\" }}
+credentials:
+  sp:
+    client_secret: {{ tenant_id: \"${{AML_SECRET}}@x\", client_id: {CLIENT_ID}, client_secret: \"${{AML_SECRET}}\" }}
+routes:
+  - name: a
+    path_prefix: /
+    upstream: \"${{AML_SECRET}}\"
+    scope: {ARM_SCOPE}
+    credential: sp
+"
+    );
+    let file = dir.file("wrong-keys.yaml", &text, 0o600);
+    for secret in [CANARY_SECRET, "canary SECRET with spaces/and?query"] {
+        let mut cmd = command(dir.path(), &imds);
+        cmd.arg("check-config")
+            .arg("--config")
+            .arg(&file)
+            .env("AML_SECRET", secret);
+        let out = run_to_end(cmd).await;
+        assert_exit(&out, 64);
+        assert!(
+            !out.all().to_ascii_lowercase().contains("canary"),
+            "an environment value leaked: {out:#?}"
+        );
+        for key in [
+            "limits.drain_timeout",
+            "credentials.sp.client_secret.tenant_id",
+            "routes[0].upstream",
+        ] {
+            let line = out
+                .stderr
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("no problem for {key}: {out:#?}"));
+            assert!(line.contains("${AML_SECRET}"), "{line}");
+        }
+    }
+}
+
+/// IMDS in spellings that URL parsers and the system resolver accept (the connector does not resolve IP
+/// literals, so `[::ffff:169.254.169.254]` would otherwise be connected to directly): exit 64 naming the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_refuses_every_spelling_of_a_link_local_address() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    for host in [
+        "[::ffff:169.254.169.254]",
+        "[::ffff:a9fe:a9fe]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[fe80::1]",
+        "0xa9fea9fe",
+        "2852039166",
+        "169.254.43518",
+        "169.254.169.254.",
+    ] {
+        let text = format!(
+            "authority_host: https://{host}
+credentials:
+  sp:
+    azure_cli: {{}}
+routes:
+  - name: imds
+    path_prefix: /
+    upstream: https://{host}
+    scope: {ARM_SCOPE}
+    credential: sp
+"
+        );
+        let file = dir.file("imds.yaml", &text, 0o600);
+        let mut cmd = command(dir.path(), &imds);
+        cmd.arg("check-config").arg("--config").arg(&file);
+        let out = run_to_end(cmd).await;
+        assert_exit(&out, 64);
+        for key in ["authority_host", "routes[0].upstream"] {
+            assert!(
+                out.stderr.contains(&format!("\n  {key}: ")),
+                "{host}: {key} not named: {out:#?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_lists_every_problem_with_its_key_path_and_never_the_secret() {
     let _trace = trace_init();

@@ -10,7 +10,7 @@ use aml_auth_proxy::config::WorkloadIdentitySpec;
 use aml_auth_proxy::env::MapEnv;
 use http::StatusCode;
 
-use crate::support::proxy::{CANARY_SECRET, TempDir, TestProxy, World};
+use crate::support::proxy::{CANARY_SECRET, TempDir, TestProxy, World, release_fifo};
 use crate::support::{Behavior, MockAad, get, trace_init};
 
 const ARM: &str = "https://management.azure.com/.default";
@@ -155,6 +155,36 @@ async fn workload_identity_without_its_settings_or_file_is_unavailable() {
     assert!(
         attempts[0].reason.contains("/nonexistent/token"),
         "{attempts:?}"
+    );
+    assert_eq!(aad.total_count(), 0);
+}
+
+#[tokio::test]
+async fn workload_identity_token_file_that_is_a_fifo_is_refused_without_blocking() {
+    let _trace = trace_init();
+    let aad = MockAad::start().await;
+    let dir = TempDir::new();
+    let fifo = dir.fifo("token");
+    let cred = WorkloadIdentityCredential::new(
+        &WorkloadIdentitySpec::default(),
+        &wi_env(&fifo),
+        entra(&aad),
+    );
+    let request = TokenRequest::new(ARM);
+    let Ok(result) = tokio::time::timeout(Duration::from_secs(10), cred.get_token(&request)).await
+    else {
+        release_fifo(&fifo);
+        panic!("reading the federated token file blocked on a FIFO");
+    };
+    let Err(CredentialError::Unavailable(attempts)) = result else {
+        panic!("expected unavailable, got {result:?}");
+    };
+    assert_eq!(
+        attempts[0].reason,
+        format!(
+            "federated token file {}: a FIFO (named pipe), not a regular file",
+            fifo.display()
+        )
     );
     assert_eq!(aad.total_count(), 0);
 }

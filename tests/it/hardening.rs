@@ -17,6 +17,7 @@
     reason = "test helpers: a broken expectation must fail the test loudly"
 )]
 
+mod framing;
 mod h2_frames;
 mod hop_by_hop;
 mod http2;

@@ -23,6 +23,7 @@ mod deploy;
 mod device_code;
 mod examples;
 mod exposure;
+mod files;
 mod hardening;
 mod managed_identity;
 mod proxy;

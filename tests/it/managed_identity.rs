@@ -870,6 +870,7 @@ async fn arc_refuses_key_files_that_fail_the_checks() {
         elsewhere.path().file_name().unwrap().to_string_lossy()
     });
     let missing = keys.path().join("missing.key");
+    let fifo = keys.fifo("pipe.key");
     for (realm, why) in [
         (
             outside.display().to_string(),
@@ -886,6 +887,10 @@ async fn arc_refuses_key_files_that_fail_the_checks() {
             "does not have the .key extension",
         ),
         (missing.display().to_string(), "cannot resolve the key file"),
+        (
+            fifo.display().to_string(),
+            "is a FIFO (named pipe), not a regular file",
+        ),
     ] {
         let mock = MockIdentity::start_with(arc_agent(realm.clone(), "never")).await;
         let cred = credential(&spec(None), &arc_env(&mock), arc_options(&keys));

@@ -156,6 +156,54 @@ async fn sighup_reloads_the_file_and_refuses_a_bad_one_under_load() {
     assert_eq!(out.code(), Some(0), "{out:#?}");
 }
 
+/// The binary: a reload whose file puts an environment secret under the wrong key is refused with one error
+/// line that names the variable and never shows its value.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reload_error_never_shows_a_value_from_the_environment() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let dir = TempDir::new();
+    let imds = ClosedPort::new();
+    let body = world.config(
+        &World::sp("sp", "hup"),
+        &world.route("one", "/one", "sp", ""),
+    );
+    let env = [("AML_SECRET", "canary-env-SECRET-41c2")];
+    let proxy = RunningProxy::start(&dir, &imds, &body, &[], &env).await;
+    let file = proxy.config.clone().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(&world.upstream.base_url(), "${AML_SECRET}"),
+    )
+    .unwrap();
+    hup(&proxy);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(line) = proxy
+            .child
+            .stderr_so_far()
+            .lines()
+            .find(|l| l.contains("configuration reload refused"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload error: {}",
+            proxy.child.stderr_so_far()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        line.contains("routes[0].upstream") && line.contains("${AML_SECRET}"),
+        "{line}"
+    );
+    let out = proxy.stop().await;
+    assert!(!out.all().contains("canary-env"), "{out:#?}");
+    assert_eq!(out.code(), Some(0), "{out:#?}");
+}
+
 fn hup(proxy: &RunningProxy) {
     let status = std::process::Command::new("kill")
         .arg("-HUP")

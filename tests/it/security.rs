@@ -5,7 +5,7 @@
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::support::proxy::World;
+use crate::support::proxy::{TestProxy, World};
 use crate::support::{request, trace_init};
 
 fn json(body: &[u8]) -> Value {
@@ -42,6 +42,206 @@ async fn spoofable_metadata_is_dropped_and_x_forwarded_for_is_the_caller() {
     );
     assert_eq!(seen.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(seen["x-kept"], "yes");
+    proxy.stop().await;
+}
+
+/// Override and client-identity headers a caller may not set on a forwarded request by default, with a value
+/// each (the documented list in the README's route reference).
+const DROPPED_BY_DEFAULT: &[(&str, &str)] = &[
+    ("x-http-method-override", "DELETE"),
+    ("x-http-method", "DELETE"),
+    ("x-method-override", "DELETE"),
+    ("x-rewrite-url", "/admin"),
+    ("x-override-url", "/admin"),
+    ("x-waws-unencoded-url", "/admin"),
+    ("x-host", "attacker.example"),
+    ("x-http-host-override", "attacker.example"),
+    ("x-real-ip", "10.9.8.7"),
+    ("true-client-ip", "10.9.8.7"),
+    ("x-client-ip", "10.9.8.7"),
+    ("client-ip", "10.9.8.7"),
+    ("x-cluster-client-ip", "10.9.8.7"),
+    ("x-originating-ip", "10.9.8.7"),
+    ("x-remote-ip", "10.9.8.7"),
+    ("x-remote-addr", "10.9.8.7"),
+    ("x-proxyuser-ip", "10.9.8.7"),
+    ("proxy-client-ip", "10.9.8.7"),
+    ("wl-proxy-client-ip", "10.9.8.7"),
+    ("x-ms-forwarded-client-ip", "10.9.8.7"),
+    ("x-azure-clientip", "10.9.8.7"),
+    ("x-azure-socketip", "10.9.8.7"),
+    ("x-azure-fdid", "00000000-0000-0000-0000-000000000000"),
+    ("cf-connecting-ip", "10.9.8.7"),
+    ("cf-connecting-ipv6", "::1"),
+    ("fastly-client-ip", "10.9.8.7"),
+    ("x-appengine-user-ip", "10.9.8.7"),
+    ("x-envoy-original-path", "/admin"),
+    ("x-envoy-internal", "true"),
+    ("x-ms-client-principal", "e30="),
+    ("x-ms-client-principal-name", "admin@contoso.com"),
+    ("x-ms-token-aad-access-token", "caller-chosen"),
+    ("x-forwarded-server", "attacker.example"),
+];
+
+#[tokio::test]
+async fn override_and_client_identity_headers_are_dropped_by_default() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = world.simple_proxy("overrides").await;
+    let mut headers = DROPPED_BY_DEFAULT.to_vec();
+    headers.push(("x-kept", "yes"));
+    headers.push(("x-ms-client-request-id", "kept-too"));
+    let (status, _, body) = request(Method::GET, &proxy.url("/x"), &headers, "").await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let seen = world.upstream.last_request().unwrap();
+    for (name, _) in DROPPED_BY_DEFAULT {
+        assert!(!seen.headers.contains_key(*name), "{name} forwarded");
+    }
+    assert_eq!(seen.headers["x-kept"], "yes");
+    assert_eq!(seen.headers["x-ms-client-request-id"], "kept-too");
+    assert_eq!(seen.method, Method::GET);
+    assert!(seen.token.is_some());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_route_may_forward_chosen_override_headers() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let forward =
+        "    forward_headers: [X-Real-IP, x-envoy-original-path, x-http-method-override]\n";
+    let routes = [
+        world.route("opt", "/opt", "sp", forward),
+        world.route("plain", "/", "sp", ""),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&world.config(&World::sp("sp", "optin"), &routes)).await;
+    let (status, _, _) = request(Method::GET, &proxy.url("/opt/x"), DROPPED_BY_DEFAULT, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = world.upstream.last_request().unwrap().headers;
+    for (name, value) in DROPPED_BY_DEFAULT {
+        let forwarded = [
+            "x-real-ip",
+            "x-envoy-original-path",
+            "x-http-method-override",
+        ];
+        match seen.get(*name) {
+            Some(v) => assert!(forwarded.contains(name) && v == value, "{name} forwarded"),
+            None => assert!(!forwarded.contains(name), "{name} dropped"),
+        }
+    }
+    // Another route does not inherit the choice.
+    let (status, _, _) = request(Method::GET, &proxy.url("/y"), DROPPED_BY_DEFAULT, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = world.upstream.last_request().unwrap().headers;
+    assert!(!seen.contains_key("x-real-ip") && !seen.contains_key("x-http-method-override"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_forwarded_method_override_is_held_to_the_routes_allowed_methods() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let routes = [
+        world.route(
+            "read-only",
+            "/ro",
+            "sp",
+            "    allow: { methods: [GET, POST] }\n    forward_headers: [x-http-method-override, x-method-override]\n",
+        ),
+        world.route("read-only-plain", "/plain", "sp", "    allow: { methods: [GET] }\n"),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&world.config(&World::sp("sp", "effective"), &routes)).await;
+    proxy.wait_ready().await;
+    for headers in [
+        vec![("x-http-method-override", "DELETE")],
+        vec![("x-http-method-override", "delete")],
+        vec![("x-method-override", "PUT")],
+        vec![
+            ("x-http-method-override", "GET"),
+            ("x-method-override", "PATCH"),
+        ],
+        vec![("x-http-method-override", "TRACE")],
+    ] {
+        let answer = request(Method::POST, &proxy.url("/ro/x"), &headers, "{}").await;
+        let (status, _, body) = &answer;
+        assert_eq!(
+            *status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{headers:?}: {}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(answer.1["x-aml-auth-proxy-error"], "MethodNotAllowed");
+        assert_eq!(answer.1["allow"], "GET, POST");
+    }
+    for headers in [
+        vec![("x-http-method-override", "DE LETE")],
+        vec![("x-http-method-override", "")],
+        vec![("x-http-method-override", "GET, DELETE")],
+    ] {
+        let (status, answer, _) = request(Method::POST, &proxy.url("/ro/x"), &headers, "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}");
+        assert_eq!(answer["x-aml-auth-proxy-error"], "BadRequest");
+    }
+    assert_eq!(
+        world.upstream.count(),
+        0,
+        "a refused override reached the upstream"
+    );
+    // An allowed effective method goes through, override header and all.
+    let headers = [("x-http-method-override", "get")];
+    let (status, _, _) = request(Method::POST, &proxy.url("/ro/x"), &headers, "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = world.upstream.last_request().unwrap();
+    assert_eq!(seen.headers["x-http-method-override"], "get");
+    // Without the opt-in the header never travels, so it cannot change the method the upstream acts on.
+    let headers = [("x-http-method-override", "DELETE")];
+    let (status, _, _) = request(Method::GET, &proxy.url("/plain/x"), &headers, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = world.upstream.last_request().unwrap();
+    assert!(!seen.headers.contains_key("x-http-method-override"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn trace_track_and_debug_are_refused_unless_the_route_lists_them() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let routes = [
+        world.route("any", "/", "sp", ""),
+        world.route(
+            "diag",
+            "/diag",
+            "sp",
+            "    allow: { methods: [GET, TRACE] }\n",
+        ),
+    ]
+    .concat();
+    let proxy = TestProxy::start(&world.config(&World::sp("sp", "trace"), &routes)).await;
+    proxy.wait_ready().await;
+    for method in ["TRACE", "TRACK", "DEBUG"] {
+        for path in ["/x", "/diag/x"] {
+            if method == "TRACE" && path == "/diag/x" {
+                continue;
+            }
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let (status, answer, body) = request(method.clone(), &proxy.url(path), &[], "").await;
+            assert_eq!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(answer["x-aml-auth-proxy-error"], "MethodNotAllowed");
+            assert_eq!(json(&body)["error"]["code"], "MethodNotAllowed");
+        }
+    }
+    assert_eq!(world.upstream.count(), 0);
+    // A route that names TRACE gets it.
+    let (status, _, _) = request(Method::TRACE, &proxy.url("/diag/x"), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(world.upstream.last_request().unwrap().method, Method::TRACE);
     proxy.stop().await;
 }
 

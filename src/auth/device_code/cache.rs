@@ -13,13 +13,14 @@
 //! the directory is synced. At no moment does a copy of the token exist with wider permissions.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::auth::Secret;
+use crate::file_read::{self, Access, FileError};
 
 /// The only format version this build reads and writes.
 pub(crate) const FORMAT_VERSION: u64 = 1;
@@ -64,6 +65,9 @@ pub(crate) enum CacheError {
         /// What is wrong (never a value from the file).
         why: String,
     },
+    /// Not a regular file, or the file system did not answer in time.
+    #[error("{0}")]
+    File(FileError),
     /// An I/O failure.
     #[error("{what} {}: {error}", .path.display())]
     Io {
@@ -150,43 +154,28 @@ impl StoredLogin {
     }
 }
 
-/// Reads the cache file: it must be a regular file that group and others cannot access.
+/// Reads the cache file: it must be a regular file (a FIFO or device is refused without being opened) that group
+/// and others cannot access. Blocking: callers run it off the async workers, bounded in time.
 pub(crate) fn load(path: &Path) -> Result<StoredLogin, CacheError> {
-    let io = |what, error: std::io::Error| CacheError::Io {
-        what,
-        path: path.to_owned(),
-        error,
-    };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CacheError::Missing(path.to_owned()));
-        }
-        Err(e) => return Err(io("cannot open", e)),
-    };
-    let meta = file.metadata().map_err(|e| io("cannot read", e))?;
-    if !meta.is_file() {
-        return Err(CacheError::Invalid {
-            path: path.to_owned(),
-            why: "not a regular file".to_owned(),
-        });
-    }
-    if let Some(mode) = shared_mode(&meta) {
-        return Err(CacheError::Shared {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io("cannot read", e))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(CacheError::Invalid {
-            path: path.to_owned(),
-            why: format!("larger than {MAX_FILE_BYTES} bytes"),
-        });
-    }
+    let bytes = file_read::read_now(path, MAX_FILE_BYTES, Access::Private(shared)).map_err(
+        |e| match e {
+            e if e.is_not_found() => CacheError::Missing(path.to_owned()),
+            FileError::Shared { mode, .. } => CacheError::Shared {
+                path: path.to_owned(),
+                mode,
+            },
+            FileError::TooLarge { .. } => CacheError::Invalid {
+                path: path.to_owned(),
+                why: format!("larger than {MAX_FILE_BYTES} bytes"),
+            },
+            FileError::Open { error, .. } => CacheError::Io {
+                what: "cannot open",
+                path: path.to_owned(),
+                error,
+            },
+            other => CacheError::File(other),
+        },
+    )?;
     StoredLogin::from_json(&bytes).map_err(|why| CacheError::Invalid {
         path: path.to_owned(),
         why,
@@ -265,18 +254,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// The permission bits (`mode & 0o7777`) when group or others have any access, else `None`.
-#[cfg(unix)]
-fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o7777;
-    (mode & 0o077 != 0).then_some(mode)
-}
-
-/// Non-Unix platforms have no mode bits to check.
-#[cfg(not(unix))]
-fn shared_mode(_meta: &std::fs::Metadata) -> Option<u32> {
-    None
+/// Group or others have any access (the [`Access::Private`] rule for the cache file).
+fn shared(mode: u32, _owner_uid: u32) -> bool {
+    mode & 0o077 != 0
 }
 
 /// Appends `value` as a JSON string literal.

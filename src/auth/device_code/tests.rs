@@ -537,6 +537,35 @@ fn cache_file_readable_by_others_is_refused() {
 }
 
 #[test]
+fn a_cache_file_that_is_a_fifo_is_refused_without_blocking() {
+    let dir = TempDir::new();
+    let fifo = dir.join("tokens.json");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(cache::load(&path).map(|_| ()));
+    });
+    let e = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("reading the cache file blocked on a FIFO")
+        .unwrap_err();
+    assert!(matches!(e, CacheError::File(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{} is a FIFO (named pipe), not a regular file",
+            fifo.display()
+        )
+    );
+}
+
+#[test]
 fn bad_cache_files_are_explained_without_their_content() {
     let dir = TempDir::new();
     let path = dir.join("tokens.json");

@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, Uri};
-use tokio::io::AsyncReadExt;
-use zeroize::Zeroizing;
 
 use super::{Call, Problem, SOURCE, Transport, id_kind};
 use crate::auth::{AccessToken, CredentialError, Secret, TokenError, TokenErrorKind};
 use crate::config::UserAssignedId;
+use crate::file_read::{self, Access, FileError};
 
 const API_VERSION: &str = "2020-06-01";
 
@@ -133,22 +132,28 @@ fn realm(headers: &HeaderMap) -> Option<String> {
     (!path.is_empty()).then(|| path.to_owned())
 }
 
-/// Validates and reads the key file a challenge named (see the module docs). Reasons name the path, never the
-/// contents.
+/// Validates and reads the key file a challenge named (see the module docs), off the async workers and waiting at
+/// most [`file_read::READ_TIMEOUT`]. Reasons name the path, never the contents.
 pub(super) async fn read_key(key_dir: &Path, realm: &str) -> Result<Secret, String> {
-    let path = Path::new(realm);
+    let (dir, path) = (key_dir.to_path_buf(), PathBuf::from(realm));
+    file_read::off_thread_async(Path::new(realm), file_read::READ_TIMEOUT, move || {
+        read_key_now(&dir, &path)
+    })
+    .await
+    .map_err(|e| format!("the key file {realm}: {}", e.reason()))?
+}
+
+/// [`read_key`] on the current thread.
+fn read_key_now(key_dir: &Path, path: &Path) -> Result<Secret, String> {
     let shown = path.display();
     if path.extension() != Some(OsStr::new("key")) {
         return Err(format!(
             "the key file {shown} does not have the .key extension"
         ));
     }
-    let resolved = tokio::fs::canonicalize(path)
-        .await
+    let resolved = std::fs::canonicalize(path)
         .map_err(|e| format!("cannot resolve the key file {shown}: {e}"))?;
-    let dir = tokio::fs::canonicalize(key_dir)
-        .await
-        .unwrap_or_else(|_| key_dir.to_path_buf());
+    let dir = std::fs::canonicalize(key_dir).unwrap_or_else(|_| key_dir.to_path_buf());
     if resolved.parent() != Some(dir.as_path()) {
         return Err(format!(
             "the key file {shown} is not in the agent's key directory {}",
@@ -160,31 +165,14 @@ pub(super) async fn read_key(key_dir: &Path, realm: &str) -> Result<Secret, Stri
             "the key file {shown} does not resolve to a .key file"
         ));
     }
-    let metadata = tokio::fs::metadata(&resolved)
-        .await
-        .map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
-    if !metadata.is_file() {
-        return Err(format!("the key file {shown} is not a regular file"));
-    }
-    if metadata.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "the key file {shown} is larger than {MAX_KEY_BYTES} bytes"
-        ));
-    }
-    let file = tokio::fs::File::open(&resolved)
-        .await
-        .map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
-    let mut contents = Zeroizing::new(Vec::new());
-    // Read one byte past the limit: a file that grew after the size check is refused too.
-    file.take(MAX_KEY_BYTES + 1)
-        .read_to_end(&mut contents)
-        .await
-        .map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
-    if contents.len() as u64 > MAX_KEY_BYTES {
-        return Err(format!(
-            "the key file {shown} is larger than {MAX_KEY_BYTES} bytes"
-        ));
-    }
+    // A regular file only (a FIFO is refused without being opened), one byte past the limit at most.
+    let contents =
+        file_read::read_now(&resolved, MAX_KEY_BYTES, Access::Any).map_err(|e| match e {
+            FileError::NotRegular { .. } | FileError::TooLarge { .. } => {
+                format!("the key file {shown} is {}", e.reason())
+            }
+            other => format!("cannot read the key file {shown}: {}", other.reason()),
+        })?;
     let text = std::str::from_utf8(&contents)
         .map_err(|_| format!("the key file {shown} is not text"))?
         .trim();

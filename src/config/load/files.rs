@@ -1,16 +1,15 @@
-//! File-valued keys: path resolution (`~/`, relative to the config file), secret files, CA bundles.
+//! File-valued keys: path resolution (`~/`, relative to the config file), secret files, CA bundles. Files are
+//! read through [`crate::file_read`]: regular files only, bounded in size and time.
 
-use std::fs::{File, Metadata};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_yaml::Value;
-use zeroize::Zeroize;
 
 use super::walk::Walker;
 use crate::auth::Secret;
+use crate::file_read::{self, Access, FileError};
 
 /// Secret files larger than this are refused (a secret is a short string).
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
@@ -52,41 +51,25 @@ impl Walker<'_> {
     /// A file holding a secret: readable, regular, and not accessible by group or others.
     pub(super) fn private_file(&mut self, path: &str, value: &Value) -> Option<PathBuf> {
         let file = self.path(path, value)?;
-        self.open_private(path, &file)?;
+        file_read::check(&file, Access::Private(refused))
+            .map_err(|e| self.file_problem(path, e))
+            .ok()?;
         Some(file)
     }
 
     /// The secret held in a private file: its content minus one trailing newline.
     pub(super) fn secret_file(&mut self, path: &str, value: &Value) -> Option<Secret> {
         let file = self.path(path, value)?;
-        let handle = self.open_private(path, &file)?;
-        let shown = file.display();
-        let mut bytes = Vec::new();
-        if let Err(e) = handle.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes) {
-            bytes.zeroize();
-            self.problem(path, format!("cannot read {shown}: {e}"));
+        let bytes = file_read::read(&file, MAX_SECRET_BYTES, Access::Private(refused))
+            .map_err(|e| self.file_problem(path, e))
+            .ok()?;
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            self.problem(path, format!("{} is not valid UTF-8", file.display()));
             return None;
-        }
-        if bytes.len() as u64 > MAX_SECRET_BYTES {
-            bytes.zeroize();
-            self.problem(
-                path,
-                format!("{shown} is larger than {MAX_SECRET_BYTES} bytes"),
-            );
-            return None;
-        }
-        let mut text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => {
-                e.into_bytes().zeroize();
-                self.problem(path, format!("{shown} is not valid UTF-8"));
-                return None;
-            }
         };
-        strip_one_newline(&mut text);
-        let secret = Secret::new(text);
+        let secret = Secret::new(strip_one_newline(text));
         if secret.is_empty() {
-            self.problem(path, format!("{shown} is empty"));
+            self.problem(path, format!("{} is empty", file.display()));
             return None;
         }
         Some(secret)
@@ -99,13 +82,10 @@ impl Walker<'_> {
         value: &Value,
     ) -> Option<Vec<CertificateDer<'static>>> {
         let file = self.path(path, value)?;
-        let handle = self.open(path, &file)?;
+        let bytes = file_read::read(&file, MAX_PEM_BYTES, Access::Any)
+            .map_err(|e| self.file_problem(path, e))
+            .ok()?;
         let shown = file.display();
-        let mut bytes = Vec::new();
-        if let Err(e) = handle.take(MAX_PEM_BYTES).read_to_end(&mut bytes) {
-            self.problem(path, format!("cannot read {shown}: {e}"));
-            return None;
-        }
         let roots: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
         match roots {
             Ok(roots) if roots.is_empty() => {
@@ -120,27 +100,15 @@ impl Walker<'_> {
         }
     }
 
-    /// Opens a regular file (following symlinks).
-    fn open(&mut self, path: &str, file: &Path) -> Option<File> {
-        open_regular(file)
-            .map(|(handle, _)| handle)
-            .map_err(|message| self.problem(path, message))
-            .ok()
-    }
-
-    /// Opens a regular file that group and others cannot access.
-    fn open_private(&mut self, path: &str, file: &Path) -> Option<File> {
-        let (handle, meta) = open_regular(file)
-            .map_err(|message| self.problem(path, message))
-            .ok()?;
-        if let Some(mode) = shared_mode(&meta) {
-            let access = if mode & 0o044 != 0 {
-                "readable"
-            } else {
-                "accessible"
-            };
-            self.problem(
-                path,
+    /// Reports why a file could not be used; a shared secret file gets the chmod advice.
+    fn file_problem(&mut self, path: &str, error: FileError) {
+        let message = match error {
+            FileError::Shared { path: file, mode } => {
+                let access = if mode & 0o044 != 0 {
+                    "readable"
+                } else {
+                    "accessible"
+                };
                 format!(
                     "{} is {access} by group or others (mode {mode:04o}); chmod 600 it{}",
                     file.display(),
@@ -149,39 +117,17 @@ impl Walker<'_> {
                     } else {
                         ""
                     }
-                ),
-            );
-            return None;
-        }
-        Some(handle)
+                )
+            }
+            other => other.to_string(),
+        };
+        self.problem(path, message);
     }
 }
 
-/// Opens `file` for reading and checks that it is a regular file. The error names the file, never its content.
-fn open_regular(file: &Path) -> Result<(File, Metadata), String> {
-    let shown = file.display();
-    let handle = File::open(file).map_err(|e| format!("cannot open {shown}: {e}"))?;
-    let meta = handle
-        .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    Ok((handle, meta))
-}
-
-/// The permission bits (`mode & 0o7777`) when group or others have more access than a secret file may give,
-/// else `None`. See [`refused_mode`].
-#[cfg(unix)]
-fn shared_mode(meta: &Metadata) -> Option<u32> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    refused_mode(meta.permissions().mode() & 0o7777, meta.uid())
-}
-
-/// Non-Unix platforms have no mode bits to check.
-#[cfg(not(unix))]
-fn shared_mode(_meta: &Metadata) -> Option<u32> {
-    None
+/// [`refused_mode`] as an [`Access::Private`] rule.
+fn refused(mode: u32, owner_uid: u32) -> bool {
+    refused_mode(mode, owner_uid).is_some()
 }
 
 /// A secret file may give group and others no access at all, with one exception, PostgreSQL's rule for key
@@ -194,13 +140,11 @@ fn refused_mode(mode: u32, owner_uid: u32) -> Option<u32> {
     (mode & 0o077 & !tolerated != 0).then_some(mode)
 }
 
-/// Removes one trailing `\n` or `\r\n`.
-fn strip_one_newline(text: &mut String) {
-    if text.ends_with("\r\n") {
-        text.truncate(text.len() - 2);
-    } else if text.ends_with('\n') {
-        text.truncate(text.len() - 1);
-    }
+/// `text` without one trailing `\n` or `\r\n`.
+fn strip_one_newline(text: &str) -> &str {
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
 }
 
 #[cfg(test)]

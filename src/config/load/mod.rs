@@ -9,6 +9,7 @@
 mod credentials;
 mod files;
 mod listen;
+mod nesting;
 mod routes;
 mod syntax;
 mod url;
@@ -30,9 +31,15 @@ use super::{
     RouteConfig, Upstream,
 };
 use crate::env::Env;
+use crate::file_read::{self, Access, FileError};
 pub(super) use listen::{listener_problems, parse_listen};
 use url::{UrlRule, check_url};
 use walk::{Field, Walker};
+
+/// Configuration files larger than this are refused before they are parsed (the largest example is about 3 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+pub use nesting::MAX_NESTING;
 
 /// `Host` header names accepted when `allowed_hosts` is not given.
 const DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
@@ -68,18 +75,24 @@ pub fn authority_origin(text: &str) -> Result<HttpsOrigin, String> {
 ///
 /// Every problem is reported at once, each with its key path; the error names `path`.
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(
-            Some(path.to_path_buf()),
-            "",
-            format!("cannot read {}: {e}", path.display()),
-        )
+    let refused = |message: String| ConfigError::single(Some(path.to_path_buf()), "", message);
+    let bytes = file_read::read(path, MAX_CONFIG_BYTES, Access::Any).map_err(|e| {
+        refused(match e {
+            FileError::Open { error, .. } => format!("cannot read {}: {error}", path.display()),
+            FileError::TooLarge { .. } => format!(
+                "{} is larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the limit for a configuration file",
+                path.display()
+            ),
+            other => other.to_string(),
+        })
     })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| refused(format!("{} is not valid UTF-8", path.display())))?;
     let base_dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    from_yaml_str(&text, env, ConfigOrigin::File(path.to_path_buf()), base_dir)
+    from_yaml_str(text, env, ConfigOrigin::File(path.to_path_buf()), base_dir)
 }
 
 /// Parses and checks configuration text. `${VAR}` references are looked up in `env`; relative paths are
@@ -94,6 +107,17 @@ pub fn from_yaml_str(
         ConfigOrigin::File(path) => Some(path.clone()),
         ConfigOrigin::BuiltIn => None,
     };
+    // Both checks run before the parser, whose time grows with the square of the nesting depth.
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::single(
+            file,
+            "",
+            format!(
+                "the configuration is larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the limit for a configuration file"
+            ),
+        ));
+    }
+    nesting::check(text).map_err(|message| ConfigError::single(file.clone(), "", message))?;
     let mut root: Value = serde_yaml::from_str(text)
         .map_err(|e| ConfigError::single(file.clone(), "", syntax_error(&e)))?;
     root.apply_merge().map_err(|e| {
@@ -153,6 +177,7 @@ fn builtin_route(w: &mut Walker<'_>, cloud: Cloud) -> Option<RouteConfig> {
         credential: Some(DEFAULT_CREDENTIAL.to_owned()),
         allow: AllowPolicy::default(),
         pass_through_authorization: false,
+        forward_headers: Vec::new(),
     })
 }
 
@@ -297,7 +322,10 @@ fn authority_host(
         Field::Valid(origin) => return Some(origin),
         Field::Invalid => return None,
         Field::Absent => match w.env().non_empty(AUTHORITY_HOST_VAR) {
-            Some(text) => (text, Some(AUTHORITY_HOST_VAR)),
+            Some(text) => {
+                w.value_from_env("authority_host", AUTHORITY_HOST_VAR, &text);
+                (text, Some(AUTHORITY_HOST_VAR))
+            }
             None => (cloud.authority_host().to_owned(), None),
         },
     };

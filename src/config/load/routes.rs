@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use http::Method;
+use http::{HeaderName, Method};
 use serde_yaml::Value;
 
 use super::syntax::{check_name, check_scope};
 use super::url::{check_authority, has_dot_segment};
 use super::walk::{Field, Walker, child};
+use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
 use crate::config::{AllowPolicy, DEFAULT_CREDENTIAL, RouteConfig, Upstream};
 
 /// Routes seen so far, to report duplicates at the later one.
@@ -29,6 +30,7 @@ struct RouteFields {
     credential: Field<String>,
     allow: Field<AllowPolicy>,
     pass_through_authorization: Field<bool>,
+    forward_headers: Field<Vec<HeaderName>>,
 }
 
 /// Walks `routes:` (a non-empty list). `names` are the declared credentials.
@@ -86,6 +88,10 @@ fn route(
             "credential" => f.credential.set(credential_ref(w, p, v, names)),
             "allow" => f.allow.set(allow(w, p, v)),
             "pass_through_authorization" => f.pass_through_authorization.set(w.boolean(p, v)),
+            "forward_headers" => f.forward_headers.set(w.list(p, v, false, |w, p, v| {
+                w.string(p, v)
+                    .and_then(|t| report(w, p, forward_header(&t)))
+            })),
             _ => return false,
         }
         true
@@ -216,6 +222,22 @@ fn browser_origin(text: &str) -> Result<String, String> {
     Ok(lower)
 }
 
+/// A `forward_headers` entry: a header the proxy drops by default, lower-cased.
+fn forward_header(text: &str) -> Result<HeaderName, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if is_always_dropped(&lower) {
+        return Err(format!(
+            "{text:?} is always dropped: the proxy sets X-Forwarded-For itself and never forwards Forwarded, X-Forwarded-*, X-Original-* or Metadata"
+        ));
+    }
+    if !is_dropped_by_default(&lower) {
+        return Err(format!(
+            "{text:?} is forwarded anyway; list only headers the proxy drops by default (method overrides such as x-http-method-override, URL overrides such as x-rewrite-url, client-identity headers such as x-real-ip; the README lists them all)"
+        ));
+    }
+    HeaderName::from_bytes(lower.as_bytes()).map_err(|_| format!("{text:?} is not a header name"))
+}
+
 /// `/a/b/` → `/a/b`; `/` stays.
 fn trim_trailing_slash(text: &str) -> String {
     match text.trim_end_matches('/') {
@@ -265,6 +287,7 @@ impl RouteFields {
             credential: credential?,
             allow: self.allow.or(AllowPolicy::default())?,
             pass_through_authorization: pass_through?,
+            forward_headers: self.forward_headers.or(Vec::new())?,
         })
     }
 }

@@ -423,7 +423,7 @@ fn builtin_default() {
     assert_eq!(err.file, None);
     assert_eq!(
         err.problems[0].to_string(),
-        "authority_host: AZURE_AUTHORITY_HOST: plain http is only allowed for loopback hosts (got \"http://login.example\")"
+        "authority_host: AZURE_AUTHORITY_HOST: plain http is only allowed for loopback hosts (got \"${AZURE_AUTHORITY_HOST}\")"
     );
 }
 
@@ -693,7 +693,7 @@ fn authority_host_key_then_env_then_cloud() {
     assert_eq!(
         problems_env(&bad, &with_defaults("")),
         [
-            "authority_host: AZURE_AUTHORITY_HOST: must not have a path (got \"https://login.example/tenant\")"
+            "authority_host: AZURE_AUTHORITY_HOST: must not have a path (got \"${AZURE_AUTHORITY_HOST}\")"
         ]
     );
     assert!(
@@ -943,7 +943,11 @@ fn secret_files_must_be_private_and_are_never_shown() {
         "{err}"
     );
     let err = parse_with(&env, dir.path(), &cred(".")).unwrap_err();
-    assert!(err.to_string().contains("is not a regular file"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is a directory, not a regular file"),
+        "{err}"
+    );
 
     let sdk = with_credential("    sdk_auth_file: { path: shared }");
     let err = parse_with(&env, dir.path(), &sdk).unwrap_err();
@@ -955,6 +959,138 @@ fn secret_files_must_be_private_and_are_never_shown() {
     assert_eq!(
         problems(&with_credential("    sdk_auth_file: {}")),
         ["credentials.sp.sdk_auth_file.path: required key is missing"]
+    );
+}
+
+/// Runs `f` on a thread; fails the test if it has not returned within 10 s (a hang guard, not a timing).
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("loading the configuration blocked")
+}
+
+#[test]
+fn fifos_and_devices_are_refused_without_blocking_naming_the_key() {
+    let dir = TempDir::new();
+    let fifo = dir.path().join("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let shown = fifo.display().to_string();
+    let cases = [
+        (
+            with_credential(
+                "    client_secret: { tenant_id: t, client_id: c, client_secret_file: fifo }",
+            ),
+            "credentials.sp.client_secret.client_secret_file",
+        ),
+        (
+            with_credential(
+                "    client_certificate: { tenant_id: t, client_id: c, certificate_file: fifo }",
+            ),
+            "credentials.sp.client_certificate.certificate_file",
+        ),
+        (
+            with_credential("    sdk_auth_file: { path: fifo }"),
+            "credentials.sp.sdk_auth_file.path",
+        ),
+        (
+            with_defaults("tls: { extra_ca_file: fifo }"),
+            "tls.extra_ca_file",
+        ),
+    ];
+    for (text, key) in cases {
+        let base = dir.path().to_path_buf();
+        let err = within(move || {
+            parse_with(&MapEnv::new(), &base, &text).expect_err("a FIFO was accepted")
+        });
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [format!(
+                "{key}: {shown} is a FIFO (named pipe), not a regular file"
+            )]
+        );
+    }
+    // /dev/zero would never end; /dev/null would read as empty: both are refused as devices.
+    for device in ["/dev/zero", "/dev/null"] {
+        let text = with_credential(&format!(
+            "    client_secret: {{ tenant_id: t, client_id: c, client_secret_file: {device} }}"
+        ));
+        let err = within(move || parse_env(&MapEnv::new(), &text).unwrap_err());
+        assert!(
+            err.to_string().contains(&format!(
+                "{device} is a character device, not a regular file"
+            )),
+            "{err}"
+        );
+    }
+    // The configuration file itself.
+    let err = within(move || load(&fifo, &MapEnv::new()).unwrap_err());
+    assert_eq!(err.file.as_deref(), Some(Path::new(&shown)));
+    assert!(
+        err.to_string().contains(&format!(
+            "{shown} is a FIFO (named pipe), not a regular file"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn deep_nesting_and_oversized_files_are_refused_before_parsing() {
+    let n = 100_000;
+    let flow = format!("routes: {}{}\n", "[".repeat(n), "]".repeat(n));
+    let block = format!("routes:\n{}x\n", "- ".repeat(n));
+    for (text, message) in [
+        (
+            &flow,
+            "`[`/`{` collections nest more than 64 levels deep at line 1; a configuration may nest at most 64 levels",
+        ),
+        (
+            &block,
+            "indented collections (or `- ` chains) nest more than 64 levels deep at line 2; a configuration may nest at most 64 levels",
+        ),
+    ] {
+        assert_eq!(problems(text), [message]);
+    }
+    // 64 levels are fine (the parser then reports what is wrong with the document).
+    let ok_depth = format!("routes: {}{}\n", "[".repeat(64), "]".repeat(64));
+    assert!(
+        problems(&ok_depth)[0].starts_with("routes[0]: "),
+        "{:?}",
+        problems(&ok_depth)
+    );
+
+    let large = format!(
+        "{}\n{}",
+        "#".repeat(MAX_CONFIG_BYTES as usize),
+        with_defaults("")
+    );
+    assert_eq!(
+        problems(&large),
+        [
+            "the configuration is larger than 1048576 bytes (1 MiB), the limit for a configuration file"
+        ]
+    );
+    let dir = TempDir::new();
+    let file = dir.path().join("huge.yaml");
+    fs::File::create(&file)
+        .unwrap()
+        .set_len(200 * 1024 * 1024)
+        .unwrap();
+    let err = load(&file, &MapEnv::new()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid configuration {0} (1 problem):\n  {0} is larger than 1048576 bytes (1 MiB), the limit for a configuration file",
+            file.display()
+        )
     );
 }
 
@@ -1024,6 +1160,103 @@ fn canary_secret_never_appears_in_errors() {
         let err = parse_with(&env, dir.path(), text).expect_err(text);
         assert_no_canary(&err);
     }
+}
+
+/// A secret put in the wrong key through `${VAR}` (or `AZURE_AUTHORITY_HOST`) is never shown: problems name the
+/// variable instead, whatever the validator would have quoted.
+#[test]
+fn values_from_the_environment_are_never_shown_in_problems() {
+    let placements = [
+        (
+            "upstream",
+            with_route("    path_prefix: /\n    upstream: \"${SECRET}\"\n    scope: s"),
+        ),
+        (
+            "upstream host",
+            with_route("    path_prefix: /\n    upstream: \"https://${SECRET}:0/x\"\n    scope: s"),
+        ),
+        (
+            "authority_host",
+            with_defaults("authority_host: \"${SECRET}\""),
+        ),
+        (
+            "duration",
+            with_defaults("limits: { drain_timeout: \"${SECRET}\" }"),
+        ),
+        (
+            "count",
+            with_defaults("limits: { max_in_flight: \"${SECRET}\" }"),
+        ),
+        ("boolean", with_defaults("cae: \"${SECRET}\"")),
+        ("cloud", with_defaults("cloud: \"${SECRET}\"")),
+        ("listen", with_defaults("listen: \"${SECRET}\"")),
+        (
+            "allowed_hosts",
+            with_defaults("allowed_hosts: [\"${SECRET}:1\"]"),
+        ),
+        (
+            "tenant",
+            with_credential(
+                "    client_secret: { tenant_id: \"${SECRET}@t\", client_id: c, client_secret: x }",
+            ),
+        ),
+        (
+            "file",
+            with_credential(
+                "    client_secret: { tenant_id: t, client_id: c, client_secret_file: \"${SECRET}\" }",
+            ),
+        ),
+        (
+            "credential",
+            with_route(
+                "    path_prefix: /\n    upstream: https://h\n    scope: s\n    credential: \"${SECRET}\"",
+            ),
+        ),
+        (
+            "chain",
+            "credentials:\n  default:\n    chain: [\"${SECRET}\"]\n".to_owned() + ARM_ROUTE,
+        ),
+    ];
+    let canaries = [
+        CANARY.to_owned(),
+        "canary SECRET 7f3a9c".to_owned(),
+        "canary\"SECRET\\7f3a9c".to_owned(),
+        "canary:SECRET/7f3a9c?x".to_owned(),
+    ];
+    for canary in &canaries {
+        let env = MapEnv::new().with("SECRET", canary.as_str());
+        for (what, text) in &placements {
+            let err = parse_env(&env, text).expect_err(what);
+            let shown = format!("{err}\n{err:?}").to_ascii_lowercase();
+            assert!(
+                !shown.contains("canary") && !shown.contains("7f3a9c"),
+                "{what} with {canary:?}: {err}"
+            );
+            assert!(err.to_string().contains("${SECRET}"), "{what}: {err}");
+        }
+        let from_var = MapEnv::new().with("AZURE_AUTHORITY_HOST", canary.as_str());
+        let err = parse_env(&from_var, &with_defaults("")).unwrap_err();
+        assert!(
+            !err.to_string().to_ascii_lowercase().contains("canary"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("${AZURE_AUTHORITY_HOST}"), "{err}");
+    }
+    // The messages stay useful: the scalar as the file writes it, or the variable's name.
+    let env = MapEnv::new().with("SECRET", CANARY);
+    assert_eq!(
+        problems_env(&env, &placements[0].1),
+        ["routes[0].upstream: must be an absolute URL like https://host (got \"${SECRET}\")"]
+    );
+    assert_eq!(
+        problems_env(&env, &placements[3].1),
+        ["limits.drain_timeout: invalid duration \"${SECRET}\": expected number at 0"]
+    );
+    // Literal values from the file are still quoted.
+    assert_eq!(
+        problems(&with_defaults("limits: { drain_timeout: soon }")),
+        ["limits.drain_timeout: invalid duration \"soon\": expected number at 0"]
+    );
 }
 
 #[test]
@@ -1365,6 +1598,60 @@ fn allow_policies() {
 }
 
 #[test]
+fn forward_headers_name_only_headers_dropped_by_default() {
+    let base = "    path_prefix: /\n    upstream: https://h\n    scope: s\n";
+    let route = |keys: &str| with_route(&format!("{base}{keys}"));
+    assert!(ok(&route("")).routes[0].forward_headers.is_empty());
+    let text =
+        route("    forward_headers: [X-HTTP-Method-Override, x-real-ip, X-Envoy-Original-Path]");
+    let names: Vec<String> = ok(&text).routes[0]
+        .forward_headers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "x-http-method-override",
+            "x-real-ip",
+            "x-envoy-original-path"
+        ]
+    );
+    let text = route(
+        "    forward_headers: [x-forwarded-for, Metadata, x-original-url, content-type, \"bad name\", [x]]",
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 6, "{found:#?}");
+    for (i, problem) in found.iter().enumerate() {
+        assert!(
+            problem.starts_with(&format!("routes[0].forward_headers[{i}]: ")),
+            "{problem}"
+        );
+    }
+    assert!(found[0].contains("always dropped"), "{}", found[0]);
+    assert!(found[1].contains("always dropped"), "{}", found[1]);
+    assert!(found[2].contains("always dropped"), "{}", found[2]);
+    assert!(
+        found[3].contains("only headers the proxy drops by default"),
+        "{}",
+        found[3]
+    );
+    assert!(
+        found[4].contains("only headers the proxy drops by default"),
+        "{}",
+        found[4]
+    );
+    assert_eq!(
+        found[5],
+        "routes[0].forward_headers[5]: expected a string, got a list"
+    );
+    assert_eq!(
+        problems(&route("    forward_headers: x-real-ip")),
+        ["routes[0].forward_headers: expected a list, got a string"]
+    );
+}
+
+#[test]
 fn anchors_and_merge_keys() {
     let text = format!(
         "{CREDS}routes:
@@ -1417,7 +1704,13 @@ fn credential_names_may_not_shadow_built_in_chain_sources() {
 
 #[test]
 fn upstreams_may_not_be_link_local() {
-    for upstream in ["https://169.254.169.254", "https://[fe80::1]:8443/x"] {
+    for upstream in [
+        "https://169.254.169.254",
+        "https://[fe80::1]:8443/x",
+        "https://[::ffff:169.254.169.254]",
+        "https://[::ffff:a9fe:a9fe]",
+        "https://[64:ff9b::a9fe:a9fe]",
+    ] {
         let text = format!(
             "credentials:\n  sp:\n    azure_cli: {{}}\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: {upstream}\n    scope: https://management.azure.com/.default\n    credential: sp\n"
         );
@@ -1429,6 +1722,50 @@ fn upstreams_may_not_be_link_local() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn numeric_spellings_of_imds_are_refused_for_every_url_key() {
+    for host in [
+        "0xa9fea9fe",
+        "2852039166",
+        "169.254.43518",
+        "0251.0376.0251.0376",
+    ] {
+        let text = format!(
+            "authority_host: https://{host}
+credentials:
+  mi:
+    managed_identity: {{ endpoint: \"http://{host}/metadata/identity/oauth2/token\" }}
+routes:
+  - name: a
+    path_prefix: /
+    upstream: https://{host}
+    scope: https://management.azure.com/.default
+    credential: mi
+"
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        for (problem, key) in p.iter().zip([
+            "authority_host",
+            "credentials.mi.managed_identity.endpoint",
+            "routes[0].upstream",
+        ]) {
+            assert!(
+                problem.starts_with(&format!(
+                    "{key}: \"{host}\" is not an IP address as written"
+                )),
+                "{problem}"
+            );
+        }
+    }
+    // IMDS itself, written as IMDS is written, stays a valid managed-identity endpoint.
+    let config = ok(&format!(
+        "{}credentials:\n  mi:\n    managed_identity: {{ endpoint: \"http://169.254.169.254/metadata/identity/oauth2/token\" }}\n",
+        ARM_ROUTE.replace("    scope:", "    credential: mi\n    scope:")
+    ));
+    assert_eq!(config.credentials.len(), 1);
 }
 
 /// A caller key long enough to be accepted; it contains the canary.

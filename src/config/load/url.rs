@@ -1,6 +1,6 @@
 //! URL- and host-valued keys: `https://` (or loopback `http://`) origins, upstreams, token endpoints.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use http::Uri;
@@ -95,7 +95,7 @@ pub(super) fn check_url(text: &str, rule: UrlRule) -> Result<CheckedUrl, String>
         "https" => Scheme::HTTPS,
         "http" if is_loopback(&host) => Scheme::HTTP,
         // Managed-identity endpoints are plain http on the link-local IMDS address (169.254.0.0/16) too.
-        "http" if rule == UrlRule::Endpoint && is_link_local(&host) => Scheme::HTTP,
+        "http" if rule == UrlRule::Endpoint && is_link_local_ipv4(&host) => Scheme::HTTP,
         "http" => {
             return Err(format!(
                 "plain http is only allowed for loopback hosts{}",
@@ -104,11 +104,22 @@ pub(super) fn check_url(text: &str, rule: UrlRule) -> Result<CheckedUrl, String>
         }
         _ => return Err(format!("must be an https:// URL{}", shown(text))),
     };
-    if rule == UrlRule::Upstream && is_link_local_literal(&host) {
-        return Err(format!(
-            "must not be a link-local address: tokens are never sent to IMDS or its neighbours{}",
-            shown(text)
-        ));
+    match rule {
+        // Upstreams get tokens, the authority host gets client secrets and assertions.
+        UrlRule::Upstream | UrlRule::Origin if is_link_local_literal(&host) => {
+            return Err(format!(
+                "must not be a link-local address: tokens and secrets are never sent to IMDS or its neighbours{}",
+                shown(text)
+            ));
+        }
+        // The managed-identity endpoint may be IMDS itself, written the one way IMDS is written.
+        UrlRule::Endpoint if is_link_local_literal(&host) && !is_link_local_ipv4(&host) => {
+            return Err(format!(
+                "a link-local endpoint must be written as an IPv4 address, like http://169.254.169.254{}",
+                shown(text)
+            ));
+        }
+        _ => {}
     }
     let authority = Authority::from_str(&authority.to_ascii_lowercase())
         .map_err(|_| format!("has an invalid host or port{}", shown(text)))?;
@@ -188,38 +199,64 @@ pub(super) fn check_host(text: &str) -> Result<String, String> {
     if host.contains(':') {
         return problem("must not contain a port");
     }
-    if host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host) {
+    // A name whose last label is a number is an IPv4 address to URL parsers and to the system resolver
+    // (inet_aton reads `0xa9fea9fe`, `2852039166`, `0251.0376.0251.0376` and `169.254.43518` as 169.254.169.254):
+    // only the canonical form is accepted, so that what is checked is what gets connected to.
+    if looks_numeric(&host) {
+        return match host.parse::<Ipv4Addr>() {
+            Ok(ip) if ip.to_string() == host => Ok(host),
+            _ => problem(
+                "is not an IP address as written: write IPv4 addresses in dotted-decimal, like 10.0.0.1",
+            ),
+        };
+    }
+    if is_dns_name(&host) {
         return Ok(host);
     }
     problem("is not a valid host name")
 }
 
-/// True for `localhost`, 127.0.0.0/8 and `[::1]` (lower-case input).
+/// True when the last label (after one trailing dot) is a decimal number or `0x` followed by hex digits.
+fn looks_numeric(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let digits = last.strip_prefix("0x").unwrap_or(last);
+    (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+        || (last.starts_with("0x") && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// True for `localhost`, 127.0.0.0/8, `[::1]` and IPv4-mapped loopback (`[::ffff:127.0.0.1]`), for a host that
+/// passed [`check_host`] (lower-case, IPv4 in dotted-decimal).
 pub(super) fn is_loopback(host: &str) -> bool {
     if host == "localhost" {
         return true;
     }
-    if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return ip.is_loopback();
+    match literal(host) {
+        Some(IpAddr::V4(ip)) => ip.is_loopback(),
+        Some(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
     }
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .and_then(|h| h.parse::<Ipv6Addr>().ok())
-        .is_some_and(|ip| ip.is_loopback())
 }
 
-/// True for a link-local IP literal, IPv4 (169.254.0.0/16) or bracketed IPv6 (fe80::/10).
+/// True for a link-local IP literal in any form: IPv4 169.254.0.0/16, IPv6 fe80::/10, or an IPv6 address that
+/// carries a link-local IPv4 address (`[::ffff:169.254.169.254]`, `[64:ff9b::a9fe:a9fe]`…).
 fn is_link_local_literal(host: &str) -> bool {
-    let v6 = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .and_then(|h| h.parse::<Ipv6Addr>().ok());
-    is_link_local(host) || v6.is_some_and(|ip| ip.is_unicast_link_local())
+    literal(host).is_some_and(crate::ip::is_link_local)
 }
 
-/// True for an IPv4 link-local address (169.254.0.0/16), where IMDS listens.
-fn is_link_local(host: &str) -> bool {
+/// True for an IPv4 link-local address written as one (169.254.0.0/16), where IMDS listens.
+fn is_link_local_ipv4(host: &str) -> bool {
     host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_link_local())
+}
+
+/// The IP address a host that passed [`check_host`] is, if it is an IP literal.
+fn literal(host: &str) -> Option<IpAddr> {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+        None => host.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    }
 }
 
 /// True when a `/`-separated path has a `.` or `..` segment.
@@ -271,6 +308,104 @@ mod tests {
             "a..b",
         ] {
             assert!(check_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Every spelling of IMDS, or of another link-local address, that a URL parser or the system resolver would
+    /// accept: refused for upstreams and the authority host; for a managed-identity endpoint only the dotted
+    /// IPv4 form is accepted.
+    #[test]
+    fn link_local_in_every_spelling() {
+        let not_dotted = "is not an IP address as written: write IPv4 addresses in dotted-decimal, like 10.0.0.1";
+        let link_local = "must not be a link-local address";
+        let cases = [
+            ("169.254.169.254", link_local),
+            ("169.254.0.1:8443", link_local),
+            ("[::ffff:169.254.169.254]", link_local),
+            ("[::ffff:a9fe:a9fe]", link_local),
+            ("[::FFFF:A9FE:A9FE]", link_local),
+            ("[0:0:0:0:0:ffff:169.254.169.254]", link_local),
+            ("[::169.254.169.254]", link_local),
+            ("[64:ff9b::169.254.169.254]", link_local),
+            ("[64:ff9b::a9fe:a9fe]", link_local),
+            ("[64:ff9b:1::a9fe:a9fe]", link_local),
+            ("[2002:a9fe:a9fe::1]", link_local),
+            ("[fe80::1]", link_local),
+            ("[fe80::a9fe:a9fe]:80", link_local),
+            ("[febf::1]", link_local),
+            ("0xa9fea9fe", not_dotted),
+            ("0XA9FEA9FE", not_dotted),
+            ("2852039166", not_dotted),
+            ("0251.0376.0251.0376", not_dotted),
+            ("169.254.43518", not_dotted),
+            ("169.16689662", not_dotted),
+            ("0xa9.0xfe.0xa9.0xfe", not_dotted),
+            ("0xa9.254.0251.0xfe", not_dotted),
+            ("169.254.169.0376", not_dotted),
+            ("0169.254.169.254", not_dotted),
+            ("169.254.169.254.", not_dotted),
+            ("0xa9fea9fe.", not_dotted),
+            ("169.254.169.254.:80", not_dotted),
+            ("a.169.254", not_dotted),
+        ];
+        for (host, why) in cases {
+            for rule in [UrlRule::Upstream, UrlRule::Origin] {
+                let url = format!("https://{host}");
+                let e = check_url(&url, rule).unwrap_err();
+                assert!(e.contains(why), "{url} {rule:?}: {e}");
+            }
+            let endpoint = format!("http://{host}/metadata/identity/oauth2/token");
+            let result = check_url(&endpoint, UrlRule::Endpoint);
+            if host.starts_with("169.254.") && why == link_local {
+                assert!(result.is_ok(), "{endpoint}: {result:?}");
+            } else {
+                assert!(result.is_err(), "{endpoint}");
+            }
+        }
+        // Bracketed forms with a zone, or a scope, are not IP literals at all.
+        assert!(check_url("https://[fe80::1%25eth0]", UrlRule::Upstream).is_err());
+        // Names and canonical addresses still pass.
+        for ok in [
+            "https://10.0.0.1",
+            "https://169.255.0.1",
+            "https://[2001:db8::1]",
+            "https://[::ffff:10.0.0.1]",
+            "https://0x1.example.com",
+            "https://a9fea9fe",
+            "https://ml-1.azure.com",
+        ] {
+            assert!(check_url(ok, UrlRule::Upstream).is_ok(), "{ok}");
+        }
+    }
+
+    /// Plain http only for real loopback: numeric spellings of 127.0.0.1 are refused, not mistaken for names, and
+    /// IPv6 forms that only carry 127.0.0.1 through a translator are not loopback.
+    #[test]
+    fn the_http_loopback_exemption_cannot_be_reached_by_spelling() {
+        for ok in [
+            "http://localhost:1",
+            "http://127.0.0.1",
+            "http://127.3.4.5",
+            "http://[::1]",
+            "http://[::ffff:127.0.0.1]",
+        ] {
+            assert!(check_url(ok, UrlRule::Upstream).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://0x7f000001",
+            "http://2130706433",
+            "http://127.1",
+            "http://0177.0.0.1",
+            "http://127.0.0.1.",
+            "http://localhost.",
+            "http://[64:ff9b::7f00:1]",
+            "http://[::127.0.0.1]",
+            "http://[2002:7f00:1::]",
+            "http://[::]",
+            "http://0.0.0.0",
+        ] {
+            assert!(check_url(bad, UrlRule::Upstream).is_err(), "{bad}");
+            assert!(check_url(bad, UrlRule::Origin).is_err(), "{bad}");
         }
     }
 

@@ -14,6 +14,30 @@ pub(super) struct Walker<'a> {
     env: &'a dyn Env,
     base_dir: &'a Path,
     problems: Vec<Problem>,
+    /// Every scalar that took text from the environment, so that no problem ever shows that text.
+    expansions: Vec<Expansion>,
+}
+
+/// A scalar that took text from the environment: where it is, how the file writes it, what it became.
+#[derive(Debug)]
+struct Expansion {
+    /// Its key path.
+    path: String,
+    /// The scalar as written in the file (`https://${HOST}`), which may be shown.
+    raw: String,
+    /// The scalar after expansion, which may not.
+    text: String,
+    /// Each variable whose value went into it: (name, value). Values that are empty are not listed.
+    values: Vec<(String, String)>,
+}
+
+/// The result of expanding one scalar.
+#[derive(Debug, PartialEq, Eq)]
+struct Expanded {
+    /// The text.
+    text: String,
+    /// (name, value) of every variable that contributed a non-empty value (defaults come from the file).
+    values: Vec<(String, String)>,
 }
 
 /// A key's value as seen by the walker: not given, given but invalid (problem reported), or valid.
@@ -27,6 +51,14 @@ pub(super) enum Field<T> {
     /// The key was there and its value is valid.
     Valid(T),
 }
+
+/// Values shorter than this are replaced only where a message quotes them whole (`"ab"`): replacing every
+/// occurrence of a short text would garble the words around it.
+const SHORT_VALUE: usize = 4;
+
+/// No run of this many characters of an environment value may be left in a message once it has been redacted;
+/// otherwise the message is replaced by a generic one.
+const FRAGMENT: usize = 8;
 
 /// Why `${…}` expansion failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +81,7 @@ impl<'a> Walker<'a> {
             env,
             base_dir,
             problems: Vec::new(),
+            expansions: Vec::new(),
         }
     }
 
@@ -62,12 +95,82 @@ impl<'a> Walker<'a> {
         self.base_dir
     }
 
-    /// Records a problem. `message` must never contain a secret value.
+    /// Records a problem. `message` must never contain a secret value. Text that came from the environment is
+    /// taken out of it (see [`Walker::redact`]), so a secret put in the wrong key is never shown either.
     pub(super) fn problem(&mut self, path: &str, message: impl Into<String>) {
+        let message = self.redact(path, message.into());
         self.problems.push(Problem {
             path: path.to_owned(),
-            message: message.into(),
+            message,
         });
+    }
+
+    /// Notes that the value for `path` is the environment variable `name` (read directly, not through `${…}`),
+    /// so that problems never show it.
+    pub(super) fn value_from_env(&mut self, path: &str, name: &str, value: &str) {
+        if !value.is_empty() {
+            self.expansions.push(Expansion {
+                path: path.to_owned(),
+                raw: format!("${{{name}}}"),
+                text: value.to_owned(),
+                values: vec![(name.to_owned(), value.to_owned())],
+            });
+        }
+    }
+
+    /// `message` about `path` without any text that came from the environment into `path` or a key below it:
+    /// an expanded scalar is shown as the file writes it (`"https://${HOST}"`), a variable's value as `${NAME}`.
+    /// If any run of [`FRAGMENT`] characters of a value is still there (a validator quoted part of it), the
+    /// message is replaced by one that only names the variables.
+    fn redact(&self, path: &str, mut message: String) -> String {
+        let mut relevant: Vec<&Expansion> = self
+            .expansions
+            .iter()
+            .filter(|e| is_within(&e.path, path))
+            .collect();
+        if relevant.is_empty() {
+            return message;
+        }
+        relevant.sort_by_key(|e| std::cmp::Reverse(e.text.len()));
+        for e in &relevant {
+            message = message.replace(&format!("{:?}", e.text), &format!("{:?}", e.raw));
+            if e.text.chars().count() >= SHORT_VALUE {
+                message = message.replace(&e.text, &e.raw);
+            }
+        }
+        let mut values: Vec<&(String, String)> = relevant.iter().flat_map(|e| &e.values).collect();
+        values.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+        for (name, value) in &values {
+            let shown = format!("${{{name}}}");
+            message = message.replace(&format!("{value:?}"), &shown);
+            if value.chars().count() >= SHORT_VALUE {
+                message = message
+                    .replace(&value.escape_debug().to_string(), &shown)
+                    .replace(value.as_str(), &shown);
+            }
+        }
+        let mut names: Vec<String> = values.iter().map(|(n, _)| format!("${{{n}}}")).collect();
+        names.sort();
+        names.dedup();
+        if values.iter().any(|(_, value)| leaks(&message, value)) {
+            return format!(
+                "the value from {} is not valid here (not shown: it comes from the environment)",
+                names.join(", ")
+            );
+        }
+        // A message about this very key that shows nothing of the value still says where the value came from.
+        let own: Vec<&Expansion> = relevant.into_iter().filter(|e| e.path == path).collect();
+        if !own.is_empty() && !names.iter().any(|n| message.contains(n.as_str())) {
+            let mut names: Vec<String> = own
+                .iter()
+                .flat_map(|e| &e.values)
+                .map(|(n, _)| format!("${{{n}}}"))
+                .collect();
+            names.sort();
+            names.dedup();
+            message.push_str(&format!(" (the value comes from {})", names.join(", ")));
+        }
+        message
     }
 
     /// `Ok(value)` when the walk found no problem, else every problem found.
@@ -294,10 +397,21 @@ impl<'a> Walker<'a> {
         );
     }
 
-    /// Expands `raw`, reporting unset variables or a malformed reference (never `raw` itself).
+    /// Expands `raw`, reporting unset variables or a malformed reference (never `raw` itself). What came from the
+    /// environment is remembered, so that no later problem shows it.
     fn expand(&mut self, path: &str, raw: &str) -> Option<String> {
         match expand(raw, self.env) {
-            Ok(text) => Some(text),
+            Ok(Expanded { text, values }) => {
+                if !values.is_empty() {
+                    self.expansions.push(Expansion {
+                        path: path.to_owned(),
+                        raw: raw.to_owned(),
+                        text: text.clone(),
+                        values,
+                    });
+                }
+                Some(text)
+            }
             Err(ExpandError::Unset(names)) => {
                 for name in names {
                     self.problem(path, format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"));
@@ -420,9 +534,35 @@ pub(super) fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// True when `inner` is `outer` or a key path below it (every path is below the document, `""`).
+fn is_within(inner: &str, outer: &str) -> bool {
+    outer.is_empty()
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// True when `message` still holds a run of [`FRAGMENT`] characters of `value`, as is or escaped as `{:?}`
+/// escapes it, in any ASCII case (host names are lower-cased before they are checked).
+fn leaks(message: &str, value: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    let value = value.to_ascii_lowercase();
+    let escaped = value.escape_debug().to_string();
+    [value.as_str(), escaped.as_str()].iter().any(|text| {
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        chars.len() >= FRAGMENT
+            && (0..=chars.len() - FRAGMENT).any(|i| {
+                let start = chars[i].0;
+                let end = chars.get(i + FRAGMENT).map_or(text.len(), |&(at, _)| at);
+                message.contains(&text[start..end])
+            })
+    })
+}
+
 /// Expands `${VAR}`, `${VAR:-default}` (default when unset or empty) and `$$` in one scalar.
-fn expand(raw: &str, env: &dyn Env) -> Result<String, ExpandError> {
+fn expand(raw: &str, env: &dyn Env) -> Result<Expanded, ExpandError> {
     let mut out = String::with_capacity(raw.len());
+    let mut values = Vec::new();
     let mut unset = Vec::new();
     let mut rest = raw;
     while let Some(at) = rest.find('$') {
@@ -442,7 +582,12 @@ fn expand(raw: &str, env: &dyn Env) -> Result<String, ExpandError> {
             }
             match (env.var(name), default) {
                 (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
-                (Some(v), _) => out.push_str(&v),
+                (Some(v), _) => {
+                    out.push_str(&v);
+                    if !v.is_empty() {
+                        values.push((name.to_owned(), v));
+                    }
+                }
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => unset.push(name.to_owned()),
             }
@@ -454,7 +599,7 @@ fn expand(raw: &str, env: &dyn Env) -> Result<String, ExpandError> {
     }
     out.push_str(rest);
     if unset.is_empty() {
-        Ok(out)
+        Ok(Expanded { text: out, values })
     } else {
         Err(ExpandError::Unset(unset))
     }
@@ -477,17 +622,21 @@ mod tests {
     #[test]
     fn expands_variables_defaults_and_dollars() {
         let env = MapEnv::new().with("A", "x").with("E", "");
+        let text = |raw: &str| expand(raw, &env).map(|e| e.text);
         assert_eq!(
             expand("${A}-${B:-d}-$$-$x-${E:-e}-${E}", &env),
-            Ok("x-d-$-$x-e-".to_owned())
+            Ok(Expanded {
+                text: "x-d-$-$x-e-".to_owned(),
+                values: vec![("A".to_owned(), "x".to_owned())],
+            })
         );
-        assert_eq!(expand("a$", &env), Ok("a$".to_owned()));
+        assert_eq!(text("a$"), Ok("a$".to_owned()));
         assert_eq!(
             expand("${B}${C}", &env),
             Err(ExpandError::Unset(vec!["B".into(), "C".into()]))
         );
         assert_eq!(expand("${A", &env), Err(ExpandError::Malformed));
         assert_eq!(expand("${1A}", &env), Err(ExpandError::Malformed));
-        assert_eq!(expand("${A:-a}b}", &env), Ok("xb}".to_owned()));
+        assert_eq!(text("${A:-a}b}"), Ok("xb}".to_owned()));
     }
 }

@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::json;
+use super::{assert_error, json, raw};
 use crate::support::proxy::{TestProxy, World};
 use crate::support::upstream::REDIRECT_AWAY_LOCATION;
 use crate::support::{request, trace_init};
@@ -131,5 +131,58 @@ async fn rewritten_urls_keep_a_strip_prefix_routes_prefix() {
     let (status, _, body) = request(Method::GET, header(&headers, "location"), &[], "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body)["path"], "/things/42");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_with_an_invalid_port_is_400_and_never_reaches_a_rewritten_location() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = world.simple_proxy("ports").await;
+    let lro = |host: &str| {
+        format!(
+            "PUT /lro HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    for host in [
+        "localhost:99999",
+        "localhost:65536",
+        "localhost:0",
+        "localhost:00",
+        "localhost:080",
+        "localhost:+80",
+        "localhost:-1",
+        "localhost:8080:80",
+        "127.0.0.1:4294967377",
+        "[::1]:99999",
+        "[::1]:0",
+    ] {
+        let answer = raw(proxy.addr(), &lro(host)).await;
+        let error = assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
+        assert!(
+            error["message"].as_str().unwrap().contains("Host"),
+            "{host}: {error}"
+        );
+        assert!(answer.1.get("location").is_none(), "{host}");
+    }
+    assert_eq!(world.upstream.count(), 0);
+    // Valid ports, the extremes included, are copied as sent.
+    for host in ["localhost:1", "localhost:65535", "localhost", "[::1]:8080"] {
+        let (status, headers, body) = raw(proxy.addr(), &lro(host)).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{host}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let location = header(&headers, "location");
+        assert_eq!(
+            location,
+            format!("http://{host}/operations/1/result?api-version=2024-04-01")
+        );
+        let authority = location.parse::<http::Uri>().unwrap();
+        let authority = authority.authority().unwrap();
+        assert!(authority.port().is_none() || authority.port_u16().is_some_and(|p| p > 0));
+    }
     proxy.stop().await;
 }

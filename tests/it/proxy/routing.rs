@@ -157,6 +157,186 @@ async fn ambiguous_paths_are_400_bad_request_and_never_forwarded() {
     proxy.stop().await;
 }
 
+/// A proxy with one route `/restricted` (prefix kept) whose `allow.paths` admits only `/restricted/public`.
+async fn restricted_proxy(world: &World, tenant: &str) -> TestProxy {
+    let up = world.upstream.base_url();
+    let allow = "    allow: { paths: [/restricted/public] }\n";
+    let routes = route_to("restricted", "/restricted", &up, false, "sp", allow);
+    TestProxy::start(&world.config(&World::sp("sp", tenant), &routes)).await
+}
+
+#[tokio::test]
+async fn normalisation_differentials_are_400_and_never_reach_the_upstream() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = restricted_proxy(&world, "differentials").await;
+    let port = proxy.addr().port();
+    // Each is `/restricted/public/<spelling>/secret` (or `<spelling>secret`): to this proxy's segment match it is
+    // under the allowed `/restricted/public`; a server that strips matrix parameters, decodes again, decodes IIS
+    // `%u` escapes or overlong UTF-8, or maps Unicode compatibility forms reads `/restricted/secret` (or a new
+    // separator) instead.
+    let spellings = [
+        // Matrix parameters (Tomcat, Jetty, Spring strip `;…` from a segment).
+        "..;/",
+        "..;jsessionid=x/",
+        ".;x/",
+        "..;/..;/",
+        // Percent-encoding, decoded once more (or twice) by a lenient server; mixed case.
+        "%252e%252e/",
+        "%252E%252e/",
+        ".%252e/",
+        "%25252e%25252e/",
+        "..%252f",
+        "..%255c",
+        "%25%32%65%25%32%65/",
+        // IIS `%u` escapes.
+        "%u002e%u002e/",
+        "%U002E%U002E/",
+        "..%u002f",
+        "..%u005c",
+        // Overlong UTF-8.
+        "%c0%ae%c0%ae/",
+        "%C0%AE./",
+        "%e0%80%ae%e0%80%ae/",
+        "%f0%80%80%ae%f0%80%80%ae/",
+        "..%c0%af",
+        "..%c1%9c",
+        // Unicode compatibility forms, encoded and raw (NFKC or Windows best-fit map them to ASCII).
+        "%ef%bc%8e%ef%bc%8e/",
+        "\u{ff0e}\u{ff0e}/",
+        "\u{2025}/",
+        "%e2%80%a5/",
+        "\u{2024}\u{2024}/",
+        "\u{fe52}\u{fe52}/",
+        "..\u{ff0f}",
+        "..%ef%bc%8f",
+        "..\u{ff3c}",
+        "..\u{2215}",
+        "..\u{fe68}",
+        "%ef%bc%85%ef%bc%92%ef%bd%85%ef%bc%85%ef%bc%92%ef%bd%85/",
+        // Dots with what Windows and `trim()` drop, and what ends a path once decoded.
+        "..%20/",
+        "..%09/",
+        "...%2f",
+        ".../",
+        "..%3f/",
+        "..%3b/",
+        "..%23/",
+    ];
+    for spelling in spellings {
+        let target = format!("/restricted/public/{spelling}secret");
+        let head =
+            format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let answer = raw(proxy.addr(), &head).await;
+        let error = assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
+        assert!(
+            error["message"].as_str().unwrap().contains("path"),
+            "{target}: {error}"
+        );
+    }
+    assert_eq!(world.upstream.count(), 0, "an ambiguous path was forwarded");
+    // Names that only look alike stay usable.
+    for (target, upstream_path) in [
+        (
+            "/restricted/public/a..b/v1.0",
+            "/restricted/public/a..b/v1.0",
+        ),
+        (
+            "/restricted/public/...x/x...",
+            "/restricted/public/...x/x...",
+        ),
+        ("/restricted/public/a;b=c", "/restricted/public/a;b=c"),
+        (
+            "/restricted/public/caf%C3%A9",
+            "/restricted/public/caf%C3%A9",
+        ),
+        ("/restricted/public/a%2520b", "/restricted/public/a%2520b"),
+        ("/restricted/public/x:batch", "/restricted/public/x:batch"),
+    ] {
+        let (status, _, body) = request(Method::GET, &proxy.url(target), &[], "").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{target}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(json(&body)["path"], upstream_path);
+    }
+    proxy.stop().await;
+}
+
+/// Every ARM and Azure ML request path in the recorded fixtures (URLs and resource ids), with its query.
+fn recorded_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    for name in [
+        "aml_online_endpoint_get_and_token_recorded.json",
+        "aml_online_endpoint_list_keys_regenerate_documented.txt",
+        "aml_workspace_get_discovery_and_config_json.txt",
+    ] {
+        let file = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ')');
+        for (i, _) in text.match_indices("://") {
+            let rest = &text[i + 3..];
+            let url = &rest[..rest.find(ends).unwrap_or(rest.len())];
+            if let Some(slash) = url.find('/') {
+                paths.push(url[slash..].to_owned());
+            }
+        }
+        for (i, _) in text.match_indices("\"/subscriptions/") {
+            let rest = &text[i + 1..];
+            paths.push(rest[..rest.find(ends).unwrap_or(rest.len())].to_owned());
+        }
+    }
+    // Keep what a client could send as is (the fixtures also hold `<sub>`-style placeholders, and `...` segments
+    // that elide part of a documented path).
+    paths.retain(|p| {
+        p.parse::<http::uri::PathAndQuery>().is_ok()
+            && p.starts_with('/')
+            && !p.split(['/', '?']).any(|s| s == "...")
+    });
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+#[tokio::test]
+async fn recorded_arm_and_azure_ml_paths_are_forwarded_unchanged() {
+    let _trace = trace_init();
+    let world = World::new().await;
+    let proxy = world.simple_proxy("recorded").await;
+    let mut targets = recorded_paths();
+    assert!(targets.len() >= 15, "too few recorded paths: {targets:?}");
+    // Shapes the recordings lack: MLflow and data-plane paths, an LRO status id with `:`, listKeys, a batch.
+    let ws = "subscriptions/00000000-0000-0000-0000-000000000/resourceGroups/00000/providers/Microsoft.MachineLearningServices/workspaces/00000";
+    targets.extend([
+        format!("/mlflow/v2.0/{ws}/api/2.0/mlflow/runs/get?run_id=0c4f6a5e-4b8a-4e3f-9d62-2f3c1b7e8a90"),
+        format!("/mlflow/v1.0/{ws}/api/2.0/mlflow/experiments/get-by-name?experiment_name=my-exp"),
+        format!("/mlflow/v2.0/{ws}/api/2.0/mlflow-artifacts/artifacts/model/MLmodel"),
+        format!("/history/v1.0/{ws}/experiments/my-exp/runs/my-run_1700000000_abc.d3"),
+        format!("/{ws}/onlineEndpoints/my-endpoint/listKeys?api-version=2024-04-01"),
+        format!("/{ws}/onlineEndpoints/my-endpoint/deployments/blue/getLogs?api-version=2024-04-01"),
+        "/subscriptions/00000000-0000-0000-0000-000000000/providers/Microsoft.MachineLearningServices/locations/westus/mfeOperationsStatus/oeidp:23329d4e-9b5f-403d-a218-c4e4f8323f5a:aed27aba-8ccf-4ff7-b49c-ed5627669f2e?api-version=2022-02-01-preview".to_owned(),
+        "/batch?api-version=2020-06-01".to_owned(),
+        "/score".to_owned(),
+    ]);
+    for target in &targets {
+        let (status, _, body) = request(Method::GET, &proxy.url(target), &[], "").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{target}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let seen = world.upstream.last_request().unwrap();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        assert_eq!(seen.path, path);
+        assert_eq!(seen.query.as_deref().unwrap_or(""), query);
+    }
+    assert_eq!(world.upstream.count(), targets.len());
+    proxy.stop().await;
+}
+
 /// A listener that must never be connected to; checked without accepting (non-blocking).
 struct Canary(StdTcpListener);
 

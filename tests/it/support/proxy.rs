@@ -46,6 +46,24 @@ impl TempDir {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         p
     }
+
+    /// Creates a FIFO (named pipe) `name`, mode 0600, returning its path. Opening it for reading would wait for a
+    /// writer forever.
+    pub(crate) fn fifo(&self, name: &str) -> PathBuf {
+        let p = self.0.join(name);
+        rustix::fs::mkfifoat(rustix::fs::CWD, &p, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        p
+    }
+}
+
+/// Releases anything blocked reading the FIFO `path` (it sees end of file): a test that found the proxy blocked
+/// calls this before failing, so the stuck read cannot also hang the test's runtime on shutdown.
+pub(crate) fn release_fifo(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path);
 }
 
 impl Drop for TempDir {
