@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian tools .ci/run needs when they are missing: curl (interop client) and promtool (package
-# `prometheus`: checks the alerting rules and a live /metrics scrape). Runs `apt-get update` at most once.
+# Installs the Debian tools .ci/run needs when they are missing: curl (interop client), promtool (package
+# `prometheus`: checks the alerting rules and a live /metrics scrape), headless Chromium (the browser sign-in
+# test) and podman with runc (builds and runs the container image). Runs `apt-get update` at most once.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "apt tools: curl and promtool already present"
+  echo "apt tools: curl, promtool, chromium, podman and runc already present"
   exit 0
 fi
 start=$SECONDS
