@@ -92,6 +92,7 @@ struct Started {
     admin_listen: SocketAddr,
     request_header_timeout: Duration,
     drain_timeout: Duration,
+    write_stall_timeout: Duration,
 }
 
 /// The service the proxy listener serves: the current configuration's stack.
@@ -186,6 +187,15 @@ impl App {
         );
         let options = ServerOptions {
             header_read_timeout: self.limits.request_header_timeout,
+            write_stall_timeout: self.limits.write_stall_timeout,
+            write_stalls: self
+                .reloader
+                .inner
+                .metrics
+                .proxy
+                .stream_timeouts
+                .write_stall
+                .clone(),
         };
         let (stop_proxy, proxy_stopped) = watch::channel(false);
         let (stop_admin, admin_stopped) = watch::channel(false);
@@ -373,6 +383,7 @@ impl Started {
             admin_listen: config.admin_listen,
             request_header_timeout: config.limits.request_header_timeout,
             drain_timeout: config.limits.drain_timeout,
+            write_stall_timeout: config.limits.write_stall_timeout,
         }
     }
 }
@@ -427,9 +438,10 @@ impl Reloader {
             || next.admin_listen != inner.started.admin_listen
             || next.request_header_timeout != inner.started.request_header_timeout
             || next.drain_timeout != inner.started.drain_timeout
+            || next.write_stall_timeout != inner.started.write_stall_timeout
         {
             tracing::warn!(
-                "listen, admin_listen, request_header_timeout and drain_timeout changes take effect after a restart"
+                "listen, admin_listen, request_header_timeout, write_stall_timeout and drain_timeout changes take effect after a restart"
             );
         }
         let live = match Live::build_off_runtime(config, &inner.options, &inner.metrics).await {

@@ -7,7 +7,9 @@
 //! Code reads in request order:
 //! * [`cli`] parses the command line; `main` only calls it.
 //! * [`config`] loads and validates the YAML file (or the built-in default) into a checked [`config::Config`].
-//! * [`app::App`] binds the listeners and wires everything together; [`server`] runs the accept loops.
+//! * [`app::App`] binds the listeners and wires everything together; [`server`] runs the accept loops, with
+//!   [`first_bytes`] (a deadline for each connection's first request) and [`write_stall`] (callers that stop
+//!   reading) on every connection.
 //! * [`proxy`] is the request path; [`proxy::stack`] is the one place its layers are ordered.
 //! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
@@ -34,6 +36,7 @@ pub mod server;
 pub mod sync;
 pub mod tls;
 pub mod token_cache;
+pub mod write_stall;
 
 pub use error::BoxError;
 

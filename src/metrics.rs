@@ -39,6 +39,21 @@ pub struct ProxyMetrics {
     upstream_duration: HistogramVec,
     /// Requests currently being served (including streaming bodies).
     pub in_flight: IntGauge,
+    /// Streams ended by a stall, idle or minimum-rate limit.
+    pub stream_timeouts: StreamTimeouts,
+}
+
+/// `aml_auth_proxy_stream_timeouts_total{direction,kind}`, one handle per (direction, kind).
+#[derive(Clone, Debug)]
+pub struct StreamTimeouts {
+    /// `direction="response", kind="write_stall"`: a caller accepted no response bytes for `write_stall_timeout`.
+    pub write_stall: IntCounter,
+    /// `direction="response", kind="idle"`: an upstream sent no body bytes for `stream_idle_timeout`.
+    pub response_idle: IntCounter,
+    /// `direction="request", kind="idle"`: a caller sent no body bytes for `stream_idle_timeout`.
+    pub request_idle: IntCounter,
+    /// `direction="request", kind="min_rate"`: a slow upload was evicted to admit a request at `max_in_flight`.
+    pub request_min_rate: IntCounter,
 }
 
 /// Pre-resolved handles for one route, so the hot path does no label lookups.
@@ -133,15 +148,31 @@ impl ProxyMetrics {
             "aml_auth_proxy_in_flight_requests",
             "Requests currently being served, including streaming response bodies.",
         )?;
+        let stream_timeouts = IntCounterVec::new(
+            Opts::new(
+                "aml_auth_proxy_stream_timeouts_total",
+                "Streams ended because a body stalled, idled or arrived too slowly, by direction and kind.",
+            ),
+            &["direction", "kind"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(stream_timeouts.clone()))?;
+        let timeouts =
+            |direction: &str, kind: &str| stream_timeouts.with_label_values(&[direction, kind]);
         Ok(Self {
             requests,
             request_duration,
             upstream_duration,
             in_flight,
+            stream_timeouts: StreamTimeouts {
+                write_stall: timeouts("response", "write_stall"),
+                response_idle: timeouts("response", "idle"),
+                request_idle: timeouts("request", "idle"),
+                request_min_rate: timeouts("request", "min_rate"),
+            },
         })
     }
 

@@ -1,5 +1,6 @@
 //! Accept loops: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, a header-read timeout that really
-//! fires (hyper silently disables it without a timer), and graceful drain.
+//! fires (hyper silently disables it without a timer), a deadline for every connection's first request (HTTP/2
+//! too), a write-stall timeout for callers that stop reading, and graceful drain.
 //!
 //! A listener is TCP or a Unix-domain socket. The socket is created with mode 0600, every connection's peer uid
 //! (`SO_PEERCRED`) is checked against the allowed uids, and the socket file is removed when the listener stops.
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use crate::config::Listen;
 use crate::first_bytes::FirstBytesDeadline;
 use crate::proxy::client_addr::WithClientAddr;
+use crate::write_stall::StallGuard;
 
 /// Mode of a Unix-domain socket listener: only its owner may connect.
 pub const UNIX_SOCKET_MODE: u32 = 0o600;
@@ -35,8 +37,13 @@ const STALE_SOCKET_PROBE: Duration = Duration::from_secs(1);
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Time allowed for complete request headers (also closes idle keep-alive connections).
+    /// Time allowed for complete request headers (also closes idle keep-alive connections), and for a
+    /// connection's first request to arrive, over HTTP/1 and HTTP/2.
     pub header_read_timeout: Duration,
+    /// A connection whose socket accepts none of the bytes waiting for it for this long is closed.
+    pub write_stall_timeout: Duration,
+    /// Counts connections closed by the write-stall timeout.
+    pub write_stalls: prometheus::IntCounter,
 }
 
 /// A bound listener for [`serve`].
@@ -66,6 +73,7 @@ enum Accepted {
 }
 
 /// The other end of a connection, for logs.
+#[derive(Clone, Copy)]
 enum Peer {
     Tcp(SocketAddr),
     Unix { uid: u32 },
@@ -190,6 +198,7 @@ pub async fn serve<S, B>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Limits from RELIABILITY a.4: 64 KiB of request head and (hyper's default) 100 header fields, 431 beyond;
     // 100 concurrent HTTP/2 streams, a 64 KiB HTTP/2 header list, and keep-alive pings that close dead peers.
+    // The 64 KiB buffer limit also caps HTTP/1 request-body reads (what a stream holds: `proxy::body`).
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -201,6 +210,10 @@ pub async fn serve<S, B>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(100)
         .max_header_list_size(64 * 1024)
+        // What a caller may send ahead of an upstream that does not read: 256 KiB a stream, 512 KiB a connection
+        // (hyper's defaults are 1 MiB each). Callers are local, so small windows cost no throughput.
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(512 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
@@ -217,7 +230,7 @@ pub async fn serve<S, B>(
                     stream,
                     &service,
                     Peer::Tcp(peer),
-                    options.header_read_timeout,
+                    &options,
                 );
             }
             Ok(Some(Accepted::Unix(stream, uid))) => {
@@ -227,7 +240,7 @@ pub async fn serve<S, B>(
                     stream,
                     &service,
                     Peer::Unix { uid },
-                    options.header_read_timeout,
+                    &options,
                 );
             }
             Ok(None) => {}
@@ -248,7 +261,7 @@ fn spawn_connection<IO, S, B>(
     io: IO,
     service: &S,
     peer: Peer,
-    first_bytes: Duration,
+    options: &ServerOptions,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
@@ -265,10 +278,24 @@ fn spawn_connection<IO, S, B>(
         Peer::Tcp(addr) => Some(addr.ip()),
         Peer::Unix { .. } => None,
     };
-    let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(FirstBytesDeadline::new(io, first_bytes)),
-        TowerToHyperService::new(WithClientAddr::new(service.clone(), client_ip)),
+    let io = FirstBytesDeadline::new(io, options.header_read_timeout);
+    let service = io.marker(WithClientAddr::new(service.clone(), client_ip));
+    let stalls = options.write_stalls.clone();
+    let limit = options.write_stall_timeout;
+    let io = StallGuard::new(
+        io,
+        limit,
+        Box::new(move || {
+            stalls.inc();
+            tracing::warn!(
+                %peer,
+                write_stall_timeout_s = limit.as_secs_f64(),
+                "the caller accepted no response bytes within write_stall_timeout; connection closed"
+            );
+        }),
     );
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     let conn = graceful.watch(conn.into_owned());
     tokio::spawn(async move {
         if let Err(e) = conn.await {

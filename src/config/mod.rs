@@ -123,6 +123,15 @@ pub struct Limits {
     pub replay_buffer_bytes: usize,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// A caller whose socket accepts no response bytes for this long, while some wait to be sent, is disconnected.
+    pub write_stall_timeout: Duration,
+    /// A request or response body that moves no byte for this long is ended (upgraded connections excepted).
+    pub stream_idle_timeout: Duration,
+    /// Uploads slower than this (bytes per second, over a [`Limits::request_body_rate_window`]) may be evicted
+    /// to admit a request when `max_in_flight` is reached.
+    pub request_body_min_rate: usize,
+    /// The period over which an upload's rate is measured; also its grace period.
+    pub request_body_rate_window: Duration,
 }
 
 /// An `https://` origin, or `http://` for a loopback host (emulators and tests). No path, query or userinfo.
@@ -569,6 +578,10 @@ impl Default for Limits {
             upstream_response_timeout: Duration::from_secs(300),
             replay_buffer_bytes: 65_536,
             drain_timeout: Duration::from_secs(25),
+            write_stall_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(300),
+            request_body_min_rate: 1024,
+            request_body_rate_window: Duration::from_secs(10),
         }
     }
 }

@@ -54,6 +54,13 @@ pub const MAX_IDLE_PER_ORIGIN: usize = 256;
 /// Most HTTP/1.1 connections per origin kept in caller connections' [`Affinity`] slots.
 pub const MAX_HELD_PER_ORIGIN: usize = 128;
 
+/// The read and write buffer limit of an upstream HTTP/1.1 connection: the largest response head accepted, and the
+/// largest body chunk read at once. With pacing (`body`) it bounds what a download whose caller stopped reading
+/// holds in the proxy: two reads, in buffers of at most twice this size (hyper's read buffer grows by doubling).
+/// hyper's default (about 400 KiB) made that more than a megabyte per stalled download; smaller reads cost more
+/// CPU per byte on bulk transfers.
+pub const HTTP1_BUFFER: usize = 64 * 1024;
+
 type Connector = HttpsConnector<HttpConnector<NoLinkLocal>>;
 type H1 = http1::SendRequest<UpstreamBody>;
 type H2 = http2::SendRequest<UpstreamBody>;
@@ -196,6 +203,13 @@ impl fmt::Debug for UpstreamClient {
     }
 }
 
+/// HTTP/1.1 connection settings: [`HTTP1_BUFFER`].
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size(HTTP1_BUFFER);
+    builder
+}
+
 fn connector(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration, http2: bool) -> Connector {
     let mut http = HttpConnector::new_with_resolver(NoLinkLocal::new());
     http.enforce_http(false);
@@ -326,7 +340,10 @@ impl Origin {
             .oneshot(self.connect_uri.clone())
             .await
             .map_err(UpstreamError::Connect)?;
-        let (mut sender, conn) = http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        let (mut sender, conn) = http1_builder()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Request)?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -489,7 +506,10 @@ impl Origin {
             return Ok(Picked::H2(sender));
         }
         self.protocol.store(HTTP1, Ordering::Relaxed);
-        let (sender, conn) = http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        let (sender, conn) = http1_builder()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Request)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");

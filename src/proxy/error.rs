@@ -47,6 +47,10 @@ pub enum ProxyError {
     /// More than `max_in_flight` requests.
     #[error("more than {0} requests in flight")]
     Overloaded(usize),
+    /// The request body stopped arriving (`stream_idle_timeout`), or arrived so slowly that its slot was given to
+    /// another request at `max_in_flight`.
+    #[error("the request body arrived too slowly")]
+    RequestBodyTimeout,
 }
 
 // === impl ProxyError ===
@@ -64,6 +68,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -80,6 +85,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) => "UpstreamUnavailable",
             ProxyError::UpstreamTimeout(_) => "UpstreamTimeout",
             ProxyError::Overloaded(_) => "Overloaded",
+            ProxyError::RequestBodyTimeout => "RequestBodyTimeout",
         }
     }
 }

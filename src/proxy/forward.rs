@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::admit::host_of;
-use super::body::{ResponseBody, UpstreamBody};
+use super::body::{BodyError, IdleLimit, ResponseBody, StreamTimeout, UpstreamBody};
 use super::client::{Origin, UpstreamError};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
@@ -42,6 +42,7 @@ pub struct Forward {
     table: Arc<RouteTable>,
     route: usize,
     metrics: RouteMetrics,
+    response_idle: Option<IdleLimit>,
 }
 
 /// Future of [`Forward`].
@@ -98,7 +99,14 @@ impl Forward {
             table,
             route,
             metrics,
+            response_idle: None,
         }
+    }
+
+    /// Response bodies that bring no byte for `idle`'s limit are ended (`body`).
+    pub fn with_response_idle(mut self, idle: IdleLimit) -> Self {
+        self.response_idle = Some(idle);
+        self
     }
 }
 
@@ -153,6 +161,7 @@ impl Service<Request<UpstreamBody>> for Forward {
         let sent = Instant::now();
         let origin = Arc::clone(&self.origin);
         let metrics = self.metrics.clone();
+        let idle = self.response_idle.clone();
         Box::pin(async move {
             let response = if inbound_upgrade.is_some() {
                 Box::pin(origin.send_upgrade(request)).await
@@ -188,7 +197,10 @@ impl Service<Request<UpstreamBody>> for Forward {
                 index: route_index,
                 upstream: true,
             });
-            Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::response(body, idle),
+            ))
         })
     }
 }
@@ -220,6 +232,10 @@ async fn splice(
 fn upstream_error(host: &str, e: &UpstreamError) -> BoxError {
     let detail = crate::error::error_chain(e);
     tracing::debug!(upstream = host, error = %detail, "upstream request failed");
+    if request_body_timed_out(e) {
+        // The proxy itself ended the caller's body: it stopped arriving, or too slowly for a full proxy.
+        return Box::new(ProxyError::RequestBodyTimeout);
+    }
     if caused_by_request_body(e) {
         // The caller's own body was malformed (bad chunked framing) or cut off: not the upstream's fault.
         return Box::new(ProxyError::BadRequest(
@@ -234,6 +250,20 @@ fn upstream_error(host: &str, e: &UpstreamError) -> BoxError {
     Box::new(ProxyError::UpstreamUnavailable(format!(
         "{what} upstream {host}: {detail}"
     )))
+}
+
+/// True when the request body failed because the proxy ended it (`body`).
+pub(crate) fn request_body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.downcast_ref::<StreamTimeout>().is_some()
+            || matches!(e.downcast_ref::<BodyError>(), Some(BodyError::Timeout(_)))
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// True when hyper reports the failure as coming from the request body we streamed (a "user" body error).

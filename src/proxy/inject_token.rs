@@ -11,11 +11,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Buf;
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
@@ -226,15 +227,28 @@ fn token_refused(headers: &http::HeaderMap) -> bool {
     })
 }
 
-/// Reads a body known to be at most `limit` bytes.
-async fn buffer(body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
-    Limited::new(body, limit)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|_| {
-            Box::new(ProxyError::BadRequest("the request body could not be read")) as BoxError
-        })
+/// Reads a body known to be at most `limit` bytes. Each chunk is copied and dropped at once: a streamed body hands
+/// on its next chunk only when the previous one is gone (`body`).
+async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| -> BoxError {
+            if super::forward::request_body_timed_out(&e) {
+                Box::new(ProxyError::RequestBodyTimeout)
+            } else {
+                Box::new(ProxyError::BadRequest("the request body could not be read"))
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if kept.len() + data.remaining() > limit {
+                return Err(Box::new(ProxyError::BadRequest(
+                    "the request body could not be read",
+                )));
+            }
+            kept.extend_from_slice(data.chunk());
+        }
+    }
+    Ok(kept.freeze())
 }
 
 /// A copy of the request with `body` and `token`.

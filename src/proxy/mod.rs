@@ -3,15 +3,21 @@
 //! ```text
 //! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie and the caller-key header sensitive
 //!  │                           before anything logs
-//!  └ Observe                   max_in_flight shedding; one access line + metrics per request, at body end
+//!  └ Observe                   max_in_flight shedding (a slow upload is evicted first); one access line + metrics
+//!                              per request, at body end
 //!     └ Respond                every error below becomes the JSON answer of DESIGN §6
 //!        └ Router              caller key (checked, removed), Host allowlist, path rules, route match, Origin and
-//!                              allow policy, hop-by-hop strip
+//!                              allow policy, hop-by-hop strip; the request body becomes a paced, timed stream
 //!           └ per route:
 //!              InjectToken     awaits the cached token, inserts it (sensitive), replacing the caller's
 //!               └ Timeout      upstream_response_timeout, to response headers only
-//!                  └ Forward   URI from config + path, Host rewrite, response hop-by-hop strip, URL rewrite
+//!                  └ Forward   URI from config + path, Host rewrite, response hop-by-hop strip, URL rewrite;
+//!                              the response body becomes a paced, timed stream
 //! ```
+//!
+//! Bodies ([`body`]) are paced one chunk at a time and end after `stream_idle_timeout` without bytes; slow
+//! uploads can be evicted ([`uploads`]); callers that stop reading are disconnected by the server
+//! (`write_stall`).
 
 pub mod admit;
 pub mod body;
@@ -27,6 +33,7 @@ pub mod resolve;
 pub mod respond;
 pub mod router;
 pub mod routes;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -40,6 +47,7 @@ pub use crate::error::BoxError;
 use crate::metrics::ProxyMetrics;
 
 use self::admit::{CallerKey, HostAllowlist};
+use self::body::IdleLimit;
 use self::client::UpstreamClient;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
@@ -75,7 +83,10 @@ pub fn stack(
     metrics: &ProxyMetrics,
 ) -> ProxyService {
     let names: Vec<Arc<str>> = table.routes().iter().map(|r| Arc::clone(&r.name)).collect();
-    let observe = ObserveLayer::new(metrics, &names, limits.max_in_flight);
+    let observe = ObserveLayer::new(metrics, &names, limits);
+    let timeouts = &metrics.stream_timeouts;
+    let response_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.response_idle.clone());
+    let request_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.request_idle.clone());
     let stacks = tokens
         .into_iter()
         .enumerate()
@@ -83,15 +94,18 @@ pub fn stack(
             ServiceBuilder::new()
                 .layer(inject)
                 .layer(TimeoutLayer::new(limits.upstream_response_timeout))
-                .service(Forward::new(
-                    {
-                        let (scheme, authority) = table.routes()[index].origin();
-                        client.origin(scheme, authority)
-                    },
-                    Arc::clone(&table),
-                    index,
-                    observe.route_metrics(index),
-                ))
+                .service(
+                    Forward::new(
+                        {
+                            let (scheme, authority) = table.routes()[index].origin();
+                            client.origin(scheme, authority)
+                        },
+                        Arc::clone(&table),
+                        index,
+                        observe.route_metrics(index),
+                    )
+                    .with_response_idle(response_idle.clone()),
+                )
         })
         .collect();
     let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
@@ -100,5 +114,5 @@ pub fn stack(
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
         .layer(observe)
         .layer(RespondLayer)
-        .service(Router::new(table, caller_key, hosts, stacks))
+        .service(Router::new(table, caller_key, hosts, stacks).with_request_idle(request_idle))
 }

@@ -1,4 +1,5 @@
-//! The outermost layer: sheds load beyond `max_in_flight`, and records each request once — one access log line
+//! The outermost layer: sheds load beyond `max_in_flight` — first evicting a slow upload, if there is one, so
+//! that slow callers cannot hold every slot (`uploads`) — and records each request once — one access log line
 //! and its metrics — when the response body ends (or is abandoned), so streamed responses are measured whole.
 
 use std::convert::Infallible;
@@ -8,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus::IntGauge;
@@ -16,9 +16,11 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::RouteInfo;
-use super::body::ResponseBody;
+use super::body::{BodyError, Chunk, ResponseBody};
 use super::error::ProxyError;
 use super::respond::{ERROR_HEADER, proxy_error};
+use super::uploads::{Upload, Uploads};
+use crate::config::Limits;
 use crate::metrics::{NO_ROUTE, ProxyMetrics, RouteMetrics};
 
 /// Shared state of the layer.
@@ -28,6 +30,7 @@ pub struct ObserveState {
     gauge: IntGauge,
     routes: Vec<(Arc<str>, RouteMetrics)>,
     unrouted: (Arc<str>, RouteMetrics),
+    uploads: Arc<Uploads>,
 }
 
 /// Layer for [`Observe`].
@@ -50,6 +53,8 @@ pin_project_lite::pin_project! {
         inner: Option<F>,
         record: Option<Record>,
         rejected: Option<Response<ResponseBody>>,
+        // The request's upload, while its body arrives: evicting it answers at once.
+        upload: Option<Arc<Upload>>,
     }
 }
 
@@ -84,8 +89,9 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 // === impl ObserveLayer ===
 
 impl ObserveLayer {
-    /// A layer for routes named `route_names` (in route-index order).
-    pub fn new(metrics: &ProxyMetrics, route_names: &[Arc<str>], max_in_flight: usize) -> Self {
+    /// A layer for routes named `route_names` (in route-index order), with `limits`' `max_in_flight` and upload
+    /// rate rule.
+    pub fn new(metrics: &ProxyMetrics, route_names: &[Arc<str>], limits: &Limits) -> Self {
         let routes = route_names
             .iter()
             .map(|n| (Arc::clone(n), metrics.route(n)))
@@ -93,10 +99,15 @@ impl ObserveLayer {
         Self {
             state: Arc::new(ObserveState {
                 in_flight: AtomicUsize::new(0),
-                max_in_flight,
+                max_in_flight: limits.max_in_flight,
                 gauge: metrics.in_flight.clone(),
                 routes,
                 unrouted: (NO_ROUTE.into(), metrics.route(NO_ROUTE)),
+                uploads: Uploads::new(
+                    limits.request_body_min_rate as u64,
+                    limits.request_body_rate_window,
+                    metrics.stream_timeouts.request_min_rate.clone(),
+                ),
             }),
         }
     }
@@ -126,6 +137,7 @@ impl<S> Layer<S> for ObserveLayer {
 impl<S, B> Service<Request<B>> for Observe<S>
 where
     S: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+    B: http_body::Body,
 {
     type Response = Response<ObservedBody>;
     type Error = Infallible;
@@ -135,7 +147,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let state = &self.state;
         let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         state.gauge.inc();
@@ -153,18 +165,27 @@ where
             bytes: 0,
             failed: false,
         };
-        if n > state.max_in_flight {
+        if n > state.max_in_flight && !state.uploads.evict_slowest() {
             // Shed at once: no queue, no token fetch, no upstream call.
             return ObserveFuture {
                 inner: None,
                 record: Some(record),
                 rejected: Some(proxy_error(&ProxyError::Overloaded(state.max_in_flight))),
+                upload: None,
             };
         }
+        let upload = (!req.body().is_end_stream()).then(|| {
+            let ticket = state.uploads.register();
+            let upload = Arc::clone(ticket.upload());
+            // The router hands it to the request body, which reports its bytes and ends the upload.
+            req.extensions_mut().insert(Arc::new(ticket));
+            upload
+        });
         ObserveFuture {
             inner: Some(self.inner.call(req)),
             record: Some(record),
             rejected: None,
+            upload,
         }
     }
 }
@@ -177,16 +198,29 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let evicted = this.upload.as_ref().is_some_and(|u| u.evicted());
         let response = match this.rejected.take() {
             Some(r) => r,
+            None if evicted => {
+                // Its slot went to another request: drop the exchange (cancelling the upstream request).
+                this.inner.set(None);
+                proxy_error(&ProxyError::RequestBodyTimeout)
+            }
             None => match this.inner.as_mut().as_pin_mut() {
-                Some(inner) => match ready!(inner.poll(cx)) {
-                    Ok(r) => r,
-                    Err(never) => match never {},
+                Some(inner) => match inner.poll(cx) {
+                    Poll::Ready(Ok(r)) => r,
+                    Poll::Ready(Err(never)) => match never {},
+                    Poll::Pending => {
+                        if this.upload.as_ref().is_some_and(|u| u.watch(cx)) {
+                            cx.waker().wake_by_ref();
+                        }
+                        return Poll::Pending;
+                    }
                 },
                 None => proxy_error(&ProxyError::Overloaded(0)),
             },
         };
+        *this.upload = None;
         let mut record = this.record.take();
         if let Some(r) = record.as_mut() {
             r.observe_response(&response);
@@ -209,8 +243,11 @@ impl Record {
         self.status = response.status().as_u16();
         self.route = response.extensions().get::<RouteInfo>().copied();
         let headers = response.headers();
-        self.request_id = headers.get("x-ms-request-id").cloned();
-        self.correlation_id = headers.get("x-ms-correlation-request-id").cloned();
+        // Copied, not shared: an upstream's header values point into the buffer its head was read into, which
+        // must not stay pinned for as long as the response streams.
+        let copy = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).ok();
+        self.request_id = headers.get("x-ms-request-id").and_then(copy);
+        self.correlation_id = headers.get("x-ms-correlation-request-id").and_then(copy);
         self.error_code = headers.get(ERROR_HEADER).cloned();
     }
 }
@@ -276,19 +313,19 @@ fn version_text(version: Version) -> &'static str {
 // === impl ObservedBody ===
 
 impl Body for ObservedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
+    type Data = Chunk;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    ) -> Poll<Option<Result<Frame<Chunk>, Self::Error>>> {
         let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(record) = self.record.as_mut() {
             match &polled {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
-                        record.bytes += data.len() as u64;
+                        record.bytes += bytes::Buf::remaining(data) as u64;
                     }
                 }
                 Some(Err(_)) => record.failed = true,
@@ -328,10 +365,20 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
     use crate::metrics::Metrics;
+    use crate::proxy::body::testing::{Fed, channel};
+
+    fn one_slot() -> Limits {
+        Limits {
+            max_in_flight: 1,
+            ..Limits::default()
+        }
+    }
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -362,12 +409,12 @@ mod tests {
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
         let metrics = Metrics::new().unwrap();
-        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], 1);
+        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], &one_slot());
         // An upstream that never answers.
-        let mut service = layer.layer(tower::service_fn(|_: Request<()>| {
+        let mut service = layer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| {
             std::future::pending::<Result<Response<ResponseBody>, Infallible>>()
         }));
-        let request = || Request::get("/slow").body(()).unwrap();
+        let request = || Request::get("/slow").body(Empty::new()).unwrap();
 
         let first = service.call(request());
         assert!(
@@ -398,5 +445,57 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// With every slot held by an upload that has sent nothing for a whole rate window, a new request takes its
+    /// slot: the upload is answered 408 `RequestBodyTimeout` at once; before the window is over, the newcomer is
+    /// shed as usual.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upload_gives_its_slot_to_a_new_request() {
+        let metrics = Metrics::new().unwrap();
+        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], &one_slot());
+        // Answers GETs at once; an upload waits for its body, which never comes.
+        let mut service = layer.layer(tower::service_fn(|req: Request<Fed>| async move {
+            // The upload lasts while its ticket (in the extensions, where the router would take it) lives.
+            let (parts, body) = req.into_parts();
+            let _ = body.collect().await;
+            drop(parts);
+            Ok::<_, Infallible>(Response::new(ResponseBody::full("done")))
+        }));
+        let (_sender, body) = channel();
+        let upload = tokio::spawn(service.call(Request::post("/upload").body(body).unwrap()));
+        tokio::task::yield_now().await;
+        let get = || {
+            let (sender, body) = channel();
+            drop(sender);
+            Request::get("/status").body(body).unwrap()
+        };
+
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let early = service.call(get()).await.unwrap();
+        assert_eq!(
+            early.status(),
+            503,
+            "within the grace period the upload keeps its slot"
+        );
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let admitted = service.call(get()).await.unwrap();
+        assert_eq!(admitted.status(), 200);
+        let evicted = upload.await.unwrap().unwrap();
+        assert_eq!(evicted.status(), 408);
+        assert_eq!(evicted.headers()[ERROR_HEADER], "RequestBodyTimeout");
+        drop((early, admitted, evicted));
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains(
+                r#"aml_auth_proxy_stream_timeouts_total{direction="request",kind="min_rate"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("aml_auth_proxy_in_flight_requests 0"),
+            "{text}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
 use super::admit::{CallerKey, HostAllowlist, check_origin, check_path};
-use super::body::{ProxyBody, ResponseBody};
+use super::body::{IdleLimit, ProxyBody, ResponseBody};
 use super::client_addr::ClientAddr;
 use super::error::ProxyError;
 use super::headers::{
@@ -24,6 +24,7 @@ use super::headers::{
 };
 use super::respond::RoutedError;
 use super::routes::RouteTable;
+use super::uploads::UploadTicket;
 use super::{BoxError, RouteStack};
 use crate::config::forward_headers::is_method_override;
 
@@ -38,6 +39,7 @@ struct RouterInner {
     caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
     stacks: Vec<RouteStack>,
+    request_idle: Option<IdleLimit>,
 }
 
 /// Future of [`Router`].
@@ -61,8 +63,17 @@ impl Router {
                 caller_key,
                 hosts,
                 stacks,
+                request_idle: None,
             }),
         }
+    }
+
+    /// Request bodies that bring no byte for `idle`'s limit are ended (`body`).
+    pub fn with_request_idle(mut self, idle: IdleLimit) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.request_idle = Some(idle);
+        }
+        self
     }
 
     /// Checks the rules and picks the route's stack.
@@ -178,12 +189,18 @@ impl Service<Request<Incoming>> for Router {
 
     fn call(&mut self, mut req: Request<Incoming>) -> ResponseFuture {
         match self.admit(&mut req) {
-            Ok((route, stack)) => Box::pin(async move {
-                stack
-                    .oneshot(req.map(ProxyBody::Request))
-                    .await
-                    .map_err(|error| Box::new(RoutedError { route, error }) as BoxError)
-            }),
+            Ok((route, stack)) => {
+                // The request body streams upstream, timed and metered (an upload's ticket came from `observe`).
+                let upload = req.extensions_mut().remove::<Arc<UploadTicket>>();
+                let idle = self.inner.request_idle.clone();
+                let req = req.map(|body| ProxyBody::request(body, idle, upload));
+                Box::pin(async move {
+                    stack
+                        .oneshot(req)
+                        .await
+                        .map_err(|error| Box::new(RoutedError { route, error }) as BoxError)
+                })
+            }
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }

@@ -24,6 +24,7 @@ mod http2;
 mod limits;
 mod responses;
 mod smuggling;
+mod stalls;
 mod timeouts;
 
 use std::net::SocketAddr;

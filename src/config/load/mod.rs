@@ -287,6 +287,17 @@ fn limits(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Limits> {
             ),
             "replay_buffer_bytes" => store(&mut limits.replay_buffer_bytes, size(w, p, v, 0)),
             "drain_timeout" => store(&mut limits.drain_timeout, w.positive_duration(p, v)),
+            "write_stall_timeout" => {
+                store(&mut limits.write_stall_timeout, w.positive_duration(p, v))
+            }
+            "stream_idle_timeout" => {
+                store(&mut limits.stream_idle_timeout, w.positive_duration(p, v))
+            }
+            "request_body_min_rate" => store(&mut limits.request_body_min_rate, size(w, p, v, 1)),
+            "request_body_rate_window" => store(
+                &mut limits.request_body_rate_window,
+                w.positive_duration(p, v),
+            ),
             _ => return false,
         };
         all_valid &= ok;

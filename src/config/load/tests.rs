@@ -186,6 +186,10 @@ limits:
   upstream_response_timeout: 5m
   replay_buffer_bytes: 0
   drain_timeout: 1m 30s
+  write_stall_timeout: 45s
+  stream_idle_timeout: 10m
+  request_body_min_rate: 4096
+  request_body_rate_window: 5s
 credentials:
   default:
     chain: [environment, workload_identity, managed_identity, azure_cli, vm]
@@ -253,6 +257,10 @@ routes:
             upstream_response_timeout: Duration::from_secs(300),
             replay_buffer_bytes: 0,
             drain_timeout: Duration::from_secs(90),
+            write_stall_timeout: Duration::from_secs(45),
+            stream_idle_timeout: Duration::from_secs(600),
+            request_body_min_rate: 4096,
+            request_body_rate_window: Duration::from_secs(5),
         }
     );
 
@@ -641,6 +649,34 @@ fn durations() {
             "limits.upstream_connect_timeout: invalid duration \"30\": time unit needed, for example 30sec or 30ms",
             "limits.drain_timeout: must be greater than zero",
             "limits.upstream_response_timeout: expected a duration like \"30s\", got a list",
+        ]
+    );
+}
+
+#[test]
+fn stream_limits_have_defaults_and_are_checked_like_the_others() {
+    let limits = ok(&with_defaults("")).limits;
+    assert_eq!(limits.write_stall_timeout, Duration::from_secs(60));
+    assert_eq!(limits.stream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(limits.request_body_min_rate, 1024);
+    assert_eq!(limits.request_body_rate_window, Duration::from_secs(10));
+    let limits = ok(&with_defaults(
+        "limits: { write_stall_timeout: 2s, stream_idle_timeout: \"${IDLE:-90s}\", request_body_min_rate: \"512\", request_body_rate_window: 1500ms }",
+    ))
+    .limits;
+    assert_eq!(limits.write_stall_timeout, Duration::from_secs(2));
+    assert_eq!(limits.stream_idle_timeout, Duration::from_secs(90));
+    assert_eq!(limits.request_body_min_rate, 512);
+    assert_eq!(limits.request_body_rate_window, Duration::from_millis(1500));
+    assert_eq!(
+        problems(&with_defaults(
+            "limits: { write_stall_timeout: 0s, stream_idle_timeout: 60, request_body_min_rate: 0, request_body_rate_window: soon }",
+        )),
+        [
+            "limits.write_stall_timeout: must be greater than zero",
+            "limits.stream_idle_timeout: a duration needs a unit, like \"60s\" (got 60)",
+            "limits.request_body_min_rate: must be at least 1",
+            "limits.request_body_rate_window: invalid duration \"soon\": expected number at 0",
         ]
     );
 }

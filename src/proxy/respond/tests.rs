@@ -47,6 +47,7 @@ async fn proxy_errors_have_contract_status_code_and_headers() {
             "UpstreamTimeout",
         ),
         (ProxyError::Overloaded(10), 503, "Overloaded"),
+        (ProxyError::RequestBodyTimeout, 408, "RequestBodyTimeout"),
         (
             ProxyError::CallerNotAuthenticated {
                 header: http::HeaderName::from_static("x-team-key"),

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::h2_frames::H2Conn;
+use tokio::time::Instant;
+
+use super::h2_frames::{self, H2Conn};
 use super::{exchange, h1_plain_upstream, proxy_to, upstream_paths};
 use crate::support::proxy::World;
 use crate::support::trace_init;
@@ -104,20 +106,51 @@ async fn silent_connection_is_closed_at_the_header_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "by design: an idle HTTP/2 connection stays open while keep-alive pings (30 s, 20 s timeout) succeed; dead peers are closed; see SECURITY.md"]
-async fn idle_http2_connection_is_closed() {
+async fn http2_connection_that_never_sends_a_request_is_closed_at_the_header_timeout() {
     let _trace = trace_init();
-    // Today an HTTP/2 connection that sent the preface and SETTINGS and then nothing is still open after
-    // 3 s (the HTTP/1 equivalent is closed after request_header_timeout).
+    // Before, an HTTP/2 connection that sent the preface and SETTINGS (and answered pings) but no request stayed
+    // open for as long as it liked; HTTP/1 gets request_header_timeout. Now both get the same deadline.
     let world = World::new().await;
     let upstream = h1_plain_upstream(&world).await;
     let proxy = proxy_to(&world, &upstream.base_url(), "idleh2", LIMITS).await;
+    let started = Instant::now();
     let mut conn = H2Conn::connect(proxy.addr()).await;
+    // Answer the server's SETTINGS and pings, as a live client does, until the connection ends.
+    while conn.next(AT_MOST).await.is_some() {
+        assert!(started.elapsed() < AT_MOST, "still open after {AT_MOST:?}");
+    }
+    let closed = started.elapsed();
     assert!(
-        conn.closed_within(AT_MOST).await,
-        "an idle HTTP/2 connection was still open after {AT_MOST:?}"
+        (AT_LEAST..AT_MOST).contains(&closed),
+        "closed after {closed:?}"
     );
-    // An open connection would hold the graceful drain until its deadline.
+    assert!(upstream_paths(&upstream).await.is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn http2_connection_stays_open_after_its_first_request() {
+    let _trace = trace_init();
+    // The deadline is for the first request only: afterwards an idle HTTP/2 connection is kept while it answers
+    // keep-alive pings (load generators and SDKs reuse one), as before.
+    let world = World::new().await;
+    let upstream = h1_plain_upstream(&world).await;
+    let proxy = proxy_to(&world, &upstream.base_url(), "usedh2", LIMITS).await;
+    let mut conn = H2Conn::connect(proxy.addr()).await;
+    let authority = proxy.addr().to_string();
+    conn.send(&h2_frames::get(1, &authority, "/first", &[]))
+        .await;
+    loop {
+        let frame = conn.next(AT_MOST).await.expect("the response");
+        if frame.stream == 1 && frame.flags & h2_frames::END_STREAM != 0 {
+            break;
+        }
+    }
+    assert!(
+        !conn.closed_within(AT_MOST).await,
+        "an HTTP/2 connection that had a request was closed while idle"
+    );
+    assert_eq!(upstream_paths(&upstream).await, ["/first"]);
     drop(conn);
     proxy.stop().await;
 }

@@ -45,6 +45,18 @@ pub(crate) fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local_addr")
 }
 
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in bytes.
+pub(crate) fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb * 1024
+}
+
 /// A loopback address that refuses connections: a socket bound to it but never listening, held until drop,
 /// so no other test can start listening there in the meantime.
 #[derive(Debug)]
