@@ -13,7 +13,7 @@
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
 //!
-//! Dependencies run one way: `proxy → token_cache → auth`. Secrets live in [`auth::Secret`], which never
+//! Dependencies run one way: `proxy → token_cache → auth`. Secrets live in [`secret::Secret`], which never
 //! prints its value; tokens are inserted as sensitive header values and never logged.
 
 pub mod admin;
@@ -29,7 +29,9 @@ pub mod ids;
 pub mod ip;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod proxy;
+pub mod secret;
 pub mod server;
 pub mod sync;
 pub mod tls;
@@ -46,7 +48,7 @@ pub mod fuzzing {
     /// refresh token if one was sent; or an error text.
     pub fn parse_token_response(
         body: &[u8],
-    ) -> Result<(crate::auth::AccessToken, Option<crate::auth::Secret>), String> {
+    ) -> Result<(crate::auth::AccessToken, Option<crate::secret::Secret>), String> {
         crate::auth::parse_token_response(body, "fuzz")
     }
 }

@@ -468,7 +468,7 @@ fn entra_client(aad: &MockAad, attempt_timeout: Duration) -> aml_auth_proxy::aut
         ..HttpClientOptions::default()
     };
     let http = TokenHttpClient::new(Arc::new(tls), &options);
-    let origin = aml_auth_proxy::config::authority_origin(&aad.base_url()).unwrap();
+    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
     EntraClient::new(http, origin)
 }
 
@@ -1140,7 +1140,7 @@ mod federated {
         );
         let entra = EntraClient::new(
             http,
-            aml_auth_proxy::config::authority_origin(&sts.url).unwrap(),
+            aml_auth_proxy::origin::authority_origin(&sts.url).unwrap(),
         );
         let spec = WorkloadIdentitySpec {
             tenant_id: Some(tenant.into()),

@@ -10,7 +10,7 @@ use super::token_response::parse_token_response;
 use super::{
     AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
 };
-use crate::config::HttpsOrigin;
+use crate::origin::HttpsOrigin;
 
 /// The `User-Agent`/`x-client-sku` the proxy announces to token services.
 pub(crate) const CLIENT_SKU: &str = "aml-auth-proxy";

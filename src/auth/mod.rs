@@ -20,7 +20,6 @@ pub mod expiry;
 mod http;
 mod managed_identity;
 mod sdk_auth_file;
-mod secret;
 mod token_response;
 mod unavailable;
 mod wire;
@@ -32,6 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::secret::Secret;
 pub use aad::AadError;
 pub use azure_cli::AzureCliCredential;
 pub use build::{CredentialSet, build_credentials};
@@ -49,7 +49,6 @@ pub use managed_identity::{
     ManagedIdentitySource,
 };
 pub use sdk_auth_file::SdkAuthFileCredential;
-pub use secret::Secret;
 pub use unavailable::UnavailableCredential;
 pub use workload_identity::WorkloadIdentityCredential;
 

@@ -92,7 +92,7 @@ fn parse(
     }
     let entra = match text(&file.active_directory_endpoint_url) {
         Some(url) => {
-            let origin = crate::config::authority_origin(url)
+            let origin = crate::origin::authority_origin(url)
                 .map_err(|why| format!("{shown}: activeDirectoryEndpointUrl {why}"))?;
             entra.with_authority(origin)
         }

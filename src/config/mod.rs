@@ -16,14 +16,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
 use http::{HeaderName, Method};
 use rustls_pki_types::CertificateDer;
 
-use crate::auth::Secret;
 use crate::env::Env;
+pub use crate::origin::HttpsOrigin;
+use crate::secret::Secret;
 
-pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, authority_origin, from_yaml_str, load};
+pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, from_yaml_str, load};
 
 /// The default proxy listener.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -123,15 +123,6 @@ pub struct Limits {
     pub replay_buffer_bytes: usize,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
-}
-
-/// An `https://` origin, or `http://` for a loopback host (emulators and tests). No path, query or userinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpsOrigin {
-    /// `https` or (loopback only) `http`.
-    pub scheme: Scheme,
-    /// Host and optional port.
-    pub authority: Authority,
 }
 
 /// A named credential (`credentials.<name>`).
@@ -455,38 +446,6 @@ impl Cloud {
             Cloud::AzureUsGovernment => "https://ml.azure.us",
             Cloud::AzureChinaCloud => "https://ml.azure.cn",
         }
-    }
-}
-
-// === impl HttpsOrigin ===
-
-impl HttpsOrigin {
-    /// The host without port (IPv6 literals keep their brackets), lower-case.
-    pub fn host(&self) -> &str {
-        self.authority.host()
-    }
-
-    /// The port, explicit or the scheme's default.
-    pub fn port(&self) -> u16 {
-        self.authority
-            .port_u16()
-            .unwrap_or(if self.scheme == Scheme::HTTP { 80 } else { 443 })
-    }
-
-    /// True when `scheme://authority` of `uri` is this origin (host case-insensitive, default ports equal).
-    pub fn matches(&self, scheme: &Scheme, authority: &Authority) -> bool {
-        let port = authority
-            .port_u16()
-            .unwrap_or(if *scheme == Scheme::HTTP { 80 } else { 443 });
-        *scheme == self.scheme
-            && port == self.port()
-            && authority.host().eq_ignore_ascii_case(self.host())
-    }
-}
-
-impl fmt::Display for HttpsOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.authority)
     }
 }
 

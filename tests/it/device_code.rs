@@ -78,7 +78,7 @@ impl PollClock for VirtualClock {
 fn entra(aad: &MockAad) -> EntraClient {
     let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
     let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
-    let origin = aml_auth_proxy::config::authority_origin(&aad.base_url()).unwrap();
+    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
     EntraClient::new(http, origin)
 }
 

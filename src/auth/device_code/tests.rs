@@ -62,7 +62,7 @@ fn fixture_objects(name: &str) -> Vec<String> {
 fn credential(name: Option<&str>) -> DeviceCodeCredential {
     let tls = crate::tls::client_config(&[]).unwrap();
     let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
-    let origin = crate::config::authority_origin("https://login.microsoftonline.com").unwrap();
+    let origin = crate::origin::authority_origin("https://login.microsoftonline.com").unwrap();
     let spec = DeviceCodeSpec {
         tenant_id: None,
         client_id: None,

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::env::Env;
 use crate::file_read::{self, Access, FileError};
+use crate::origin::{UrlRule, check_url};
 pub(super) use listen::{listener_problems, parse_listen};
-use url::{UrlRule, check_url};
 use walk::{Field, Walker};
 
 /// Configuration files larger than this are refused before they are parsed (the largest example is about 3 KiB).
@@ -63,12 +63,6 @@ struct TopLevel {
     limits: Field<Limits>,
     credentials: BTreeMap<String, CredentialSpec>,
     routes: Field<Vec<RouteConfig>>,
-}
-
-/// Checks an authority-host URL found outside the configuration file (e.g. an sdk-auth file's
-/// `activeDirectoryEndpointUrl`): `https://`, or `http://` for loopback hosts; no path, query or user info.
-pub fn authority_origin(text: &str) -> Result<HttpsOrigin, String> {
-    check_url(text.trim(), UrlRule::Origin).map(|url| url.origin)
 }
 
 /// Reads and checks a configuration file. Relative paths in it are resolved against its directory.
