@@ -40,7 +40,6 @@ use super::{
     AadError, AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError,
     TokenErrorKind, TokenRequest, expiry, is_valid_tenant, scope_to_resource,
 };
-use crate::config::AzureCliSpec;
 use crate::env::Env;
 use crate::file_read;
 
@@ -68,6 +67,17 @@ pub struct AzureCliCredential {
     tzdir: Option<String>,
     timeout: Duration,
     output_limit: usize,
+}
+
+/// Settings of an [`AzureCliCredential`] (`azure_cli: { tenant_id, subscription, timeout }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureCliCredentialOptions {
+    /// `--tenant`.
+    pub tenant_id: Option<String>,
+    /// `--subscription`.
+    pub subscription: Option<String>,
+    /// Time allowed for `az` to answer.
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -119,16 +129,16 @@ impl AzureCliCredential {
     /// The most stdout accepted unless [`Self::with_output_limit`] says otherwise: a token response is a few KiB.
     pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
 
-    /// `--tenant` and `--subscription` from `spec` (checked here; a bad one fails every request with
-    /// `CredentialRejected`), the timeout from `spec`, and `PATH`, `TZ` and `TZDIR` from `env`.
-    pub fn new(spec: &AzureCliSpec, env: &dyn Env) -> Self {
+    /// `--tenant` and `--subscription` from `options` (checked here; a bad one fails every request with
+    /// `CredentialRejected`), the timeout from `options`, and `PATH`, `TZ` and `TZDIR` from `env`.
+    pub fn new(options: AzureCliCredentialOptions, env: &dyn Env) -> Self {
         Self {
-            settings: Settings::check(spec),
+            settings: Settings::check(&options),
             program: None,
             search_path: env.var("PATH"),
             tz: env.var("TZ"),
             tzdir: env.non_empty("TZDIR"),
-            timeout: spec.timeout,
+            timeout: options.timeout,
             output_limit: Self::DEFAULT_OUTPUT_LIMIT,
         }
     }
@@ -331,32 +341,50 @@ impl TokenCredential for AzureCliCredential {
     }
 }
 
+// === impl AzureCliCredentialOptions ===
+
+impl AzureCliCredentialOptions {
+    /// How long `az` may take unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for AzureCliCredentialOptions {
+    /// No `--tenant` or `--subscription` (the CLI's current account), [`Self::DEFAULT_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            tenant_id: None,
+            subscription: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 // === impl Settings ===
 
 impl Settings {
     /// Checks the configured arguments. az refuses `--tenant` together with `--subscription` ("Please specify only
     /// one of subscription and tenant, not both"), so that combination is refused here, with the reason.
-    fn check(spec: &AzureCliSpec) -> Result<Self, String> {
-        if let Some(tenant) = &spec.tenant_id
+    fn check(options: &AzureCliCredentialOptions) -> Result<Self, String> {
+        if let Some(tenant) = &options.tenant_id
             && !is_valid_tenant_arg(tenant)
         {
             return Err(format!(
                 "invalid tenant id {tenant:?} for az: use letters, digits, `.` and `-`"
             ));
         }
-        if let Some(subscription) = &spec.subscription
+        if let Some(subscription) = &options.subscription
             && !is_valid_subscription(subscription)
         {
             return Err(format!(
                 "invalid subscription {subscription:?} for az: use letters, digits, `_`, `.`, `-` and spaces"
             ));
         }
-        if spec.tenant_id.is_some() && spec.subscription.is_some() {
+        if options.tenant_id.is_some() && options.subscription.is_some() {
             return Err("azure_cli: give tenant_id or subscription, not both (az accepts only one; a subscription already selects its tenant)".to_owned());
         }
         Ok(Self {
-            tenant_id: spec.tenant_id.clone(),
-            subscription: spec.subscription.clone(),
+            tenant_id: options.tenant_id.clone(),
+            subscription: options.subscription.clone(),
         })
     }
 

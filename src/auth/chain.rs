@@ -16,6 +16,23 @@ pub struct ChainCredential {
     winner: AtomicUsize,
 }
 
+/// One entry of a chain: a built-in source, or another credential by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainSource {
+    /// `AZURE_*` (secret, certificate, auth file) and `AML_*` environment variables.
+    Environment,
+    /// Workload identity from the AKS webhook's environment.
+    WorkloadIdentity,
+    /// Managed identity, found the way the Azure SDKs find it.
+    ManagedIdentity,
+    /// The Azure CLI.
+    AzureCli,
+    /// The device-code sign-in cache.
+    DeviceCode,
+    /// Another configured credential, by name.
+    Named(String),
+}
+
 // === impl ChainCredential ===
 
 impl ChainCredential {
@@ -99,6 +116,44 @@ fn relabel(mut token: AccessToken, name: &str, source: &dyn TokenCredential) -> 
         token.source = name.into();
     }
     token
+}
+
+// === impl ChainSource ===
+
+impl ChainSource {
+    /// The name as written in a `chain:` list.
+    pub fn name(&self) -> &str {
+        match self {
+            ChainSource::Environment => "environment",
+            ChainSource::WorkloadIdentity => "workload_identity",
+            ChainSource::ManagedIdentity => "managed_identity",
+            ChainSource::AzureCli => "azure_cli",
+            ChainSource::DeviceCode => "device_code",
+            ChainSource::Named(n) => n,
+        }
+    }
+
+    /// Parses a chain entry: a built-in source name, else a credential name.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "environment" => ChainSource::Environment,
+            "workload_identity" => ChainSource::WorkloadIdentity,
+            "managed_identity" => ChainSource::ManagedIdentity,
+            "azure_cli" => ChainSource::AzureCli,
+            "device_code" => ChainSource::DeviceCode,
+            other => ChainSource::Named(other.to_owned()),
+        }
+    }
+
+    /// The built-in default chain.
+    pub fn default_chain() -> Vec<ChainSource> {
+        vec![
+            ChainSource::Environment,
+            ChainSource::WorkloadIdentity,
+            ChainSource::ManagedIdentity,
+            ChainSource::AzureCli,
+        ]
+    }
 }
 
 impl TokenCredential for ChainCredential {

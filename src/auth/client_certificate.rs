@@ -6,7 +6,7 @@
 //! `AutoRefresher` it is reused until 60 s before it expires, then replaced by a new one with a new `jti`; a
 //! rejection by Entra ID discards it at once.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,6 @@ use super::{
     AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
     TokenErrorKind, TokenRequest,
 };
-use crate::config::ClientCertificateSpec;
 
 /// Lifetime of a client assertion (`exp` − `iat`), as MSAL.
 pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
@@ -38,6 +37,22 @@ pub struct ClientCertificateCredential {
     assertions: AssertionCache,
 }
 
+/// Settings of a [`ClientCertificateCredential`] (`client_certificate: { tenant_id, client_id, certificate_file,
+/// password | password_file, send_certificate_chain }` in configuration).
+#[derive(Debug)]
+pub struct ClientCertificateCredentialOptions {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// PEM (key + certificate) or PKCS#12 file.
+    pub certificate_file: PathBuf,
+    /// Password of the key or PKCS#12 file.
+    pub password: Option<Secret>,
+    /// Send the `x5c` certificate chain (subject-name/issuer authentication).
+    pub send_certificate_chain: bool,
+}
+
 /// The current assertion, reused while it has more than [`ASSERTION_REUSE_MARGIN`] left.
 #[derive(Debug, Default)]
 struct AssertionCache {
@@ -56,32 +71,21 @@ struct CachedAssertion {
 // === impl ClientCertificateCredential ===
 
 impl ClientCertificateCredential {
-    /// A credential from configuration. The certificate file is read now; if it cannot be loaded, every
-    /// `get_token` fails with `CredentialRejected` naming the file and the problem.
-    pub fn new(spec: &ClientCertificateSpec, entra: EntraClient) -> Self {
-        Self::from_file(
-            spec.tenant_id.clone(),
-            spec.client_id.clone(),
-            &spec.certificate_file,
-            spec.password.as_ref(),
-            spec.send_certificate_chain,
-            entra,
-            KIND,
-        )
+    /// A credential for `options`. The certificate file is read now; if it cannot be loaded, every `get_token`
+    /// fails with `CredentialRejected` naming the file and the problem.
+    pub fn new(options: ClientCertificateCredentialOptions, entra: EntraClient) -> Self {
+        Self::with_source(options, entra, KIND)
     }
 
-    /// A credential whose certificate is read from `path` now (PEM or PKCS#12), reporting as `source`. A load
-    /// failure makes every `get_token` fail with `CredentialRejected` naming the file and the problem.
-    pub fn from_file(
-        tenant_id: String,
-        client_id: String,
-        path: &Path,
-        password: Option<&Secret>,
-        send_chain: bool,
+    /// [`Self::new`], reporting tokens and errors as coming from `source` (e.g. `environment` for
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`, `sdk_auth_file` for `clientCertificate`).
+    pub(crate) fn with_source(
+        options: ClientCertificateCredentialOptions,
         entra: EntraClient,
         source: &'static str,
     ) -> Self {
-        let certificate = ClientCertificate::load(path, password);
+        let path = &options.certificate_file;
+        let certificate = ClientCertificate::load(path, options.password.as_ref());
         match &certificate {
             Ok(cert) => {
                 if cert.not_after_unix() < i64::try_from(super::expiry::now_unix()).unwrap_or(0) {
@@ -95,27 +99,15 @@ impl ClientCertificateCredential {
             }
             Err(why) => tracing::warn!(source, error = %why, "client certificate not loaded"),
         }
-        Self::with_certificate(tenant_id, client_id, certificate, send_chain, entra, source)
-    }
-
-    /// A credential from an already loaded certificate, reporting tokens and errors as coming from `source`
-    /// (e.g. `environment` for `AZURE_CLIENT_CERTIFICATE_PATH`, `sdk_auth_file` for `clientCertificate`).
-    pub fn from_parts(
-        tenant_id: String,
-        client_id: String,
-        certificate: ClientCertificate,
-        send_chain: bool,
-        entra: EntraClient,
-        source: &'static str,
-    ) -> Self {
-        Self::with_certificate(
-            tenant_id,
-            client_id,
-            Ok(certificate),
-            send_chain,
+        Self {
+            tenant_id: options.tenant_id,
+            client_id: options.client_id,
+            certificate,
+            send_chain: options.send_certificate_chain,
             entra,
             source,
-        )
+            assertions: AssertionCache::default(),
+        }
     }
 
     /// Parses `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: `1`/`true`/`yes`/`on` (any case) send the chain; unset,
@@ -136,25 +128,6 @@ impl ClientCertificateCredential {
             Some(false)
         } else {
             None
-        }
-    }
-
-    fn with_certificate(
-        tenant_id: String,
-        client_id: String,
-        certificate: Result<ClientCertificate, String>,
-        send_chain: bool,
-        entra: EntraClient,
-        source: &'static str,
-    ) -> Self {
-        Self {
-            tenant_id,
-            client_id,
-            certificate,
-            send_chain,
-            entra,
-            source,
-            assertions: AssertionCache::default(),
         }
     }
 

@@ -40,7 +40,6 @@ use super::{
     AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
     TokenErrorKind, TokenRequest,
 };
-use crate::config::DeviceCodeSpec;
 use crate::file_read::{self, FileError};
 
 /// The public client signed in with unless `client_id` says otherwise: the Azure CLI's first-party app, which
@@ -88,6 +87,17 @@ pub struct DeviceCodeCredential {
     /// Held for the whole of a refresh (refreshes are serialised); holds a rotated refresh token that could not
     /// be saved.
     refresh: tokio::sync::Mutex<Option<Unsaved>>,
+}
+
+/// Settings of a [`DeviceCodeCredential`] (`device_code: { tenant_id, client_id, cache_file }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCodeCredentialOptions {
+    /// Tenant to sign in to (default [`DEFAULT_TENANT`]).
+    pub tenant_id: Option<String>,
+    /// Public client id (default [`DEFAULT_CLIENT_ID`], the Azure CLI's first-party app).
+    pub client_id: Option<String>,
+    /// Where `login` persists the refresh token (0600).
+    pub cache_file: PathBuf,
 }
 
 /// What [`DeviceCodeCredential::login`] signs in for.
@@ -211,18 +221,16 @@ enum PollError {
 // === impl DeviceCodeCredential ===
 
 impl DeviceCodeCredential {
-    /// A credential for `spec` (tenant default [`DEFAULT_TENANT`], client default [`DEFAULT_CLIENT_ID`]).
-    pub fn new(spec: &DeviceCodeSpec, entra: EntraClient) -> Self {
+    /// A credential for `options` (tenant default [`DEFAULT_TENANT`], client default [`DEFAULT_CLIENT_ID`]).
+    pub fn new(options: DeviceCodeCredentialOptions, entra: EntraClient) -> Self {
         Self {
-            tenant: spec
+            tenant: options
                 .tenant_id
-                .clone()
                 .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
-            client_id: spec
+            client_id: options
                 .client_id
-                .clone()
                 .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned()),
-            cache_file: spec.cache_file.clone(),
+            cache_file: options.cache_file,
             name: None,
             entra,
             clock: Arc::new(TokioClock),

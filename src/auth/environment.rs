@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use super::{
-    AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
-    EntraClient, SdkAuthFileCredential, Secret, TokenCredential, TokenError, TokenErrorKind,
-    TokenRequest, is_valid_tenant,
+    AccessToken, BoxFuture, ClientCertificateCredential, ClientCertificateCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, CredentialError, EntraClient,
+    SdkAuthFileCredential, SdkAuthFileCredentialOptions, Secret, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest, is_valid_tenant,
 };
 use crate::env::Env;
 
@@ -49,10 +50,8 @@ impl EnvironmentCredential {
             ) {
                 secret_state(&t, &c, s, "AML_TENANT_ID", entra)
             } else if let Some(path) = var("AZURE_AUTH_LOCATION") {
-                State::Ready(Arc::new(SdkAuthFileCredential::new(
-                    std::path::Path::new(&path),
-                    entra,
-                )))
+                let options = SdkAuthFileCredentialOptions { path: path.into() };
+                State::Ready(Arc::new(SdkAuthFileCredential::new(options, entra)))
             } else {
                 State::Unavailable(missing_message(env))
             };
@@ -77,13 +76,12 @@ fn secret_state(
             "{tenant_var} is not a valid tenant id (allowed: letters, digits, '.', '-')"
         ));
     }
-    let credential = ClientSecretCredential::new(
-        tenant.to_owned(),
-        client.to_owned(),
-        Secret::new(secret),
-        entra.clone(),
-    )
-    .with_source(SOURCE);
+    let options = ClientSecretCredentialOptions {
+        tenant_id: tenant.to_owned(),
+        client_id: client.to_owned(),
+        client_secret: Secret::new(secret),
+    };
+    let credential = ClientSecretCredential::new(options, entra.clone()).with_source(SOURCE);
     State::Ready(Arc::new(credential))
 }
 
@@ -114,15 +112,14 @@ fn certificate_state(
             "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN is not a boolean; not sending the chain"
         );
     }
-    let credential = ClientCertificateCredential::from_file(
-        tenant.to_owned(),
-        client.to_owned(),
-        std::path::Path::new(path),
-        password.as_ref(),
-        ClientCertificateCredential::send_chain_from_env(chain.as_deref()),
-        entra.clone(),
-        SOURCE,
-    );
+    let options = ClientCertificateCredentialOptions {
+        tenant_id: tenant.to_owned(),
+        client_id: client.to_owned(),
+        certificate_file: path.into(),
+        password,
+        send_certificate_chain: ClientCertificateCredential::send_chain_from_env(chain.as_deref()),
+    };
+    let credential = ClientCertificateCredential::with_source(options, entra.clone(), SOURCE);
     State::Ready(Arc::new(credential))
 }
 

@@ -33,24 +33,24 @@ use std::time::Duration;
 
 pub use crate::secret::Secret;
 pub use aad::AadError;
-pub use azure_cli::AzureCliCredential;
-pub use build::{CredentialSet, build_credentials};
+pub use azure_cli::{AzureCliCredential, AzureCliCredentialOptions};
+pub use build::{CredentialOptions, CredentialSet, build_credentials};
 pub use certificate::ClientCertificate;
-pub use chain::ChainCredential;
-pub use client_certificate::ClientCertificateCredential;
-pub use client_secret::ClientSecretCredential;
-pub use device_code::DeviceCodeCredential;
+pub use chain::{ChainCredential, ChainSource};
+pub use client_certificate::{ClientCertificateCredential, ClientCertificateCredentialOptions};
+pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
+pub use device_code::{DeviceCodeCredential, DeviceCodeCredentialOptions};
 pub use entra::EntraClient;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
 pub use http::{HttpClientOptions, TokenHttpClient};
 pub use managed_identity::{
-    DEFAULT_ARC_KEY_DIR, ImdsRetry, ManagedIdentityCredential, ManagedIdentityOptions,
-    ManagedIdentitySource,
+    DEFAULT_ARC_KEY_DIR, ImdsRetry, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    ManagedIdentitySource, UserAssignedId,
 };
-pub use sdk_auth_file::SdkAuthFileCredential;
+pub use sdk_auth_file::{SdkAuthFileCredential, SdkAuthFileCredentialOptions};
 pub use unavailable::UnavailableCredential;
-pub use workload_identity::WorkloadIdentityCredential;
+pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
 
 /// For [`crate::fuzzing`] only.
 pub(crate) use token_response::parse_token_response;

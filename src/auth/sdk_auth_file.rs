@@ -11,9 +11,9 @@ use super::wire::{self, WireError};
 use crate::file_read::{self, Access};
 
 use super::{
-    AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
-    EntraClient, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
-    is_valid_tenant,
+    AccessToken, BoxFuture, ClientCertificateCredential, ClientCertificateCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, CredentialError, EntraClient, Secret,
+    TokenCredential, TokenError, TokenErrorKind, TokenRequest, is_valid_tenant,
 };
 
 const SOURCE: &str = "sdk_auth_file";
@@ -45,6 +45,13 @@ struct SdkAuthFile {
     active_directory_endpoint_url: Option<String>,
 }
 
+/// Settings of an [`SdkAuthFileCredential`] (`sdk_auth_file: { path }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkAuthFileCredentialOptions {
+    /// The JSON file.
+    pub path: PathBuf,
+}
+
 #[derive(Debug)]
 enum CredentialErrorKind {
     Unavailable(String),
@@ -56,7 +63,8 @@ enum CredentialErrorKind {
 impl SdkAuthFileCredential {
     /// Reads and checks `path`. A missing file makes the credential unavailable; a malformed one is a
     /// configuration error (`CredentialRejected`) that names the file and the key, never a value.
-    pub fn new(path: &Path, entra: &EntraClient) -> Self {
+    pub fn new(options: SdkAuthFileCredentialOptions, entra: &EntraClient) -> Self {
+        let path = &options.path;
         // Bounded in size and time; a FIFO or device is refused without being opened.
         let inner = match file_read::read(path, MAX_FILE_BYTES, Access::Any) {
             Ok(bytes) => parse(path, &bytes, entra).map_err(CredentialErrorKind::Invalid),
@@ -99,26 +107,23 @@ fn parse(
         None => entra.clone(),
     };
     if let Some(secret) = text(&file.client_secret) {
-        let credential = ClientSecretCredential::new(
-            tenant_id.to_owned(),
-            client_id.to_owned(),
-            Secret::new(secret),
-            entra,
-        )
-        .with_source(SOURCE);
+        let options = ClientSecretCredentialOptions {
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: Secret::new(secret),
+        };
+        let credential = ClientSecretCredential::new(options, entra).with_source(SOURCE);
         return Ok(Arc::new(credential));
     }
     if let Some(certificate) = text(&file.client_certificate) {
-        let certificate = resolve(path, certificate);
-        let credential = ClientCertificateCredential::from_file(
-            tenant_id.to_owned(),
-            client_id.to_owned(),
-            &certificate,
-            None,
-            false,
-            entra,
-            SOURCE,
-        );
+        let options = ClientCertificateCredentialOptions {
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            certificate_file: resolve(path, certificate),
+            password: None,
+            send_certificate_chain: false,
+        };
+        let credential = ClientCertificateCredential::with_source(options, entra, SOURCE);
         return Ok(Arc::new(credential));
     }
     Err(format!(

@@ -17,7 +17,6 @@ use super::{
     AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
     TokenErrorKind, TokenRequest, is_valid_tenant,
 };
-use crate::config::WorkloadIdentitySpec;
 use crate::env::Env;
 use crate::file_read::{self, Access};
 use crate::sync::lock;
@@ -40,6 +39,18 @@ pub struct WorkloadIdentityCredential {
     entra: EntraClient,
     assertion: Mutex<Option<Cached>>,
     reread_after: Duration,
+}
+
+/// Settings of a [`WorkloadIdentityCredential`] (`workload_identity: { tenant_id, client_id, token_file }` in
+/// configuration), each defaulting to the variable the AKS workload identity webhook sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkloadIdentityCredentialOptions {
+    /// Overrides `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// Overrides `AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// Overrides `AZURE_FEDERATED_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Why the credential cannot be used.
@@ -67,18 +78,20 @@ struct Cached {
 // === impl WorkloadIdentityCredential ===
 
 impl WorkloadIdentityCredential {
-    /// Settings from `spec`, each falling back to `AZURE_TENANT_ID` / `AZURE_CLIENT_ID` /
+    /// Settings from `options`, each falling back to `AZURE_TENANT_ID` / `AZURE_CLIENT_ID` /
     /// `AZURE_FEDERATED_TOKEN_FILE`. Missing settings make the credential unavailable (it names them).
-    pub fn new(spec: &WorkloadIdentitySpec, env: &dyn Env, entra: EntraClient) -> Self {
-        let tenant_id = spec
+    pub fn new(
+        options: WorkloadIdentityCredentialOptions,
+        env: &dyn Env,
+        entra: EntraClient,
+    ) -> Self {
+        let tenant_id = options
             .tenant_id
-            .clone()
             .or_else(|| env.non_empty("AZURE_TENANT_ID"));
-        let client_id = spec
+        let client_id = options
             .client_id
-            .clone()
             .or_else(|| env.non_empty("AZURE_CLIENT_ID"));
-        let token_file = spec.token_file.clone().or_else(|| {
+        let token_file = options.token_file.or_else(|| {
             env.non_empty("AZURE_FEDERATED_TOKEN_FILE")
                 .map(PathBuf::from)
         });

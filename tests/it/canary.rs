@@ -501,7 +501,7 @@ fn debug_of_config_and_credentials_never_shows_the_secret() {
         // The secret really was loaded, all three ways…
         for name in ["inline", "fromenv", "fromfile"] {
             match &config.credentials[name] {
-                config::CredentialSpec::ClientSecret(s) => {
+                aml_auth_proxy::auth::CredentialOptions::ClientSecret(s) => {
                     assert_eq!(s.client_secret.expose(), CANARY_SECRET, "{name}");
                 }
                 other => panic!("{name}: {other:?}"),

@@ -15,10 +15,9 @@ use aml_auth_proxy::auth::device_code::{
     decode_claims_challenge,
 };
 use aml_auth_proxy::auth::{
-    BoxFuture, CredentialError, DeviceCodeCredential, EntraClient, HttpClientOptions,
-    TokenCredential, TokenError, TokenErrorKind, TokenHttpClient, TokenRequest,
+    BoxFuture, CredentialError, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
+    HttpClientOptions, TokenCredential, TokenError, TokenErrorKind, TokenHttpClient, TokenRequest,
 };
-use aml_auth_proxy::config::DeviceCodeSpec;
 use base64::Engine;
 use http::StatusCode;
 use serde_json::Value;
@@ -112,12 +111,12 @@ impl Bed {
         tenant: &str,
         clock: Arc<VirtualClock>,
     ) -> DeviceCodeCredential {
-        let spec = DeviceCodeSpec {
+        let spec = DeviceCodeCredentialOptions {
             tenant_id: Some(tenant.to_owned()),
             client_id: None,
             cache_file: dir.path().join("cache/tokens.json"),
         };
-        DeviceCodeCredential::new(&spec, entra(aad))
+        DeviceCodeCredential::new(spec, entra(aad))
             .with_name("me")
             .with_clock(clock)
     }
@@ -675,12 +674,12 @@ async fn login_command_prints_the_code_on_stderr_and_writes_a_private_cache_file
     assert_eq!(aad.count("cli-ok"), 2, "one pending poll, then success");
 
     // The credential serves tokens from what `login` saved.
-    let spec = DeviceCodeSpec {
+    let spec = DeviceCodeCredentialOptions {
         tenant_id: Some("cli-ok".into()),
         client_id: None,
         cache_file: cache.clone(),
     };
-    let cred = DeviceCodeCredential::new(&spec, entra(&aad));
+    let cred = DeviceCodeCredential::new(spec, entra(&aad));
     cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
 }
 

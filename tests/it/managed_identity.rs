@@ -11,10 +11,9 @@ use std::time::Duration;
 use aml_auth_proxy::auth::expiry;
 use aml_auth_proxy::auth::{
     AccessToken, CredentialError, HttpClientOptions, ImdsRetry, ManagedIdentityCredential,
-    ManagedIdentityOptions, ManagedIdentitySource, TokenCredential, TokenError, TokenErrorKind,
-    TokenHttpClient, TokenRequest,
+    ManagedIdentityCredentialOptions, ManagedIdentitySource, TokenCredential, TokenError,
+    TokenErrorKind, TokenHttpClient, TokenRequest, UserAssignedId,
 };
-use aml_auth_proxy::config::{ManagedIdentitySpec, UserAssignedId};
 use aml_auth_proxy::env::MapEnv;
 use http::Method;
 use tokio::net::TcpListener;
@@ -45,30 +44,37 @@ fn fast_retry() -> ImdsRetry {
     }
 }
 
-fn options(in_chain: bool) -> ManagedIdentityOptions {
-    ManagedIdentityOptions {
+/// How a test reaches the endpoint: fast retries, no real Arc key directory.
+fn options(in_chain: bool) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         in_chain,
         retry: fast_retry(),
         arc_key_dir: "/nonexistent/aml-auth-proxy-test/arc-keys".into(),
-        ..ManagedIdentityOptions::default()
+        ..ManagedIdentityCredentialOptions::default()
     }
 }
 
-fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentitySpec {
-    ManagedIdentitySpec {
+/// Which identity a test asks for (as configuration gives it).
+fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         user_assigned,
-        endpoint: None,
+        ..ManagedIdentityCredentialOptions::default()
     }
 }
 
-/// Builds the credential and fails the test unless its endpoint is on loopback (or no source is usable, so
-/// nothing is ever sent).
+/// Builds the credential for the identity and endpoint of `spec`, reached as `options` says, and fails the test
+/// unless its endpoint is on loopback (or no source is usable, so nothing is ever sent).
 fn credential(
-    spec: &ManagedIdentitySpec,
+    spec: &ManagedIdentityCredentialOptions,
     env: &MapEnv,
-    options: ManagedIdentityOptions,
+    options: ManagedIdentityCredentialOptions,
 ) -> ManagedIdentityCredential {
-    let cred = ManagedIdentityCredential::new(spec, env, http(), options);
+    let options = ManagedIdentityCredentialOptions {
+        user_assigned: spec.user_assigned.clone(),
+        endpoint: spec.endpoint.clone(),
+        ..options
+    };
+    let cred = ManagedIdentityCredential::new(options, env, http());
     if let Some(url) = cred.endpoint() {
         assert_eq!(
             url.host(),
@@ -247,9 +253,9 @@ async fn imds_user_assigned_identity_parameters() {
 async fn imds_endpoint_override_replaces_the_whole_url() {
     let _trace = trace_init();
     let imds = MockIdentity::start().await;
-    let spec = ManagedIdentitySpec {
-        user_assigned: None,
+    let spec = ManagedIdentityCredentialOptions {
         endpoint: Some(imds.url("/custom/token").parse().unwrap()),
+        ..spec(None)
     };
     let cred = credential(&spec, &MapEnv::new(), options(false));
     token(&cred).await.unwrap();
@@ -815,8 +821,8 @@ fn arc_env(mock: &MockIdentity) -> MapEnv {
         .with("IMDS_ENDPOINT", mock.base())
 }
 
-fn arc_options(key_dir: &TempDir) -> ManagedIdentityOptions {
-    ManagedIdentityOptions {
+fn arc_options(key_dir: &TempDir) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         arc_key_dir: key_dir.path().to_path_buf(),
         ..options(true)
     }

@@ -56,8 +56,8 @@ fn settings(tenant: Option<&str>, subscription: Option<&str>) -> Settings {
     }
 }
 
-fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliSpec {
-    AzureCliSpec {
+fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialOptions {
+    AzureCliCredentialOptions {
         tenant_id: tenant.map(String::from),
         subscription: subscription.map(String::from),
         timeout: Duration::from_secs(10),
@@ -544,7 +544,7 @@ fn argument_validation() {
 #[tokio::test]
 async fn invalid_arguments_and_claims_never_run_az() {
     // The program does not exist: reaching it would be "unavailable", not these failures.
-    let cred = |s| AzureCliCredential::new(&s, &MapEnv::new()).with_program("/nonexistent/az");
+    let cred = |s| AzureCliCredential::new(s, &MapEnv::new()).with_program("/nonexistent/az");
     let e = failed(
         cred(spec(None, None))
             .get_token(&TokenRequest::new("--debug"))
@@ -601,7 +601,7 @@ async fn invalid_arguments_and_claims_never_run_az() {
 
 #[tokio::test]
 async fn az_is_searched_on_the_env_path_only() {
-    let cred = |env: MapEnv| AzureCliCredential::new(&spec(None, None), &env);
+    let cred = |env: MapEnv| AzureCliCredential::new(spec(None, None), &env);
     let reason = unavailable(cred(MapEnv::new()).locate().await.unwrap_err());
     assert_eq!(reason, "Azure CLI not found on PATH (PATH is not set)");
     let reason = unavailable(

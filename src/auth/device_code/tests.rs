@@ -63,12 +63,12 @@ fn credential(name: Option<&str>) -> DeviceCodeCredential {
     let tls = crate::tls::client_config(&[]).unwrap();
     let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
     let origin = crate::origin::authority_origin("https://login.microsoftonline.com").unwrap();
-    let spec = DeviceCodeSpec {
+    let options = DeviceCodeCredentialOptions {
         tenant_id: None,
         client_id: None,
         cache_file: PathBuf::from("/nonexistent/tokens.json"),
     };
-    let credential = DeviceCodeCredential::new(&spec, EntraClient::new(http, origin));
+    let credential = DeviceCodeCredential::new(options, EntraClient::new(http, origin));
     match name {
         Some(n) => credential.with_name(n),
         None => credential,

@@ -6,9 +6,8 @@
 
 use http::{HeaderName, Uri};
 
-use super::{Call, Problem, Transport, identity_param};
+use super::{Call, Problem, Transport, UserAssignedId, identity_param};
 use crate::auth::{AccessToken, CredentialError, Secret};
-use crate::config::UserAssignedId;
 
 const API_VERSION: &str = "2019-08-01";
 

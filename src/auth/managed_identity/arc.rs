@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, Uri};
 
-use super::{Call, Problem, SOURCE, Transport, id_kind};
+use super::{Call, Problem, SOURCE, Transport, UserAssignedId, id_kind};
 use crate::auth::{AccessToken, CredentialError, Secret, TokenError, TokenErrorKind};
-use crate::config::UserAssignedId;
 use crate::file_read::{self, Access, FileError};
 
 const API_VERSION: &str = "2020-06-01";

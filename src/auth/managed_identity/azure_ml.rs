@@ -7,9 +7,8 @@
 
 use http::{HeaderName, Uri};
 
-use super::{Call, Problem, Transport, id_kind};
+use super::{Call, Problem, Transport, UserAssignedId, id_kind};
 use crate::auth::{AccessToken, CredentialError, Secret};
-use crate::config::UserAssignedId;
 
 const API_VERSION: &str = "2017-09-01";
 

@@ -7,9 +7,8 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, Method, Uri};
 
-use super::{Call, Problem, Transport, id_kind};
+use super::{Call, Problem, Transport, UserAssignedId, id_kind};
 use crate::auth::{AccessToken, CredentialError};
-use crate::config::UserAssignedId;
 
 /// The Cloud Shell source.
 #[derive(Debug)]

@@ -7,9 +7,8 @@
 
 use http::{HeaderName, Uri};
 
-use super::{Call, SOURCE, Transport, identity_param, without_query};
+use super::{Call, SOURCE, Transport, UserAssignedId, identity_param, without_query};
 use crate::auth::{AccessToken, CredentialError, TokenHttpClient};
-use crate::config::UserAssignedId;
 
 /// IMDS's link-local address. Tests must never send anything there.
 #[cfg(test)]

@@ -47,7 +47,6 @@ use super::{
     AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError, TokenErrorKind,
     TokenRequest, scope_to_resource,
 };
-use crate::config::{ManagedIdentitySpec, UserAssignedId};
 use crate::env::Env;
 
 /// Where the Azure Connected Machine agent keeps its challenge key files on Linux.
@@ -61,14 +60,19 @@ const SOURCE: &str = "managed_identity";
 pub struct ManagedIdentityCredential {
     source: Result<Source, Problem>,
     http: TokenHttpClient,
-    options: ManagedIdentityOptions,
+    options: ManagedIdentityCredentialOptions,
     /// Set once an IMDS probe got an answer; a failed probe is tried again on the next call.
     probed: tokio::sync::OnceCell<()>,
 }
 
-/// Settings of a [`ManagedIdentityCredential`] that do not come from configuration.
+/// Settings of a [`ManagedIdentityCredential`]: which identity (`managed_identity: { client_id | object_id |
+/// resource_id, endpoint }` in configuration), and how its endpoint is asked (production values by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedIdentityOptions {
+pub struct ManagedIdentityCredentialOptions {
+    /// A user-assigned identity; `None` for the system-assigned one.
+    pub user_assigned: Option<UserAssignedId>,
+    /// Replaces the full token URL of the detected source.
+    pub endpoint: Option<Uri>,
     /// Inside a credential chain: probe IMDS once (no `Metadata` header, [`Self::probe_timeout`]) before trusting
     /// it, so that a host without IMDS makes the source unavailable quickly instead of failing the chain.
     pub in_chain: bool,
@@ -78,6 +82,17 @@ pub struct ManagedIdentityOptions {
     pub retry: ImdsRetry,
     /// The only directory an Azure Arc challenge may name (default [`DEFAULT_ARC_KEY_DIR`]).
     pub arc_key_dir: PathBuf,
+}
+
+/// How a user-assigned managed identity is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAssignedId {
+    /// Its client (application) id.
+    ClientId(String),
+    /// Its object (principal) id.
+    ObjectId(String),
+    /// Its ARM resource id.
+    ResourceId(String),
 }
 
 /// The retry schedule for transient answers (PROTOCOLS §4.2, as azure-identity for Python does it).
@@ -151,15 +166,14 @@ struct Transport<'a> {
 // === impl ManagedIdentityCredential ===
 
 impl ManagedIdentityCredential {
-    /// Detects the source from `env` (see the module docs) for the identity `spec` names. Detection never fails:
-    /// a source that cannot be used answers every request with the reason.
+    /// Detects the source from `env` (see the module docs) for the identity `options` names. Detection never
+    /// fails: a source that cannot be used answers every request with the reason.
     pub fn new(
-        spec: &ManagedIdentitySpec,
+        options: ManagedIdentityCredentialOptions,
         env: &dyn Env,
         http: TokenHttpClient,
-        options: ManagedIdentityOptions,
     ) -> Self {
-        let source = detect(spec, env, &options);
+        let source = detect(&options, env);
         match &source {
             Ok(s) => {
                 tracing::debug!(source = s.kind().name(), endpoint = %without_query(s.url()), "managed identity source detected");
@@ -253,13 +267,15 @@ impl TokenCredential for ManagedIdentityCredential {
     }
 }
 
-// === impl ManagedIdentityOptions ===
+// === impl ManagedIdentityCredentialOptions ===
 
-impl Default for ManagedIdentityOptions {
-    /// Production values: no probe (a credential used on its own), a 1 s probe timeout when probing, the Python
-    /// SDK's retry schedule and the Linux Arc key directory.
+impl Default for ManagedIdentityCredentialOptions {
+    /// The system-assigned identity at the detected endpoint; no probe (a credential used on its own), a 1 s probe
+    /// timeout when probing, the Python SDK's retry schedule and the Linux Arc key directory.
     fn default() -> Self {
         Self {
+            user_assigned: None,
+            endpoint: None,
             in_chain: false,
             probe_timeout: Duration::from_secs(1),
             retry: ImdsRetry::default(),
@@ -368,12 +384,8 @@ impl Source {
 }
 
 /// Detection in the order of PROTOCOLS §4.1 (azure-identity's, which MSAL Go and the Rust SDK agree with).
-fn detect(
-    spec: &ManagedIdentitySpec,
-    env: &dyn Env,
-    options: &ManagedIdentityOptions,
-) -> Result<Source, Problem> {
-    let user_assigned = spec.user_assigned.as_ref();
+fn detect(options: &ManagedIdentityCredentialOptions, env: &dyn Env) -> Result<Source, Problem> {
+    let user_assigned = options.user_assigned.as_ref();
     if let Some(identity_endpoint) = env.non_empty("IDENTITY_ENDPOINT") {
         if let Some(header) = env.non_empty("IDENTITY_HEADER") {
             if env.non_empty("IDENTITY_SERVER_THUMBPRINT").is_some() {
@@ -382,12 +394,12 @@ fn detect(
                         .to_owned(),
                 ));
             }
-            let url = endpoint_url(spec, "IDENTITY_ENDPOINT", &identity_endpoint)?;
+            let url = endpoint_url(options, "IDENTITY_ENDPOINT", &identity_endpoint)?;
             return app_service::AppService::new(url, Secret::new(header), user_assigned)
                 .map(Source::AppService);
         }
         if env.non_empty("IMDS_ENDPOINT").is_some() {
-            let url = endpoint_url(spec, "IDENTITY_ENDPOINT", &identity_endpoint)?;
+            let url = endpoint_url(options, "IDENTITY_ENDPOINT", &identity_endpoint)?;
             return arc::Arc::new(url, options.arc_key_dir.clone(), user_assigned).map(Source::Arc);
         }
         return Err(Problem::Unavailable(
@@ -396,7 +408,7 @@ fn detect(
         ));
     }
     if let Some(msi_endpoint) = env.non_empty("MSI_ENDPOINT") {
-        let url = endpoint_url(spec, "MSI_ENDPOINT", &msi_endpoint)?;
+        let url = endpoint_url(options, "MSI_ENDPOINT", &msi_endpoint)?;
         return match env.non_empty("MSI_SECRET") {
             Some(secret) => azure_ml::AzureMl::new(
                 url,
@@ -408,7 +420,7 @@ fn detect(
             None => cloud_shell::CloudShell::new(url, user_assigned).map(Source::CloudShell),
         };
     }
-    let url = match &spec.endpoint {
+    let url = match &options.endpoint {
         Some(url) => url.clone(),
         None => {
             let base = env.non_empty("AZURE_POD_IDENTITY_AUTHORITY_HOST");
@@ -421,8 +433,12 @@ fn detect(
 }
 
 /// The configured `endpoint` if any, else the variable's value, which must be an absolute http(s) URL.
-fn endpoint_url(spec: &ManagedIdentitySpec, variable: &str, value: &str) -> Result<Uri, Problem> {
-    match &spec.endpoint {
+fn endpoint_url(
+    options: &ManagedIdentityCredentialOptions,
+    variable: &str,
+    value: &str,
+) -> Result<Uri, Problem> {
+    match &options.endpoint {
         Some(url) => Ok(url.clone()),
         None => parse_endpoint(variable, value),
     }

@@ -26,22 +26,19 @@ fn env(vars: &[(&str, &str)]) -> MapEnv {
     vars.iter().copied().collect()
 }
 
-fn options() -> ManagedIdentityOptions {
-    ManagedIdentityOptions {
-        arc_key_dir: PathBuf::from("/keys"),
-        ..ManagedIdentityOptions::default()
-    }
-}
-
-fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentitySpec {
-    ManagedIdentitySpec {
+fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         user_assigned,
-        endpoint: None,
+        arc_key_dir: PathBuf::from("/keys"),
+        ..ManagedIdentityCredentialOptions::default()
     }
 }
 
-fn detected(vars: &[(&str, &str)], spec: &ManagedIdentitySpec) -> Result<Source, Problem> {
-    detect(spec, &env(vars), &options())
+fn detected(
+    vars: &[(&str, &str)],
+    options: &ManagedIdentityCredentialOptions,
+) -> Result<Source, Problem> {
+    detect(options, &env(vars))
 }
 
 /// The query pairs of a call, decoded.
@@ -123,7 +120,7 @@ fn detection_follows_the_sdk_order() {
 
 #[test]
 fn detection_urls_and_overrides() {
-    let url = |vars: &[(&str, &str)], spec: &ManagedIdentitySpec| {
+    let url = |vars: &[(&str, &str)], spec: &ManagedIdentityCredentialOptions| {
         detected(vars, spec).unwrap().url().to_string()
     };
     assert_eq!(
@@ -140,9 +137,9 @@ fn detection_urls_and_overrides() {
         ),
         "http://127.0.0.1:2579/metadata/identity/oauth2/token"
     );
-    let custom = ManagedIdentitySpec {
-        user_assigned: None,
+    let custom = ManagedIdentityCredentialOptions {
         endpoint: Some("http://127.0.0.1:5000/custom/token".parse().unwrap()),
+        ..spec(None)
     };
     // `endpoint` replaces the full token URL of whichever source is detected.
     for vars in [

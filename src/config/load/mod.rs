@@ -26,10 +26,10 @@ use rustls_pki_types::CertificateDer;
 use serde_yaml::Value;
 
 use super::{
-    AllowPolicy, CallerAuth, ChainSource, Cloud, Config, ConfigError, ConfigOrigin, CredentialSpec,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, Listen,
-    RouteConfig, Upstream,
+    AllowPolicy, CallerAuth, Cloud, Config, ConfigError, ConfigOrigin, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, Listen, RouteConfig, Upstream,
 };
+use crate::auth::{ChainSource, CredentialOptions};
 use crate::env::Env;
 use crate::file_read::{self, Access, FileError};
 use crate::origin::{UrlRule, check_url};
@@ -61,7 +61,7 @@ struct TopLevel {
     cae: Field<bool>,
     extra_roots: Field<Vec<CertificateDer<'static>>>,
     limits: Field<Limits>,
-    credentials: BTreeMap<String, CredentialSpec>,
+    credentials: BTreeMap<String, CredentialOptions>,
     routes: Field<Vec<RouteConfig>>,
 }
 
@@ -144,7 +144,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
             limits: Limits::default(),
             credentials: BTreeMap::from([(
                 DEFAULT_CREDENTIAL.to_owned(),
-                CredentialSpec::Chain(ChainSource::default_chain()),
+                CredentialOptions::Chain(ChainSource::default_chain()),
             )]),
             routes: vec![route],
             origin: ConfigOrigin::BuiltIn,
