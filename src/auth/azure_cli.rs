@@ -37,8 +37,8 @@ use zeroize::Zeroizing;
 
 use super::wire::{self, WireError};
 use super::{
-    AadError, AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError,
-    TokenErrorKind, TokenRequest, expiry, is_valid_tenant, scope_to_resource,
+    AadError, AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind,
+    TokenRequest, expiry, is_valid_tenant, scope_to_resource,
 };
 use crate::env::Env;
 use crate::file_read;
@@ -155,10 +155,94 @@ impl AzureCliCredential {
         self
     }
 
-    async fn get_token_inner(
+    /// The `az` to run: the explicit program, else the first executable `az` in an absolute `PATH` entry.
+    async fn locate(&self) -> Result<PathBuf, CredentialError> {
+        if let Some(program) = &self.program {
+            return Ok(program.clone());
+        }
+        let Some(path) = self.search_path.as_deref() else {
+            return Err(CredentialError::unavailable(
+                SOURCE,
+                "Azure CLI not found on PATH (PATH is not set)",
+            ));
+        };
+        // Relative entries would resolve against the proxy's working directory: never run `./az`.
+        for dir in std::env::split_paths(path).filter(|d| d.is_absolute()) {
+            let candidate = dir.join("az");
+            if is_executable(&candidate).await {
+                return Ok(candidate);
+            }
+        }
+        Err(CredentialError::unavailable(
+            SOURCE,
+            "Azure CLI not found on PATH (install it, or put `az` on the PATH)",
+        ))
+    }
+
+    /// Runs `program args` until it exits or `deadline` passes; reads stdout and stderr with their bounds.
+    async fn run(
         &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
+        program: &Path,
+        args: &[String],
+        deadline: Instant,
+    ) -> Result<Output, CredentialError> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir("/")
+            .env("AZURE_CORE_NO_COLOR", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so that a timeout kills what a wrapper script started too (bash → python).
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(path) = &self.search_path {
+            command.env("PATH", path);
+        }
+        tracing::debug!(source = SOURCE, program = %program.display(), args = ?args, "running az");
+        let mut child = spawn(&mut command)
+            .await
+            .map_err(|e| spawn_error(program, &e))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            stop(&mut child).await;
+            return Err(CredentialError::service_unavailable(
+                SOURCE,
+                "could not capture az's output",
+            ));
+        };
+        let limit = self.output_limit;
+        let finished = tokio::time::timeout_at(deadline, async {
+            let (stdout, stderr) =
+                tokio::try_join!(read_stdout(stdout, limit), read_stderr(stderr))?;
+            let status = child.wait().await.map_err(ReadFailure::Io)?;
+            Ok::<_, ReadFailure>(Output {
+                status,
+                stdout,
+                stderr,
+            })
+        })
+        .await;
+        let why = match finished {
+            Ok(Ok(output)) => return Ok(output),
+            Ok(Err(ReadFailure::Oversize)) => {
+                format!("az returned unusable output: more than {limit} bytes on stdout")
+            }
+            Ok(Err(ReadFailure::Io(e))) => format!("reading az's output failed: {e}"),
+            Err(_elapsed) => format!(
+                "az did not answer within {}",
+                humantime::format_duration(self.timeout)
+            ),
+        };
+        stop(&mut child).await;
+        Err(CredentialError::service_unavailable(SOURCE, why))
+    }
+}
+
+impl Credential for AzureCliCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let settings = self
             .settings
             .as_ref()
@@ -211,23 +295,20 @@ impl AzureCliCredential {
         )
         .await
         .map_err(|e| {
-            CredentialError::Failed(TokenError::service_unavailable(
-                SOURCE,
-                format!("az output: {}", e.reason()),
-            ))
+            CredentialError::service_unavailable(SOURCE, format!("az output: {}", e.reason()))
         })?;
         let (token, expires_on) = parsed.map_err(|why| {
-            CredentialError::Failed(TokenError::service_unavailable(
+            CredentialError::service_unavailable(
                 SOURCE,
                 format!("az returned unusable output: {why}"),
-            ))
+            )
         })?;
         let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
         if expires_in.is_zero() {
-            return Err(CredentialError::Failed(TokenError::service_unavailable(
+            return Err(CredentialError::service_unavailable(
                 SOURCE,
                 "az returned a token that has already expired (check the clock and time zone)",
-            )));
+            ));
         }
         tracing::debug!(
             source = SOURCE,
@@ -240,104 +321,6 @@ impl AzureCliCredential {
             refresh_in: None,
             source: SOURCE.into(),
         })
-    }
-
-    /// The `az` to run: the explicit program, else the first executable `az` in an absolute `PATH` entry.
-    async fn locate(&self) -> Result<PathBuf, CredentialError> {
-        if let Some(program) = &self.program {
-            return Ok(program.clone());
-        }
-        let Some(path) = self.search_path.as_deref() else {
-            return Err(CredentialError::unavailable(
-                SOURCE,
-                "Azure CLI not found on PATH (PATH is not set)",
-            ));
-        };
-        // Relative entries would resolve against the proxy's working directory: never run `./az`.
-        for dir in std::env::split_paths(path).filter(|d| d.is_absolute()) {
-            let candidate = dir.join("az");
-            if is_executable(&candidate).await {
-                return Ok(candidate);
-            }
-        }
-        Err(CredentialError::unavailable(
-            SOURCE,
-            "Azure CLI not found on PATH (install it, or put `az` on the PATH)",
-        ))
-    }
-
-    /// Runs `program args` until it exits or `deadline` passes; reads stdout and stderr with their bounds.
-    async fn run(
-        &self,
-        program: &Path,
-        args: &[String],
-        deadline: Instant,
-    ) -> Result<Output, CredentialError> {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .current_dir("/")
-            .env("AZURE_CORE_NO_COLOR", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so that a timeout kills what a wrapper script started too (bash → python).
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(path) = &self.search_path {
-            command.env("PATH", path);
-        }
-        tracing::debug!(source = SOURCE, program = %program.display(), args = ?args, "running az");
-        let mut child = spawn(&mut command)
-            .await
-            .map_err(|e| spawn_error(program, &e))?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            stop(&mut child).await;
-            return Err(CredentialError::Failed(TokenError::service_unavailable(
-                SOURCE,
-                "could not capture az's output",
-            )));
-        };
-        let limit = self.output_limit;
-        let finished = tokio::time::timeout_at(deadline, async {
-            let (stdout, stderr) =
-                tokio::try_join!(read_stdout(stdout, limit), read_stderr(stderr))?;
-            let status = child.wait().await.map_err(ReadFailure::Io)?;
-            Ok::<_, ReadFailure>(Output {
-                status,
-                stdout,
-                stderr,
-            })
-        })
-        .await;
-        let why = match finished {
-            Ok(Ok(output)) => return Ok(output),
-            Ok(Err(ReadFailure::Oversize)) => {
-                format!("az returned unusable output: more than {limit} bytes on stdout")
-            }
-            Ok(Err(ReadFailure::Io(e))) => format!("reading az's output failed: {e}"),
-            Err(_elapsed) => format!(
-                "az did not answer within {}",
-                humantime::format_duration(self.timeout)
-            ),
-        };
-        stop(&mut child).await;
-        Err(CredentialError::Failed(TokenError::service_unavailable(
-            SOURCE, why,
-        )))
-    }
-}
-
-impl TokenCredential for AzureCliCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        SOURCE
     }
 }
 
@@ -448,11 +431,7 @@ fn is_valid_subscription(subscription: &str) -> bool {
 }
 
 fn rejected(message: impl Into<String>) -> CredentialError {
-    CredentialError::Failed(TokenError::new(
-        TokenErrorKind::CredentialRejected,
-        SOURCE,
-        message,
-    ))
+    CredentialError::rejected(SOURCE, message)
 }
 
 /// The CLI cannot request a token with claims: the user has to sign in again with the challenge.
@@ -514,10 +493,10 @@ fn spawn_error(program: &Path, e: &io::Error) -> CredentialError {
             SOURCE,
             format!("Azure CLI at {} cannot be run: {e}", program.display()),
         ),
-        _ => CredentialError::Failed(TokenError::service_unavailable(
+        _ => CredentialError::service_unavailable(
             SOURCE,
             format!("could not start az ({}): {e}", program.display()),
-        )),
+        ),
     }
 }
 

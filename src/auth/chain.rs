@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{AccessToken, BoxFuture, CredentialError, TokenCredential, TokenRequest};
+use super::{AccessToken, Credential, CredentialError, TokenCredential, TokenRequest};
 
 const NO_WINNER: usize = usize::MAX;
 
@@ -49,58 +49,6 @@ impl ChainCredential {
         self.sources
             .get(self.winner.load(Ordering::Acquire))
             .map(|(name, _)| name.as_str())
-    }
-
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
-        if let Some((name, source)) = self.sources.get(self.winner.load(Ordering::Acquire)) {
-            return source
-                .get_token(request)
-                .await
-                .map(|t| relabel(t, name, source.as_ref()))
-                .map_err(|e| match e {
-                    CredentialError::Failed(mut e) => {
-                        label(&mut e.source, name, source.as_ref());
-                        CredentialError::Failed(e)
-                    }
-                    unavailable => unavailable,
-                });
-        }
-        let mut attempts = Vec::new();
-        for (index, (name, source)) in self.sources.iter().enumerate() {
-            match source.get_token(request).await {
-                Ok(token) => {
-                    if self
-                        .winner
-                        .compare_exchange(NO_WINNER, index, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        let skipped = super::Attempt::summary(&attempts);
-                        tracing::info!(source = %name, skipped = %skipped, "credential chain: using this source from now on");
-                    }
-                    return Ok(relabel(token, name, source.as_ref()));
-                }
-                Err(CredentialError::Unavailable(mut inner)) => {
-                    for a in &mut inner {
-                        label(&mut a.source, name, source.as_ref());
-                    }
-                    tracing::debug!(source = %name, reason = %super::Attempt::summary(&inner), "credential chain: source unavailable");
-                    attempts.extend(inner);
-                }
-                Err(CredentialError::Failed(mut e)) => {
-                    label(&mut e.source, name, source.as_ref());
-                    attempts.push(super::Attempt {
-                        source: e.source.clone(),
-                        reason: e.message.clone(),
-                    });
-                    e.attempts = attempts;
-                    return Err(CredentialError::Failed(e));
-                }
-            }
-        }
-        Err(CredentialError::Unavailable(attempts))
     }
 }
 
@@ -156,16 +104,56 @@ impl ChainSource {
     }
 }
 
-impl TokenCredential for ChainCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
+impl Credential for ChainCredential {
+    const KIND: &'static str = "chain";
 
-    fn kind(&self) -> &'static str {
-        "chain"
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        if let Some((name, source)) = self.sources.get(self.winner.load(Ordering::Acquire)) {
+            return source
+                .get_token(request)
+                .await
+                .map(|t| relabel(t, name, source.as_ref()))
+                .map_err(|e| match e {
+                    CredentialError::Failed(mut e) => {
+                        label(&mut e.source, name, source.as_ref());
+                        CredentialError::Failed(e)
+                    }
+                    unavailable => unavailable,
+                });
+        }
+        let mut attempts = Vec::new();
+        for (index, (name, source)) in self.sources.iter().enumerate() {
+            match source.get_token(request).await {
+                Ok(token) => {
+                    if self
+                        .winner
+                        .compare_exchange(NO_WINNER, index, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        let skipped = super::Attempt::summary(&attempts);
+                        tracing::info!(source = %name, skipped = %skipped, "credential chain: using this source from now on");
+                    }
+                    return Ok(relabel(token, name, source.as_ref()));
+                }
+                Err(CredentialError::Unavailable(mut inner)) => {
+                    for a in &mut inner {
+                        label(&mut a.source, name, source.as_ref());
+                    }
+                    tracing::debug!(source = %name, reason = %super::Attempt::summary(&inner), "credential chain: source unavailable");
+                    attempts.extend(inner);
+                }
+                Err(CredentialError::Failed(mut e)) => {
+                    label(&mut e.source, name, source.as_ref());
+                    attempts.push(super::Attempt {
+                        source: e.source.clone(),
+                        reason: e.message.clone(),
+                    });
+                    e.attempts = attempts;
+                    return Err(CredentialError::Failed(e));
+                }
+            }
+        }
+        Err(CredentialError::Unavailable(attempts))
     }
 }
 
@@ -175,7 +163,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::auth::{Secret, TokenError, TokenErrorKind};
+    use crate::auth::{Secret, TokenErrorKind};
 
     /// A call-counting fake.
     #[derive(Debug)]
@@ -196,17 +184,12 @@ mod tests {
         }
     }
 
-    impl TokenCredential for Fake {
-        fn get_token<'a>(
-            &'a self,
-            _: &'a TokenRequest,
-        ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    impl Credential for Fake {
+        const KIND: &'static str = "fake";
+
+        async fn token(&self, _: &TokenRequest) -> Result<AccessToken, CredentialError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            let answer = (self.answer)();
-            Box::pin(async move { answer })
-        }
-        fn kind(&self) -> &'static str {
-            "fake"
+            (self.answer)()
         }
     }
 
@@ -222,11 +205,7 @@ mod tests {
         Err(CredentialError::unavailable("fake", "not here"))
     }
     fn rejected() -> Result<AccessToken, CredentialError> {
-        Err(CredentialError::Failed(TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            "fake",
-            "bad secret",
-        )))
+        Err(CredentialError::rejected("fake", "bad secret"))
     }
 
     fn chain(fakes: &[&Arc<Fake>]) -> ChainCredential {

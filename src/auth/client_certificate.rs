@@ -13,8 +13,7 @@ use std::time::Duration;
 use super::certificate::{AssertionClaims, ClientCertificate};
 use super::entra::ClientAuth;
 use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
-    TokenErrorKind, TokenRequest,
+    AccessToken, Credential, CredentialError, EntraClient, Secret, TokenError, TokenRequest,
 };
 
 /// Lifetime of a client assertion (`exp` − `iat`), as MSAL.
@@ -130,18 +129,29 @@ impl ClientCertificateCredential {
             None
         }
     }
+}
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
-        let certificate = self.certificate.as_ref().map_err(|why| {
-            CredentialError::Failed(TokenError::new(
-                TokenErrorKind::CredentialRejected,
-                self.source,
-                why.clone(),
-            ))
-        })?;
+impl std::fmt::Debug for ClientCertificateCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificateCredential")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("certificate", &self.certificate)
+            .field("send_chain", &self.send_chain)
+            .field("source", &self.source)
+            .field("authority", &self.entra.authority().to_string())
+            .finish()
+    }
+}
+
+impl Credential for ClientCertificateCredential {
+    const KIND: &'static str = KIND;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let certificate = self
+            .certificate
+            .as_ref()
+            .map_err(|why| CredentialError::rejected(self.source, why.clone()))?;
         let audience = self
             .entra
             .endpoint_url(&self.tenant_id, "token")
@@ -161,13 +171,7 @@ impl ClientCertificateCredential {
                 self.send_chain,
                 super::expiry::now_unix(),
             )
-            .map_err(|why| {
-                CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    self.source,
-                    why,
-                ))
-            })?;
+            .map_err(|why| CredentialError::rejected(self.source, why))?;
         let result = self
             .entra
             .client_credentials(
@@ -185,32 +189,6 @@ impl ClientCertificateCredential {
             self.assertions.clear();
         }
         result
-    }
-}
-
-impl std::fmt::Debug for ClientCertificateCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCertificateCredential")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("certificate", &self.certificate)
-            .field("send_chain", &self.send_chain)
-            .field("source", &self.source)
-            .field("authority", &self.entra.authority().to_string())
-            .finish()
-    }
-}
-
-impl TokenCredential for ClientCertificateCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        KIND
     }
 }
 

@@ -1,9 +1,7 @@
 //! A service principal authenticating with a client secret (PROTOCOLS §1).
 
 use super::entra::ClientAuth;
-use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenRequest,
-};
+use super::{AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest};
 
 /// `client_secret` credentials: the client-credentials grant with `client_secret=`.
 pub struct ClientSecretCredential {
@@ -32,7 +30,7 @@ impl ClientSecretCredential {
         Self {
             options,
             entra,
-            source: "client_secret",
+            source: Self::KIND,
         }
     }
 
@@ -54,21 +52,20 @@ impl std::fmt::Debug for ClientSecretCredential {
     }
 }
 
-impl TokenCredential for ClientSecretCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.entra.client_credentials(
-            self.source,
-            &self.options.tenant_id,
-            &self.options.client_id,
-            ClientAuth::Secret(&self.options.client_secret),
-            request,
-        ))
-    }
+impl Credential for ClientSecretCredential {
+    const KIND: &'static str = "client_secret";
 
-    fn kind(&self) -> &'static str {
-        "client_secret"
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let options = &self.options;
+        let auth = ClientAuth::Secret(&options.client_secret);
+        self.entra
+            .client_credentials(
+                self.source,
+                &options.tenant_id,
+                &options.client_id,
+                auth,
+                request,
+            )
+            .await
     }
 }

@@ -37,7 +37,7 @@ use self::cache::{CacheError, StoredLogin};
 use super::entra::error_from_response;
 use super::wire::{self, WireError};
 use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
+    AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
     TokenErrorKind, TokenRequest,
 };
 use crate::file_read::{self, FileError};
@@ -418,10 +418,49 @@ impl DeviceCodeCredential {
         })?
     }
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
+    /// The cache file must hold a sign-in for this authority, tenant and client.
+    fn check_owner(&self, stored: &StoredLogin) -> Result<(), String> {
+        let authority = self.entra.authority().to_string();
+        if stored.authority.eq_ignore_ascii_case(&authority)
+            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
+            && stored.client_id.eq_ignore_ascii_case(&self.client_id)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "{} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {}",
+            self.cache_file.display(),
+            stored.tenant,
+            stored.client_id,
+            stored.authority,
+            self.tenant,
+            self.client_id,
+            authority
+        ))
+    }
+
+    /// Turns a refusal of the refresh token into `InteractionRequired` naming the `login` command to run.
+    fn sign_in_again(&self, mut e: TokenError, request: &TokenRequest) -> TokenError {
+        let claims = e
+            .aad
+            .as_ref()
+            .and_then(|a| a.claims.clone())
+            .filter(|c| !c.trim().is_empty())
+            .or_else(|| request.claims.as_deref().map(str::to_owned));
+        e.kind = TokenErrorKind::InteractionRequired;
+        e.message = format!(
+            "the device-code sign-in must be renewed: run `{}` ({})",
+            self.login_command(claims.as_deref()),
+            e.message
+        );
+        e
+    }
+}
+
+impl Credential for DeviceCodeCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let mut unsaved = self.refresh.lock().await;
         let stored = match self.load().await {
             Ok(stored) => stored,
@@ -436,14 +475,13 @@ impl DeviceCodeCredential {
                 ));
             }
             Err(e) => {
-                return Err(CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
+                return Err(CredentialError::rejected(
                     SOURCE,
                     format!(
                         "cannot use the refresh-token cache: {e}; or sign in again with `{}`",
                         self.login_command(None)
                     ),
-                )));
+                ));
             }
         };
         if let Err(why) = self.check_owner(&stored) {
@@ -506,57 +544,6 @@ impl DeviceCodeCredential {
             }
         }
         Ok(token)
-    }
-
-    /// The cache file must hold a sign-in for this authority, tenant and client.
-    fn check_owner(&self, stored: &StoredLogin) -> Result<(), String> {
-        let authority = self.entra.authority().to_string();
-        if stored.authority.eq_ignore_ascii_case(&authority)
-            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
-            && stored.client_id.eq_ignore_ascii_case(&self.client_id)
-        {
-            return Ok(());
-        }
-        Err(format!(
-            "{} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {}",
-            self.cache_file.display(),
-            stored.tenant,
-            stored.client_id,
-            stored.authority,
-            self.tenant,
-            self.client_id,
-            authority
-        ))
-    }
-
-    /// Turns a refusal of the refresh token into `InteractionRequired` naming the `login` command to run.
-    fn sign_in_again(&self, mut e: TokenError, request: &TokenRequest) -> TokenError {
-        let claims = e
-            .aad
-            .as_ref()
-            .and_then(|a| a.claims.clone())
-            .filter(|c| !c.trim().is_empty())
-            .or_else(|| request.claims.as_deref().map(str::to_owned));
-        e.kind = TokenErrorKind::InteractionRequired;
-        e.message = format!(
-            "the device-code sign-in must be renewed: run `{}` ({})",
-            self.login_command(claims.as_deref()),
-            e.message
-        );
-        e
-    }
-}
-
-impl TokenCredential for DeviceCodeCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        SOURCE
     }
 }
 

@@ -58,7 +58,8 @@ pub(crate) use token_response::parse_token_response;
 /// A boxed, sendable future (credentials are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Something that can obtain access tokens.
+/// Something that can obtain access tokens, as the token cache and chains hold it (`Arc<dyn TokenCredential>`).
+/// Credential kinds implement [`Credential`] instead, and get this through the blanket impl.
 pub trait TokenCredential: Send + Sync + fmt::Debug {
     /// Obtains a fresh token for `request` (the cache decides when to call this).
     fn get_token<'a>(
@@ -68,6 +69,19 @@ pub trait TokenCredential: Send + Sync + fmt::Debug {
 
     /// The credential's kind, as written in configuration (`client_secret`, `chain`, …).
     fn kind(&self) -> &'static str;
+}
+
+/// What each credential kind implements: its kind and an `async` token request. Every `Credential` is a
+/// [`TokenCredential`]; the blanket impl boxes the future so that credentials can be used as trait objects.
+pub trait Credential: Send + Sync + fmt::Debug {
+    /// The kind, as written in configuration (`client_secret`, `chain`, …).
+    const KIND: &'static str;
+
+    /// Obtains a fresh token for `request` (the cache decides when to call this).
+    fn token(
+        &self,
+        request: &TokenRequest,
+    ) -> impl Future<Output = Result<AccessToken, CredentialError>> + Send;
 }
 
 /// What a token is requested for.
@@ -101,6 +115,43 @@ pub enum CredentialError {
     Unavailable(Vec<Attempt>),
     /// Present but failed: rejected, blocked by policy, or the token service is unreachable.
     Failed(TokenError),
+}
+
+/// Why a credential cannot serve, found when it was built (missing settings, a bad file) and reported on every
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// Not configured or not present here: `Unavailable`, so a chain moves on.
+    Unavailable(String),
+    /// Present but wrong (a malformed setting or file): `CredentialRejected`, so a chain stops.
+    Invalid(String),
+}
+
+// === impl Credential ===
+
+impl<C: Credential> TokenCredential for C {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.token(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        C::KIND
+    }
+}
+
+// === impl Unusable ===
+
+impl Unusable {
+    /// The error every request from `source` gets.
+    pub(crate) fn error(&self, source: &str) -> CredentialError {
+        match self {
+            Unusable::Unavailable(reason) => CredentialError::unavailable(source, reason.clone()),
+            Unusable::Invalid(reason) => CredentialError::rejected(source, reason.clone()),
+        }
+    }
 }
 
 // === impl TokenRequest ===
@@ -141,6 +192,20 @@ impl CredentialError {
             source: source.into(),
             reason: reason.into(),
         }])
+    }
+
+    /// A `Failed` error: `source` is present but its settings or files are wrong, or the service refused it.
+    pub fn rejected(source: impl Into<String>, message: impl Into<String>) -> Self {
+        CredentialError::Failed(TokenError::new(
+            TokenErrorKind::CredentialRejected,
+            source,
+            message,
+        ))
+    }
+
+    /// A `Failed` error: the token service (or tool) behind `source` is unreachable, failing or unusable.
+    pub fn service_unavailable(source: impl Into<String>, message: impl Into<String>) -> Self {
+        CredentialError::Failed(TokenError::service_unavailable(source, message))
     }
 
     /// Converts to the error callers see: `Unavailable` becomes `CredentialUnavailable` listing every attempt.

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::wire::{self, WireError};
-use crate::file_read::{self, Access};
-
 use super::{
-    AccessToken, BoxFuture, ClientCertificateCredential, ClientCertificateCredentialOptions,
-    ClientSecretCredential, ClientSecretCredentialOptions, CredentialError, EntraClient, Secret,
-    TokenCredential, TokenError, TokenErrorKind, TokenRequest, is_valid_tenant,
+    AccessToken, ClientCertificateCredential, ClientCertificateCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, Credential, CredentialError,
+    EntraClient, Secret, TokenCredential, TokenRequest, Unusable, is_valid_tenant,
 };
+use crate::file_read::{self, Access};
 
 const SOURCE: &str = "sdk_auth_file";
 
@@ -24,7 +23,7 @@ const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// The `sdk_auth_file` credential.
 #[derive(Debug)]
 pub struct SdkAuthFileCredential {
-    inner: Result<Arc<dyn TokenCredential>, CredentialErrorKind>,
+    inner: Result<Arc<dyn TokenCredential>, Unusable>,
 }
 
 /// The fields read from the file. No `Debug`: it holds the client secret.
@@ -52,12 +51,6 @@ pub struct SdkAuthFileCredentialOptions {
     pub path: PathBuf,
 }
 
-#[derive(Debug)]
-enum CredentialErrorKind {
-    Unavailable(String),
-    Invalid(String),
-}
-
 // === impl SdkAuthFileCredential ===
 
 impl SdkAuthFileCredential {
@@ -67,8 +60,8 @@ impl SdkAuthFileCredential {
         let path = &options.path;
         // Bounded in size and time; a FIFO or device is refused without being opened.
         let inner = match file_read::read(path, MAX_FILE_BYTES, Access::Any) {
-            Ok(bytes) => parse(path, &bytes, entra).map_err(CredentialErrorKind::Invalid),
-            Err(e) => Err(CredentialErrorKind::Unavailable(format!(
+            Ok(bytes) => parse(path, &bytes, entra).map_err(Unusable::Invalid),
+            Err(e) => Err(Unusable::Unavailable(format!(
                 "{}: {}",
                 path.display(),
                 e.reason()
@@ -141,29 +134,13 @@ fn resolve(auth_file: &Path, certificate: &str) -> PathBuf {
     }
 }
 
-impl TokenCredential for SdkAuthFileCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        match &self.inner {
-            Ok(inner) => inner.get_token(request),
-            Err(CredentialErrorKind::Unavailable(why)) => {
-                let e = CredentialError::unavailable(SOURCE, why.clone());
-                Box::pin(async move { Err(e) })
-            }
-            Err(CredentialErrorKind::Invalid(why)) => {
-                let e = CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    SOURCE,
-                    why.clone(),
-                ));
-                Box::pin(async move { Err(e) })
-            }
-        }
-    }
+impl Credential for SdkAuthFileCredential {
+    const KIND: &'static str = SOURCE;
 
-    fn kind(&self) -> &'static str {
-        SOURCE
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        match &self.inner {
+            Ok(inner) => inner.get_token(request).await,
+            Err(why) => Err(why.error(SOURCE)),
+        }
     }
 }

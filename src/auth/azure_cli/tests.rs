@@ -1,6 +1,7 @@
 use std::os::unix::process::ExitStatusExt;
 
 use super::*;
+use crate::auth::TokenCredential;
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::cache::{self, CacheError, StoredLogin};
 use super::*;
+use crate::auth::TokenCredential;
 use crate::auth::token_response::parse_token_response;
 use crate::auth::{HttpClientOptions, TokenHttpClient};
 

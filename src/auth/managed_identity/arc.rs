@@ -16,7 +16,7 @@ use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, Uri};
 
 use super::{Call, Problem, SOURCE, Transport, UserAssignedId, id_kind};
-use crate::auth::{AccessToken, CredentialError, Secret, TokenError, TokenErrorKind};
+use crate::auth::{AccessToken, CredentialError, Secret};
 use crate::file_read::{self, Access, FileError};
 
 const API_VERSION: &str = "2020-06-01";
@@ -115,11 +115,7 @@ impl Arc {
 }
 
 fn rejected(message: String) -> CredentialError {
-    CredentialError::Failed(TokenError::new(
-        TokenErrorKind::CredentialRejected,
-        SOURCE,
-        message,
-    ))
+    CredentialError::rejected(SOURCE, message)
 }
 
 /// The key-file path of a `Basic realm=<path>` challenge: everything after the first `=` (as the Rust SDK and

@@ -44,8 +44,8 @@ use http_body_util::Full;
 use super::http::{HttpResponse, TokenHttpClient, retry_after};
 use super::token_response::TokenResponse;
 use super::{
-    AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError, TokenErrorKind,
-    TokenRequest, scope_to_resource,
+    AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
+    scope_to_resource,
 };
 use crate::env::Env;
 
@@ -200,21 +200,27 @@ impl ManagedIdentityCredential {
         self.source.as_ref().ok().map(Source::url)
     }
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
+    /// Probes IMDS until one probe gets an answer; concurrent callers share one probe.
+    async fn probe(&self, imds: &imds::Imds, resource: &str) -> Result<(), CredentialError> {
+        let http = self.http.with_attempt_timeout(self.options.probe_timeout);
+        self.probed
+            .get_or_try_init(|| imds.probe(&http, resource))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Credential for ManagedIdentityCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let source = match &self.source {
             Ok(source) => source,
             Err(Problem::Unavailable(reason)) => {
                 return Err(CredentialError::unavailable(SOURCE, reason.clone()));
             }
             Err(Problem::Invalid(reason)) => {
-                return Err(CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    SOURCE,
-                    reason.clone(),
-                )));
+                return Err(CredentialError::rejected(SOURCE, reason.clone()));
             }
         };
         // Managed identity cannot satisfy a claims challenge; a fresh request is the best it can do.
@@ -242,28 +248,6 @@ impl ManagedIdentityCredential {
             "managed identity token acquired"
         );
         Ok(token)
-    }
-
-    /// Probes IMDS until one probe gets an answer; concurrent callers share one probe.
-    async fn probe(&self, imds: &imds::Imds, resource: &str) -> Result<(), CredentialError> {
-        let http = self.http.with_attempt_timeout(self.options.probe_timeout);
-        self.probed
-            .get_or_try_init(|| imds.probe(&http, resource))
-            .await
-            .map(|_| ())
-    }
-}
-
-impl TokenCredential for ManagedIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        SOURCE
     }
 }
 
@@ -650,14 +634,14 @@ impl Transport<'_> {
         TokenResponse::parse(&response.body)
             .and_then(|parsed| parsed.into_access_token(SOURCE))
             .map_err(|why| {
-                CredentialError::Failed(TokenError::service_unavailable(
+                CredentialError::service_unavailable(
                     SOURCE,
                     format!(
                         "{} at {} sent an unusable token response: {why}",
                         self.source.label(),
                         call.host()
                     ),
-                ))
+                )
             })
     }
 
