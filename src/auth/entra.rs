@@ -80,10 +80,7 @@ impl EntraClient {
     ) -> Result<AccessToken, CredentialError> {
         // The encoded body holds the secret: keep it in a zeroizing buffer until hyper owns the bytes.
         let body = Secret::new(Self::encode_client_credentials(client_id, auth, request));
-        let (token, _refresh_token) = self
-            .post_token(source, tenant, &body)
-            .await
-            .map_err(CredentialError::Failed)?;
+        let (token, _refresh_token) = self.post_token(source, tenant, &body).await?;
         Ok(token)
     }
 

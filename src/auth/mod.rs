@@ -245,6 +245,13 @@ impl fmt::Display for CredentialError {
 
 impl std::error::Error for CredentialError {}
 
+impl From<TokenError> for CredentialError {
+    /// A classified failure is `Failed`: it stops a chain.
+    fn from(e: TokenError) -> Self {
+        CredentialError::Failed(e)
+    }
+}
+
 /// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`, PROTOCOLS §1.6).
 pub fn is_valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()

@@ -3,9 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use http::Method;
 use serde_json::Value;
 
-use super::response::error_description;
+use super::endpoint::{id_kind, with_query};
+use super::error_body::error_description;
 use super::*;
 use crate::auth::expiry;
 use crate::auth::token_response::TokenResponse;
@@ -37,7 +39,7 @@ fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentityCredentialOptio
 fn detected(
     vars: &[(&str, &str)],
     options: &ManagedIdentityCredentialOptions,
-) -> Result<Source, Problem> {
+) -> Result<Endpoint, Unusable> {
     detect(options, &env(vars))
 }
 
@@ -54,20 +56,13 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn call_of(source: &Source, resource: &str) -> Call {
-    match source {
-        Source::AppService(s) => s.call(resource),
-        Source::Arc(s) => s.call(resource, None),
-        Source::AzureMl(s) => s.call(resource),
-        Source::CloudShell(s) => s.call(resource),
-        Source::Imds(s) => s.call(resource),
-    }
-    .unwrap()
+fn call_of(endpoint: &Endpoint, resource: &str) -> Call {
+    endpoint.call(resource).unwrap()
 }
 
-fn unavailable_reason(result: Result<Source, Problem>) -> String {
+fn unavailable_reason(result: Result<Endpoint, Unusable>) -> String {
     match result {
-        Err(Problem::Unavailable(reason)) => reason,
+        Err(Unusable::Unavailable(reason)) => reason,
         other => panic!("expected unavailable, got {other:?}"),
     }
 }
@@ -112,7 +107,7 @@ fn detection_follows_the_sdk_order() {
         (&[imds_ep], Some(Imds)),
     ];
     for (vars, expected) in table {
-        let got = detected(vars, &spec(None)).ok().map(|s| s.kind());
+        let got = detected(vars, &spec(None)).ok().map(|e| e.kind);
         let names: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
         assert_eq!(got, *expected, "{names:?}");
     }
@@ -121,7 +116,7 @@ fn detection_follows_the_sdk_order() {
 #[test]
 fn detection_urls_and_overrides() {
     let url = |vars: &[(&str, &str)], spec: &ManagedIdentityCredentialOptions| {
-        detected(vars, spec).unwrap().url().to_string()
+        detected(vars, spec).unwrap().url.to_string()
     };
     assert_eq!(
         url(&[], &spec(None)),
@@ -236,7 +231,7 @@ fn malformed_endpoint_variables_are_configuration_errors() {
         &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "nonsense")][..],
     ] {
         match detected(vars, &spec(None)) {
-            Err(Problem::Invalid(reason)) => {
+            Err(Unusable::Invalid(reason)) => {
                 assert!(reason.contains("is not an absolute http"), "{reason}");
                 let value = vars[0].1;
                 assert!(!reason.contains(value), "values are not echoed: {reason}");
@@ -364,21 +359,21 @@ fn cloud_shell_posts_a_form() {
 
 #[test]
 fn arc_sends_the_key_only_on_the_second_request() {
-    let arc = arc::Arc::new(
+    let arc = Endpoint::arc(
         "http://127.0.0.1:40342/metadata/identity/oauth2/token"
             .parse()
             .unwrap(),
-        PathBuf::from("/keys"),
         None,
     )
     .unwrap();
-    let first = arc.call(ARM, None).unwrap();
+    let first = arc.call(ARM).unwrap();
     assert_eq!(
         query(&first),
         pairs(&[("api-version", "2020-06-01"), ("resource", ARM)])
     );
     assert!(!first.headers.contains_key(http::header::AUTHORIZATION));
-    let second = arc.call(ARM, Some(&Secret::new("k3y"))).unwrap();
+    let second = arc::answer(&first, &Secret::new("k3y")).unwrap();
+    assert_eq!(query(&second), query(&first));
     assert_eq!(second.headers[http::header::AUTHORIZATION], "Basic k3y");
     assert!(second.headers[http::header::AUTHORIZATION].is_sensitive());
 }
@@ -628,10 +623,8 @@ fn fixture_imds_probe_400_then_token_200() {
         &spec(None),
     )
     .unwrap();
-    let Source::Imds(imds) = &source else {
-        panic!("{source:?}")
-    };
-    let call = imds.call("https://management.azure.com").unwrap();
+    assert_eq!(source.kind, ManagedIdentitySource::Imds);
+    let call = source.call("https://management.azure.com").unwrap();
     assert_eq!(query(&call), recorded);
 }
 
