@@ -19,6 +19,7 @@ mod error;
 pub mod expiry;
 mod http;
 mod managed_identity;
+mod process;
 mod sdk_auth_file;
 mod token_response;
 mod unavailable;

@@ -424,8 +424,8 @@ fn aadsts_parsing() {
         None
     );
     assert_eq!(claims_challenge("az login --claims-challenge"), None);
-    assert_eq!(decode_claims("e30").as_deref(), Some("{}"));
-    assert_eq!(decode_claims("bm90IGpzb24="), None, "not JSON");
+    assert_eq!(decode_claims_challenge("e30").as_deref(), Ok("{}"));
+    assert!(decode_claims_challenge("bm90IGpzb24=").is_err(), "not JSON");
 }
 
 #[test]
@@ -603,10 +603,11 @@ async fn invalid_arguments_and_claims_never_run_az() {
 #[tokio::test]
 async fn az_is_searched_on_the_env_path_only() {
     let cred = |env: MapEnv| AzureCliCredential::new(spec(None, None), &env);
-    let reason = unavailable(cred(MapEnv::new()).locate().await.unwrap_err());
+    let reason = unavailable(cred(MapEnv::new()).tool.locate().await.unwrap_err());
     assert_eq!(reason, "Azure CLI not found on PATH (PATH is not set)");
     let reason = unavailable(
         cred(MapEnv::new().with("PATH", "relative/dir:/nonexistent"))
+            .tool
             .locate()
             .await
             .unwrap_err(),
