@@ -31,8 +31,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::claims::decode_claims_challenge;
+use super::lenient_json::{self, WireError};
 use super::process::Tool;
-use super::wire::{self, WireError};
 use super::{
     AadError, AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind,
     TokenRequest, expiry, is_valid_tenant, scope_to_resource,
@@ -97,13 +97,17 @@ enum Audience {
 /// What `az account get-access-token --output json` prints (the fields read). No `Debug`: it holds the token.
 #[derive(Deserialize)]
 struct CliToken {
-    #[serde(default, rename = "accessToken", deserialize_with = "wire::text")]
+    #[serde(
+        default,
+        rename = "accessToken",
+        deserialize_with = "lenient_json::text"
+    )]
     access_token: Option<String>,
     /// Unix seconds (az ≥ 2.54.0).
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     expires_on: Option<u64>,
     /// A naive local date-time (every version).
-    #[serde(default, rename = "expiresOn", deserialize_with = "wire::text")]
+    #[serde(default, rename = "expiresOn", deserialize_with = "lenient_json::text")]
     expires_on_local: Option<String>,
 }
 
@@ -376,7 +380,7 @@ fn parse_output(
     stdout: &[u8],
     zone: impl FnOnce() -> TimeZone,
 ) -> Result<(Secret, i64), &'static str> {
-    let output: CliToken = wire::from_object(stdout).map_err(WireError::reason)?;
+    let output: CliToken = lenient_json::from_object(stdout).map_err(WireError::reason)?;
     let token = match output.access_token {
         Some(t) if !t.trim().is_empty() => Secret::new(t.trim()),
         _ => return Err("no accessToken"),

@@ -1,5 +1,5 @@
-//! A service principal authenticating with a certificate (PROTOCOLS §2): the client-credentials grant with a
-//! signed JWT client assertion (`private_key_jwt`).
+//! A service principal authenticating with a certificate: the client-credentials grant with a signed JWT client
+//! assertion (`private_key_jwt`). The certificate file and the signing are `certificate_file`.
 //!
 //! The assertion is built as current MSAL does: PS256 with `x5t#S256`, `x5c` when the chain is to be sent,
 //! `aud` = the token endpoint, a fresh `jti`, `nbf` = `iat` = now, `exp` = now + 10 min. Like MSAL Python's
@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::certificate::{AssertionClaims, ClientCertificate};
-use super::entra::ClientAuth;
+use super::certificate_file::{AssertionClaims, ClientCertificate};
+use super::token_endpoint::ClientAuth;
 use super::{
     AccessToken, Credential, CredentialError, EntraClient, Secret, TokenError, TokenRequest,
 };

@@ -1,6 +1,6 @@
 //! A service principal authenticating with a client secret (PROTOCOLS §1).
 
-use super::entra::ClientAuth;
+use super::token_endpoint::ClientAuth;
 use super::{AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest};
 
 /// `client_secret` credentials: the client-credentials grant with `client_secret=`.

@@ -34,8 +34,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use self::cache::{CacheError, StoredLogin};
-use super::entra::error_from_response;
-use super::wire::{self, WireError};
+use super::lenient_json::{self, WireError};
+use super::token_endpoint::error_from_response;
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
     TokenErrorKind, TokenRequest,
@@ -190,20 +190,20 @@ struct DeviceCode {
 /// The device-code response as sent (RFC 8628 §3.2). No `Debug`: it holds the device code.
 #[derive(Deserialize)]
 struct DeviceCodeResponse {
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     device_code: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     user_code: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     verification_uri: Option<String>,
     /// The v1 endpoint's spelling.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     verification_url: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     message: Option<String>,
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     expires_in: Option<u64>,
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     interval: Option<u64>,
 }
 
@@ -681,7 +681,7 @@ pub(crate) fn refresh_form(
 /// Parses the device-code response. Numbers may be strings; `interval` defaults to 5 s (at least 1 s),
 /// `expires_in` to 1800 s (at most a day); `verification_url` (v1 spelling) is accepted.
 fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
-    let wire: DeviceCodeResponse = wire::from_object(body).map_err(WireError::reason)?;
+    let wire: DeviceCodeResponse = lenient_json::from_object(body).map_err(WireError::reason)?;
     let text = |field: Option<String>| field.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let device_code = text(wire.device_code).ok_or("no device_code")?;
     let user_code = text(wire.user_code).ok_or("no user_code")?;

@@ -3,7 +3,7 @@
 //!
 //! Formats: the date strings of legacy managed-identity endpoints ([`msi_date`]), RFC 3339 ([`rfc3339`]), and the
 //! naive local date-time older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and
-//! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::wire`).
+//! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::lenient_json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,26 +4,26 @@
 //! [`AccessToken`] or a [`CredentialError`]: `Unavailable` means "not configured or not present here" and lets a
 //! [`ChainCredential`] try its next source; `Failed` carries a classified [`TokenError`] and stops the chain.
 
-mod aad;
 mod azure_cli;
 mod build;
-mod certificate;
+mod certificate_file;
 mod chain;
 pub mod claims;
 mod client_certificate;
 mod client_secret;
 pub mod device_code;
-mod entra;
+mod entra_error;
 mod environment;
 mod error;
 pub mod expiry;
 mod http;
+mod lenient_json;
 mod managed_identity;
 mod process;
 mod sdk_auth_file;
+mod token_endpoint;
 mod token_response;
 mod unavailable;
-mod wire;
 mod workload_identity;
 
 use std::fmt;
@@ -33,15 +33,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::secret::Secret;
-pub use aad::AadError;
 pub use azure_cli::{AzureCliCredential, AzureCliCredentialOptions};
 pub use build::{CredentialOptions, CredentialSet, build_credentials};
-pub use certificate::ClientCertificate;
+pub use certificate_file::ClientCertificate;
 pub use chain::{ChainCredential, ChainSource};
 pub use client_certificate::{ClientCertificateCredential, ClientCertificateCredentialOptions};
 pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
 pub use device_code::{DeviceCodeCredential, DeviceCodeCredentialOptions};
-pub use entra::EntraClient;
+pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
 pub use http::{HttpClientOptions, TokenHttpClient};
@@ -50,6 +49,7 @@ pub use managed_identity::{
     ManagedIdentitySource, UserAssignedId,
 };
 pub use sdk_auth_file::{SdkAuthFileCredential, SdkAuthFileCredentialOptions};
+pub use token_endpoint::EntraClient;
 pub use unavailable::UnavailableCredential;
 pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
 

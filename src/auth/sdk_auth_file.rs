@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::wire::{self, WireError};
+use super::lenient_json::{self, WireError};
 use super::{
     AccessToken, ClientCertificateCredential, ClientCertificateCredentialOptions,
     ClientSecretCredential, ClientSecretCredentialOptions, Credential, CredentialError,
@@ -30,17 +30,17 @@ pub struct SdkAuthFileCredential {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SdkAuthFile {
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     client_id: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     tenant_id: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     client_secret: Option<String>,
     /// A PEM file, relative to the auth file unless absolute.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     client_certificate: Option<String>,
     /// The authority host.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     active_directory_endpoint_url: Option<String>,
 }
 
@@ -78,7 +78,7 @@ fn parse(
     entra: &EntraClient,
 ) -> Result<Arc<dyn TokenCredential>, String> {
     let shown = path.display();
-    let file: SdkAuthFile = wire::from_object(bytes).map_err(|e| match e {
+    let file: SdkAuthFile = lenient_json::from_object(bytes).map_err(|e| match e {
         WireError::NotJson { line } => format!("{shown} is not JSON (line {line})"),
         WireError::Unusable { line } => format!("{shown}: {} (line {line})", e.reason()),
         WireError::NotObject => format!("{shown} is {}", e.reason()),

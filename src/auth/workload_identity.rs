@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::entra::ClientAuth;
+use super::token_endpoint::ClientAuth;
 use super::{
     AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest, Unusable,
     is_valid_tenant,

@@ -1,5 +1,6 @@
-//! Client certificates for `private_key_jwt` (PROTOCOLS §2): loading a PEM or PKCS#12 file, and signing the JWT
-//! client assertion the way current MSAL does (PS256 with `x5t#S256`, optional `x5c`).
+//! A client certificate file for `private_key_jwt`: loading a PEM or PKCS#12 file into a checked RSA key and
+//! certificate chain, and signing the JWT client assertion the way current MSAL does (PS256 with `x5t#S256`,
+//! optional `x5c`). The credential that sends the assertion is `client_certificate`.
 //!
 //! * **PEM**: one private key (`PRIVATE KEY`, `RSA PRIVATE KEY`, or `ENCRYPTED PRIVATE KEY` with the password)
 //!   and at least one `CERTIFICATE`. Sections other than these are ignored.

@@ -1,4 +1,6 @@
-//! The Entra ID (v2) token endpoint: request encoding, response parsing and error classification.
+//! The client of Entra ID's v2 endpoints (`{authority}/{tenant}/oauth2/v2.0/token` and `/devicecode`): encodes
+//! and posts the forms (client credentials, device code, refresh token), reads a success with `token_response`,
+//! and turns a refusal into a classified [`TokenError`] with `entra_error`.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
