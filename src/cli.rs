@@ -15,12 +15,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::json;
 
 use crate::app::{App, AppOptions};
-use crate::auth::device_code::{
-    DeviceCodePrompt, LoginError, LoginOptions, decode_claims_challenge,
-};
 use crate::auth::{
     CredentialOptions, CredentialSet, DeviceCodeCredential, DeviceCodeCredentialOptions,
-    EntraClient, HttpClientOptions, TokenHttpClient, TokenRequest, build_credentials,
+    DeviceCodePrompt, EntraClient, HttpClientOptions, LoginError, LoginOptions, TokenHttpClient,
+    TokenRequest, build_credentials, decode_claims_challenge,
 };
 use crate::config::{Config, ConfigError, Listen};
 use crate::env::{Env, ProcessEnv};

@@ -39,10 +39,14 @@ pub mod token_cache;
 
 pub use error::BoxError;
 
-/// Entry points for the fuzz targets under `fuzz/`: parsers that are crate-private in normal use. Not a supported
-/// API; hidden from the documentation and free to change with the code it wraps.
+/// Entry points for the fuzz targets under `fuzz/` (and the integration tests' format checks): parsers that are
+/// crate-private in normal use. Not a supported API; hidden from the documentation and free to change with the
+/// code it wraps.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::auth::claims::{CP1, decode_claims_challenge, with_capabilities};
+    pub use crate::auth::expiry::{msi_date, naive_datetime};
+
     /// The token-body parser every token source shares (`auth::token_response`), as `EntraClient::post_token` and
     /// the device-code flow use it: an access token that can go in a header with a non-zero lifetime, and the
     /// refresh token if one was sent; or an error text.

@@ -110,21 +110,6 @@ impl ClientCertificate {
         }
     }
 
-    /// The leaf certificate (DER).
-    pub fn leaf_der(&self) -> &[u8] {
-        self.chain[0].as_ref()
-    }
-
-    /// The certificate chain (DER), leaf first.
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    /// The SHA-256 digest of the leaf certificate's DER (the `x5t#S256` thumbprint before encoding).
-    pub fn thumbprint_sha256(&self) -> [u8; 32] {
-        self.thumbprint_sha256
-    }
-
     /// The leaf certificate's subject, e.g. `CN=my-app`.
     pub fn subject(&self) -> &str {
         &self.subject

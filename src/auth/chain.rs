@@ -43,13 +43,6 @@ impl ChainCredential {
             winner: AtomicUsize::new(NO_WINNER),
         }
     }
-
-    /// The name of the source that won, once one has.
-    pub fn winner(&self) -> Option<&str> {
-        self.sources
-            .get(self.winner.load(Ordering::Acquire))
-            .map(|(name, _)| name.as_str())
-    }
 }
 
 /// A leaf source reports under its chain entry name; a nested chain keeps its own (more precise) names.
@@ -208,6 +201,12 @@ mod tests {
         Err(CredentialError::rejected("fake", "bad secret"))
     }
 
+    /// The name of the source that won, once one has.
+    fn winner(chain: &ChainCredential) -> Option<&str> {
+        let at = chain.winner.load(Ordering::Acquire);
+        chain.sources.get(at).map(|(name, _)| name.as_str())
+    }
+
     fn chain(fakes: &[&Arc<Fake>]) -> ChainCredential {
         ChainCredential::new(
             fakes
@@ -224,7 +223,7 @@ mod tests {
         let chain = chain(&[&a, &b, &c]);
         let t = chain.get_token(&TokenRequest::new("s")).await.unwrap();
         assert_eq!(&*t.source, "s1");
-        assert_eq!(chain.winner(), Some("s1"));
+        assert_eq!(winner(&chain), Some("s1"));
         chain.get_token(&TokenRequest::new("s")).await.unwrap();
         assert_eq!(
             (a.calls(), b.calls(), c.calls()),
@@ -244,7 +243,7 @@ mod tests {
         assert_eq!(e.source, "s1");
         assert_eq!(e.attempts.len(), 2);
         assert_eq!(c.calls(), 0, "a failure stops the chain");
-        assert_eq!(chain.winner(), None);
+        assert_eq!(winner(&chain), None);
     }
 
     #[tokio::test]

@@ -23,9 +23,8 @@
 
 mod cache;
 
-pub use super::claims::{ClaimsChallengeError, decode_claims_challenge};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,21 +247,6 @@ impl DeviceCodeCredential {
     pub fn with_clock(mut self, clock: Arc<dyn PollClock>) -> Self {
         self.clock = clock;
         self
-    }
-
-    /// The tenant signed in to.
-    pub fn tenant_id(&self) -> &str {
-        &self.tenant
-    }
-
-    /// The public client id.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// Where the refresh token is kept.
-    pub fn cache_file(&self) -> &Path {
-        &self.cache_file
     }
 
     /// The command that signs this credential in again, e.g.

@@ -8,14 +8,14 @@ mod azure_cli;
 mod build;
 mod certificate_file;
 mod chain;
-pub mod claims;
+pub(crate) mod claims;
 mod client_certificate;
 mod client_secret;
-pub mod device_code;
+pub(crate) mod device_code;
 mod entra_error;
 mod environment;
 mod error;
-pub mod expiry;
+pub(crate) mod expiry;
 mod http;
 mod lenient_json;
 mod managed_identity;
@@ -37,9 +37,13 @@ pub use azure_cli::{AzureCliCredential, AzureCliCredentialOptions};
 pub use build::{CredentialOptions, CredentialSet, build_credentials};
 pub use certificate_file::ClientCertificate;
 pub use chain::{ChainCredential, ChainSource};
+pub use claims::{ClaimsChallengeError, decode_claims_challenge};
 pub use client_certificate::{ClientCertificateCredential, ClientCertificateCredentialOptions};
 pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
-pub use device_code::{DeviceCodeCredential, DeviceCodeCredentialOptions};
+pub use device_code::{
+    DEFAULT_CLIENT_ID, DEFAULT_TENANT, DeviceCodeCredential, DeviceCodeCredentialOptions,
+    DeviceCodePrompt, LoginError, LoginOptions, LoginOutcome, PollClock, TokioClock,
+};
 pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
@@ -50,7 +54,7 @@ pub use managed_identity::{
 };
 pub use sdk_auth_file::{SdkAuthFileCredential, SdkAuthFileCredentialOptions};
 pub use token_endpoint::EntraClient;
-pub use unavailable::UnavailableCredential;
+use unavailable::UnavailableCredential;
 pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
 
 /// For [`crate::fuzzing`] only.
@@ -253,8 +257,8 @@ impl From<TokenError> for CredentialError {
     }
 }
 
-/// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`, PROTOCOLS §1.6).
-pub fn is_valid_tenant(tenant: &str) -> bool {
+/// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`).
+pub(crate) fn is_valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()
         && tenant
             .bytes()
@@ -263,6 +267,6 @@ pub fn is_valid_tenant(tenant: &str) -> bool {
 
 /// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →
 /// `https://management.azure.com`), as managed identity and the Azure CLI expect.
-pub fn scope_to_resource(scope: &str) -> &str {
+pub(crate) fn scope_to_resource(scope: &str) -> &str {
     scope.strip_suffix("/.default").unwrap_or(scope)
 }

@@ -315,15 +315,6 @@ impl Cloud {
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn",
         }
     }
-
-    /// The Azure Machine Learning data-plane audience.
-    pub fn ml_audience(self) -> &'static str {
-        match self {
-            Cloud::AzureCloud => "https://ml.azure.com",
-            Cloud::AzureUsGovernment => "https://ml.azure.us",
-            Cloud::AzureChinaCloud => "https://ml.azure.cn",
-        }
-    }
 }
 
 // === impl Limits ===

@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aml_auth_proxy::auth::device_code::{
-    DEFAULT_CLIENT_ID, DeviceCodePrompt, LoginError, LoginOptions, PollClock,
-    decode_claims_challenge,
-};
 use aml_auth_proxy::auth::{
-    BoxFuture, CredentialError, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
-    HttpClientOptions, TokenCredential, TokenError, TokenErrorKind, TokenHttpClient, TokenRequest,
+    BoxFuture, CredentialError, DEFAULT_CLIENT_ID, DeviceCodeCredential,
+    DeviceCodeCredentialOptions, DeviceCodePrompt, EntraClient, HttpClientOptions, LoginError,
+    LoginOptions, PollClock, TokenCredential, TokenError, TokenErrorKind, TokenHttpClient,
+    TokenRequest, decode_claims_challenge,
 };
 use base64::Engine;
 use http::StatusCode;
@@ -224,7 +222,7 @@ async fn login_shows_the_code_polls_past_pending_and_saves_the_refresh_token() {
     assert_eq!(doc["tenant"], "dc-ok");
     assert_eq!(doc["client_id"], DEFAULT_CLIENT_ID);
     assert_eq!(doc["authority"], bed.aad.base_url());
-    let now = aml_auth_proxy::auth::expiry::now_unix();
+    let now = crate::support::now_unix();
     assert!(doc["obtained_at"].as_u64().unwrap().abs_diff(now) < 60);
     assert!(bed.aad.refresh_token_is_valid(&bed.saved_refresh_token()));
     let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aml_auth_proxy::auth::expiry;
 use aml_auth_proxy::auth::{
     AccessToken, CredentialError, HttpClientOptions, ImdsRetry, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, ManagedIdentitySource, TokenCredential, TokenError,
@@ -175,7 +174,11 @@ fn msi_date(unix: u64, windows: bool) -> String {
     } else {
         format!("{month:02}/{day:02}/{year} {hour:02}:{minute:02}:{second:02} +00:00")
     };
-    assert_eq!(expiry::msi_date(&text), Some(unix), "{text}");
+    assert_eq!(
+        aml_auth_proxy::fuzzing::msi_date(&text),
+        Some(unix),
+        "{text}"
+    );
     text
 }
 
@@ -556,7 +559,7 @@ fn app_service_env(mock: &MockIdentity) -> MapEnv {
 #[tokio::test]
 async fn app_service_request_and_expires_on_only_token() {
     let _trace = trace_init();
-    let expires_on = (expiry::now_unix() + 3600).to_string();
+    let expires_on = (crate::support::now_unix() + 3600).to_string();
     let on = expires_on.clone();
     let mock = MockIdentity::start_with(Arc::new(move |_: &IdentityRequest, issuer: &Issuer| {
         Reply::expires_on_token(&issuer.next(), &on)
@@ -676,7 +679,7 @@ fn azure_ml_env(mock: &MockIdentity) -> MapEnv {
 #[tokio::test]
 async fn azure_ml_secret_header_clientid_and_default_client_id() {
     let _trace = trace_init();
-    let expires_on = (expiry::now_unix() + 1234).to_string();
+    let expires_on = (crate::support::now_unix() + 1234).to_string();
     let mock = MockIdentity::start_with(Arc::new(move |_: &IdentityRequest, issuer: &Issuer| {
         Reply::expires_on_token(&issuer.next(), &expires_on)
     }))
@@ -716,7 +719,7 @@ async fn azure_ml_secret_header_clientid_and_default_client_id() {
 async fn azure_ml_legacy_date_expiries() {
     let _trace = trace_init();
     let mock = MockIdentity::start().await;
-    let at = expiry::now_unix() + 7200;
+    let at = crate::support::now_unix() + 7200;
     mock.script([
         Reply::expires_on_token("linux", &msi_date(at, false)),
         Reply::expires_on_token("windows", &msi_date(at, true)),

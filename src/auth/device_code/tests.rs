@@ -1,10 +1,12 @@
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use serde_json::Value;
 
 use super::cache::{self, CacheError, StoredLogin};
 use super::*;
 use crate::auth::TokenCredential;
+use crate::auth::claims::decode_claims_challenge;
 use crate::auth::token_response::parse_token_response;
 use crate::auth::{HttpClientOptions, TokenHttpClient};
 
@@ -381,8 +383,8 @@ fn sign_in_again_names_the_login_command_with_claims_when_there_are_some() {
 fn login_command_without_a_name() {
     let cred = credential(None);
     assert_eq!(cred.login_command(None), "aml-auth-proxy login");
-    assert_eq!(cred.tenant_id(), DEFAULT_TENANT);
-    assert_eq!(cred.client_id(), DEFAULT_CLIENT_ID);
+    assert_eq!(cred.tenant, DEFAULT_TENANT);
+    assert_eq!(cred.client_id, DEFAULT_CLIENT_ID);
     assert_eq!(cred.kind(), "device_code");
 }
 
