@@ -15,6 +15,7 @@ use super::token_endpoint::ClientAuth;
 use super::{
     AccessToken, Credential, CredentialError, EntraClient, Secret, TokenError, TokenRequest,
 };
+use crate::sync::lock;
 
 /// Lifetime of a client assertion (`exp` − `iat`), as MSAL.
 pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
@@ -234,10 +235,6 @@ impl AssertionCache {
     fn clear(&self) {
         *lock(&self.slot) = None;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

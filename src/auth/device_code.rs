@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use self::cache::{CacheError, StoredLogin};
 use super::lenient_json::{self, WireError};
-use super::token_endpoint::error_from_response;
+use super::token_endpoint::{error_from_response, form};
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
     TokenErrorKind, TokenRequest,
@@ -317,7 +317,7 @@ impl DeviceCodeCredential {
 
     /// `POST /{tenant}/oauth2/v2.0/devicecode`.
     async fn start_device_flow(&self, scope: &str) -> Result<DeviceCode, LoginError> {
-        let form = Secret::new(device_code_form(&self.client_id, scope));
+        let form = device_code_form(&self.client_id, scope);
         let (host, response) = self
             .entra
             .post_form(SOURCE, &self.tenant, "devicecode", &form)
@@ -618,11 +618,11 @@ pub(crate) fn decorate_scope(scope: &str) -> String {
 }
 
 /// The device-code request: `client_id`, `scope` (decorated).
-pub(crate) fn device_code_form(client_id: &str, scope: &str) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("client_id", client_id)
-        .append_pair("scope", &decorate_scope(scope))
-        .finish()
+pub(crate) fn device_code_form(client_id: &str, scope: &str) -> Secret {
+    form(
+        &[("client_id", client_id), ("scope", &decorate_scope(scope))],
+        None,
+    )
 }
 
 /// A device-code poll: `grant_type`, `client_id`, `device_code`, `client_info=1` and `claims` if any.
@@ -631,35 +631,31 @@ pub(crate) fn device_poll_form(
     device_code: &Secret,
     claims: Option<&str>,
 ) -> Secret {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", DEVICE_CODE_GRANT)
-        .append_pair("client_id", client_id)
-        .append_pair("device_code", device_code.expose())
-        .append_pair("client_info", "1");
-    if let Some(claims) = claims {
-        form.append_pair("claims", claims);
-    }
-    Secret::new(form.finish())
+    let pairs = [
+        ("grant_type", DEVICE_CODE_GRANT),
+        ("client_id", client_id),
+        ("device_code", device_code.expose()),
+        ("client_info", "1"),
+    ];
+    form(&pairs, claims)
 }
 
 /// The refresh-token grant: `client_id`, `grant_type`, `refresh_token`, `scope` (decorated), `client_info=1` and
-/// `claims` if any (PROTOCOLS §6.3).
+/// `claims` if any.
 pub(crate) fn refresh_form(
     client_id: &str,
     refresh_token: &Secret,
     scope: &str,
     claims: Option<&str>,
 ) -> Secret {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("client_id", client_id)
-        .append_pair("grant_type", "refresh_token")
-        .append_pair("refresh_token", refresh_token.expose())
-        .append_pair("scope", &decorate_scope(scope))
-        .append_pair("client_info", "1");
-    if let Some(claims) = claims {
-        form.append_pair("claims", claims);
-    }
-    Secret::new(form.finish())
+    let pairs = [
+        ("client_id", client_id),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.expose()),
+        ("scope", &decorate_scope(scope)),
+        ("client_info", "1"),
+    ];
+    form(&pairs, claims)
 }
 
 /// Parses the device-code response. Numbers may be strings; `interval` defaults to 5 s (at least 1 s),

@@ -21,6 +21,8 @@ mod lenient_json;
 mod managed_identity;
 mod process;
 mod sdk_auth_file;
+#[cfg(test)]
+mod test_support;
 mod token_endpoint;
 mod token_response;
 mod unavailable;

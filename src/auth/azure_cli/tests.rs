@@ -2,13 +2,10 @@ use std::os::unix::process::ExitStatusExt;
 
 use super::*;
 use crate::auth::TokenCredential;
+use crate::auth::test_support::{self, utc};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/az_cli_get_access_token_outputs.txt"
-);
 
 /// A fixture section: its `## ` title and its non-comment lines.
 struct Section {
@@ -17,7 +14,7 @@ struct Section {
 }
 
 fn sections() -> Vec<Section> {
-    let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| panic!("{FIXTURE}: {e}"));
+    let text = test_support::fixture("az_cli_get_access_token_outputs.txt");
     let mut out: Vec<Section> = Vec::new();
     for line in text.lines() {
         if let Some(title) = line.strip_prefix("## ") {
@@ -33,13 +30,6 @@ fn sections() -> Vec<Section> {
         }
     }
     out
-}
-
-fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> i64 {
-    TimeZone::UTC
-        .to_timestamp(jiff::civil::date(y, mo, d).at(h, mi, s, 0))
-        .unwrap()
-        .as_second()
 }
 
 fn posix(tz: &str) -> TimeZone {
@@ -69,26 +59,12 @@ fn exit(code: i32) -> ExitStatus {
     ExitStatus::from_raw(code << 8)
 }
 
-/// `Err(Unavailable(reason))` → the reason; panics otherwise.
 fn unavailable(e: CredentialError) -> String {
-    match e {
-        CredentialError::Unavailable(attempts) => {
-            assert_eq!(attempts.len(), 1);
-            assert_eq!(attempts[0].source, "azure_cli");
-            attempts[0].reason.clone()
-        }
-        CredentialError::Failed(e) => panic!("expected unavailable, got {e}"),
-    }
+    test_support::unavailable(e, "azure_cli")
 }
 
 fn failed(e: CredentialError) -> TokenError {
-    match e {
-        CredentialError::Failed(e) => {
-            assert_eq!(e.source, "azure_cli");
-            e
-        }
-        CredentialError::Unavailable(a) => panic!("expected a failure, got unavailable: {a:?}"),
-    }
+    test_support::failed(e, "azure_cli")
 }
 
 // --- output parsing ---
