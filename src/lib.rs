@@ -13,8 +13,10 @@
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
 //!
-//! Dependencies run one way: `proxy → token_cache → auth`. Secrets live in [`secret::Secret`], which never
-//! prints its value; tokens are inserted as sensitive header values and never logged.
+//! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
+//! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets
+//! live in [`secret::Secret`], which never prints its value, and [`origin`] holds the rules every outbound URL
+//! passes. Tokens are inserted as sensitive header values and never logged.
 
 pub mod admin;
 pub mod app;

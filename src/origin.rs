@@ -1,7 +1,7 @@
 //! Outbound origins: the `https://` (or loopback `http://`) scheme and authority that upstreams and token services
 //! are reached at, and the URL rules every configured or discovered URL passes before it becomes one.
 //!
-//! A leaf module: configuration checks its URL-valued keys with [`check_url`], and credentials check URLs they find
+//! A leaf module: configuration checks its URL-valued keys with `check_url`, and credentials check URLs they find
 //! outside the configuration file (an sdk-auth file's authority) with [`authority_origin`], by the same rules.
 //! Link-local addresses are refused in every spelling a URL parser or resolver accepts; messages echo a URL only
 //! when it cannot hold a secret.

@@ -1,4 +1,4 @@
-//! The Azure CLI's signed-in account (PROTOCOLS §5.1): `az account get-access-token --output json --scope <scope>
+//! The Azure CLI's signed-in account: `az account get-access-token --output json --scope <scope>
 //! [--tenant T] [--subscription S]`.
 //!
 //! `az` is found and run as `process` runs every tool (on the `PATH` of the [`Env`], as an argument vector in its

@@ -1,4 +1,4 @@
-//! A service principal authenticating with a client secret (PROTOCOLS §1).
+//! A service principal authenticating with a client secret.
 
 use super::token_endpoint::ClientAuth;
 use super::{AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest};

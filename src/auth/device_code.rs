@@ -1,5 +1,4 @@
-//! A user signed in with a device code (PROTOCOLS §6.1), and the tokens the refresh token left behind serves
-//! (§6.3).
+//! A user signed in with a device code, and the tokens the refresh token left behind serves.
 //!
 //! `aml-auth-proxy login` runs [`DeviceCodeCredential::login`]: it asks Entra ID for a device code, shows the
 //! prompt (visit a page, enter a code), polls the token endpoint every `interval` seconds (`authorization_pending`:
@@ -42,7 +41,7 @@ use super::{
 use crate::file_read::{self, FileError};
 
 /// The public client signed in with unless `client_id` says otherwise: the Azure CLI's first-party app, which
-/// Microsoft pre-authorises for Azure Resource Manager and Azure Machine Learning (PROTOCOLS §6).
+/// Microsoft pre-authorises for Azure Resource Manager and Azure Machine Learning.
 pub const DEFAULT_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
 
 /// The tenant signed in to unless `tenant_id` says otherwise: any work or school account.
@@ -105,7 +104,7 @@ pub struct LoginOptions {
     /// The scope of the first access token (e.g. `https://management.azure.com/.default`); the refresh token
     /// then serves any scope the user may access.
     pub scope: String,
-    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`]).
+    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`](crate::auth::decode_claims_challenge)).
     pub claims: Option<String>,
 }
 

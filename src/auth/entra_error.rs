@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::TokenErrorKind;
 use super::lenient_json;
 
-/// The fields of an Entra ID error response, copied verbatim (DESIGN §6 `aad` object). Read tolerantly: a text
+/// The fields of an Entra ID error response, copied verbatim (the `aad` object of the proxy's error responses). Read tolerantly: a text
 /// field given as a number, boolean, array or object is kept as its JSON text (`claims` is documented as a string,
 /// but an object is passed on too); codes may be strings.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -42,7 +42,7 @@ pub struct AadError {
     pub claims: Option<String>,
 }
 
-/// Conditional Access and device/location/app policy codes (DESIGN §6, PROTOCOLS §8.1).
+/// Conditional Access and device/location/app policy codes.
 const CONDITIONAL_ACCESS_CODES: &[i64] = &[50005, 50097, 50129, 50131, 50155];
 /// MFA, step-up, consent and re-sign-in codes.
 const INTERACTION_CODES: &[i64] = &[
@@ -119,7 +119,7 @@ impl AadError {
         TokenErrorKind::CredentialRejected
     }
 
-    /// The fields as a JSON object, only those present (DESIGN §6 `aad`).
+    /// The fields as a JSON object, only those present (the `aad` object of error responses).
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         let mut put = |k: &str, v: &Option<String>| {

@@ -63,7 +63,7 @@ pub fn msi_date(text: &str) -> Option<u64> {
     })
 }
 
-/// Parses a naive `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with a `T`); [`local_to_unix`] places it in a zone.
+/// Parses a naive `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with a `T`); `local_to_unix` places it in a zone.
 pub fn naive_datetime(text: &str) -> Option<DateTime> {
     let text = text.trim();
     NAIVE_FORMATS

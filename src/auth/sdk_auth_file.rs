@@ -1,4 +1,4 @@
-//! The JSON file written by `az ad sp create-for-rbac --sdk-auth` (PROTOCOLS §9): `clientId`, `tenantId`,
+//! The JSON file written by `az ad sp create-for-rbac --sdk-auth`: `clientId`, `tenantId`,
 //! `clientSecret` (or `clientCertificate`, a PEM path) and `activeDirectoryEndpointUrl`, which becomes the
 //! authority host. The file is read when the credential is built; its content never reaches a log or error.
 

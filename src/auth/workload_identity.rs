@@ -1,4 +1,4 @@
-//! AKS workload identity (PROTOCOLS §3): the projected service-account token in `AZURE_FEDERATED_TOKEN_FILE` is
+//! AKS workload identity: the projected service-account token in `AZURE_FEDERATED_TOKEN_FILE` is
 //! exchanged at Entra ID as a client assertion.
 //!
 //! The file is re-read when the copy in memory is older than [`REREAD_AFTER`] (kubelet rotates it at 80 % of its

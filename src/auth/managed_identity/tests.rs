@@ -708,7 +708,7 @@ fn fixture_other_msi_recordings_parse_with_their_expiry() {
 
 #[test]
 fn legacy_date_expiries() {
-    // The two legacy MSI forms (PROTOCOLS §4.3), e.g. "05/22/2021 17:18:21 +00:00" = 1621703901.
+    // The two legacy MSI forms, e.g. "05/22/2021 17:18:21 +00:00" = 1621703901.
     for (expires_on, epoch) in [
         ("05/22/2021 17:18:21 +00:00", 1_621_703_901),
         ("5/22/2021 5:18:21 PM +00:00", 1_621_703_901),
