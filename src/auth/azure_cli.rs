@@ -29,6 +29,7 @@ use base64::Engine;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use super::claims::decode_claims_challenge;
 use super::lenient_json::{self, WireError};
@@ -143,6 +144,49 @@ impl AzureCliCredential {
         self.tool.output_limit = bytes;
         self
     }
+
+    /// The token and its lifetime from `az`'s stdout. Off the async workers: an old `az` reports a local time, and
+    /// reading the time zone file is file I/O.
+    async fn read_token(&self, stdout: Zeroizing<Vec<u8>>) -> Result<AccessToken, CredentialError> {
+        let (tz, tzdir) = (self.tz.clone(), self.tzdir.clone());
+        let parsed = file_read::off_thread_async(
+            Path::new("the time zone file"),
+            file_read::READ_TIMEOUT,
+            move || {
+                parse_output(&stdout, || {
+                    expiry::local_zone(tz.as_deref(), tzdir.as_deref())
+                })
+            },
+        )
+        .await
+        .map_err(|e| {
+            CredentialError::service_unavailable(SOURCE, format!("az output: {}", e.reason()))
+        })?;
+        let (token, expires_on) = parsed.map_err(|why| {
+            CredentialError::service_unavailable(
+                SOURCE,
+                format!("az returned unusable output: {why}"),
+            )
+        })?;
+        let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
+        if expires_in.is_zero() {
+            return Err(CredentialError::service_unavailable(
+                SOURCE,
+                "az returned a token that has already expired (check the clock and time zone)",
+            ));
+        }
+        tracing::debug!(
+            source = SOURCE,
+            expires_in = expires_in.as_secs(),
+            "az returned a token"
+        );
+        Ok(AccessToken {
+            token,
+            expires_in,
+            refresh_in: None,
+            source: SOURCE.into(),
+        })
+    }
 }
 
 impl Credential for AzureCliCredential {
@@ -195,46 +239,7 @@ impl Credential for AzureCliCredential {
         if !output.status.success() {
             return Err(failure(&output.stderr, output.status, settings, scope));
         }
-        // Off the async workers: an old `az` reports a local time, and reading the time zone file is file I/O.
-        let (tz, tzdir) = (self.tz.clone(), self.tzdir.clone());
-        let stdout = output.stdout;
-        let parsed = file_read::off_thread_async(
-            Path::new("the time zone file"),
-            file_read::READ_TIMEOUT,
-            move || {
-                parse_output(&stdout, || {
-                    expiry::local_zone(tz.as_deref(), tzdir.as_deref())
-                })
-            },
-        )
-        .await
-        .map_err(|e| {
-            CredentialError::service_unavailable(SOURCE, format!("az output: {}", e.reason()))
-        })?;
-        let (token, expires_on) = parsed.map_err(|why| {
-            CredentialError::service_unavailable(
-                SOURCE,
-                format!("az returned unusable output: {why}"),
-            )
-        })?;
-        let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
-        if expires_in.is_zero() {
-            return Err(CredentialError::service_unavailable(
-                SOURCE,
-                "az returned a token that has already expired (check the clock and time zone)",
-            ));
-        }
-        tracing::debug!(
-            source = SOURCE,
-            expires_in = expires_in.as_secs(),
-            "az returned a token"
-        );
-        Ok(AccessToken {
-            token,
-            expires_in,
-            refresh_in: None,
-            source: SOURCE.into(),
-        })
+        self.read_token(output.stdout).await
     }
 }
 
