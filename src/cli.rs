@@ -15,14 +15,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::json;
 
 use crate::app::{App, AppOptions};
-use crate::auth::device_code::{
-    DeviceCodePrompt, LoginError, LoginOptions, decode_claims_challenge,
-};
 use crate::auth::{
-    CredentialSet, DeviceCodeCredential, EntraClient, HttpClientOptions, TokenHttpClient,
-    TokenRequest, build_credentials,
+    CredentialOptions, CredentialSet, DeviceCodeCredential, DeviceCodeCredentialOptions,
+    DeviceCodePrompt, EntraClient, HttpClientOptions, LoginError, LoginOptions, TokenHttpClient,
+    TokenRequest, build_credentials, decode_claims_challenge,
 };
-use crate::config::{Config, ConfigError, CredentialSpec, DeviceCodeSpec, Listen};
+use crate::config::{Config, ConfigError, Listen};
 use crate::env::{Env, ProcessEnv};
 use crate::logging::{self, LogFormat};
 
@@ -529,19 +527,19 @@ fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
 }
 
 /// A one-line, secret-free description of a credential.
-fn describe(spec: &CredentialSpec) -> String {
+fn describe(spec: &CredentialOptions) -> String {
     match spec {
-        CredentialSpec::ClientSecret(s) => format!(
+        CredentialOptions::ClientSecret(s) => format!(
             "client_secret (tenant {}, client {})",
             s.tenant_id, s.client_id
         ),
-        CredentialSpec::ClientCertificate(s) => format!(
+        CredentialOptions::ClientCertificate(s) => format!(
             "client_certificate (tenant {}, client {}, {})",
             s.tenant_id,
             s.client_id,
             s.certificate_file.display()
         ),
-        CredentialSpec::Chain(sources) => format!(
+        CredentialOptions::Chain(sources) => format!(
             "chain [{}]",
             sources
                 .iter()
@@ -692,7 +690,7 @@ fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
             },
         );
         let entra = EntraClient::new(http, config.authority_host.clone());
-        let credential = DeviceCodeCredential::new(&spec, entra).with_name(&name);
+        let credential = DeviceCodeCredential::new(spec, entra).with_name(&name);
         let options = LoginOptions::new(scope).with_claims(claims);
         let shown = |prompt: &DeviceCodePrompt| {
             let _ = writeln!(std::io::stderr(), "{}", prompt.text());
@@ -723,10 +721,10 @@ fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
 fn login_credential(
     config: &Config,
     named: Option<&str>,
-) -> Result<(String, DeviceCodeSpec), String> {
+) -> Result<(String, DeviceCodeCredentialOptions), String> {
     if let Some(name) = named {
         return match config.credentials.get(name) {
-            Some(CredentialSpec::DeviceCode(spec)) => Ok((name.to_owned(), spec.clone())),
+            Some(CredentialOptions::DeviceCode(spec)) => Ok((name.to_owned(), spec.clone())),
             Some(other) => Err(format!(
                 "credential {name:?} is a {} credential; login signs in device_code credentials",
                 other.kind()
@@ -736,11 +734,11 @@ fn login_credential(
             )),
         };
     }
-    let mut found: Vec<(String, DeviceCodeSpec)> = config
+    let mut found: Vec<(String, DeviceCodeCredentialOptions)> = config
         .credentials
         .iter()
         .filter_map(|(n, s)| match s {
-            CredentialSpec::DeviceCode(spec) => Some((n.clone(), spec.clone())),
+            CredentialOptions::DeviceCode(spec) => Some((n.clone(), spec.clone())),
             _ => None,
         })
         .collect();

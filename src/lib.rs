@@ -15,8 +15,10 @@
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
 //!
-//! Dependencies run one way: `proxy → token_cache → auth`. Secrets live in [`auth::Secret`], which never
-//! prints its value; tokens are inserted as sensitive header values and never logged.
+//! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
+//! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets
+//! live in [`secret::Secret`], which never prints its value, and [`origin`] holds the rules every outbound URL
+//! passes. Tokens are inserted as sensitive header values and never logged.
 
 pub mod admin;
 pub mod app;
@@ -31,7 +33,9 @@ pub mod ids;
 pub mod ip;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod proxy;
+pub mod secret;
 pub mod server;
 pub mod sync;
 pub mod tls;
@@ -40,16 +44,20 @@ pub mod write_stall;
 
 pub use error::BoxError;
 
-/// Entry points for the fuzz targets under `fuzz/`: parsers that are crate-private in normal use. Not a supported
-/// API; hidden from the documentation and free to change with the code it wraps.
+/// Entry points for the fuzz targets under `fuzz/` (and the integration tests' format checks): parsers that are
+/// crate-private in normal use. Not a supported API; hidden from the documentation and free to change with the
+/// code it wraps.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::auth::claims::{CP1, decode_claims_challenge, with_capabilities};
+    pub use crate::auth::expiry::{msi_date, naive_datetime};
+
     /// The token-body parser every token source shares (`auth::token_response`), as `EntraClient::post_token` and
     /// the device-code flow use it: an access token that can go in a header with a non-zero lifetime, and the
     /// refresh token if one was sent; or an error text.
     pub fn parse_token_response(
         body: &[u8],
-    ) -> Result<(crate::auth::AccessToken, Option<crate::auth::Secret>), String> {
+    ) -> Result<(crate::auth::AccessToken, Option<crate::secret::Secret>), String> {
         crate::auth::parse_token_response(body, "fuzz")
     }
 }

@@ -468,7 +468,7 @@ fn entra_client(aad: &MockAad, attempt_timeout: Duration) -> aml_auth_proxy::aut
         ..HttpClientOptions::default()
     };
     let http = TokenHttpClient::new(Arc::new(tls), &options);
-    let origin = aml_auth_proxy::config::authority_origin(&aad.base_url()).unwrap();
+    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
     EntraClient::new(http, origin)
 }
 
@@ -485,12 +485,12 @@ async fn f02_per_attempt_timeout_is_enforced_within_10_percent() {
     let aad = MockAad::start().await;
     let limit = Duration::from_millis(2000);
     let credential = |tenant: &str| {
-        aml_auth_proxy::auth::ClientSecretCredential::new(
-            tenant.into(),
-            "c".into(),
-            Secret::new("s"),
-            entra_client(&aad, limit),
-        )
+        let options = aml_auth_proxy::auth::ClientSecretCredentialOptions {
+            tenant_id: tenant.into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+        };
+        aml_auth_proxy::auth::ClientSecretCredential::new(options, entra_client(&aad, limit))
     };
     let request = TokenRequest::new(ARM_SCOPE);
     let (hanging, slow) = (credential("hang"), credential("slow1000"));
@@ -794,10 +794,9 @@ mod imds {
 
     use super::*;
     use aml_auth_proxy::auth::{
-        HttpClientOptions, ImdsRetry, ManagedIdentityCredential, ManagedIdentityOptions,
-        TokenHttpClient,
+        HttpClientOptions, ImdsRetry, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+        TokenHttpClient, UserAssignedId,
     };
-    use aml_auth_proxy::config::{ManagedIdentitySpec, UserAssignedId};
     use aml_auth_proxy::env::MapEnv;
 
     /// The production schedule scaled down 100× (0.8 s → 8 ms, 2.5 s → 25 ms, 60 s → 600 ms).
@@ -820,17 +819,14 @@ mod imds {
     ) -> ManagedIdentityCredential {
         let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
         let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
-        let spec = ManagedIdentitySpec {
-            user_assigned: client_id.map(|c| UserAssignedId::ClientId(c.into())),
-            endpoint: None,
-        };
         let env = MapEnv::new().with("AZURE_POD_IDENTITY_AUTHORITY_HOST", base);
-        let options = ManagedIdentityOptions {
+        let options = ManagedIdentityCredentialOptions {
+            user_assigned: client_id.map(|c| UserAssignedId::ClientId(c.into())),
             in_chain,
             retry,
-            ..ManagedIdentityOptions::default()
+            ..ManagedIdentityCredentialOptions::default()
         };
-        let cred = ManagedIdentityCredential::new(&spec, &env, http, options);
+        let cred = ManagedIdentityCredential::new(options, &env, http);
         assert_eq!(cred.endpoint().and_then(|u| u.host()), Some("127.0.0.1"));
         cred
     }
@@ -1050,8 +1046,8 @@ mod federated {
     //! federated token file laid out as the kubelet does it (`token → ..data/token`, `..data → ..<timestamp>`).
 
     use super::*;
+    use aml_auth_proxy::auth::WorkloadIdentityCredentialOptions;
     use aml_auth_proxy::auth::{EntraClient, WorkloadIdentityCredential};
-    use aml_auth_proxy::config::WorkloadIdentitySpec;
     use aml_auth_proxy::env::MapEnv;
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
@@ -1140,14 +1136,14 @@ mod federated {
         );
         let entra = EntraClient::new(
             http,
-            aml_auth_proxy::config::authority_origin(&sts.url).unwrap(),
+            aml_auth_proxy::origin::authority_origin(&sts.url).unwrap(),
         );
-        let spec = WorkloadIdentitySpec {
+        let options = WorkloadIdentityCredentialOptions {
             tenant_id: Some(tenant.into()),
             client_id: Some("22222222-0000-0000-0000-000000000002".into()),
             token_file: Some(file.to_path_buf()),
         };
-        WorkloadIdentityCredential::new(&spec, &MapEnv::new(), entra)
+        WorkloadIdentityCredential::new(options, &MapEnv::new(), entra)
     }
 
     /// A projected service-account token volume, kubelet style.
@@ -3320,7 +3316,7 @@ async fn f18_no_configuration_disables_certificate_verification() {
 mod fake_az {
     use super::*;
     use aml_auth_proxy::auth::AzureCliCredential;
-    use aml_auth_proxy::config::AzureCliSpec;
+    use aml_auth_proxy::auth::AzureCliCredentialOptions;
     use aml_auth_proxy::env::MapEnv;
 
     /// A fake `az` (a shell script recording its pid) found through `PATH=<dir>:/usr/bin:/bin`.
@@ -3340,16 +3336,15 @@ mod fake_az {
         }
 
         pub(super) fn credential(&self, timeout: Duration) -> AzureCliCredential {
-            let spec = AzureCliSpec {
-                tenant_id: None,
-                subscription: None,
+            let options = AzureCliCredentialOptions {
                 timeout,
+                ..AzureCliCredentialOptions::default()
             };
             let env = MapEnv::new().with(
                 "PATH",
                 format!("{}:/usr/bin:/bin", self.dir.path().display()),
             );
-            AzureCliCredential::new(&spec, &env)
+            AzureCliCredential::new(options, &env)
         }
 
         pub(super) fn pid(&self, name: &str) -> u32 {

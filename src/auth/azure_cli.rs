@@ -1,11 +1,10 @@
-//! The Azure CLI's signed-in account (PROTOCOLS §5.1): `az account get-access-token --output json --scope <scope>
+//! The Azure CLI's signed-in account: `az account get-access-token --output json --scope <scope>
 //! [--tenant T] [--subscription S]`.
 //!
-//! `az` is looked up on the `PATH` of the [`Env`] (absolute entries only) and run as an argument vector, never
-//! through a shell: stdin is `/dev/null`, the working directory `/`, the environment the proxy's own with `PATH`
-//! from the [`Env`] and `AZURE_CORE_NO_COLOR=true`. Every argument is checked before it can reach the process. stdout
-//! and stderr are read with size bounds; after the configured timeout the process is killed and reaped. CLIs older
-//! than `--scope` (“unrecognized arguments: --scope”) are asked once more with `--resource`.
+//! `az` is found and run as `process` runs every tool (on the `PATH` of the [`Env`], as an argument vector in its
+//! own process group, output bounded, killed with its group at the configured timeout), with
+//! `AZURE_CORE_NO_COLOR=true`. Every argument is checked before it can reach the process. CLIs older than
+//! `--scope` (“unrecognized arguments: --scope”) are asked once more with `--resource`, within the same timeout.
 //!
 //! Outcomes:
 //! - exit 0 → the token; the expiry is `expires_on` (Unix seconds, az ≥ 2.54.0), else `expiresOn`, a naive local
@@ -22,52 +21,63 @@
 //!
 //! stdout is never echoed: it holds the token. stderr lines are scrubbed of anything that looks like a token.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use base64::Engine;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::wire::{self, WireError};
+use super::claims::decode_claims_challenge;
+use super::lenient_json::{self, WireError};
+use super::process::Tool;
 use super::{
-    AadError, AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError,
-    TokenErrorKind, TokenRequest, expiry, is_valid_tenant, scope_to_resource,
+    AadError, AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind,
+    TokenRequest, expiry, is_valid_tenant, scope_to_resource,
 };
-use crate::config::AzureCliSpec;
 use crate::env::Env;
 use crate::file_read;
 
 const SOURCE: &str = "azure_cli";
-/// The most stderr kept for classification; the rest is read and dropped.
-const STDERR_LIMIT: usize = 64 * 1024;
-/// How long a killed `az` gets to be reaped before it is left to tokio's background reaper.
-const REAP_GRACE: Duration = Duration::from_secs(1);
 /// Longest stderr excerpt put in an error message.
 const MAX_MESSAGE_CHARS: usize = 500;
-/// Spawn attempts when the executable is momentarily busy (ETXTBSY: being written while another thread forks).
-const SPAWN_ATTEMPTS: u32 = 6;
+
+/// `az`, as `process` runs it: searched on the `PATH` unless an explicit program is given.
+const AZ: Tool = Tool {
+    source: SOURCE,
+    name: "az",
+    display: "Azure CLI",
+    env: &[("AZURE_CORE_NO_COLOR", "true")],
+    program: None,
+    search_path: None,
+    output_limit: AzureCliCredential::DEFAULT_OUTPUT_LIMIT,
+};
 
 /// The `azure_cli` credential.
 #[derive(Debug)]
 pub struct AzureCliCredential {
     /// The checked `--tenant` / `--subscription`, or why they are unusable.
     settings: Result<Settings, String>,
-    /// An explicit `az` (tests, embedding); otherwise `az` is searched on `search_path`.
-    program: Option<PathBuf>,
-    /// `PATH` from the [`Env`]: where `az` is searched, and the child's `PATH`.
-    search_path: Option<String>,
+    /// `az`, with `PATH` from the [`Env`].
+    tool: Tool,
     /// `TZ` and `TZDIR` from the [`Env`], for CLIs that print only a local expiry time.
     tz: Option<String>,
     tzdir: Option<String>,
     timeout: Duration,
-    output_limit: usize,
+}
+
+/// Settings of an [`AzureCliCredential`] (`azure_cli: { tenant_id, subscription, timeout }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureCliCredentialOptions {
+    /// `--tenant`.
+    pub tenant_id: Option<String>,
+    /// `--subscription`.
+    pub subscription: Option<String>,
+    /// Time allowed for `az` to answer.
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -88,29 +98,18 @@ enum Audience {
 /// What `az account get-access-token --output json` prints (the fields read). No `Debug`: it holds the token.
 #[derive(Deserialize)]
 struct CliToken {
-    #[serde(default, rename = "accessToken", deserialize_with = "wire::text")]
+    #[serde(
+        default,
+        rename = "accessToken",
+        deserialize_with = "lenient_json::text"
+    )]
     access_token: Option<String>,
     /// Unix seconds (az ≥ 2.54.0).
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     expires_on: Option<u64>,
     /// A naive local date-time (every version).
-    #[serde(default, rename = "expiresOn", deserialize_with = "wire::text")]
+    #[serde(default, rename = "expiresOn", deserialize_with = "lenient_json::text")]
     expires_on_local: Option<String>,
-}
-
-/// What one run of `az` left behind.
-struct Output {
-    status: ExitStatus,
-    stdout: Zeroizing<Vec<u8>>,
-    stderr: String,
-}
-
-/// Why reading `az`'s output stopped early.
-#[derive(Debug)]
-enum ReadFailure {
-    /// stdout grew past the limit.
-    Oversize,
-    Io(io::Error),
 }
 
 // === impl AzureCliCredential ===
@@ -119,77 +118,37 @@ impl AzureCliCredential {
     /// The most stdout accepted unless [`Self::with_output_limit`] says otherwise: a token response is a few KiB.
     pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
 
-    /// `--tenant` and `--subscription` from `spec` (checked here; a bad one fails every request with
-    /// `CredentialRejected`), the timeout from `spec`, and `PATH`, `TZ` and `TZDIR` from `env`.
-    pub fn new(spec: &AzureCliSpec, env: &dyn Env) -> Self {
+    /// `--tenant` and `--subscription` from `options` (checked here; a bad one fails every request with
+    /// `CredentialRejected`), the timeout from `options`, and `PATH`, `TZ` and `TZDIR` from `env`.
+    pub fn new(options: AzureCliCredentialOptions, env: &dyn Env) -> Self {
         Self {
-            settings: Settings::check(spec),
-            program: None,
-            search_path: env.var("PATH"),
+            settings: Settings::check(&options),
+            tool: Tool {
+                search_path: env.var("PATH"),
+                ..AZ
+            },
             tz: env.var("TZ"),
             tzdir: env.non_empty("TZDIR"),
-            timeout: spec.timeout,
-            output_limit: Self::DEFAULT_OUTPUT_LIMIT,
+            timeout: options.timeout,
         }
     }
 
     /// Runs `program` instead of searching `az` on the `PATH` (tests, unusual installs).
     pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.program = Some(program.into());
+        self.tool.program = Some(program.into());
         self
     }
 
     /// Accepts at most `bytes` of stdout instead of [`Self::DEFAULT_OUTPUT_LIMIT`].
     pub fn with_output_limit(mut self, bytes: usize) -> Self {
-        self.output_limit = bytes;
+        self.tool.output_limit = bytes;
         self
     }
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
-        let settings = self
-            .settings
-            .as_ref()
-            .map_err(|why| rejected(why.clone()))?;
-        let scope = &*request.scope;
-        if !is_valid_scope(scope) {
-            return Err(rejected(format!(
-                "invalid scope {scope:?} for az: use letters, digits, `_`, `.`, `:`, `/` and `-`"
-            )));
-        }
-        if let Some(claims) = &request.claims {
-            return Err(claims_unsupported(settings, scope, claims));
-        }
-        let program = self.locate().await?;
-        // One deadline for both attempts (`--scope`, then `--resource`).
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
-        let mut output = self
-            .run(&program, &settings.args(scope, Audience::Scope), deadline)
-            .await?;
-        if !output.status.success() && rejects_scope(&output.stderr) {
-            tracing::debug!(
-                source = SOURCE,
-                "az does not know --scope; asking again with --resource"
-            );
-            output = self
-                .run(
-                    &program,
-                    &settings.args(scope, Audience::Resource),
-                    deadline,
-                )
-                .await?;
-        }
-        if !output.status.success() {
-            return Err(failure(&output.stderr, output.status, settings, scope));
-        }
-        // Off the async workers: an old `az` reports a local time, and reading the time zone file is file I/O.
+    /// The token and its lifetime from `az`'s stdout. Off the async workers: an old `az` reports a local time, and
+    /// reading the time zone file is file I/O.
+    async fn read_token(&self, stdout: Zeroizing<Vec<u8>>) -> Result<AccessToken, CredentialError> {
         let (tz, tzdir) = (self.tz.clone(), self.tzdir.clone());
-        let stdout = output.stdout;
         let parsed = file_read::off_thread_async(
             Path::new("the time zone file"),
             file_read::READ_TIMEOUT,
@@ -201,23 +160,20 @@ impl AzureCliCredential {
         )
         .await
         .map_err(|e| {
-            CredentialError::Failed(TokenError::service_unavailable(
-                SOURCE,
-                format!("az output: {}", e.reason()),
-            ))
+            CredentialError::service_unavailable(SOURCE, format!("az output: {}", e.reason()))
         })?;
         let (token, expires_on) = parsed.map_err(|why| {
-            CredentialError::Failed(TokenError::service_unavailable(
+            CredentialError::service_unavailable(
                 SOURCE,
                 format!("az returned unusable output: {why}"),
-            ))
+            )
         })?;
         let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
         if expires_in.is_zero() {
-            return Err(CredentialError::Failed(TokenError::service_unavailable(
+            return Err(CredentialError::service_unavailable(
                 SOURCE,
                 "az returned a token that has already expired (check the clock and time zone)",
-            )));
+            ));
         }
         tracing::debug!(
             source = SOURCE,
@@ -231,103 +187,77 @@ impl AzureCliCredential {
             source: SOURCE.into(),
         })
     }
+}
 
-    /// The `az` to run: the explicit program, else the first executable `az` in an absolute `PATH` entry.
-    async fn locate(&self) -> Result<PathBuf, CredentialError> {
-        if let Some(program) = &self.program {
-            return Ok(program.clone());
-        }
-        let Some(path) = self.search_path.as_deref() else {
-            return Err(CredentialError::unavailable(
-                SOURCE,
-                "Azure CLI not found on PATH (PATH is not set)",
-            ));
-        };
-        // Relative entries would resolve against the proxy's working directory: never run `./az`.
-        for dir in std::env::split_paths(path).filter(|d| d.is_absolute()) {
-            let candidate = dir.join("az");
-            if is_executable(&candidate).await {
-                return Ok(candidate);
-            }
-        }
-        Err(CredentialError::unavailable(
-            SOURCE,
-            "Azure CLI not found on PATH (install it, or put `az` on the PATH)",
-        ))
-    }
+impl Credential for AzureCliCredential {
+    const KIND: &'static str = SOURCE;
 
-    /// Runs `program args` until it exits or `deadline` passes; reads stdout and stderr with their bounds.
-    async fn run(
-        &self,
-        program: &Path,
-        args: &[String],
-        deadline: Instant,
-    ) -> Result<Output, CredentialError> {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .current_dir("/")
-            .env("AZURE_CORE_NO_COLOR", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so that a timeout kills what a wrapper script started too (bash → python).
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(path) = &self.search_path {
-            command.env("PATH", path);
-        }
-        tracing::debug!(source = SOURCE, program = %program.display(), args = ?args, "running az");
-        let mut child = spawn(&mut command)
-            .await
-            .map_err(|e| spawn_error(program, &e))?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            stop(&mut child).await;
-            return Err(CredentialError::Failed(TokenError::service_unavailable(
-                SOURCE,
-                "could not capture az's output",
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let settings = self
+            .settings
+            .as_ref()
+            .map_err(|why| rejected(why.clone()))?;
+        let scope = &*request.scope;
+        if !is_valid_scope(scope) {
+            return Err(rejected(format!(
+                "invalid scope {scope:?} for az: use letters, digits, `_`, `.`, `:`, `/` and `-`"
             )));
-        };
-        let limit = self.output_limit;
-        let finished = tokio::time::timeout_at(deadline, async {
-            let (stdout, stderr) =
-                tokio::try_join!(read_stdout(stdout, limit), read_stderr(stderr))?;
-            let status = child.wait().await.map_err(ReadFailure::Io)?;
-            Ok::<_, ReadFailure>(Output {
-                status,
-                stdout,
-                stderr,
-            })
-        })
-        .await;
-        let why = match finished {
-            Ok(Ok(output)) => return Ok(output),
-            Ok(Err(ReadFailure::Oversize)) => {
-                format!("az returned unusable output: more than {limit} bytes on stdout")
-            }
-            Ok(Err(ReadFailure::Io(e))) => format!("reading az's output failed: {e}"),
-            Err(_elapsed) => format!(
-                "az did not answer within {}",
-                humantime::format_duration(self.timeout)
-            ),
-        };
-        stop(&mut child).await;
-        Err(CredentialError::Failed(TokenError::service_unavailable(
-            SOURCE, why,
-        )))
+        }
+        if let Some(claims) = &request.claims {
+            return Err(claims_unsupported(settings, scope, claims));
+        }
+        let program = self.tool.locate().await?;
+        // One deadline for both attempts (`--scope`, then `--resource`).
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        let mut output = self
+            .tool
+            .run(
+                &program,
+                &settings.args(scope, Audience::Scope),
+                deadline,
+                self.timeout,
+            )
+            .await?;
+        if !output.status.success() && rejects_scope(&output.stderr) {
+            tracing::debug!(
+                source = SOURCE,
+                "az does not know --scope; asking again with --resource"
+            );
+            output = self
+                .tool
+                .run(
+                    &program,
+                    &settings.args(scope, Audience::Resource),
+                    deadline,
+                    self.timeout,
+                )
+                .await?;
+        }
+        if !output.status.success() {
+            return Err(failure(&output.stderr, output.status, settings, scope));
+        }
+        self.read_token(output.stdout).await
     }
 }
 
-impl TokenCredential for AzureCliCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
+// === impl AzureCliCredentialOptions ===
 
-    fn kind(&self) -> &'static str {
-        SOURCE
+impl AzureCliCredentialOptions {
+    /// How long `az` may take unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for AzureCliCredentialOptions {
+    /// No `--tenant` or `--subscription` (the CLI's current account), [`Self::DEFAULT_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            tenant_id: None,
+            subscription: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
     }
 }
 
@@ -336,27 +266,27 @@ impl TokenCredential for AzureCliCredential {
 impl Settings {
     /// Checks the configured arguments. az refuses `--tenant` together with `--subscription` ("Please specify only
     /// one of subscription and tenant, not both"), so that combination is refused here, with the reason.
-    fn check(spec: &AzureCliSpec) -> Result<Self, String> {
-        if let Some(tenant) = &spec.tenant_id
+    fn check(options: &AzureCliCredentialOptions) -> Result<Self, String> {
+        if let Some(tenant) = &options.tenant_id
             && !is_valid_tenant_arg(tenant)
         {
             return Err(format!(
                 "invalid tenant id {tenant:?} for az: use letters, digits, `.` and `-`"
             ));
         }
-        if let Some(subscription) = &spec.subscription
+        if let Some(subscription) = &options.subscription
             && !is_valid_subscription(subscription)
         {
             return Err(format!(
                 "invalid subscription {subscription:?} for az: use letters, digits, `_`, `.`, `-` and spaces"
             ));
         }
-        if spec.tenant_id.is_some() && spec.subscription.is_some() {
+        if options.tenant_id.is_some() && options.subscription.is_some() {
             return Err("azure_cli: give tenant_id or subscription, not both (az accepts only one; a subscription already selects its tenant)".to_owned());
         }
         Ok(Self {
-            tenant_id: spec.tenant_id.clone(),
-            subscription: spec.subscription.clone(),
+            tenant_id: options.tenant_id.clone(),
+            subscription: options.subscription.clone(),
         })
     }
 
@@ -420,11 +350,7 @@ fn is_valid_subscription(subscription: &str) -> bool {
 }
 
 fn rejected(message: impl Into<String>) -> CredentialError {
-    CredentialError::Failed(TokenError::new(
-        TokenErrorKind::CredentialRejected,
-        SOURCE,
-        message,
-    ))
+    CredentialError::rejected(SOURCE, message)
 }
 
 /// The CLI cannot request a token with claims: the user has to sign in again with the challenge.
@@ -445,111 +371,6 @@ fn claims_unsupported(settings: &Settings, scope: &str, claims: &str) -> Credent
     CredentialError::Failed(e)
 }
 
-/// True for a regular file with an execute bit.
-async fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = tokio::fs::metadata(path).await else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        meta.is_file()
-    }
-}
-
-/// Spawns, retrying briefly while the executable is busy (ETXTBSY).
-async fn spawn(command: &mut Command) -> io::Result<Child> {
-    let mut delay = Duration::from_millis(5);
-    for _ in 1..SPAWN_ATTEMPTS {
-        match command.spawn() {
-            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            result => return result,
-        }
-    }
-    command.spawn()
-}
-
-fn spawn_error(program: &Path, e: &io::Error) -> CredentialError {
-    match e.kind() {
-        io::ErrorKind::NotFound => CredentialError::unavailable(
-            SOURCE,
-            format!("Azure CLI not found on PATH ({}: {e})", program.display()),
-        ),
-        io::ErrorKind::PermissionDenied => CredentialError::unavailable(
-            SOURCE,
-            format!("Azure CLI at {} cannot be run: {e}", program.display()),
-        ),
-        _ => CredentialError::Failed(TokenError::service_unavailable(
-            SOURCE,
-            format!("could not start az ({}): {e}", program.display()),
-        )),
-    }
-}
-
-/// Kills `child` and its process group, and reaps it (bounded by [`REAP_GRACE`]; `kill_on_drop` and tokio's reaper
-/// cover the rest).
-async fn stop(child: &mut Child) {
-    // The group first, while the child (the group leader) is known to be unreaped, so the id cannot be reused.
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-        && let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)
-    {
-        tracing::debug!(source = SOURCE, error = %e, "could not kill az's process group");
-    }
-    if let Err(e) = child.start_kill() {
-        tracing::debug!(source = SOURCE, error = %e, "could not kill az (it may have exited)");
-    }
-    match tokio::time::timeout(REAP_GRACE, child.wait()).await {
-        Ok(Ok(status)) => tracing::debug!(source = SOURCE, %status, "az stopped"),
-        Ok(Err(e)) => tracing::debug!(source = SOURCE, error = %e, "waiting for az failed"),
-        Err(_) => tracing::warn!(
-            source = SOURCE,
-            "az did not exit after SIGKILL; it will be reaped in the background"
-        ),
-    }
-}
-
-/// stdout up to `limit` bytes; more is an error (and stops reading at once).
-async fn read_stdout(
-    mut pipe: impl AsyncRead + Unpin,
-    limit: usize,
-) -> Result<Zeroizing<Vec<u8>>, ReadFailure> {
-    let mut out = Zeroizing::new(Vec::with_capacity(limit.min(16 * 1024)));
-    let mut chunk = Zeroizing::new(vec![0u8; 8 * 1024]);
-    loop {
-        let n = pipe.read(&mut chunk).await.map_err(ReadFailure::Io)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        if out.len() + n > limit {
-            return Err(ReadFailure::Oversize);
-        }
-        out.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// stderr as text: the first [`STDERR_LIMIT`] bytes kept, the rest read and dropped (so `az` never blocks on it).
-async fn read_stderr(mut pipe: impl AsyncRead + Unpin) -> Result<String, ReadFailure> {
-    let mut kept = Vec::new();
-    let mut chunk = vec![0u8; 8 * 1024];
-    loop {
-        let n = pipe.read(&mut chunk).await.map_err(ReadFailure::Io)?;
-        if n == 0 {
-            return Ok(String::from_utf8_lossy(&kept).into_owned());
-        }
-        let room = STDERR_LIMIT.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..n.min(room)]);
-    }
-}
-
 /// True when `az` refused `--scope` (CLIs before 2.26): argparse's "unrecognized arguments: --scope …".
 fn rejects_scope(stderr: &str) -> bool {
     stderr
@@ -564,7 +385,7 @@ fn parse_output(
     stdout: &[u8],
     zone: impl FnOnce() -> TimeZone,
 ) -> Result<(Secret, i64), &'static str> {
-    let output: CliToken = wire::from_object(stdout).map_err(WireError::reason)?;
+    let output: CliToken = lenient_json::from_object(stdout).map_err(WireError::reason)?;
     let token = match output.access_token {
         Some(t) if !t.trim().is_empty() => Secret::new(t.trim()),
         _ => return Err("no accessToken"),
@@ -598,13 +419,10 @@ fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -
         );
     }
     let line = summary_line(stderr);
-    let code = status.code();
-    if code == Some(127) {
-        return CredentialError::unavailable(
-            SOURCE,
-            format!("Azure CLI not found on PATH (az exited with status 127: {line})"),
-        );
+    if let Some(e) = AZ.exited_not_installed(status, &line) {
+        return e;
     }
+    let code = status.code();
     let how = match code {
         Some(code) => format!("exit status {code}"),
         None => "killed by a signal".to_owned(),
@@ -638,7 +456,9 @@ fn aadsts_failure(stderr: &str, settings: &Settings, scope: &str) -> Option<Toke
         trace_id: labelled(stderr, "Trace ID:"),
         correlation_id: labelled(stderr, "Correlation ID:"),
         timestamp: labelled_timestamp(stderr),
-        claims: challenge.as_deref().and_then(decode_claims),
+        claims: challenge
+            .as_deref()
+            .and_then(|c| decode_claims_challenge(c).ok()),
         ..AadError::default()
     };
     let kind = aad.classify(400);
@@ -718,16 +538,6 @@ fn claims_challenge(stderr: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
     ok.then(|| value.to_owned())
-}
-
-/// The claims JSON of a base64 claims challenge (standard or URL alphabet, padded or not).
-fn decode_claims(challenge: &str) -> Option<String> {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(challenge).ok())?;
-    let text = String::from_utf8(bytes).ok()?;
-    text.trim_start().starts_with('{').then_some(text)
 }
 
 /// The line that best says what went wrong: the CLI's first `ERROR:` line, else argparse's `az: error: …`, else the

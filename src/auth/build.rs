@@ -1,26 +1,75 @@
-//! Builds the configured credentials (chains refer to other credentials by name).
+//! The credentials of a configuration: each named entry's options, by kind, built into credentials by name
+//! (chains refer to other credentials by name).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{
-    AzureCliCredential, ChainCredential, ClientCertificateCredential, ClientSecretCredential,
-    DeviceCodeCredential, EntraClient, EnvironmentCredential, ManagedIdentityCredential,
-    ManagedIdentityOptions, SdkAuthFileCredential, TokenCredential, UnavailableCredential,
-    WorkloadIdentityCredential,
-};
-use crate::config::{
-    AzureCliSpec, ChainSource, CredentialSpec, DeviceCodeSpec, ManagedIdentitySpec, UserAssignedId,
-    WorkloadIdentitySpec,
+    AzureCliCredential, AzureCliCredentialOptions, ChainCredential, ChainSource,
+    ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
+    EnvironmentCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    SdkAuthFileCredential, SdkAuthFileCredentialOptions, TokenCredential, UnavailableCredential,
+    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use crate::env::Env;
+
+/// One named credential (`credentials.<name>` in configuration): its kind and that kind's options.
+#[derive(Debug)]
+pub enum CredentialOptions {
+    /// A service principal with a client secret.
+    ClientSecret(ClientSecretCredentialOptions),
+    /// A service principal with a certificate.
+    ClientCertificate(ClientCertificateCredentialOptions),
+    /// AKS workload identity (federated token file).
+    WorkloadIdentity(WorkloadIdentityCredentialOptions),
+    /// Managed identity (IMDS, App Service, Arc, Azure ML compute, Cloud Shell).
+    ManagedIdentity(ManagedIdentityCredentialOptions),
+    /// The Azure CLI's signed-in account.
+    AzureCli(AzureCliCredentialOptions),
+    /// A user signed in with `aml-auth-proxy login` (device code).
+    DeviceCode(DeviceCodeCredentialOptions),
+    /// The JSON written by `az ad sp create-for-rbac --sdk-auth`.
+    SdkAuthFile(SdkAuthFileCredentialOptions),
+    /// Sources tried in order; the first that can serve wins and sticks.
+    Chain(Vec<ChainSource>),
+}
 
 /// The credentials of a configuration, by name.
 #[derive(Debug, Default)]
 pub struct CredentialSet {
     by_name: HashMap<String, Arc<dyn TokenCredential>>,
+}
+
+// === impl CredentialOptions ===
+
+impl CredentialOptions {
+    /// The kind's key as written in configuration files (`client_secret`, `chain`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialOptions::ClientSecret(_) => "client_secret",
+            CredentialOptions::ClientCertificate(_) => "client_certificate",
+            CredentialOptions::WorkloadIdentity(_) => "workload_identity",
+            CredentialOptions::ManagedIdentity(_) => "managed_identity",
+            CredentialOptions::AzureCli(_) => "azure_cli",
+            CredentialOptions::DeviceCode(_) => "device_code",
+            CredentialOptions::SdkAuthFile(_) => "sdk_auth_file",
+            CredentialOptions::Chain(_) => "chain",
+        }
+    }
+
+    /// The configured tenant, where the kind has one.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            CredentialOptions::ClientSecret(o) => Some(&o.tenant_id),
+            CredentialOptions::ClientCertificate(o) => Some(&o.tenant_id),
+            CredentialOptions::WorkloadIdentity(o) => o.tenant_id.as_deref(),
+            CredentialOptions::AzureCli(o) => o.tenant_id.as_deref(),
+            CredentialOptions::DeviceCode(o) => o.tenant_id.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 // === impl CredentialSet ===
@@ -30,47 +79,39 @@ impl CredentialSet {
     pub fn get(&self, name: &str) -> Option<Arc<dyn TokenCredential>> {
         self.by_name.get(name).cloned()
     }
-
-    /// Adds or replaces a credential (tests and embedding).
-    pub fn insert(&mut self, name: impl Into<String>, credential: Arc<dyn TokenCredential>) {
-        self.by_name.insert(name.into(), credential);
-    }
 }
 
 /// Builds every credential. Configuration validation has already rejected unknown names and cycles; a chain
 /// entry that is somehow missing becomes an unavailable source rather than a panic.
 pub fn build_credentials(
-    specs: BTreeMap<String, CredentialSpec>,
+    options: BTreeMap<String, CredentialOptions>,
     env: &dyn Env,
     entra: &EntraClient,
 ) -> CredentialSet {
     let mut set = CredentialSet::default();
     let mut chains = Vec::new();
-    for (name, spec) in specs {
-        let credential: Arc<dyn TokenCredential> = match spec {
-            CredentialSpec::ClientSecret(s) => Arc::new(ClientSecretCredential::new(
-                s.tenant_id,
-                s.client_id,
-                s.client_secret,
-                entra.clone(),
-            )),
-            CredentialSpec::WorkloadIdentity(spec) => {
-                Arc::new(WorkloadIdentityCredential::new(&spec, env, entra.clone()))
+    for (name, options) in options {
+        let credential: Arc<dyn TokenCredential> = match options {
+            CredentialOptions::ClientSecret(o) => {
+                Arc::new(ClientSecretCredential::new(o, entra.clone()))
             }
-            CredentialSpec::ManagedIdentity(spec) => managed_identity(&spec, env, entra, false),
-            CredentialSpec::AzureCli(spec) => Arc::new(AzureCliCredential::new(&spec, env)),
-            CredentialSpec::DeviceCode(spec) => {
-                Arc::new(DeviceCodeCredential::new(&spec, entra.clone()).with_name(name.clone()))
+            CredentialOptions::WorkloadIdentity(o) => {
+                Arc::new(WorkloadIdentityCredential::new(o, env, entra.clone()))
             }
-            CredentialSpec::SdkAuthFile(spec) => {
-                Arc::new(SdkAuthFileCredential::new(&spec.path, entra))
+            CredentialOptions::ManagedIdentity(o) => {
+                Arc::new(ManagedIdentityCredential::new(o, env, entra.http().clone()))
             }
-            CredentialSpec::Chain(sources) => {
+            CredentialOptions::AzureCli(o) => Arc::new(AzureCliCredential::new(o, env)),
+            CredentialOptions::DeviceCode(o) => {
+                Arc::new(DeviceCodeCredential::new(o, entra.clone()).with_name(name.clone()))
+            }
+            CredentialOptions::SdkAuthFile(o) => Arc::new(SdkAuthFileCredential::new(o, entra)),
+            CredentialOptions::Chain(sources) => {
                 chains.push((name, sources));
                 continue;
             }
-            CredentialSpec::ClientCertificate(spec) => {
-                Arc::new(ClientCertificateCredential::new(&spec, entra.clone()))
+            CredentialOptions::ClientCertificate(o) => {
+                Arc::new(ClientCertificateCredential::new(o, entra.clone()))
             }
         };
         set.by_name.insert(name, credential);
@@ -105,25 +146,6 @@ pub fn build_credentials(
     set
 }
 
-/// A managed-identity credential. Inside a chain IMDS is probed first, so a machine without IMDS moves on.
-fn managed_identity(
-    spec: &ManagedIdentitySpec,
-    env: &dyn Env,
-    entra: &EntraClient,
-    in_chain: bool,
-) -> Arc<dyn TokenCredential> {
-    let options = ManagedIdentityOptions {
-        in_chain,
-        ..ManagedIdentityOptions::default()
-    };
-    Arc::new(ManagedIdentityCredential::new(
-        spec,
-        env,
-        entra.http().clone(),
-        options,
-    ))
-}
-
 fn build_chain(
     sources: &[ChainSource],
     set: &CredentialSet,
@@ -136,36 +158,38 @@ fn build_chain(
             let credential: Arc<dyn TokenCredential> = match source {
                 ChainSource::Environment => Arc::new(EnvironmentCredential::from_env(env, entra)),
                 ChainSource::WorkloadIdentity => Arc::new(WorkloadIdentityCredential::new(
-                    &WorkloadIdentitySpec::default(),
+                    WorkloadIdentityCredentialOptions::default(),
                     env,
                     entra.clone(),
                 )),
                 ChainSource::ManagedIdentity => {
-                    // As DefaultAzureCredential does: AZURE_CLIENT_ID names a user-assigned identity.
-                    let spec = ManagedIdentitySpec {
+                    // As DefaultAzureCredential does: AZURE_CLIENT_ID names a user-assigned identity. Inside a
+                    // chain IMDS is probed first, so a machine without IMDS moves on.
+                    let options = ManagedIdentityCredentialOptions {
                         user_assigned: env
                             .non_empty("AZURE_CLIENT_ID")
                             .map(UserAssignedId::ClientId),
-                        endpoint: None,
+                        in_chain: true,
+                        ..ManagedIdentityCredentialOptions::default()
                     };
-                    managed_identity(&spec, env, entra, true)
+                    Arc::new(ManagedIdentityCredential::new(
+                        options,
+                        env,
+                        entra.http().clone(),
+                    ))
                 }
                 ChainSource::AzureCli => Arc::new(AzureCliCredential::new(
-                    &AzureCliSpec {
-                        tenant_id: None,
-                        subscription: None,
-                        timeout: Duration::from_secs(10),
-                    },
+                    AzureCliCredentialOptions::default(),
                     env,
                 )),
                 ChainSource::DeviceCode => match env.non_empty("HOME") {
                     Some(home) => {
-                        let spec = DeviceCodeSpec {
+                        let options = DeviceCodeCredentialOptions {
                             tenant_id: None,
                             client_id: None,
                             cache_file: PathBuf::from(home).join(".aml-auth-proxy/tokens.json"),
                         };
-                        Arc::new(DeviceCodeCredential::new(&spec, entra.clone()))
+                        Arc::new(DeviceCodeCredential::new(options, entra.clone()))
                     }
                     None => Arc::new(UnavailableCredential::new(
                         "device_code",

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{AccessToken, BoxFuture, CredentialError, TokenCredential, TokenRequest};
+use super::{AccessToken, Credential, CredentialError, TokenCredential, TokenRequest};
 
 const NO_WINNER: usize = usize::MAX;
 
@@ -14,6 +14,23 @@ const NO_WINNER: usize = usize::MAX;
 pub struct ChainCredential {
     sources: Vec<(String, Arc<dyn TokenCredential>)>,
     winner: AtomicUsize,
+}
+
+/// One entry of a chain: a built-in source, or another credential by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainSource {
+    /// `AZURE_*` (secret, certificate, auth file) and `AML_*` environment variables.
+    Environment,
+    /// Workload identity from the AKS webhook's environment.
+    WorkloadIdentity,
+    /// Managed identity, found the way the Azure SDKs find it.
+    ManagedIdentity,
+    /// The Azure CLI.
+    AzureCli,
+    /// The device-code sign-in cache.
+    DeviceCode,
+    /// Another configured credential, by name.
+    Named(String),
 }
 
 // === impl ChainCredential ===
@@ -26,18 +43,64 @@ impl ChainCredential {
             winner: AtomicUsize::new(NO_WINNER),
         }
     }
+}
 
-    /// The name of the source that won, once one has.
-    pub fn winner(&self) -> Option<&str> {
-        self.sources
-            .get(self.winner.load(Ordering::Acquire))
-            .map(|(name, _)| name.as_str())
+/// A leaf source reports under its chain entry name; a nested chain keeps its own (more precise) names.
+fn label(slot: &mut String, name: &str, source: &dyn TokenCredential) {
+    if source.kind() != "chain" {
+        name.clone_into(slot);
+    }
+}
+
+fn relabel(mut token: AccessToken, name: &str, source: &dyn TokenCredential) -> AccessToken {
+    if source.kind() != "chain" {
+        token.source = name.into();
+    }
+    token
+}
+
+// === impl ChainSource ===
+
+impl ChainSource {
+    /// The name as written in a `chain:` list.
+    pub fn name(&self) -> &str {
+        match self {
+            ChainSource::Environment => "environment",
+            ChainSource::WorkloadIdentity => "workload_identity",
+            ChainSource::ManagedIdentity => "managed_identity",
+            ChainSource::AzureCli => "azure_cli",
+            ChainSource::DeviceCode => "device_code",
+            ChainSource::Named(n) => n,
+        }
     }
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
+    /// Parses a chain entry: a built-in source name, else a credential name.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "environment" => ChainSource::Environment,
+            "workload_identity" => ChainSource::WorkloadIdentity,
+            "managed_identity" => ChainSource::ManagedIdentity,
+            "azure_cli" => ChainSource::AzureCli,
+            "device_code" => ChainSource::DeviceCode,
+            other => ChainSource::Named(other.to_owned()),
+        }
+    }
+
+    /// The built-in default chain.
+    pub fn default_chain() -> Vec<ChainSource> {
+        vec![
+            ChainSource::Environment,
+            ChainSource::WorkloadIdentity,
+            ChainSource::ManagedIdentity,
+            ChainSource::AzureCli,
+        ]
+    }
+}
+
+impl Credential for ChainCredential {
+    const KIND: &'static str = "chain";
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         if let Some((name, source)) = self.sources.get(self.winner.load(Ordering::Acquire)) {
             return source
                 .get_token(request)
@@ -87,40 +150,13 @@ impl ChainCredential {
     }
 }
 
-/// A leaf source reports under its chain entry name; a nested chain keeps its own (more precise) names.
-fn label(slot: &mut String, name: &str, source: &dyn TokenCredential) {
-    if source.kind() != "chain" {
-        name.clone_into(slot);
-    }
-}
-
-fn relabel(mut token: AccessToken, name: &str, source: &dyn TokenCredential) -> AccessToken {
-    if source.kind() != "chain" {
-        token.source = name.into();
-    }
-    token
-}
-
-impl TokenCredential for ChainCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        "chain"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
     use super::*;
-    use crate::auth::{Secret, TokenError, TokenErrorKind};
+    use crate::auth::{Secret, TokenErrorKind};
 
     /// A call-counting fake.
     #[derive(Debug)]
@@ -141,17 +177,12 @@ mod tests {
         }
     }
 
-    impl TokenCredential for Fake {
-        fn get_token<'a>(
-            &'a self,
-            _: &'a TokenRequest,
-        ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+    impl Credential for Fake {
+        const KIND: &'static str = "fake";
+
+        async fn token(&self, _: &TokenRequest) -> Result<AccessToken, CredentialError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            let answer = (self.answer)();
-            Box::pin(async move { answer })
-        }
-        fn kind(&self) -> &'static str {
-            "fake"
+            (self.answer)()
         }
     }
 
@@ -167,11 +198,13 @@ mod tests {
         Err(CredentialError::unavailable("fake", "not here"))
     }
     fn rejected() -> Result<AccessToken, CredentialError> {
-        Err(CredentialError::Failed(TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            "fake",
-            "bad secret",
-        )))
+        Err(CredentialError::rejected("fake", "bad secret"))
+    }
+
+    /// The name of the source that won, once one has.
+    fn winner(chain: &ChainCredential) -> Option<&str> {
+        let at = chain.winner.load(Ordering::Acquire);
+        chain.sources.get(at).map(|(name, _)| name.as_str())
     }
 
     fn chain(fakes: &[&Arc<Fake>]) -> ChainCredential {
@@ -190,7 +223,7 @@ mod tests {
         let chain = chain(&[&a, &b, &c]);
         let t = chain.get_token(&TokenRequest::new("s")).await.unwrap();
         assert_eq!(&*t.source, "s1");
-        assert_eq!(chain.winner(), Some("s1"));
+        assert_eq!(winner(&chain), Some("s1"));
         chain.get_token(&TokenRequest::new("s")).await.unwrap();
         assert_eq!(
             (a.calls(), b.calls(), c.calls()),
@@ -210,7 +243,7 @@ mod tests {
         assert_eq!(e.source, "s1");
         assert_eq!(e.attempts.len(), 2);
         assert_eq!(c.calls(), 0, "a failure stops the chain");
-        assert_eq!(chain.winner(), None);
+        assert_eq!(winner(&chain), None);
     }
 
     #[tokio::test]

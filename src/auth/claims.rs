@@ -127,15 +127,57 @@ mod tests {
     }
 
     #[test]
-    fn decoding() {
-        let json = r#"{"access_token":{"nbf":{"essential":true,"value":"1610563006"},"xms_rp_ipaddr":{"value":"1.2.3.4"}}}"#;
+    fn claims_challenges_decode_from_either_alphabet_with_or_without_padding() {
+        let claims = r#"{"v":"???>>>"}"#;
+        let standard = base64::engine::general_purpose::STANDARD.encode(claims);
+        assert!(standard.contains('/') && standard.contains('+') && standard.ends_with('='));
+        let url = standard.replace('+', "-").replace('/', "_");
         for encoded in [
-            "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ",
-            "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ==",
+            standard.clone(),
+            standard.trim_end_matches('=').to_owned(),
+            url.clone(),
+            url.trim_end_matches('=').to_owned(),
+            format!("  {standard}\n"),
         ] {
-            assert_eq!(decode_claims_challenge(encoded).unwrap(), json);
+            assert_eq!(
+                decode_claims_challenge(&encoded).unwrap(),
+                claims,
+                "{encoded}"
+            );
         }
-        for bad in ["", "not base64!", "ey==", "ey", "WzFd"] {
+        // A recorded challenge, with and without padding.
+        let json = r#"{"access_token":{"nbf":{"essential":true,"value":"1610563006"},"xms_rp_ipaddr":{"value":"1.2.3.4"}}}"#;
+        let encoded = "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ";
+        for encoded in [encoded.to_owned(), format!("{encoded}==")] {
+            assert_eq!(decode_claims_challenge(&encoded).unwrap(), json);
+        }
+        // A continuous access evaluation challenge.
+        assert_eq!(
+            decode_claims_challenge(
+                "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzI2MDc3NTk1In0sInhtc19jYWVlcnJvciI6eyJ2YWx1ZSI6IjEwMDEyIn19fQ=="
+            )
+            .unwrap(),
+            r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#
+        );
+    }
+
+    #[test]
+    fn bad_claims_challenges_are_refused_without_echoing_them() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for (input, why) in [
+            (String::new(), "is empty"),
+            ("not base64 at all!".to_owned(), "is not valid base64"),
+            (b64("hello"), "does not decode to a JSON object"),
+            (b64("[1,2]"), "does not decode to a JSON object"),
+            (
+                base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]),
+                "does not decode to UTF-8 text",
+            ),
+        ] {
+            let e = decode_claims_challenge(&input).unwrap_err();
+            assert_eq!(e.to_string(), format!("the claims challenge {why}"));
+        }
+        for bad in ["not base64!", "ey==", "ey", "WzFd"] {
             assert!(decode_claims_challenge(bad).is_err(), "{bad}");
         }
     }

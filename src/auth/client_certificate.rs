@@ -1,22 +1,21 @@
-//! A service principal authenticating with a certificate (PROTOCOLS §2): the client-credentials grant with a
-//! signed JWT client assertion (`private_key_jwt`).
+//! A service principal authenticating with a certificate: the client-credentials grant with a signed JWT client
+//! assertion (`private_key_jwt`). The certificate file and the signing are `certificate_file`.
 //!
 //! The assertion is built as current MSAL does: PS256 with `x5t#S256`, `x5c` when the chain is to be sent,
 //! `aud` = the token endpoint, a fresh `jti`, `nbf` = `iat` = now, `exp` = now + 10 min. Like MSAL Python's
 //! `AutoRefresher` it is reused until 60 s before it expires, then replaced by a new one with a new `jti`; a
 //! rejection by Entra ID discards it at once.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::certificate::{AssertionClaims, ClientCertificate};
-use super::entra::ClientAuth;
+use super::certificate_file::{AssertionClaims, ClientCertificate};
+use super::token_endpoint::ClientAuth;
 use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
-    TokenErrorKind, TokenRequest,
+    AccessToken, Credential, CredentialError, EntraClient, Secret, TokenError, TokenRequest,
 };
-use crate::config::ClientCertificateSpec;
+use crate::sync::lock;
 
 /// Lifetime of a client assertion (`exp` − `iat`), as MSAL.
 pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
@@ -38,6 +37,22 @@ pub struct ClientCertificateCredential {
     assertions: AssertionCache,
 }
 
+/// Settings of a [`ClientCertificateCredential`] (`client_certificate: { tenant_id, client_id, certificate_file,
+/// password | password_file, send_certificate_chain }` in configuration).
+#[derive(Debug)]
+pub struct ClientCertificateCredentialOptions {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// PEM (key + certificate) or PKCS#12 file.
+    pub certificate_file: PathBuf,
+    /// Password of the key or PKCS#12 file.
+    pub password: Option<Secret>,
+    /// Send the `x5c` certificate chain (subject-name/issuer authentication).
+    pub send_certificate_chain: bool,
+}
+
 /// The current assertion, reused while it has more than [`ASSERTION_REUSE_MARGIN`] left.
 #[derive(Debug, Default)]
 struct AssertionCache {
@@ -56,32 +71,21 @@ struct CachedAssertion {
 // === impl ClientCertificateCredential ===
 
 impl ClientCertificateCredential {
-    /// A credential from configuration. The certificate file is read now; if it cannot be loaded, every
-    /// `get_token` fails with `CredentialRejected` naming the file and the problem.
-    pub fn new(spec: &ClientCertificateSpec, entra: EntraClient) -> Self {
-        Self::from_file(
-            spec.tenant_id.clone(),
-            spec.client_id.clone(),
-            &spec.certificate_file,
-            spec.password.as_ref(),
-            spec.send_certificate_chain,
-            entra,
-            KIND,
-        )
+    /// A credential for `options`. The certificate file is read now; if it cannot be loaded, every `get_token`
+    /// fails with `CredentialRejected` naming the file and the problem.
+    pub fn new(options: ClientCertificateCredentialOptions, entra: EntraClient) -> Self {
+        Self::with_source(options, entra, KIND)
     }
 
-    /// A credential whose certificate is read from `path` now (PEM or PKCS#12), reporting as `source`. A load
-    /// failure makes every `get_token` fail with `CredentialRejected` naming the file and the problem.
-    pub fn from_file(
-        tenant_id: String,
-        client_id: String,
-        path: &Path,
-        password: Option<&Secret>,
-        send_chain: bool,
+    /// [`Self::new`], reporting tokens and errors as coming from `source` (e.g. `environment` for
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`, `sdk_auth_file` for `clientCertificate`).
+    pub(crate) fn with_source(
+        options: ClientCertificateCredentialOptions,
         entra: EntraClient,
         source: &'static str,
     ) -> Self {
-        let certificate = ClientCertificate::load(path, password);
+        let path = &options.certificate_file;
+        let certificate = ClientCertificate::load(path, options.password.as_ref());
         match &certificate {
             Ok(cert) => {
                 if cert.not_after_unix() < i64::try_from(super::expiry::now_unix()).unwrap_or(0) {
@@ -95,27 +99,15 @@ impl ClientCertificateCredential {
             }
             Err(why) => tracing::warn!(source, error = %why, "client certificate not loaded"),
         }
-        Self::with_certificate(tenant_id, client_id, certificate, send_chain, entra, source)
-    }
-
-    /// A credential from an already loaded certificate, reporting tokens and errors as coming from `source`
-    /// (e.g. `environment` for `AZURE_CLIENT_CERTIFICATE_PATH`, `sdk_auth_file` for `clientCertificate`).
-    pub fn from_parts(
-        tenant_id: String,
-        client_id: String,
-        certificate: ClientCertificate,
-        send_chain: bool,
-        entra: EntraClient,
-        source: &'static str,
-    ) -> Self {
-        Self::with_certificate(
-            tenant_id,
-            client_id,
-            Ok(certificate),
-            send_chain,
+        Self {
+            tenant_id: options.tenant_id,
+            client_id: options.client_id,
+            certificate,
+            send_chain: options.send_certificate_chain,
             entra,
             source,
-        )
+            assertions: AssertionCache::default(),
+        }
     }
 
     /// Parses `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: `1`/`true`/`yes`/`on` (any case) send the chain; unset,
@@ -138,37 +130,29 @@ impl ClientCertificateCredential {
             None
         }
     }
+}
 
-    fn with_certificate(
-        tenant_id: String,
-        client_id: String,
-        certificate: Result<ClientCertificate, String>,
-        send_chain: bool,
-        entra: EntraClient,
-        source: &'static str,
-    ) -> Self {
-        Self {
-            tenant_id,
-            client_id,
-            certificate,
-            send_chain,
-            entra,
-            source,
-            assertions: AssertionCache::default(),
-        }
+impl std::fmt::Debug for ClientCertificateCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificateCredential")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("certificate", &self.certificate)
+            .field("send_chain", &self.send_chain)
+            .field("source", &self.source)
+            .field("authority", &self.entra.authority().to_string())
+            .finish()
     }
+}
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
-        let certificate = self.certificate.as_ref().map_err(|why| {
-            CredentialError::Failed(TokenError::new(
-                TokenErrorKind::CredentialRejected,
-                self.source,
-                why.clone(),
-            ))
-        })?;
+impl Credential for ClientCertificateCredential {
+    const KIND: &'static str = KIND;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let certificate = self
+            .certificate
+            .as_ref()
+            .map_err(|why| CredentialError::rejected(self.source, why.clone()))?;
         let audience = self
             .entra
             .endpoint_url(&self.tenant_id, "token")
@@ -188,13 +172,7 @@ impl ClientCertificateCredential {
                 self.send_chain,
                 super::expiry::now_unix(),
             )
-            .map_err(|why| {
-                CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    self.source,
-                    why,
-                ))
-            })?;
+            .map_err(|why| CredentialError::rejected(self.source, why))?;
         let result = self
             .entra
             .client_credentials(
@@ -212,32 +190,6 @@ impl ClientCertificateCredential {
             self.assertions.clear();
         }
         result
-    }
-}
-
-impl std::fmt::Debug for ClientCertificateCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCertificateCredential")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("certificate", &self.certificate)
-            .field("send_chain", &self.send_chain)
-            .field("source", &self.source)
-            .field("authority", &self.entra.authority().to_string())
-            .finish()
-    }
-}
-
-impl TokenCredential for ClientCertificateCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        KIND
     }
 }
 
@@ -283,10 +235,6 @@ impl AssertionCache {
     fn clear(&self) {
         *lock(&self.slot) = None;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

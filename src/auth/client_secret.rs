@@ -1,30 +1,36 @@
-//! A service principal authenticating with a client secret (PROTOCOLS §1).
+//! A service principal authenticating with a client secret.
 
-use super::entra::ClientAuth;
-use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenRequest,
-};
+use super::token_endpoint::ClientAuth;
+use super::{AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest};
 
 /// `client_secret` credentials: the client-credentials grant with `client_secret=`.
 pub struct ClientSecretCredential {
-    tenant_id: String,
-    client_id: String,
-    secret: Secret,
+    options: ClientSecretCredentialOptions,
     entra: EntraClient,
     source: &'static str,
+}
+
+/// Settings of a [`ClientSecretCredential`] (`client_secret: { tenant_id, client_id, client_secret |
+/// client_secret_file }` in configuration).
+#[derive(Debug)]
+pub struct ClientSecretCredentialOptions {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// The secret, from the inline value or the file.
+    pub client_secret: Secret,
 }
 
 // === impl ClientSecretCredential ===
 
 impl ClientSecretCredential {
-    /// A credential for `client_id` in `tenant_id`.
-    pub fn new(tenant_id: String, client_id: String, secret: Secret, entra: EntraClient) -> Self {
+    /// A credential for `options.client_id` in `options.tenant_id`.
+    pub fn new(options: ClientSecretCredentialOptions, entra: EntraClient) -> Self {
         Self {
-            tenant_id,
-            client_id,
-            secret,
+            options,
             entra,
-            source: "client_secret",
+            source: Self::KIND,
         }
     }
 
@@ -38,29 +44,28 @@ impl ClientSecretCredential {
 impl std::fmt::Debug for ClientSecretCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientSecretCredential")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("secret", &self.secret)
+            .field("tenant_id", &self.options.tenant_id)
+            .field("client_id", &self.options.client_id)
+            .field("secret", &self.options.client_secret)
             .field("authority", &self.entra.authority().to_string())
             .finish()
     }
 }
 
-impl TokenCredential for ClientSecretCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.entra.client_credentials(
-            self.source,
-            &self.tenant_id,
-            &self.client_id,
-            ClientAuth::Secret(&self.secret),
-            request,
-        ))
-    }
+impl Credential for ClientSecretCredential {
+    const KIND: &'static str = "client_secret";
 
-    fn kind(&self) -> &'static str {
-        "client_secret"
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let options = &self.options;
+        let auth = ClientAuth::Secret(&options.client_secret);
+        self.entra
+            .client_credentials(
+                self.source,
+                &options.tenant_id,
+                &options.client_id,
+                auth,
+                request,
+            )
+            .await
     }
 }

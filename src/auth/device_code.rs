@@ -1,5 +1,4 @@
-//! A user signed in with a device code (PROTOCOLS §6.1), and the tokens the refresh token left behind serves
-//! (§6.3).
+//! A user signed in with a device code, and the tokens the refresh token left behind serves.
 //!
 //! `aml-auth-proxy login` runs [`DeviceCodeCredential::login`]: it asks Entra ID for a device code, shows the
 //! prompt (visit a page, enter a code), polls the token endpoint every `interval` seconds (`authorization_pending`:
@@ -23,9 +22,8 @@
 
 mod cache;
 
-pub use super::claims::{ClaimsChallengeError, decode_claims_challenge};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,17 +32,16 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use self::cache::{CacheError, StoredLogin};
-use super::entra::error_from_response;
-use super::wire::{self, WireError};
+use super::lenient_json::{self, WireError};
+use super::token_endpoint::{error_from_response, form};
 use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
+    AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
     TokenErrorKind, TokenRequest,
 };
-use crate::config::DeviceCodeSpec;
 use crate::file_read::{self, FileError};
 
 /// The public client signed in with unless `client_id` says otherwise: the Azure CLI's first-party app, which
-/// Microsoft pre-authorises for Azure Resource Manager and Azure Machine Learning (PROTOCOLS §6).
+/// Microsoft pre-authorises for Azure Resource Manager and Azure Machine Learning.
 pub const DEFAULT_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
 
 /// The tenant signed in to unless `tenant_id` says otherwise: any work or school account.
@@ -90,13 +87,24 @@ pub struct DeviceCodeCredential {
     refresh: tokio::sync::Mutex<Option<Unsaved>>,
 }
 
+/// Settings of a [`DeviceCodeCredential`] (`device_code: { tenant_id, client_id, cache_file }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCodeCredentialOptions {
+    /// Tenant to sign in to (default [`DEFAULT_TENANT`]).
+    pub tenant_id: Option<String>,
+    /// Public client id (default [`DEFAULT_CLIENT_ID`], the Azure CLI's first-party app).
+    pub client_id: Option<String>,
+    /// Where `login` persists the refresh token (0600).
+    pub cache_file: PathBuf,
+}
+
 /// What [`DeviceCodeCredential::login`] signs in for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginOptions {
     /// The scope of the first access token (e.g. `https://management.azure.com/.default`); the refresh token
     /// then serves any scope the user may access.
     pub scope: String,
-    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`]).
+    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`](crate::auth::decode_claims_challenge)).
     pub claims: Option<String>,
 }
 
@@ -180,20 +188,20 @@ struct DeviceCode {
 /// The device-code response as sent (RFC 8628 §3.2). No `Debug`: it holds the device code.
 #[derive(Deserialize)]
 struct DeviceCodeResponse {
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     device_code: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     user_code: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     verification_uri: Option<String>,
     /// The v1 endpoint's spelling.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     verification_url: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     message: Option<String>,
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     expires_in: Option<u64>,
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     interval: Option<u64>,
 }
 
@@ -211,18 +219,16 @@ enum PollError {
 // === impl DeviceCodeCredential ===
 
 impl DeviceCodeCredential {
-    /// A credential for `spec` (tenant default [`DEFAULT_TENANT`], client default [`DEFAULT_CLIENT_ID`]).
-    pub fn new(spec: &DeviceCodeSpec, entra: EntraClient) -> Self {
+    /// A credential for `options` (tenant default [`DEFAULT_TENANT`], client default [`DEFAULT_CLIENT_ID`]).
+    pub fn new(options: DeviceCodeCredentialOptions, entra: EntraClient) -> Self {
         Self {
-            tenant: spec
+            tenant: options
                 .tenant_id
-                .clone()
                 .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
-            client_id: spec
+            client_id: options
                 .client_id
-                .clone()
                 .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned()),
-            cache_file: spec.cache_file.clone(),
+            cache_file: options.cache_file,
             name: None,
             entra,
             clock: Arc::new(TokioClock),
@@ -240,21 +246,6 @@ impl DeviceCodeCredential {
     pub fn with_clock(mut self, clock: Arc<dyn PollClock>) -> Self {
         self.clock = clock;
         self
-    }
-
-    /// The tenant signed in to.
-    pub fn tenant_id(&self) -> &str {
-        &self.tenant
-    }
-
-    /// The public client id.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// Where the refresh token is kept.
-    pub fn cache_file(&self) -> &Path {
-        &self.cache_file
     }
 
     /// The command that signs this credential in again, e.g.
@@ -325,7 +316,7 @@ impl DeviceCodeCredential {
 
     /// `POST /{tenant}/oauth2/v2.0/devicecode`.
     async fn start_device_flow(&self, scope: &str) -> Result<DeviceCode, LoginError> {
-        let form = Secret::new(device_code_form(&self.client_id, scope));
+        let form = device_code_form(&self.client_id, scope);
         let (host, response) = self
             .entra
             .post_form(SOURCE, &self.tenant, "devicecode", &form)
@@ -410,10 +401,49 @@ impl DeviceCodeCredential {
         })?
     }
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
+    /// The cache file must hold a sign-in for this authority, tenant and client.
+    fn check_owner(&self, stored: &StoredLogin) -> Result<(), String> {
+        let authority = self.entra.authority().to_string();
+        if stored.authority.eq_ignore_ascii_case(&authority)
+            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
+            && stored.client_id.eq_ignore_ascii_case(&self.client_id)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "{} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {}",
+            self.cache_file.display(),
+            stored.tenant,
+            stored.client_id,
+            stored.authority,
+            self.tenant,
+            self.client_id,
+            authority
+        ))
+    }
+
+    /// Turns a refusal of the refresh token into `InteractionRequired` naming the `login` command to run.
+    fn sign_in_again(&self, mut e: TokenError, request: &TokenRequest) -> TokenError {
+        let claims = e
+            .aad
+            .as_ref()
+            .and_then(|a| a.claims.clone())
+            .filter(|c| !c.trim().is_empty())
+            .or_else(|| request.claims.as_deref().map(str::to_owned));
+        e.kind = TokenErrorKind::InteractionRequired;
+        e.message = format!(
+            "the device-code sign-in must be renewed: run `{}` ({})",
+            self.login_command(claims.as_deref()),
+            e.message
+        );
+        e
+    }
+}
+
+impl Credential for DeviceCodeCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let mut unsaved = self.refresh.lock().await;
         let stored = match self.load().await {
             Ok(stored) => stored,
@@ -428,14 +458,13 @@ impl DeviceCodeCredential {
                 ));
             }
             Err(e) => {
-                return Err(CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
+                return Err(CredentialError::rejected(
                     SOURCE,
                     format!(
                         "cannot use the refresh-token cache: {e}; or sign in again with `{}`",
                         self.login_command(None)
                     ),
-                )));
+                ));
             }
         };
         if let Err(why) = self.check_owner(&stored) {
@@ -498,57 +527,6 @@ impl DeviceCodeCredential {
             }
         }
         Ok(token)
-    }
-
-    /// The cache file must hold a sign-in for this authority, tenant and client.
-    fn check_owner(&self, stored: &StoredLogin) -> Result<(), String> {
-        let authority = self.entra.authority().to_string();
-        if stored.authority.eq_ignore_ascii_case(&authority)
-            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
-            && stored.client_id.eq_ignore_ascii_case(&self.client_id)
-        {
-            return Ok(());
-        }
-        Err(format!(
-            "{} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {}",
-            self.cache_file.display(),
-            stored.tenant,
-            stored.client_id,
-            stored.authority,
-            self.tenant,
-            self.client_id,
-            authority
-        ))
-    }
-
-    /// Turns a refusal of the refresh token into `InteractionRequired` naming the `login` command to run.
-    fn sign_in_again(&self, mut e: TokenError, request: &TokenRequest) -> TokenError {
-        let claims = e
-            .aad
-            .as_ref()
-            .and_then(|a| a.claims.clone())
-            .filter(|c| !c.trim().is_empty())
-            .or_else(|| request.claims.as_deref().map(str::to_owned));
-        e.kind = TokenErrorKind::InteractionRequired;
-        e.message = format!(
-            "the device-code sign-in must be renewed: run `{}` ({})",
-            self.login_command(claims.as_deref()),
-            e.message
-        );
-        e
-    }
-}
-
-impl TokenCredential for DeviceCodeCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
-
-    fn kind(&self) -> &'static str {
-        SOURCE
     }
 }
 
@@ -639,11 +617,11 @@ pub(crate) fn decorate_scope(scope: &str) -> String {
 }
 
 /// The device-code request: `client_id`, `scope` (decorated).
-pub(crate) fn device_code_form(client_id: &str, scope: &str) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("client_id", client_id)
-        .append_pair("scope", &decorate_scope(scope))
-        .finish()
+pub(crate) fn device_code_form(client_id: &str, scope: &str) -> Secret {
+    form(
+        &[("client_id", client_id), ("scope", &decorate_scope(scope))],
+        None,
+    )
 }
 
 /// A device-code poll: `grant_type`, `client_id`, `device_code`, `client_info=1` and `claims` if any.
@@ -652,41 +630,37 @@ pub(crate) fn device_poll_form(
     device_code: &Secret,
     claims: Option<&str>,
 ) -> Secret {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("grant_type", DEVICE_CODE_GRANT)
-        .append_pair("client_id", client_id)
-        .append_pair("device_code", device_code.expose())
-        .append_pair("client_info", "1");
-    if let Some(claims) = claims {
-        form.append_pair("claims", claims);
-    }
-    Secret::new(form.finish())
+    let pairs = [
+        ("grant_type", DEVICE_CODE_GRANT),
+        ("client_id", client_id),
+        ("device_code", device_code.expose()),
+        ("client_info", "1"),
+    ];
+    form(&pairs, claims)
 }
 
 /// The refresh-token grant: `client_id`, `grant_type`, `refresh_token`, `scope` (decorated), `client_info=1` and
-/// `claims` if any (PROTOCOLS §6.3).
+/// `claims` if any.
 pub(crate) fn refresh_form(
     client_id: &str,
     refresh_token: &Secret,
     scope: &str,
     claims: Option<&str>,
 ) -> Secret {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("client_id", client_id)
-        .append_pair("grant_type", "refresh_token")
-        .append_pair("refresh_token", refresh_token.expose())
-        .append_pair("scope", &decorate_scope(scope))
-        .append_pair("client_info", "1");
-    if let Some(claims) = claims {
-        form.append_pair("claims", claims);
-    }
-    Secret::new(form.finish())
+    let pairs = [
+        ("client_id", client_id),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.expose()),
+        ("scope", &decorate_scope(scope)),
+        ("client_info", "1"),
+    ];
+    form(&pairs, claims)
 }
 
 /// Parses the device-code response. Numbers may be strings; `interval` defaults to 5 s (at least 1 s),
 /// `expires_in` to 1800 s (at most a day); `verification_url` (v1 spelling) is accepted.
 fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
-    let wire: DeviceCodeResponse = wire::from_object(body).map_err(WireError::reason)?;
+    let wire: DeviceCodeResponse = lenient_json::from_object(body).map_err(WireError::reason)?;
     let text = |field: Option<String>| field.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let device_code = text(wire.device_code).ok_or("no device_code")?;
     let user_code = text(wire.user_code).ok_or("no user_code")?;

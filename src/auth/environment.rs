@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use super::{
-    AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
-    EntraClient, SdkAuthFileCredential, Secret, TokenCredential, TokenError, TokenErrorKind,
-    TokenRequest, is_valid_tenant,
+    AccessToken, ClientCertificateCredential, ClientCertificateCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, Credential, CredentialError,
+    EntraClient, SdkAuthFileCredential, SdkAuthFileCredentialOptions, Secret, TokenCredential,
+    TokenRequest, Unusable, is_valid_tenant,
 };
 use crate::env::Env;
 
@@ -18,14 +19,7 @@ const SOURCE: &str = "environment";
 /// The `environment` chain source. The variables are read once, when the credential is built.
 #[derive(Debug)]
 pub struct EnvironmentCredential {
-    state: State,
-}
-
-#[derive(Debug)]
-enum State {
-    Ready(Arc<dyn TokenCredential>),
-    Unavailable(String),
-    Misconfigured(String),
+    inner: Result<Arc<dyn TokenCredential>, Unusable>,
 }
 
 // === impl EnvironmentCredential ===
@@ -35,71 +29,66 @@ impl EnvironmentCredential {
     pub fn from_env(env: &dyn Env, entra: &EntraClient) -> Self {
         let var = |n: &str| env.non_empty(n);
         let azure = (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"));
-        let state =
-            if let (Some(t), Some(c), Some(s)) = (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET")) {
-                secret_state(t, c, s, "AZURE_TENANT_ID", entra)
-            } else if let (Some(t), Some(c), Some(path)) =
-                (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH"))
-            {
-                certificate_state(t, c, &path, env, entra)
-            } else if let (Some(t), Some(c), Some(s)) = (
-                var("AML_TENANT_ID"),
-                var("AML_PRINCIPAL_ID"),
-                var("AML_PRINCIPAL_PASS"),
-            ) {
-                secret_state(&t, &c, s, "AML_TENANT_ID", entra)
-            } else if let Some(path) = var("AZURE_AUTH_LOCATION") {
-                State::Ready(Arc::new(SdkAuthFileCredential::new(
-                    std::path::Path::new(&path),
-                    entra,
-                )))
-            } else {
-                State::Unavailable(missing_message(env))
-            };
-        Self { state }
-    }
-
-    /// True when the variables describe a usable service principal.
-    pub fn is_configured(&self) -> bool {
-        matches!(self.state, State::Ready(_))
+        let inner = if let (Some(t), Some(c), Some(s)) =
+            (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET"))
+        {
+            secret(t, c, s, "AZURE_TENANT_ID", entra)
+        } else if let (Some(t), Some(c), Some(path)) =
+            (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH"))
+        {
+            certificate(t, c, &path, env, entra)
+        } else if let (Some(t), Some(c), Some(s)) = (
+            var("AML_TENANT_ID"),
+            var("AML_PRINCIPAL_ID"),
+            var("AML_PRINCIPAL_PASS"),
+        ) {
+            secret(&t, &c, s, "AML_TENANT_ID", entra)
+        } else if let Some(path) = var("AZURE_AUTH_LOCATION") {
+            let options = SdkAuthFileCredentialOptions { path: path.into() };
+            Ok(Arc::new(SdkAuthFileCredential::new(options, entra)) as Arc<dyn TokenCredential>)
+        } else {
+            Err(Unusable::Unavailable(missing_message(env)))
+        };
+        Self { inner }
     }
 }
 
-fn secret_state(
+type Inner = Result<Arc<dyn TokenCredential>, Unusable>;
+
+fn secret(
     tenant: &str,
     client: &str,
     secret: String,
     tenant_var: &str,
     entra: &EntraClient,
-) -> State {
+) -> Inner {
     if !is_valid_tenant(tenant) {
-        return State::Misconfigured(format!(
+        return Err(Unusable::Invalid(format!(
             "{tenant_var} is not a valid tenant id (allowed: letters, digits, '.', '-')"
-        ));
+        )));
     }
-    let credential = ClientSecretCredential::new(
-        tenant.to_owned(),
-        client.to_owned(),
-        Secret::new(secret),
-        entra.clone(),
-    )
-    .with_source(SOURCE);
-    State::Ready(Arc::new(credential))
+    let options = ClientSecretCredentialOptions {
+        tenant_id: tenant.to_owned(),
+        client_id: client.to_owned(),
+        client_secret: Secret::new(secret),
+    };
+    let credential = ClientSecretCredential::new(options, entra.clone()).with_source(SOURCE);
+    Ok(Arc::new(credential))
 }
 
 /// `AZURE_CLIENT_CERTIFICATE_PATH` (+ `AZURE_CLIENT_CERTIFICATE_PASSWORD`, `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`).
-fn certificate_state(
+fn certificate(
     tenant: &str,
     client: &str,
     path: &str,
     env: &dyn Env,
     entra: &EntraClient,
-) -> State {
+) -> Inner {
     if !is_valid_tenant(tenant) {
-        return State::Misconfigured(
+        return Err(Unusable::Invalid(
             "AZURE_TENANT_ID is not a valid tenant id (allowed: letters, digits, '.', '-')"
                 .to_owned(),
-        );
+        ));
     }
     let password = env
         .var("AZURE_CLIENT_CERTIFICATE_PASSWORD")
@@ -114,16 +103,15 @@ fn certificate_state(
             "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN is not a boolean; not sending the chain"
         );
     }
-    let credential = ClientCertificateCredential::from_file(
-        tenant.to_owned(),
-        client.to_owned(),
-        std::path::Path::new(path),
-        password.as_ref(),
-        ClientCertificateCredential::send_chain_from_env(chain.as_deref()),
-        entra.clone(),
-        SOURCE,
-    );
-    State::Ready(Arc::new(credential))
+    let options = ClientCertificateCredentialOptions {
+        tenant_id: tenant.to_owned(),
+        client_id: client.to_owned(),
+        certificate_file: path.into(),
+        password,
+        send_certificate_chain: ClientCertificateCredential::send_chain_from_env(chain.as_deref()),
+    };
+    let credential = ClientCertificateCredential::with_source(options, entra.clone(), SOURCE);
+    Ok(Arc::new(credential))
 }
 
 fn missing_message(env: &dyn Env) -> String {
@@ -137,29 +125,13 @@ fn missing_message(env: &dyn Env) -> String {
     )
 }
 
-impl TokenCredential for EnvironmentCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        match &self.state {
-            State::Ready(inner) => inner.get_token(request),
-            State::Unavailable(reason) => {
-                let e = CredentialError::unavailable(SOURCE, reason.clone());
-                Box::pin(async move { Err(e) })
-            }
-            State::Misconfigured(reason) => {
-                let e = CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    SOURCE,
-                    reason.clone(),
-                ));
-                Box::pin(async move { Err(e) })
-            }
-        }
-    }
+impl Credential for EnvironmentCredential {
+    const KIND: &'static str = SOURCE;
 
-    fn kind(&self) -> &'static str {
-        SOURCE
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        match &self.inner {
+            Ok(inner) => inner.get_token(request).await,
+            Err(why) => Err(why.error(SOURCE)),
+        }
     }
 }

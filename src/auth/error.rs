@@ -24,7 +24,7 @@ pub struct TokenError {
     pub attempts: Vec<Attempt>,
 }
 
-/// The kinds of token failure, one per error code of DESIGN §6.
+/// The kinds of token failure, one per error code the proxy answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenErrorKind {
     /// Entra ID refused for a Conditional Access / device / location / app policy.
@@ -115,7 +115,7 @@ impl Attempt {
 // === impl TokenErrorKind ===
 
 impl TokenErrorKind {
-    /// The error code of DESIGN §6.
+    /// The error code the proxy answers with (`x-aml-auth-proxy-error` and the JSON `error`).
     pub fn code(self) -> &'static str {
         match self {
             TokenErrorKind::ConditionalAccessBlocked => "ConditionalAccessBlocked",

@@ -1,14 +1,12 @@
 //! Expiry formats that token services and tools use, and the local time zone that naive times are read in.
 //! Everything is converted to Unix seconds (UTC); the calendar and time-zone rules are `jiff`'s.
 //!
-//! Formats: the date strings of legacy managed-identity endpoints ([`msi_date`]), RFC 3339 ([`rfc3339`]), and the
-//! naive local date-time older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and
-//! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::wire`).
+//! Formats: the date strings of legacy managed-identity endpoints ([`msi_date`]) and the naive local date-time older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and
+//! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::lenient_json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::fmt::strtime;
 use jiff::tz::TimeZone;
@@ -37,7 +35,7 @@ const MSI_DATE_FORMATS: [&str; 6] = [
 const NAIVE_FORMATS: [&str; 2] = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"];
 
 /// Now, in Unix seconds.
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -45,7 +43,7 @@ pub fn now_unix() -> u64 {
 }
 
 /// The time from now until `unix` (zero if it has passed).
-pub fn until(unix: u64) -> Duration {
+pub(crate) fn until(unix: u64) -> Duration {
     Duration::from_secs(unix.saturating_sub(now_unix()))
 }
 
@@ -65,13 +63,7 @@ pub fn msi_date(text: &str) -> Option<u64> {
     })
 }
 
-/// Parses RFC 3339 (`2038-01-18T00:00:00Z`, `…T00:00:00.123+02:00`); instants before 1970 are refused.
-pub fn rfc3339(text: &str) -> Option<u64> {
-    let at: Timestamp = text.parse().ok()?;
-    u64::try_from(at.as_second()).ok()
-}
-
-/// Parses a naive `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with a `T`); [`local_to_unix`] places it in a zone.
+/// Parses a naive `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with a `T`); `local_to_unix` places it in a zone.
 pub fn naive_datetime(text: &str) -> Option<DateTime> {
     let text = text.trim();
     NAIVE_FORMATS
@@ -82,7 +74,7 @@ pub fn naive_datetime(text: &str) -> Option<DateTime> {
 /// The instant (Unix seconds) of a naive local date-time in `zone`. A local time that occurs twice (clocks going
 /// back) is the earlier instant; one that never occurs (clocks going forward) is read with the offset after the
 /// change, which is also the earlier instant. Both are the conservative choice for an expiry time.
-pub fn local_to_unix(zone: &TimeZone, local: DateTime) -> Option<i64> {
+pub(crate) fn local_to_unix(zone: &TimeZone, local: DateTime) -> Option<i64> {
     let at = zone.to_ambiguous_timestamp(local).earlier().ok()?;
     Some(at.as_second())
 }
@@ -92,7 +84,7 @@ pub fn local_to_unix(zone: &TimeZone, local: DateTime) -> Option<i64> {
 /// absolute path is that file); a `name` that is no zone file → a POSIX TZ string such as `EST5EDT,M3.2.0,M11.1.0`
 /// or `<+0530>-5:30` (not after `:`). Relative names may not leave `tzdir`. Anything that cannot be read is UTC,
 /// with a debug log.
-pub fn local_zone(tz: Option<&str>, tzdir: Option<&str>) -> TimeZone {
+pub(crate) fn local_zone(tz: Option<&str>, tzdir: Option<&str>) -> TimeZone {
     let Some(tz) = tz else {
         return read_tzif(Path::new(LOCALTIME)).unwrap_or_else(|why| {
             tracing::debug!(file = LOCALTIME, reason = %why, "local time zone unknown; reading local times as UTC");

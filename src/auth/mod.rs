@@ -4,26 +4,28 @@
 //! [`AccessToken`] or a [`CredentialError`]: `Unavailable` means "not configured or not present here" and lets a
 //! [`ChainCredential`] try its next source; `Failed` carries a classified [`TokenError`] and stops the chain.
 
-mod aad;
 mod azure_cli;
 mod build;
-mod certificate;
+mod certificate_file;
 mod chain;
-pub mod claims;
+pub(crate) mod claims;
 mod client_certificate;
 mod client_secret;
-pub mod device_code;
-mod entra;
+pub(crate) mod device_code;
+mod entra_error;
 mod environment;
 mod error;
-pub mod expiry;
+pub(crate) mod expiry;
 mod http;
+mod lenient_json;
 mod managed_identity;
+mod process;
 mod sdk_auth_file;
-mod secret;
+#[cfg(test)]
+mod test_support;
+mod token_endpoint;
 mod token_response;
 mod unavailable;
-mod wire;
 mod workload_identity;
 
 use std::fmt;
@@ -32,26 +34,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use aad::AadError;
-pub use azure_cli::AzureCliCredential;
-pub use build::{CredentialSet, build_credentials};
-pub use certificate::ClientCertificate;
-pub use chain::ChainCredential;
-pub use client_certificate::ClientCertificateCredential;
-pub use client_secret::ClientSecretCredential;
-pub use device_code::DeviceCodeCredential;
-pub use entra::EntraClient;
+pub use crate::secret::Secret;
+pub use azure_cli::{AzureCliCredential, AzureCliCredentialOptions};
+pub use build::{CredentialOptions, CredentialSet, build_credentials};
+pub use certificate_file::ClientCertificate;
+pub use chain::{ChainCredential, ChainSource};
+pub use claims::{ClaimsChallengeError, decode_claims_challenge};
+pub use client_certificate::{ClientCertificateCredential, ClientCertificateCredentialOptions};
+pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
+pub use device_code::{
+    DEFAULT_CLIENT_ID, DEFAULT_TENANT, DeviceCodeCredential, DeviceCodeCredentialOptions,
+    DeviceCodePrompt, LoginError, LoginOptions, LoginOutcome, PollClock, TokioClock,
+};
+pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
 pub use http::{HttpClientOptions, TokenHttpClient};
 pub use managed_identity::{
-    DEFAULT_ARC_KEY_DIR, ImdsRetry, ManagedIdentityCredential, ManagedIdentityOptions,
-    ManagedIdentitySource,
+    DEFAULT_ARC_KEY_DIR, ImdsRetry, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    ManagedIdentitySource, UserAssignedId,
 };
-pub use sdk_auth_file::SdkAuthFileCredential;
-pub use secret::Secret;
-pub use unavailable::UnavailableCredential;
-pub use workload_identity::WorkloadIdentityCredential;
+pub use sdk_auth_file::{SdkAuthFileCredential, SdkAuthFileCredentialOptions};
+pub use token_endpoint::EntraClient;
+use unavailable::UnavailableCredential;
+pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
 
 /// For [`crate::fuzzing`] only.
 pub(crate) use token_response::parse_token_response;
@@ -59,7 +65,8 @@ pub(crate) use token_response::parse_token_response;
 /// A boxed, sendable future (credentials are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Something that can obtain access tokens.
+/// Something that can obtain access tokens, as the token cache and chains hold it (`Arc<dyn TokenCredential>`).
+/// Credential kinds implement [`Credential`] instead, and get this through the blanket impl.
 pub trait TokenCredential: Send + Sync + fmt::Debug {
     /// Obtains a fresh token for `request` (the cache decides when to call this).
     fn get_token<'a>(
@@ -69,6 +76,19 @@ pub trait TokenCredential: Send + Sync + fmt::Debug {
 
     /// The credential's kind, as written in configuration (`client_secret`, `chain`, …).
     fn kind(&self) -> &'static str;
+}
+
+/// What each credential kind implements: its kind and an `async` token request. Every `Credential` is a
+/// [`TokenCredential`]; the blanket impl boxes the future so that credentials can be used as trait objects.
+pub trait Credential: Send + Sync + fmt::Debug {
+    /// The kind, as written in configuration (`client_secret`, `chain`, …).
+    const KIND: &'static str;
+
+    /// Obtains a fresh token for `request` (the cache decides when to call this).
+    fn token(
+        &self,
+        request: &TokenRequest,
+    ) -> impl Future<Output = Result<AccessToken, CredentialError>> + Send;
 }
 
 /// What a token is requested for.
@@ -102,6 +122,43 @@ pub enum CredentialError {
     Unavailable(Vec<Attempt>),
     /// Present but failed: rejected, blocked by policy, or the token service is unreachable.
     Failed(TokenError),
+}
+
+/// Why a credential cannot serve, found when it was built (missing settings, a bad file) and reported on every
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// Not configured or not present here: `Unavailable`, so a chain moves on.
+    Unavailable(String),
+    /// Present but wrong (a malformed setting or file): `CredentialRejected`, so a chain stops.
+    Invalid(String),
+}
+
+// === impl Credential ===
+
+impl<C: Credential> TokenCredential for C {
+    fn get_token<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+        Box::pin(self.token(request))
+    }
+
+    fn kind(&self) -> &'static str {
+        C::KIND
+    }
+}
+
+// === impl Unusable ===
+
+impl Unusable {
+    /// The error every request from `source` gets.
+    pub(crate) fn error(&self, source: &str) -> CredentialError {
+        match self {
+            Unusable::Unavailable(reason) => CredentialError::unavailable(source, reason.clone()),
+            Unusable::Invalid(reason) => CredentialError::rejected(source, reason.clone()),
+        }
+    }
 }
 
 // === impl TokenRequest ===
@@ -144,6 +201,20 @@ impl CredentialError {
         }])
     }
 
+    /// A `Failed` error: `source` is present but its settings or files are wrong, or the service refused it.
+    pub fn rejected(source: impl Into<String>, message: impl Into<String>) -> Self {
+        CredentialError::Failed(TokenError::new(
+            TokenErrorKind::CredentialRejected,
+            source,
+            message,
+        ))
+    }
+
+    /// A `Failed` error: the token service (or tool) behind `source` is unreachable, failing or unusable.
+    pub fn service_unavailable(source: impl Into<String>, message: impl Into<String>) -> Self {
+        CredentialError::Failed(TokenError::service_unavailable(source, message))
+    }
+
     /// Converts to the error callers see: `Unavailable` becomes `CredentialUnavailable` listing every attempt.
     pub fn into_token_error(self) -> TokenError {
         match self {
@@ -181,8 +252,15 @@ impl fmt::Display for CredentialError {
 
 impl std::error::Error for CredentialError {}
 
-/// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`, PROTOCOLS §1.6).
-pub fn is_valid_tenant(tenant: &str) -> bool {
+impl From<TokenError> for CredentialError {
+    /// A classified failure is `Failed`: it stops a chain.
+    fn from(e: TokenError) -> Self {
+        CredentialError::Failed(e)
+    }
+}
+
+/// True for a syntactically valid tenant id (`[A-Za-z0-9.-]+`).
+pub(crate) fn is_valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()
         && tenant
             .bytes()
@@ -191,6 +269,6 @@ pub fn is_valid_tenant(tenant: &str) -> bool {
 
 /// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →
 /// `https://management.azure.com`), as managed identity and the Azure CLI expect.
-pub fn scope_to_resource(scope: &str) -> &str {
+pub(crate) fn scope_to_resource(scope: &str) -> &str {
     scope.strip_suffix("/.default").unwrap_or(scope)
 }

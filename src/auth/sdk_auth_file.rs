@@ -1,4 +1,4 @@
-//! The JSON file written by `az ad sp create-for-rbac --sdk-auth` (PROTOCOLS §9): `clientId`, `tenantId`,
+//! The JSON file written by `az ad sp create-for-rbac --sdk-auth`: `clientId`, `tenantId`,
 //! `clientSecret` (or `clientCertificate`, a PEM path) and `activeDirectoryEndpointUrl`, which becomes the
 //! authority host. The file is read when the credential is built; its content never reaches a log or error.
 
@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::wire::{self, WireError};
-use crate::file_read::{self, Access};
-
+use super::lenient_json::{self, WireError};
 use super::{
-    AccessToken, BoxFuture, ClientCertificateCredential, ClientSecretCredential, CredentialError,
-    EntraClient, Secret, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
-    is_valid_tenant,
+    AccessToken, ClientCertificateCredential, ClientCertificateCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, Credential, CredentialError,
+    EntraClient, Secret, TokenCredential, TokenRequest, Unusable, is_valid_tenant,
 };
+use crate::file_read::{self, Access};
 
 const SOURCE: &str = "sdk_auth_file";
 
@@ -24,31 +23,32 @@ const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// The `sdk_auth_file` credential.
 #[derive(Debug)]
 pub struct SdkAuthFileCredential {
-    inner: Result<Arc<dyn TokenCredential>, CredentialErrorKind>,
+    inner: Result<Arc<dyn TokenCredential>, Unusable>,
 }
 
 /// The fields read from the file. No `Debug`: it holds the client secret.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SdkAuthFile {
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     client_id: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     tenant_id: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     client_secret: Option<String>,
     /// A PEM file, relative to the auth file unless absolute.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     client_certificate: Option<String>,
     /// The authority host.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     active_directory_endpoint_url: Option<String>,
 }
 
-#[derive(Debug)]
-enum CredentialErrorKind {
-    Unavailable(String),
-    Invalid(String),
+/// Settings of an [`SdkAuthFileCredential`] (`sdk_auth_file: { path }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkAuthFileCredentialOptions {
+    /// The JSON file.
+    pub path: PathBuf,
 }
 
 // === impl SdkAuthFileCredential ===
@@ -56,11 +56,12 @@ enum CredentialErrorKind {
 impl SdkAuthFileCredential {
     /// Reads and checks `path`. A missing file makes the credential unavailable; a malformed one is a
     /// configuration error (`CredentialRejected`) that names the file and the key, never a value.
-    pub fn new(path: &Path, entra: &EntraClient) -> Self {
+    pub fn new(options: SdkAuthFileCredentialOptions, entra: &EntraClient) -> Self {
+        let path = &options.path;
         // Bounded in size and time; a FIFO or device is refused without being opened.
         let inner = match file_read::read(path, MAX_FILE_BYTES, Access::Any) {
-            Ok(bytes) => parse(path, &bytes, entra).map_err(CredentialErrorKind::Invalid),
-            Err(e) => Err(CredentialErrorKind::Unavailable(format!(
+            Ok(bytes) => parse(path, &bytes, entra).map_err(Unusable::Invalid),
+            Err(e) => Err(Unusable::Unavailable(format!(
                 "{}: {}",
                 path.display(),
                 e.reason()
@@ -77,7 +78,7 @@ fn parse(
     entra: &EntraClient,
 ) -> Result<Arc<dyn TokenCredential>, String> {
     let shown = path.display();
-    let file: SdkAuthFile = wire::from_object(bytes).map_err(|e| match e {
+    let file: SdkAuthFile = lenient_json::from_object(bytes).map_err(|e| match e {
         WireError::NotJson { line } => format!("{shown} is not JSON (line {line})"),
         WireError::Unusable { line } => format!("{shown}: {} (line {line})", e.reason()),
         WireError::NotObject => format!("{shown} is {}", e.reason()),
@@ -92,33 +93,30 @@ fn parse(
     }
     let entra = match text(&file.active_directory_endpoint_url) {
         Some(url) => {
-            let origin = crate::config::authority_origin(url)
+            let origin = crate::origin::authority_origin(url)
                 .map_err(|why| format!("{shown}: activeDirectoryEndpointUrl {why}"))?;
             entra.with_authority(origin)
         }
         None => entra.clone(),
     };
     if let Some(secret) = text(&file.client_secret) {
-        let credential = ClientSecretCredential::new(
-            tenant_id.to_owned(),
-            client_id.to_owned(),
-            Secret::new(secret),
-            entra,
-        )
-        .with_source(SOURCE);
+        let options = ClientSecretCredentialOptions {
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: Secret::new(secret),
+        };
+        let credential = ClientSecretCredential::new(options, entra).with_source(SOURCE);
         return Ok(Arc::new(credential));
     }
     if let Some(certificate) = text(&file.client_certificate) {
-        let certificate = resolve(path, certificate);
-        let credential = ClientCertificateCredential::from_file(
-            tenant_id.to_owned(),
-            client_id.to_owned(),
-            &certificate,
-            None,
-            false,
-            entra,
-            SOURCE,
-        );
+        let options = ClientCertificateCredentialOptions {
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            certificate_file: resolve(path, certificate),
+            password: None,
+            send_certificate_chain: false,
+        };
+        let credential = ClientCertificateCredential::with_source(options, entra, SOURCE);
         return Ok(Arc::new(credential));
     }
     Err(format!(
@@ -136,29 +134,13 @@ fn resolve(auth_file: &Path, certificate: &str) -> PathBuf {
     }
 }
 
-impl TokenCredential for SdkAuthFileCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        match &self.inner {
-            Ok(inner) => inner.get_token(request),
-            Err(CredentialErrorKind::Unavailable(why)) => {
-                let e = CredentialError::unavailable(SOURCE, why.clone());
-                Box::pin(async move { Err(e) })
-            }
-            Err(CredentialErrorKind::Invalid(why)) => {
-                let e = CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    SOURCE,
-                    why.clone(),
-                ));
-                Box::pin(async move { Err(e) })
-            }
-        }
-    }
+impl Credential for SdkAuthFileCredential {
+    const KIND: &'static str = SOURCE;
 
-    fn kind(&self) -> &'static str {
-        SOURCE
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        match &self.inner {
+            Ok(inner) => inner.get_token(request).await,
+            Err(why) => Err(why.error(SOURCE)),
+        }
     }
 }

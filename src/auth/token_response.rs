@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::wire::{self, WireError};
+use super::lenient_json::{self, WireError};
 use super::{AccessToken, Secret, expiry};
 
 /// A token service's success body, checked: a token that can go in a header, and at least one usable expiry.
@@ -33,17 +33,17 @@ pub(crate) struct TokenResponse {
 /// The body as sent. No `Debug`: it holds the tokens before they are wrapped in [`Secret`].
 #[derive(Deserialize)]
 struct Wire {
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     access_token: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     token_type: Option<String>,
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     expires_in: Option<u64>,
-    #[serde(default, deserialize_with = "wire::epoch")]
+    #[serde(default, deserialize_with = "lenient_json::epoch")]
     expires_on: Option<u64>,
-    #[serde(default, deserialize_with = "wire::seconds")]
+    #[serde(default, deserialize_with = "lenient_json::seconds")]
     refresh_in: Option<u64>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     refresh_token: Option<String>,
 }
 
@@ -52,7 +52,7 @@ struct Wire {
 impl TokenResponse {
     /// Parses and checks a success body (see the module docs).
     pub(crate) fn parse(body: &[u8]) -> Result<Self, String> {
-        let wire: Wire = wire::from_object(body).map_err(WireError::reason)?;
+        let wire: Wire = lenient_json::from_object(body).map_err(WireError::reason)?;
         let access_token = wire
             .access_token
             .filter(|t| !t.is_empty())

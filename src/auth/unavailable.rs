@@ -4,7 +4,7 @@ use super::{AccessToken, BoxFuture, CredentialError, TokenCredential, TokenReque
 
 /// Always `Unavailable`, with a fixed reason (e.g. a chain source that needs `$HOME` when it is unset).
 #[derive(Debug)]
-pub struct UnavailableCredential {
+pub(crate) struct UnavailableCredential {
     kind: &'static str,
     reason: String,
 }
@@ -13,7 +13,7 @@ pub struct UnavailableCredential {
 
 impl UnavailableCredential {
     /// A `kind` source that is unavailable because of `reason`.
-    pub fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: &'static str, reason: impl Into<String>) -> Self {
         Self {
             kind,
             reason: reason.into(),

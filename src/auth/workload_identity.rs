@@ -1,4 +1,4 @@
-//! AKS workload identity (PROTOCOLS §3): the projected service-account token in `AZURE_FEDERATED_TOKEN_FILE` is
+//! AKS workload identity: the projected service-account token in `AZURE_FEDERATED_TOKEN_FILE` is
 //! exchanged at Entra ID as a client assertion.
 //!
 //! The file is re-read when the copy in memory is older than [`REREAD_AFTER`] (kubelet rotates it at 80 % of its
@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::entra::ClientAuth;
+use super::token_endpoint::ClientAuth;
 use super::{
-    AccessToken, BoxFuture, CredentialError, EntraClient, Secret, TokenCredential, TokenError,
-    TokenErrorKind, TokenRequest, is_valid_tenant,
+    AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest, Unusable,
+    is_valid_tenant,
 };
-use crate::config::WorkloadIdentitySpec;
 use crate::env::Env;
 use crate::file_read::{self, Access};
 use crate::sync::lock;
@@ -36,19 +35,22 @@ const SOURCE: &str = "workload_identity";
 /// The `workload_identity` credential.
 #[derive(Debug)]
 pub struct WorkloadIdentityCredential {
-    config: Result<Settings, Problem>,
+    config: Result<Settings, Unusable>,
     entra: EntraClient,
     assertion: Mutex<Option<Cached>>,
     reread_after: Duration,
 }
 
-/// Why the credential cannot be used.
-#[derive(Debug)]
-enum Problem {
-    /// Settings are missing: not present here (a chain moves on).
-    Missing(String),
-    /// Settings are present but wrong: a configuration error.
-    Invalid(String),
+/// Settings of a [`WorkloadIdentityCredential`] (`workload_identity: { tenant_id, client_id, token_file }` in
+/// configuration), each defaulting to the variable the AKS workload identity webhook sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkloadIdentityCredentialOptions {
+    /// Overrides `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// Overrides `AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// Overrides `AZURE_FEDERATED_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -67,18 +69,20 @@ struct Cached {
 // === impl WorkloadIdentityCredential ===
 
 impl WorkloadIdentityCredential {
-    /// Settings from `spec`, each falling back to `AZURE_TENANT_ID` / `AZURE_CLIENT_ID` /
+    /// Settings from `options`, each falling back to `AZURE_TENANT_ID` / `AZURE_CLIENT_ID` /
     /// `AZURE_FEDERATED_TOKEN_FILE`. Missing settings make the credential unavailable (it names them).
-    pub fn new(spec: &WorkloadIdentitySpec, env: &dyn Env, entra: EntraClient) -> Self {
-        let tenant_id = spec
+    pub fn new(
+        options: WorkloadIdentityCredentialOptions,
+        env: &dyn Env,
+        entra: EntraClient,
+    ) -> Self {
+        let tenant_id = options
             .tenant_id
-            .clone()
             .or_else(|| env.non_empty("AZURE_TENANT_ID"));
-        let client_id = spec
+        let client_id = options
             .client_id
-            .clone()
             .or_else(|| env.non_empty("AZURE_CLIENT_ID"));
-        let token_file = spec.token_file.clone().or_else(|| {
+        let token_file = options.token_file.or_else(|| {
             env.non_empty("AZURE_FEDERATED_TOKEN_FILE")
                 .map(PathBuf::from)
         });
@@ -90,7 +94,7 @@ impl WorkloadIdentityCredential {
                     token_file,
                 })
             }
-            (Some(_), Some(_), Some(_)) => Err(Problem::Invalid(
+            (Some(_), Some(_), Some(_)) => Err(Unusable::Invalid(
                 "the tenant id (AZURE_TENANT_ID) is not valid: use letters, digits, '.' and '-'"
                     .to_owned(),
             )),
@@ -103,7 +107,7 @@ impl WorkloadIdentityCredential {
                 .into_iter()
                 .filter_map(|(missing, name)| missing.then_some(name))
                 .collect();
-                Err(Problem::Missing(format!(
+                Err(Unusable::Unavailable(format!(
                     "not configured: {} not set (the AKS workload identity webhook sets them for pods labelled azure.workload.identity/use: \"true\")",
                     missing.join(", ")
                 )))
@@ -172,41 +176,8 @@ impl WorkloadIdentityCredential {
         if lock(&self.assertion).is_none() {
             CredentialError::unavailable(SOURCE, message)
         } else {
-            CredentialError::Failed(TokenError::service_unavailable(SOURCE, message))
+            CredentialError::service_unavailable(SOURCE, message)
         }
-    }
-
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
-        let settings = match &self.config {
-            Ok(s) => s,
-            Err(Problem::Missing(reason)) => {
-                return Err(CredentialError::unavailable(SOURCE, reason.clone()));
-            }
-            Err(Problem::Invalid(reason)) => {
-                return Err(CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
-                    SOURCE,
-                    reason.clone(),
-                )));
-            }
-        };
-        let assertion = self.assertion(settings, false).await?;
-        let result = self.exchange(settings, &assertion, request).await;
-        let expired = matches!(&result, Err(CredentialError::Failed(e))
-            if e.aad.as_ref().is_some_and(|a| a.error_codes.contains(&ASSERTION_EXPIRED)));
-        if !expired {
-            return result;
-        }
-        // Entra ID says the assertion expired: the file has probably been rotated since we read it.
-        let fresh = self.assertion(settings, true).await?;
-        if fresh.expose() == assertion.expose() {
-            return result;
-        }
-        tracing::info!(file = %settings.token_file.display(), "federated token expired; re-read the rotated file");
-        self.exchange(settings, &fresh, request).await
     }
 
     async fn exchange(
@@ -227,15 +198,24 @@ impl WorkloadIdentityCredential {
     }
 }
 
-impl TokenCredential for WorkloadIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
+impl Credential for WorkloadIdentityCredential {
+    const KIND: &'static str = SOURCE;
 
-    fn kind(&self) -> &'static str {
-        SOURCE
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let settings = self.config.as_ref().map_err(|why| why.error(SOURCE))?;
+        let assertion = self.assertion(settings, false).await?;
+        let result = self.exchange(settings, &assertion, request).await;
+        let expired = matches!(&result, Err(CredentialError::Failed(e))
+            if e.aad.as_ref().is_some_and(|a| a.error_codes.contains(&ASSERTION_EXPIRED)));
+        if !expired {
+            return result;
+        }
+        // Entra ID says the assertion expired: the file has probably been rotated since we read it.
+        let fresh = self.assertion(settings, true).await?;
+        if fresh.expose() == assertion.expose() {
+            return result;
+        }
+        tracing::info!(file = %settings.token_file.display(), "federated token expired; re-read the rotated file");
+        self.exchange(settings, &fresh, request).await
     }
 }

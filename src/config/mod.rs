@@ -16,14 +16,15 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
 use http::{HeaderName, Method};
 use rustls_pki_types::CertificateDer;
 
-use crate::auth::Secret;
+use crate::auth::CredentialOptions;
 use crate::env::Env;
+pub use crate::origin::HttpsOrigin;
+use crate::secret::Secret;
 
-pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, authority_origin, from_yaml_str, load};
+pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, from_yaml_str, load};
 
 /// The default proxy listener.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -63,7 +64,7 @@ pub struct Config {
     /// Resource limits and timeouts.
     pub limits: Limits,
     /// Named credentials, by name.
-    pub credentials: BTreeMap<String, CredentialSpec>,
+    pub credentials: BTreeMap<String, CredentialOptions>,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
     /// Where this configuration came from.
@@ -132,139 +133,6 @@ pub struct Limits {
     pub request_body_min_rate: usize,
     /// The period over which an upload's rate is measured; also its grace period.
     pub request_body_rate_window: Duration,
-}
-
-/// An `https://` origin, or `http://` for a loopback host (emulators and tests). No path, query or userinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpsOrigin {
-    /// `https` or (loopback only) `http`.
-    pub scheme: Scheme,
-    /// Host and optional port.
-    pub authority: Authority,
-}
-
-/// A named credential (`credentials.<name>`).
-#[derive(Debug)]
-pub enum CredentialSpec {
-    /// A service principal with a client secret.
-    ClientSecret(ClientSecretSpec),
-    /// A service principal with a certificate.
-    ClientCertificate(ClientCertificateSpec),
-    /// AKS workload identity (federated token file).
-    WorkloadIdentity(WorkloadIdentitySpec),
-    /// Managed identity (IMDS, App Service, Arc, Azure ML compute, Cloud Shell).
-    ManagedIdentity(ManagedIdentitySpec),
-    /// The Azure CLI's signed-in account.
-    AzureCli(AzureCliSpec),
-    /// A user signed in with `aml-auth-proxy login` (device code).
-    DeviceCode(DeviceCodeSpec),
-    /// The JSON written by `az ad sp create-for-rbac --sdk-auth`.
-    SdkAuthFile(SdkAuthFileSpec),
-    /// Sources tried in order; the first that can serve wins and sticks.
-    Chain(Vec<ChainSource>),
-}
-
-/// `client_secret: { tenant_id, client_id, client_secret | client_secret_file }`.
-#[derive(Debug)]
-pub struct ClientSecretSpec {
-    /// Directory (tenant) id.
-    pub tenant_id: String,
-    /// Application (client) id.
-    pub client_id: String,
-    /// The secret, from the inline value or the file.
-    pub client_secret: Secret,
-}
-
-/// `client_certificate: { tenant_id, client_id, certificate_file, password | password_file, send_certificate_chain }`.
-#[derive(Debug)]
-pub struct ClientCertificateSpec {
-    /// Directory (tenant) id.
-    pub tenant_id: String,
-    /// Application (client) id.
-    pub client_id: String,
-    /// PEM (key + certificate) or PKCS#12 file.
-    pub certificate_file: PathBuf,
-    /// Password of the key or PKCS#12 file.
-    pub password: Option<Secret>,
-    /// Send the `x5c` certificate chain (subject-name/issuer authentication).
-    pub send_certificate_chain: bool,
-}
-
-/// `workload_identity: { tenant_id, client_id, token_file }`, each defaulting to the AKS webhook's variables.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct WorkloadIdentitySpec {
-    /// Overrides `AZURE_TENANT_ID`.
-    pub tenant_id: Option<String>,
-    /// Overrides `AZURE_CLIENT_ID`.
-    pub client_id: Option<String>,
-    /// Overrides `AZURE_FEDERATED_TOKEN_FILE`.
-    pub token_file: Option<PathBuf>,
-}
-
-/// `managed_identity: { client_id | object_id | resource_id, endpoint }`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ManagedIdentitySpec {
-    /// A user-assigned identity; `None` for system-assigned.
-    pub user_assigned: Option<UserAssignedId>,
-    /// Overrides the full token URL.
-    pub endpoint: Option<http::Uri>,
-}
-
-/// How a user-assigned managed identity is named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserAssignedId {
-    /// Its client (application) id.
-    ClientId(String),
-    /// Its object (principal) id.
-    ObjectId(String),
-    /// Its ARM resource id.
-    ResourceId(String),
-}
-
-/// `azure_cli: { tenant_id, subscription, timeout }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AzureCliSpec {
-    /// `--tenant`.
-    pub tenant_id: Option<String>,
-    /// `--subscription`.
-    pub subscription: Option<String>,
-    /// Time allowed for `az` to answer.
-    pub timeout: Duration,
-}
-
-/// `device_code: { tenant_id, client_id, cache_file }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceCodeSpec {
-    /// Tenant to sign in to (default `organizations`).
-    pub tenant_id: Option<String>,
-    /// Public client id (default: the Azure CLI's first-party app).
-    pub client_id: Option<String>,
-    /// Where `login` persists the refresh token (0600).
-    pub cache_file: PathBuf,
-}
-
-/// `sdk_auth_file: { path }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SdkAuthFileSpec {
-    /// The JSON file.
-    pub path: PathBuf,
-}
-
-/// One entry of a `chain:` list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainSource {
-    /// `AZURE_*` (secret, certificate, auth file) and `AML_*` environment variables.
-    Environment,
-    /// Workload identity from the AKS webhook's environment.
-    WorkloadIdentity,
-    /// Managed identity, found the way the Azure SDKs find it.
-    ManagedIdentity,
-    /// The Azure CLI.
-    AzureCli,
-    /// The device-code sign-in cache.
-    DeviceCode,
-    /// Another configured credential, by name.
-    Named(String),
 }
 
 /// A route (`routes[i]`).
@@ -455,115 +323,6 @@ impl Cloud {
             Cloud::AzureUsGovernment => "https://management.usgovcloudapi.net",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn",
         }
-    }
-
-    /// The Azure Machine Learning data-plane audience.
-    pub fn ml_audience(self) -> &'static str {
-        match self {
-            Cloud::AzureCloud => "https://ml.azure.com",
-            Cloud::AzureUsGovernment => "https://ml.azure.us",
-            Cloud::AzureChinaCloud => "https://ml.azure.cn",
-        }
-    }
-}
-
-// === impl HttpsOrigin ===
-
-impl HttpsOrigin {
-    /// The host without port (IPv6 literals keep their brackets), lower-case.
-    pub fn host(&self) -> &str {
-        self.authority.host()
-    }
-
-    /// The port, explicit or the scheme's default.
-    pub fn port(&self) -> u16 {
-        self.authority
-            .port_u16()
-            .unwrap_or(if self.scheme == Scheme::HTTP { 80 } else { 443 })
-    }
-
-    /// True when `scheme://authority` of `uri` is this origin (host case-insensitive, default ports equal).
-    pub fn matches(&self, scheme: &Scheme, authority: &Authority) -> bool {
-        let port = authority
-            .port_u16()
-            .unwrap_or(if *scheme == Scheme::HTTP { 80 } else { 443 });
-        *scheme == self.scheme
-            && port == self.port()
-            && authority.host().eq_ignore_ascii_case(self.host())
-    }
-}
-
-impl fmt::Display for HttpsOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.authority)
-    }
-}
-
-// === impl CredentialSpec ===
-
-impl CredentialSpec {
-    /// The kind's key as written in configuration files (`client_secret`, `chain`, …).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CredentialSpec::ClientSecret(_) => "client_secret",
-            CredentialSpec::ClientCertificate(_) => "client_certificate",
-            CredentialSpec::WorkloadIdentity(_) => "workload_identity",
-            CredentialSpec::ManagedIdentity(_) => "managed_identity",
-            CredentialSpec::AzureCli(_) => "azure_cli",
-            CredentialSpec::DeviceCode(_) => "device_code",
-            CredentialSpec::SdkAuthFile(_) => "sdk_auth_file",
-            CredentialSpec::Chain(_) => "chain",
-        }
-    }
-
-    /// The configured tenant, where the kind has one.
-    pub fn tenant_id(&self) -> Option<&str> {
-        match self {
-            CredentialSpec::ClientSecret(s) => Some(&s.tenant_id),
-            CredentialSpec::ClientCertificate(s) => Some(&s.tenant_id),
-            CredentialSpec::WorkloadIdentity(s) => s.tenant_id.as_deref(),
-            CredentialSpec::AzureCli(s) => s.tenant_id.as_deref(),
-            CredentialSpec::DeviceCode(s) => s.tenant_id.as_deref(),
-            _ => None,
-        }
-    }
-}
-
-// === impl ChainSource ===
-
-impl ChainSource {
-    /// The name as written in a `chain:` list.
-    pub fn name(&self) -> &str {
-        match self {
-            ChainSource::Environment => "environment",
-            ChainSource::WorkloadIdentity => "workload_identity",
-            ChainSource::ManagedIdentity => "managed_identity",
-            ChainSource::AzureCli => "azure_cli",
-            ChainSource::DeviceCode => "device_code",
-            ChainSource::Named(n) => n,
-        }
-    }
-
-    /// Parses a chain entry: a built-in source name, else a credential name.
-    pub fn parse(name: &str) -> Self {
-        match name {
-            "environment" => ChainSource::Environment,
-            "workload_identity" => ChainSource::WorkloadIdentity,
-            "managed_identity" => ChainSource::ManagedIdentity,
-            "azure_cli" => ChainSource::AzureCli,
-            "device_code" => ChainSource::DeviceCode,
-            other => ChainSource::Named(other.to_owned()),
-        }
-    }
-
-    /// The built-in default chain.
-    pub fn default_chain() -> Vec<ChainSource> {
-        vec![
-            ChainSource::Environment,
-            ChainSource::WorkloadIdentity,
-            ChainSource::ManagedIdentity,
-            ChainSource::AzureCli,
-        ]
     }
 }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use aml_auth_proxy::auth::{
-    AzureCliCredential, CredentialError, TokenCredential, TokenError, TokenErrorKind, TokenRequest,
+    AzureCliCredential, AzureCliCredentialOptions, CredentialError, TokenCredential, TokenError,
+    TokenErrorKind, TokenRequest,
 };
-use aml_auth_proxy::config::AzureCliSpec;
 use aml_auth_proxy::env::MapEnv;
 use tokio::time::Instant;
 
@@ -51,8 +51,8 @@ impl FakeAz {
         MapEnv::new().with("PATH", self.path_var())
     }
 
-    fn credential(&self, spec: &AzureCliSpec) -> AzureCliCredential {
-        AzureCliCredential::new(spec, &self.env())
+    fn credential(&self, spec: &AzureCliCredentialOptions) -> AzureCliCredential {
+        AzureCliCredential::new(spec.clone(), &self.env())
     }
 
     fn read(&self, name: &str) -> String {
@@ -76,15 +76,15 @@ impl FakeAz {
     }
 }
 
-fn spec(timeout: Duration) -> AzureCliSpec {
-    AzureCliSpec {
+fn spec(timeout: Duration) -> AzureCliCredentialOptions {
+    AzureCliCredentialOptions {
         tenant_id: None,
         subscription: None,
         timeout,
     }
 }
 
-fn default_spec() -> AzureCliSpec {
+fn default_spec() -> AzureCliCredentialOptions {
     spec(Duration::from_secs(10))
 }
 
@@ -170,11 +170,11 @@ async fn new_cli_output_gives_the_token_and_its_epoch_expiry() {
 async fn tenant_and_subscription_are_passed_as_single_arguments() {
     let _trace = trace_init();
     let az = FakeAz::new(&new_output(3600));
-    let tenant = AzureCliSpec {
+    let tenant = AzureCliCredentialOptions {
         tenant_id: Some("contoso.onmicrosoft.com".into()),
         ..default_spec()
     };
-    let subscription = AzureCliSpec {
+    let subscription = AzureCliCredentialOptions {
         subscription: Some("My Sub 01".into()),
         ..default_spec()
     };
@@ -212,7 +212,7 @@ local=$(TZ='{tz}' date -d "@$at" '+%Y-%m-%d %H:%M:%S.123456')
 printf '{{"accessToken": "{TOKEN}", "expiresOn": "%s", "subscription": "s", "tenant": "t", "tokenType": "Bearer"}}\n' "$local""#
         ));
         let env = az.env().with("TZ", tz);
-        let token = AzureCliCredential::new(&default_spec(), &env)
+        let token = AzureCliCredential::new(default_spec(), &env)
             .get_token(&TokenRequest::new(ARM))
             .await
             .unwrap();
@@ -243,7 +243,7 @@ async fn missing_or_unusable_az_is_unavailable() {
     let empty = TempDir::new();
     let env = MapEnv::new().with("PATH", format!("{}:/nonexistent", empty.path().display()));
     let reason = unavailable(
-        AzureCliCredential::new(&default_spec(), &env)
+        AzureCliCredential::new(default_spec(), &env)
             .get_token(&TokenRequest::new(ARM))
             .await
             .unwrap_err(),
@@ -262,7 +262,7 @@ async fn missing_or_unusable_az_is_unavailable() {
         format!("{}:{}", empty.path().display(), other.path().display()),
     );
     let reason = unavailable(
-        AzureCliCredential::new(&default_spec(), &env)
+        AzureCliCredential::new(default_spec(), &env)
             .get_token(&TokenRequest::new(ARM))
             .await
             .unwrap_err(),
@@ -317,7 +317,7 @@ echo "Run the command below to authenticate interactively; additional arguments 
 echo 'az login --tenant "t1"' >&2
 exit 1"#,
     );
-    let spec = AzureCliSpec {
+    let spec = AzureCliCredentialOptions {
         tenant_id: Some("t1".into()),
         ..default_spec()
     };
@@ -553,7 +553,7 @@ async fn explicit_program_is_used_as_is() {
     let az = FakeAz::new(&new_output(3600));
     let program = az.dir.path().join("az");
     // No PATH at all: the explicit program does not need one.
-    let token = AzureCliCredential::new(&default_spec(), &MapEnv::new())
+    let token = AzureCliCredential::new(default_spec(), &MapEnv::new())
         .with_program(&program)
         .get_token(&TokenRequest::new(ARM))
         .await

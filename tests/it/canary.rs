@@ -501,7 +501,7 @@ fn debug_of_config_and_credentials_never_shows_the_secret() {
         // The secret really was loaded, all three ways…
         for name in ["inline", "fromenv", "fromfile"] {
             match &config.credentials[name] {
-                config::CredentialSpec::ClientSecret(s) => {
+                aml_auth_proxy::auth::CredentialOptions::ClientSecret(s) => {
                     assert_eq!(s.client_secret.expose(), CANARY_SECRET, "{name}");
                 }
                 other => panic!("{name}: {other:?}"),
@@ -524,8 +524,12 @@ fn debug_of_config_and_credentials_never_shows_the_secret() {
                 .authority_host,
         ),
     );
-    assert!(environment.is_configured());
     let shown = format!("{environment:?} {environment:#?} {env:?}");
+    // Configured: the variables built a client-secret credential, whose secret shows redacted.
+    assert!(
+        shown.contains("inner: Ok(ClientSecretCredential") && shown.contains("Secret(***)"),
+        "{shown}"
+    );
     assert!(!shown.contains(CANARY_SECRET), "{shown}");
 
     // A configuration with problems next to the secret: neither the error's Display nor its Debug shows it.

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use aml_auth_proxy::auth::{
-    ClientCertificateCredential, CredentialError, EntraClient, HttpClientOptions, Secret,
-    TokenCredential, TokenErrorKind, TokenHttpClient, TokenRequest,
+    ClientCertificateCredential, ClientCertificateCredentialOptions, CredentialError, EntraClient,
+    HttpClientOptions, Secret, TokenCredential, TokenErrorKind, TokenHttpClient, TokenRequest,
 };
-use aml_auth_proxy::config::ClientCertificateSpec;
 use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA256, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -65,12 +64,17 @@ fn pki() -> &'static Pki {
 fn entra(aad: &MockAad) -> EntraClient {
     let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
     let http = TokenHttpClient::new(std::sync::Arc::new(tls), &HttpClientOptions::default());
-    let origin = aml_auth_proxy::config::authority_origin(&aad.base_url()).unwrap();
+    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
     EntraClient::new(http, origin)
 }
 
-fn spec(tenant: &str, file: PathBuf, password: Option<&str>, chain: bool) -> ClientCertificateSpec {
-    ClientCertificateSpec {
+fn spec(
+    tenant: &str,
+    file: PathBuf,
+    password: Option<&str>,
+    chain: bool,
+) -> ClientCertificateCredentialOptions {
+    ClientCertificateCredentialOptions {
         tenant_id: tenant.to_owned(),
         client_id: CLIENT_ID.to_owned(),
         certificate_file: file,
@@ -124,7 +128,7 @@ async fn pem_certificate_sends_a_signed_assertion_for_the_token_endpoint() {
     let dir = TempDir::new();
     let p = pki();
     let file = dir.file("sp.pem", &(p.leaf_pem.clone() + &p.key_pem), 0o600);
-    let cred = ClientCertificateCredential::new(&spec("cert", file, None, false), entra(&aad));
+    let cred = ClientCertificateCredential::new(spec("cert", file, None, false), entra(&aad));
     assert_eq!(cred.kind(), "client_certificate");
 
     let token = cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
@@ -156,7 +160,7 @@ async fn pem_certificate_sends_a_signed_assertion_for_the_token_endpoint() {
     let iat = claims["iat"].as_u64().unwrap();
     assert_eq!(claims["nbf"].as_u64(), Some(iat));
     assert_eq!(claims["exp"].as_u64(), Some(iat + 600));
-    let now = aml_auth_proxy::auth::expiry::now_unix();
+    let now = crate::support::now_unix();
     assert!(iat.abs_diff(now) < 60, "iat {iat} is now ({now})");
 
     // The next token request reuses the same assertion (same jti) while it has time left.
@@ -176,7 +180,7 @@ async fn pkcs12_certificate_with_send_chain_adds_x5c() {
     let file = dir.path().join("sp.pfx");
     std::fs::write(&file, pfx("pfx-password")).unwrap();
     let cred = ClientCertificateCredential::new(
-        &spec("chain", file, Some("pfx-password"), true),
+        spec("chain", file, Some("pfx-password"), true),
         entra(&aad),
     );
     cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
@@ -203,7 +207,7 @@ async fn a_rejected_assertion_is_replaced_by_a_new_one() {
         &(p.key_pem.clone() + &p.leaf_pem + &p.ca_pem),
         0o600,
     );
-    let cred = ClientCertificateCredential::new(&spec("rejected", file, None, false), entra(&aad));
+    let cred = ClientCertificateCredential::new(spec("rejected", file, None, false), entra(&aad));
     let expired = r#"{"error":"invalid_client","error_description":"AADSTS700024: Client assertion is not within its valid time range.","error_codes":[700024]}"#;
     aad.script(
         "rejected",
@@ -250,7 +254,7 @@ async fn an_unusable_certificate_is_rejected_without_contacting_entra() {
         ),
     ];
     for (spec, name, why) in cases {
-        let cred = ClientCertificateCredential::new(&spec, entra(&aad));
+        let cred = ClientCertificateCredential::new(spec, entra(&aad));
         let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM)).await else {
             panic!("{name}: expected a failure");
         };
@@ -308,7 +312,10 @@ async fn sdk_auth_file_with_a_client_certificate() {
     let json = serde_json::json!({"clientId": CLIENT_ID, "clientCertificate": "sp.pem", "tenantId": "authcert",
         "activeDirectoryEndpointUrl": aad.base_url()});
     let auth = dir.file("auth.json", &json.to_string(), 0o600);
-    let cred = aml_auth_proxy::auth::SdkAuthFileCredential::new(&auth, &entra(&aad));
+    let cred = aml_auth_proxy::auth::SdkAuthFileCredential::new(
+        aml_auth_proxy::auth::SdkAuthFileCredentialOptions { path: auth },
+        &entra(&aad),
+    );
     cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
     let form = aad.last_request().unwrap().form;
     let (_, claims) = verified(&form["client_assertion"]);

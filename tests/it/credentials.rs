@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use aml_auth_proxy::auth::{
-    CredentialError, EntraClient, HttpClientOptions, SdkAuthFileCredential, TokenCredential,
-    TokenErrorKind, TokenHttpClient, TokenRequest, WorkloadIdentityCredential,
+    CredentialError, EntraClient, HttpClientOptions, SdkAuthFileCredential,
+    SdkAuthFileCredentialOptions, TokenCredential, TokenErrorKind, TokenHttpClient, TokenRequest,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
-use aml_auth_proxy::config::WorkloadIdentitySpec;
 use aml_auth_proxy::env::MapEnv;
 use http::StatusCode;
 
@@ -18,7 +18,7 @@ const ARM: &str = "https://management.azure.com/.default";
 fn entra(aad: &MockAad) -> EntraClient {
     let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
     let http = TokenHttpClient::new(std::sync::Arc::new(tls), &HttpClientOptions::default());
-    let origin = aml_auth_proxy::config::authority_origin(&aad.base_url()).unwrap();
+    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
     EntraClient::new(http, origin)
 }
 
@@ -40,7 +40,7 @@ async fn workload_identity_sends_the_federated_token_as_client_assertion() {
         0o644,
     );
     let cred = WorkloadIdentityCredential::new(
-        &WorkloadIdentitySpec::default(),
+        WorkloadIdentityCredentialOptions::default(),
         &wi_env(&file),
         entra(&aad),
     );
@@ -68,13 +68,13 @@ async fn workload_identity_config_keys_override_the_environment() {
     let aad = MockAad::start().await;
     let dir = TempDir::new();
     let file = dir.file("token", "from-config", 0o600);
-    let spec = WorkloadIdentitySpec {
+    let spec = WorkloadIdentityCredentialOptions {
         tenant_id: Some("configured".into()),
         client_id: Some("33333333-0000-0000-0000-000000000003".into()),
         token_file: Some(file),
     };
     let env = wi_env(std::path::Path::new("/nonexistent"));
-    let cred = WorkloadIdentityCredential::new(&spec, &env, entra(&aad));
+    let cred = WorkloadIdentityCredential::new(spec, &env, entra(&aad));
     cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
     let last = aad.last_request().unwrap();
     assert_eq!(last.tenant, "configured");
@@ -92,7 +92,7 @@ async fn workload_identity_rereads_the_file_after_a_while_and_when_the_assertion
     let dir = TempDir::new();
     let file = dir.file("token", "assertion-1", 0o600);
     let cred = WorkloadIdentityCredential::new(
-        &WorkloadIdentitySpec::default(),
+        WorkloadIdentityCredentialOptions::default(),
         &wi_env(&file),
         entra(&aad),
     )
@@ -134,7 +134,7 @@ async fn workload_identity_without_its_settings_or_file_is_unavailable() {
     let _trace = trace_init();
     let aad = MockAad::start().await;
     let cred = WorkloadIdentityCredential::new(
-        &WorkloadIdentitySpec::default(),
+        WorkloadIdentityCredentialOptions::default(),
         &MapEnv::new(),
         entra(&aad),
     );
@@ -147,7 +147,11 @@ async fn workload_identity_without_its_settings_or_file_is_unavailable() {
         "{attempts:?}"
     );
     let env = wi_env(std::path::Path::new("/nonexistent/token"));
-    let cred = WorkloadIdentityCredential::new(&WorkloadIdentitySpec::default(), &env, entra(&aad));
+    let cred = WorkloadIdentityCredential::new(
+        WorkloadIdentityCredentialOptions::default(),
+        &env,
+        entra(&aad),
+    );
     let Err(CredentialError::Unavailable(attempts)) = cred.get_token(&TokenRequest::new(ARM)).await
     else {
         panic!("expected unavailable");
@@ -166,7 +170,7 @@ async fn workload_identity_token_file_that_is_a_fifo_is_refused_without_blocking
     let dir = TempDir::new();
     let fifo = dir.fifo("token");
     let cred = WorkloadIdentityCredential::new(
-        &WorkloadIdentitySpec::default(),
+        WorkloadIdentityCredentialOptions::default(),
         &wi_env(&fifo),
         entra(&aad),
     );
@@ -196,7 +200,7 @@ async fn workload_identity_file_that_disappears_is_a_transient_failure() {
     let dir = TempDir::new();
     let file = dir.file("token", "assertion", 0o600);
     let cred = WorkloadIdentityCredential::new(
-        &WorkloadIdentitySpec::default(),
+        WorkloadIdentityCredentialOptions::default(),
         &wi_env(&file),
         entra(&aad),
     )
@@ -226,7 +230,10 @@ async fn sdk_auth_file_uses_its_secret_and_authority() {
     let file = dir.file("sdk-auth.json", &json.to_string(), 0o600);
     // The client's own authority is elsewhere: the file's activeDirectoryEndpointUrl wins.
     let other = MockAad::start().await;
-    let cred = SdkAuthFileCredential::new(&file, &entra(&other));
+    let cred = SdkAuthFileCredential::new(
+        SdkAuthFileCredentialOptions { path: file.clone() },
+        &entra(&other),
+    );
     let token = cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
     assert_eq!(&*token.source, "sdk_auth_file");
     let form = aad.last_request().unwrap().form;
@@ -255,7 +262,10 @@ async fn sdk_auth_file_problems_name_the_file_never_the_secret() {
         ),
     ] {
         let file = dir.file(name, &body.to_string(), 0o600);
-        let cred = SdkAuthFileCredential::new(&file, &entra(&aad));
+        let cred = SdkAuthFileCredential::new(
+            SdkAuthFileCredentialOptions { path: file.clone() },
+            &entra(&aad),
+        );
         let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM)).await else {
             panic!("{name}: expected a failure");
         };
@@ -263,7 +273,12 @@ async fn sdk_auth_file_problems_name_the_file_never_the_secret() {
         assert!(e.message.contains(name), "{}", e.message);
         assert!(!format!("{e:?}").contains(CANARY_SECRET));
     }
-    let missing = SdkAuthFileCredential::new(&dir.path().join("missing.json"), &entra(&aad));
+    let missing = SdkAuthFileCredential::new(
+        SdkAuthFileCredentialOptions {
+            path: dir.path().join("missing.json"),
+        },
+        &entra(&aad),
+    );
     assert!(matches!(
         missing.get_token(&TokenRequest::new(ARM)).await,
         Err(CredentialError::Unavailable(_))

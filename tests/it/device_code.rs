@@ -10,15 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aml_auth_proxy::auth::device_code::{
-    DEFAULT_CLIENT_ID, DeviceCodePrompt, LoginError, LoginOptions, PollClock,
-    decode_claims_challenge,
-};
 use aml_auth_proxy::auth::{
-    BoxFuture, CredentialError, DeviceCodeCredential, EntraClient, HttpClientOptions,
-    TokenCredential, TokenError, TokenErrorKind, TokenHttpClient, TokenRequest,
+    BoxFuture, CredentialError, DEFAULT_CLIENT_ID, DeviceCodeCredential,
+    DeviceCodeCredentialOptions, DeviceCodePrompt, EntraClient, HttpClientOptions, LoginError,
+    LoginOptions, PollClock, TokenCredential, TokenError, TokenErrorKind, TokenHttpClient,
+    TokenRequest, decode_claims_challenge,
 };
-use aml_auth_proxy::config::DeviceCodeSpec;
 use base64::Engine;
 use http::StatusCode;
 use serde_json::Value;
@@ -78,7 +75,7 @@ impl PollClock for VirtualClock {
 fn entra(aad: &MockAad) -> EntraClient {
     let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
     let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
-    let origin = aml_auth_proxy::config::authority_origin(&aad.base_url()).unwrap();
+    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
     EntraClient::new(http, origin)
 }
 
@@ -112,12 +109,12 @@ impl Bed {
         tenant: &str,
         clock: Arc<VirtualClock>,
     ) -> DeviceCodeCredential {
-        let spec = DeviceCodeSpec {
+        let spec = DeviceCodeCredentialOptions {
             tenant_id: Some(tenant.to_owned()),
             client_id: None,
             cache_file: dir.path().join("cache/tokens.json"),
         };
-        DeviceCodeCredential::new(&spec, entra(aad))
+        DeviceCodeCredential::new(spec, entra(aad))
             .with_name("me")
             .with_clock(clock)
     }
@@ -225,7 +222,7 @@ async fn login_shows_the_code_polls_past_pending_and_saves_the_refresh_token() {
     assert_eq!(doc["tenant"], "dc-ok");
     assert_eq!(doc["client_id"], DEFAULT_CLIENT_ID);
     assert_eq!(doc["authority"], bed.aad.base_url());
-    let now = aml_auth_proxy::auth::expiry::now_unix();
+    let now = crate::support::now_unix();
     assert!(doc["obtained_at"].as_u64().unwrap().abs_diff(now) < 60);
     assert!(bed.aad.refresh_token_is_valid(&bed.saved_refresh_token()));
     let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
@@ -675,12 +672,12 @@ async fn login_command_prints_the_code_on_stderr_and_writes_a_private_cache_file
     assert_eq!(aad.count("cli-ok"), 2, "one pending poll, then success");
 
     // The credential serves tokens from what `login` saved.
-    let spec = DeviceCodeSpec {
+    let spec = DeviceCodeCredentialOptions {
         tenant_id: Some("cli-ok".into()),
         client_id: None,
         cache_file: cache.clone(),
     };
-    let cred = DeviceCodeCredential::new(&spec, entra(&aad));
+    let cred = DeviceCodeCredential::new(spec, entra(&aad));
     cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
 }
 

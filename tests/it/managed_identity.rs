@@ -8,13 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aml_auth_proxy::auth::expiry;
 use aml_auth_proxy::auth::{
     AccessToken, CredentialError, HttpClientOptions, ImdsRetry, ManagedIdentityCredential,
-    ManagedIdentityOptions, ManagedIdentitySource, TokenCredential, TokenError, TokenErrorKind,
-    TokenHttpClient, TokenRequest,
+    ManagedIdentityCredentialOptions, ManagedIdentitySource, TokenCredential, TokenError,
+    TokenErrorKind, TokenHttpClient, TokenRequest, UserAssignedId,
 };
-use aml_auth_proxy::config::{ManagedIdentitySpec, UserAssignedId};
 use aml_auth_proxy::env::MapEnv;
 use http::Method;
 use tokio::net::TcpListener;
@@ -45,30 +43,37 @@ fn fast_retry() -> ImdsRetry {
     }
 }
 
-fn options(in_chain: bool) -> ManagedIdentityOptions {
-    ManagedIdentityOptions {
+/// How a test reaches the endpoint: fast retries, no real Arc key directory.
+fn options(in_chain: bool) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         in_chain,
         retry: fast_retry(),
         arc_key_dir: "/nonexistent/aml-auth-proxy-test/arc-keys".into(),
-        ..ManagedIdentityOptions::default()
+        ..ManagedIdentityCredentialOptions::default()
     }
 }
 
-fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentitySpec {
-    ManagedIdentitySpec {
+/// Which identity a test asks for (as configuration gives it).
+fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         user_assigned,
-        endpoint: None,
+        ..ManagedIdentityCredentialOptions::default()
     }
 }
 
-/// Builds the credential and fails the test unless its endpoint is on loopback (or no source is usable, so
-/// nothing is ever sent).
+/// Builds the credential for the identity and endpoint of `spec`, reached as `options` says, and fails the test
+/// unless its endpoint is on loopback (or no source is usable, so nothing is ever sent).
 fn credential(
-    spec: &ManagedIdentitySpec,
+    spec: &ManagedIdentityCredentialOptions,
     env: &MapEnv,
-    options: ManagedIdentityOptions,
+    options: ManagedIdentityCredentialOptions,
 ) -> ManagedIdentityCredential {
-    let cred = ManagedIdentityCredential::new(spec, env, http(), options);
+    let options = ManagedIdentityCredentialOptions {
+        user_assigned: spec.user_assigned.clone(),
+        endpoint: spec.endpoint.clone(),
+        ..options
+    };
+    let cred = ManagedIdentityCredential::new(options, env, http());
     if let Some(url) = cred.endpoint() {
         assert_eq!(
             url.host(),
@@ -169,7 +174,11 @@ fn msi_date(unix: u64, windows: bool) -> String {
     } else {
         format!("{month:02}/{day:02}/{year} {hour:02}:{minute:02}:{second:02} +00:00")
     };
-    assert_eq!(expiry::msi_date(&text), Some(unix), "{text}");
+    assert_eq!(
+        aml_auth_proxy::fuzzing::msi_date(&text),
+        Some(unix),
+        "{text}"
+    );
     text
 }
 
@@ -247,9 +256,9 @@ async fn imds_user_assigned_identity_parameters() {
 async fn imds_endpoint_override_replaces_the_whole_url() {
     let _trace = trace_init();
     let imds = MockIdentity::start().await;
-    let spec = ManagedIdentitySpec {
-        user_assigned: None,
+    let spec = ManagedIdentityCredentialOptions {
         endpoint: Some(imds.url("/custom/token").parse().unwrap()),
+        ..spec(None)
     };
     let cred = credential(&spec, &MapEnv::new(), options(false));
     token(&cred).await.unwrap();
@@ -550,7 +559,7 @@ fn app_service_env(mock: &MockIdentity) -> MapEnv {
 #[tokio::test]
 async fn app_service_request_and_expires_on_only_token() {
     let _trace = trace_init();
-    let expires_on = (expiry::now_unix() + 3600).to_string();
+    let expires_on = (crate::support::now_unix() + 3600).to_string();
     let on = expires_on.clone();
     let mock = MockIdentity::start_with(Arc::new(move |_: &IdentityRequest, issuer: &Issuer| {
         Reply::expires_on_token(&issuer.next(), &on)
@@ -670,7 +679,7 @@ fn azure_ml_env(mock: &MockIdentity) -> MapEnv {
 #[tokio::test]
 async fn azure_ml_secret_header_clientid_and_default_client_id() {
     let _trace = trace_init();
-    let expires_on = (expiry::now_unix() + 1234).to_string();
+    let expires_on = (crate::support::now_unix() + 1234).to_string();
     let mock = MockIdentity::start_with(Arc::new(move |_: &IdentityRequest, issuer: &Issuer| {
         Reply::expires_on_token(&issuer.next(), &expires_on)
     }))
@@ -710,7 +719,7 @@ async fn azure_ml_secret_header_clientid_and_default_client_id() {
 async fn azure_ml_legacy_date_expiries() {
     let _trace = trace_init();
     let mock = MockIdentity::start().await;
-    let at = expiry::now_unix() + 7200;
+    let at = crate::support::now_unix() + 7200;
     mock.script([
         Reply::expires_on_token("linux", &msi_date(at, false)),
         Reply::expires_on_token("windows", &msi_date(at, true)),
@@ -815,8 +824,8 @@ fn arc_env(mock: &MockIdentity) -> MapEnv {
         .with("IMDS_ENDPOINT", mock.base())
 }
 
-fn arc_options(key_dir: &TempDir) -> ManagedIdentityOptions {
-    ManagedIdentityOptions {
+fn arc_options(key_dir: &TempDir) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         arc_key_dir: key_dir.path().to_path_buf(),
         ..options(true)
     }

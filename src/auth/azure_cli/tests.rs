@@ -1,13 +1,11 @@
 use std::os::unix::process::ExitStatusExt;
 
 use super::*;
+use crate::auth::TokenCredential;
+use crate::auth::test_support::{self, utc};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/az_cli_get_access_token_outputs.txt"
-);
 
 /// A fixture section: its `## ` title and its non-comment lines.
 struct Section {
@@ -16,7 +14,7 @@ struct Section {
 }
 
 fn sections() -> Vec<Section> {
-    let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| panic!("{FIXTURE}: {e}"));
+    let text = test_support::fixture("az_cli_get_access_token_outputs.txt");
     let mut out: Vec<Section> = Vec::new();
     for line in text.lines() {
         if let Some(title) = line.strip_prefix("## ") {
@@ -34,13 +32,6 @@ fn sections() -> Vec<Section> {
     out
 }
 
-fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> i64 {
-    TimeZone::UTC
-        .to_timestamp(jiff::civil::date(y, mo, d).at(h, mi, s, 0))
-        .unwrap()
-        .as_second()
-}
-
 fn posix(tz: &str) -> TimeZone {
     expiry::local_zone(Some(tz), Some("/nonexistent-tzdir"))
 }
@@ -56,8 +47,8 @@ fn settings(tenant: Option<&str>, subscription: Option<&str>) -> Settings {
     }
 }
 
-fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliSpec {
-    AzureCliSpec {
+fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialOptions {
+    AzureCliCredentialOptions {
         tenant_id: tenant.map(String::from),
         subscription: subscription.map(String::from),
         timeout: Duration::from_secs(10),
@@ -68,26 +59,12 @@ fn exit(code: i32) -> ExitStatus {
     ExitStatus::from_raw(code << 8)
 }
 
-/// `Err(Unavailable(reason))` → the reason; panics otherwise.
 fn unavailable(e: CredentialError) -> String {
-    match e {
-        CredentialError::Unavailable(attempts) => {
-            assert_eq!(attempts.len(), 1);
-            assert_eq!(attempts[0].source, "azure_cli");
-            attempts[0].reason.clone()
-        }
-        CredentialError::Failed(e) => panic!("expected unavailable, got {e}"),
-    }
+    test_support::unavailable(e, "azure_cli")
 }
 
 fn failed(e: CredentialError) -> TokenError {
-    match e {
-        CredentialError::Failed(e) => {
-            assert_eq!(e.source, "azure_cli");
-            e
-        }
-        CredentialError::Unavailable(a) => panic!("expected a failure, got unavailable: {a:?}"),
-    }
+    test_support::failed(e, "azure_cli")
 }
 
 // --- output parsing ---
@@ -423,8 +400,8 @@ fn aadsts_parsing() {
         None
     );
     assert_eq!(claims_challenge("az login --claims-challenge"), None);
-    assert_eq!(decode_claims("e30").as_deref(), Some("{}"));
-    assert_eq!(decode_claims("bm90IGpzb24="), None, "not JSON");
+    assert_eq!(decode_claims_challenge("e30").as_deref(), Ok("{}"));
+    assert!(decode_claims_challenge("bm90IGpzb24=").is_err(), "not JSON");
 }
 
 #[test]
@@ -544,7 +521,7 @@ fn argument_validation() {
 #[tokio::test]
 async fn invalid_arguments_and_claims_never_run_az() {
     // The program does not exist: reaching it would be "unavailable", not these failures.
-    let cred = |s| AzureCliCredential::new(&s, &MapEnv::new()).with_program("/nonexistent/az");
+    let cred = |s| AzureCliCredential::new(s, &MapEnv::new()).with_program("/nonexistent/az");
     let e = failed(
         cred(spec(None, None))
             .get_token(&TokenRequest::new("--debug"))
@@ -601,11 +578,12 @@ async fn invalid_arguments_and_claims_never_run_az() {
 
 #[tokio::test]
 async fn az_is_searched_on_the_env_path_only() {
-    let cred = |env: MapEnv| AzureCliCredential::new(&spec(None, None), &env);
-    let reason = unavailable(cred(MapEnv::new()).locate().await.unwrap_err());
+    let cred = |env: MapEnv| AzureCliCredential::new(spec(None, None), &env);
+    let reason = unavailable(cred(MapEnv::new()).tool.locate().await.unwrap_err());
     assert_eq!(reason, "Azure CLI not found on PATH (PATH is not set)");
     let reason = unavailable(
         cred(MapEnv::new().with("PATH", "relative/dir:/nonexistent"))
+            .tool
             .locate()
             .await
             .unwrap_err(),

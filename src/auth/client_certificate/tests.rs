@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::super::certificate::tests::{decode_jwt, pem, pki, verify_ps256};
+use super::super::certificate_file::tests::{decode_jwt, pem, pki, verify_ps256};
 use super::{
     ASSERTION_LIFETIME, ASSERTION_REUSE_MARGIN, AssertionCache, ClientCertificate,
     ClientCertificateCredential,

@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -23,7 +24,7 @@ use crate::auth::Secret;
 use crate::file_read::{self, Access, FileError};
 
 /// The only format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION: u64 = 1;
 
 /// Cache files larger than this are refused (a refresh token is a few KiB at most).
 const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -41,6 +42,17 @@ pub(crate) struct StoredLogin {
     pub(crate) refresh_token: Secret,
     /// When Entra ID issued the refresh token (Unix seconds).
     pub(crate) obtained_at: u64,
+}
+
+/// The document as written, in this field order.
+#[derive(Serialize)]
+struct Document<'a> {
+    version: u64,
+    authority: &'a str,
+    tenant: &'a str,
+    client_id: &'a str,
+    refresh_token: &'a str,
+    obtained_at: u64,
 }
 
 /// Why the cache file could not be read or written. Messages name the file, never its content.
@@ -84,35 +96,32 @@ pub(crate) enum CacheError {
 
 impl StoredLogin {
     /// The document, serialised into a buffer that is zeroed on drop. The buffer is sized for the worst case
-    /// up front, so it never reallocates and leaves no stray copy of the token behind.
-    pub(crate) fn to_json(&self) -> Zeroizing<String> {
-        let fields = [
-            self.authority.as_str(),
-            &self.tenant,
-            &self.client_id,
-            self.refresh_token.expose(),
+    /// up front (every character escaped), so it never reallocates and leaves no stray copy of the token behind.
+    fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let document = Document {
+            version: FORMAT_VERSION,
+            authority: &self.authority,
+            tenant: &self.tenant,
+            client_id: &self.client_id,
+            refresh_token: self.refresh_token.expose(),
+            obtained_at: self.obtained_at,
+        };
+        let texts = [
+            document.authority,
+            document.tenant,
+            document.client_id,
+            document.refresh_token,
         ];
-        let worst = fields.iter().map(|f| f.len() * 6 + 2).sum::<usize>() + 128;
-        let mut out = Zeroizing::new(String::with_capacity(worst));
-        out.push_str("{\"version\":");
-        out.push_str(&FORMAT_VERSION.to_string());
-        for (key, value) in ["authority", "tenant", "client_id", "refresh_token"]
-            .into_iter()
-            .zip(fields)
-        {
-            out.push_str(",\"");
-            out.push_str(key);
-            out.push_str("\":");
-            push_json_string(&mut out, value);
-        }
-        out.push_str(",\"obtained_at\":");
-        out.push_str(&self.obtained_at.to_string());
-        out.push_str("}\n");
+        let worst = texts.iter().map(|t| t.len() * 6 + 2).sum::<usize>() + 128;
+        let mut out = Zeroizing::new(Vec::with_capacity(worst));
+        // Writing to a vector cannot fail, and the document has no map keys that could.
+        let _ = serde_json::to_writer(&mut *out, &document);
+        out.push(b'\n');
         out
     }
 
     /// Parses a cache document; `why` texts never quote the file's values.
-    pub(crate) fn from_json(bytes: &[u8]) -> Result<Self, String> {
+    fn from_json(bytes: &[u8]) -> Result<Self, String> {
         let mut value: Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("not JSON (line {}, column {})", e.line(), e.column()))?;
         let obj = value.as_object_mut().ok_or("not a JSON object")?;
@@ -207,7 +216,7 @@ pub(crate) fn store(path: &Path, login: &StoredLogin) -> Result<(), CacheError> 
         fastrand::u64(..)
     ));
     let document = login.to_json();
-    let written = write_private(&temp, document.as_bytes())
+    let written = write_private(&temp, &document)
         .map_err(|e| io("cannot write", &temp, e))
         .and_then(|()| std::fs::rename(&temp, path).map_err(|e| io("cannot replace", path, e)));
     if let Err(e) = written {
@@ -257,23 +266,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Group or others have any access (the [`Access::Private`] rule for the cache file).
 fn shared(mode: u32, _owner_uid: u32) -> bool {
     mode & 0o077 != 0
-}
-
-/// Appends `value` as a JSON string literal.
-fn push_json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn access_word(mode: u32) -> &'static str {

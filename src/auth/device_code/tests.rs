@@ -1,74 +1,24 @@
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use serde_json::Value;
 
 use super::cache::{self, CacheError, StoredLogin};
 use super::*;
+use crate::auth::TokenCredential;
+use crate::auth::claims::decode_claims_challenge;
+use crate::auth::test_support::{TempDir, entra, fixture_json_lines, owned, pairs};
 use crate::auth::token_response::parse_token_response;
-use crate::auth::{HttpClientOptions, TokenHttpClient};
 
 const ARM: &str = "https://management.azure.com/.default";
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("aml-dc-unit-{}", crate::ids::uuid_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pairs(form: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(form.as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn pair(k: &str, v: &str) -> (String, String) {
-    (k.to_owned(), v.to_owned())
-}
-
-/// The JSON lines of a recorded fixture (comment lines dropped), in order.
-fn fixture_objects(name: &str) -> Vec<String> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .map(str::to_owned)
-        .collect()
-}
-
 fn credential(name: Option<&str>) -> DeviceCodeCredential {
-    let tls = crate::tls::client_config(&[]).unwrap();
-    let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
-    let origin = crate::config::authority_origin("https://login.microsoftonline.com").unwrap();
-    let spec = DeviceCodeSpec {
+    let options = DeviceCodeCredentialOptions {
         tenant_id: None,
         client_id: None,
         cache_file: PathBuf::from("/nonexistent/tokens.json"),
     };
-    let credential = DeviceCodeCredential::new(&spec, EntraClient::new(http, origin));
+    let credential = DeviceCodeCredential::new(options, entra());
     match name {
         Some(n) => credential.with_name(n),
         None => credential,
@@ -116,14 +66,14 @@ fn scopes_are_decorated_once() {
 #[test]
 fn device_code_request_sends_client_and_decorated_scope() {
     assert_eq!(
-        pairs(&device_code_form(DEFAULT_CLIENT_ID, ARM)),
-        vec![
-            pair("client_id", DEFAULT_CLIENT_ID),
-            pair(
+        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM).expose()),
+        owned(&[
+            ("client_id", DEFAULT_CLIENT_ID),
+            (
                 "scope",
                 "https://management.azure.com/.default openid profile offline_access"
             ),
-        ]
+        ])
     );
 }
 
@@ -132,16 +82,16 @@ fn device_code_poll_form_in_order_with_optional_claims() {
     let code = Secret::new("dc+/=&x");
     assert_eq!(
         pairs(device_poll_form("cid", &code, None).expose()),
-        vec![
-            pair("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            pair("client_id", "cid"),
-            pair("device_code", "dc+/=&x"),
-            pair("client_info", "1"),
-        ]
+        owned(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", "cid"),
+            ("device_code", "dc+/=&x"),
+            ("client_info", "1"),
+        ])
     );
     let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
     let with = pairs(device_poll_form("cid", &code, Some(claims)).expose());
-    assert_eq!(with.last(), Some(&pair("claims", claims)));
+    assert_eq!(with.last(), owned(&[("claims", claims)]).last());
 }
 
 #[test]
@@ -149,27 +99,27 @@ fn refresh_grant_form_in_order_with_optional_claims() {
     let rt = Secret::new("0.AX&y=z");
     assert_eq!(
         pairs(refresh_form("cid", &rt, "https://ml.azure.com/.default", None).expose()),
-        vec![
-            pair("client_id", "cid"),
-            pair("grant_type", "refresh_token"),
-            pair("refresh_token", "0.AX&y=z"),
-            pair(
+        owned(&[
+            ("client_id", "cid"),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "0.AX&y=z"),
+            (
                 "scope",
                 "https://ml.azure.com/.default openid profile offline_access"
             ),
-            pair("client_info", "1"),
-        ]
+            ("client_info", "1"),
+        ])
     );
     let with = pairs(refresh_form("cid", &rt, ARM, Some("{\"a\":1}")).expose());
     assert_eq!(with.len(), 6);
-    assert_eq!(with[5], pair("claims", "{\"a\":1}"));
+    assert_eq!(with[5..], owned(&[("claims", "{\"a\":1}")]));
 }
 
 // === device-code responses ===
 
 #[test]
 fn recorded_device_flow_parses_with_the_expiry_it_implies() {
-    let objects = fixture_objects("aad_device_code_flow_recorded.txt");
+    let objects = fixture_json_lines("aad_device_code_flow_recorded.txt");
     assert_eq!(objects.len(), 3, "start, pending poll, success");
     let code = parse_device_code(objects[0].as_bytes()).unwrap();
     assert_eq!(code.interval, Duration::from_secs(5));
@@ -311,7 +261,7 @@ fn poll_errors_are_classified_by_error_and_code() {
 
 #[test]
 fn only_a_spent_refresh_token_asks_for_a_new_sign_in() {
-    let revoked = fixture_objects("aad_error_invalid_grant_50173_revoked_refresh_token.json");
+    let revoked = fixture_json_lines("aad_error_invalid_grant_50173_revoked_refresh_token.json");
     assert!(needs_sign_in(&aad_error(400, &revoked[0])));
     assert!(needs_sign_in(&aad_error(
         400,
@@ -339,7 +289,7 @@ fn only_a_spent_refresh_token_asks_for_a_new_sign_in() {
 #[test]
 fn sign_in_again_names_the_login_command_with_claims_when_there_are_some() {
     let cred = credential(Some("me"));
-    let revoked = fixture_objects("aad_error_invalid_grant_50173_revoked_refresh_token.json");
+    let revoked = fixture_json_lines("aad_error_invalid_grant_50173_revoked_refresh_token.json");
     let e = cred.sign_in_again(aad_error(400, &revoked[0]), &TokenRequest::new(ARM));
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     assert!(
@@ -380,58 +330,9 @@ fn sign_in_again_names_the_login_command_with_claims_when_there_are_some() {
 fn login_command_without_a_name() {
     let cred = credential(None);
     assert_eq!(cred.login_command(None), "aml-auth-proxy login");
-    assert_eq!(cred.tenant_id(), DEFAULT_TENANT);
-    assert_eq!(cred.client_id(), DEFAULT_CLIENT_ID);
+    assert_eq!(cred.tenant, DEFAULT_TENANT);
+    assert_eq!(cred.client_id, DEFAULT_CLIENT_ID);
     assert_eq!(cred.kind(), "device_code");
-}
-
-// === claims challenges ===
-
-#[test]
-fn claims_challenges_decode_from_either_alphabet_with_or_without_padding() {
-    let claims = r#"{"v":"???>>>"}"#;
-    let standard = base64::engine::general_purpose::STANDARD.encode(claims);
-    assert!(standard.contains('/') && standard.contains('+') && standard.ends_with('='));
-    let url = standard.replace('+', "-").replace('/', "_");
-    for encoded in [
-        standard.clone(),
-        standard.trim_end_matches('=').to_owned(),
-        url.clone(),
-        url.trim_end_matches('=').to_owned(),
-        format!("  {standard}\n"),
-    ] {
-        assert_eq!(
-            decode_claims_challenge(&encoded).unwrap(),
-            claims,
-            "{encoded}"
-        );
-    }
-    // The challenge of PROTOCOLS §8.4.
-    assert_eq!(
-        decode_claims_challenge(
-            "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzI2MDc3NTk1In0sInhtc19jYWVlcnJvciI6eyJ2YWx1ZSI6IjEwMDEyIn19fQ=="
-        )
-        .unwrap(),
-        r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#
-    );
-}
-
-#[test]
-fn bad_claims_challenges_are_refused_without_echoing_them() {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    for (input, why) in [
-        (String::new(), "is empty"),
-        ("not base64 at all!".to_owned(), "is not valid base64"),
-        (b64("hello"), "does not decode to a JSON object"),
-        (b64("[1,2]"), "does not decode to a JSON object"),
-        (
-            base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]),
-            "does not decode to UTF-8 text",
-        ),
-    ] {
-        let e = decode_claims_challenge(&input).unwrap_err();
-        assert_eq!(e.to_string(), format!("the claims challenge {why}"));
-    }
 }
 
 // === the cache file ===

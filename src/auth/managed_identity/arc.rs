@@ -1,4 +1,4 @@
-//! Azure Arc-enabled servers (PROTOCOLS §4.6): the Connected Machine agent's HIMDS endpoint and its challenge.
+//! Azure Arc-enabled servers: the Connected Machine agent's HIMDS endpoint and its challenge.
 //!
 //! 1. `GET {IDENTITY_ENDPOINT}?api-version=2020-06-01&resource=…` with `Metadata: true`;
 //! 2. the agent answers 401 with `WWW-Authenticate: Basic realm=<path of a .key file>`;
@@ -12,115 +12,57 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use http::HeaderMap;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderName, Uri};
 
-use super::{Call, Problem, SOURCE, Transport, id_kind};
-use crate::auth::{AccessToken, CredentialError, Secret, TokenError, TokenErrorKind};
-use crate::config::UserAssignedId;
+use super::{Call, SOURCE, Transport};
+use crate::auth::{AccessToken, CredentialError, Secret, TokenError};
 use crate::file_read::{self, Access, FileError};
-
-const API_VERSION: &str = "2020-06-01";
 
 /// The largest key file the agent writes (and we read).
 pub(super) const MAX_KEY_BYTES: u64 = 4096;
 
-/// The Azure Arc source.
-#[derive(Debug)]
-pub(super) struct Arc {
-    pub(super) url: Uri,
-    /// The only directory a challenge may point into.
-    key_dir: PathBuf,
-}
-
-// === impl Arc ===
-
-impl Arc {
-    /// Fails (unavailable) for any user-assigned identity.
-    pub(super) fn new(
-        url: Uri,
-        key_dir: PathBuf,
-        user_assigned: Option<&UserAssignedId>,
-    ) -> Result<Self, Problem> {
-        if let Some(id) = user_assigned {
-            return Err(Problem::Unavailable(format!(
-                "Azure Arc managed identity supports the system-assigned identity only; a user-assigned identity ({}) is not supported",
-                id_kind(id)
+/// Sends `first` (the endpoint's request), expects the 401 challenge, checks and reads the key file it names, and
+/// sends the request again with the key.
+pub(super) async fn get_token(
+    transport: Transport<'_>,
+    first: &Call,
+    key_dir: &Path,
+) -> Result<AccessToken, CredentialError> {
+    let challenge = transport.send(first).await?;
+    if challenge.status.as_u16() != 401 {
+        if challenge.status.is_success() {
+            return Err(rejected(format!(
+                "the Azure Arc agent at {} answered HTTP {} instead of the expected 401 challenge",
+                first.host(),
+                challenge.status.as_u16()
             )));
         }
-        Ok(Self { url, key_dir })
+        return Err(CredentialError::Failed(
+            transport.failure(first, &challenge),
+        ));
     }
-
-    /// The token request; with `key`, the answer to the challenge.
-    pub(super) fn call(
-        &self,
-        resource: &str,
-        key: Option<&Secret>,
-    ) -> Result<Call, CredentialError> {
-        let mut call = Call::get(
-            &self.url,
-            &[("api-version", API_VERSION), ("resource", resource)],
-        )
-        .and_then(|c| c.header(HeaderName::from_static("metadata"), "true", false));
-        if let Some(key) = key {
-            call = call
-                .and_then(|c| c.header(AUTHORIZATION, &format!("Basic {}", key.expose()), true));
-        }
-        call.map_err(CredentialError::Failed)
-    }
-
-    /// Challenge, key-file checks, then the authorized request.
-    pub(super) async fn get_token(
-        &self,
-        transport: Transport<'_>,
-        resource: &str,
-    ) -> Result<AccessToken, CredentialError> {
-        let first = self.call(resource, None)?;
-        let challenge = transport
-            .send(&first)
-            .await
-            .map_err(CredentialError::Failed)?;
-        if challenge.status.as_u16() != 401 {
-            if challenge.status.is_success() {
-                return Err(rejected(format!(
-                    "the Azure Arc agent at {} answered HTTP {} instead of the expected 401 challenge",
-                    first.host(),
-                    challenge.status.as_u16()
-                )));
-            }
-            return Err(CredentialError::Failed(
-                transport.failure(&first, &challenge),
-            ));
-        }
-        let realm = realm(&challenge.headers).ok_or_else(|| {
-            rejected(format!(
-                "the Azure Arc agent at {} answered 401 without a `WWW-Authenticate: Basic realm=<key file>` challenge",
-                first.host()
-            ))
-        })?;
-        let key = read_key(&self.key_dir, &realm)
-            .await
-            .map_err(|why| rejected(format!("refused the Azure Arc challenge: {why}")))?;
-        let second = self.call(resource, Some(&key))?;
-        let response = transport
-            .send(&second)
-            .await
-            .map_err(CredentialError::Failed)?;
-        if response.status.is_success() {
-            return transport.token(&second, &response);
-        }
-        Err(CredentialError::Failed(
-            transport.failure(&second, &response),
+    let realm = realm(&challenge.headers).ok_or_else(|| {
+        rejected(format!(
+            "the Azure Arc agent at {} answered 401 without a `WWW-Authenticate: Basic realm=<key file>` challenge",
+            first.host()
         ))
-    }
+    })?;
+    let key = read_key(key_dir, &realm)
+        .await
+        .map_err(|why| rejected(format!("refused the Azure Arc challenge: {why}")))?;
+    transport.fetch(&answer(first, &key)?).await
+}
+
+/// The request again, with the key as `Authorization: Basic <key>` (sent verbatim, not re-encoded).
+pub(super) fn answer(first: &Call, key: &Secret) -> Result<Call, TokenError> {
+    first
+        .clone()
+        .header(AUTHORIZATION, &format!("Basic {}", key.expose()), true)
 }
 
 fn rejected(message: String) -> CredentialError {
-    CredentialError::Failed(TokenError::new(
-        TokenErrorKind::CredentialRejected,
-        SOURCE,
-        message,
-    ))
+    CredentialError::rejected(SOURCE, message)
 }
 
 /// The key-file path of a `Basic realm=<path>` challenge: everything after the first `=` (as the Rust SDK and

@@ -1,6 +1,6 @@
-//! Managed identity (PROTOCOLS §4): tokens from the host's identity endpoint, whichever kind of Azure host this is.
+//! Managed identity: tokens from the host's identity endpoint, whichever kind of Azure host this is.
 //!
-//! The source is detected once, at construction, from environment variables in the Azure SDKs' order (§4.1):
+//! The source is detected once, at construction, from environment variables in the Azure SDKs' order:
 //!
 //! | variables set                                              | source                                          |
 //! |------------------------------------------------------------|-------------------------------------------------|
@@ -12,8 +12,10 @@
 //! | `MSI_ENDPOINT` alone                                       | Cloud Shell                                     |
 //! | none of these                                              | IMDS (`AZURE_POD_IDENTITY_AUTHORITY_HOST` replaces its base URL) |
 //!
-//! `managed_identity.endpoint` replaces the full token URL of the detected source. Each source lives in its own
-//! file; this one holds detection, the retry loop they share and the credential itself.
+//! `managed_identity.endpoint` replaces the full token URL of the detected source. How each source asks for a
+//! token is one description in `endpoint`; this module holds detection, the credential, and the path every source
+//! shares: send (retrying transient statuses), read the token, classify a refusal. Azure Arc's challenge is in
+//! `arc`.
 //!
 //! What is *unavailable* (a chain moves on) and what *failed* (a chain stops):
 //! * unavailable: no source fits (`IDENTITY_ENDPOINT` alone, Service Fabric), the configured user-assigned id
@@ -24,12 +26,9 @@
 //! * failed, `CredentialRejected`: a malformed endpoint variable, any other 4xx, an Azure Arc challenge that is
 //!   missing or names a key file outside the agent's directory.
 
-mod app_service;
 mod arc;
-mod azure_ml;
-mod cloud_shell;
-mod imds;
-mod response;
+mod endpoint;
+mod error_body;
 #[cfg(test)]
 mod tests;
 
@@ -37,17 +36,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::Full;
+use http::Uri;
 
+use self::endpoint::{Call, Endpoint};
 use super::http::{HttpResponse, TokenHttpClient, retry_after};
 use super::token_response::TokenResponse;
 use super::{
-    AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenError, TokenErrorKind,
-    TokenRequest, scope_to_resource,
+    AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
+    Unusable, scope_to_resource,
 };
-use crate::config::{ManagedIdentitySpec, UserAssignedId};
 use crate::env::Env;
 
 /// Where the Azure Connected Machine agent keeps its challenge key files on Linux.
@@ -59,16 +56,21 @@ const SOURCE: &str = "managed_identity";
 /// The `managed_identity` credential.
 #[derive(Debug)]
 pub struct ManagedIdentityCredential {
-    source: Result<Source, Problem>,
+    endpoint: Result<Endpoint, Unusable>,
     http: TokenHttpClient,
-    options: ManagedIdentityOptions,
+    options: ManagedIdentityCredentialOptions,
     /// Set once an IMDS probe got an answer; a failed probe is tried again on the next call.
     probed: tokio::sync::OnceCell<()>,
 }
 
-/// Settings of a [`ManagedIdentityCredential`] that do not come from configuration.
+/// Settings of a [`ManagedIdentityCredential`]: which identity (`managed_identity: { client_id | object_id |
+/// resource_id, endpoint }` in configuration), and how its endpoint is asked (production values by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedIdentityOptions {
+pub struct ManagedIdentityCredentialOptions {
+    /// A user-assigned identity; `None` for the system-assigned one.
+    pub user_assigned: Option<UserAssignedId>,
+    /// Replaces the full token URL of the detected source.
+    pub endpoint: Option<Uri>,
     /// Inside a credential chain: probe IMDS once (no `Metadata` header, [`Self::probe_timeout`]) before trusting
     /// it, so that a host without IMDS makes the source unavailable quickly instead of failing the chain.
     pub in_chain: bool,
@@ -80,7 +82,18 @@ pub struct ManagedIdentityOptions {
     pub arc_key_dir: PathBuf,
 }
 
-/// The retry schedule for transient answers (PROTOCOLS §4.2, as azure-identity for Python does it).
+/// How a user-assigned managed identity is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAssignedId {
+    /// Its client (application) id.
+    ClientId(String),
+    /// Its object (principal) id.
+    ObjectId(String),
+    /// Its ARM resource id.
+    ResourceId(String),
+}
+
+/// The retry schedule for transient answers (as azure-identity for Python does it).
 ///
 /// Retry `n` (1-based) waits `0` for `n = 1`, else `backoff · 2^(n-1)`, at most `max_delay`; once IMDS has said
 /// 410 ("going through updates, back within 70 s") `gone_backoff` replaces `backoff`. A larger `Retry-After` is
@@ -112,35 +125,7 @@ pub enum ManagedIdentitySource {
     Imds,
 }
 
-/// A detected, usable source.
-#[derive(Debug)]
-enum Source {
-    AppService(app_service::AppService),
-    Arc(arc::Arc),
-    AzureMl(azure_ml::AzureMl),
-    CloudShell(cloud_shell::CloudShell),
-    Imds(imds::Imds),
-}
-
-/// Why no source can be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Problem {
-    /// Not present here, or not usable as configured: a chain moves on.
-    Unavailable(String),
-    /// Present but malformed (a bad endpoint variable): a configuration error.
-    Invalid(String),
-}
-
-/// One token-service request, rebuilt for every attempt.
-#[derive(Debug, Clone)]
-struct Call {
-    method: Method,
-    url: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// What the sources share: the HTTP client and the retry schedule.
+/// The path every source shares: the HTTP client, the retry schedule and how messages name the endpoint.
 #[derive(Debug, Clone, Copy)]
 struct Transport<'a> {
     http: &'a TokenHttpClient,
@@ -151,25 +136,24 @@ struct Transport<'a> {
 // === impl ManagedIdentityCredential ===
 
 impl ManagedIdentityCredential {
-    /// Detects the source from `env` (see the module docs) for the identity `spec` names. Detection never fails:
-    /// a source that cannot be used answers every request with the reason.
+    /// Detects the source from `env` (see the module docs) for the identity `options` names. Detection never
+    /// fails: a source that cannot be used answers every request with the reason.
     pub fn new(
-        spec: &ManagedIdentitySpec,
+        options: ManagedIdentityCredentialOptions,
         env: &dyn Env,
         http: TokenHttpClient,
-        options: ManagedIdentityOptions,
     ) -> Self {
-        let source = detect(spec, env, &options);
-        match &source {
-            Ok(s) => {
-                tracing::debug!(source = s.kind().name(), endpoint = %without_query(s.url()), "managed identity source detected");
+        let endpoint = detect(&options, env);
+        match &endpoint {
+            Ok(e) => {
+                tracing::debug!(source = e.kind.name(), endpoint = %without_query(&e.url), "managed identity source detected");
             }
-            Err(Problem::Unavailable(reason) | Problem::Invalid(reason)) => {
+            Err(Unusable::Unavailable(reason) | Unusable::Invalid(reason)) => {
                 tracing::debug!(reason = %reason, "no usable managed identity source");
             }
         }
         Self {
-            source,
+            endpoint,
             http,
             options,
             probed: tokio::sync::OnceCell::new(),
@@ -178,88 +162,76 @@ impl ManagedIdentityCredential {
 
     /// The detected source, if one is usable.
     pub fn source(&self) -> Option<ManagedIdentitySource> {
-        self.source.as_ref().ok().map(Source::kind)
+        self.endpoint.as_ref().ok().map(|e| e.kind)
     }
 
     /// The token URL requests go to (before the query is added), if a source is usable.
     pub fn endpoint(&self) -> Option<&Uri> {
-        self.source.as_ref().ok().map(Source::url)
+        self.endpoint.as_ref().ok().map(|e| &e.url)
     }
 
-    async fn get_token_inner(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
-        let source = match &self.source {
-            Ok(source) => source,
-            Err(Problem::Unavailable(reason)) => {
-                return Err(CredentialError::unavailable(SOURCE, reason.clone()));
-            }
-            Err(Problem::Invalid(reason)) => {
-                return Err(CredentialError::Failed(TokenError::new(
-                    TokenErrorKind::CredentialRejected,
+    /// Probes IMDS until one probe gets an answer (any HTTP answer proves IMDS is there; IMDS says 400 "Required
+    /// metadata header not specified"); concurrent callers share one probe. The probe is the token request
+    /// without the `Metadata` header, sent once with the probe timeout.
+    async fn probe(&self, imds: &Endpoint, resource: &str) -> Result<(), CredentialError> {
+        let http = self.http.with_attempt_timeout(self.options.probe_timeout);
+        let probe = || async {
+            let request = imds.probe(resource)?.request()?;
+            match http.send(request).await {
+                Ok(response) => {
+                    tracing::debug!(status = response.status.as_u16(), "IMDS answered the probe");
+                    Ok(())
+                }
+                Err(e) => Err(CredentialError::unavailable(
                     SOURCE,
-                    reason.clone(),
-                )));
+                    format!("no response from IMDS at {}: {e}", without_query(&imds.url)),
+                )),
             }
         };
+        self.probed.get_or_try_init(probe).await.map(|_| ())
+    }
+}
+
+impl Credential for ManagedIdentityCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let endpoint = self.endpoint.as_ref().map_err(|why| why.error(SOURCE))?;
         // Managed identity cannot satisfy a claims challenge; a fresh request is the best it can do.
         let resource = scope_to_resource(&request.scope);
         let transport = Transport {
             http: &self.http,
             retry: &self.options.retry,
-            source: source.kind(),
+            source: endpoint.kind,
         };
-        let token = match source {
-            Source::AppService(s) => s.get_token(transport, resource).await,
-            Source::Arc(s) => s.get_token(transport, resource).await,
-            Source::AzureMl(s) => s.get_token(transport, resource).await,
-            Source::CloudShell(s) => s.get_token(transport, resource).await,
-            Source::Imds(s) => {
-                if self.options.in_chain {
-                    self.probe(s, resource).await?;
-                }
-                s.get_token(transport, resource).await
+        if endpoint.kind == ManagedIdentitySource::Imds && self.options.in_chain {
+            self.probe(endpoint, resource).await?;
+        }
+        let call = endpoint.call(resource)?;
+        let token = match endpoint.kind {
+            ManagedIdentitySource::AzureArc => {
+                arc::get_token(transport, &call, &self.options.arc_key_dir).await
             }
+            _ => transport.fetch(&call).await,
         }?;
         tracing::debug!(
-            source = source.kind().name(),
+            source = endpoint.kind.name(),
             expires_in_s = token.expires_in.as_secs(),
             "managed identity token acquired"
         );
         Ok(token)
     }
-
-    /// Probes IMDS until one probe gets an answer; concurrent callers share one probe.
-    async fn probe(&self, imds: &imds::Imds, resource: &str) -> Result<(), CredentialError> {
-        let http = self.http.with_attempt_timeout(self.options.probe_timeout);
-        self.probed
-            .get_or_try_init(|| imds.probe(&http, resource))
-            .await
-            .map(|_| ())
-    }
 }
 
-impl TokenCredential for ManagedIdentityCredential {
-    fn get_token<'a>(
-        &'a self,
-        request: &'a TokenRequest,
-    ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
-        Box::pin(self.get_token_inner(request))
-    }
+// === impl ManagedIdentityCredentialOptions ===
 
-    fn kind(&self) -> &'static str {
-        SOURCE
-    }
-}
-
-// === impl ManagedIdentityOptions ===
-
-impl Default for ManagedIdentityOptions {
-    /// Production values: no probe (a credential used on its own), a 1 s probe timeout when probing, the Python
-    /// SDK's retry schedule and the Linux Arc key directory.
+impl Default for ManagedIdentityCredentialOptions {
+    /// The system-assigned identity at the detected endpoint; no probe (a credential used on its own), a 1 s probe
+    /// timeout when probing, the Python SDK's retry schedule and the Linux Arc key directory.
     fn default() -> Self {
         Self {
+            user_assigned: None,
+            endpoint: None,
             in_chain: false,
             probe_timeout: Duration::from_secs(1),
             retry: ImdsRetry::default(),
@@ -343,95 +315,77 @@ impl fmt::Display for ManagedIdentitySource {
     }
 }
 
-// === impl Source ===
-
-impl Source {
-    fn kind(&self) -> ManagedIdentitySource {
-        match self {
-            Source::AppService(_) => ManagedIdentitySource::AppService,
-            Source::Arc(_) => ManagedIdentitySource::AzureArc,
-            Source::AzureMl(_) => ManagedIdentitySource::AzureMl,
-            Source::CloudShell(_) => ManagedIdentitySource::CloudShell,
-            Source::Imds(_) => ManagedIdentitySource::Imds,
-        }
-    }
-
-    fn url(&self) -> &Uri {
-        match self {
-            Source::AppService(s) => &s.url,
-            Source::Arc(s) => &s.url,
-            Source::AzureMl(s) => &s.url,
-            Source::CloudShell(s) => &s.url,
-            Source::Imds(s) => &s.url,
-        }
-    }
-}
-
-/// Detection in the order of PROTOCOLS §4.1 (azure-identity's, which MSAL Go and the Rust SDK agree with).
-fn detect(
-    spec: &ManagedIdentitySpec,
-    env: &dyn Env,
-    options: &ManagedIdentityOptions,
-) -> Result<Source, Problem> {
-    let user_assigned = spec.user_assigned.as_ref();
+/// Detection in the order of the module docs (azure-identity's, which MSAL Go and the Rust SDK agree with).
+fn detect(options: &ManagedIdentityCredentialOptions, env: &dyn Env) -> Result<Endpoint, Unusable> {
+    let user_assigned = options.user_assigned.as_ref();
     if let Some(identity_endpoint) = env.non_empty("IDENTITY_ENDPOINT") {
         if let Some(header) = env.non_empty("IDENTITY_HEADER") {
             if env.non_empty("IDENTITY_SERVER_THUMBPRINT").is_some() {
-                return Err(Problem::Unavailable(
+                return Err(Unusable::Unavailable(
                     "Service Fabric managed identity is not supported (IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set)"
                         .to_owned(),
                 ));
             }
-            let url = endpoint_url(spec, "IDENTITY_ENDPOINT", &identity_endpoint)?;
-            return app_service::AppService::new(url, Secret::new(header), user_assigned)
-                .map(Source::AppService);
+            let url = endpoint_url(options, "IDENTITY_ENDPOINT", &identity_endpoint)?;
+            return Ok(Endpoint::app_service(
+                url,
+                Secret::new(header),
+                user_assigned,
+            ));
         }
         if env.non_empty("IMDS_ENDPOINT").is_some() {
-            let url = endpoint_url(spec, "IDENTITY_ENDPOINT", &identity_endpoint)?;
-            return arc::Arc::new(url, options.arc_key_dir.clone(), user_assigned).map(Source::Arc);
+            let url = endpoint_url(options, "IDENTITY_ENDPOINT", &identity_endpoint)?;
+            return Endpoint::arc(url, user_assigned);
         }
-        return Err(Problem::Unavailable(
+        return Err(Unusable::Unavailable(
             "IDENTITY_ENDPOINT is set without IDENTITY_HEADER (App Service) or IMDS_ENDPOINT (Azure Arc), so no managed identity source fits"
                 .to_owned(),
         ));
     }
     if let Some(msi_endpoint) = env.non_empty("MSI_ENDPOINT") {
-        let url = endpoint_url(spec, "MSI_ENDPOINT", &msi_endpoint)?;
+        let url = endpoint_url(options, "MSI_ENDPOINT", &msi_endpoint)?;
         return match env.non_empty("MSI_SECRET") {
-            Some(secret) => azure_ml::AzureMl::new(
+            Some(secret) => Endpoint::azure_ml(
                 url,
                 Secret::new(secret),
                 user_assigned,
                 env.non_empty("DEFAULT_IDENTITY_CLIENT_ID"),
-            )
-            .map(Source::AzureMl),
-            None => cloud_shell::CloudShell::new(url, user_assigned).map(Source::CloudShell),
+            ),
+            None => Endpoint::cloud_shell(url, user_assigned),
         };
     }
-    let url = match &spec.endpoint {
+    let url = match &options.endpoint {
         Some(url) => url.clone(),
         None => {
             let base = env.non_empty("AZURE_POD_IDENTITY_AUTHORITY_HOST");
-            let base = base.as_deref().unwrap_or(imds::DEFAULT_BASE);
-            let text = format!("{}{}", base.trim_end_matches('/'), imds::TOKEN_PATH);
+            let base = base.as_deref().unwrap_or(endpoint::IMDS_BASE);
+            let text = format!(
+                "{}{}",
+                base.trim_end_matches('/'),
+                endpoint::IMDS_TOKEN_PATH
+            );
             parse_endpoint("AZURE_POD_IDENTITY_AUTHORITY_HOST", &text)?
         }
     };
-    Ok(Source::Imds(imds::Imds::new(url, user_assigned)))
+    Ok(Endpoint::imds(url, user_assigned))
 }
 
 /// The configured `endpoint` if any, else the variable's value, which must be an absolute http(s) URL.
-fn endpoint_url(spec: &ManagedIdentitySpec, variable: &str, value: &str) -> Result<Uri, Problem> {
-    match &spec.endpoint {
+fn endpoint_url(
+    options: &ManagedIdentityCredentialOptions,
+    variable: &str,
+    value: &str,
+) -> Result<Uri, Unusable> {
+    match &options.endpoint {
         Some(url) => Ok(url.clone()),
         None => parse_endpoint(variable, value),
     }
 }
 
-fn parse_endpoint(variable: &str, value: &str) -> Result<Uri, Problem> {
+fn parse_endpoint(variable: &str, value: &str) -> Result<Uri, Unusable> {
     // The value is not echoed: endpoint variables are not secret, but a URL may carry userinfo.
     let invalid = || {
-        Problem::Invalid(format!(
+        Unusable::Invalid(format!(
             "{variable} is not an absolute http:// or https:// URL"
         ))
     };
@@ -454,134 +408,6 @@ fn without_query(url: &Uri) -> String {
         url.path()
     )
 }
-
-/// The user-assigned identity as a (parameter name, value) pair, with each source's names.
-fn identity_param(
-    id: Option<&UserAssignedId>,
-    client_id: &'static str,
-    object_id: &'static str,
-    resource_id: &'static str,
-) -> Option<(&'static str, String)> {
-    match id? {
-        UserAssignedId::ClientId(v) => Some((client_id, v.clone())),
-        UserAssignedId::ObjectId(v) => Some((object_id, v.clone())),
-        UserAssignedId::ResourceId(v) => Some((resource_id, v.clone())),
-    }
-}
-
-/// How messages name a user-assigned id kind.
-fn id_kind(id: &UserAssignedId) -> &'static str {
-    match id {
-        UserAssignedId::ClientId(_) => "client_id",
-        UserAssignedId::ObjectId(_) => "object_id",
-        UserAssignedId::ResourceId(_) => "resource_id",
-    }
-}
-
-// === impl Call ===
-
-impl Call {
-    /// A GET of `base` with `params` appended to its query.
-    fn get(base: &Uri, params: &[(&str, &str)]) -> Result<Self, TokenError> {
-        Ok(Self {
-            method: Method::GET,
-            url: with_query(base, params)?,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        })
-    }
-
-    /// Adds a header; `sensitive` values are kept out of any debug output of the HTTP stack.
-    fn header(
-        mut self,
-        name: HeaderName,
-        value: &str,
-        sensitive: bool,
-    ) -> Result<Self, TokenError> {
-        let mut value = HeaderValue::from_str(value).map_err(|_| {
-            TokenError::new(
-                TokenErrorKind::CredentialRejected,
-                SOURCE,
-                format!("the {name} header value contains characters that cannot be sent"),
-            )
-        })?;
-        value.set_sensitive(sensitive);
-        self.headers.insert(name, value);
-        Ok(self)
-    }
-
-    fn request(&self) -> Result<Request<Full<Bytes>>, TokenError> {
-        guard_test_url(&self.url);
-        let mut request = Request::builder()
-            .method(self.method.clone())
-            .uri(self.url.clone())
-            .body(Full::new(self.body.clone()))
-            .map_err(|e| {
-                TokenError::service_unavailable(SOURCE, format!("building the token request: {e}"))
-            })?;
-        *request.headers_mut() = self.headers.clone();
-        Ok(request)
-    }
-
-    /// `host:port`, for messages.
-    fn host(&self) -> String {
-        self.url
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_default()
-    }
-
-    /// The user-assigned identity the call asks for, as `name=value` (IMDS, App Service and Azure ML name it in the
-    /// query): what an operator needs to see next to "Identity not found".
-    fn identity(&self) -> Option<String> {
-        const NAMES: [&str; 6] = [
-            "client_id",
-            "object_id",
-            "principal_id",
-            "msi_res_id",
-            "mi_res_id",
-            "clientid",
-        ];
-        form_urlencoded::parse(self.url.query()?.as_bytes())
-            .find(|(k, _)| NAMES.contains(&k.as_ref()))
-            .map(|(k, v)| format!("{k}={v}"))
-    }
-}
-
-/// `base` with `params` form-encoded and appended to any query it has.
-fn with_query(base: &Uri, params: &[(&str, &str)]) -> Result<Uri, TokenError> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in params {
-        query.append_pair(name, value);
-    }
-    let query = query.finish();
-    let text = base.to_string();
-    let text = match (base.query(), query.is_empty()) {
-        (_, true) => text,
-        (Some(_), false) => format!("{text}&{query}"),
-        (None, false) => format!("{text}?{query}"),
-    };
-    text.parse().map_err(|_| {
-        TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            SOURCE,
-            "the managed identity token URL is not valid",
-        )
-    })
-}
-
-/// Unit tests must never reach the real IMDS (DESIGN §4): any request to 169.254.169.254 fails the test.
-#[cfg(test)]
-fn guard_test_url(url: &Uri) {
-    assert_ne!(
-        url.host(),
-        Some(imds::LINK_LOCAL_HOST),
-        "a test tried to contact the real IMDS: point AZURE_POD_IDENTITY_AUTHORITY_HOST or `endpoint` at 127.0.0.1"
-    );
-}
-
-#[cfg(not(test))]
-fn guard_test_url(_url: &Uri) {}
 
 // === impl Transport ===
 
@@ -629,19 +455,55 @@ impl Transport<'_> {
         }
     }
 
+    /// Sends `call` and reads the answer: the token, or why there is none (see the module docs).
+    async fn fetch(&self, call: &Call) -> Result<AccessToken, CredentialError> {
+        let response = self.send(call).await?;
+        if response.status.is_success() {
+            return self.token(call, &response);
+        }
+        Err(self.refusal(call, &response))
+    }
+
+    /// A non-2xx answer. IMDS's 400 and Docker Desktop's 403 "unreachable" say the source is not usable here
+    /// (azure-identity and azidentity treat them as unavailable so that chains go on); anything else failed.
+    fn refusal(&self, call: &Call, response: &HttpResponse) -> CredentialError {
+        let status = response.status.as_u16();
+        if self.source == ManagedIdentitySource::Imds && status == 400 {
+            // IMDS says 400 when managed identity is disabled here or the requested identity is not assigned.
+            let hint = match call.identity() {
+                Some(_) => "the requested user-assigned identity is not assigned to this resource",
+                None => "no managed identity is assigned to this resource",
+            };
+            let message = format!("{} ({hint})", self.describe(call, response));
+            return CredentialError::unavailable(SOURCE, message);
+        }
+        if self.source == ManagedIdentitySource::Imds
+            && status == 403
+            && contains_ignore_case(&response.body, b"unreachable")
+        {
+            // Docker Desktop's proxy answers for 169.254.169.254 with 403 "… unreachable".
+            let message = format!(
+                "IMDS at {} is unreachable from here (a proxy answered HTTP 403)",
+                call.host()
+            );
+            return CredentialError::unavailable(SOURCE, message);
+        }
+        CredentialError::Failed(self.failure(call, response))
+    }
+
     /// A success body as a token, or `TokenServiceUnavailable` "unusable response".
     fn token(&self, call: &Call, response: &HttpResponse) -> Result<AccessToken, CredentialError> {
         TokenResponse::parse(&response.body)
             .and_then(|parsed| parsed.into_access_token(SOURCE))
             .map_err(|why| {
-                CredentialError::Failed(TokenError::service_unavailable(
+                CredentialError::service_unavailable(
                     SOURCE,
                     format!(
                         "{} at {} sent an unusable token response: {why}",
                         self.source.label(),
                         call.host()
                     ),
-                ))
+                )
             })
     }
 
@@ -669,10 +531,16 @@ impl Transport<'_> {
             text.push_str(" for the user-assigned identity ");
             text.push_str(&identity);
         }
-        if let Some(description) = response::error_description(&response.body) {
+        if let Some(description) = error_body::error_description(&response.body) {
             text.push_str(": ");
             text.push_str(&description);
         }
         text
     }
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -1,23 +1,19 @@
 //! Detection, request shapes, the retry schedule, and every managed-identity fixture of tests/fixtures.
 
-use std::path::Path;
 use std::time::Duration;
 
+use http::Method;
 use serde_json::Value;
 
-use super::response::error_description;
+use super::endpoint::{id_kind, with_query};
+use super::error_body::error_description;
 use super::*;
 use crate::auth::expiry;
+use crate::auth::test_support::{FIXTURES, fixture, fixture_without_comments, owned, pairs};
 use crate::auth::token_response::TokenResponse;
 use crate::env::MapEnv;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const ARM: &str = "https://management.azure.com";
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(Path::new(FIXTURES).join(name))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
 
 /// Environment variables of one case.
 type Vars<'a> = &'a [(&'a str, &'a str)];
@@ -26,51 +22,33 @@ fn env(vars: &[(&str, &str)]) -> MapEnv {
     vars.iter().copied().collect()
 }
 
-fn options() -> ManagedIdentityOptions {
-    ManagedIdentityOptions {
-        arc_key_dir: PathBuf::from("/keys"),
-        ..ManagedIdentityOptions::default()
-    }
-}
-
-fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentitySpec {
-    ManagedIdentitySpec {
+fn spec(user_assigned: Option<UserAssignedId>) -> ManagedIdentityCredentialOptions {
+    ManagedIdentityCredentialOptions {
         user_assigned,
-        endpoint: None,
+        arc_key_dir: PathBuf::from("/keys"),
+        ..ManagedIdentityCredentialOptions::default()
     }
 }
 
-fn detected(vars: &[(&str, &str)], spec: &ManagedIdentitySpec) -> Result<Source, Problem> {
-    detect(spec, &env(vars), &options())
+fn detected(
+    vars: &[(&str, &str)],
+    options: &ManagedIdentityCredentialOptions,
+) -> Result<Endpoint, Unusable> {
+    detect(options, &env(vars))
 }
 
 /// The query pairs of a call, decoded.
 fn query(call: &Call) -> Vec<(String, String)> {
-    form_urlencoded::parse(call.url.query().unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    pairs(call.url.query().unwrap_or_default())
 }
 
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+fn call_of(endpoint: &Endpoint, resource: &str) -> Call {
+    endpoint.call(resource).unwrap()
 }
 
-fn call_of(source: &Source, resource: &str) -> Call {
-    match source {
-        Source::AppService(s) => s.call(resource),
-        Source::Arc(s) => s.call(resource, None),
-        Source::AzureMl(s) => s.call(resource),
-        Source::CloudShell(s) => s.call(resource),
-        Source::Imds(s) => s.call(resource),
-    }
-    .unwrap()
-}
-
-fn unavailable_reason(result: Result<Source, Problem>) -> String {
+fn unavailable_reason(result: Result<Endpoint, Unusable>) -> String {
     match result {
-        Err(Problem::Unavailable(reason)) => reason,
+        Err(Unusable::Unavailable(reason)) => reason,
         other => panic!("expected unavailable, got {other:?}"),
     }
 }
@@ -115,7 +93,7 @@ fn detection_follows_the_sdk_order() {
         (&[imds_ep], Some(Imds)),
     ];
     for (vars, expected) in table {
-        let got = detected(vars, &spec(None)).ok().map(|s| s.kind());
+        let got = detected(vars, &spec(None)).ok().map(|e| e.kind);
         let names: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
         assert_eq!(got, *expected, "{names:?}");
     }
@@ -123,8 +101,8 @@ fn detection_follows_the_sdk_order() {
 
 #[test]
 fn detection_urls_and_overrides() {
-    let url = |vars: &[(&str, &str)], spec: &ManagedIdentitySpec| {
-        detected(vars, spec).unwrap().url().to_string()
+    let url = |vars: &[(&str, &str)], spec: &ManagedIdentityCredentialOptions| {
+        detected(vars, spec).unwrap().url.to_string()
     };
     assert_eq!(
         url(&[], &spec(None)),
@@ -140,9 +118,9 @@ fn detection_urls_and_overrides() {
         ),
         "http://127.0.0.1:2579/metadata/identity/oauth2/token"
     );
-    let custom = ManagedIdentitySpec {
-        user_assigned: None,
+    let custom = ManagedIdentityCredentialOptions {
         endpoint: Some("http://127.0.0.1:5000/custom/token".parse().unwrap()),
+        ..spec(None)
     };
     // `endpoint` replaces the full token URL of whichever source is detected.
     for vars in [
@@ -239,7 +217,7 @@ fn malformed_endpoint_variables_are_configuration_errors() {
         &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "nonsense")][..],
     ] {
         match detected(vars, &spec(None)) {
-            Err(Problem::Invalid(reason)) => {
+            Err(Unusable::Invalid(reason)) => {
                 assert!(reason.contains("is not an absolute http"), "{reason}");
                 let value = vars[0].1;
                 assert!(!reason.contains(value), "values are not echoed: {reason}");
@@ -251,66 +229,57 @@ fn malformed_endpoint_variables_are_configuration_errors() {
 
 // === request shapes ===
 
+/// IMDS and App Service: GET, `api-version`, `resource`, then the user-assigned id under each one's names.
 #[test]
-fn imds_request_shape_and_identity_parameters() {
-    let vars = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")];
-    let cases = [
-        (None, None),
-        (
-            Some(UserAssignedId::ClientId("c-1".into())),
-            Some(("client_id", "c-1")),
-        ),
-        (
-            Some(UserAssignedId::ObjectId("o-1".into())),
-            Some(("object_id", "o-1")),
-        ),
-        (
-            Some(UserAssignedId::ResourceId("/subscriptions/s/id".into())),
-            Some(("msi_res_id", "/subscriptions/s/id")),
-        ),
-    ];
-    for (id, param) in cases {
-        let call = call_of(&detected(&vars, &spec(id)).unwrap(), ARM);
-        assert_eq!(call.method, Method::GET);
-        assert_eq!(call.url.path(), "/metadata/identity/oauth2/token");
-        let mut expected = vec![("api-version", "2018-02-01"), ("resource", ARM)];
-        expected.extend(param);
-        assert_eq!(query(&call), pairs(&expected));
-        assert_eq!(call.headers["metadata"], "true");
-        assert_eq!(call.headers.len(), 1, "{:?}", call.headers.keys());
-    }
-}
-
-#[test]
-fn app_service_request_shape_and_identity_parameters() {
-    let vars = [
+fn request_shapes_and_identity_parameters() {
+    let imds = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")];
+    let app_service = [
         ("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi/token"),
         ("IDENTITY_HEADER", "header-secret"),
     ];
-    let cases = [
-        (None, None),
+    let sources: [(Vars<'_>, &str, &str, [&str; 3]); 2] = [
         (
-            Some(UserAssignedId::ClientId("c".into())),
-            Some(("client_id", "c")),
+            &imds,
+            "/metadata/identity/oauth2/token",
+            "2018-02-01",
+            ["client_id", "object_id", "msi_res_id"],
         ),
         (
-            Some(UserAssignedId::ObjectId("o".into())),
-            Some(("principal_id", "o")),
-        ),
-        (
-            Some(UserAssignedId::ResourceId("/r".into())),
-            Some(("mi_res_id", "/r")),
+            &app_service,
+            "/msi/token",
+            "2019-08-01",
+            ["client_id", "principal_id", "mi_res_id"],
         ),
     ];
-    for (id, param) in cases {
-        let call = call_of(&detected(&vars, &spec(id)).unwrap(), ARM);
-        assert_eq!(call.url.path(), "/msi/token");
-        let mut expected = vec![("api-version", "2019-08-01"), ("resource", ARM)];
-        expected.extend(param);
-        assert_eq!(query(&call), pairs(&expected));
-        assert_eq!(call.headers["x-identity-header"], "header-secret");
-        assert!(call.headers["x-identity-header"].is_sensitive());
-        assert_eq!(call.headers["metadata"], "true");
+    for (vars, path, version, [client, object, resource]) in sources {
+        let cases = [
+            (None, None),
+            (
+                Some(UserAssignedId::ClientId("c-1".into())),
+                Some((client, "c-1")),
+            ),
+            (
+                Some(UserAssignedId::ObjectId("o-1".into())),
+                Some((object, "o-1")),
+            ),
+            (
+                Some(UserAssignedId::ResourceId("/subscriptions/s/id".into())),
+                Some((resource, "/subscriptions/s/id")),
+            ),
+        ];
+        for (id, param) in cases {
+            let call = call_of(&detected(vars, &spec(id)).unwrap(), ARM);
+            assert_eq!(call.method, Method::GET);
+            assert_eq!(call.url.path(), path);
+            let mut expected = vec![("api-version", version), ("resource", ARM)];
+            expected.extend(param);
+            assert_eq!(query(&call), owned(&expected));
+            assert_eq!(call.headers["metadata"], "true");
+            match call.headers.get("x-identity-header") {
+                Some(secret) => assert!(secret == "header-secret" && secret.is_sensitive()),
+                None => assert_eq!(call.headers.len(), 1, "{:?}", call.headers.keys()),
+            }
+        }
     }
 }
 
@@ -338,7 +307,7 @@ fn azure_ml_clientid_defaults_to_the_compute_identity() {
         let call = call_of(&detected(vars, &spec(id)).unwrap(), ARM);
         let mut expected = vec![("api-version", "2017-09-01"), ("resource", ARM)];
         expected.extend(clientid.map(|c| ("clientid", c)));
-        assert_eq!(query(&call), pairs(&expected));
+        assert_eq!(query(&call), owned(&expected));
         assert_eq!(call.headers["secret"], "msi-secret");
         assert!(call.headers["secret"].is_sensitive());
     }
@@ -367,21 +336,21 @@ fn cloud_shell_posts_a_form() {
 
 #[test]
 fn arc_sends_the_key_only_on_the_second_request() {
-    let arc = arc::Arc::new(
+    let arc = Endpoint::arc(
         "http://127.0.0.1:40342/metadata/identity/oauth2/token"
             .parse()
             .unwrap(),
-        PathBuf::from("/keys"),
         None,
     )
     .unwrap();
-    let first = arc.call(ARM, None).unwrap();
+    let first = arc.call(ARM).unwrap();
     assert_eq!(
         query(&first),
-        pairs(&[("api-version", "2020-06-01"), ("resource", ARM)])
+        owned(&[("api-version", "2020-06-01"), ("resource", ARM)])
     );
     assert!(!first.headers.contains_key(http::header::AUTHORIZATION));
-    let second = arc.call(ARM, Some(&Secret::new("k3y"))).unwrap();
+    let second = arc::answer(&first, &Secret::new("k3y")).unwrap();
+    assert_eq!(query(&second), query(&first));
     assert_eq!(second.headers[http::header::AUTHORIZATION], "Basic k3y");
     assert!(second.headers[http::header::AUTHORIZATION].is_sensitive());
 }
@@ -586,19 +555,14 @@ fn fixture_managed_identity_responses_by_source() {
     assert!(TokenResponse::parse(blocks[11].as_bytes()).is_err());
 }
 
-/// The fixture file's JSON after its leading `#` comment lines.
-fn json_after_comments(text: &str) -> Value {
-    let body: String = text
-        .lines()
-        .skip_while(|l| l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    serde_json::from_str(&body).unwrap()
+/// A fixture's JSON after its `#` comment lines.
+fn json_after_comments(name: &str) -> Value {
+    serde_json::from_str(&fixture_without_comments(name)).unwrap()
 }
 
 #[test]
 fn fixture_imds_probe_400_then_token_200() {
-    let recording = json_after_comments(&fixture("imds_probe_400_then_token_200.json"));
+    let recording = json_after_comments("imds_probe_400_then_token_200.json");
     let entries = recording["Entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     // The probe: no Metadata header, IMDS says 400, which proves it is there.
@@ -631,10 +595,8 @@ fn fixture_imds_probe_400_then_token_200() {
         &spec(None),
     )
     .unwrap();
-    let Source::Imds(imds) = &source else {
-        panic!("{source:?}")
-    };
-    let call = imds.call("https://management.azure.com").unwrap();
+    assert_eq!(source.kind, ManagedIdentitySource::Imds);
+    let call = source.call("https://management.azure.com").unwrap();
     assert_eq!(query(&call), recorded);
 }
 
@@ -746,7 +708,7 @@ fn fixture_other_msi_recordings_parse_with_their_expiry() {
 
 #[test]
 fn legacy_date_expiries() {
-    // The two legacy MSI forms (PROTOCOLS §4.3), e.g. "05/22/2021 17:18:21 +00:00" = 1621703901.
+    // The two legacy MSI forms, e.g. "05/22/2021 17:18:21 +00:00" = 1621703901.
     for (expires_on, epoch) in [
         ("05/22/2021 17:18:21 +00:00", 1_621_703_901),
         ("5/22/2021 5:18:21 PM +00:00", 1_621_703_901),
@@ -760,31 +722,6 @@ fn legacy_date_expiries() {
             "{expires_on}"
         );
     }
-}
-
-#[test]
-fn unusable_bodies_are_errors_that_never_echo_the_body() {
-    for body in [
-        &b"<html>secret-canary</html>"[..],
-        b"",
-        b"[]",
-        br#"{"expires_in":"3600"}"#,
-        br#"{"access_token":"","expires_in":"3600"}"#,
-        br#"{"access_token":"secret-canary"}"#,
-        br#"{"access_token":"secret-canary","expires_in":"soon","expires_on":"later"}"#,
-        br#"{"access_token":"secret-canary","token_type":"pop","expires_in":3600}"#,
-    ] {
-        let e = TokenResponse::parse(body).unwrap_err();
-        assert!(!e.contains("secret-canary"), "{e}");
-    }
-    // An unusable `expires_in` falls back to `expires_on`; zero counts as unusable.
-    let r =
-        TokenResponse::parse(br#"{"access_token":"a","expires_in":"0","expires_on":4102444800}"#)
-            .unwrap();
-    assert_eq!((r.expires_in, r.expires_on), (None, Some(4_102_444_800)));
-    let r = TokenResponse::parse(br#"{"access_token":"a","expires_in":3600,"refresh_in":"1800"}"#)
-        .unwrap();
-    assert_eq!(r.refresh_in, Some(1800));
 }
 
 #[test]

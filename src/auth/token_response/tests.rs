@@ -3,6 +3,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::*;
+use crate::auth::test_support::fixture_json_lines;
 
 #[test]
 fn v2_numbers() {
@@ -41,23 +42,31 @@ fn expires_on_only() {
     assert!((598..=600).contains(&lifetime.as_secs()), "{lifetime:?}");
 }
 
+/// Unusable bodies of every token service are errors, never panics, and never echo the body (it may hold a token).
 #[test]
-fn bad_bodies_are_errors_not_panics() {
+fn bad_bodies_are_errors_that_never_echo_the_body() {
     for body in [
-        &b"<html>"[..],
+        &b"<html>secret-canary</html>"[..],
+        b"",
         b"[]",
         br#"["x", "Bearer", 3600]"#,
         br#"{"expires_in":3600}"#,
+        br#"{"expires_in":"3600"}"#,
         br#"{"access_token":"","expires_in":3600}"#,
+        br#"{"access_token":"","expires_in":"3600"}"#,
         br#"{"access_token":7,"expires_in":3600}"#,
         br#"{"access_token":"a b","expires_in":3600}"#,
         br#"{"access_token":"x","token_type":"pop","expires_in":3600}"#,
-        br#"{"access_token":"x"}"#,
+        br#"{"access_token":"secret-canary","token_type":"pop","expires_in":3600}"#,
+        br#"{"access_token":"secret-canary"}"#,
         br#"{"access_token":"x","expires_in":"soon"}"#,
+        br#"{"access_token":"secret-canary","expires_in":"soon","expires_on":"later"}"#,
         br#"{"access_token":"x","expires_in":0}"#,
         br#"{"access_token":"x","expires_in":-5}"#,
         br#"{"access_token":"x","access_token":"y","expires_in":3600}"#,
     ] {
+        let e = TokenResponse::parse(body).unwrap_err();
+        assert!(!e.contains("canary"), "{e}");
         assert!(
             parse_token_response(body, "entra").is_err(),
             "{}",
@@ -120,19 +129,22 @@ fn fields_of_other_types_count_as_absent() {
     .unwrap();
     assert_eq!(r.refresh_in, None);
     assert!(r.refresh_token.is_none());
+    // An unusable `expires_in` falls back to `expires_on`; zero counts as unusable. Numbers may be strings.
+    let r =
+        TokenResponse::parse(br#"{"access_token":"a","expires_in":"0","expires_on":4102444800}"#)
+            .unwrap();
+    assert_eq!((r.expires_in, r.expires_on), (None, Some(4_102_444_800)));
+    let r = TokenResponse::parse(br#"{"access_token":"a","expires_in":3600,"refresh_in":"1800"}"#)
+        .unwrap();
+    assert_eq!(r.refresh_in, Some(1800));
 }
 
 /// Token-endpoint bodies (v1 strings with `expires_on`, v2 numbers without) give the expiry fields they say.
 #[test]
 fn token_endpoint_v1_and_v2_bodies() {
-    let path = format!(
-        "{}/tests/fixtures/aad_token_endpoint_v1_vs_v2_success.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let expiries: Vec<(Option<u64>, Option<u64>)> = text
-        .lines()
-        .filter(|l| l.trim_start().starts_with('{'))
+    let lines = fixture_json_lines("aad_token_endpoint_v1_vs_v2_success.txt");
+    let expiries: Vec<(Option<u64>, Option<u64>)> = lines
+        .iter()
         .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("access_token").is_some()))
         .map(|l| {
             let r = TokenResponse::parse(l.as_bytes()).unwrap();

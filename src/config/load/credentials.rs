@@ -1,15 +1,16 @@
-//! `credentials:`: one named spec per entry, chain references, and chain cycles.
+//! `credentials:`: one named credential per entry, chain references, and chain cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use serde_yaml::Value;
 
 use super::syntax::{check_id, check_name, check_subscription, check_tenant_id};
 use super::walk::{Field, Walker, child, either};
-use crate::config::{
-    AzureCliSpec, ChainSource, ClientCertificateSpec, ClientSecretSpec, CredentialSpec,
-    DeviceCodeSpec, ManagedIdentitySpec, SdkAuthFileSpec, UserAssignedId, WorkloadIdentitySpec,
+use crate::auth::{
+    AzureCliCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
+    ClientSecretCredentialOptions, CredentialOptions, DeviceCodeCredentialOptions,
+    ManagedIdentityCredentialOptions, SdkAuthFileCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredentialOptions,
 };
 
 /// Depth-first search state for [`chain_cycles`].
@@ -35,9 +36,6 @@ const KINDS: [&str; 8] = [
 /// Where `device_code` persists its refresh token unless `cache_file` says otherwise.
 const DEFAULT_CACHE_FILE: &str = "~/.aml-auth-proxy/tokens.json";
 
-/// How long `az` may take unless `azure_cli.timeout` says otherwise.
-const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The built-in chain source names, for messages.
 const BUILT_IN_SOURCES: &str =
     "environment, workload_identity, managed_identity, azure_cli, device_code";
@@ -55,13 +53,13 @@ pub(super) fn declared_names(root: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Walks `credentials:`; returns the valid specs by name. Chain cycles are reported last.
+/// Walks `credentials:`; returns the valid options by name. Chain cycles are reported last.
 pub(super) fn section(
     w: &mut Walker<'_>,
     path: &str,
     value: &Value,
     names: &BTreeSet<String>,
-) -> BTreeMap<String, CredentialSpec> {
+) -> BTreeMap<String, CredentialOptions> {
     let mut specs = BTreeMap::new();
     w.fields(path, value, |w, name, entry_path, v| {
         if let Err(message) = check_name(name) {
@@ -91,7 +89,7 @@ fn credential(
     name: &str,
     value: &Value,
     names: &BTreeSet<String>,
-) -> Option<CredentialSpec> {
+) -> Option<CredentialOptions> {
     let mut kinds = Vec::new();
     let mut spec = None;
     let is_map = w.fields(path, value, |w, key, p, v| {
@@ -130,7 +128,7 @@ fn credential(
 }
 
 /// `client_secret: { tenant_id, client_id, client_secret | client_secret_file }`.
-fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let (mut tenant_id, mut client_id) = (Field::Absent, Field::Absent);
     let (mut inline, mut file) = (Field::Absent, Field::Absent);
     let is_map = w.fields(path, value, |w, key, p, v| {
@@ -155,15 +153,17 @@ fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Creden
         ("client_secret_file", file),
     );
     let client_secret = secret.or_problem(w, path, "needs `client_secret` or `client_secret_file`");
-    Some(CredentialSpec::ClientSecret(ClientSecretSpec {
-        tenant_id: tenant_id?,
-        client_id: client_id?,
-        client_secret: client_secret?,
-    }))
+    Some(CredentialOptions::ClientSecret(
+        ClientSecretCredentialOptions {
+            tenant_id: tenant_id?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+        },
+    ))
 }
 
 /// `client_certificate: { tenant_id, client_id, certificate_file, password | password_file, send_certificate_chain }`.
-fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let (mut tenant_id, mut client_id, mut certificate_file) =
         (Field::Absent, Field::Absent, Field::Absent);
     let (mut inline, mut file, mut send_chain) = (Field::Absent, Field::Absent, Field::Absent);
@@ -186,17 +186,19 @@ fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<C
     let client_id = client_id.required(w, &child(path, "client_id"));
     let certificate_file = certificate_file.required(w, &child(path, "certificate_file"));
     let password = either(w, path, ("password", inline), ("password_file", file)).optional();
-    Some(CredentialSpec::ClientCertificate(ClientCertificateSpec {
-        tenant_id: tenant_id?,
-        client_id: client_id?,
-        certificate_file: certificate_file?,
-        password: password?,
-        send_certificate_chain: send_chain.or(false)?,
-    }))
+    Some(CredentialOptions::ClientCertificate(
+        ClientCertificateCredentialOptions {
+            tenant_id: tenant_id?,
+            client_id: client_id?,
+            certificate_file: certificate_file?,
+            password: password?,
+            send_certificate_chain: send_chain.or(false)?,
+        },
+    ))
 }
 
 /// `workload_identity: { tenant_id, client_id, token_file }`, all optional.
-fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let (mut tenant_id, mut client_id, mut token_file) =
         (Field::Absent, Field::Absent, Field::Absent);
     let is_map = w.fields(path, value, |w, key, p, v| {
@@ -211,15 +213,17 @@ fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Cr
     if !is_map {
         return None;
     }
-    Some(CredentialSpec::WorkloadIdentity(WorkloadIdentitySpec {
-        tenant_id: tenant_id.optional()?,
-        client_id: client_id.optional()?,
-        token_file: token_file.optional()?,
-    }))
+    Some(CredentialOptions::WorkloadIdentity(
+        WorkloadIdentityCredentialOptions {
+            tenant_id: tenant_id.optional()?,
+            client_id: client_id.optional()?,
+            token_file: token_file.optional()?,
+        },
+    ))
 }
 
 /// `managed_identity: { client_id | object_id | resource_id, endpoint }`, all optional.
-fn managed_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn managed_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let mut ids: Vec<Option<UserAssignedId>> = Vec::new();
     let mut endpoint = Field::Absent;
     let is_map = w.fields(path, value, |w, key, p, v| {
@@ -246,14 +250,17 @@ fn managed_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Cre
         Some(id) => Some(id?),
         None => None,
     };
-    Some(CredentialSpec::ManagedIdentity(ManagedIdentitySpec {
-        user_assigned,
-        endpoint: endpoint.optional()?,
-    }))
+    Some(CredentialOptions::ManagedIdentity(
+        ManagedIdentityCredentialOptions {
+            user_assigned,
+            endpoint: endpoint.optional()?,
+            ..ManagedIdentityCredentialOptions::default()
+        },
+    ))
 }
 
 /// `azure_cli: { tenant_id, subscription, timeout }`, all optional.
-fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let (mut tenant_id, mut subscription, mut timeout) =
         (Field::Absent, Field::Absent, Field::Absent);
     let is_map = w.fields(path, value, |w, key, p, v| {
@@ -268,15 +275,15 @@ fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credential
     if !is_map {
         return None;
     }
-    Some(CredentialSpec::AzureCli(AzureCliSpec {
+    Some(CredentialOptions::AzureCli(AzureCliCredentialOptions {
         tenant_id: tenant_id.optional()?,
         subscription: subscription.optional()?,
-        timeout: timeout.or(DEFAULT_CLI_TIMEOUT)?,
+        timeout: timeout.or(AzureCliCredentialOptions::DEFAULT_TIMEOUT)?,
     }))
 }
 
 /// `device_code: { tenant_id, client_id, cache_file }`, all optional.
-fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let (mut tenant_id, mut client_id, mut cache_file) =
         (Field::Absent, Field::Absent, Field::Absent);
     let is_map = w.fields(path, value, |w, key, p, v| {
@@ -295,7 +302,7 @@ fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credenti
         Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
         given => given.valid(),
     };
-    Some(CredentialSpec::DeviceCode(DeviceCodeSpec {
+    Some(CredentialOptions::DeviceCode(DeviceCodeCredentialOptions {
         tenant_id: tenant_id.optional()?,
         client_id: client_id.optional()?,
         cache_file: cache_file?,
@@ -303,7 +310,7 @@ fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credenti
 }
 
 /// `sdk_auth_file: { path }`: a private, readable JSON file (parsed later, by the credential).
-fn sdk_auth_file(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialSpec> {
+fn sdk_auth_file(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let mut file = Field::Absent;
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
@@ -316,7 +323,9 @@ fn sdk_auth_file(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Creden
         return None;
     }
     let file = file.required(w, &child(path, "path"))?;
-    Some(CredentialSpec::SdkAuthFile(SdkAuthFileSpec { path: file }))
+    Some(CredentialOptions::SdkAuthFile(
+        SdkAuthFileCredentialOptions { path: file },
+    ))
 }
 
 /// `chain: [source, …]`: built-in sources or other credentials' names, no duplicates.
@@ -326,14 +335,14 @@ fn chain(
     value: &Value,
     own: &str,
     names: &BTreeSet<String>,
-) -> Option<CredentialSpec> {
+) -> Option<CredentialOptions> {
     let mut seen = Vec::new();
     let sources = w.list(path, value, true, |w, p, v| {
         let source = chain_source(w, p, v, own, names, &seen)?;
         seen.push(source.clone());
         Some(source)
     });
-    sources.map(CredentialSpec::Chain)
+    sources.map(CredentialOptions::Chain)
 }
 
 /// One chain entry.
@@ -360,11 +369,11 @@ fn chain_source(
 }
 
 /// Every cycle among chains' references to other credentials, each as `[a, b, …, a]`, found once.
-fn chain_cycles(specs: &BTreeMap<String, CredentialSpec>) -> Vec<Vec<&str>> {
+fn chain_cycles(specs: &BTreeMap<String, CredentialOptions>) -> Vec<Vec<&str>> {
     let graph: BTreeMap<&str, Vec<&str>> = specs
         .iter()
         .filter_map(|(name, spec)| match spec {
-            CredentialSpec::Chain(sources) => Some((name.as_str(), named_sources(sources))),
+            CredentialOptions::Chain(sources) => Some((name.as_str(), named_sources(sources))),
             _ => None,
         })
         .collect();

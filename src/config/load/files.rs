@@ -8,8 +8,8 @@ use rustls_pki_types::pem::PemObject;
 use serde_yaml::Value;
 
 use super::walk::Walker;
-use crate::auth::Secret;
 use crate::file_read::{self, Access, FileError};
+use crate::secret::Secret;
 
 /// Secret files larger than this are refused (a secret is a short string).
 const MAX_SECRET_BYTES: u64 = 64 * 1024;

@@ -10,8 +10,8 @@ use http::HeaderName;
 use serde_yaml::Value;
 
 use super::walk::{Field, Walker, child};
-use crate::auth::Secret;
 use crate::config::{CallerAuth, DEFAULT_CALLER_AUTH_HEADER, Listen, Problem, UNIX_PREFIX};
+use crate::secret::Secret;
 
 /// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH_BYTES: usize = 107;

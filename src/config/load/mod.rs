@@ -26,14 +26,14 @@ use rustls_pki_types::CertificateDer;
 use serde_yaml::Value;
 
 use super::{
-    AllowPolicy, CallerAuth, ChainSource, Cloud, Config, ConfigError, ConfigOrigin, CredentialSpec,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, Listen,
-    RouteConfig, Upstream,
+    AllowPolicy, CallerAuth, Cloud, Config, ConfigError, ConfigOrigin, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_CREDENTIAL, DEFAULT_LISTEN, HttpsOrigin, Limits, Listen, RouteConfig, Upstream,
 };
+use crate::auth::{ChainSource, CredentialOptions};
 use crate::env::Env;
 use crate::file_read::{self, Access, FileError};
+use crate::origin::{UrlRule, check_url};
 pub(super) use listen::{listener_problems, parse_listen};
-use url::{UrlRule, check_url};
 use walk::{Field, Walker};
 
 /// Configuration files larger than this are refused before they are parsed (the largest example is about 3 KiB).
@@ -61,14 +61,8 @@ struct TopLevel {
     cae: Field<bool>,
     extra_roots: Field<Vec<CertificateDer<'static>>>,
     limits: Field<Limits>,
-    credentials: BTreeMap<String, CredentialSpec>,
+    credentials: BTreeMap<String, CredentialOptions>,
     routes: Field<Vec<RouteConfig>>,
-}
-
-/// Checks an authority-host URL found outside the configuration file (e.g. an sdk-auth file's
-/// `activeDirectoryEndpointUrl`): `https://`, or `http://` for loopback hosts; no path, query or user info.
-pub fn authority_origin(text: &str) -> Result<HttpsOrigin, String> {
-    check_url(text.trim(), UrlRule::Origin).map(|url| url.origin)
 }
 
 /// Reads and checks a configuration file. Relative paths in it are resolved against its directory.
@@ -150,7 +144,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
             limits: Limits::default(),
             credentials: BTreeMap::from([(
                 DEFAULT_CREDENTIAL.to_owned(),
-                CredentialSpec::Chain(ChainSource::default_chain()),
+                CredentialOptions::Chain(ChainSource::default_chain()),
             )]),
             routes: vec![route],
             origin: ConfigOrigin::BuiltIn,

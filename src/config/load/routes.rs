@@ -6,10 +6,10 @@ use http::{HeaderName, Method};
 use serde_yaml::Value;
 
 use super::syntax::{check_name, check_scope};
-use super::url::{check_authority, has_dot_segment};
 use super::walk::{Field, Walker, child};
 use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
 use crate::config::{AllowPolicy, DEFAULT_CREDENTIAL, RouteConfig, Upstream};
+use crate::origin::{check_authority, has_dot_segment};
 
 /// Routes seen so far, to report duplicates at the later one.
 #[derive(Debug, Default)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use http::Method;
 
 use super::*;
-use crate::config::{AllowPolicy, ChainSource, CredentialSpec, UserAssignedId};
+use crate::auth::{ChainSource, CredentialOptions, UserAssignedId};
+use crate::config::AllowPolicy;
 use crate::env::MapEnv;
 
 const CANARY: &str = "canary-SECRET-7f3a9c";
@@ -267,7 +268,7 @@ routes:
     let creds = &config.credentials;
     assert_eq!(creds.len(), 8);
     match &creds["default"] {
-        CredentialSpec::Chain(sources) => {
+        CredentialOptions::Chain(sources) => {
             let mut expected = ChainSource::default_chain();
             expected.push(ChainSource::Named("vm".to_owned()));
             assert_eq!(sources, &expected);
@@ -275,7 +276,7 @@ routes:
         other => panic!("{other:?}"),
     }
     match &creds["training-sp"] {
-        CredentialSpec::ClientSecret(s) => {
+        CredentialOptions::ClientSecret(s) => {
             assert_eq!(
                 (s.tenant_id.as_str(), s.client_id.as_str()),
                 ("tenant-1", "principal-1")
@@ -285,7 +286,7 @@ routes:
         other => panic!("{other:?}"),
     }
     match &creds["deploy-sp"] {
-        CredentialSpec::ClientCertificate(c) => {
+        CredentialOptions::ClientCertificate(c) => {
             assert_eq!(c.certificate_file, dir.path().join("sp.pem"));
             assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("pw"));
             assert!(c.send_certificate_chain);
@@ -293,11 +294,11 @@ routes:
         other => panic!("{other:?}"),
     }
     match &creds["aks"] {
-        CredentialSpec::WorkloadIdentity(w) => assert_eq!(w, &Default::default()),
+        CredentialOptions::WorkloadIdentity(w) => assert_eq!(w, &Default::default()),
         other => panic!("{other:?}"),
     }
     match &creds["vm"] {
-        CredentialSpec::ManagedIdentity(m) => {
+        CredentialOptions::ManagedIdentity(m) => {
             assert_eq!(
                 m.user_assigned,
                 Some(UserAssignedId::ClientId("mi-client".to_owned()))
@@ -307,7 +308,7 @@ routes:
         other => panic!("{other:?}"),
     }
     match &creds["dev"] {
-        CredentialSpec::AzureCli(c) => {
+        CredentialOptions::AzureCli(c) => {
             assert_eq!(c.tenant_id.as_deref(), Some("t2"));
             assert_eq!(c.subscription.as_deref(), Some("My Sub"));
             assert_eq!(c.timeout, Duration::from_secs(20));
@@ -315,7 +316,7 @@ routes:
         other => panic!("{other:?}"),
     }
     match &creds["me"] {
-        CredentialSpec::DeviceCode(d) => {
+        CredentialOptions::DeviceCode(d) => {
             assert_eq!(d.tenant_id.as_deref(), Some("organizations"));
             assert_eq!(d.client_id, None);
             assert_eq!(
@@ -326,7 +327,7 @@ routes:
         other => panic!("{other:?}"),
     }
     match &creds["legacy"] {
-        CredentialSpec::SdkAuthFile(f) => assert_eq!(f.path, auth),
+        CredentialOptions::SdkAuthFile(f) => assert_eq!(f.path, auth),
         other => panic!("{other:?}"),
     }
 
@@ -402,7 +403,7 @@ fn builtin_default() {
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.credentials.len(), 1);
     assert!(
-        matches!(&config.credentials["default"], CredentialSpec::Chain(c) if *c == ChainSource::default_chain())
+        matches!(&config.credentials["default"], CredentialOptions::Chain(c) if *c == ChainSource::default_chain())
     );
     let [route] = &config.routes[..] else {
         panic!("{:?}", config.routes)
@@ -797,7 +798,7 @@ fn url_rules() {
     );
     let mi = "    managed_identity: { endpoint: \"http://127.0.0.1:5000/msi/token\" }";
     match &ok(&with_credential(mi)).credentials["sp"] {
-        CredentialSpec::ManagedIdentity(m) => {
+        CredentialOptions::ManagedIdentity(m) => {
             assert_eq!(
                 m.endpoint.as_ref().map(ToString::to_string).as_deref(),
                 Some("http://127.0.0.1:5000/msi/token")
@@ -818,7 +819,7 @@ fn url_rules() {
     ));
     assert!(matches!(
         config.credentials["sp"],
-        CredentialSpec::ManagedIdentity(_)
+        CredentialOptions::ManagedIdentity(_)
     ));
     let p = problems(&with_credential(
         "    managed_identity: { endpoint: \"http://10.1.2.3/metadata\" }",
@@ -964,7 +965,7 @@ fn secret_files_must_be_private_and_are_never_shown() {
 
     let config = parse_with(&env, dir.path(), &cred("crlf")).unwrap();
     match &config.credentials["sp"] {
-        CredentialSpec::ClientSecret(s) => assert_eq!(
+        CredentialOptions::ClientSecret(s) => assert_eq!(
             s.client_secret.expose(),
             "abc\r\n",
             "only one newline is stripped"
@@ -1140,7 +1141,7 @@ fn secret_files_follow_symlinks() {
     );
     let config = parse_with(&MapEnv::new(), dir.path(), &text).unwrap();
     match &config.credentials["sp"] {
-        CredentialSpec::ClientSecret(s) => assert_eq!(s.client_secret.expose(), "value"),
+        CredentialOptions::ClientSecret(s) => assert_eq!(s.client_secret.expose(), "value"),
         other => panic!("{other:?}"),
     }
 }
@@ -1337,9 +1338,9 @@ fn empty_and_null_bodies_are_empty_mappings() {
         )
         .unwrap_or_else(|e| panic!("{body}: {e}"));
         match &config.credentials["sp"] {
-            CredentialSpec::WorkloadIdentity(w) => assert_eq!(w, &Default::default()),
-            CredentialSpec::ManagedIdentity(m) => assert_eq!(m, &Default::default()),
-            CredentialSpec::AzureCli(c) => assert_eq!(c.timeout, Duration::from_secs(10)),
+            CredentialOptions::WorkloadIdentity(w) => assert_eq!(w, &Default::default()),
+            CredentialOptions::ManagedIdentity(m) => assert_eq!(m, &Default::default()),
+            CredentialOptions::AzureCli(c) => assert_eq!(c.timeout, Duration::from_secs(10)),
             other => panic!("{other:?}"),
         }
     }
@@ -1387,7 +1388,7 @@ fn client_secret_and_certificate_rules() {
         .unwrap()
         .credentials["sp"]
     {
-        CredentialSpec::ClientCertificate(c) => {
+        CredentialOptions::ClientCertificate(c) => {
             assert!(c.password.is_none() && !c.send_certificate_chain)
         }
         other => panic!("{other:?}"),
@@ -1421,7 +1422,7 @@ fn managed_identity_cli_device_code_rules() {
     ))
     .credentials["sp"]
     {
-        CredentialSpec::ManagedIdentity(m) => {
+        CredentialOptions::ManagedIdentity(m) => {
             assert_eq!(
                 m.user_assigned,
                 Some(UserAssignedId::ResourceId("/subscriptions/x/rg".to_owned()))
@@ -1450,7 +1451,7 @@ fn managed_identity_cli_device_code_rules() {
         .unwrap()
         .credentials["sp"]
     {
-        CredentialSpec::DeviceCode(d) => {
+        CredentialOptions::DeviceCode(d) => {
             assert_eq!(d.cache_file, dir.path().join("cache/tokens.json"))
         }
         other => panic!("{other:?}"),
@@ -1460,7 +1461,7 @@ fn managed_identity_cli_device_code_rules() {
         .unwrap()
         .credentials["sp"]
     {
-        CredentialSpec::WorkloadIdentity(w) => {
+        CredentialOptions::WorkloadIdentity(w) => {
             assert_eq!(w.token_file.as_deref(), Some(Path::new("/home/me/token")))
         }
         other => panic!("{other:?}"),
@@ -1508,7 +1509,7 @@ routes:
   - { name: r, path_prefix: /, upstream: https://h, scope: s }
 ";
     let config = ok(nested);
-    assert!(matches!(&config.credentials["other"], CredentialSpec::Chain(c) if c.len() == 2));
+    assert!(matches!(&config.credentials["other"], CredentialOptions::Chain(c) if c.len() == 2));
 }
 
 #[test]
@@ -1715,7 +1716,7 @@ fn home_relative_secret_file() {
         "    client_secret: { tenant_id: t, client_id: c, client_secret_file: ~/secret }",
     );
     match &parse_env(&env, &text).unwrap().credentials["sp"] {
-        CredentialSpec::ClientSecret(s) => assert_eq!(s.client_secret.expose(), "from-home"),
+        CredentialOptions::ClientSecret(s) => assert_eq!(s.client_secret.expose(), "from-home"),
         other => panic!("{other:?}"),
     }
     assert_eq!(

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use crate::auth::Secret;
 use crate::config::{ConfigError, Problem};
 use crate::env::Env;
+use crate::secret::Secret;
 
 /// Walks a parsed document, collecting every problem with its key path.
 pub(super) struct Walker<'a> {

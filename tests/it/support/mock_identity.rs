@@ -262,7 +262,8 @@ impl State {
     }
 }
 
-fn now_unix() -> u64 {
+/// Now, in Unix seconds.
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -38,7 +38,7 @@ pub(crate) use mock_aad::{
     Behavior, DeviceCodeAnswer, DevicePoll, IssuedToken, MockAad, MockAadBuilder, TokenRegistry,
     TokenRequestRecord, TokenStatus,
 };
-pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply};
+pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply, now_unix};
 pub(crate) use tls::TestCa;
 pub(crate) use upstream::{Rejection, Upstream, UpstreamBuilder, UpstreamRequest};
 

@@ -1,46 +1,48 @@
-//! Entra ID error responses: parsing (tolerant) and classification (by codes, never by description text).
+//! Entra ID's error responses: the fields of an error body, read tolerantly and kept verbatim (they become the
+//! `aad` object of the proxy's error responses), and their classification into a [`TokenErrorKind`] by code, never
+//! by description text. The client that receives them is `token_endpoint`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::TokenErrorKind;
-use super::wire;
+use super::lenient_json;
 
-/// The fields of an Entra ID error response, copied verbatim (DESIGN §6 `aad` object). Read tolerantly: a text
+/// The fields of an Entra ID error response, copied verbatim (the `aad` object of the proxy's error responses). Read tolerantly: a text
 /// field given as a number, boolean, array or object is kept as its JSON text (`claims` is documented as a string,
 /// but an object is passed on too); codes may be strings.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct AadError {
     /// OAuth2 `error`, e.g. `invalid_grant`.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub error: Option<String>,
     /// `error_description` (AADSTS text plus trace/correlation lines).
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub error_description: Option<String>,
     /// `error_codes`, e.g. `[53003]`.
-    #[serde(default, deserialize_with = "wire::codes")]
+    #[serde(default, deserialize_with = "lenient_json::codes")]
     pub error_codes: Vec<i64>,
     /// `suberror`, e.g. `message_only`, `bad_token`.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub suberror: Option<String>,
     /// `trace_id`.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub trace_id: Option<String>,
     /// `correlation_id`.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub correlation_id: Option<String>,
     /// `timestamp`.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub timestamp: Option<String>,
     /// `error_uri`.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub error_uri: Option<String>,
     /// `claims`: a JSON document as a string, passed on untouched.
-    #[serde(default, deserialize_with = "wire::json_text")]
+    #[serde(default, deserialize_with = "lenient_json::json_text")]
     pub claims: Option<String>,
 }
 
-/// Conditional Access and device/location/app policy codes (DESIGN §6, PROTOCOLS §8.1).
+/// Conditional Access and device/location/app policy codes.
 const CONDITIONAL_ACCESS_CODES: &[i64] = &[50005, 50097, 50129, 50131, 50155];
 /// MFA, step-up, consent and re-sign-in codes.
 const INTERACTION_CODES: &[i64] = &[
@@ -63,7 +65,7 @@ impl AadError {
     /// Parses an Entra ID error body. Returns `None` when the body is not a JSON object with at least one of
     /// `error` / `error_codes`. Numbers given as strings are accepted.
     pub fn parse(body: &[u8]) -> Option<Self> {
-        let parsed: Self = wire::from_object(body).ok()?;
+        let parsed: Self = lenient_json::from_object(body).ok()?;
         (parsed.error.is_some() || !parsed.error_codes.is_empty()).then_some(parsed)
     }
 
@@ -117,7 +119,7 @@ impl AadError {
         TokenErrorKind::CredentialRejected
     }
 
-    /// The fields as a JSON object, only those present (DESIGN §6 `aad`).
+    /// The fields as a JSON object, only those present (the `aad` object of error responses).
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         let mut put = |k: &str, v: &Option<String>| {

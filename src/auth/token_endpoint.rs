@@ -1,4 +1,6 @@
-//! The Entra ID (v2) token endpoint: request encoding, response parsing and error classification.
+//! The client of Entra ID's v2 endpoints (`{authority}/{tenant}/oauth2/v2.0/token` and `/devicecode`): encodes
+//! and posts the forms (client credentials, device code, refresh token), reads a success with `token_response`,
+//! and turns a refusal into a classified [`TokenError`] with `entra_error`.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
@@ -10,7 +12,7 @@ use super::token_response::parse_token_response;
 use super::{
     AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
 };
-use crate::config::HttpsOrigin;
+use crate::origin::HttpsOrigin;
 
 /// The `User-Agent`/`x-client-sku` the proxy announces to token services.
 pub(crate) const CLIENT_SKU: &str = "aml-auth-proxy";
@@ -69,7 +71,7 @@ impl EntraClient {
         })
     }
 
-    /// The client-credentials grant (PROTOCOLS §1.1), body order as the Azure SDKs send it.
+    /// The client-credentials grant, body order as the Azure SDKs send it.
     pub async fn client_credentials(
         &self,
         source: &str,
@@ -78,41 +80,24 @@ impl EntraClient {
         auth: ClientAuth<'_>,
         request: &TokenRequest,
     ) -> Result<AccessToken, CredentialError> {
-        // The encoded body holds the secret: keep it in a zeroizing buffer until hyper owns the bytes.
-        let body = Secret::new(Self::encode_client_credentials(client_id, auth, request));
-        let (token, _refresh_token) = self
-            .post_token(source, tenant, &body)
-            .await
-            .map_err(CredentialError::Failed)?;
-        Ok(token)
-    }
-
-    /// The client-credentials form (body order as the Azure SDKs send it).
-    fn encode_client_credentials(
-        client_id: &str,
-        auth: ClientAuth<'_>,
-        request: &TokenRequest,
-    ) -> String {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("client_id", client_id);
+        let mut pairs = vec![("client_id", client_id)];
         match auth {
-            ClientAuth::Secret(secret) => {
-                form.append_pair("client_secret", secret.expose());
-            }
-            ClientAuth::Assertion(assertion) => {
-                form.append_pair(
+            ClientAuth::Secret(secret) => pairs.push(("client_secret", secret.expose())),
+            ClientAuth::Assertion(assertion) => pairs.extend([
+                (
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                );
-                form.append_pair("client_assertion", assertion);
-            }
+                ),
+                ("client_assertion", assertion),
+            ]),
         }
-        form.append_pair("grant_type", "client_credentials");
-        form.append_pair("scope", &request.scope);
-        if let Some(claims) = request.claims_parameter() {
-            form.append_pair("claims", &claims);
-        }
-        form.finish()
+        pairs.extend([
+            ("grant_type", "client_credentials"),
+            ("scope", &request.scope),
+        ]);
+        let body = form(&pairs, request.claims_parameter().as_deref());
+        let (token, _refresh_token) = self.post_token(source, tenant, &body).await?;
+        Ok(token)
     }
 
     /// POSTs an encoded form to the tenant's token endpoint and parses the answer: the access token, and the
@@ -172,6 +157,17 @@ impl EntraClient {
             .map_err(|e| transport_error(source, &host, &e))?;
         Ok((host, response))
     }
+}
+
+/// A form body: `pairs` in order, then `claims` if any. It holds secrets, so it is kept in a zeroizing buffer
+/// until hyper owns the bytes.
+pub(crate) fn form(pairs: &[(&str, &str)], claims: Option<&str>) -> Secret {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.extend_pairs(pairs);
+    if let Some(claims) = claims {
+        form.append_pair("claims", claims);
+    }
+    Secret::new(form.finish())
 }
 
 /// Turns a non-2xx token-endpoint answer into a classified error.

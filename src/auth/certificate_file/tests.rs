@@ -135,7 +135,7 @@ fn load(data: impl AsRef<[u8]>, password: Option<&str>) -> Result<ClientCertific
 }
 
 fn chain_of(cert: &ClientCertificate) -> Vec<Vec<u8>> {
-    cert.chain().iter().map(|c| c.as_ref().to_vec()).collect()
+    cert.chain.iter().map(|c| c.as_ref().to_vec()).collect()
 }
 
 fn full_chain(p: &Pki) -> Vec<Vec<u8>> {
@@ -178,10 +178,10 @@ fn pem_keys_pkcs8_and_pkcs1_with_the_chain_in_any_order() {
     ]
     .concat();
     let cert = load(&file, None).unwrap();
-    assert_eq!(cert.leaf_der(), p.leaf_der.as_slice());
+    assert_eq!(cert.chain[0].as_ref(), p.leaf_der.as_slice());
     assert_eq!(chain_of(&cert), full_chain(p));
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &p.leaf_der);
-    assert_eq!(cert.thumbprint_sha256().as_slice(), digest.as_ref());
+    assert_eq!(cert.thumbprint_sha256.as_slice(), digest.as_ref());
     assert_eq!(cert.subject(), "CN=aml-auth-proxy test client");
     // A password given for an unencrypted key is ignored.
     assert!(load(&file, Some("unused")).is_ok());
@@ -202,7 +202,7 @@ fn pem_encrypted_pkcs8_key_needs_the_right_password() {
     let file = pem("CERTIFICATE", &p.leaf_der) + &key_pem;
 
     let cert = load(&file, Some("s3cret pw")).unwrap();
-    assert_eq!(cert.leaf_der(), p.leaf_der.as_slice());
+    assert_eq!(cert.chain[0].as_ref(), p.leaf_der.as_slice());
 
     let wrong = load(&file, Some("wrong")).unwrap_err();
     assert!(wrong.contains("wrong password"), "{wrong}");

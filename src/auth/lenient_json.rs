@@ -1,5 +1,6 @@
-//! Building blocks for the JSON that token services and tools send: a body must be an object, and a field may
+//! Lenient JSON readers for the wire types of token services and tools: a body must be an object, and a field may
 //! arrive as another JSON type than documented (numbers as strings, `"3599"`; a string where an object was meant).
+//! The token success body built on them is `token_response`.
 //!
 //! Wire types are `#[derive(Deserialize)]` structs whose fields use the `deserialize_with` functions below. Each
 //! reads its one field whatever its JSON type and keeps what it can use, so one odd field never rejects a body that

@@ -1,4 +1,5 @@
-//! A string that must never be shown: client secrets, passwords, access tokens.
+//! A string that must never be shown: client secrets, passwords, access tokens. A leaf module: configuration,
+//! credentials and the proxy (the caller key) all hold secrets in it.
 
 use std::fmt;
 use zeroize::Zeroizing;

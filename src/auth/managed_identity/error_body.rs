@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::wire;
+use crate::auth::lenient_json;
 
 /// The longest error description carried into a message.
 const MAX_DESCRIPTION_CHARS: usize = 300;
@@ -13,13 +13,13 @@ const MAX_DESCRIPTION_CHARS: usize = 300;
 #[derive(Deserialize)]
 struct ErrorBody {
     /// IMDS, Arc.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     error_description: Option<String>,
     /// App Service, Azure ML.
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     message: Option<String>,
     /// App Service, capitalised.
-    #[serde(default, rename = "Message", deserialize_with = "wire::text")]
+    #[serde(default, rename = "Message", deserialize_with = "lenient_json::text")]
     message_capitalised: Option<String>,
     /// A bare code (`"error":"invalid_request"`), or Cloud Shell's and Service Fabric's `{"message", "code"}`.
     #[serde(default)]
@@ -29,9 +29,9 @@ struct ErrorBody {
 /// `error` as an object.
 #[derive(Deserialize)]
 struct NestedError {
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     message: Option<String>,
-    #[serde(default, deserialize_with = "wire::text")]
+    #[serde(default, deserialize_with = "lenient_json::text")]
     code: Option<String>,
 }
 
@@ -40,7 +40,7 @@ struct NestedError {
 /// (Cloud Shell, Service Fabric), or a bare `{"error":"code"}`. Only these fields are read, never the whole body;
 /// the text is cut to its first line and [`MAX_DESCRIPTION_CHARS`].
 pub(super) fn error_description(body: &[u8]) -> Option<String> {
-    let body: ErrorBody = wire::from_object(body).ok()?;
+    let body: ErrorBody = lenient_json::from_object(body).ok()?;
     let (nested, code) = match body.error {
         Some(Value::String(code)) => (None, Some(code)),
         Some(object @ Value::Object(_)) => (NestedError::deserialize(object).ok(), None),

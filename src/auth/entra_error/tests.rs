@@ -1,15 +1,8 @@
 use super::*;
 
-/// Reads a shared fixture: comment lines (`#`) dropped, the rest parsed as one JSON document.
+/// A shared fixture without its comment lines (`#`): one JSON document.
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let body: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    body.into_bytes()
+    crate::auth::test_support::fixture_without_comments(name).into_bytes()
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Client certificates for `private_key_jwt` (PROTOCOLS §2): loading a PEM or PKCS#12 file, and signing the JWT
-//! client assertion the way current MSAL does (PS256 with `x5t#S256`, optional `x5c`).
+//! A client certificate file for `private_key_jwt`: loading a PEM or PKCS#12 file into a checked RSA key and
+//! certificate chain, and signing the JWT client assertion the way current MSAL does (PS256 with `x5t#S256`,
+//! optional `x5c`). The credential that sends the assertion is `client_certificate`.
 //!
 //! * **PEM**: one private key (`PRIVATE KEY`, `RSA PRIVATE KEY`, or `ENCRYPTED PRIVATE KEY` with the password)
 //!   and at least one `CERTIFICATE`. Sections other than these are ignored.
@@ -107,21 +108,6 @@ impl ClientCertificate {
         } else {
             Err("neither PEM (no -----BEGIN line) nor PKCS#12 (not DER)".to_owned())
         }
-    }
-
-    /// The leaf certificate (DER).
-    pub fn leaf_der(&self) -> &[u8] {
-        self.chain[0].as_ref()
-    }
-
-    /// The certificate chain (DER), leaf first.
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    /// The SHA-256 digest of the leaf certificate's DER (the `x5t#S256` thumbprint before encoding).
-    pub fn thumbprint_sha256(&self) -> [u8; 32] {
-        self.thumbprint_sha256
     }
 
     /// The leaf certificate's subject, e.g. `CN=my-app`.
