@@ -455,6 +455,18 @@ fn check_proxy_pod(
     ] {
         assert!(at(proxy, path).as_str().is_some(), "{}", ctx(what));
     }
+    // Every request in flight may hold one stalled stream's buffers (at most 300 KiB); with the process's own
+    // ~32 MiB, `max_in_flight` of them must fit the memory limit, or a local process could push it over.
+    let limit = mebibytes(at(proxy, "resources.limits.memory").as_str().unwrap());
+    let worst = 32 + config.limits.max_in_flight as u64 * 300 / 1024;
+    assert!(
+        worst <= limit,
+        "{}",
+        ctx(&format!(
+            "max_in_flight {} × 300 KiB + 32 MiB = {worst} MiB exceeds the {limit} MiB memory limit",
+            config.limits.max_in_flight
+        ))
+    );
 
     // Draining finishes within the grace period.
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
@@ -714,4 +726,13 @@ fn the_readme_metrics_table_lists_every_exported_metric_with_its_type() {
         })
         .collect();
     assert_eq!(documented, exported, "README metrics table vs /metrics");
+}
+
+/// A Kubernetes memory quantity in `Mi` or `Gi`, in MiB.
+fn mebibytes(quantity: &str) -> u64 {
+    match (quantity.strip_suffix("Mi"), quantity.strip_suffix("Gi")) {
+        (Some(m), _) => m.parse().unwrap(),
+        (_, Some(g)) => g.parse::<u64>().unwrap() * 1024,
+        _ => panic!("memory quantity {quantity:?}: use Mi or Gi"),
+    }
 }
