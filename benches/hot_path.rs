@@ -22,7 +22,7 @@ mod routes {
     use aml_auth_proxy::proxy::routes::RouteTable;
     use divan::{Bencher, black_box};
 
-    /// Six routes in the shapes the README shows: ARM at `/`, the workspace data plane, MLflow, two online
+    /// Six routes in the shapes the documentation shows: ARM at `/`, the workspace data plane, MLflow, two online
     /// endpoints, and a host-specific data-plane route (tried first).
     const ROUTES: &str = r#"
 credentials:
@@ -362,7 +362,8 @@ mod token {
     }
 }
 
-/// Error answers: `proxy_error` and `token_error` build the JSON body and headers of DESIGN §6.
+/// Error answers: `proxy_error` and `token_error` build the JSON body and headers of the proxy's error answers
+/// (`docs/errors.md`).
 mod respond {
     use std::time::Duration;
 

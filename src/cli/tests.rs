@@ -41,15 +41,18 @@ fn the_env_overrides_are_the_documented_ones() {
     assert_eq!(
         found.iter().map(String::as_str).collect::<Vec<_>>(),
         expected,
-        "a flag gained or lost an environment variable: document it in the README and the man page"
+        "a flag gained or lost an environment variable: document it in docs/configuration.md and the man page"
     );
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let page = String::from_utf8(man_page().unwrap()).unwrap();
     for name in &found {
         assert!(
-            readme.contains(&format!("`{name}`")),
-            "README does not document {name}"
+            reference.contains(&format!("`{name}`")),
+            "docs/configuration.md does not document {name}"
         );
         assert!(
             page.contains(&format!("\\fB{name}\\fR")),

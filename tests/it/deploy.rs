@@ -683,10 +683,10 @@ fn the_kustomization_includes_every_manifest_and_this_version_of_the_image() {
     assert_eq!(str_of(&images[0], "newTag"), VERSION);
 }
 
-// === the README's metrics table ===
+// === the documented metrics table ===
 
 #[test]
-fn the_readme_metrics_table_lists_every_exported_metric_with_its_type() {
+fn the_documented_metrics_table_lists_every_exported_metric_with_its_type() {
     let _trace = trace_init();
     let metrics = aml_auth_proxy::metrics::Metrics::new().unwrap();
     // Label values make the vector families appear in the exposition.
@@ -707,9 +707,9 @@ fn the_readme_metrics_table_lists_every_exported_metric_with_its_type() {
             (name.to_owned(), kind.to_owned())
         })
         .collect();
-    let readme = read("README.md");
+    let page = read("docs/operations.md");
     // The metrics table: from its header row to the first line that is not a table row.
-    let documented: BTreeSet<(String, String)> = readme
+    let documented: BTreeSet<(String, String)> = page
         .lines()
         .skip_while(|l| !l.starts_with("| metric | type | labels |"))
         .take_while(|l| l.starts_with('|'))
@@ -725,7 +725,10 @@ fn the_readme_metrics_table_lists_every_exported_metric_with_its_type() {
             (format!("aml_auth_proxy_{name}"), kind.to_owned())
         })
         .collect();
-    assert_eq!(documented, exported, "README metrics table vs /metrics");
+    assert_eq!(
+        documented, exported,
+        "docs/operations.md metrics table vs /metrics"
+    );
 }
 
 /// A Kubernetes memory quantity in `Mi` or `Gi`, in MiB.

@@ -21,6 +21,7 @@ mod client_certificate;
 mod credentials;
 mod deploy;
 mod device_code;
+mod docs;
 mod examples;
 mod exposure;
 mod files;

@@ -46,7 +46,7 @@ async fn spoofable_metadata_is_dropped_and_x_forwarded_for_is_the_caller() {
 }
 
 /// Override and client-identity headers a caller may not set on a forwarded request by default, with a value
-/// each (the documented list in the README's route reference).
+/// each (the documented list in docs/configuration.md, "Headers dropped unless a route forwards them").
 const DROPPED_BY_DEFAULT: &[(&str, &str)] = &[
     ("x-http-method-override", "DELETE"),
     ("x-http-method", "DELETE"),

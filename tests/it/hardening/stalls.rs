@@ -188,9 +188,9 @@ async fn download(proxy: SocketAddr) -> u64 {
 /// The number of stalled callers.
 const STALLED: usize = 200;
 
-/// What one stalled download may cost the proxy (SECURITY.md, README): two upstream reads of at most 64 KiB, in
-/// read buffers of at most 128 KiB each, plus about 50 KiB of connection state (both connections' hyper buffers
-/// and tasks). Measured: about 230 KiB in a debug build.
+/// What one stalled download may cost the proxy (SECURITY.md, docs/configuration.md): two upstream reads of at
+/// most 64 KiB, in read buffers of at most 128 KiB each, plus about 50 KiB of connection state (both connections'
+/// hyper buffers and tasks). Measured: about 230 KiB in a debug build.
 const PER_CONNECTION_LIMIT: u64 = 300 << 10;
 
 /// The bound on the proxy's peak RSS with [`STALLED`] stalled downloads: well inside the 128 MiB container limit
