@@ -423,3 +423,6 @@ impl<'a> CycleSearch<'_, 'a> {
         self.done.insert(node);
     }
 }
+
+#[cfg(test)]
+mod tests;
