@@ -25,13 +25,6 @@
 #[path = "it/support/mod.rs"]
 mod support;
 
-#[path = "it/hardening/h2_frames.rs"]
-#[expect(
-    dead_code,
-    reason = "shared raw HTTP/2 client: only part of it is used here"
-)]
-mod h2_frames;
-
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use support::h2_frames;
 use support::process::{ClosedPort, RunningProxy};
 use support::proxy::{TempDir, TestProxy, World};
 use support::{

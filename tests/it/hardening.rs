@@ -18,7 +18,6 @@
 )]
 
 mod framing;
-mod h2_frames;
 mod hop_by_hop;
 mod http2;
 mod limits;

@@ -1,6 +1,7 @@
 //! Test support: in-process mock servers and small HTTP client helpers.
 //!
 //! - [`tls`]: [`TestCa`], a runtime-generated CA and leaf certificate.
+//! - [`h2_frames`]: a frame-level HTTP/2 client, for what a real client library refuses to send.
 //! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`TokenRegistry`], the record of
 //!   every token it issued.
 //! - [`mock_identity`]: [`MockIdentity`], a scriptable managed-identity endpoint (IMDS, App Service, Azure ML,
@@ -27,6 +28,7 @@
     reason = "test support: a broken fixture must fail the test loudly"
 )]
 
+pub(crate) mod h2_frames;
 pub(crate) mod mock_aad;
 pub(crate) mod mock_identity;
 pub(crate) mod process;
