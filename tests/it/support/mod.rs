@@ -8,6 +8,11 @@
 //!   Cloud Shell, Azure Arc).
 //! - [`upstream`]: [`Upstream`], a mock Azure ML / ARM server that echoes, records and (optionally)
 //!   checks bearer tokens against a [`TokenRegistry`].
+//! - [`raw`]: raw HTTP/1.1 over TCP, for upstreams and callers that must control every byte.
+//! - [`proxy`]: the proxy in process ([`proxy::TestProxy`]) and the usual mocks around it ([`proxy::World`]);
+//!   [`process`]: the real binary as a child process.
+//! - [`scripted`]: a scripted credential and the token cache, for tests on tokio's paused clock.
+//! - [`metrics`]: reading the proxy's Prometheus exposition.
 //!
 //! Every server binds `127.0.0.1:0`, knows its address before it starts serving, runs on the test's tokio
 //! runtime and stops when its handle is dropped: the accept loop is aborted and every connection, HTTP/2
@@ -29,10 +34,13 @@
 )]
 
 pub(crate) mod h2_frames;
+pub(crate) mod metrics;
 pub(crate) mod mock_aad;
 pub(crate) mod mock_identity;
 pub(crate) mod process;
 pub(crate) mod proxy;
+pub(crate) mod raw;
+pub(crate) mod scripted;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 
@@ -51,6 +59,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aml_auth_proxy::auth::{EntraClient, HttpClientOptions, TokenHttpClient};
 
 use bytes::Bytes;
 use http::{
@@ -65,6 +76,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// The scope of Azure Resource Manager, which most test routes ask a token for.
+pub(crate) const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 /// The error type of the mock servers' services and bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -83,6 +97,50 @@ pub(crate) struct TraceGuard(());
 /// guard is empty. Keeping the call in every test leaves one place to hook logging in later.
 pub(crate) fn trace_init() -> TraceGuard {
     TraceGuard(())
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes; returns how long it took.
+pub(crate) async fn eventually(
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The wall clock in Unix seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// === clients of the library under test ===
+
+/// A token-service HTTP client with `options`, trusting the system roots.
+pub(crate) fn token_http_client(options: &HttpClientOptions) -> TokenHttpClient {
+    let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
+    TokenHttpClient::new(Arc::new(tls), options)
+}
+
+/// An Entra ID client of the authority host at `base_url` (e.g. a mock's), with the default HTTP options.
+pub(crate) fn entra_client(base_url: &str) -> EntraClient {
+    entra_client_with(base_url, &HttpClientOptions::default())
+}
+
+/// An Entra ID client of the authority host at `base_url`, with `options`.
+pub(crate) fn entra_client_with(base_url: &str, options: &HttpClientOptions) -> EntraClient {
+    let origin = aml_auth_proxy::origin::authority_origin(base_url).unwrap();
+    EntraClient::new(token_http_client(options), origin)
 }
 
 // === plain-HTTP client helpers (for talking to the proxy) ===

@@ -195,12 +195,28 @@ impl ChildProc {
 
     /// Sends SIGTERM with `kill -TERM <pid>`.
     pub(crate) fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, …) with `kill -<name> <pid>`.
+    pub(crate) fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.pid.to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {} failed: {status}", self.pid);
+        assert!(
+            status.success(),
+            "kill -{name} {} failed: {status}",
+            self.pid
+        );
+    }
+
+    /// How many file descriptors the child has open (0 once it is gone).
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(Iterator::count)
+            .unwrap_or(0)
     }
 
     /// The exit status if the child has exited.
@@ -371,6 +387,14 @@ impl RunningProxy {
     /// `http://<admin>{path}`.
     pub(crate) fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// The value of `series` in `/metrics`, written as the exposition writes it, if present.
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
+        super::metrics::series(
+            &super::metrics::scrape(&self.admin_url("/metrics")).await,
+            series,
+        )
     }
 
     /// SIGTERM, then the output once the child has exited.

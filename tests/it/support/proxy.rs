@@ -13,12 +13,31 @@ use aml_auth_proxy::token_cache::CachePolicy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{MockAad, TestCa, Upstream};
+use super::{ARM_SCOPE, MockAad, TestCa, Upstream};
 
 /// A client id used by test service principals.
 pub(crate) const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 /// The client secret of test service principals: a canary that must never appear in any output.
 pub(crate) const CANARY_SECRET: &str = "canary-SECRET-5d1e0b7a";
+
+/// A route block (an item of `routes:`): `prefix` → `upstream` (any URL), scope ARM, credential `credential`;
+/// `strip` strips the prefix.
+pub(crate) fn route_block(
+    name: &str,
+    prefix: &str,
+    strip: bool,
+    upstream: &str,
+    credential: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    path_prefix: {prefix}\n    strip_prefix: {strip}\n    upstream: {upstream}\n    scope: {ARM_SCOPE}\n    credential: {credential}\n"
+    )
+}
+
+/// A route block `name` on `prefix` → `upstream` (the prefix is not stripped), credential `sp`.
+pub(crate) fn route_to(name: &str, prefix: &str, upstream: &str) -> String {
+    route_block(name, prefix, false, upstream, "sp")
+}
 
 /// A temporary directory removed on drop.
 #[derive(Debug)]
@@ -165,6 +184,14 @@ impl TestProxy {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The value of `series` in `/metrics`, written as the exposition writes it, if present.
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
+        super::metrics::series(
+            &super::metrics::scrape(&self.admin_url("/metrics")).await,
+            series,
+        )
+    }
+
     /// Starts the graceful drain and waits until the proxy has stopped.
     pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -243,11 +270,8 @@ impl World {
 
     /// A route `name` on `prefix` to the upstream (with `strip_prefix`), scope ARM, credential `cred`.
     pub(crate) fn route(&self, name: &str, prefix: &str, cred: &str, extra: &str) -> String {
-        format!(
-            "  - name: {name}\n    path_prefix: {prefix}\n    strip_prefix: {strip}\n    upstream: {up}\n    scope: https://management.azure.com/.default\n    credential: {cred}\n{extra}",
-            strip = prefix != "/",
-            up = self.upstream.base_url()
-        )
+        let strip = prefix != "/";
+        route_block(name, prefix, strip, &self.upstream.base_url(), cred) + extra
     }
 
     /// A full configuration from credential and route blocks.
