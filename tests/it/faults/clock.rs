@@ -10,7 +10,7 @@ use crate::support::proxy::{TestProxy, World};
 use crate::support::scripted::{
     Scripted, cache_key, gaps_secs, immediate, ok, production_cache, settle,
 };
-use crate::support::{Behavior, get, json_body, trace_init, unix_now};
+use crate::support::{Behavior, get, json_body, now_unix, trace_init};
 
 /// F7, paused clock: the refresh schedule runs on the monotonic clock. An hour of tokio time passes while the wall
 /// clock stands (almost) still — as if it had jumped back an hour — and 10-minute tokens are refreshed exactly as
@@ -55,7 +55,7 @@ async fn f07_refresh_schedule_follows_the_monotonic_clock_not_the_wall_clock() {
 async fn f07_expires_in_wins_over_a_disagreeing_expires_on() {
     let _trace = trace_init();
     let world = World::new().await;
-    let now = unix_now();
+    let now = now_unix();
     let registry = world.aad.registry();
     for (tenant, ttl, expires_on) in [
         ("skewpast", 3600, now - 7200),

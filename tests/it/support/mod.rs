@@ -2,12 +2,12 @@
 //!
 //! - [`tls`]: [`TestCa`], a runtime-generated CA and leaf certificate.
 //! - [`h2_frames`]: a frame-level HTTP/2 client, for what a real client library refuses to send.
-//! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`TokenRegistry`], the record of
-//!   every token it issued.
+//! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`mock_aad::TokenRegistry`], the
+//!   record of every token it issued.
 //! - [`mock_identity`]: [`MockIdentity`], a scriptable managed-identity endpoint (IMDS, App Service, Azure ML,
 //!   Cloud Shell, Azure Arc).
 //! - [`upstream`]: [`Upstream`], a mock Azure ML / ARM server that echoes, records and (optionally)
-//!   checks bearer tokens against a [`TokenRegistry`].
+//!   checks bearer tokens against the tokens a [`MockAad`] issued.
 //! - [`raw`]: raw HTTP/1.1 over TCP, for upstreams and callers that must control every byte.
 //! - [`proxy`]: the proxy in process ([`proxy::TestProxy`]) and the usual mocks around it ([`proxy::World`]);
 //!   [`process`]: the real binary as a child process.
@@ -19,12 +19,6 @@
 //! stream and body-producing task it started ends too (see [`Shutdown`]). Nothing here sleeps except where
 //! a delay is the behaviour under test, and nothing leaves loopback.
 
-// Each test file uses a different subset of these helpers; unused ones must not fail `-D warnings`.
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "shared test support: not every test uses every helper"
-)]
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not helpers of an integration-test crate.
 #![allow(
     clippy::unwrap_used,
@@ -44,13 +38,10 @@ pub(crate) mod scripted;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 
-pub(crate) use mock_aad::{
-    Behavior, DeviceCodeAnswer, DevicePoll, IssuedToken, MockAad, MockAadBuilder, TokenRegistry,
-    TokenRequestRecord, TokenStatus,
-};
-pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply, now_unix};
+pub(crate) use mock_aad::{Behavior, DeviceCodeAnswer, DevicePoll, MockAad, TokenRequestRecord};
+pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply};
 pub(crate) use tls::TestCa;
-pub(crate) use upstream::{Rejection, Upstream, UpstreamBuilder, UpstreamRequest};
+pub(crate) use upstream::{Rejection, Upstream, UpstreamRequest};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -64,9 +55,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aml_auth_proxy::auth::{EntraClient, HttpClientOptions, TokenHttpClient};
 
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -117,7 +106,7 @@ pub(crate) async fn eventually(
 }
 
 /// The wall clock in Unix seconds.
-pub(crate) fn unix_now() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -278,126 +267,6 @@ fn build_request(
         );
     }
     req
-}
-
-// === TLS client helpers (for talking to the mocks directly) ===
-
-/// One client connection over TLS, speaking HTTP/1.1 or HTTP/2 as chosen at connect time (by ALPN).
-pub(crate) struct TlsConn {
-    sender: TlsSender,
-    authority: String,
-    alpn: Option<Vec<u8>>,
-}
-
-enum TlsSender {
-    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-impl TlsConn {
-    /// Connects to `addr` with `config` (whose ALPN list is replaced), verifying the certificate for
-    /// `server_name`, and speaks `version` (`HTTP_11` or `HTTP_2`). Panics on any failure; see
-    /// [`TlsConn::try_connect`] for tests that expect the handshake to fail.
-    pub(crate) async fn connect(
-        config: &rustls::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-        version: Version,
-    ) -> Self {
-        Self::try_connect(config, addr, server_name, version)
-            .await
-            .expect("TLS connect")
-    }
-
-    /// Like [`TlsConn::connect`], but returns the TCP/TLS/HTTP handshake error instead of panicking.
-    pub(crate) async fn try_connect(
-        config: &rustls::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-        version: Version,
-    ) -> Result<Self, BoxError> {
-        let mut config = config.clone();
-        config.alpn_protocols = match version {
-            Version::HTTP_2 => vec![b"h2".to_vec()],
-            _ => vec![b"http/1.1".to_vec()],
-        };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())?;
-        let tcp = TcpStream::connect(addr).await?;
-        let tls = connector.connect(name, tcp).await?;
-        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let io = TokioIo::new(tls);
-        let sender = if version == Version::HTTP_2 {
-            let (sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(conn);
-            TlsSender::Http2(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(conn);
-            TlsSender::Http1(sender)
-        };
-        let authority = format!("{server_name}:{}", addr.port());
-        Ok(Self {
-            sender,
-            authority,
-            alpn,
-        })
-    }
-
-    /// The ALPN protocol the server selected, if any.
-    pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        self.alpn.as_deref()
-    }
-
-    /// Sends a request for `path_and_query` (e.g. `/x?y=1`) and reads the whole response.
-    pub(crate) async fn request(
-        &mut self,
-        method: Method,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> (StatusCode, HeaderMap, Bytes) {
-        let resp = self
-            .send(method, path_and_query, headers, body)
-            .await
-            .expect("request failed");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("read response body").to_bytes();
-        (parts.status, parts.headers, body)
-    }
-
-    /// Sends a request and returns the response head with its body still streaming.
-    pub(crate) async fn send(
-        &mut self,
-        method: Method,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
-        match &mut self.sender {
-            TlsSender::Http1(sender) => {
-                // HTTP/1.1 wants the origin form plus a Host header.
-                let mut req = build_request(
-                    method,
-                    path_and_query.parse().expect("path"),
-                    headers,
-                    body.into(),
-                );
-                let host = HeaderValue::from_str(&self.authority).expect("host");
-                req.headers_mut().entry(http::header::HOST).or_insert(host);
-                sender.ready().await?;
-                sender.send_request(req).await
-            }
-            TlsSender::Http2(sender) => {
-                // HTTP/2 wants the absolute form (it becomes :scheme and :authority).
-                let uri = format!("https://{}{path_and_query}", self.authority);
-                let req = build_request(method, uri.parse().expect("uri"), headers, body.into());
-                sender.ready().await?;
-                sender.send_request(req).await
-            }
-        }
-    }
 }
 
 // === server plumbing shared by the mocks ===
