@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::h2_frames::{self, DATA, END_STREAM, GOAWAY, H2Conn, HEADERS, RST_STREAM};
+use crate::support::metrics::series_at;
 use crate::support::process::{ClosedPort, RunningProxy, refuses_connections};
 use crate::support::proxy::{CLIENT_ID, World, route_to};
 use crate::support::raw;
@@ -22,7 +23,9 @@ const RELOADS: &str = "aml_auth_proxy_config_reloads_total";
 
 /// A reload counter of the running binary (0 until the first reload counts).
 async fn reload_metric(proxy: &RunningProxy, series: &str) -> f64 {
-    proxy.metric(series).await.unwrap_or(0.0)
+    series_at(&proxy.admin_url("/metrics"), series)
+        .await
+        .unwrap_or(0.0)
 }
 
 // =====================================================================================================================

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::metrics::series_reaches;
+use crate::support::metrics::{series_at, series_reaches};
 use crate::support::process::{ClosedPort, RunningProxy, proc_status_bytes};
 use crate::support::proxy::{TestProxy, World, route_to};
 use crate::support::raw;
@@ -175,7 +175,10 @@ async fn f11_client_disconnect_cancels_the_upstream_request_within_1s() {
         assert!(n > 0, "the download ended early");
         got += n;
     }
-    assert_eq!(proxy.metric(IN_FLIGHT).await, Some(1.0));
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), IN_FLIGHT).await,
+        Some(1.0)
+    );
     let closed = Instant::now();
     drop(caller);
     let cancelled = wait_for(&seen.download).await;
@@ -193,7 +196,10 @@ async fn f11_client_disconnect_cancels_the_upstream_request_within_1s() {
     while seen.upload_bytes.load(Ordering::SeqCst) < 4 << 20 {
         caller.write_all(&piece).await.unwrap();
     }
-    assert_eq!(proxy.metric(IN_FLIGHT).await, Some(1.0));
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), IN_FLIGHT).await,
+        Some(1.0)
+    );
     let closed = Instant::now();
     raw::reset(caller);
     let cancelled = wait_for(&seen.upload).await;
@@ -238,7 +244,12 @@ async fn f11_client_disconnect_before_the_response_head_releases_its_in_flight_s
                 .await
                 .is_some()
         );
-        assert!(proxy.metric(IN_FLIGHT).await.unwrap() >= 1.0);
+        assert!(
+            series_at(&proxy.admin_url("/metrics"), IN_FLIGHT)
+                .await
+                .unwrap()
+                >= 1.0
+        );
         drop(caller);
     }
     // Back to 0 within 2 s of the callers leaving.

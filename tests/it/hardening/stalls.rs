@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use crate::support::metrics::series_reaches;
+use crate::support::metrics::{series_at, series_reaches};
 use crate::support::process::{ClosedPort, RunningProxy, proc_status_bytes};
 use crate::support::proxy::{TestProxy, World, route_to};
 use crate::support::raw::{self, RawServer};
@@ -306,7 +306,12 @@ async fn a_caller_that_stops_reading_is_disconnected_at_the_write_stall_timeout(
     );
     // A caller that reads gets everything.
     assert_eq!(download(proxy.addr()).await, BIG);
-    assert_eq!(proxy.metric(WRITE_STALLS).await.unwrap_or(0.0), 1.0);
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), WRITE_STALLS)
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
     proxy.stop().await;
 }
 
@@ -347,14 +352,21 @@ async fn a_silent_upstream_body_is_ended_at_the_idle_timeout_and_a_flowing_one_i
         &[b's'; 100][..],
         "the body stops where the upstream stopped"
     );
-    assert_eq!(proxy.metric(RESPONSE_IDLE).await.unwrap_or(0.0), 1.0);
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), RESPONSE_IDLE)
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
 
     let (status, _, body) = get(&proxy.url("/events/stream?chunks=6&interval_ms=400")).await;
     assert_eq!(status, 200);
     let expected: String = (0..6).map(|i| format!("data: {i}\n\n")).collect();
     assert_eq!(String::from_utf8_lossy(&body), expected);
     assert_eq!(
-        proxy.metric(RESPONSE_IDLE).await.unwrap_or(0.0),
+        series_at(&proxy.admin_url("/metrics"), RESPONSE_IDLE)
+            .await
+            .unwrap_or(0.0),
         1.0,
         "the flowing stream was cut"
     );
@@ -393,7 +405,12 @@ async fn a_request_body_that_stops_is_answered_408_at_the_idle_timeout() {
     );
     let body = &bytes[bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     assert_eq!(json_body(body)["error"]["code"], "RequestBodyTimeout");
-    assert_eq!(proxy.metric(REQUEST_IDLE).await.unwrap_or(0.0), 1.0);
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), REQUEST_IDLE)
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
     series_reaches(
         &proxy.admin_url("/metrics"),
         IN_FLIGHT,
@@ -496,7 +513,9 @@ async fn slow_uploads_cannot_hold_every_slot() {
     }
     assert!(evicted >= 1);
     assert_eq!(
-        proxy.metric(MIN_RATE).await.unwrap_or(0.0),
+        series_at(&proxy.admin_url("/metrics"), MIN_RATE)
+            .await
+            .unwrap_or(0.0),
         f64::from(evicted)
     );
     proxy.stop().await;

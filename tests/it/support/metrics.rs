@@ -95,12 +95,17 @@ pub(crate) async fn scrape(url: &str) -> String {
     String::from_utf8(get(url).await.2.to_vec()).unwrap()
 }
 
+/// The value of `series` in the exposition at `url` (a `/metrics` URL), if present.
+pub(crate) async fn series_at(url: &str, name: &str) -> Option<f64> {
+    series(&scrape(url).await, name)
+}
+
 /// Polls `series` at `url` every 20 ms until it reads `want`; returns how long that took. Fails the test once
 /// `limit` has passed.
 pub(crate) async fn series_reaches(url: &str, name: &str, want: f64, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let now = series(&scrape(url).await, name);
+        let now = series_at(url, name).await;
         if now == Some(want) {
             return start.elapsed();
         }

@@ -389,14 +389,6 @@ impl RunningProxy {
         format!("http://{}{path}", self.admin)
     }
 
-    /// The value of `series` in `/metrics`, written as the exposition writes it, if present.
-    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
-        super::metrics::series(
-            &super::metrics::scrape(&self.admin_url("/metrics")).await,
-            series,
-        )
-    }
-
     /// SIGTERM, then the output once the child has exited.
     pub(crate) async fn stop(self) -> Output {
         self.child.sigterm();

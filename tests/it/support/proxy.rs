@@ -186,14 +186,6 @@ impl TestProxy {
         format!("http://{}{path}", self.admin)
     }
 
-    /// The value of `series` in `/metrics`, written as the exposition writes it, if present.
-    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
-        super::metrics::series(
-            &super::metrics::scrape(&self.admin_url("/metrics")).await,
-            series,
-        )
-    }
-
     /// Starts the graceful drain and waits until the proxy has stopped.
     pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
