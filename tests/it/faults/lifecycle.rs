@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::support::h2_frames::{self, DATA, END_STREAM, GOAWAY, H2Conn, HEADERS, RST_STREAM};
 use crate::support::metrics::series_at;
-use crate::support::process::{ClosedPort, RunningProxy, refuses_connections};
+use crate::support::process::{RunningProxy, refuses_connections};
 use crate::support::proxy::{CLIENT_ID, World, route_to};
 use crate::support::raw;
 use crate::support::{eventually, get, http_client, json_body, request_via, trace_init};
@@ -40,13 +40,12 @@ async fn reload_metric(proxy: &RunningProxy, series: &str) -> f64 {
 async fn f15_sighup_bad_files_keep_serving_and_a_good_one_applies_within_1s() {
     let _trace = trace_init();
     let world = World::new().await;
-    let imds = ClosedPort::new();
     // The old credential's 2 s tokens are refreshed about every second.
     let old = world.config(
         &World::sp("old", "ttl2"),
         &world.route("one", "/one", "old", ""),
     );
-    let proxy = RunningProxy::start(&world.dir, &imds, &old, &[], &[]).await;
+    let proxy = RunningProxy::start_in(&world.dir, &old).await;
     let file = proxy.config.clone().unwrap();
     let listen: String = std::fs::read_to_string(&file)
         .unwrap()
@@ -208,7 +207,6 @@ async fn closes_within(s: &mut TcpStream, limit: Duration) -> bool {
 async fn f16_sigterm_drains_http1_and_http2_in_flight_requests_and_exits_0() {
     let _trace = trace_init();
     let world = World::new().await;
-    let imds = ClosedPort::new();
     let yaml = format!(
         "limits:\n  drain_timeout: 10s\n{}",
         world.config(
@@ -216,7 +214,7 @@ async fn f16_sigterm_drains_http1_and_http2_in_flight_requests_and_exits_0() {
             &world.route("arm", "/", "sp", "")
         )
     );
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let addr = proxy.listen;
 
     // An idle keep-alive connection (one exchange done).
@@ -335,7 +333,6 @@ async fn f16_sigterm_drains_http1_and_http2_in_flight_requests_and_exits_0() {
 async fn f16_a_second_signal_stops_at_once() {
     let _trace = trace_init();
     let world = World::new().await;
-    let imds = ClosedPort::new();
     let yaml = format!(
         "limits:\n  drain_timeout: 30s\n{}",
         world.config(
@@ -343,7 +340,7 @@ async fn f16_a_second_signal_stops_at_once() {
             &world.route("arm", "/", "sp", "")
         )
     );
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let mut s = TcpStream::connect(proxy.listen).await.unwrap();
     s.write_all(b"GET /stream?chunks=1000&interval_ms=100 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::metrics::{series_at, series_reaches};
-use crate::support::process::{ClosedPort, RunningProxy, proc_status_bytes};
+use crate::support::process::{RunningProxy, proc_status_bytes};
 use crate::support::proxy::{TestProxy, World, route_to};
 use crate::support::raw;
 use crate::support::{eventually, get, pseudo_random_bytes, trace_init};
@@ -140,12 +140,11 @@ async fn f11_client_disconnect_cancels_the_upstream_request_within_1s() {
     let world = World::new().await;
     let seen = Arc::new(Cancellations::default());
     let upstream = cancellation_upstream(seen.clone()).await;
-    let imds = ClosedPort::new();
     let yaml = world.config(
         &World::sp("sp", "cancel"),
         &route_to("raw", "/", &upstream.url()),
     );
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let ok = "GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     assert_eq!(
         raw::exchange(proxy.listen, ok, Duration::from_secs(5))
@@ -479,12 +478,11 @@ async fn f12_large_streams_keep_peak_rss_within_64_mib_and_arrive_intact() {
     let world = World::new().await;
     let base = Arc::new(pseudo_random_bytes(bulk::BLOCK));
     let upstream = bulk_upstream(base.clone()).await;
-    let imds = ClosedPort::new();
     let yaml = world.config(
         &World::sp("sp", "bulk"),
         &route_to("raw", "/", &upstream.url()),
     );
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let pid = proxy.child.pid();
     // Warm up (token, pools, buffers), then take the idle baseline and reset the peak.
     for _ in 0..3 {

@@ -50,9 +50,8 @@ async fn f01_startup_endpoint_down_binary_stays_live_not_ready_and_fails_fast() 
     let _trace = trace_init();
     let world = World::new().await;
     let closed = ClosedPort::new();
-    let imds = ClosedPort::new();
     let yaml = config_with_authority(&world, &format!("http://{}", closed.addr()), "down");
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let started = Instant::now();
 
     // /readyz: 503, naming the route and why (once the start-up fetch has failed).

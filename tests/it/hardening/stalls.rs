@@ -16,7 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::support::metrics::{series_at, series_reaches};
-use crate::support::process::{ClosedPort, RunningProxy, proc_status_bytes};
+use crate::support::process::{RunningProxy, proc_status_bytes};
 use crate::support::proxy::{TestProxy, World, route_to};
 use crate::support::raw::{self, RawServer};
 use crate::support::{get, json_body, trace_init};
@@ -46,8 +46,9 @@ impl BulkUpstream {
         Self { server, written }
     }
 
-    fn url(&self) -> String {
-        self.server.url()
+    /// A route block: everything under `/` to this upstream, credential `sp`.
+    fn route(&self) -> String {
+        route_to("bulk", "/", &self.server.url())
     }
 }
 
@@ -167,12 +168,8 @@ async fn stalled_downloads_keep_peak_rss_well_inside_the_container_limit() {
     let _trace = trace_init();
     let world = World::new().await;
     let upstream = BulkUpstream::start().await;
-    let imds = ClosedPort::new();
-    let yaml = world.config(
-        &World::sp("sp", "stalled"),
-        &route_to("bulk", "/", &upstream.url()),
-    );
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let yaml = world.config(&World::sp("sp", "stalled"), &upstream.route());
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let pid = proxy.child.pid();
     // Warm up (token, pools), then the idle baseline.
     assert_eq!(download(proxy.listen).await, BIG);
@@ -269,7 +266,7 @@ async fn a_caller_that_stops_reading_is_disconnected_at_the_write_stall_timeout(
         &world,
         "limits:\n  write_stall_timeout: 1s\n",
         "writestall",
-        &route_to("bulk", "/", &upstream.url()),
+        &upstream.route(),
     )
     .await;
     let mut caller = stalled_caller(proxy.addr()).await;
@@ -327,7 +324,7 @@ async fn a_silent_upstream_body_is_ended_at_the_idle_timeout_and_a_flowing_one_i
     let routes = format!(
         "{}{}",
         world.route("events", "/events", "sp", ""),
-        route_to("bulk", "/", &upstream.url())
+        upstream.route()
     );
     let proxy = proxy(&world, limits, "respidle", &routes).await;
 
@@ -384,7 +381,7 @@ async fn a_request_body_that_stops_is_answered_408_at_the_idle_timeout() {
         &world,
         "limits:\n  stream_idle_timeout: 1s\n",
         "reqidle",
-        &route_to("bulk", "/", &upstream.url()),
+        &upstream.route(),
     )
     .await;
     let started = Instant::now();
@@ -461,7 +458,7 @@ async fn slow_uploads_cannot_hold_every_slot() {
         &world,
         "limits:\n  max_in_flight: 4\n",
         "slowbody",
-        &route_to("bulk", "/", &upstream.url()),
+        &upstream.route(),
     )
     .await;
     let started = Instant::now();

@@ -321,6 +321,8 @@ pub(crate) struct RunningProxy {
     pub(crate) admin: SocketAddr,
     /// The configuration file, if one was written.
     pub(crate) config: Option<PathBuf>,
+    /// The closed port IMDS is sent to, when this proxy holds it ([`RunningProxy::start_in`]).
+    imds: Option<ClosedPort>,
 }
 
 impl RunningProxy {
@@ -344,6 +346,15 @@ impl RunningProxy {
         .await
     }
 
+    /// Like [`RunningProxy::start`] without extra arguments or environment; IMDS is sent to a closed port the
+    /// proxy holds for as long as it runs.
+    pub(crate) async fn start_in(dir: &TempDir, yaml: &str) -> Self {
+        let imds = ClosedPort::new();
+        let mut proxy = Self::start(dir, &imds, yaml, &[], &[]).await;
+        proxy.imds = Some(imds);
+        proxy
+    }
+
     /// Starts the child `make(listen, admin)` builds for two fresh ports and waits for `/healthz`. If the
     /// child lost a race for a port (exit 1, "cannot listen on"), it is retried on new ports.
     pub(crate) async fn start_with(
@@ -364,6 +375,7 @@ impl RunningProxy {
                         listen,
                         admin,
                         config,
+                        imds: None,
                     };
                 }
                 Err(status) => {
