@@ -61,3 +61,6 @@ pub mod fuzzing {
         crate::auth::parse_token_response(body, "fuzz")
     }
 }
+
+#[cfg(test)]
+mod test_support;

@@ -168,7 +168,7 @@ lines += ["",
   f"- Threads: {base['threads']} before, {after['threads']} after (tokio's worker pool; the proxy exposes no task "
   "count, so the in-flight gauge stands in for it).",
   f"- In-flight gauge once idle (t = {after['t_s']} s): **{after['in_flight']}** (criterion: 0). A value above 0 would be a leaked "
-  "request slot (`f11_client_disconnect_before_the_response_head_releases_its_in_flight_slot` in tests/faults.rs "
+  "request slot (`f11_client_disconnect_before_the_response_head_releases_its_in_flight_slot` in tests/it/faults/streams.rs "
   "guards the case the first soak found: a caller that disconnects before the response head).", "",
   "Proxy metrics at the end (requests by status class, token requests). The 4xx are the upstream's 404s for "
   "`/no-such-path` plus the proxy's 400 `BadRequest` (\"the request body is malformed or was interrupted\") for "

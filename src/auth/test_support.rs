@@ -1,8 +1,8 @@
-//! What the credentials' unit tests share: the recorded fixtures under `tests/fixtures`, a temporary directory,
-//! UTC instants, the two outcomes of a failed token request, form pairs, and an Entra ID client that is never
-//! contacted.
+//! What the credentials' unit tests share: the recorded fixtures under `tests/fixtures`, UTC instants, the two
+//! outcomes of a failed token request, form pairs, and an Entra ID client that is never contacted. (A temporary
+//! directory is in the crate's `test_support`.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
@@ -11,9 +11,6 @@ use super::{CredentialError, EntraClient, HttpClientOptions, TokenError, TokenHt
 
 /// The directory of recorded payloads.
 pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-/// A directory under the system temp dir, removed on drop.
-pub(crate) struct TempDir(PathBuf);
 
 /// The text of a fixture.
 pub(crate) fn fixture(name: &str) -> String {
@@ -91,46 +88,4 @@ pub(crate) fn entra() -> EntraClient {
     let http = TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default());
     let origin = crate::origin::authority_origin("https://login.microsoftonline.com").unwrap();
     EntraClient::new(http, origin)
-}
-
-// === impl TempDir ===
-
-impl TempDir {
-    pub(crate) fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("aml-auth-unit-{}", crate::ids::uuid_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub(crate) fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `bytes` to `name` (creating its directories) and returns the path.
-    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    /// The names in the directory, sorted.
-    pub(crate) fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{LONG_VERSION, command, man_page};
+use super::args::LONG_VERSION;
+use super::{command, man_page};
 
 /// Every environment variable a flag reads, over all subcommands, plus `RUST_LOG` (read by the logging setup).
 fn env_overrides() -> BTreeSet<String> {

@@ -2,63 +2,10 @@
 //!
 //! Each check that could hang on today's code runs under [`within`], so a regression fails instead of hanging.
 
-use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::AtomicUsize as Counter;
 use std::sync::mpsc;
 
 use super::*;
-
-/// A private directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: Counter = Counter::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("aml-file-read-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn file(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
-        let path = self.join(name);
-        std::fs::write(&path, content).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    fn fifo(&self, name: &str) -> PathBuf {
-        let path = self.join(name);
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::Mode::from_raw_mode(0o600),
-        )
-        .unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `f` on a thread and fails the test if it has not returned within 10 s (a hang guard, not a timing).
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the file operation blocked")
-}
+use crate::test_support::{TempDir, within};
 
 fn private(mode: u32, _uid: u32) -> bool {
     mode & 0o077 != 0
@@ -92,7 +39,7 @@ fn fifos_sockets_devices_and_directories_are_refused_without_blocking() {
         (socket, "a socket"),
         (PathBuf::from("/dev/null"), "a character device"),
         (PathBuf::from("/dev/zero"), "a character device"),
-        (dir.0.clone(), "a directory"),
+        (dir.path().to_path_buf(), "a directory"),
     ];
     for (path, kind) in cases {
         let shown = path.display().to_string();
@@ -144,7 +91,7 @@ fn a_path_swapped_for_a_fifo_after_the_stat_is_refused_by_fstat() {
 #[test]
 fn size_limit_and_missing_files() {
     let dir = TempDir::new();
-    let file = dir.file("big", &[b'x'; 100], 0o600);
+    let file = dir.file("big", [b'x'; 100], 0o600);
     assert_eq!(read(&file, 100, Access::Any).unwrap().len(), 100);
     let e = read(&file, 99, Access::Any).unwrap_err();
     assert_eq!(

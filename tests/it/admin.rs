@@ -9,74 +9,14 @@
     reason = "test helpers: a failed expectation must fail the test loudly"
 )]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 
+use crate::support::metrics::{parse_scrape, value_of};
 use crate::support::proxy::{CANARY_SECRET, TestProxy, World};
 use crate::support::{Behavior, expect_proxy_error, get, json_body, request, trace_init};
-
-/// One sample of a Prometheus text scrape: metric name, labels, value.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses the Prometheus text format (enough of it for these tests: no escaped quotes in label values).
-fn parse_scrape(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().unwrap_or_else(|e| panic!("{e}: {line}")),
-            };
-            let (name, labels) = match series.split_once('{') {
-                None => (series, BTreeMap::new()),
-                Some((name, rest)) => {
-                    let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
-                    let labels = body
-                        .split("\",")
-                        .filter(|p| !p.is_empty())
-                        .map(|pair| {
-                            let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
-                            (k.to_owned(), v.trim_end_matches('"').to_owned())
-                        })
-                        .collect();
-                    (name, labels)
-                }
-            };
-            Sample {
-                name: name.to_owned(),
-                labels,
-                value,
-            }
-        })
-        .collect()
-}
-
-/// The value of the sample `name` whose labels include every pair of `labels`, if there is exactly one.
-fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let matching: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect();
-    match matching.as_slice() {
-        [one] => Some(one.value),
-        _ => None,
-    }
-}
 
 /// `GET /metrics`: checks status and content type, returns the text.
 async fn scrape(proxy: &TestProxy) -> String {

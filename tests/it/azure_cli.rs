@@ -12,9 +12,8 @@ use aml_auth_proxy::env::MapEnv;
 use tokio::time::Instant;
 
 use crate::support::proxy::TempDir;
-use crate::support::trace_init;
+use crate::support::{ARM_SCOPE, trace_init};
 
-const ARM: &str = "https://management.azure.com/.default";
 /// A JWT-shaped canary: it must never show up in an error.
 const TOKEN: &str =
     "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcm0ifQ.Y2FuYXJ5LXNpZ25hdHVyZQ";
@@ -147,7 +146,7 @@ async fn new_cli_output_gives_the_token_and_its_epoch_expiry() {
     let az = FakeAz::new(&new_output(3600));
     let token = az
         .credential(&default_spec())
-        .get_token(&TokenRequest::new(ARM))
+        .get_token(&TokenRequest::new(ARM_SCOPE))
         .await
         .unwrap();
     assert_eq!(token.token.expose(), TOKEN);
@@ -158,7 +157,7 @@ async fn new_cli_output_gives_the_token_and_its_epoch_expiry() {
         token.expires_in
     );
     assert_eq!(token.refresh_in, None);
-    assert_eq!(az.invocations(), [args(&["--scope", ARM])]);
+    assert_eq!(az.invocations(), [args(&["--scope", ARM_SCOPE])]);
     // The child's surroundings: no colour codes, the Env's PATH, cwd `/`, stdin /dev/null.
     assert_eq!(az.read("no_color"), "true");
     assert_eq!(az.read("path"), az.path_var());
@@ -213,7 +212,7 @@ printf '{{"accessToken": "{TOKEN}", "expiresOn": "%s", "subscription": "s", "ten
         ));
         let env = az.env().with("TZ", tz);
         let token = AzureCliCredential::new(default_spec(), &env)
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap();
         assert_eq!(token.token.expose(), TOKEN);
@@ -231,7 +230,7 @@ async fn not_logged_in_is_unavailable() {
     let az = FakeAz::new("echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1");
     let e = az
         .credential(&default_spec())
-        .get_token(&TokenRequest::new(ARM))
+        .get_token(&TokenRequest::new(ARM_SCOPE))
         .await
         .unwrap_err();
     assert_eq!(unavailable(e), "not logged in: run `az login`");
@@ -244,7 +243,7 @@ async fn missing_or_unusable_az_is_unavailable() {
     let env = MapEnv::new().with("PATH", format!("{}:/nonexistent", empty.path().display()));
     let reason = unavailable(
         AzureCliCredential::new(default_spec(), &env)
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -263,7 +262,7 @@ async fn missing_or_unusable_az_is_unavailable() {
     );
     let reason = unavailable(
         AzureCliCredential::new(default_spec(), &env)
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -287,7 +286,7 @@ exit 1"#,
     );
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -323,7 +322,7 @@ exit 1"#,
     };
     let e = failed(
         az.credential(&spec)
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -346,7 +345,7 @@ async fn timeout_kills_and_reaps_az() {
     let started = Instant::now();
     let e = failed(
         az.credential(&spec(timeout))
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -367,7 +366,7 @@ async fn dropping_the_request_kills_az() {
     let _trace = trace_init();
     let az = FakeAz::new("exec sleep 30");
     let cred = az.credential(&spec(Duration::from_secs(30)));
-    let request = TokenRequest::new(ARM);
+    let request = TokenRequest::new(ARM_SCOPE);
     let fetch = cred.get_token(&request);
     let started = Instant::now();
     // Poll the fetch until the script has started, then drop it.
@@ -404,14 +403,14 @@ fi
     ));
     let token = az
         .credential(&default_spec())
-        .get_token(&TokenRequest::new(ARM))
+        .get_token(&TokenRequest::new(ARM_SCOPE))
         .await
         .unwrap();
     assert!((1790..=1800).contains(&token.expires_in.as_secs()));
     assert_eq!(
         az.invocations(),
         [
-            args(&["--scope", ARM]),
+            args(&["--scope", ARM_SCOPE]),
             args(&["--resource", "https://management.azure.com"]),
         ]
     );
@@ -424,7 +423,7 @@ async fn endless_stdout_is_cut_off_and_az_killed() {
     let started = Instant::now();
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -449,7 +448,7 @@ async fn endless_stdout_is_cut_off_and_az_killed() {
     let e = failed(
         az.credential(&default_spec())
             .with_output_limit(64)
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -465,7 +464,7 @@ async fn huge_stderr_is_drained_and_summarised() {
     let az = FakeAz::new("yes 'ERROR: boom' | head -c 5000000 >&2\nexit 1");
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -482,7 +481,7 @@ async fn stdin_is_closed() {
     let az = FakeAz::new(&format!("cat > /dev/null\n{}", new_output(3600)));
     let started = Instant::now();
     az.credential(&spec(Duration::from_secs(5)))
-        .get_token(&TokenRequest::new(ARM))
+        .get_token(&TokenRequest::new(ARM_SCOPE))
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -498,7 +497,7 @@ async fn the_token_never_reaches_an_error() {
     ));
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -513,7 +512,7 @@ async fn the_token_never_reaches_an_error() {
     ));
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -527,7 +526,7 @@ async fn the_token_never_reaches_an_error() {
     let az = FakeAz::new(&format!("echo 'accessToken={TOKEN}'"));
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -539,7 +538,7 @@ async fn the_token_never_reaches_an_error() {
     ));
     let e = failed(
         az.credential(&default_spec())
-            .get_token(&TokenRequest::new(ARM))
+            .get_token(&TokenRequest::new(ARM_SCOPE))
             .await
             .unwrap_err(),
     );
@@ -555,7 +554,7 @@ async fn explicit_program_is_used_as_is() {
     // No PATH at all: the explicit program does not need one.
     let token = AzureCliCredential::new(default_spec(), &MapEnv::new())
         .with_program(&program)
-        .get_token(&TokenRequest::new(ARM))
+        .get_token(&TokenRequest::new(ARM_SCOPE))
         .await
         .unwrap();
     assert_eq!(token.token.expose(), TOKEN);
@@ -573,7 +572,7 @@ async fn a_claims_challenge_through_the_proxy_names_az_login() {
     let dir = TempDir::new();
     let ca_file = ca.write_ca_file(dir.path());
     let yaml = format!(
-        "tls:\n  extra_ca_file: {}\ncredentials:\n  dev:\n    azure_cli: {{}}\nroutes:\n  - name: arm\n    path_prefix: /\n    upstream: {}\n    scope: {ARM}\n    credential: dev\n",
+        "tls:\n  extra_ca_file: {}\ncredentials:\n  dev:\n    azure_cli: {{}}\nroutes:\n  - name: arm\n    path_prefix: /\n    upstream: {}\n    scope: {ARM_SCOPE}\n    credential: dev\n",
         ca_file.display(),
         upstream.base_url()
     );

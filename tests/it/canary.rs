@@ -11,12 +11,7 @@
     reason = "test helpers: a broken expectation must fail the test loudly"
 )]
 
-use std::sync::Arc;
-
-use aml_auth_proxy::auth::{
-    EntraClient, EnvironmentCredential, HttpClientOptions, TokenHttpClient, TokenRequest,
-    build_credentials,
-};
+use aml_auth_proxy::auth::{EnvironmentCredential, TokenRequest, build_credentials};
 use aml_auth_proxy::config::{self, ConfigOrigin};
 use aml_auth_proxy::env::MapEnv;
 use bytes::Bytes;
@@ -25,13 +20,12 @@ use serde_json::Value;
 
 use crate::support::process::{ClosedPort, Output, RunningProxy};
 use crate::support::proxy::{CANARY_SECRET, CLIENT_ID, TempDir, World};
-use crate::support::{Behavior, MockAad, request, trace_init};
+use crate::support::{ARM_SCOPE, Behavior, MockAad, entra_client, request, trace_init};
 
 /// A caller's own bearer token: replaced by the proxy, never forwarded, echoed or logged.
 const CALLER_TOKEN: &str = "caller-canary-token";
 /// A query-string value: access lines carry the path only.
 const QUERY_CANARY: &str = "query-canary-4b1d";
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
 const CA_FIXTURE: &str = "aad_error_53003_blocked_by_conditional_access.json";
 
 /// How the child is asked to log.
@@ -479,14 +473,6 @@ routes:
     (text, env)
 }
 
-fn entra(authority: aml_auth_proxy::config::HttpsOrigin) -> EntraClient {
-    let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
-    EntraClient::new(
-        TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default()),
-        authority,
-    )
-}
-
 #[test]
 fn debug_of_config_and_credentials_never_shows_the_secret() {
     let _trace = trace_init();
@@ -512,16 +498,21 @@ fn debug_of_config_and_credentials_never_shows_the_secret() {
             assert!(!shown.contains(CANARY_SECRET), "{shown}");
             assert!(shown.contains("fromfile"), "{shown}");
         }
-        let set = build_credentials(config.credentials, &env, &entra(config.authority_host));
+        let set = build_credentials(
+            config.credentials,
+            &env,
+            &entra_client(&config.authority_host.to_string()),
+        );
         let shown = format!("{set:?} {set:#?}");
         assert!(!shown.contains(CANARY_SECRET), "{shown}");
     }
     let environment = EnvironmentCredential::from_env(
         &env,
-        &entra(
-            config::from_yaml_str(&text, &env, ConfigOrigin::BuiltIn, dir.path())
+        &entra_client(
+            &config::from_yaml_str(&text, &env, ConfigOrigin::BuiltIn, dir.path())
                 .unwrap()
-                .authority_host,
+                .authority_host
+                .to_string(),
         ),
     );
     let shown = format!("{environment:?} {environment:#?} {env:?}");
@@ -567,7 +558,11 @@ routes:
     );
     let env = MapEnv::new();
     let config = config::from_yaml_str(&text, &env, ConfigOrigin::BuiltIn, dir.path()).unwrap();
-    let set = build_credentials(config.credentials, &env, &entra(config.authority_host));
+    let set = build_credentials(
+        config.credentials,
+        &env,
+        &entra_client(&config.authority_host.to_string()),
+    );
     let token = set
         .get("sp")
         .unwrap()

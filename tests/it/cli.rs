@@ -25,9 +25,8 @@ use crate::support::process::{
     run_to_end, try_get,
 };
 use crate::support::proxy::{CANARY_SECRET, CLIENT_ID, TempDir, World};
-use crate::support::{Behavior, MockAad, trace_init};
+use crate::support::{ARM_SCOPE, Behavior, MockAad, trace_init};
 
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
 const CA_FIXTURE: &str = "aad_error_53003_blocked_by_conditional_access.json";
 
 /// Every command of DESIGN §3.

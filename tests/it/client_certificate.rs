@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use aml_auth_proxy::auth::{
-    ClientCertificateCredential, ClientCertificateCredentialOptions, CredentialError, EntraClient,
-    HttpClientOptions, Secret, TokenCredential, TokenErrorKind, TokenHttpClient, TokenRequest,
+    ClientCertificateCredential, ClientCertificateCredentialOptions, CredentialError, Secret,
+    TokenCredential, TokenErrorKind, TokenRequest,
 };
 use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA256, UnparsedPublicKey};
 use base64::Engine;
@@ -17,9 +17,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::Value;
 
 use crate::support::proxy::TempDir;
-use crate::support::{Behavior, MockAad, trace_init};
+use crate::support::{ARM_SCOPE, Behavior, MockAad, trace_init};
 
-const ARM: &str = "https://management.azure.com/.default";
 const CLIENT_ID: &str = "33333333-0000-0000-0000-000000000003";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -59,13 +58,6 @@ fn pki() -> &'static Pki {
             key_pem: key.serialize_pem(),
         }
     })
-}
-
-fn entra(aad: &MockAad) -> EntraClient {
-    let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
-    let http = TokenHttpClient::new(std::sync::Arc::new(tls), &HttpClientOptions::default());
-    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
-    EntraClient::new(http, origin)
 }
 
 fn spec(
@@ -128,16 +120,17 @@ async fn pem_certificate_sends_a_signed_assertion_for_the_token_endpoint() {
     let dir = TempDir::new();
     let p = pki();
     let file = dir.file("sp.pem", &(p.leaf_pem.clone() + &p.key_pem), 0o600);
-    let cred = ClientCertificateCredential::new(spec("cert", file, None, false), entra(&aad));
+    let cred =
+        ClientCertificateCredential::new(spec("cert", file, None, false), aad.entra_client());
     assert_eq!(cred.kind(), "client_certificate");
 
-    let token = cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    let token = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(&*token.source, "client_certificate");
     let form = aad.last_request().unwrap().form;
     assert_eq!(form["client_assertion_type"], JWT_BEARER);
     assert_eq!(form["client_id"], CLIENT_ID);
     assert_eq!(form["grant_type"], "client_credentials");
-    assert_eq!(form["scope"], ARM);
+    assert_eq!(form["scope"], ARM_SCOPE);
     assert!(!form.contains_key("client_secret"));
 
     let (header, claims) = verified(&form["client_assertion"]);
@@ -181,9 +174,9 @@ async fn pkcs12_certificate_with_send_chain_adds_x5c() {
     std::fs::write(&file, pfx("pfx-password")).unwrap();
     let cred = ClientCertificateCredential::new(
         spec("chain", file, Some("pfx-password"), true),
-        entra(&aad),
+        aad.entra_client(),
     );
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let form = aad.last_request().unwrap().form;
     let (header, claims) = verified(&form["client_assertion"]);
     let x5c: Vec<Vec<u8>> = header["x5c"]
@@ -207,17 +200,19 @@ async fn a_rejected_assertion_is_replaced_by_a_new_one() {
         &(p.key_pem.clone() + &p.leaf_pem + &p.ca_pem),
         0o600,
     );
-    let cred = ClientCertificateCredential::new(spec("rejected", file, None, false), entra(&aad));
+    let cred =
+        ClientCertificateCredential::new(spec("rejected", file, None, false), aad.entra_client());
     let expired = r#"{"error":"invalid_client","error_description":"AADSTS700024: Client assertion is not within its valid time range.","error_codes":[700024]}"#;
     aad.script(
         "rejected",
         [Behavior::json(StatusCode::BAD_REQUEST, expired)],
     );
-    let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM)).await else {
+    let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await
+    else {
         panic!("expected the scripted rejection");
     };
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let requests = aad.requests_for("rejected");
     assert_eq!(requests.len(), 2);
     let jti = |i: usize| verified(&requests[i].form["client_assertion"]).1["jti"].clone();
@@ -254,8 +249,9 @@ async fn an_unusable_certificate_is_rejected_without_contacting_entra() {
         ),
     ];
     for (spec, name, why) in cases {
-        let cred = ClientCertificateCredential::new(spec, entra(&aad));
-        let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM)).await else {
+        let cred = ClientCertificateCredential::new(spec, aad.entra_client());
+        let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await
+        else {
             panic!("{name}: expected a failure");
         };
         assert_eq!(e.kind, TokenErrorKind::CredentialRejected, "{name}");
@@ -287,8 +283,8 @@ async fn environment_certificate_variables_with_a_sane_chain_flag() {
             .with("AZURE_CLIENT_CERTIFICATE_PATH", file.display().to_string())
             .with("AZURE_CLIENT_CERTIFICATE_PASSWORD", "env-password")
             .with("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", flag);
-        let cred = aml_auth_proxy::auth::EnvironmentCredential::from_env(&env, &entra(&aad));
-        let token = cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+        let cred = aml_auth_proxy::auth::EnvironmentCredential::from_env(&env, &aad.entra_client());
+        let token = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
         assert_eq!(&*token.source, "environment");
         let form = aad.last_request().unwrap().form;
         assert_eq!(form["client_id"], CLIENT_ID);
@@ -314,9 +310,9 @@ async fn sdk_auth_file_with_a_client_certificate() {
     let auth = dir.file("auth.json", &json.to_string(), 0o600);
     let cred = aml_auth_proxy::auth::SdkAuthFileCredential::new(
         aml_auth_proxy::auth::SdkAuthFileCredentialOptions { path: auth },
-        &entra(&aad),
+        &aad.entra_client(),
     );
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let form = aad.last_request().unwrap().form;
     let (_, claims) = verified(&form["client_assertion"]);
     assert_eq!(

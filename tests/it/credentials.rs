@@ -3,24 +3,14 @@
 use std::time::Duration;
 
 use aml_auth_proxy::auth::{
-    CredentialError, EntraClient, HttpClientOptions, SdkAuthFileCredential,
-    SdkAuthFileCredentialOptions, TokenCredential, TokenErrorKind, TokenHttpClient, TokenRequest,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    CredentialError, SdkAuthFileCredential, SdkAuthFileCredentialOptions, TokenCredential,
+    TokenErrorKind, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use aml_auth_proxy::env::MapEnv;
 use http::StatusCode;
 
 use crate::support::proxy::{CANARY_SECRET, TempDir, TestProxy, World, release_fifo};
-use crate::support::{Behavior, MockAad, get, trace_init};
-
-const ARM: &str = "https://management.azure.com/.default";
-
-fn entra(aad: &MockAad) -> EntraClient {
-    let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
-    let http = TokenHttpClient::new(std::sync::Arc::new(tls), &HttpClientOptions::default());
-    let origin = aml_auth_proxy::origin::authority_origin(&aad.base_url()).unwrap();
-    EntraClient::new(http, origin)
-}
+use crate::support::{ARM_SCOPE, Behavior, MockAad, get, trace_init};
 
 fn wi_env(file: &std::path::Path) -> MapEnv {
     MapEnv::new()
@@ -42,9 +32,9 @@ async fn workload_identity_sends_the_federated_token_as_client_assertion() {
     let cred = WorkloadIdentityCredential::new(
         WorkloadIdentityCredentialOptions::default(),
         &wi_env(&file),
-        entra(&aad),
+        aad.entra_client(),
     );
-    let token = cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    let token = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(&*token.source, "workload_identity");
     let form = aad.last_request().unwrap().form;
     assert_eq!(
@@ -57,7 +47,7 @@ async fn workload_identity_sends_the_federated_token_as_client_assertion() {
     );
     assert_eq!(form["client_id"], "22222222-0000-0000-0000-000000000002");
     assert_eq!(form["grant_type"], "client_credentials");
-    assert_eq!(form["scope"], ARM);
+    assert_eq!(form["scope"], ARM_SCOPE);
     assert!(!form.contains_key("client_secret"));
     assert_eq!(aad.requests_for("wi").len(), 1);
 }
@@ -74,8 +64,8 @@ async fn workload_identity_config_keys_override_the_environment() {
         token_file: Some(file),
     };
     let env = wi_env(std::path::Path::new("/nonexistent"));
-    let cred = WorkloadIdentityCredential::new(spec, &env, entra(&aad));
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    let cred = WorkloadIdentityCredential::new(spec, &env, aad.entra_client());
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let last = aad.last_request().unwrap();
     assert_eq!(last.tenant, "configured");
     assert_eq!(last.form["client_assertion"], "from-config");
@@ -94,19 +84,19 @@ async fn workload_identity_rereads_the_file_after_a_while_and_when_the_assertion
     let cred = WorkloadIdentityCredential::new(
         WorkloadIdentityCredentialOptions::default(),
         &wi_env(&file),
-        entra(&aad),
+        aad.entra_client(),
     )
     .with_reread_after(Duration::from_millis(300));
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     // Rotated on disk: within the re-read interval the copy in memory is still used.
     std::fs::write(&file, "assertion-2").unwrap();
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(
         aad.last_request().unwrap().form["client_assertion"],
         "assertion-1"
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(
         aad.last_request().unwrap().form["client_assertion"],
         "assertion-2"
@@ -116,7 +106,7 @@ async fn workload_identity_rereads_the_file_after_a_while_and_when_the_assertion
     let expired = r#"{"error":"invalid_client","error_description":"AADSTS700024: Client assertion is not within its valid time range.","error_codes":[700024]}"#;
     aad.script("wi", [Behavior::json(StatusCode::BAD_REQUEST, expired)]);
     let before = aad.count("wi");
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let requests = aad.requests_for("wi");
     assert_eq!(
         aad.count("wi") - before,
@@ -136,9 +126,10 @@ async fn workload_identity_without_its_settings_or_file_is_unavailable() {
     let cred = WorkloadIdentityCredential::new(
         WorkloadIdentityCredentialOptions::default(),
         &MapEnv::new(),
-        entra(&aad),
+        aad.entra_client(),
     );
-    let Err(CredentialError::Unavailable(attempts)) = cred.get_token(&TokenRequest::new(ARM)).await
+    let Err(CredentialError::Unavailable(attempts)) =
+        cred.get_token(&TokenRequest::new(ARM_SCOPE)).await
     else {
         panic!("expected unavailable");
     };
@@ -150,9 +141,10 @@ async fn workload_identity_without_its_settings_or_file_is_unavailable() {
     let cred = WorkloadIdentityCredential::new(
         WorkloadIdentityCredentialOptions::default(),
         &env,
-        entra(&aad),
+        aad.entra_client(),
     );
-    let Err(CredentialError::Unavailable(attempts)) = cred.get_token(&TokenRequest::new(ARM)).await
+    let Err(CredentialError::Unavailable(attempts)) =
+        cred.get_token(&TokenRequest::new(ARM_SCOPE)).await
     else {
         panic!("expected unavailable");
     };
@@ -172,9 +164,9 @@ async fn workload_identity_token_file_that_is_a_fifo_is_refused_without_blocking
     let cred = WorkloadIdentityCredential::new(
         WorkloadIdentityCredentialOptions::default(),
         &wi_env(&fifo),
-        entra(&aad),
+        aad.entra_client(),
     );
-    let request = TokenRequest::new(ARM);
+    let request = TokenRequest::new(ARM_SCOPE);
     let Ok(result) = tokio::time::timeout(Duration::from_secs(10), cred.get_token(&request)).await
     else {
         release_fifo(&fifo);
@@ -202,12 +194,13 @@ async fn workload_identity_file_that_disappears_is_a_transient_failure() {
     let cred = WorkloadIdentityCredential::new(
         WorkloadIdentityCredentialOptions::default(),
         &wi_env(&file),
-        entra(&aad),
+        aad.entra_client(),
     )
     .with_reread_after(Duration::ZERO);
-    cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     std::fs::remove_file(&file).unwrap();
-    let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM)).await else {
+    let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await
+    else {
         panic!("expected a failure");
     };
     assert_eq!(
@@ -232,9 +225,9 @@ async fn sdk_auth_file_uses_its_secret_and_authority() {
     let other = MockAad::start().await;
     let cred = SdkAuthFileCredential::new(
         SdkAuthFileCredentialOptions { path: file.clone() },
-        &entra(&other),
+        &other.entra_client(),
     );
-    let token = cred.get_token(&TokenRequest::new(ARM)).await.unwrap();
+    let token = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(&*token.source, "sdk_auth_file");
     let form = aad.last_request().unwrap().form;
     assert_eq!(form["client_secret"], CANARY_SECRET);
@@ -264,9 +257,10 @@ async fn sdk_auth_file_problems_name_the_file_never_the_secret() {
         let file = dir.file(name, &body.to_string(), 0o600);
         let cred = SdkAuthFileCredential::new(
             SdkAuthFileCredentialOptions { path: file.clone() },
-            &entra(&aad),
+            &aad.entra_client(),
         );
-        let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM)).await else {
+        let Err(CredentialError::Failed(e)) = cred.get_token(&TokenRequest::new(ARM_SCOPE)).await
+        else {
             panic!("{name}: expected a failure");
         };
         assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
@@ -277,10 +271,10 @@ async fn sdk_auth_file_problems_name_the_file_never_the_secret() {
         SdkAuthFileCredentialOptions {
             path: dir.path().join("missing.json"),
         },
-        &entra(&aad),
+        &aad.entra_client(),
     );
     assert!(matches!(
-        missing.get_token(&TokenRequest::new(ARM)).await,
+        missing.get_token(&TokenRequest::new(ARM_SCOPE)).await,
         Err(CredentialError::Unavailable(_))
     ));
     assert_eq!(aad.total_count(), 0);

@@ -18,7 +18,6 @@
 )]
 
 mod framing;
-mod h2_frames;
 mod hop_by_hop;
 mod http2;
 mod limits;
@@ -37,27 +36,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::Upstream;
-use crate::support::proxy::{TestProxy, World};
-
-/// The scope every test route asks for.
-const SCOPE: &str = "https://management.azure.com/.default";
+use crate::support::proxy::{TestProxy, World, route_to};
 
 /// How long a raw exchange waits for the proxy to close the connection after the last byte was sent.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
-
-/// A route block (an item of `routes:`): everything under `/` → `upstream`, credential `sp`.
-fn route(name: &str, upstream: &str) -> String {
-    format!(
-        "  - name: {name}\n    path_prefix: /\n    strip_prefix: false\n    upstream: {upstream}\n    scope: {SCOPE}\n    credential: sp\n"
-    )
-}
-
-/// A route block: `prefix` (stripped) → `upstream`, credential `sp`.
-fn route_with_prefix(name: &str, prefix: &str, upstream: &str) -> String {
-    format!(
-        "  - name: {name}\n    path_prefix: {prefix}\n    strip_prefix: true\n    upstream: {upstream}\n    scope: {SCOPE}\n    credential: sp\n"
-    )
-}
 
 /// A plain-HTTP/1.1 upstream on loopback that checks `world`'s tokens: nothing between the proxy and it
 /// normalises the request, and every request on the wire is recorded separately.
@@ -74,7 +56,7 @@ async fn h1_plain_upstream(world: &World) -> Upstream {
 async fn proxy_to(world: &World, upstream: &str, tenant: &str, limits: &str) -> TestProxy {
     let config = format!(
         "{limits}{}",
-        world.config(&World::sp("sp", tenant), &route("up", upstream))
+        world.config(&World::sp("sp", tenant), &route_to("up", "/", upstream))
     );
     let proxy = TestProxy::start(&config).await;
     proxy.wait_ready().await;

@@ -1,6 +1,7 @@
 //! Integration tests: the proxy in process, against in-process mocks of Entra ID and an Azure ML upstream,
-//! all on 127.0.0.1:0. One binary, one module per area. `cli`, `canary` and `exposure` run the real binary as a child
-//! process (clean environment, loopback only) against the same in-process mocks.
+//! all on 127.0.0.1:0. One binary, one module per area; `faults` is the fault suite (F1–F20). `cli`, `canary`,
+//! `exposure` and some of the faults run the real binary as a child process (clean environment, loopback only)
+//! against the same in-process mocks.
 
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not the helpers of an integration-test crate.
 #![allow(
@@ -24,6 +25,7 @@ mod device_code;
 mod docs;
 mod examples;
 mod exposure;
+mod faults;
 mod files;
 mod hardening;
 mod managed_identity;

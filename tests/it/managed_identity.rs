@@ -11,7 +11,7 @@ use std::time::Duration;
 use aml_auth_proxy::auth::{
     AccessToken, CredentialError, HttpClientOptions, ImdsRetry, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, ManagedIdentitySource, TokenCredential, TokenError,
-    TokenErrorKind, TokenHttpClient, TokenRequest, UserAssignedId,
+    TokenErrorKind, TokenRequest, UserAssignedId,
 };
 use aml_auth_proxy::env::MapEnv;
 use http::Method;
@@ -20,18 +20,12 @@ use tokio::time::Instant;
 
 use crate::support::mock_identity::{Handler, IdentityRequest, Issuer};
 use crate::support::proxy::TempDir;
-use crate::support::{MockIdentity, Reply, trace_init};
+use crate::support::{ARM_SCOPE, MockIdentity, Reply, token_http_client, trace_init};
 
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
 const ARM: &str = "https://management.azure.com";
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 
 // === helpers ===
-
-fn http() -> TokenHttpClient {
-    let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
-    TokenHttpClient::new(Arc::new(tls), &HttpClientOptions::default())
-}
 
 /// The shortened schedule: the production shape (5 retries, doubling) in milliseconds.
 fn fast_retry() -> ImdsRetry {
@@ -73,7 +67,11 @@ fn credential(
         endpoint: spec.endpoint.clone(),
         ..options
     };
-    let cred = ManagedIdentityCredential::new(options, env, http());
+    let cred = ManagedIdentityCredential::new(
+        options,
+        env,
+        token_http_client(&HttpClientOptions::default()),
+    );
     if let Some(url) = cred.endpoint() {
         assert_eq!(
             url.host(),

@@ -29,34 +29,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::proxy::World;
-use crate::support::{Upstream, get, request, trace_init};
+use crate::support::{Upstream, get, json_body, request, trace_init};
 
 /// The header naming the error code on every proxy-generated answer (DESIGN §6).
 const ERROR_HEADER: &str = "x-aml-auth-proxy-error";
-
-/// The scope every test route asks for.
-const SCOPE: &str = "https://management.azure.com/.default";
-
-/// Parses a JSON body, showing the body if it is not JSON.
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
-}
-
-/// A route block (the items of `routes:`): `name` on `prefix` → `upstream` (a URL, possibly with a base path),
-/// credential `cred`, the ARM scope, then `extra` (further keys, indented four spaces, each line ending in `\n`).
-fn route_to(
-    name: &str,
-    prefix: &str,
-    upstream: &str,
-    strip: bool,
-    cred: &str,
-    extra: &str,
-) -> String {
-    format!(
-        "  - name: {name}\n    path_prefix: {prefix}\n    strip_prefix: {strip}\n    upstream: {upstream}\n    scope: {SCOPE}\n    credential: {cred}\n{extra}"
-    )
-}
 
 /// A TLS upstream trusted by `world`'s proxies, checking `world`'s tokens, speaking HTTP/1.1 only (ALPN
 /// `http/1.1`), so hop-by-hop headers really travel on the wire.
@@ -100,7 +76,7 @@ fn assert_error(
         .get(http::header::CONTENT_TYPE)
         .map(HeaderValue::as_bytes);
     assert_eq!(content_type, Some(&b"application/json"[..]), "{text}");
-    let error = json(body)["error"].clone();
+    let error = json_body(body)["error"].clone();
     assert_eq!(error["code"], code, "{text}");
     assert!(
         error["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -197,7 +173,7 @@ async fn injects_the_token_rewrites_host_and_keeps_path_and_query() {
     let (status, _, body) =
         get(&proxy.url("/subscriptions/abc/resourceGroups?api-version=2024-04-01&$top=5")).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    let echo = json(&body);
+    let echo = json_body(&body);
     assert_eq!(echo["path"], "/subscriptions/abc/resourceGroups");
     assert_eq!(echo["query"], "api-version=2024-04-01&$top=5");
     let seen = world.upstream.last_request().unwrap();

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use http::{HeaderMap, Method, StatusCode};
@@ -25,15 +25,12 @@ use aml_auth_proxy::token_cache::CachePolicy;
 
 use crate::support::proxy::{CANARY_SECRET, CLIENT_ID, TestProxy, World};
 use crate::support::{
-    Behavior, MockAad, Rejection, expect_proxy_error, get, h2_burst, http_client, json_body,
-    request_via, retry_after_secs, trace_init,
+    ARM_SCOPE, Behavior, MockAad, Rejection, expect_proxy_error, get, h2_burst, http_client,
+    json_body, now_unix, request_via, retry_after_secs, trace_init,
 };
 
 /// The credential name the tests configure: error answers must name it.
 const CRED: &str = "training-sp";
-
-/// The scope of [`World::route`].
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 /// A proxy with one `client_secret` credential [`CRED`] in `tenant` (which picks the mock's behaviour) and
 /// one route `arm` on `/` to the upstream.
@@ -72,13 +69,6 @@ async fn closed_port() -> u16 {
         .await
         .unwrap();
     listener.local_addr().unwrap().port()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 // === what is sent ===
@@ -168,7 +158,7 @@ async fn token_responses_with_numbers_as_strings_are_understood() {
     let expires_on = json_body(&body)["routes"][0]["expires_on"]
         .as_u64()
         .unwrap();
-    let now = unix_now();
+    let now = now_unix();
     assert!(
         (now + 3400..=now + 3700).contains(&expires_on),
         "expires_on {expires_on}, now {now}"

@@ -15,6 +15,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::Value;
 
 use super::{AssertionClaims, ClientCertificate, Secret};
+use crate::test_support::TempDir;
 
 /// A root CA and an intermediate CA (ECDSA P-256: their key type does not matter and EC keys are generated
 /// in microseconds) and a client (leaf) certificate with an RSA key, generated once per test process.
@@ -339,16 +340,15 @@ fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
 #[test]
 fn load_names_the_file_and_debug_shows_no_key() {
     let p = pki();
-    let dir = std::env::temp_dir().join(format!("aml-cert-test-{}", crate::ids::uuid_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let key_pem = pem("PRIVATE KEY", &p.leaf_key);
-    let key_only = dir.join("key-only.pem");
-    std::fs::write(&key_only, &key_pem).unwrap();
-    let both = dir.join("both.pem");
-    std::fs::write(&both, key_pem.clone() + &pem("CERTIFICATE", &p.leaf_der)).unwrap();
+    let key_only = dir.write("key-only.pem", key_pem.as_bytes());
+    let both = dir.write(
+        "both.pem",
+        (key_pem.clone() + &pem("CERTIFICATE", &p.leaf_der)).as_bytes(),
+    );
     let err = ClientCertificate::load(&key_only, None).unwrap_err();
     let cert = ClientCertificate::load(&both, None).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 
     assert!(
         err.starts_with(&format!("client certificate file {}: ", key_only.display())),

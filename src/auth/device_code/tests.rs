@@ -7,8 +7,9 @@ use super::cache::{self, CacheError, StoredLogin};
 use super::*;
 use crate::auth::TokenCredential;
 use crate::auth::claims::decode_claims_challenge;
-use crate::auth::test_support::{TempDir, entra, fixture_json_lines, owned, pairs};
+use crate::auth::test_support::{entra, fixture_json_lines, owned, pairs};
 use crate::auth::token_response::parse_token_response;
+use crate::test_support::TempDir;
 
 const ARM: &str = "https://management.azure.com/.default";
 

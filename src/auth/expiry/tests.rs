@@ -2,7 +2,8 @@ use jiff::Timestamp;
 use jiff::civil::date;
 
 use super::*;
-use crate::auth::test_support::{TempDir, utc};
+use crate::auth::test_support::utc;
+use crate::test_support::TempDir;
 
 const H: i32 = 3600;
 

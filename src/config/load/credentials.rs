@@ -13,6 +13,13 @@ use crate::auth::{
     WorkloadIdentityCredentialOptions,
 };
 
+/// `tenant_id` and `client_id`, which several kinds take and check the same way.
+#[derive(Default)]
+struct TenantAndClient {
+    tenant_id: Field<String>,
+    client_id: Field<String>,
+}
+
 /// Depth-first search state for [`chain_cycles`].
 struct CycleSearch<'g, 'a> {
     graph: &'g BTreeMap<&'a str, Vec<&'a str>>,
@@ -129,23 +136,20 @@ fn credential(
 
 /// `client_secret: { tenant_id, client_id, client_secret | client_secret_file }`.
 fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let (mut tenant_id, mut client_id) = (Field::Absent, Field::Absent);
+    let mut ids = TenantAndClient::default();
     let (mut inline, mut file) = (Field::Absent, Field::Absent);
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
-            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
-            "client_id" => client_id.set(w.checked(p, v, check_id)),
             "client_secret" => inline.set(w.secret(p, v)),
             "client_secret_file" => file.set(w.secret_file(p, v)),
-            _ => return false,
+            _ => return ids.take(w, key, p, v),
         }
         true
     });
     if !is_map {
         return None;
     }
-    let tenant_id = tenant_id.required(w, &child(path, "tenant_id"));
-    let client_id = client_id.required(w, &child(path, "client_id"));
+    let (tenant_id, client_id) = ids.required(w, path);
     let secret = either(
         w,
         path,
@@ -164,26 +168,23 @@ fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Creden
 
 /// `client_certificate: { tenant_id, client_id, certificate_file, password | password_file, send_certificate_chain }`.
 fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let (mut tenant_id, mut client_id, mut certificate_file) =
-        (Field::Absent, Field::Absent, Field::Absent);
+    let mut ids = TenantAndClient::default();
+    let mut certificate_file = Field::Absent;
     let (mut inline, mut file, mut send_chain) = (Field::Absent, Field::Absent, Field::Absent);
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
-            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
-            "client_id" => client_id.set(w.checked(p, v, check_id)),
             "certificate_file" => certificate_file.set(w.private_file(p, v)),
             "password" => inline.set(w.secret(p, v)),
             "password_file" => file.set(w.secret_file(p, v)),
             "send_certificate_chain" => send_chain.set(w.boolean(p, v)),
-            _ => return false,
+            _ => return ids.take(w, key, p, v),
         }
         true
     });
     if !is_map {
         return None;
     }
-    let tenant_id = tenant_id.required(w, &child(path, "tenant_id"));
-    let client_id = client_id.required(w, &child(path, "client_id"));
+    let (tenant_id, client_id) = ids.required(w, path);
     let certificate_file = certificate_file.required(w, &child(path, "certificate_file"));
     let password = either(w, path, ("password", inline), ("password_file", file)).optional();
     Some(CredentialOptions::ClientCertificate(
@@ -199,14 +200,12 @@ fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<C
 
 /// `workload_identity: { tenant_id, client_id, token_file }`, all optional.
 fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let (mut tenant_id, mut client_id, mut token_file) =
-        (Field::Absent, Field::Absent, Field::Absent);
+    let mut ids = TenantAndClient::default();
+    let mut token_file = Field::Absent;
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
-            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
-            "client_id" => client_id.set(w.checked(p, v, check_id)),
             "token_file" => token_file.set(w.path(p, v)),
-            _ => return false,
+            _ => return ids.take(w, key, p, v),
         }
         true
     });
@@ -215,8 +214,8 @@ fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Cr
     }
     Some(CredentialOptions::WorkloadIdentity(
         WorkloadIdentityCredentialOptions {
-            tenant_id: tenant_id.optional()?,
-            client_id: client_id.optional()?,
+            tenant_id: ids.tenant_id.optional()?,
+            client_id: ids.client_id.optional()?,
             token_file: token_file.optional()?,
         },
     ))
@@ -284,14 +283,12 @@ fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credential
 
 /// `device_code: { tenant_id, client_id, cache_file }`, all optional.
 fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let (mut tenant_id, mut client_id, mut cache_file) =
-        (Field::Absent, Field::Absent, Field::Absent);
+    let mut ids = TenantAndClient::default();
+    let mut cache_file = Field::Absent;
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
-            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
-            "client_id" => client_id.set(w.checked(p, v, check_id)),
             "cache_file" => cache_file.set(w.path(p, v)),
-            _ => return false,
+            _ => return ids.take(w, key, p, v),
         }
         true
     });
@@ -303,8 +300,8 @@ fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credenti
         given => given.valid(),
     };
     Some(CredentialOptions::DeviceCode(DeviceCodeCredentialOptions {
-        tenant_id: tenant_id.optional()?,
-        client_id: client_id.optional()?,
+        tenant_id: ids.tenant_id.optional()?,
+        client_id: ids.client_id.optional()?,
         cache_file: cache_file?,
     }))
 }
@@ -423,3 +420,27 @@ impl<'a> CycleSearch<'_, 'a> {
         self.done.insert(node);
     }
 }
+
+// === impl TenantAndClient ===
+
+impl TenantAndClient {
+    /// Takes `tenant_id` or `client_id`; `false` for any other key.
+    fn take(&mut self, w: &mut Walker<'_>, key: &str, p: &str, v: &Value) -> bool {
+        match key {
+            "tenant_id" => self.tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "client_id" => self.client_id.set(w.checked(p, v, check_id)),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Both ids, each reported under `path` if it is missing.
+    fn required(self, w: &mut Walker<'_>, path: &str) -> (Option<String>, Option<String>) {
+        let tenant_id = self.tenant_id.required(w, &child(path, "tenant_id"));
+        let client_id = self.client_id.required(w, &child(path, "client_id"));
+        (tenant_id, client_id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

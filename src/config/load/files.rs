@@ -148,26 +148,4 @@ fn strip_one_newline(text: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::refused_mode;
-
-    #[test]
-    fn private_modes() {
-        for mode in [0o600, 0o400, 0o700, 0o200] {
-            assert_eq!(refused_mode(mode, 1000), None, "{mode:o}");
-            assert_eq!(refused_mode(mode, 0), None, "{mode:o}");
-        }
-        // Group read: accepted only when root owns the file (a Kubernetes Secret with fsGroup).
-        for mode in [0o440, 0o640] {
-            assert_eq!(refused_mode(mode, 0), None, "{mode:o}");
-            assert_eq!(refused_mode(mode, 65532), Some(mode), "{mode:o}");
-        }
-        // Anything more is refused whoever owns it: group write or execute, any access for others.
-        for mode in [
-            0o660, 0o620, 0o610, 0o644, 0o604, 0o602, 0o601, 0o666, 0o777, 0o460,
-        ] {
-            assert_eq!(refused_mode(mode, 0), Some(mode), "{mode:o}");
-            assert_eq!(refused_mode(mode, 1000), Some(mode), "{mode:o}");
-        }
-    }
-}
+mod tests;

@@ -16,6 +16,8 @@ mod url;
 mod walk;
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

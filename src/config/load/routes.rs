@@ -322,3 +322,6 @@ impl Seen {
         unique
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,32 +2,12 @@
 
 /// Credential and route names: `[A-Za-z0-9_.-]+`.
 pub(super) fn check_name(name: &str) -> Result<(), String> {
-    if !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid name {name:?}: use letters, digits, `_`, `.` and `-`"
-        ))
-    }
+    check_chars(name, b"_.-", "name", "`_`, `.` and `-`")
 }
 
 /// Tenant ids: `[A-Za-z0-9.-]+` (they become part of the token URL).
 pub(super) fn check_tenant_id(tenant: &str) -> Result<(), String> {
-    if !tenant.is_empty()
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid tenant id {tenant:?}: use letters, digits, `.` and `-`"
-        ))
-    }
+    check_chars(tenant, b".-", "tenant id", "`.` and `-`")
 }
 
 /// Client, object and resource ids: non-empty, no whitespace or control characters.
@@ -43,30 +23,31 @@ pub(super) fn check_id(id: &str) -> Result<(), String> {
 
 /// Subscriptions (names or ids, passed to `az`): `[A-Za-z0-9_. -]+`.
 pub(super) fn check_subscription(subscription: &str) -> Result<(), String> {
-    if !subscription.is_empty()
-        && subscription
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_. -".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid subscription {subscription:?}: use letters, digits, `_`, `.`, `-` and spaces"
-        ))
-    }
+    check_chars(
+        subscription,
+        b"_. -",
+        "subscription",
+        "`_`, `.`, `-` and spaces",
+    )
 }
 
 /// Token scopes: `[A-Za-z0-9_.:/-]+`.
 pub(super) fn check_scope(scope: &str) -> Result<(), String> {
-    if !scope.is_empty()
-        && scope
+    check_chars(scope, b"_.:/-", "scope", "`_`, `.`, `:`, `/` and `-`")
+}
+
+/// `text` is non-empty and made of ASCII letters, digits and the bytes of `extra`; otherwise the message names
+/// `what` it is and the characters `allowed` besides letters and digits.
+fn check_chars(text: &str, extra: &[u8], what: &str, allowed: &str) -> Result<(), String> {
+    if !text.is_empty()
+        && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
     {
         Ok(())
     } else {
         Err(format!(
-            "invalid scope {scope:?}: use letters, digits, `_`, `.`, `:`, `/` and `-`"
+            "invalid {what} {text:?}: use letters, digits, {allowed}"
         ))
     }
 }

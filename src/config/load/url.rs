@@ -53,3 +53,6 @@ impl Walker<'_> {
             .ok()
     }
 }
+
+#[cfg(test)]
+mod tests;

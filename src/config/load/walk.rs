@@ -615,28 +615,4 @@ fn is_var_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::env::MapEnv;
-
-    #[test]
-    fn expands_variables_defaults_and_dollars() {
-        let env = MapEnv::new().with("A", "x").with("E", "");
-        let text = |raw: &str| expand(raw, &env).map(|e| e.text);
-        assert_eq!(
-            expand("${A}-${B:-d}-$$-$x-${E:-e}-${E}", &env),
-            Ok(Expanded {
-                text: "x-d-$-$x-e-".to_owned(),
-                values: vec![("A".to_owned(), "x".to_owned())],
-            })
-        );
-        assert_eq!(text("a$"), Ok("a$".to_owned()));
-        assert_eq!(
-            expand("${B}${C}", &env),
-            Err(ExpandError::Unset(vec!["B".into(), "C".into()]))
-        );
-        assert_eq!(expand("${A", &env), Err(ExpandError::Malformed));
-        assert_eq!(expand("${1A}", &env), Err(ExpandError::Malformed));
-        assert_eq!(text("${A:-a}b}"), Ok("xb}".to_owned()));
-    }
-}
+mod tests;

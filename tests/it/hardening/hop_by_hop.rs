@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use http::{Method, StatusCode, Version};
 
-use super::h2_frames::{self, DATA, END_STREAM, H2Conn, HEADERS, PROTOCOL_ERROR, RST_STREAM};
 use super::{h1_plain_upstream, proxy_to, send_raw, upstream_paths};
+use crate::support::h2_frames::{
+    self, DATA, END_STREAM, H2Conn, HEADERS, PROTOCOL_ERROR, RST_STREAM,
+};
 use crate::support::proxy::World;
 use crate::support::{h2_client, json_body, request_via, trace_init};
 

@@ -13,11 +13,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::h2_frames::{
+use super::{h1_plain_upstream, proxy_to, send_raw, upstream_paths};
+use crate::support::h2_frames::{
     self, ACK, DATA, END_STREAM, GOAWAY, H2Conn, HEADERS, REFUSED_STREAM, RST_STREAM, SETTINGS,
     SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE,
 };
-use super::{h1_plain_upstream, proxy_to, send_raw, upstream_paths};
 use crate::support::proxy::World;
 use crate::support::{h2_burst, json_body, trace_init};
 

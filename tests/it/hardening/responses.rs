@@ -10,8 +10,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{route_with_prefix, send_raw};
-use crate::support::proxy::{TestProxy, World};
+use super::send_raw;
+use crate::support::proxy::{TestProxy, World, route_block};
 use crate::support::{expect_proxy_error, trace_init};
 
 /// A plain-HTTP upstream on 127.0.0.1 that answers every request with exactly `response` (raw bytes, written
@@ -54,10 +54,13 @@ async fn proxy_to_raw_upstreams(
     let mut counts = Vec::new();
     for (i, response) in responses.iter().enumerate() {
         let (addr, count) = raw_upstream(response.to_vec()).await;
-        routes.push_str(&route_with_prefix(
+        routes.push_str(&route_block(
             &format!("c{i}"),
             &format!("/c{i}"),
             &format!("http://{addr}"),
+            true,
+            "sp",
+            "",
         ));
         counts.push(count);
     }

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use crate::support::process::{ClosedPort, RunningProxy, proc_status_bytes};
-use crate::support::proxy::{TestProxy, World};
+use crate::support::metrics::{series_at, series_reaches};
+use crate::support::process::{RunningProxy, proc_status_bytes};
+use crate::support::proxy::{TestProxy, World, route_to};
+use crate::support::raw::{self, RawServer};
 use crate::support::{get, json_body, trace_init};
 
 /// The size of the large response.
@@ -29,59 +30,30 @@ const BIG: u64 = 8 << 20;
 /// - `POST /sink`: reads the whole body (`Content-Length`), then answers `200` with its length;
 /// - anything else: `200 ok`.
 struct BulkUpstream {
-    addr: SocketAddr,
+    server: RawServer,
     written: Arc<AtomicU64>,
-    task: JoinHandle<()>,
 }
 
 impl BulkUpstream {
     async fn start() -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let written = Arc::new(AtomicU64::new(0));
         let block: Arc<[u8]> = vec![b'b'; 64 * 1024].into();
-        let task = tokio::spawn({
+        let server = RawServer::start({
             let written = written.clone();
-            async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    let _ = s.set_nodelay(true);
-                    tokio::spawn(serve_bulk(s, block.clone(), written.clone()));
-                }
-            }
-        });
-        Self {
-            addr,
-            written,
-            task,
-        }
+            move |s| serve_bulk(s, block.clone(), written.clone())
+        })
+        .await;
+        Self { server, written }
     }
 
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    /// A route block: everything under `/` to this upstream, credential `sp`.
+    fn route(&self) -> String {
+        route_to("bulk", "/", &self.server.url())
     }
-}
-
-impl Drop for BulkUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads a request head; `None` if the connection ended first.
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 async fn serve_bulk(mut s: TcpStream, block: Arc<[u8]>, written: Arc<AtomicU64>) {
-    while let Some(head) = read_head(&mut s).await {
+    while let Some((head, early)) = raw::read_head(&mut s).await {
         if head.starts_with("GET /big ") {
             let start = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {BIG}\r\n\r\n"
@@ -110,16 +82,14 @@ async fn serve_bulk(mut s: TcpStream, block: Arc<[u8]>, written: Arc<AtomicU64>)
             while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
             return;
         } else if head.starts_with("POST /sink ") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
+            let len: usize = raw::header(&head, "content-length")
+                .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let mut body = vec![0u8; len];
-            if s.read_exact(&mut body).await.is_err() {
+            // The body bytes that came with the head, then the rest.
+            let mut body = early;
+            let have = body.len().min(len);
+            body.resize(len, 0);
+            if s.read_exact(&mut body[have..]).await.is_err() {
                 return;
             }
             let answer = format!("{len}");
@@ -138,13 +108,6 @@ async fn serve_bulk(mut s: TcpStream, block: Arc<[u8]>, written: Arc<AtomicU64>)
             return;
         }
     }
-}
-
-/// A route block: everything under `/` → `upstream`, credential `sp`.
-fn route(upstream: &str) -> String {
-    format!(
-        "  - name: bulk\n    path_prefix: /\n    strip_prefix: false\n    upstream: {upstream}\n    scope: https://management.azure.com/.default\n    credential: sp\n"
-    )
 }
 
 /// A caller with a 4 KiB receive buffer that sends `GET /big` and then never reads.
@@ -205,9 +168,8 @@ async fn stalled_downloads_keep_peak_rss_well_inside_the_container_limit() {
     let _trace = trace_init();
     let world = World::new().await;
     let upstream = BulkUpstream::start().await;
-    let imds = ClosedPort::new();
-    let yaml = world.config(&World::sp("sp", "stalled"), &route(&upstream.url()));
-    let proxy = RunningProxy::start(&world.dir, &imds, &yaml, &[], &[]).await;
+    let yaml = world.config(&World::sp("sp", "stalled"), &upstream.route());
+    let proxy = RunningProxy::start_in(&world.dir, &yaml).await;
     let pid = proxy.child.pid();
     // Warm up (token, pools), then the idle baseline.
     assert_eq!(download(proxy.listen).await, BIG);
@@ -257,36 +219,6 @@ async fn stalled_downloads_keep_peak_rss_well_inside_the_container_limit() {
     assert_eq!(out.code(), Some(0), "{out:#?}");
 }
 
-/// The value of one series in the proxy's `/metrics` (0 when absent).
-async fn metric(proxy: &TestProxy, series: &str) -> f64 {
-    let text = String::from_utf8(get(&proxy.admin_url("/metrics")).await.2.to_vec()).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-/// Polls `series` until it reads `want` (at most `limit`); returns how long that took.
-async fn metric_reaches(proxy: &TestProxy, series: &str, want: f64, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let now = metric(proxy, series).await;
-        if now == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{series} is {now} after {limit:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 const WRITE_STALLS: &str =
     r#"aml_auth_proxy_stream_timeouts_total{direction="response",kind="write_stall"}"#;
 const RESPONSE_IDLE: &str =
@@ -334,17 +266,35 @@ async fn a_caller_that_stops_reading_is_disconnected_at_the_write_stall_timeout(
         &world,
         "limits:\n  write_stall_timeout: 1s\n",
         "writestall",
-        &route(&upstream.url()),
+        &upstream.route(),
     )
     .await;
     let mut caller = stalled_caller(proxy.addr()).await;
-    metric_reaches(&proxy, IN_FLIGHT, 1.0, Duration::from_secs(5)).await;
-    let took = metric_reaches(&proxy, WRITE_STALLS, 1.0, Duration::from_secs(10)).await;
+    series_reaches(
+        &proxy.admin_url("/metrics"),
+        IN_FLIGHT,
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let took = series_reaches(
+        &proxy.admin_url("/metrics"),
+        WRITE_STALLS,
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(
         took >= Duration::from_millis(900),
         "disconnected after {took:?}"
     );
-    metric_reaches(&proxy, IN_FLIGHT, 0.0, Duration::from_secs(5)).await;
+    series_reaches(
+        &proxy.admin_url("/metrics"),
+        IN_FLIGHT,
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
     let (bytes, closed) = read_to_close(&mut caller, Duration::from_secs(10)).await;
     assert!(closed, "the stalled connection is still open");
     assert!(
@@ -353,7 +303,12 @@ async fn a_caller_that_stops_reading_is_disconnected_at_the_write_stall_timeout(
     );
     // A caller that reads gets everything.
     assert_eq!(download(proxy.addr()).await, BIG);
-    assert_eq!(metric(&proxy, WRITE_STALLS).await, 1.0);
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), WRITE_STALLS)
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
     proxy.stop().await;
 }
 
@@ -369,7 +324,7 @@ async fn a_silent_upstream_body_is_ended_at_the_idle_timeout_and_a_flowing_one_i
     let routes = format!(
         "{}{}",
         world.route("events", "/events", "sp", ""),
-        route(&upstream.url())
+        upstream.route()
     );
     let proxy = proxy(&world, limits, "respidle", &routes).await;
 
@@ -394,14 +349,21 @@ async fn a_silent_upstream_body_is_ended_at_the_idle_timeout_and_a_flowing_one_i
         &[b's'; 100][..],
         "the body stops where the upstream stopped"
     );
-    assert_eq!(metric(&proxy, RESPONSE_IDLE).await, 1.0);
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), RESPONSE_IDLE)
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
 
     let (status, _, body) = get(&proxy.url("/events/stream?chunks=6&interval_ms=400")).await;
     assert_eq!(status, 200);
     let expected: String = (0..6).map(|i| format!("data: {i}\n\n")).collect();
     assert_eq!(String::from_utf8_lossy(&body), expected);
     assert_eq!(
-        metric(&proxy, RESPONSE_IDLE).await,
+        series_at(&proxy.admin_url("/metrics"), RESPONSE_IDLE)
+            .await
+            .unwrap_or(0.0),
         1.0,
         "the flowing stream was cut"
     );
@@ -419,7 +381,7 @@ async fn a_request_body_that_stops_is_answered_408_at_the_idle_timeout() {
         &world,
         "limits:\n  stream_idle_timeout: 1s\n",
         "reqidle",
-        &route(&upstream.url()),
+        &upstream.route(),
     )
     .await;
     let started = Instant::now();
@@ -440,8 +402,19 @@ async fn a_request_body_that_stops_is_answered_408_at_the_idle_timeout() {
     );
     let body = &bytes[bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     assert_eq!(json_body(body)["error"]["code"], "RequestBodyTimeout");
-    assert_eq!(metric(&proxy, REQUEST_IDLE).await, 1.0);
-    metric_reaches(&proxy, IN_FLIGHT, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), REQUEST_IDLE)
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
+    series_reaches(
+        &proxy.admin_url("/metrics"),
+        IN_FLIGHT,
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
     proxy.stop().await;
 }
 
@@ -485,14 +458,20 @@ async fn slow_uploads_cannot_hold_every_slot() {
         &world,
         "limits:\n  max_in_flight: 4\n",
         "slowbody",
-        &route(&upstream.url()),
+        &upstream.route(),
     )
     .await;
     let started = Instant::now();
     let uploads: Vec<_> = (0..4)
         .map(|_| tokio::spawn(trickle_upload(proxy.addr(), Duration::from_secs(40))))
         .collect();
-    metric_reaches(&proxy, IN_FLIGHT, 4.0, Duration::from_secs(5)).await;
+    series_reaches(
+        &proxy.admin_url("/metrics"),
+        IN_FLIGHT,
+        4.0,
+        Duration::from_secs(5),
+    )
+    .await;
     let mut shed = 0;
     let served_after = loop {
         let (status, _, _) = get(&proxy.url("/small")).await;
@@ -530,6 +509,11 @@ async fn slow_uploads_cannot_hold_every_slot() {
         evicted += 1;
     }
     assert!(evicted >= 1);
-    assert_eq!(metric(&proxy, MIN_RATE).await, f64::from(evicted));
+    assert_eq!(
+        series_at(&proxy.admin_url("/metrics"), MIN_RATE)
+            .await
+            .unwrap_or(0.0),
+        f64::from(evicted)
+    );
     proxy.stop().await;
 }

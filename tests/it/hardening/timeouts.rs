@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::h2_frames::{self, H2Conn};
 use super::{exchange, h1_plain_upstream, proxy_to, upstream_paths};
+use crate::support::h2_frames::{self, H2Conn};
 use crate::support::proxy::World;
 use crate::support::trace_init;
 

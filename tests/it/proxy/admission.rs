@@ -9,9 +9,9 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{assert_error, assert_no_cors, json, raw, route_to};
-use crate::support::proxy::{TestProxy, World};
-use crate::support::{request, trace_init};
+use super::{assert_error, assert_no_cors, raw};
+use crate::support::proxy::{TestProxy, World, route_block};
+use crate::support::{json_body, request, trace_init};
 
 /// (path, method, extra request headers).
 type BrowserRequest<'a> = (&'a str, Method, &'a [(&'a str, &'a str)]);
@@ -138,8 +138,8 @@ async fn browser_cross_origin_requests_are_403_unless_the_route_allows_the_origi
     let world = World::new().await;
     let up = world.upstream.base_url();
     let routes = [
-        route_to("arm", "/", &up, false, "sp", ""),
-        route_to(
+        route_block("arm", "/", &up, false, "sp", ""),
+        route_block(
             "ui",
             "/ui",
             &up,
@@ -219,7 +219,7 @@ async fn browser_cross_origin_requests_are_403_unless_the_route_allows_the_origi
             "{method} {path} {headers:?}: {}",
             String::from_utf8_lossy(&body)
         );
-        assert_eq!(json(&body)["method"], method.as_str());
+        assert_eq!(json_body(&body)["method"], method.as_str());
         every_answer.push(answer_headers);
     }
     assert_eq!(world.upstream.count(), 4);
@@ -270,7 +270,7 @@ async fn allow_policy_refuses_methods_with_405_and_paths_with_403_before_the_ups
     ] {
         let (status, _, body) = request(method.clone(), &proxy.url(path), &[], "").await;
         assert_eq!(status, StatusCode::OK, "{method} {path}");
-        assert_eq!(json(&body)["path"], path);
+        assert_eq!(json_body(&body)["path"], path);
     }
     assert_eq!(world.upstream.count(), 3);
     proxy.stop().await;
@@ -282,7 +282,7 @@ async fn refusals_are_answered_without_waiting_for_a_token() {
     let world = World::new().await;
     // Entra ID never answers for this tenant: anything that waited for a token would hang.
     let allow = "    allow: { methods: [GET], paths: [\"/api/ok\"] }\n";
-    let routes = route_to(
+    let routes = route_block(
         "api",
         "/api",
         &world.upstream.base_url(),

@@ -9,13 +9,12 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use super::route_to;
-use crate::support::proxy::{TestProxy, World};
+use crate::support::proxy::{TestProxy, World, route_block};
 use crate::support::{Upstream, get, h2_burst, http_client, request_via, trace_init};
 
 /// A proxy whose only route `/` goes to `upstream`.
 async fn proxy_to(world: &World, upstream: &str, tenant: &str) -> TestProxy {
-    let routes = route_to("up", "/", upstream, false, "sp", "");
+    let routes = route_block("up", "/", upstream, false, "sp", "");
     TestProxy::start(&world.config(&World::sp("sp", tenant), &routes)).await
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use super::{assert_error, h1_upstream, route_to};
-use crate::support::proxy::{TestProxy, World};
-use crate::support::{TestCa, Upstream, http_client, request, trace_init};
+use super::{assert_error, h1_upstream};
+use crate::support::proxy::{TestProxy, World, route_block};
+use crate::support::{TestCa, Upstream, http_client, json_body, request, trace_init};
 
 #[tokio::test]
 async fn upstream_error_statuses_are_passed_through_not_replaced() {
@@ -24,7 +24,7 @@ async fn upstream_error_statuses_are_passed_through_not_replaced() {
             !headers.contains_key(super::ERROR_HEADER),
             "{code}: {headers:?}"
         );
-        assert_eq!(super::json(&body), serde_json::json!({"status": code}));
+        assert_eq!(json_body(&body), serde_json::json!({"status": code}));
     }
     assert_eq!(
         world.upstream.count(),
@@ -42,7 +42,7 @@ async fn closed_upstream_port_is_502_upstream_unavailable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let routes = route_to("gone", "/", &format!("https://{closed}"), false, "sp", "");
+    let routes = route_block("gone", "/", &format!("https://{closed}"), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "closed"), &routes)).await;
     for method in [Method::GET, Method::POST] {
         let answer = request(method, &proxy.url("/x"), &[], "payload").await;
@@ -65,7 +65,7 @@ async fn untrusted_upstream_certificate_is_502_and_gets_no_request() {
         .validate_tokens(world.aad.registry())
         .start()
         .await;
-    let routes = route_to("mitm", "/", &upstream.base_url(), false, "sp", "");
+    let routes = route_block("mitm", "/", &upstream.base_url(), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "untrusted"), &routes)).await;
     let answer = request(Method::GET, &proxy.url("/secret"), &[], "").await;
     assert_error(&answer, StatusCode::BAD_GATEWAY, "UpstreamUnavailable");
@@ -120,7 +120,7 @@ async fn upstream_connection_cut_mid_body_never_looks_like_a_complete_response()
     let h1 = h1_upstream(&world).await;
     let routes = [
         world.route("h2", "/", "sp", ""),
-        route_to("h1", "/h1", &h1.base_url(), true, "sp", ""),
+        route_block("h1", "/h1", &h1.base_url(), true, "sp", ""),
     ]
     .concat();
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "reset"), &routes)).await;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use super::{h1_upstream, json, raw, route_to};
-use crate::support::proxy::{TestProxy, World};
+use super::{h1_upstream, raw};
+use crate::support::proxy::{TestProxy, World, route_block};
 use crate::support::upstream::INVALID_TOKEN_CHALLENGE;
-use crate::support::{Rejection, request, trace_init};
+use crate::support::{Rejection, json_body, request, trace_init};
 
 #[tokio::test]
 async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not_forwarded() {
@@ -17,7 +17,7 @@ async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not
     let world = World::new().await;
     // HTTP/1.1 to the upstream, so nothing on the way normalises the headers the proxy sends.
     let upstream = h1_upstream(&world).await;
-    let routes = route_to("arm", "/", &upstream.base_url(), false, "sp", "");
+    let routes = route_block("arm", "/", &upstream.base_url(), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "hdr"), &routes)).await;
     let port = proxy.addr().port();
     // Raw bytes: two caller Authorization headers, a Connection header that names `authorization` (trying
@@ -88,7 +88,7 @@ async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not
         );
     }
     // The caller's view agrees: the echo shows the minted token, not the attacker's.
-    assert_eq!(json(&body)["token"], token);
+    assert_eq!(json_body(&body)["token"], token);
     proxy.stop().await;
 }
 
@@ -121,11 +121,11 @@ async fn hop_by_hop_response_headers_are_removed() {
     // Over HTTP/1.1 the upstream really sends Connection, Keep-Alive, Proxy-Authenticate and a header that
     // Connection names.
     let upstream = h1_upstream(&world).await;
-    let routes = route_to("arm", "/", &upstream.base_url(), false, "sp", "");
+    let routes = route_block("arm", "/", &upstream.base_url(), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "hop"), &routes)).await;
     let (status, headers, body) = request(Method::GET, &proxy.url("/hop-by-hop"), &[], "").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(json(&body)["hop_by_hop"], true);
+    assert_eq!(json_body(&body)["hop_by_hop"], true);
     for dropped in ["x-upstream-private", "keep-alive", "proxy-authenticate"] {
         assert!(!headers.contains_key(dropped), "{dropped}: {headers:?}");
     }
@@ -193,7 +193,10 @@ async fn pass_through_route_forwards_the_callers_token_and_injects_when_there_is
         INVALID_TOKEN_CHALLENGE
     );
     assert!(!headers.contains_key(super::ERROR_HEADER));
-    assert_eq!(json(&body)["error"]["code"], "InvalidAuthenticationToken");
+    assert_eq!(
+        json_body(&body)["error"]["code"],
+        "InvalidAuthenticationToken"
+    );
     assert_eq!(world.upstream.rejected_count_for(Rejection::Unknown), 1);
     assert_eq!(world.upstream.count(), 3);
     proxy.stop().await;
@@ -205,7 +208,7 @@ async fn websocket_upgrade_request_reaches_the_upstream_as_an_upgrade() {
     let world = World::new().await;
     // HTTP/1.1 upstream: the only protocol an Upgrade can travel on.
     let upstream = h1_upstream(&world).await;
-    let routes = route_to("ws", "/", &upstream.base_url(), false, "sp", "");
+    let routes = route_block("ws", "/", &upstream.base_url(), false, "sp", "");
     let proxy = TestProxy::start(&world.config(&World::sp("sp", "ws"), &routes)).await;
     let port = proxy.addr().port();
     // The mock answers the echo (not 101); what matters here is what the upstream was asked for.

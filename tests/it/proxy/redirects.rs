@@ -3,10 +3,10 @@
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::{assert_error, json, raw};
+use super::{assert_error, raw};
 use crate::support::proxy::{TestProxy, World};
 use crate::support::upstream::REDIRECT_AWAY_LOCATION;
-use crate::support::{request, trace_init};
+use crate::support::{json_body, request, trace_init};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers
@@ -77,7 +77,7 @@ async fn long_running_operation_urls_are_rewritten_to_the_proxy_and_polling_work
     let poll = header(&headers, "azure-asyncoperation").to_owned();
     let (status, _, body) = request(Method::GET, &poll, &[], "").await;
     assert_eq!(status, StatusCode::OK);
-    let echo = json(&body);
+    let echo = json_body(&body);
     assert_eq!(echo["path"], "/operations/1");
     assert_eq!(echo["query"], "api-version=2024-04-01");
     let seen = world.upstream.last_request().unwrap();
@@ -103,7 +103,7 @@ async fn relative_location_is_rewritten_to_the_proxy() {
         header(&headers, "location"),
         format!("http://127.0.0.1:{}/things/42", proxy.addr().port())
     );
-    assert_eq!(json(&body)["id"], 42);
+    assert_eq!(json_body(&body)["id"], 42);
     proxy.stop().await;
 }
 
@@ -130,7 +130,7 @@ async fn rewritten_urls_keep_a_strip_prefix_routes_prefix() {
 
     let (status, _, body) = request(Method::GET, header(&headers, "location"), &[], "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(json(&body)["path"], "/things/42");
+    assert_eq!(json_body(&body)["path"], "/things/42");
     proxy.stop().await;
 }
 

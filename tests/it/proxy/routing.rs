@@ -5,18 +5,18 @@ use std::net::TcpListener as StdTcpListener;
 
 use http::{Method, StatusCode};
 
-use super::{assert_error, json, raw, route_to};
-use crate::support::proxy::{TestProxy, World};
-use crate::support::{request, trace_init};
+use super::{assert_error, raw};
+use crate::support::proxy::{TestProxy, World, route_block};
+use crate::support::{json_body, request, trace_init};
 
 /// A proxy with routes `/` → `<up>/root`, `/api` → `<up>/r-api`, `/api/v2` → `<up>/r-api-v2`, `/ml` →
 /// `<up>` (all but `/` with `strip_prefix`): the upstream path tells which route served a request.
 async fn routed_proxy(world: &World) -> TestProxy {
     let up = world.upstream.base_url();
     let routes = [
-        route_to("root", "/", &format!("{up}/root"), false, "sp", ""),
-        route_to("api", "/api", &format!("{up}/r-api"), true, "sp", ""),
-        route_to(
+        route_block("root", "/", &format!("{up}/root"), false, "sp", ""),
+        route_block("api", "/api", &format!("{up}/r-api"), true, "sp", ""),
+        route_block(
             "api-v2",
             "/api/v2",
             &format!("{up}/r-api-v2"),
@@ -24,7 +24,7 @@ async fn routed_proxy(world: &World) -> TestProxy {
             "sp",
             "",
         ),
-        route_to("ml", "/ml", &up, true, "sp", ""),
+        route_block("ml", "/ml", &up, true, "sp", ""),
     ]
     .concat();
     TestProxy::start(&world.config(&World::sp("sp", "routes"), &routes)).await
@@ -58,7 +58,7 @@ async fn longest_prefix_wins_on_segment_boundaries_and_strip_prefix_removes_it()
             "{path}: {}",
             String::from_utf8_lossy(&body)
         );
-        let echo = json(&body);
+        let echo = json_body(&body);
         assert_eq!(echo["path"], upstream_path, "{path}");
         assert_eq!(echo["query"], "q=1", "{path}");
         assert_eq!(world.upstream.last_request().unwrap().path, upstream_path);
@@ -91,8 +91,8 @@ async fn host_specific_routes_match_the_host_header() {
     let world = World::new().await;
     let up = world.upstream.base_url();
     let routes = [
-        route_to("any", "/api", &format!("{up}/any"), true, "sp", ""),
-        route_to(
+        route_block("any", "/api", &format!("{up}/any"), true, "sp", ""),
+        route_block(
             "local",
             "/api",
             &format!("{up}/by-host"),
@@ -118,7 +118,7 @@ async fn host_specific_routes_match_the_host_header() {
             "{host}: {}",
             String::from_utf8_lossy(&body)
         );
-        assert_eq!(json(&body)["path"], upstream_path, "{host}");
+        assert_eq!(json_body(&body)["path"], upstream_path, "{host}");
     }
     proxy.stop().await;
 }
@@ -152,7 +152,7 @@ async fn ambiguous_paths_are_400_bad_request_and_never_forwarded() {
     for (target, upstream_path) in [("/a..b/c.d", "/a..b/c.d"), ("/a%20b", "/a%20b")] {
         let (status, _, body) = request(Method::GET, &proxy.url(target), &[], "").await;
         assert_eq!(status, StatusCode::OK, "{target}");
-        assert_eq!(json(&body)["path"], upstream_path);
+        assert_eq!(json_body(&body)["path"], upstream_path);
     }
     proxy.stop().await;
 }
@@ -161,7 +161,7 @@ async fn ambiguous_paths_are_400_bad_request_and_never_forwarded() {
 async fn restricted_proxy(world: &World, tenant: &str) -> TestProxy {
     let up = world.upstream.base_url();
     let allow = "    allow: { paths: [/restricted/public] }\n";
-    let routes = route_to("restricted", "/restricted", &up, false, "sp", allow);
+    let routes = route_block("restricted", "/restricted", &up, false, "sp", allow);
     TestProxy::start(&world.config(&World::sp("sp", tenant), &routes)).await
 }
 
@@ -260,7 +260,7 @@ async fn normalisation_differentials_are_400_and_never_reach_the_upstream() {
             "{target}: {}",
             String::from_utf8_lossy(&body)
         );
-        assert_eq!(json(&body)["path"], upstream_path);
+        assert_eq!(json_body(&body)["path"], upstream_path);
     }
     proxy.stop().await;
 }
@@ -395,7 +395,7 @@ async fn absolute_form_and_connect_targets_never_reach_another_host() {
             assert_eq!(seen.len(), 1, "{target}");
             assert_eq!(seen[0].path, "/steal", "{target}");
             assert_eq!(seen[0].query.as_deref(), Some("x=1"), "{target}");
-            assert_eq!(json(&body)["path"], "/steal");
+            assert_eq!(json_body(&body)["path"], "/steal");
         } else {
             assert!(status.is_client_error(), "{target}: {status} {text}");
             assert!(

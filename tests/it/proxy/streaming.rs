@@ -8,10 +8,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::{h1_upstream, json, route_to};
-use crate::support::proxy::{TestProxy, World};
+use super::h1_upstream;
+use crate::support::proxy::{TestProxy, World, route_block};
 use crate::support::{
-    BoxBody, ChannelBody, Upstream, fnv_hex, fnv1a64, get, pseudo_random_bytes, request, trace_init,
+    BoxBody, ChannelBody, Upstream, fnv_hex, fnv1a64, get, json_body, pseudo_random_bytes, request,
+    trace_init,
 };
 
 const EIGHT_MIB: usize = 8 * 1024 * 1024;
@@ -20,7 +21,7 @@ const EIGHT_MIB: usize = 8 * 1024 * 1024;
 async fn two_upstream_proxy(world: &World, h1: &Upstream, tenant: &str) -> TestProxy {
     let routes = [
         world.route("h2", "/", "sp", ""),
-        route_to("h1", "/h1", &h1.base_url(), true, "sp", ""),
+        route_block("h1", "/h1", &h1.base_url(), true, "sp", ""),
     ]
     .concat();
     TestProxy::start(&world.config(&World::sp("sp", tenant), &routes)).await
@@ -58,7 +59,7 @@ async fn eight_mib_chunked_upload_arrives_intact_over_h1_and_h2_upstreams() {
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         feeder.await.unwrap();
-        let echo = json(&body);
+        let echo = json_body(&body);
         assert_eq!(echo["body_len"], EIGHT_MIB, "{path}");
         assert_eq!(echo["body_fnv"], want.as_str(), "{path}");
         let seen = upstream.last_request().unwrap();
@@ -151,7 +152,7 @@ async fn http2_cleartext_callers_are_served_and_forwarded() {
     assert_eq!(resp.version(), Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let echo = json(&body);
+    let echo = json_body(&body);
     assert_eq!(echo["path"], "/h2c/path");
     assert_eq!(echo["query"], "x=1");
     let seen = world.upstream.last_request().unwrap();
@@ -193,7 +194,7 @@ async fn upstreams_speaking_http1_only_or_h2_both_work() {
             "{path}: {}",
             String::from_utf8_lossy(&body)
         );
-        assert_eq!(json(&body)["version"], echoed, "{path}");
+        assert_eq!(json_body(&body)["version"], echoed, "{path}");
         let seen = upstream.last_request().unwrap();
         assert_eq!(seen.version, version, "{path}");
         assert_eq!(seen.path, "/v");

@@ -1,17 +1,16 @@
 //! A mock Entra ID (Azure AD) token endpoint.
 //!
-//! [`MockAad`] serves `POST /{tenant}/oauth2/v2.0/token` (form-urlencoded), over plain HTTP by default
-//! (the proxy accepts `http://` authority hosts on loopback) or over HTTPS with a [`TestCa`] leaf
-//! certificate. Point the proxy's `authority_host` at [`MockAad::base_url`].
+//! [`MockAad`] serves `POST /{tenant}/oauth2/v2.0/token` (form-urlencoded) over plain HTTP (the proxy accepts
+//! `http://` authority hosts on loopback). Point the proxy's `authority_host` at [`MockAad::base_url`].
 //!
 //! What a request gets is decided per tenant, in this order:
 //! 1. one-shot behaviours queued with [`MockAad::script`] (each used once, in order);
-//! 2. a behaviour set with [`MockAad::set_behavior`] (or [`MockAadBuilder::behavior`]);
+//! 2. a behaviour set with [`MockAad::set_behavior`];
 //! 3. the tenant's name ([`Behavior::from_tenant`]):
 //!
 //! | tenant          | answer                                                                   |
 //! |-----------------|--------------------------------------------------------------------------|
-//! | anything else   | 200 with a fresh token, `expires_in` = the builder's TTL (default 3600)  |
+//! | anything else   | 200 with a fresh token, `expires_in` = [`DEFAULT_TTL_SECS`] (3600)         |
 //! | `ttl<N>`        | 200 with a fresh token valid for N seconds                               |
 //! | `slow<MS>`      | 200 with a fresh token, after MS milliseconds                            |
 //! | `strings`       | 200, numbers as JSON strings, plus `"refresh_in"` (TTL / 2) as a string  |
@@ -44,7 +43,6 @@
 //!   both grants (e.g. to answer a refresh with the 50079 claims fixture or a 503); the tenant's *name* does not.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -54,7 +52,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::tls::TestCa;
 use super::{
     BoxBody, BoxError, ChannelBody, RepeatBody, ServeOptions, Server, ServerHandle, Shutdown,
 };
@@ -62,7 +59,7 @@ use super::{
 /// Size of the body [`Behavior::Huge`] streams.
 pub(crate) const HUGE_BODY_LEN: usize = 50 * 1024 * 1024;
 
-/// The TTL of issued tokens unless the builder says otherwise.
+/// The TTL of issued tokens unless the tenant's name or script says otherwise.
 pub(crate) const DEFAULT_TTL_SECS: u64 = 3600;
 
 /// Where [`MockAad::fixture`] reads from: `tests/fixtures`, copies of the shared recorded payloads.
@@ -97,11 +94,6 @@ pub(crate) enum Behavior {
     /// 200 streaming a [`HUGE_BODY_LEN`]-byte body (valid JSON: a token response with an enormous
     /// `access_token`), chunked, without a Content-Length.
     Huge,
-    /// Waits `delay`, then behaves as `then`.
-    Delay {
-        delay: Duration,
-        then: Box<Behavior>,
-    },
 }
 
 /// One request the mock received.
@@ -138,8 +130,6 @@ pub(crate) struct IssuedToken {
     pub(crate) claims: Option<String>,
     /// The request's `scope` form field, if any.
     pub(crate) scope: Option<String>,
-    /// The request's `client_id` form field, if any.
-    pub(crate) client_id: Option<String>,
     /// Set by [`TokenRegistry::expire`]: the token counts as expired whatever its TTL.
     pub(crate) forced_expired: bool,
 }
@@ -169,16 +159,7 @@ static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct MockAad {
     state: Arc<AadState>,
     base_url: String,
-    server: ServerHandle,
-}
-
-/// Options for a [`MockAad`]; finish with [`MockAadBuilder::start`].
-#[derive(Debug)]
-pub(crate) struct MockAadBuilder {
-    ttl: u64,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    registry: Option<TokenRegistry>,
-    behaviors: Vec<(String, Behavior)>,
+    _server: ServerHandle,
 }
 
 #[derive(Debug)]
@@ -270,14 +251,6 @@ impl Behavior {
             status,
             body: body.into(),
             headers: Vec::new(),
-        }
-    }
-
-    /// Waits `delay`, then behaves as `self`.
-    pub(crate) fn after(self, delay: Duration) -> Self {
-        Self::Delay {
-            delay,
-            then: Box::new(self),
         }
     }
 
@@ -388,11 +361,6 @@ fn aad_error_body(error: &str, code: Option<i64>, text: &str) -> serde_json::Val
 // === impl TokenRegistry ===
 
 impl TokenRegistry {
-    /// An empty registry.
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     /// Issues and records a token for `tenant` valid for `ttl`, without any HTTP: for tests that talk to
     /// an [`Upstream`](super::Upstream) directly.
     pub(crate) fn mint(&self, tenant: &str, ttl: Duration) -> String {
@@ -411,7 +379,6 @@ impl TokenRegistry {
             ttl,
             claims: form.get("claims").cloned(),
             scope: form.get("scope").cloned(),
-            client_id: form.get("client_id").cloned(),
             forced_expired: false,
         });
         token
@@ -453,11 +420,6 @@ impl TokenRegistry {
         self.lock().len()
     }
 
-    /// Whether no token was issued yet.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
     /// Makes `token` count as expired from now on (no sleeping needed to test expiry handling).
     pub(crate) fn expire(&self, token: &str) {
         for t in self.lock().iter_mut().filter(|t| t.token == token) {
@@ -477,56 +439,18 @@ impl TokenRegistry {
     }
 }
 
-// === impl MockAadBuilder ===
+// === impl MockAad ===
 
-impl MockAadBuilder {
-    /// TTL in seconds of tokens whose tenant name and script give none (default 3600).
-    pub(crate) fn ttl(mut self, secs: u64) -> Self {
-        self.ttl = secs;
-        self
-    }
-
-    /// Serve HTTPS with `ca`'s leaf certificate (ALPN: h2, http/1.1) instead of plain HTTP.
-    pub(crate) fn tls(mut self, ca: &TestCa) -> Self {
-        self.tls = Some(ca.server_config(&[b"h2", b"http/1.1"]));
-        self
-    }
-
-    /// Record issued tokens in `registry` (e.g. one shared with an upstream) instead of a new one.
-    pub(crate) fn registry(mut self, registry: TokenRegistry) -> Self {
-        self.registry = Some(registry);
-        self
-    }
-
-    /// Same as [`MockAad::set_behavior`], before the server starts.
-    pub(crate) fn behavior(mut self, tenant: &str, behavior: Behavior) -> Self {
-        self.behaviors.push((tenant.to_owned(), behavior));
-        self
-    }
-
-    /// Binds `127.0.0.1:0` and starts serving.
-    pub(crate) async fn start(self) -> MockAad {
+impl MockAad {
+    /// Binds `127.0.0.1:0` and starts serving: tenants answer by name (see the module docs).
+    pub(crate) async fn start() -> Self {
         let server = Server::bind().await;
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let base_url = format!("{scheme}://{}", server.addr());
-        let scripts = self
-            .behaviors
-            .into_iter()
-            .map(|(tenant, b)| {
-                (
-                    tenant,
-                    TenantScript {
-                        once: VecDeque::new(),
-                        always: Some(b),
-                    },
-                )
-            })
-            .collect();
+        let base_url = format!("http://{}", server.addr());
         let state = Arc::new(AadState {
-            default_ttl: self.ttl,
-            registry: self.registry.unwrap_or_default(),
+            default_ttl: DEFAULT_TTL_SECS,
+            registry: TokenRegistry::default(),
             requests: Mutex::new(Vec::new()),
-            scripts: Mutex::new(scripts),
+            scripts: Mutex::new(HashMap::new()),
             user_flows: Mutex::new(UserFlows {
                 answer: DeviceCodeAnswer::default(),
                 start_behavior: None,
@@ -537,52 +461,25 @@ impl MockAadBuilder {
             }),
             shutdown: server.shutdown(),
         });
-        let options = ServeOptions {
-            tls: self.tls,
-            http1_only: false,
-            no_keep_alive: false,
-        };
         let handler_state = state.clone();
-        let server = server.spawn(options, move |req| handle(handler_state.clone(), req));
-        MockAad {
+        let server = server.spawn(ServeOptions::default(), move |req| {
+            handle(handler_state.clone(), req)
+        });
+        Self {
             state,
             base_url,
-            server,
-        }
-    }
-}
-
-// === impl MockAad ===
-
-impl MockAad {
-    /// Options: TTL, TLS, a shared registry, per-tenant behaviours.
-    pub(crate) fn builder() -> MockAadBuilder {
-        MockAadBuilder {
-            ttl: DEFAULT_TTL_SECS,
-            tls: None,
-            registry: None,
-            behaviors: Vec::new(),
+            _server: server,
         }
     }
 
-    /// A plain-HTTP mock with the defaults.
-    pub(crate) async fn start() -> Self {
-        Self::builder().start().await
-    }
-
-    /// An HTTPS mock presenting `ca`'s leaf certificate.
-    pub(crate) async fn start_tls(ca: &TestCa) -> Self {
-        Self::builder().tls(ca).start().await
-    }
-
-    /// The bound address.
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// `http://127.0.0.1:PORT` (or `https://…` with TLS): the authority host to configure.
+    /// `http://127.0.0.1:PORT`: the authority host to configure.
     pub(crate) fn base_url(&self) -> String {
         self.base_url.clone()
+    }
+
+    /// An Entra ID client of this mock, with the default HTTP options.
+    pub(crate) fn entra_client(&self) -> aml_auth_proxy::auth::EntraClient {
+        super::entra_client(&self.base_url())
     }
 
     /// The full token URL for `tenant`: `{base_url}/{tenant}/oauth2/v2.0/token`.
@@ -611,11 +508,6 @@ impl MockAad {
             .extend(behaviors);
     }
 
-    /// Forget every scripted and set behaviour: tenants answer by name again.
-    pub(crate) fn clear_behaviors(&self) {
-        self.scripts().clear();
-    }
-
     /// From now on, answer device-code requests with `answer` (and a fresh device code).
     pub(crate) fn set_device_code(&self, answer: DeviceCodeAnswer) {
         self.user_flows().answer = answer;
@@ -630,13 +522,6 @@ impl MockAad {
     /// polls are approved.
     pub(crate) fn script_device_polls(&self, polls: impl IntoIterator<Item = DevicePoll>) {
         self.user_flows().polls.extend(polls);
-    }
-
-    /// Makes a refresh token that works (as if a user had signed in), without any HTTP.
-    pub(crate) fn issue_refresh_token(&self) -> String {
-        let token = format!("rt.{}", NEXT_TOKEN.fetch_add(1, Ordering::SeqCst));
-        self.user_flows().refresh_tokens.push(token.clone());
-        token
     }
 
     /// Whether `token` is a refresh token the mock issued that still works.
@@ -698,16 +583,6 @@ impl MockAad {
     /// How many requests were received in all (any path).
     pub(crate) fn total_count(&self) -> usize {
         self.state.requests.lock().expect("requests lock").len()
-    }
-
-    /// Forget the recorded requests. Behaviours and issued tokens are kept.
-    pub(crate) fn reset(&self) {
-        self.state.requests.lock().expect("requests lock").clear();
-    }
-
-    /// How many TLS handshakes failed (HTTPS mode only).
-    pub(crate) fn tls_failures(&self) -> usize {
-        self.server.tls_failures()
     }
 
     /// The JSON object in the fixture file `name` under [`FIXTURE_DIR`], e.g.
@@ -1025,10 +900,6 @@ async fn respond(
                 HeaderValue::from_static("application/json"),
             );
             resp
-        }
-        Behavior::Delay { delay, then } => {
-            tokio::time::sleep(delay).await;
-            return Box::pin(respond(state, tenant, form, *then)).await;
         }
     };
     Ok(resp)

@@ -11,13 +11,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{BoxBody, BoxError, ServeOptions, Server, ServerHandle, full, read_body};
+use super::{BoxBody, BoxError, ServeOptions, Server, ServerHandle, full, now_unix, read_body};
 
 /// Decides the reply to a request that no script entry answered.
 pub(crate) type Handler = Arc<dyn Fn(&IdentityRequest, &Issuer) -> Reply + Send + Sync>;
@@ -260,12 +259,4 @@ impl State {
             }
         }
     }
-}
-
-/// Now, in Unix seconds.
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

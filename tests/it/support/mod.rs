@@ -1,24 +1,24 @@
 //! Test support: in-process mock servers and small HTTP client helpers.
 //!
 //! - [`tls`]: [`TestCa`], a runtime-generated CA and leaf certificate.
-//! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`TokenRegistry`], the record of
-//!   every token it issued.
+//! - [`h2_frames`]: a frame-level HTTP/2 client, for what a real client library refuses to send.
+//! - [`mock_aad`]: [`MockAad`], a scriptable Entra ID token endpoint, and [`mock_aad::TokenRegistry`], the
+//!   record of every token it issued.
 //! - [`mock_identity`]: [`MockIdentity`], a scriptable managed-identity endpoint (IMDS, App Service, Azure ML,
 //!   Cloud Shell, Azure Arc).
 //! - [`upstream`]: [`Upstream`], a mock Azure ML / ARM server that echoes, records and (optionally)
-//!   checks bearer tokens against a [`TokenRegistry`].
+//!   checks bearer tokens against the tokens a [`MockAad`] issued.
+//! - [`raw`]: raw HTTP/1.1 over TCP, for upstreams and callers that must control every byte.
+//! - [`proxy`]: the proxy in process ([`proxy::TestProxy`]) and the usual mocks around it ([`proxy::World`]);
+//!   [`process`]: the real binary as a child process.
+//! - [`scripted`]: a scripted credential and the token cache, for tests on tokio's paused clock.
+//! - [`metrics`]: reading the proxy's Prometheus exposition.
 //!
 //! Every server binds `127.0.0.1:0`, knows its address before it starts serving, runs on the test's tokio
 //! runtime and stops when its handle is dropped: the accept loop is aborted and every connection, HTTP/2
 //! stream and body-producing task it started ends too (see [`Shutdown`]). Nothing here sleeps except where
 //! a delay is the behaviour under test, and nothing leaves loopback.
 
-// Each test file uses a different subset of these helpers; unused ones must not fail `-D warnings`.
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "shared test support: not every test uses every helper"
-)]
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not helpers of an integration-test crate.
 #![allow(
     clippy::unwrap_used,
@@ -27,20 +27,21 @@
     reason = "test support: a broken fixture must fail the test loudly"
 )]
 
+pub(crate) mod h2_frames;
+pub(crate) mod metrics;
 pub(crate) mod mock_aad;
 pub(crate) mod mock_identity;
 pub(crate) mod process;
 pub(crate) mod proxy;
+pub(crate) mod raw;
+pub(crate) mod scripted;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 
-pub(crate) use mock_aad::{
-    Behavior, DeviceCodeAnswer, DevicePoll, IssuedToken, MockAad, MockAadBuilder, TokenRegistry,
-    TokenRequestRecord, TokenStatus,
-};
-pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply, now_unix};
+pub(crate) use mock_aad::{Behavior, DeviceCodeAnswer, DevicePoll, MockAad, TokenRequestRecord};
+pub(crate) use mock_identity::{IdentityRequest, MockIdentity, Reply};
 pub(crate) use tls::TestCa;
-pub(crate) use upstream::{Rejection, Upstream, UpstreamBuilder, UpstreamRequest};
+pub(crate) use upstream::{Rejection, Upstream, UpstreamRequest};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,11 +50,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aml_auth_proxy::auth::{EntraClient, HttpClientOptions, TokenHttpClient};
 
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -63,6 +65,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// The scope of Azure Resource Manager, which most test routes ask a token for.
+pub(crate) const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 /// The error type of the mock servers' services and bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,6 +86,50 @@ pub(crate) struct TraceGuard(());
 /// guard is empty. Keeping the call in every test leaves one place to hook logging in later.
 pub(crate) fn trace_init() -> TraceGuard {
     TraceGuard(())
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes; returns how long it took.
+pub(crate) async fn eventually(
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The wall clock in Unix seconds.
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// === clients of the library under test ===
+
+/// A token-service HTTP client with `options`, trusting the system roots.
+pub(crate) fn token_http_client(options: &HttpClientOptions) -> TokenHttpClient {
+    let tls = aml_auth_proxy::tls::client_config(&[]).unwrap();
+    TokenHttpClient::new(Arc::new(tls), options)
+}
+
+/// An Entra ID client of the authority host at `base_url` (e.g. a mock's), with the default HTTP options.
+pub(crate) fn entra_client(base_url: &str) -> EntraClient {
+    entra_client_with(base_url, &HttpClientOptions::default())
+}
+
+/// An Entra ID client of the authority host at `base_url`, with `options`.
+pub(crate) fn entra_client_with(base_url: &str, options: &HttpClientOptions) -> EntraClient {
+    let origin = aml_auth_proxy::origin::authority_origin(base_url).unwrap();
+    EntraClient::new(token_http_client(options), origin)
 }
 
 // === plain-HTTP client helpers (for talking to the proxy) ===
@@ -218,126 +267,6 @@ fn build_request(
         );
     }
     req
-}
-
-// === TLS client helpers (for talking to the mocks directly) ===
-
-/// One client connection over TLS, speaking HTTP/1.1 or HTTP/2 as chosen at connect time (by ALPN).
-pub(crate) struct TlsConn {
-    sender: TlsSender,
-    authority: String,
-    alpn: Option<Vec<u8>>,
-}
-
-enum TlsSender {
-    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-impl TlsConn {
-    /// Connects to `addr` with `config` (whose ALPN list is replaced), verifying the certificate for
-    /// `server_name`, and speaks `version` (`HTTP_11` or `HTTP_2`). Panics on any failure; see
-    /// [`TlsConn::try_connect`] for tests that expect the handshake to fail.
-    pub(crate) async fn connect(
-        config: &rustls::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-        version: Version,
-    ) -> Self {
-        Self::try_connect(config, addr, server_name, version)
-            .await
-            .expect("TLS connect")
-    }
-
-    /// Like [`TlsConn::connect`], but returns the TCP/TLS/HTTP handshake error instead of panicking.
-    pub(crate) async fn try_connect(
-        config: &rustls::ClientConfig,
-        addr: SocketAddr,
-        server_name: &str,
-        version: Version,
-    ) -> Result<Self, BoxError> {
-        let mut config = config.clone();
-        config.alpn_protocols = match version {
-            Version::HTTP_2 => vec![b"h2".to_vec()],
-            _ => vec![b"http/1.1".to_vec()],
-        };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())?;
-        let tcp = TcpStream::connect(addr).await?;
-        let tls = connector.connect(name, tcp).await?;
-        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let io = TokioIo::new(tls);
-        let sender = if version == Version::HTTP_2 {
-            let (sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(conn);
-            TlsSender::Http2(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(conn);
-            TlsSender::Http1(sender)
-        };
-        let authority = format!("{server_name}:{}", addr.port());
-        Ok(Self {
-            sender,
-            authority,
-            alpn,
-        })
-    }
-
-    /// The ALPN protocol the server selected, if any.
-    pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        self.alpn.as_deref()
-    }
-
-    /// Sends a request for `path_and_query` (e.g. `/x?y=1`) and reads the whole response.
-    pub(crate) async fn request(
-        &mut self,
-        method: Method,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> (StatusCode, HeaderMap, Bytes) {
-        let resp = self
-            .send(method, path_and_query, headers, body)
-            .await
-            .expect("request failed");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("read response body").to_bytes();
-        (parts.status, parts.headers, body)
-    }
-
-    /// Sends a request and returns the response head with its body still streaming.
-    pub(crate) async fn send(
-        &mut self,
-        method: Method,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
-        match &mut self.sender {
-            TlsSender::Http1(sender) => {
-                // HTTP/1.1 wants the origin form plus a Host header.
-                let mut req = build_request(
-                    method,
-                    path_and_query.parse().expect("path"),
-                    headers,
-                    body.into(),
-                );
-                let host = HeaderValue::from_str(&self.authority).expect("host");
-                req.headers_mut().entry(http::header::HOST).or_insert(host);
-                sender.ready().await?;
-                sender.send_request(req).await
-            }
-            TlsSender::Http2(sender) => {
-                // HTTP/2 wants the absolute form (it becomes :scheme and :authority).
-                let uri = format!("https://{}{path_and_query}", self.authority);
-                let req = build_request(method, uri.parse().expect("uri"), headers, body.into());
-                sender.ready().await?;
-                sender.send_request(req).await
-            }
-        }
-    }
 }
 
 // === server plumbing shared by the mocks ===

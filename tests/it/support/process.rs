@@ -195,12 +195,28 @@ impl ChildProc {
 
     /// Sends SIGTERM with `kill -TERM <pid>`.
     pub(crate) fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, …) with `kill -<name> <pid>`.
+    pub(crate) fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.pid.to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {} failed: {status}", self.pid);
+        assert!(
+            status.success(),
+            "kill -{name} {} failed: {status}",
+            self.pid
+        );
+    }
+
+    /// How many file descriptors the child has open (0 once it is gone).
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(Iterator::count)
+            .unwrap_or(0)
     }
 
     /// The exit status if the child has exited.
@@ -305,6 +321,8 @@ pub(crate) struct RunningProxy {
     pub(crate) admin: SocketAddr,
     /// The configuration file, if one was written.
     pub(crate) config: Option<PathBuf>,
+    /// The closed port IMDS is sent to, when this proxy holds it ([`RunningProxy::start_in`]).
+    imds: Option<ClosedPort>,
 }
 
 impl RunningProxy {
@@ -328,6 +346,15 @@ impl RunningProxy {
         .await
     }
 
+    /// Like [`RunningProxy::start`] without extra arguments or environment; IMDS is sent to a closed port the
+    /// proxy holds for as long as it runs.
+    pub(crate) async fn start_in(dir: &TempDir, yaml: &str) -> Self {
+        let imds = ClosedPort::new();
+        let mut proxy = Self::start(dir, &imds, yaml, &[], &[]).await;
+        proxy.imds = Some(imds);
+        proxy
+    }
+
     /// Starts the child `make(listen, admin)` builds for two fresh ports and waits for `/healthz`. If the
     /// child lost a race for a port (exit 1, "cannot listen on"), it is retried on new ports.
     pub(crate) async fn start_with(
@@ -348,6 +375,7 @@ impl RunningProxy {
                         listen,
                         admin,
                         config,
+                        imds: None,
                     };
                 }
                 Err(status) => {

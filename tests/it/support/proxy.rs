@@ -13,12 +13,33 @@ use aml_auth_proxy::token_cache::CachePolicy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{MockAad, TestCa, Upstream};
+use super::{ARM_SCOPE, MockAad, TestCa, Upstream};
 
 /// A client id used by test service principals.
 pub(crate) const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 /// The client secret of test service principals: a canary that must never appear in any output.
 pub(crate) const CANARY_SECRET: &str = "canary-SECRET-5d1e0b7a";
+
+/// A route block (an item of `routes:`): `name` on `prefix` → `upstream` (any URL, possibly with a base path),
+/// `strip` stripping the prefix, credential `credential`, the ARM scope, then `extra` (further keys, indented four
+/// spaces, each line ending in `\n`).
+pub(crate) fn route_block(
+    name: &str,
+    prefix: &str,
+    upstream: &str,
+    strip: bool,
+    credential: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    path_prefix: {prefix}\n    strip_prefix: {strip}\n    upstream: {upstream}\n    scope: {ARM_SCOPE}\n    credential: {credential}\n{extra}"
+    )
+}
+
+/// A route block `name` on `prefix` → `upstream` (the prefix is not stripped), credential `sp`.
+pub(crate) fn route_to(name: &str, prefix: &str, upstream: &str) -> String {
+    route_block(name, prefix, upstream, false, "sp", "")
+}
 
 /// A temporary directory removed on drop.
 #[derive(Debug)]
@@ -243,11 +264,8 @@ impl World {
 
     /// A route `name` on `prefix` to the upstream (with `strip_prefix`), scope ARM, credential `cred`.
     pub(crate) fn route(&self, name: &str, prefix: &str, cred: &str, extra: &str) -> String {
-        format!(
-            "  - name: {name}\n    path_prefix: {prefix}\n    strip_prefix: {strip}\n    upstream: {up}\n    scope: https://management.azure.com/.default\n    credential: {cred}\n{extra}",
-            strip = prefix != "/",
-            up = self.upstream.base_url()
-        )
+        let strip = prefix != "/";
+        route_block(name, prefix, &self.upstream.base_url(), strip, cred, extra)
     }
 
     /// A full configuration from credential and route blocks.

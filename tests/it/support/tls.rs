@@ -25,13 +25,10 @@ pub(crate) const DEFAULT_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Two `TestCa`s never trust each other: a client built from one rejects a server built from the other.
 #[derive(Debug)]
 pub(crate) struct TestCa {
-    ca_der: CertificateDer<'static>,
     ca_pem: String,
     leaf_der: CertificateDer<'static>,
-    leaf_pem: String,
     /// PKCS#8 DER of the leaf's private key.
     leaf_key_der: Vec<u8>,
-    leaf_key_pem: String,
 }
 
 /// The crypto provider every config in the test support code uses.
@@ -87,33 +84,15 @@ impl TestCa {
             .expect("sign leaf");
 
         Self {
-            ca_der: ca_cert.der().clone(),
             ca_pem: ca_cert.pem(),
             leaf_der: leaf_cert.der().clone(),
-            leaf_pem: leaf_cert.pem(),
             leaf_key_der: leaf_key.serialize_der(),
-            leaf_key_pem: leaf_key.serialize_pem(),
         }
     }
 
     /// The CA certificate, PEM-encoded (what a proxy's `ca_file` option would point at).
     pub(crate) fn ca_pem(&self) -> String {
         self.ca_pem.clone()
-    }
-
-    /// The CA certificate, DER-encoded.
-    pub(crate) fn ca_der(&self) -> CertificateDer<'static> {
-        self.ca_der.clone()
-    }
-
-    /// The leaf certificate, PEM-encoded.
-    pub(crate) fn leaf_pem(&self) -> String {
-        self.leaf_pem.clone()
-    }
-
-    /// The leaf's private key, PEM-encoded (PKCS#8).
-    pub(crate) fn leaf_key_pem(&self) -> String {
-        self.leaf_key_pem.clone()
     }
 
     /// Writes the CA certificate as PEM to `dir/test-ca.pem` and returns that path.
@@ -133,26 +112,6 @@ impl TestCa {
             .with_no_client_auth()
             .with_single_cert(vec![self.leaf_der.clone()], key)
             .expect("server certificate and key");
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-
-    /// A client config that trusts only this CA, with no ALPN.
-    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        self.client_config_alpn(&[])
-    }
-
-    /// A client config that trusts only this CA and offers the ALPN protocols `alpn`.
-    pub(crate) fn client_config_alpn(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(self.ca_der.clone())
-            .expect("add CA to root store");
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }

@@ -119,12 +119,6 @@ impl UpstreamBuilder {
         self
     }
 
-    /// Serve HTTPS with this exact server config (its ALPN list is used as is).
-    pub(crate) fn tls_config(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
     /// Speak HTTP/1.x only: offer only `http/1.1` in ALPN and refuse HTTP/2 prior knowledge.
     pub(crate) fn http1_only(mut self) -> Self {
         self.http1_only = true;
@@ -181,16 +175,6 @@ impl Upstream {
         UpstreamBuilder::default()
     }
 
-    /// HTTPS (h2 + http/1.1) with `ca`'s leaf certificate, no token checking.
-    pub(crate) async fn start_tls(ca: &TestCa) -> Self {
-        Self::builder().tls(ca).start().await
-    }
-
-    /// Plain HTTP (HTTP/1.1, and h2 with prior knowledge), no token checking.
-    pub(crate) async fn start_plain() -> Self {
-        Self::builder().start().await
-    }
-
     /// The bound address.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.server.addr()
@@ -199,11 +183,6 @@ impl Upstream {
     /// `https://127.0.0.1:PORT` (or `http://…` in plain mode).
     pub(crate) fn base_url(&self) -> String {
         self.state.base_url.clone()
-    }
-
-    /// `base_url` followed by `path_and_query` (which starts with `/`).
-    pub(crate) fn url(&self, path_and_query: &str) -> String {
-        format!("{}{path_and_query}", self.state.base_url)
     }
 
     /// Every request received so far (rejected ones included), oldest first.

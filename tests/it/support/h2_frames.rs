@@ -13,42 +13,42 @@ use tokio::net::TcpStream;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Frame types (RFC 9113 §6).
-pub(super) const DATA: u8 = 0x0;
-pub(super) const HEADERS: u8 = 0x1;
-pub(super) const RST_STREAM: u8 = 0x3;
-pub(super) const SETTINGS: u8 = 0x4;
-pub(super) const PING: u8 = 0x6;
-pub(super) const GOAWAY: u8 = 0x7;
+pub(crate) const DATA: u8 = 0x0;
+pub(crate) const HEADERS: u8 = 0x1;
+pub(crate) const RST_STREAM: u8 = 0x3;
+pub(crate) const SETTINGS: u8 = 0x4;
+pub(crate) const PING: u8 = 0x6;
+pub(crate) const GOAWAY: u8 = 0x7;
 
 /// Flags.
-pub(super) const END_STREAM: u8 = 0x1;
-pub(super) const ACK: u8 = 0x1;
-pub(super) const END_HEADERS: u8 = 0x4;
+pub(crate) const END_STREAM: u8 = 0x1;
+pub(crate) const ACK: u8 = 0x1;
+pub(crate) const END_HEADERS: u8 = 0x4;
 
 /// Settings identifiers (RFC 9113 §6.5.2).
-pub(super) const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
-pub(super) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
-pub(super) const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+pub(crate) const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+pub(crate) const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 
 /// Error codes (RFC 9113 §7).
-pub(super) const PROTOCOL_ERROR: u32 = 0x1;
-pub(super) const REFUSED_STREAM: u32 = 0x7;
+pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
+pub(crate) const REFUSED_STREAM: u32 = 0x7;
 
 /// The largest flow-control window.
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// One frame as received.
 #[derive(Debug, Clone)]
-pub(super) struct Frame {
-    pub(super) kind: u8,
-    pub(super) flags: u8,
-    pub(super) stream: u32,
-    pub(super) payload: Vec<u8>,
+pub(crate) struct Frame {
+    pub(crate) kind: u8,
+    pub(crate) flags: u8,
+    pub(crate) stream: u32,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Frame {
     /// The error code of a RST_STREAM or GOAWAY frame.
-    pub(super) fn error_code(&self) -> Option<u32> {
+    pub(crate) fn error_code(&self) -> Option<u32> {
         let at = match self.kind {
             RST_STREAM => 0,
             GOAWAY => 4,
@@ -59,7 +59,7 @@ impl Frame {
     }
 
     /// The `(identifier, value)` pairs of a SETTINGS frame.
-    pub(super) fn settings(&self) -> Vec<(u16, u32)> {
+    pub(crate) fn settings(&self) -> Vec<(u16, u32)> {
         self.payload
             .chunks_exact(6)
             .map(|c| {
@@ -73,7 +73,7 @@ impl Frame {
 }
 
 /// Encodes one frame.
-pub(super) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).expect("frame length");
     let mut out = Vec::with_capacity(9 + payload.len());
     out.extend_from_slice(&len.to_be_bytes()[1..]);
@@ -111,7 +111,7 @@ fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// A HEADERS frame (END_HEADERS | END_STREAM) for `GET http://{authority}{path}` on `stream`, plus `extra`
 /// header fields in order.
-pub(super) fn get(stream: u32, authority: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn get(stream: u32, authority: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
     literal(&mut block, ":method", "GET");
     literal(&mut block, ":scheme", "http");
@@ -124,7 +124,7 @@ pub(super) fn get(stream: u32, authority: &str, path: &str, extra: &[(&str, &str
 }
 
 /// A raw HTTP/2 connection.
-pub(super) struct H2Conn {
+pub(crate) struct H2Conn {
     tcp: TcpStream,
     buf: Vec<u8>,
 }
@@ -132,7 +132,7 @@ pub(super) struct H2Conn {
 impl H2Conn {
     /// Connects, sends the preface and a SETTINGS frame that opens the stream windows wide, and widens the
     /// connection window, so the server never waits for flow control.
-    pub(super) async fn connect(addr: SocketAddr) -> Self {
+    pub(crate) async fn connect(addr: SocketAddr) -> Self {
         let mut tcp = TcpStream::connect(addr)
             .await
             .expect("connect to the proxy");
@@ -152,13 +152,13 @@ impl H2Conn {
     }
 
     /// Writes raw bytes (frames).
-    pub(super) async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.tcp.write_all(bytes).await.expect("send frames");
     }
 
     /// The next frame, answering the server's SETTINGS and PINGs on the way (they are still returned).
     /// `None` if the connection closed or nothing arrived within `wait`.
-    pub(super) async fn next(&mut self, wait: Duration) -> Option<Frame> {
+    pub(crate) async fn next(&mut self, wait: Duration) -> Option<Frame> {
         loop {
             if self.buf.len() >= 9 {
                 let len = usize::try_from(u32::from_be_bytes([
@@ -204,7 +204,7 @@ impl H2Conn {
     }
 
     /// True once the server has closed the connection (waits at most `wait`; frames on the way are dropped).
-    pub(super) async fn closed_within(&mut self, wait: Duration) -> bool {
+    pub(crate) async fn closed_within(&mut self, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
