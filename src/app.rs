@@ -20,7 +20,7 @@ use crate::proxy::client::UpstreamClient;
 use crate::proxy::inject_token::InjectTokenLayer;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::{ProxyService, stack};
-use crate::server::{Listener, ServerOptions, bind, bind_listen, serve};
+use crate::server::{Listener, Server, ServerOptions, bind, bind_listen};
 use crate::token_cache::{CacheKey, CachePolicy, TokenCache, TokenSource};
 
 /// Knobs that are not configuration (tests inject these).
@@ -201,19 +201,16 @@ impl App {
         let (stop_admin, admin_stopped) = watch::channel(false);
         let (deadline_tx, deadline_rx) = watch::channel(false);
         let drain = self.limits.drain_timeout;
-        let proxy = tokio::spawn(serve(
+        let live = LiveService {
+            inner: Arc::clone(&self.reloader.inner),
+        };
+        let proxy = tokio::spawn(Server::new(live, options.clone()).serve(
             self.proxy_listener,
-            LiveService {
-                inner: Arc::clone(&self.reloader.inner),
-            },
-            options.clone(),
             proxy_stopped,
             wait_true(deadline_rx.clone()),
         ));
-        let admin = tokio::spawn(serve(
+        let admin = tokio::spawn(Server::new(self.admin.clone(), options).serve(
             Listener::Tcp(self.admin_listener),
-            self.admin.clone(),
-            options,
             admin_stopped,
             wait_true(deadline_rx),
         ));

@@ -97,7 +97,7 @@ pub(crate) fn entra() -> EntraClient {
 
 impl TempDir {
     pub(crate) fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("aml-auth-unit-{}", crate::ids::uuid_v4()));
+        let dir = std::env::temp_dir().join(format!("aml-auth-unit-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }

@@ -39,7 +39,7 @@ use tower::ServiceExt;
 use super::BoxError;
 use super::body::UpstreamBody;
 use super::resolve::NoLinkLocal;
-use crate::sync::lock;
+use crate::lock;
 
 /// Idle HTTP/1.1 connections unused for longer are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -467,9 +467,9 @@ impl Origin {
             Ok(Picked::H2(sender)) => Outcome::H2(sender.clone()),
             Ok(Picked::H1 { .. }) => Outcome::Http1,
             Err(UpstreamError::Connect(e)) => {
-                Outcome::Failed(crate::error::error_chain(e.as_ref()).into())
+                Outcome::Failed(crate::error_chain(e.as_ref()).into())
             }
-            Err(UpstreamError::Request(e)) => Outcome::Failed(crate::error::error_chain(e).into()),
+            Err(UpstreamError::Request(e)) => Outcome::Failed(crate::error_chain(e).into()),
         };
         drop(leading);
         tx.send_replace(Some(outcome));

@@ -230,7 +230,7 @@ async fn splice(
 
 /// A client error as `UpstreamUnavailable`, with a short, secret-free explanation.
 fn upstream_error(host: &str, e: &UpstreamError) -> BoxError {
-    let detail = crate::error::error_chain(e);
+    let detail = crate::error_chain(e);
     tracing::debug!(upstream = host, error = %detail, "upstream request failed");
     if request_body_timed_out(e) {
         // The proxy itself ended the caller's body: it stopped arriving, or too slowly for a full proxy.

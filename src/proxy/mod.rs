@@ -42,8 +42,8 @@ use tower::ServiceBuilder;
 use tower::timeout::{Timeout, TimeoutLayer};
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
+pub use crate::BoxError;
 use crate::config::Limits;
-pub use crate::error::BoxError;
 use crate::metrics::ProxyMetrics;
 
 use self::admit::{CallerKey, HostAllowlist};

@@ -139,7 +139,7 @@ pub fn rescue(error: &BoxError) -> Response<ResponseBody> {
         }
         cause = e.source();
     }
-    tracing::warn!(error = %crate::error::error_chain(error.as_ref()), "unexpected error");
+    tracing::warn!(error = %crate::error_chain(error.as_ref()), "unexpected error");
     with_route(
         json_error(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -26,8 +26,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::auth::{AccessToken, TokenCredential, TokenError, TokenErrorKind, TokenRequest};
+use crate::lock;
 use crate::metrics::TokenMetrics;
-use crate::sync::lock;
 
 /// Timing policy of the cache. [`Default`] is the production policy.
 #[derive(Debug, Clone)]

@@ -339,7 +339,7 @@ fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
 #[test]
 fn load_names_the_file_and_debug_shows_no_key() {
     let p = pki();
-    let dir = std::env::temp_dir().join(format!("aml-cert-test-{}", crate::ids::uuid_v4()));
+    let dir = std::env::temp_dir().join(format!("aml-cert-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_pem = pem("PRIVATE KEY", &p.leaf_key);
     let key_only = dir.join("key-only.pem");
