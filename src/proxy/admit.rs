@@ -11,7 +11,7 @@ use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Request};
 
 use super::error::ProxyError;
-use super::routes::Route;
+use super::route::Route;
 use crate::auth::Secret;
 use crate::config::CallerAuth;
 

@@ -20,8 +20,8 @@
 //! (`write_stall`).
 
 pub mod admit;
+pub mod answer_challenge;
 pub mod body;
-pub mod challenge;
 pub mod client;
 pub mod client_addr;
 pub mod error;
@@ -31,9 +31,11 @@ pub mod inject_token;
 pub mod observe;
 pub mod resolve;
 pub mod respond;
+pub mod route;
+pub mod route_table;
 pub mod router;
-pub mod routes;
 pub mod uploads;
+pub mod www_authenticate;
 
 use std::sync::Arc;
 
@@ -45,74 +47,65 @@ use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequ
 pub use crate::BoxError;
 use crate::config::Limits;
 use crate::metrics::ProxyMetrics;
+use crate::token_cache::TokenCache;
 
 use self::admit::{CallerKey, HostAllowlist};
+use self::answer_challenge::{AnswerChallenge, AnswerChallengeLayer};
 use self::body::IdleLimit;
 use self::client::UpstreamClient;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
 use self::observe::{Observe, ObserveLayer};
 use self::respond::{Respond, RespondLayer};
+use self::route::Route;
+use self::route_table::RouteTable;
 use self::router::Router;
-use self::routes::RouteTable;
 
 /// A route's own stack.
-pub type RouteStack = InjectToken<Timeout<Forward>>;
+pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 
 /// The whole proxy service, ready for `TowerToHyperService`.
 pub type ProxyService = SetSensitiveRequestHeaders<Observe<Respond<Router>>>;
 
-/// Response extension: which route answered, and whether the response came from its upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteInfo {
-    /// Route index.
-    pub index: usize,
-    /// True when the status is the upstream's.
-    pub upstream: bool,
-}
-
-/// Builds the proxy service. `tokens[i]` is route `i`'s token layer; with a `caller_key`, every request must carry
-/// it (`caller_auth`).
+/// Builds the proxy service for `routes` (in configuration order). With a `caller_key`, every request must carry
+/// it (`caller_auth`); `cache` gives tokens with a challenge's claims.
 pub fn stack(
-    table: Arc<RouteTable>,
+    routes: Vec<Arc<Route>>,
     caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
     client: &UpstreamClient,
-    tokens: Vec<InjectTokenLayer>,
+    cache: &TokenCache,
     limits: &Limits,
     metrics: &ProxyMetrics,
 ) -> ProxyService {
-    let names: Vec<Arc<str>> = table.routes().iter().map(|r| Arc::clone(&r.name)).collect();
-    let observe = ObserveLayer::new(metrics, &names, limits);
+    let table = Arc::new(RouteTable::new(routes));
     let timeouts = &metrics.stream_timeouts;
     let response_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.response_idle.clone());
     let request_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.request_idle.clone());
-    let stacks = tokens
-        .into_iter()
-        .enumerate()
-        .map(|(index, inject)| {
-            ServiceBuilder::new()
-                .layer(inject)
-                .layer(TimeoutLayer::new(limits.upstream_response_timeout))
-                .service(
-                    Forward::new(
-                        {
-                            let (scheme, authority) = table.routes()[index].origin();
-                            client.origin(scheme, authority)
-                        },
-                        Arc::clone(&table),
-                        index,
-                        observe.route_metrics(index),
-                    )
-                    .with_response_idle(response_idle.clone()),
+    let stacks = table.map(|route| {
+        let (scheme, authority) = route.origin();
+        ServiceBuilder::new()
+            .layer(AnswerChallengeLayer::new(
+                route.auth().clone(),
+                cache.clone(),
+                limits.replay_buffer_bytes,
+            ))
+            .layer(InjectTokenLayer::new(route.auth().clone()))
+            .layer(TimeoutLayer::new(limits.upstream_response_timeout))
+            .service(
+                Forward::new(
+                    client.origin(scheme, authority),
+                    Arc::clone(route),
+                    Arc::clone(&table),
                 )
-        })
-        .collect();
+                .with_response_idle(response_idle.clone()),
+            )
+    });
     let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
     sensitive.extend(caller_key.as_ref().map(|k| k.header().clone()));
     ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-        .layer(observe)
+        .layer(ObserveLayer::new(metrics, limits))
         .layer(RespondLayer)
-        .service(Router::new(table, caller_key, hosts, stacks).with_request_idle(request_idle))
+        .service(Router::new(stacks, caller_key, hosts).with_request_idle(request_idle))
 }

@@ -15,10 +15,10 @@ use prometheus::IntGauge;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::RouteInfo;
 use super::body::{BodyError, Chunk, ResponseBody};
 use super::error::ProxyError;
 use super::respond::{ERROR_HEADER, proxy_error};
+use super::route::RouteInfo;
 use super::uploads::{Upload, Uploads};
 use crate::config::Limits;
 use crate::metrics::{NO_ROUTE, ProxyMetrics, RouteMetrics};
@@ -28,8 +28,8 @@ pub struct ObserveState {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     gauge: IntGauge,
-    routes: Vec<(Arc<str>, RouteMetrics)>,
-    unrouted: (Arc<str>, RouteMetrics),
+    /// The metrics of requests that matched no route.
+    unrouted: RouteMetrics,
     uploads: Arc<Uploads>,
 }
 
@@ -89,20 +89,14 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 // === impl ObserveLayer ===
 
 impl ObserveLayer {
-    /// A layer for routes named `route_names` (in route-index order), with `limits`' `max_in_flight` and upload
-    /// rate rule.
-    pub fn new(metrics: &ProxyMetrics, route_names: &[Arc<str>], limits: &Limits) -> Self {
-        let routes = route_names
-            .iter()
-            .map(|n| (Arc::clone(n), metrics.route(n)))
-            .collect();
+    /// A layer counting into `metrics`, with `limits`' `max_in_flight` and upload rate rule.
+    pub fn new(metrics: &ProxyMetrics, limits: &Limits) -> Self {
         Self {
             state: Arc::new(ObserveState {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: limits.max_in_flight,
                 gauge: metrics.in_flight.clone(),
-                routes,
-                unrouted: (NO_ROUTE.into(), metrics.route(NO_ROUTE)),
+                unrouted: metrics.route(NO_ROUTE),
                 uploads: Uploads::new(
                     limits.request_body_min_rate as u64,
                     limits.request_body_rate_window,
@@ -110,14 +104,6 @@ impl ObserveLayer {
                 ),
             }),
         }
-    }
-
-    /// The metric handles of route `index` (shared with the route's stack).
-    pub fn route_metrics(&self, index: usize) -> RouteMetrics {
-        self.state
-            .routes
-            .get(index)
-            .map_or_else(|| self.state.unrouted.1.clone(), |r| r.1.clone())
     }
 }
 
@@ -221,9 +207,10 @@ where
             },
         };
         *this.upload = None;
+        let mut response = response;
         let mut record = this.record.take();
         if let Some(r) = record.as_mut() {
-            r.observe_response(&response);
+            r.observe_response(&mut response);
         }
         let (parts, body) = response.into_parts();
         Poll::Ready(Ok(Response::from_parts(
@@ -239,9 +226,9 @@ where
 // === impl Record ===
 
 impl Record {
-    fn observe_response(&mut self, response: &Response<ResponseBody>) {
+    fn observe_response(&mut self, response: &mut Response<ResponseBody>) {
         self.status = response.status().as_u16();
-        self.route = response.extensions().get::<RouteInfo>().copied();
+        self.route = response.extensions_mut().remove::<RouteInfo>();
         let headers = response.headers();
         // Copied, not shared: an upstream's header values point into the buffer its head was read into, which
         // must not stay pinned for as long as the response streams.
@@ -264,14 +251,18 @@ impl Drop for Record {
         let state = &self.state;
         state.in_flight.fetch_sub(1, Ordering::AcqRel);
         state.gauge.dec();
-        let (name, metrics) = match self.route.and_then(|r| state.routes.get(r.index)) {
-            Some((n, m)) => (n, m),
-            None => (&state.unrouted.0, &state.unrouted.1),
+        let (name, metrics) = match &self.route {
+            Some(r) => (&**r.route.name(), r.route.metrics()),
+            None => (NO_ROUTE, &state.unrouted),
         };
         let elapsed = self.start.elapsed();
         metrics.count(self.status);
         metrics.request_duration.observe(elapsed.as_secs_f64());
-        let upstream_status = self.route.filter(|r| r.upstream).map(|_| self.status);
+        let upstream_status = self
+            .route
+            .as_ref()
+            .filter(|r| r.upstream)
+            .map(|_| self.status);
         // No allocation: every field is a `&str` or a number. Names and codes are `Display`ed so that text logs
         // show them bare (`route=arm`); JSON quotes them either way.
         tracing::info!(
@@ -409,7 +400,7 @@ mod tests {
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
         let metrics = Metrics::new().unwrap();
-        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], &one_slot());
+        let layer = ObserveLayer::new(&metrics.proxy, &one_slot());
         // An upstream that never answers.
         let mut service = layer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| {
             std::future::pending::<Result<Response<ResponseBody>, Infallible>>()
@@ -453,7 +444,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_upload_gives_its_slot_to_a_new_request() {
         let metrics = Metrics::new().unwrap();
-        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], &one_slot());
+        let layer = ObserveLayer::new(&metrics.proxy, &one_slot());
         // Answers GETs at once; an upload waits for its body, which never comes.
         let mut service = layer.layer(tower::service_fn(|req: Request<Fed>| async move {
             // The upload lasts while its ticket (in the extensions, where the router would take it) lives.

@@ -23,7 +23,8 @@ use super::headers::{
     strip_caller_metadata, strip_hop_by_hop,
 };
 use super::respond::RoutedError;
-use super::routes::RouteTable;
+use super::route::Route;
+use super::route_table::RouteTable;
 use super::uploads::UploadTicket;
 use super::{BoxError, RouteStack};
 use crate::config::forward_headers::is_method_override;
@@ -35,10 +36,9 @@ pub struct Router {
 }
 
 struct RouterInner {
-    table: Arc<RouteTable>,
+    stacks: RouteTable<RouteStack>,
     caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
-    stacks: Vec<RouteStack>,
     request_idle: Option<IdleLimit>,
 }
 
@@ -49,20 +49,18 @@ pub type ResponseFuture =
 // === impl Router ===
 
 impl Router {
-    /// A router over `table`, with one stack per route (same order). With a `caller_key`, requests without the
-    /// key are refused before anything else is looked at.
+    /// A router over `stacks`, each route's own stack. With a `caller_key`, requests without the key are refused
+    /// before anything else is looked at.
     pub fn new(
-        table: Arc<RouteTable>,
+        stacks: RouteTable<RouteStack>,
         caller_key: Option<CallerKey>,
         hosts: HostAllowlist,
-        stacks: Vec<RouteStack>,
     ) -> Self {
         Self {
             inner: Arc::new(RouterInner {
-                table,
+                stacks,
                 caller_key,
                 hosts,
-                stacks,
                 request_idle: None,
             }),
         }
@@ -77,7 +75,7 @@ impl Router {
     }
 
     /// Checks the rules and picks the route's stack.
-    fn admit(&self, req: &mut Request<Incoming>) -> Result<(usize, RouteStack), BoxError> {
+    fn admit(&self, req: &mut Request<Incoming>) -> Result<(Arc<Route>, RouteStack), BoxError> {
         let inner = &*self.inner;
         // First, so an unauthenticated caller learns nothing about hosts or routes, and the key never travels on.
         if let Some(key) = &inner.caller_key {
@@ -86,13 +84,13 @@ impl Router {
         let host = inner.hosts.check(req)?;
         check_path(req.method(), req.uri().path())?;
         check_headers(req)?;
-        let route = inner
-            .table
+        let (route, stack) = inner
+            .stacks
             .find(Some(host), req.uri().path())
             .ok_or(ProxyError::NoRoute)?;
         let routed = |e: ProxyError| -> BoxError {
             Box::new(RoutedError {
-                route: route.index,
+                route: Arc::clone(route),
                 error: Box::new(e),
             })
         };
@@ -124,8 +122,7 @@ impl Router {
             .get::<ClientAddr>()
             .map_or(HeaderValue::from_static("unknown"), |c| c.header.clone());
         req.headers_mut().insert("x-forwarded-for", forwarded_for);
-        let stack = inner.stacks[route.index].clone();
-        Ok((route.index, stack))
+        Ok((Arc::clone(route), stack.clone()))
     }
 }
 
