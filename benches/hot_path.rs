@@ -152,7 +152,7 @@ routes:
 /// `check_path`, once per request before routing: plain ASCII segments are judged in place; a segment with `%` or
 /// non-ASCII characters is decoded and mapped to its lenient-server reading first.
 mod paths {
-    use aml_auth_proxy::proxy::admit::check_path;
+    use aml_auth_proxy::proxy::admission::check_path;
     use divan::{Bencher, black_box};
     use http::Method;
 

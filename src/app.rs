@@ -16,7 +16,7 @@ use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credent
 use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
-use crate::proxy::admit::{CallerKey, HostAllowlist};
+use crate::proxy::admission::{Admission, CallerKey, HostAllowlist};
 use crate::proxy::client::UpstreamClient;
 use crate::proxy::route::{NoRouteToken, Route, RouteAuth};
 use crate::proxy::{ProxyService, stack};
@@ -309,13 +309,14 @@ impl Live {
             let metrics = metrics.proxy.route(&route.name);
             routes.push(Arc::new(Route::new(route, auth, metrics)));
         }
-        let hosts = HostAllowlist::new(config.allowed_hosts.clone());
-        let caller_key = config.caller_auth.map(CallerKey::new);
+        let admission = Admission::new(
+            config.caller_auth.map(CallerKey::new),
+            HostAllowlist::new(config.allowed_hosts.clone()),
+        );
         let client = UpstreamClient::new(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             routes,
-            caller_key,
-            hosts,
+            admission,
             &client,
             &cache,
             &config.limits,

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::BoxError;
-use super::admit::host_of;
+use super::admission::host_of;
 use super::body::{BodyError, IdleLimit, ResponseBody, StreamTimeout, UpstreamBody};
 use super::client::{Origin, UpstreamError};
 use super::client_addr::ClientAddr;

@@ -19,7 +19,7 @@
 //! uploads can be evicted ([`uploads`]); callers that stop reading are disconnected by the server
 //! (`write_stall`).
 
-pub mod admit;
+pub mod admission;
 pub mod answer_challenge;
 pub mod body;
 pub mod client;
@@ -49,7 +49,7 @@ use crate::config::Limits;
 use crate::metrics::ProxyMetrics;
 use crate::token_cache::TokenCache;
 
-use self::admit::{CallerKey, HostAllowlist};
+use self::admission::Admission;
 use self::answer_challenge::{AnswerChallenge, AnswerChallengeLayer};
 use self::body::IdleLimit;
 use self::client::UpstreamClient;
@@ -67,12 +67,11 @@ pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 /// The whole proxy service, ready for `TowerToHyperService`.
 pub type ProxyService = SetSensitiveRequestHeaders<Observe<Respond<Router>>>;
 
-/// Builds the proxy service for `routes` (in configuration order). With a `caller_key`, every request must carry
-/// it (`caller_auth`); `cache` gives tokens with a challenge's claims.
+/// Builds the proxy service for `routes` (in configuration order), admitting requests with `admission`; `cache`
+/// gives tokens with a challenge's claims.
 pub fn stack(
     routes: Vec<Arc<Route>>,
-    caller_key: Option<CallerKey>,
-    hosts: HostAllowlist,
+    admission: Admission,
     client: &UpstreamClient,
     cache: &TokenCache,
     limits: &Limits,
@@ -102,10 +101,10 @@ pub fn stack(
             )
     });
     let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
-    sensitive.extend(caller_key.as_ref().map(|k| k.header().clone()));
+    sensitive.extend(admission.caller_key_header().cloned());
     ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
         .layer(ObserveLayer::new(metrics, limits))
         .layer(RespondLayer)
-        .service(Router::new(stacks, caller_key, hosts).with_request_idle(request_idle))
+        .service(Router::new(admission, stacks).with_request_idle(request_idle))
 }
