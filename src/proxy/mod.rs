@@ -3,21 +3,23 @@
 //! ```text
 //! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie and the caller-key header sensitive
 //!  │                           before anything logs
-//!  └ Observe                   max_in_flight shedding (a slow upload is evicted first); one access line + metrics
-//!                              per request, at body end
-//!     └ Respond                every error below becomes the JSON answer of DESIGN §6
-//!        └ Router              caller key (checked, removed), Host allowlist, path rules, route match, Origin and
-//!                              allow policy, hop-by-hop strip; the request body becomes a paced, timed stream
-//!           └ per route:
-//!              InjectToken     awaits the cached token, inserts it (sensitive), replacing the caller's
-//!               └ Timeout      upstream_response_timeout, to response headers only
-//!                  └ Forward   URI from config + path, Host rewrite, response hop-by-hop strip, URL rewrite;
-//!                              the response body becomes a paced, timed stream
+//!  └ Observe                   one access line + metrics per request, at body end (499 if the caller left)
+//!     └ Shed                   max_in_flight: a slow upload is evicted first, else 503 at once; a slot lasts
+//!                              until the response body ends
+//!        └ Respond             every error below becomes the proxy's JSON error answer
+//!           └ Router           admission (every request rule), route match, then the route's own stack; the
+//!                              request body becomes a paced, timed stream
+//!              └ per route (built from its `Arc<Route>`):
+//!                 AnswerChallenge   a refused token (claims challenge, revoked token) is dropped; a kept body
+//!                  │                is replayed once with a token that can pass
+//!                  └ InjectToken    awaits the route's token, inserts it (sensitive), replacing the caller's
+//!                     └ Timeout     upstream_response_timeout, to response headers only
+//!                        └ Forward  URI from config + path, Host rewrite, response hop-by-hop strip, URL
+//!                                   rewrite; the response body becomes a paced, timed stream
 //! ```
 //!
-//! Bodies ([`body`]) are paced one chunk at a time and end after `stream_idle_timeout` without bytes; slow
-//! uploads can be evicted ([`uploads`]); callers that stop reading are disconnected by the server
-//! (`write_stall`).
+//! Bodies ([`body`]) are paced one chunk at a time and end after `stream_idle_timeout` without bytes; callers that
+//! stop reading are disconnected by the server (`server::write_stall`).
 
 pub mod admission;
 pub mod answer_challenge;
@@ -34,7 +36,7 @@ pub mod respond;
 pub mod route;
 pub mod route_table;
 pub mod router;
-pub mod uploads;
+pub mod shed;
 pub mod www_authenticate;
 
 use std::sync::Arc;
@@ -60,12 +62,13 @@ use self::respond::{Respond, RespondLayer};
 use self::route::Route;
 use self::route_table::RouteTable;
 use self::router::Router;
+use self::shed::{Shed, ShedLayer};
 
 /// A route's own stack.
 pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 
 /// The whole proxy service, ready for `TowerToHyperService`.
-pub type ProxyService = SetSensitiveRequestHeaders<Observe<Respond<Router>>>;
+pub type ProxyService = SetSensitiveRequestHeaders<Observe<Shed<Respond<Router>>>>;
 
 /// Builds the proxy service for `routes` (in configuration order), admitting requests with `admission`; `cache`
 /// gives tokens with a challenge's claims.
@@ -84,13 +87,17 @@ pub fn stack(
     let stacks = table.map(|route| {
         let (scheme, authority) = route.origin();
         ServiceBuilder::new()
+            // A refusal of the route's token drops it; a kept body is replayed once (claims, revoked tokens).
             .layer(AnswerChallengeLayer::new(
                 route.auth().clone(),
                 cache.clone(),
                 limits.replay_buffer_bytes,
             ))
+            // The route's token replaces the caller's Authorization (pass-through routes: only when it has none).
             .layer(InjectTokenLayer::new(route.auth().clone()))
+            // Response headers within upstream_response_timeout (a token fetch has its own budget, above).
             .layer(TimeoutLayer::new(limits.upstream_response_timeout))
+            // To the route's upstream, and the response back for the caller.
             .service(
                 Forward::new(
                     client.origin(scheme, authority),
@@ -103,8 +110,14 @@ pub fn stack(
     let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
     sensitive.extend(admission.caller_key_header().cloned());
     ServiceBuilder::new()
+        // Secrets are marked sensitive before anything can log them.
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-        .layer(ObserveLayer::new(metrics, limits))
+        // Every request, shed ones too, is logged and counted once, when its response body ends.
+        .layer(ObserveLayer::new(metrics))
+        // At most max_in_flight requests, slow uploads evicted first.
+        .layer(ShedLayer::new(metrics, limits))
+        // Errors below become JSON answers.
         .layer(RespondLayer)
+        // Admission and the route's own stack.
         .service(Router::new(admission, stacks).with_request_idle(request_idle))
 }

@@ -17,7 +17,7 @@ use super::error::ProxyError;
 use super::respond::RoutedError;
 use super::route::Route;
 use super::route_table::RouteTable;
-use super::uploads::UploadTicket;
+use super::shed::uploads::UploadTicket;
 use super::{BoxError, RouteStack};
 
 /// Routes requests to per-route stacks.
