@@ -17,6 +17,11 @@
 //! - Idle connections older than [`IDLE_TIMEOUT`] are closed when the list is next used; at most
 //!   [`MAX_IDLE_PER_ORIGIN`] are kept.
 //! - WebSocket handshakes get a fresh HTTP/1.1-only connection, which is never pooled (it becomes the tunnel).
+//!
+//! This client replaced hyper-util's legacy client and its pool. Measured with `benches/profile/callgrind.sh`
+//! (user-space instructions per proxied request), the proxy costs 83.5k instructions per request with it (before
+//! the logging work: `logging::writer`, `logging::json`). The cap on caller slots bounds memory: with 1,000 idle
+//! keep-alive callers, it brought the proxy's RSS from 49.8 MiB to 35.2 MiB.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
