@@ -370,7 +370,7 @@ mod token {
     }
 }
 
-/// Error answers: `proxy_error` and `token_error` build the JSON body and headers of DESIGN §6.
+/// Error answers: `proxy_error` and `token_error` build the JSON body and headers of the proxy's error answers.
 mod respond {
     use std::time::Duration;
 

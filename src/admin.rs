@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (DESIGN §8), with the same Host checks as the proxy.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, with the same Host checks as the proxy.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Aborting clients for the soak (RELIABILITY F11 inside F21): for DURATION seconds, CONCURRENCY loops each
+"""Aborting clients for the soak (fault F11 inside F21): for DURATION seconds, CONCURRENCY loops each
 open a connection to the proxy, start a large download (/stream) or a large upload (/echo with a 64 MiB
 Content-Length), move some bytes, and drop the connection mid-way. Prints one JSON line with the counts.
 

@@ -1,4 +1,4 @@
--- A mixed request stream for wrk (RELIABILITY F21): mostly small GETs, some 64 KiB downloads, 16 KiB POSTs,
+-- A mixed request stream for wrk (the F21 soak): mostly small GETs, some 64 KiB downloads, 16 KiB POSTs,
 -- upstream resets mid-body (F9), slow answers (F10) and upstream 404s.
 local counter = 0
 local post_body = string.rep("p", 16384)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Loopback mocks for the soak (RELIABILITY F21): an Entra ID token endpoint and an Azure ML-like upstream.
+"""Loopback mocks for the soak (F21): an Entra ID token endpoint and an Azure ML-like upstream.
 
 Plain HTTP on 127.0.0.1 only (the proxy accepts http:// for loopback authority hosts and upstreams).
 

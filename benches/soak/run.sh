@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# F21 (RELIABILITY part (c)): a bounded leak soak of the release binary, not part of CI.
+# F21: a bounded leak soak of the release binary, not part of CI.
 #
 # Builds the release binary, starts loopback mocks (benches/soak/mocks.py: an Entra ID token endpoint issuing
 # short-lived tokens, and a plain-HTTP upstream), runs the proxy, and drives a mixed load with wrk
@@ -13,7 +13,7 @@
 #
 # Knobs: SOAK_DURATION (s), SOAK_CONNECTIONS (wrk connections), SOAK_THREADS (wrk threads), SOAK_ABORTERS
 # (concurrent aborting clients), SOAK_TOKEN_TTL (s; tokens rotate at about half of it).
-# Pass criteria (RELIABILITY F21): RSS growth between the first sixth of the run and its end < 10 %; open file
+# Pass criteria: RSS growth between the first sixth of the run and its end < 10 %; open file
 # descriptors back to the idle baseline after the load; no proxy-generated 5xx other than the expected
 # UpstreamUnavailable for the deliberate resets. Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -143,7 +143,7 @@ rps = re.search(r"Requests/sec:\s+([\d.]+)", wrk)
 total = int(reqs.group(1)) if reqs else 0
 aborted = aborts.get("aborted_downloads", 0) + aborts.get("aborted_uploads", 0)
 lines = [
-  "# Soak results (RELIABILITY F21)", "",
+  "# Soak results (fault F21: a bounded leak soak)", "",
   f"Recorded by `benches/soak/run.sh` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC ({platform.machine()}, "
   f"{os.cpu_count()} CPUs; the proxy, the Python mocks, wrk and the aborting clients share them; load average "
   f"{open(f'{work}/load_before').read().strip()} before the load, {open(f'{work}/load_after').read().strip()} at its end). "

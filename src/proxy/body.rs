@@ -39,7 +39,7 @@ pub enum ProxyBody {
     /// A peer's body, streamed as it arrives (an upstream's response, trailers included).
     Stream(Streamed),
     /// A caller's request body, streamed as it arrives, with trailers dropped: a trailer could smuggle
-    /// `Authorization` or framing fields past the header rules (RELIABILITY threat 6e).
+    /// `Authorization` or framing fields past the header rules (a trailer is a header the rules never saw).
     Request(Streamed),
     /// A complete body (error documents, admin answers); `None` once sent.
     Full(Option<Bytes>),
