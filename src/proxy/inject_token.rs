@@ -120,3 +120,147 @@ impl fmt::Debug for RefusedToken {
         f.write_str("RefusedToken(<redacted>)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tower::ServiceBuilder;
+
+    use super::*;
+    use crate::auth::{
+        AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenRequest,
+    };
+    use crate::metrics::Metrics;
+    use crate::token_cache::{CacheKey, CachePolicy, TokenCache, TokenSource};
+
+    /// A credential that always issues the token `minted`.
+    #[derive(Debug)]
+    struct Minted;
+
+    impl TokenCredential for Minted {
+        fn get_token<'a>(
+            &'a self,
+            _: &'a TokenRequest,
+        ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+            Box::pin(async {
+                Ok(AccessToken {
+                    token: Secret::new("minted"),
+                    expires_in: Duration::from_secs(3600),
+                    refresh_in: None,
+                    source: "minted".into(),
+                })
+            })
+        }
+
+        fn kind(&self) -> &'static str {
+            "minted"
+        }
+    }
+
+    fn tokens(cache: &TokenCache) -> TokenSource {
+        let key = CacheKey {
+            credential: "c".into(),
+            tenant: None,
+            scope: "s/.default".into(),
+            claims: None,
+        };
+        cache.source(key, Arc::new(Minted), false)
+    }
+
+    /// What the inner service saw as `Authorization` (and whether it was sensitive), answered with `status`.
+    async fn sent(
+        auth: RouteAuth,
+        caller: Option<&str>,
+        replay: Option<&str>,
+        status: StatusCode,
+    ) -> (Option<(String, bool)>, Response<()>) {
+        let service = ServiceBuilder::new()
+            .layer(InjectTokenLayer::new(auth))
+            .service_fn(move |req: Request<()>| async move {
+                let seen = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .map(|v| (v.to_str().unwrap().to_owned(), v.is_sensitive()));
+                let mut response = Response::new(());
+                *response.status_mut() = status;
+                response.extensions_mut().insert(seen);
+                Ok::<_, BoxError>(response)
+            });
+        let mut req = Request::new(());
+        if let Some(caller) = caller {
+            req.headers_mut()
+                .insert(AUTHORIZATION, HeaderValue::from_str(caller).unwrap());
+        }
+        if let Some(token) = replay {
+            req.extensions_mut()
+                .insert(ReplayToken(HeaderValue::from_str(token).unwrap()));
+        }
+        let mut response = service.oneshot(req).await.unwrap();
+        let seen = response
+            .extensions_mut()
+            .remove::<Option<(String, bool)>>()
+            .unwrap();
+        (seen, response)
+    }
+
+    #[tokio::test]
+    async fn the_route_token_replaces_the_callers_and_is_sensitive() {
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let inject = RouteAuth::Inject(tokens(&cache));
+        let minted = Some(("Bearer minted".to_owned(), true));
+        let ok = StatusCode::OK;
+        assert_eq!(sent(inject.clone(), None, None, ok).await.0, minted);
+        assert_eq!(
+            sent(inject.clone(), Some("Bearer callers"), None, ok)
+                .await
+                .0,
+            minted
+        );
+        // A replay carries the token it was given.
+        let (seen, _) = sent(inject, Some("Bearer callers"), Some("Bearer claims"), ok).await;
+        assert_eq!(seen.unwrap().0, "Bearer claims");
+    }
+
+    #[tokio::test]
+    async fn pass_through_keeps_the_callers_token_and_fills_in_only_when_there_is_none() {
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let ok = StatusCode::OK;
+        let with_credential = RouteAuth::PassThrough(Some(tokens(&cache)));
+        let (seen, _) = sent(with_credential.clone(), Some("Bearer callers"), None, ok).await;
+        assert_eq!(seen.unwrap().0, "Bearer callers");
+        let (seen, _) = sent(with_credential, None, None, ok).await;
+        assert_eq!(seen, Some(("Bearer minted".to_owned(), true)));
+        let without = RouteAuth::PassThrough(None);
+        let (seen, _) = sent(without.clone(), Some("Bearer callers"), None, ok).await;
+        assert_eq!(seen.unwrap().0, "Bearer callers");
+        assert_eq!(sent(without, None, None, ok).await.0, None);
+    }
+
+    #[tokio::test]
+    async fn a_401_names_the_token_it_refused_and_nothing_else_does() {
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let inject = RouteAuth::Inject(tokens(&cache));
+        let (_, refused) = sent(inject.clone(), None, None, StatusCode::UNAUTHORIZED).await;
+        let RefusedToken(token) = refused.extensions().get::<RefusedToken>().unwrap();
+        assert_eq!(token, "Bearer minted");
+        assert_eq!(
+            format!("{:?}", RefusedToken(token.clone())),
+            "RefusedToken(<redacted>)"
+        );
+        let (_, forbidden) = sent(inject, None, None, StatusCode::FORBIDDEN).await;
+        assert!(forbidden.extensions().get::<RefusedToken>().is_none());
+        let (_, callers) = sent(
+            RouteAuth::PassThrough(None),
+            Some("Bearer callers"),
+            None,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert!(
+            callers.extensions().get::<RefusedToken>().is_none(),
+            "a caller's own token is not the route's to drop"
+        );
+    }
+}
