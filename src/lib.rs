@@ -10,7 +10,8 @@
 //! * [`app::App`] binds the listeners and wires everything together; [`server`] runs the accept loops, with a
 //!   deadline for each connection's first request and a write-stall guard (callers that stop reading) on every
 //!   connection.
-//! * [`proxy`] is the request path; [`proxy::stack`] is the one place its layers are ordered.
+//! * [`proxy`] is the request path: admission, then one stack per route, built from its [`proxy::route::Route`];
+//!   [`proxy::stack`] is the one place its layers are ordered.
 //! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
@@ -18,7 +19,8 @@
 //! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
 //! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets
 //! live in [`secret::Secret`], which never prints its value, and [`origin`] holds the rules every outbound URL
-//! passes. Tokens are inserted as sensitive header values and never logged.
+//! passes. Tokens are inserted as sensitive header values and never logged. The crate root holds [`BoxError`] and
+//! two helpers every module shares: an error's cause chain on one line, and a mutex lock that outlives a panic.
 
 pub mod admin;
 pub mod app;

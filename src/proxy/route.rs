@@ -104,7 +104,9 @@ impl Route {
     }
 
     /// True when a request for `host` (the allowed host name it used) and `path` is this route's: the route names
-    /// no host or that one, and the path is the prefix or continues it with `/`.
+    /// no host or that one, and the path is the prefix or continues it with `/`. Inlined into the table's
+    /// generic lookup, wherever that is instantiated.
+    #[inline]
     pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
         self.host.as_deref().is_none_or(|h| Some(h) == host)
             && (self.prefix == "/"
