@@ -16,10 +16,13 @@ fn main() {
 /// `RouteTable::find(host, path)`, once per request in the router.
 mod routes {
     use std::path::Path;
+    use std::sync::Arc;
 
     use aml_auth_proxy::config::{self, ConfigOrigin};
     use aml_auth_proxy::env::MapEnv;
-    use aml_auth_proxy::proxy::routes::RouteTable;
+    use aml_auth_proxy::metrics::Metrics;
+    use aml_auth_proxy::proxy::route::{Route, RouteAuth};
+    use aml_auth_proxy::proxy::route_table::RouteTable;
     use divan::{Bencher, black_box};
 
     /// Six routes in the shapes the documentation shows: ARM at `/`, the workspace data plane, MLflow, two online
@@ -71,7 +74,12 @@ routes:
         let config =
             config::from_yaml_str(yaml, &MapEnv::new(), ConfigOrigin::BuiltIn, Path::new("."))
                 .expect("the benchmark route table is valid configuration");
-        RouteTable::new(&config.routes)
+        let metrics = Metrics::new().expect("metrics register in a fresh registry");
+        let routes = config.routes.iter().map(|r| {
+            let metrics = metrics.proxy.route(&r.name);
+            Arc::new(Route::new(r, RouteAuth::PassThrough(None), metrics))
+        });
+        RouteTable::new(routes.collect())
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -136,7 +144,7 @@ routes:
         bencher.bench(|| {
             black_box(table)
                 .find(black_box(Some(host)), black_box(path))
-                .map(|r| black_box(r.index))
+                .map(|(r, _)| black_box(Arc::as_ptr(r)))
         });
     }
 }
@@ -144,7 +152,7 @@ routes:
 /// `check_path`, once per request before routing: plain ASCII segments are judged in place; a segment with `%` or
 /// non-ASCII characters is decoded and mapped to its lenient-server reading first.
 mod paths {
-    use aml_auth_proxy::proxy::admit::check_path;
+    use aml_auth_proxy::proxy::admission::check_path;
     use divan::{Bencher, black_box};
     use http::Method;
 

@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (DESIGN §8), with the same Host checks as the proxy.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, with the same Host checks as the proxy.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +15,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
-use crate::proxy::admit::HostAllowlist;
+use crate::proxy::admission::HostAllowlist;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::respond::{json_error, proxy_error};
 use crate::token_cache::{TokenSource, TokenStatus};

@@ -1,5 +1,6 @@
 //! Wires configuration into a running proxy: listeners, credentials, token cache, proxy stack, admin.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +16,12 @@ use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credent
 use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
-use crate::proxy::admit::{CallerKey, HostAllowlist};
+use crate::proxy::admission::{Admission, CallerKey, HostAllowlist};
 use crate::proxy::client::UpstreamClient;
-use crate::proxy::inject_token::InjectTokenLayer;
-use crate::proxy::routes::RouteTable;
+use crate::proxy::route::{NoRouteToken, Route, RouteAuth};
 use crate::proxy::{ProxyService, stack};
-use crate::server::{Listener, ServerOptions, bind, bind_listen, serve};
-use crate::token_cache::{CacheKey, CachePolicy, TokenCache, TokenSource};
+use crate::server::{Listener, Server, ServerOptions, bind, bind_listen};
+use crate::token_cache::{CacheKey, CachePolicy, TokenCache};
 
 /// Knobs that are not configuration (tests inject these).
 #[derive(Debug, Clone)]
@@ -47,6 +47,9 @@ pub enum StartError {
     /// The runtime shut down while the configuration was being built.
     #[error("interrupted while building the configuration: {0}")]
     Interrupted(String),
+    /// A route that replaces callers' tokens has no token of its own (configuration that skipped the checks).
+    #[error(transparent)]
+    NoRouteToken(#[from] NoRouteToken),
 }
 
 /// A bound, ready-to-run proxy.
@@ -201,19 +204,16 @@ impl App {
         let (stop_admin, admin_stopped) = watch::channel(false);
         let (deadline_tx, deadline_rx) = watch::channel(false);
         let drain = self.limits.drain_timeout;
-        let proxy = tokio::spawn(serve(
+        let live = LiveService {
+            inner: Arc::clone(&self.reloader.inner),
+        };
+        let proxy = tokio::spawn(Server::new(live, options.clone()).serve(
             self.proxy_listener,
-            LiveService {
-                inner: Arc::clone(&self.reloader.inner),
-            },
-            options.clone(),
             proxy_stopped,
             wait_true(deadline_rx.clone()),
         ));
-        let admin = tokio::spawn(serve(
+        let admin = tokio::spawn(Server::new(self.admin.clone(), options).serve(
             Listener::Tcp(self.admin_listener),
-            self.admin.clone(),
-            options,
             admin_stopped,
             wait_true(deadline_rx),
         ));
@@ -274,59 +274,51 @@ impl Live {
             TokenHttpClient::new(Arc::clone(&tls), &http_options),
             config.authority_host.clone(),
         );
-        let tenants: Vec<(String, Option<String>)> = config
+        let tenants: HashMap<String, String> = config
             .credentials
             .iter()
-            .map(|(name, spec)| (name.clone(), spec.tenant_id().map(str::to_owned)))
+            .filter_map(|(name, spec)| Some((name.clone(), spec.tenant_id()?.to_owned())))
             .collect();
         let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
         let mut policy = options.cache_policy.clone();
         policy.client_capabilities = config.cae;
         let cache = TokenCache::new(metrics.tokens.clone(), policy);
-        let mut layers = Vec::with_capacity(config.routes.len());
+        let mut routes = Vec::with_capacity(config.routes.len());
         let mut readiness = Vec::new();
         for route in &config.routes {
-            let tokens: Option<TokenSource> = match (&route.credential, &route.scope) {
+            // The route's token source (its pre-fetch starts now), when it names a credential and a scope.
+            let tokens = match (&route.credential, &route.scope) {
                 (Some(name), Some(scope)) => credentials.get(name).map(|credential| {
-                    let tenant = tenants
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .and_then(|(_, t)| t.as_deref());
                     let key = CacheKey {
                         credential: name.as_str().into(),
-                        tenant: tenant.map(Into::into),
+                        tenant: tenants.get(name).map(|t| t.as_str().into()),
                         scope: scope.as_str().into(),
                         claims: None,
                     };
-                    cache.source(key, credential, true)
+                    let tokens = cache.source(key, credential, true);
+                    readiness.push(RouteReadiness {
+                        route: route.name.clone(),
+                        credential: name.clone(),
+                        tokens: tokens.clone(),
+                    });
+                    tokens
                 }),
                 _ => None,
             };
-            if let (Some(t), Some(name)) = (&tokens, &route.credential) {
-                readiness.push(RouteReadiness {
-                    route: route.name.clone(),
-                    credential: name.clone(),
-                    tokens: t.clone(),
-                });
-            }
-            let layer = match (route.pass_through_authorization, tokens) {
-                (true, tokens) => InjectTokenLayer::pass_through(tokens),
-                (false, Some(tokens)) => InjectTokenLayer::new(tokens),
-                (false, None) => InjectTokenLayer::pass_through(None),
-            };
-            layers
-                .push(layer.answering_challenges(cache.clone(), config.limits.replay_buffer_bytes));
+            let auth = RouteAuth::new(&route.name, route.pass_through_authorization, tokens)?;
+            let metrics = metrics.proxy.route(&route.name);
+            routes.push(Arc::new(Route::new(route, auth, metrics)));
         }
-        let table = Arc::new(RouteTable::new(&config.routes));
-        let hosts = HostAllowlist::new(config.allowed_hosts.clone());
-        let caller_key = config.caller_auth.map(CallerKey::new);
+        let admission = Admission::new(
+            config.caller_auth.map(CallerKey::new),
+            HostAllowlist::new(config.allowed_hosts.clone()),
+        );
         let client = UpstreamClient::new(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
-            table,
-            caller_key,
-            hosts,
+            routes,
+            admission,
             &client,
-            layers,
+            &cache,
             &config.limits,
             &metrics.proxy,
         );

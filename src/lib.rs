@@ -7,10 +7,11 @@
 //! Code reads in request order:
 //! * [`cli`] parses the command line; `main` only calls it.
 //! * [`config`] loads and validates the YAML file (or the built-in default) into a checked [`config::Config`].
-//! * [`app::App`] binds the listeners and wires everything together; [`server`] runs the accept loops, with
-//!   [`first_bytes`] (a deadline for each connection's first request) and [`write_stall`] (callers that stop
-//!   reading) on every connection.
-//! * [`proxy`] is the request path; [`proxy::stack`] is the one place its layers are ordered.
+//! * [`app::App`] binds the listeners and wires everything together; [`server`] runs the accept loops, with a
+//!   deadline for each connection's first request and a write-stall guard (callers that stop reading) on every
+//!   connection.
+//! * [`proxy`] is the request path: admission, then one stack per route, built from its [`proxy::route::Route`];
+//!   [`proxy::stack`] is the one place its layers are ordered.
 //! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
@@ -18,7 +19,8 @@
 //! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
 //! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets
 //! live in [`secret::Secret`], which never prints its value, and [`origin`] holds the rules every outbound URL
-//! passes. Tokens are inserted as sensitive header values and never logged.
+//! passes. Tokens are inserted as sensitive header values and never logged. The crate root holds [`BoxError`] and
+//! two helpers every module shares: an error's cause chain on one line, and a mutex lock that outlives a panic.
 
 pub mod admin;
 pub mod app;
@@ -26,10 +28,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod env;
-pub mod error;
 pub mod file_read;
-pub mod first_bytes;
-pub mod ids;
 pub mod ip;
 pub mod logging;
 pub mod metrics;
@@ -37,12 +36,34 @@ pub mod origin;
 pub mod proxy;
 pub mod secret;
 pub mod server;
-pub mod sync;
 pub mod tls;
 pub mod token_cache;
-pub mod write_stall;
 
-pub use error::BoxError;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Errors carried through the service stack; [`proxy::respond::rescue`] maps them to responses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and its sources on one line ("client error (Connect): tcp connect error: Connection refused").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cur = s.source();
+    }
+    text
+}
+
+/// Locks a mutex. A poisoned lock (a panic while it was held) still yields the data: every critical section in
+/// this crate only assigns whole fields, so the data is consistent even then.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Entry points for the fuzz targets under `fuzz/` (and the integration tests' format checks): parsers that are
 /// crate-private in normal use. Not a supported API; hidden from the documentation and free to change with the

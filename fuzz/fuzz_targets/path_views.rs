@@ -7,7 +7,7 @@
 #[path = "common/lenient_servers.rs"]
 mod lenient_servers;
 
-use aml_auth_proxy::proxy::admit::check_path;
+use aml_auth_proxy::proxy::admission::check_path;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 

@@ -8,7 +8,7 @@
 #[path = "common/lenient_servers.rs"]
 mod lenient_servers;
 
-use aml_auth_proxy::proxy::admit::{HostAllowlist, check_path};
+use aml_auth_proxy::proxy::admission::{HostAllowlist, check_path};
 use http::{Method, Request};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,9 +1,9 @@
-//! `WWW-Authenticate` parsing: `challenge::parse` on arbitrary text, and `claims_challenge` / `challenges` on a
+//! `WWW-Authenticate` parsing: `www_authenticate::parse` on arbitrary text, and `claims_challenge` / `challenges` on a
 //! header map holding one `WWW-Authenticate` value per input line.
 
 #![no_main]
 
-use aml_auth_proxy::proxy::challenge::{self, Challenge};
+use aml_auth_proxy::proxy::www_authenticate::{self, Challenge};
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -75,13 +75,13 @@ fn serialise(challenges: &[Challenge]) -> String {
 fuzz_target!(|data: &[u8]| {
     // 1. One header value, as text.
     let text = String::from_utf8_lossy(data);
-    let parsed = challenge::parse(&text);
+    let parsed = www_authenticate::parse(&text);
     for c in &parsed {
         check(c);
     }
     assert!(parsed.len() <= text.len(), "more challenges than bytes");
     // What was parsed, written back canonically, parses to the same challenges.
-    let again = challenge::parse(&serialise(&parsed));
+    let again = www_authenticate::parse(&serialise(&parsed));
     assert_eq!(parsed, again, "round trip of {text:?}");
 
     // 2. A response's headers: one WWW-Authenticate value per line; values a header cannot hold are skipped.
@@ -91,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
             headers.append(WWW_AUTHENTICATE, v);
         }
     }
-    let all = challenge::challenges(&headers);
+    let all = www_authenticate::challenges(&headers);
     for c in &all {
         check(c);
     }
@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
                 && c.param("claims").is_some()
         })
         .count();
-    if let Some(cc) = challenge::claims_challenge(&headers) {
+    if let Some(cc) = www_authenticate::claims_challenge(&headers) {
         assert_eq!(usable, 1, "a claims challenge from {usable} candidates");
         assert!(
             cc.error == "insufficient_claims" || cc.error == "invalid_token",

@@ -15,7 +15,7 @@ use super::token_endpoint::ClientAuth;
 use super::{
     AccessToken, Credential, CredentialError, EntraClient, Secret, TokenError, TokenRequest,
 };
-use crate::sync::lock;
+use crate::lock;
 
 /// Lifetime of a client assertion (`exp` − `iat`), as MSAL.
 pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
@@ -214,7 +214,7 @@ impl AssertionCache {
         {
             return Ok(Arc::clone(&cached.jwt));
         }
-        let jti = crate::ids::uuid_v4();
+        let jti = uuid::Uuid::new_v4().to_string();
         let claims = AssertionClaims {
             audience,
             client_id,

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::error_chain;
+use crate::error_chain;
 
 /// The largest token-service response body read; anything larger is an error (a token response is ~2-8 KiB).
 pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;

@@ -144,7 +144,7 @@ impl EntraClient {
             .header(ACCEPT, "application/json")
             .header("x-client-sku", CLIENT_SKU)
             .header("x-client-ver", env!("CARGO_PKG_VERSION"))
-            .header("client-request-id", crate::ids::uuid_v4())
+            .header("client-request-id", uuid::Uuid::new_v4().to_string())
             .header("return-client-request-id", "true")
             .body(Full::new(Bytes::copy_from_slice(form.expose().as_bytes())))
             .map_err(|e| {

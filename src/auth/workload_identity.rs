@@ -19,7 +19,7 @@ use super::{
 };
 use crate::env::Env;
 use crate::file_read::{self, Access};
-use crate::sync::lock;
+use crate::lock;
 
 /// How long a read of the federated token file is trusted.
 pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);

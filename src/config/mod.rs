@@ -201,7 +201,7 @@ pub struct Problem {
 // === impl Config ===
 
 impl Config {
-    /// The built-in default of DESIGN §4.1: `/` → ARM with the default credential chain.
+    /// The built-in default (no configuration file): `/` → ARM with the default credential chain.
     pub fn builtin(env: &dyn Env) -> Result<Self, ConfigError> {
         load::builtin(env)
     }

@@ -2,8 +2,10 @@
 //! level, written straight into the line buffer.
 //!
 //! This replaces tracing-subscriber's JSON formatter, which goes through serde_json and an `io::Write` adaptor
-//! that re-validates UTF-8 for every fragment: on the proxy's hot path that cost more than the rest of the
-//! request. The output has the same shape.
+//! that re-validates UTF-8 for every fragment. Measured with `benches/profile/callgrind.sh` (user-space
+//! instructions per proxied request, JSON access log on), writing the line directly took the proxy from 82.4k to
+//! 69.3k instructions per request: the formatter alone had cost a sixth of the request. The output has the same
+//! shape.
 
 use std::fmt::{self, Write};
 

@@ -4,6 +4,10 @@
 //!
 //! If stderr cannot keep up and [`MAX_PENDING`] bytes are waiting, further lines are dropped (never the
 //! proxy's progress) and a line saying how many were dropped follows once there is room.
+//!
+//! Measured with `benches/profile/callgrind.sh` (user-space instructions per proxied request, JSON access log
+//! on), this writer took the proxy from 83.5k instructions per request before it to 82.4k. Callgrind counts no
+//! kernel time, so the system calls and wake-ups that batching avoids are not in those numbers.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,7 +15,7 @@
 //!   event is counted and logged once. Upgraded (WebSocket) connections carry no body and are not timed: a quiet
 //!   WebSocket is normal, and its caller socket keeps the write-stall guard.
 //! - **Upload metering.** A request body reports its bytes to its [`UploadTicket`], and ends with
-//!   [`StreamTimeout::TooSlow`] if it is evicted as a slow upload (`uploads`).
+//!   [`StreamTimeout::TooSlow`] if it is evicted as a slow upload (`shed::uploads`).
 
 use std::fmt;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::time::{Instant, Sleep};
 
-use super::uploads::{UploadTicket, WakerSlot};
+use super::shed::uploads::{UploadTicket, WakerSlot};
 
 /// A body the proxy passes on: streamed from the other side as it arrives, or complete in memory. Used in both
 /// directions (caller → upstream and upstream → caller).
@@ -39,7 +39,7 @@ pub enum ProxyBody {
     /// A peer's body, streamed as it arrives (an upstream's response, trailers included).
     Stream(Streamed),
     /// A caller's request body, streamed as it arrives, with trailers dropped: a trailer could smuggle
-    /// `Authorization` or framing fields past the header rules (RELIABILITY threat 6e).
+    /// `Authorization` or framing fields past the header rules (a trailer is a header the rules never saw).
     Request(Streamed),
     /// A complete body (error documents, admin answers); `None` once sent.
     Full(Option<Bytes>),
@@ -477,7 +477,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::{Fed as Source, Feed as Sender, channel};
     use super::*;
-    use crate::proxy::uploads::Uploads;
+    use crate::proxy::shed::uploads::Uploads;
 
     fn counter() -> IntCounter {
         IntCounter::new("timeouts", "test").unwrap()

@@ -17,6 +17,11 @@
 //! - Idle connections older than [`IDLE_TIMEOUT`] are closed when the list is next used; at most
 //!   [`MAX_IDLE_PER_ORIGIN`] are kept.
 //! - WebSocket handshakes get a fresh HTTP/1.1-only connection, which is never pooled (it becomes the tunnel).
+//!
+//! This client replaced hyper-util's legacy client and its pool. Measured with `benches/profile/callgrind.sh`
+//! (user-space instructions per proxied request), the proxy costs 83.5k instructions per request with it (before
+//! the logging work: `logging::writer`, `logging::json`). The cap on caller slots bounds memory: with 1,000 idle
+//! keep-alive callers, it brought the proxy's RSS from 49.8 MiB to 35.2 MiB.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -39,7 +44,7 @@ use tower::ServiceExt;
 use super::BoxError;
 use super::body::UpstreamBody;
 use super::resolve::NoLinkLocal;
-use crate::sync::lock;
+use crate::lock;
 
 /// Idle HTTP/1.1 connections unused for longer are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -467,9 +472,9 @@ impl Origin {
             Ok(Picked::H2(sender)) => Outcome::H2(sender.clone()),
             Ok(Picked::H1 { .. }) => Outcome::Http1,
             Err(UpstreamError::Connect(e)) => {
-                Outcome::Failed(crate::error::error_chain(e.as_ref()).into())
+                Outcome::Failed(crate::error_chain(e.as_ref()).into())
             }
-            Err(UpstreamError::Request(e)) => Outcome::Failed(crate::error::error_chain(e).into()),
+            Err(UpstreamError::Request(e)) => Outcome::Failed(crate::error_chain(e).into()),
         };
         drop(leading);
         tx.send_replace(Some(outcome));

@@ -1,5 +1,6 @@
 //! The caller's address, recorded per connection so the forwarded request can say who asked
-//! (`X-Forwarded-For`), which also makes IMDS refuse it should it ever be reached (RELIABILITY threat 11), and
+//! (`X-Forwarded-For`), which also makes IMDS refuse it should it ever be reached (IMDS refuses requests that carry
+//! `X-Forwarded-For`), and
 //! the connection's slot for the upstream connection it last used.
 
 use std::net::IpAddr;

@@ -1,4 +1,5 @@
-//! Errors the proxy itself generates (DESIGN §6), each with its status and stable code.
+//! Errors the proxy itself generates, each with its status and stable code (the `code` of the JSON error answer
+//! and of the `x-aml-auth-proxy-error` header: part of the proxy's interface, never renamed).
 
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ pub enum ProxyError {
 // === impl ProxyError ===
 
 impl ProxyError {
-    /// The status code of DESIGN §6.
+    /// The status code of the answer.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::CallerNotAuthenticated { .. } => StatusCode::UNAUTHORIZED,
@@ -72,7 +73,7 @@ impl ProxyError {
         }
     }
 
-    /// The error code of DESIGN §6.
+    /// The stable error code of the answer.
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::CallerNotAuthenticated { .. } => "CallerNotAuthenticated",

@@ -16,7 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::admit::host_of;
+use super::BoxError;
+use super::admission::host_of;
 use super::body::{BodyError, IdleLimit, ResponseBody, StreamTimeout, UpstreamBody};
 use super::client::{Origin, UpstreamError};
 use super::client_addr::ClientAddr;
@@ -24,9 +25,8 @@ use super::error::ProxyError;
 use super::headers::{
     canonical_content_length, is_websocket_upgrade, strip_cors, strip_hop_by_hop,
 };
-use super::routes::RouteTable;
-use super::{BoxError, RouteInfo};
-use crate::metrics::RouteMetrics;
+use super::route::{Route, RouteInfo};
+use super::route_table::RouteTable;
 
 /// Headers that carry URLs the caller will follow (redirects and long-running operations).
 const URL_HEADERS: [HeaderName; 3] = [
@@ -39,9 +39,9 @@ const URL_HEADERS: [HeaderName; 3] = [
 #[derive(Clone)]
 pub struct Forward {
     origin: Arc<Origin>,
+    route: Arc<Route>,
+    /// Every route, for rewriting URLs that point at another route's upstream.
     table: Arc<RouteTable>,
-    route: usize,
-    metrics: RouteMetrics,
     response_idle: Option<IdleLimit>,
 }
 
@@ -87,18 +87,13 @@ impl Inbound {
 // === impl Forward ===
 
 impl Forward {
-    /// Forwards to route `route` of `table`, whose upstream is `origin`.
-    pub fn new(
-        origin: Arc<Origin>,
-        table: Arc<RouteTable>,
-        route: usize,
-        metrics: RouteMetrics,
-    ) -> Self {
+    /// Forwards `route`'s requests to its upstream `origin`; URLs in responses are rewritten for the routes of
+    /// `table`.
+    pub fn new(origin: Arc<Origin>, route: Arc<Route>, table: Arc<RouteTable>) -> Self {
         Self {
             origin,
-            table,
             route,
-            metrics,
+            table,
             response_idle: None,
         }
     }
@@ -113,7 +108,7 @@ impl Forward {
 impl std::fmt::Debug for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Forward")
-            .field("route", &self.route)
+            .field("route", self.route.name())
             .finish_non_exhaustive()
     }
 }
@@ -133,9 +128,8 @@ impl Service<Request<UpstreamBody>> for Forward {
             .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let inbound = Inbound::of(&parts);
-        let table = Arc::clone(&self.table);
-        let route_index = self.route;
-        let target = match table.routes()[route_index]
+        let target = match self
+            .route
             .upstream_target(parts.uri.path(), parts.uri.query())
         {
             Ok(target) => target,
@@ -160,7 +154,8 @@ impl Service<Request<UpstreamBody>> for Forward {
         let request = Request::from_parts(parts, body);
         let sent = Instant::now();
         let origin = Arc::clone(&self.origin);
-        let metrics = self.metrics.clone();
+        let route = Arc::clone(&self.route);
+        let table = Arc::clone(&self.table);
         let idle = self.response_idle.clone();
         Box::pin(async move {
             let response = if inbound_upgrade.is_some() {
@@ -169,7 +164,8 @@ impl Service<Request<UpstreamBody>> for Forward {
                 origin.send(request, affinity.as_ref()).await
             };
             let mut response = response.map_err(|e| upstream_error(origin.host_name(), &e))?;
-            metrics
+            route
+                .metrics()
                 .upstream_duration
                 .observe(sent.elapsed().as_secs_f64());
             let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -191,10 +187,10 @@ impl Service<Request<UpstreamBody>> for Forward {
                 }
                 tokio::spawn(splice(inbound, upstream, origin.host_name().to_owned()));
             }
-            rewrite_urls(&mut parts.headers, &table, route_index, &inbound);
+            rewrite_urls(&mut parts.headers, &table, &route, &inbound);
             parts.extensions = http::Extensions::new();
             parts.extensions.insert(RouteInfo {
-                index: route_index,
+                route,
                 upstream: true,
             });
             Ok(Response::from_parts(
@@ -230,7 +226,7 @@ async fn splice(
 
 /// A client error as `UpstreamUnavailable`, with a short, secret-free explanation.
 fn upstream_error(host: &str, e: &UpstreamError) -> BoxError {
-    let detail = crate::error::error_chain(e);
+    let detail = crate::error_chain(e);
     tracing::debug!(upstream = host, error = %detail, "upstream request failed");
     if request_body_timed_out(e) {
         // The proxy itself ended the caller's body: it stopped arriving, or too slowly for a full proxy.
@@ -272,14 +268,13 @@ fn caused_by_request_body(e: &UpstreamError) -> bool {
 }
 
 /// Rewrites URL headers that point at a route's upstream so they point at the proxy.
-fn rewrite_urls(headers: &mut HeaderMap, table: &RouteTable, route: usize, inbound: &Inbound) {
+fn rewrite_urls(headers: &mut HeaderMap, table: &RouteTable, served_by: &Route, inbound: &Inbound) {
     if !URL_HEADERS.iter().any(|name| headers.contains_key(name)) {
         return;
     }
     let Some((authority, host)) = inbound.authority_and_host() else {
         return;
     };
-    let served_by = &table.routes()[route];
     for name in &URL_HEADERS {
         let Some(value) = headers.get(name) else {
             continue;

@@ -1,57 +1,45 @@
-//! Inserts the route's bearer token into the request, replacing any inbound `Authorization`, and answers an
-//! upstream claims challenge (DESIGN §6): the challenged token is dropped from the cache; when the request body
-//! fit `limits.replay_buffer_bytes`, a token is acquired once with the challenge's claims (merged with the `CP1`
-//! capability by the credential) and the request is replayed once with it. Whatever the replay answers — even
-//! another challenge — goes back to the caller unchanged, so a challenge loop is impossible. A plain
-//! `error="invalid_token"` 401 (a token revoked mid-life) also drops the token — at most once per 5 s — and an
-//! idempotent request is sent once more with the fresh token (RELIABILITY F8).
+//! Inserts the route's bearer token into the request, replacing any inbound `Authorization` (on a
+//! `pass_through_authorization` route, only into requests that carry none).
+//!
+//! Like tower-http's `AddAuthorization`, with a token that may have to be fetched: the future awaits the header
+//! value (ready at once on a cache hit), inserts it (marked sensitive), and calls the inner service. Token failures
+//! become errors that [`super::respond::rescue`] answers. Two small hand-offs serve the claims-challenge layer
+//! outside this one ([`super::answer_challenge`]): a replayed request may bring the token it must carry
+//! ([`ReplayToken`]), and a `401` response carries the token that was refused ([`RefusedToken`]).
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
-use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body::Body;
-use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
-use super::body::ProxyBody;
-use super::challenge::{challenges, claims_challenge};
-use super::client_addr::ClientAddr;
-use super::error::ProxyError;
-use super::headers::is_websocket_upgrade;
-use crate::token_cache::{TokenCache, TokenSource};
+use super::route::RouteAuth;
 
 /// Layer for [`InjectToken`].
 #[derive(Debug, Clone)]
 pub struct InjectTokenLayer {
-    tokens: Option<TokenSource>,
-    keep_caller_token: bool,
-    replay: Option<Arc<Replay>>,
+    auth: RouteAuth,
 }
 
-/// Awaits the route's token (ready at once on a cache hit), inserts it as a sensitive `Authorization` header,
-/// then calls the inner service; answers claims challenges as the module describes. Token failures become errors
-/// that [`super::respond::rescue`] answers.
+/// Awaits the route's token, inserts it as a sensitive `Authorization` header, then calls the inner service.
 #[derive(Debug, Clone)]
 pub struct InjectToken<S> {
     inner: S,
-    tokens: Option<TokenSource>,
-    keep_caller_token: bool,
-    replay: Option<Arc<Replay>>,
+    auth: RouteAuth,
 }
 
-/// What answering claims challenges needs: the cache (for tokens with claims) and the replay budget.
-#[derive(Debug)]
-struct Replay {
-    cache: TokenCache,
-    limit: usize,
-}
+/// Request extension: the token a replayed request carries instead of the route's current one (a token with a
+/// challenge's claims, or the fresh token after a refused one).
+#[derive(Clone)]
+pub struct ReplayToken(pub HeaderValue);
+
+/// Response extension on a `401`: the token the request carried.
+#[derive(Clone)]
+pub struct RefusedToken(pub HeaderValue);
 
 /// Future of [`InjectToken`].
 pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
@@ -59,33 +47,9 @@ pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + 
 // === impl InjectTokenLayer ===
 
 impl InjectTokenLayer {
-    /// Inserts tokens from `tokens`, overriding any inbound `Authorization`.
-    pub fn new(tokens: TokenSource) -> Self {
-        Self {
-            tokens: Some(tokens),
-            keep_caller_token: false,
-            replay: None,
-        }
-    }
-
-    /// A route with `pass_through_authorization: true`: a caller's own `Authorization` is forwarded; the
-    /// route's token (if it has a credential) is inserted only when the caller sent none.
-    pub fn pass_through(tokens: Option<TokenSource>) -> Self {
-        Self {
-            tokens,
-            keep_caller_token: true,
-            replay: None,
-        }
-    }
-
-    /// Answers claims challenges: acquires tokens with claims from `cache` and replays request bodies of up to
-    /// `replay_buffer_bytes` (0: never replay, but still drop the challenged token).
-    pub fn answering_challenges(mut self, cache: TokenCache, replay_buffer_bytes: usize) -> Self {
-        self.replay = Some(Arc::new(Replay {
-            cache,
-            limit: replay_buffer_bytes,
-        }));
-        self
+    /// Inserts tokens as `auth` says.
+    pub fn new(auth: RouteAuth) -> Self {
+        Self { auth }
     }
 }
 
@@ -95,177 +59,208 @@ impl<S> Layer<S> for InjectTokenLayer {
     fn layer(&self, inner: S) -> InjectToken<S> {
         InjectToken {
             inner,
-            tokens: self.tokens.clone(),
-            keep_caller_token: self.keep_caller_token,
-            replay: self.replay.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
 
 // === impl InjectToken ===
 
-impl<S> Service<Request<ProxyBody>> for InjectToken<S>
+impl<S, B, R> Service<Request<B>> for InjectToken<S>
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    B: Send + 'static,
+    R: 'static,
 {
-    type Response = Response<ProxyBody>;
+    type Response = Response<R>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<ProxyBody>>;
+    type Future = ResponseFuture<Response<R>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Move the readied service into the future and leave a fresh clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let caller_has_token = req.headers().contains_key(AUTHORIZATION);
-        let tokens = match &self.tokens {
-            Some(t) if !(self.keep_caller_token && caller_has_token) => t.clone(),
-            _ => {
-                if !self.keep_caller_token {
-                    req.headers_mut().remove(AUTHORIZATION);
-                }
-                return Box::pin(call(inner, req));
-            }
+        let Some(tokens) = self.auth.tokens_for(req.headers()) else {
+            // A pass-through route and a caller with its own token (or none and no credential): as sent.
+            return Box::pin(async move { inner.oneshot(req).await.map_err(Into::into) });
         };
-        let replay = self.replay.clone();
+        let tokens = tokens.clone();
+        let replay = req.extensions_mut().remove::<ReplayToken>();
         Box::pin(async move {
-            let token = tokens.header_value().await?;
-            match replay {
-                None => {
-                    req.headers_mut().insert(AUTHORIZATION, token);
-                    call(inner, req).await
-                }
-                Some(replay) => answer_challenges(inner, req, tokens, token, &replay).await,
+            let token = match replay {
+                Some(ReplayToken(token)) => token,
+                None => tokens.header_value().await?,
+            };
+            req.headers_mut().insert(AUTHORIZATION, token.clone());
+            let mut response = inner.oneshot(req).await.map_err(Into::into)?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response.extensions_mut().insert(RefusedToken(token));
             }
+            Ok(response)
         })
     }
 }
 
-async fn call<S>(inner: S, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError>
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>>,
-    S::Error: Into<BoxError>,
-{
-    inner.oneshot(req).await.map_err(Into::into)
+// === impl ReplayToken, RefusedToken ===
+
+impl fmt::Debug for ReplayToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReplayToken(<redacted>)")
+    }
 }
 
-/// Sends the request with `token`; on a claims challenge drops that token and, if the body was kept, replays once
-/// with a token that carries the challenge's claims.
-async fn answer_challenges<S>(
-    inner: S,
-    req: Request<ProxyBody>,
-    tokens: TokenSource,
-    token: HeaderValue,
-    replay: &Replay,
-) -> Result<Response<ProxyBody>, BoxError>
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone,
-    S::Error: Into<BoxError>,
-{
-    let (mut parts, body) = req.into_parts();
-    let replayable = replay.limit > 0
-        && !is_websocket_upgrade(parts.version, &parts.headers)
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= replay.limit as u64);
-    if !replayable {
-        // The body streams and cannot be sent twice: a challenge still drops the challenged token.
-        parts.headers.insert(AUTHORIZATION, token.clone());
-        let response = call(inner, Request::from_parts(parts, body)).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            if claims_challenge(response.headers()).is_some() {
-                tokens.invalidate(&token, "claims challenge");
-            } else if token_refused(response.headers()) {
-                tokens.invalidate(&token, "invalid_token");
-            }
-        }
-        return Ok(response);
+impl fmt::Debug for RefusedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefusedToken(<redacted>)")
     }
-    let kept = buffer(body, replay.limit).await?;
-    let response = call(
-        inner.clone(),
-        copy_request(&parts, kept.clone(), token.clone()),
-    )
-    .await?;
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return Ok(response);
-    }
-    let Some(challenge) = claims_challenge(response.headers()) else {
-        // A plain `invalid_token` (revoked or expired early): drop the token; an idempotent request is sent once
-        // more with a fresh one, anything else goes back to the caller as it is.
-        if token_refused(response.headers())
-            && tokens.invalidate(&token, "invalid_token")
-            && parts.method.is_idempotent()
-        {
-            let fresh = tokens.header_value().await?;
-            if fresh != token {
-                drop(response);
-                return call(inner, copy_request(&parts, kept, fresh)).await;
-            }
-        }
-        return Ok(response);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tower::ServiceBuilder;
+
+    use super::*;
+    use crate::auth::{
+        AccessToken, BoxFuture, CredentialError, Secret, TokenCredential, TokenRequest,
     };
-    tokens.invalidate(&token, "claims challenge");
-    tracing::debug!(error = %challenge.error, "upstream claims challenge: acquiring a token with its claims and replaying once");
-    let with_claims = replay.cache.claims_source(&tokens, challenge.claims.into());
-    let token = with_claims.header_value().await?;
-    drop(response);
-    call(inner, copy_request(&parts, kept, token)).await
-}
+    use crate::metrics::Metrics;
+    use crate::token_cache::{CacheKey, CachePolicy, TokenCache, TokenSource};
 
-/// True when a 401 says the bearer token itself was refused (`error="invalid_token"`), as opposed to a missing
-/// permission or a claims challenge.
-fn token_refused(headers: &http::HeaderMap) -> bool {
-    challenges(headers).iter().any(|c| {
-        c.scheme.eq_ignore_ascii_case("bearer") && c.param("error") == Some("invalid_token")
-    })
-}
+    /// A credential that always issues the token `minted`.
+    #[derive(Debug)]
+    struct Minted;
 
-/// Reads a body known to be at most `limit` bytes. Each chunk is copied and dropped at once: a streamed body hands
-/// on its next chunk only when the previous one is gone (`body`).
-async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
-    let mut kept = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| -> BoxError {
-            if super::forward::request_body_timed_out(&e) {
-                Box::new(ProxyError::RequestBodyTimeout)
-            } else {
-                Box::new(ProxyError::BadRequest("the request body could not be read"))
-            }
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if kept.len() + data.remaining() > limit {
-                return Err(Box::new(ProxyError::BadRequest(
-                    "the request body could not be read",
-                )));
-            }
-            kept.extend_from_slice(data.chunk());
+    impl TokenCredential for Minted {
+        fn get_token<'a>(
+            &'a self,
+            _: &'a TokenRequest,
+        ) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
+            Box::pin(async {
+                Ok(AccessToken {
+                    token: Secret::new("minted"),
+                    expires_in: Duration::from_secs(3600),
+                    refresh_in: None,
+                    source: "minted".into(),
+                })
+            })
+        }
+
+        fn kind(&self) -> &'static str {
+            "minted"
         }
     }
-    Ok(kept.freeze())
-}
 
-/// A copy of the request with `body` and `token`.
-fn copy_request(
-    parts: &http::request::Parts,
-    body: Bytes,
-    token: HeaderValue,
-) -> Request<ProxyBody> {
-    let mut req = Request::new(ProxyBody::full(body));
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    req.headers_mut().insert(AUTHORIZATION, token);
-    // Who is asking, and the caller connection's upstream connection (client module docs).
-    if let Some(caller) = parts.extensions.get::<ClientAddr>() {
-        req.extensions_mut().insert(caller.clone());
+    fn tokens(cache: &TokenCache) -> TokenSource {
+        let key = CacheKey {
+            credential: "c".into(),
+            tenant: None,
+            scope: "s/.default".into(),
+            claims: None,
+        };
+        cache.source(key, Arc::new(Minted), false)
     }
-    req
+
+    /// What the inner service saw as `Authorization` (and whether it was sensitive), answered with `status`.
+    async fn sent(
+        auth: RouteAuth,
+        caller: Option<&str>,
+        replay: Option<&str>,
+        status: StatusCode,
+    ) -> (Option<(String, bool)>, Response<()>) {
+        let service = ServiceBuilder::new()
+            .layer(InjectTokenLayer::new(auth))
+            .service_fn(move |req: Request<()>| async move {
+                let seen = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .map(|v| (v.to_str().unwrap().to_owned(), v.is_sensitive()));
+                let mut response = Response::new(());
+                *response.status_mut() = status;
+                response.extensions_mut().insert(seen);
+                Ok::<_, BoxError>(response)
+            });
+        let mut req = Request::new(());
+        if let Some(caller) = caller {
+            req.headers_mut()
+                .insert(AUTHORIZATION, HeaderValue::from_str(caller).unwrap());
+        }
+        if let Some(token) = replay {
+            req.extensions_mut()
+                .insert(ReplayToken(HeaderValue::from_str(token).unwrap()));
+        }
+        let mut response = service.oneshot(req).await.unwrap();
+        let seen = response
+            .extensions_mut()
+            .remove::<Option<(String, bool)>>()
+            .unwrap();
+        (seen, response)
+    }
+
+    #[tokio::test]
+    async fn the_route_token_replaces_the_callers_and_is_sensitive() {
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let inject = RouteAuth::Inject(tokens(&cache));
+        let minted = Some(("Bearer minted".to_owned(), true));
+        let ok = StatusCode::OK;
+        assert_eq!(sent(inject.clone(), None, None, ok).await.0, minted);
+        assert_eq!(
+            sent(inject.clone(), Some("Bearer callers"), None, ok)
+                .await
+                .0,
+            minted
+        );
+        // A replay carries the token it was given.
+        let (seen, _) = sent(inject, Some("Bearer callers"), Some("Bearer claims"), ok).await;
+        assert_eq!(seen.unwrap().0, "Bearer claims");
+    }
+
+    #[tokio::test]
+    async fn pass_through_keeps_the_callers_token_and_fills_in_only_when_there_is_none() {
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let ok = StatusCode::OK;
+        let with_credential = RouteAuth::PassThrough(Some(tokens(&cache)));
+        let (seen, _) = sent(with_credential.clone(), Some("Bearer callers"), None, ok).await;
+        assert_eq!(seen.unwrap().0, "Bearer callers");
+        let (seen, _) = sent(with_credential, None, None, ok).await;
+        assert_eq!(seen, Some(("Bearer minted".to_owned(), true)));
+        let without = RouteAuth::PassThrough(None);
+        let (seen, _) = sent(without.clone(), Some("Bearer callers"), None, ok).await;
+        assert_eq!(seen.unwrap().0, "Bearer callers");
+        assert_eq!(sent(without, None, None, ok).await.0, None);
+    }
+
+    #[tokio::test]
+    async fn a_401_names_the_token_it_refused_and_nothing_else_does() {
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let inject = RouteAuth::Inject(tokens(&cache));
+        let (_, refused) = sent(inject.clone(), None, None, StatusCode::UNAUTHORIZED).await;
+        let RefusedToken(token) = refused.extensions().get::<RefusedToken>().unwrap();
+        assert_eq!(token, "Bearer minted");
+        assert_eq!(
+            format!("{:?}", RefusedToken(token.clone())),
+            "RefusedToken(<redacted>)"
+        );
+        let (_, forbidden) = sent(inject, None, None, StatusCode::FORBIDDEN).await;
+        assert!(forbidden.extensions().get::<RefusedToken>().is_none());
+        let (_, callers) = sent(
+            RouteAuth::PassThrough(None),
+            Some("Bearer callers"),
+            None,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert!(
+            callers.extensions().get::<RefusedToken>().is_none(),
+            "a caller's own token is not the route's to drop"
+        );
+    }
 }

@@ -3,25 +3,27 @@
 //! ```text
 //! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie and the caller-key header sensitive
 //!  │                           before anything logs
-//!  └ Observe                   max_in_flight shedding (a slow upload is evicted first); one access line + metrics
-//!                              per request, at body end
-//!     └ Respond                every error below becomes the JSON answer of DESIGN §6
-//!        └ Router              caller key (checked, removed), Host allowlist, path rules, route match, Origin and
-//!                              allow policy, hop-by-hop strip; the request body becomes a paced, timed stream
-//!           └ per route:
-//!              InjectToken     awaits the cached token, inserts it (sensitive), replacing the caller's
-//!               └ Timeout      upstream_response_timeout, to response headers only
-//!                  └ Forward   URI from config + path, Host rewrite, response hop-by-hop strip, URL rewrite;
-//!                              the response body becomes a paced, timed stream
+//!  └ Observe                   one access line + metrics per request, at body end (499 if the caller left)
+//!     └ Shed                   max_in_flight: a slow upload is evicted first, else 503 at once; a slot lasts
+//!                              until the response body ends
+//!        └ Respond             every error below becomes the proxy's JSON error answer
+//!           └ Router           admission (every request rule), route match, then the route's own stack; the
+//!                              request body becomes a paced, timed stream
+//!              └ per route (built from its `Arc<Route>`):
+//!                 AnswerChallenge   a refused token (claims challenge, revoked token) is dropped; a kept body
+//!                  │                is replayed once with a token that can pass
+//!                  └ InjectToken    awaits the route's token, inserts it (sensitive), replacing the caller's
+//!                     └ Timeout     upstream_response_timeout, to response headers only
+//!                        └ Forward  URI from config + path, Host rewrite, response hop-by-hop strip, URL
+//!                                   rewrite; the response body becomes a paced, timed stream
 //! ```
 //!
-//! Bodies ([`body`]) are paced one chunk at a time and end after `stream_idle_timeout` without bytes; slow
-//! uploads can be evicted ([`uploads`]); callers that stop reading are disconnected by the server
-//! (`write_stall`).
+//! Bodies ([`body`]) are paced one chunk at a time and end after `stream_idle_timeout` without bytes; callers that
+//! stop reading are disconnected by the server (`server::write_stall`).
 
-pub mod admit;
+pub mod admission;
+pub mod answer_challenge;
 pub mod body;
-pub mod challenge;
 pub mod client;
 pub mod client_addr;
 pub mod error;
@@ -31,9 +33,11 @@ pub mod inject_token;
 pub mod observe;
 pub mod resolve;
 pub mod respond;
+pub mod route;
+pub mod route_table;
 pub mod router;
-pub mod routes;
-pub mod uploads;
+pub mod shed;
+pub mod www_authenticate;
 
 use std::sync::Arc;
 
@@ -42,77 +46,78 @@ use tower::ServiceBuilder;
 use tower::timeout::{Timeout, TimeoutLayer};
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
+pub use crate::BoxError;
 use crate::config::Limits;
-pub use crate::error::BoxError;
 use crate::metrics::ProxyMetrics;
+use crate::token_cache::TokenCache;
 
-use self::admit::{CallerKey, HostAllowlist};
+use self::admission::Admission;
+use self::answer_challenge::{AnswerChallenge, AnswerChallengeLayer};
 use self::body::IdleLimit;
 use self::client::UpstreamClient;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
 use self::observe::{Observe, ObserveLayer};
 use self::respond::{Respond, RespondLayer};
+use self::route::Route;
+use self::route_table::RouteTable;
 use self::router::Router;
-use self::routes::RouteTable;
+use self::shed::{Shed, ShedLayer};
 
 /// A route's own stack.
-pub type RouteStack = InjectToken<Timeout<Forward>>;
+pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 
 /// The whole proxy service, ready for `TowerToHyperService`.
-pub type ProxyService = SetSensitiveRequestHeaders<Observe<Respond<Router>>>;
+pub type ProxyService = SetSensitiveRequestHeaders<Observe<Shed<Respond<Router>>>>;
 
-/// Response extension: which route answered, and whether the response came from its upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteInfo {
-    /// Route index.
-    pub index: usize,
-    /// True when the status is the upstream's.
-    pub upstream: bool,
-}
-
-/// Builds the proxy service. `tokens[i]` is route `i`'s token layer; with a `caller_key`, every request must carry
-/// it (`caller_auth`).
+/// Builds the proxy service for `routes` (in configuration order), admitting requests with `admission`; `cache`
+/// gives tokens with a challenge's claims.
 pub fn stack(
-    table: Arc<RouteTable>,
-    caller_key: Option<CallerKey>,
-    hosts: HostAllowlist,
+    routes: Vec<Arc<Route>>,
+    admission: Admission,
     client: &UpstreamClient,
-    tokens: Vec<InjectTokenLayer>,
+    cache: &TokenCache,
     limits: &Limits,
     metrics: &ProxyMetrics,
 ) -> ProxyService {
-    let names: Vec<Arc<str>> = table.routes().iter().map(|r| Arc::clone(&r.name)).collect();
-    let observe = ObserveLayer::new(metrics, &names, limits);
+    let table = Arc::new(RouteTable::new(routes));
     let timeouts = &metrics.stream_timeouts;
     let response_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.response_idle.clone());
     let request_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.request_idle.clone());
-    let stacks = tokens
-        .into_iter()
-        .enumerate()
-        .map(|(index, inject)| {
-            ServiceBuilder::new()
-                .layer(inject)
-                .layer(TimeoutLayer::new(limits.upstream_response_timeout))
-                .service(
-                    Forward::new(
-                        {
-                            let (scheme, authority) = table.routes()[index].origin();
-                            client.origin(scheme, authority)
-                        },
-                        Arc::clone(&table),
-                        index,
-                        observe.route_metrics(index),
-                    )
-                    .with_response_idle(response_idle.clone()),
+    let stacks = table.map(|route| {
+        let (scheme, authority) = route.origin();
+        ServiceBuilder::new()
+            // A refusal of the route's token drops it; a kept body is replayed once (claims, revoked tokens).
+            .layer(AnswerChallengeLayer::new(
+                route.auth().clone(),
+                cache.clone(),
+                limits.replay_buffer_bytes,
+            ))
+            // The route's token replaces the caller's Authorization (pass-through routes: only when it has none).
+            .layer(InjectTokenLayer::new(route.auth().clone()))
+            // Response headers within upstream_response_timeout (a token fetch has its own budget, above).
+            .layer(TimeoutLayer::new(limits.upstream_response_timeout))
+            // To the route's upstream, and the response back for the caller.
+            .service(
+                Forward::new(
+                    client.origin(scheme, authority),
+                    Arc::clone(route),
+                    Arc::clone(&table),
                 )
-        })
-        .collect();
+                .with_response_idle(response_idle.clone()),
+            )
+    });
     let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
-    sensitive.extend(caller_key.as_ref().map(|k| k.header().clone()));
+    sensitive.extend(admission.caller_key_header().cloned());
     ServiceBuilder::new()
+        // Secrets are marked sensitive before anything can log them.
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-        .layer(observe)
+        // Every request, shed ones too, is logged and counted once, when its response body ends.
+        .layer(ObserveLayer::new(metrics))
+        // At most max_in_flight requests, slow uploads evicted first.
+        .layer(ShedLayer::new(metrics, limits))
+        // Errors below become JSON answers.
         .layer(RespondLayer)
-        .service(Router::new(table, caller_key, hosts, stacks).with_request_idle(request_idle))
+        // Admission and the route's own stack.
+        .service(Router::new(admission, stacks).with_request_idle(request_idle))
 }

@@ -1,37 +1,22 @@
-//! The outermost layer: sheds load beyond `max_in_flight` — first evicting a slow upload, if there is one, so
-//! that slow callers cannot hold every slot (`uploads`) — and records each request once — one access log line
-//! and its metrics — when the response body ends (or is abandoned), so streamed responses are measured whole.
+//! Observe: records each request once — one access log line and its metrics — when the response body ends (or
+//! is abandoned), so streamed responses are measured whole. A request whose caller goes away before the response
+//! head is recorded with status 499.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
+use bytes::Buf;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use prometheus::IntGauge;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::RouteInfo;
-use super::body::{BodyError, Chunk, ResponseBody};
-use super::error::ProxyError;
-use super::respond::{ERROR_HEADER, proxy_error};
-use super::uploads::{Upload, Uploads};
-use crate::config::Limits;
+use super::respond::ERROR_HEADER;
+use super::route::RouteInfo;
 use crate::metrics::{NO_ROUTE, ProxyMetrics, RouteMetrics};
-
-/// Shared state of the layer.
-pub struct ObserveState {
-    in_flight: AtomicUsize,
-    max_in_flight: usize,
-    gauge: IntGauge,
-    routes: Vec<(Arc<str>, RouteMetrics)>,
-    unrouted: (Arc<str>, RouteMetrics),
-    uploads: Arc<Uploads>,
-}
 
 /// Layer for [`Observe`].
 #[derive(Clone)]
@@ -46,28 +31,31 @@ pub struct Observe<S> {
     state: Arc<ObserveState>,
 }
 
+/// Shared state of the layer.
+struct ObserveState {
+    /// The metrics of requests that matched no route.
+    unrouted: RouteMetrics,
+}
+
 pin_project_lite::pin_project! {
     /// Future of [`Observe`].
     pub struct ObserveFuture<F> {
         #[pin]
-        inner: Option<F>,
+        inner: F,
         record: Option<Record>,
-        rejected: Option<Response<ResponseBody>>,
-        // The request's upload, while its body arrives: evicting it answers at once.
-        upload: Option<Arc<Upload>>,
     }
 }
 
 /// A response body that reports the request when it ends.
-pub struct ObservedBody {
-    inner: ResponseBody,
+pub struct ObservedBody<B: Body> {
+    inner: B,
     record: Option<Record>,
 }
 
-/// What the access line needs, gathered along the way. Dropping it reports the request (access line, metrics) and
-/// leaves the in-flight count, so a request is reported exactly once however it ends: at the end of its body, when
-/// the body is dropped early, or when the caller goes away before the response head (hyper then drops the
-/// service's future; the line says status 499, nginx's "client closed request").
+/// What the access line needs, gathered along the way. Dropping it reports the request (access line, metrics),
+/// so a request is reported exactly once however it ends: at the end of its body, when the body is dropped early,
+/// or when the caller goes away before the response head (hyper then drops the service's future; the line says
+/// status 499, nginx's "client closed request").
 struct Record {
     state: Arc<ObserveState>,
     start: Instant,
@@ -89,35 +77,13 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 // === impl ObserveLayer ===
 
 impl ObserveLayer {
-    /// A layer for routes named `route_names` (in route-index order), with `limits`' `max_in_flight` and upload
-    /// rate rule.
-    pub fn new(metrics: &ProxyMetrics, route_names: &[Arc<str>], limits: &Limits) -> Self {
-        let routes = route_names
-            .iter()
-            .map(|n| (Arc::clone(n), metrics.route(n)))
-            .collect();
+    /// A layer counting into `metrics` (each route's own handles come with its responses).
+    pub fn new(metrics: &ProxyMetrics) -> Self {
         Self {
             state: Arc::new(ObserveState {
-                in_flight: AtomicUsize::new(0),
-                max_in_flight: limits.max_in_flight,
-                gauge: metrics.in_flight.clone(),
-                routes,
-                unrouted: (NO_ROUTE.into(), metrics.route(NO_ROUTE)),
-                uploads: Uploads::new(
-                    limits.request_body_min_rate as u64,
-                    limits.request_body_rate_window,
-                    metrics.stream_timeouts.request_min_rate.clone(),
-                ),
+                unrouted: metrics.route(NO_ROUTE),
             }),
         }
-    }
-
-    /// The metric handles of route `index` (shared with the route's stack).
-    pub fn route_metrics(&self, index: usize) -> RouteMetrics {
-        self.state
-            .routes
-            .get(index)
-            .map_or_else(|| self.state.unrouted.1.clone(), |r| r.1.clone())
     }
 }
 
@@ -134,12 +100,12 @@ impl<S> Layer<S> for ObserveLayer {
 
 // === impl Observe ===
 
-impl<S, B> Service<Request<B>> for Observe<S>
+impl<S, B, RB> Service<Request<B>> for Observe<S>
 where
-    S: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
-    B: http_body::Body,
+    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    RB: Body,
 {
-    type Response = Response<ObservedBody>;
+    type Response = Response<ObservedBody<RB>>;
     type Error = Infallible;
     type Future = ObserveFuture<S::Future>;
 
@@ -147,12 +113,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let state = &self.state;
-        let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        state.gauge.inc();
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let record = Record {
-            state: Arc::clone(state),
+            state: Arc::clone(&self.state),
             start: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -165,83 +128,40 @@ where
             bytes: 0,
             failed: false,
         };
-        if n > state.max_in_flight && !state.uploads.evict_slowest() {
-            // Shed at once: no queue, no token fetch, no upstream call.
-            return ObserveFuture {
-                inner: None,
-                record: Some(record),
-                rejected: Some(proxy_error(&ProxyError::Overloaded(state.max_in_flight))),
-                upload: None,
-            };
-        }
-        let upload = (!req.body().is_end_stream()).then(|| {
-            let ticket = state.uploads.register();
-            let upload = Arc::clone(ticket.upload());
-            // The router hands it to the request body, which reports its bytes and ends the upload.
-            req.extensions_mut().insert(Arc::new(ticket));
-            upload
-        });
         ObserveFuture {
-            inner: Some(self.inner.call(req)),
+            inner: self.inner.call(req),
             record: Some(record),
-            rejected: None,
-            upload,
         }
     }
 }
 
-impl<F> Future for ObserveFuture<F>
+impl<F, RB> Future for ObserveFuture<F>
 where
-    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+    F: Future<Output = Result<Response<RB>, Infallible>>,
+    RB: Body,
 {
-    type Output = Result<Response<ObservedBody>, Infallible>;
+    type Output = Result<Response<ObservedBody<RB>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let evicted = this.upload.as_ref().is_some_and(|u| u.evicted());
-        let response = match this.rejected.take() {
-            Some(r) => r,
-            None if evicted => {
-                // Its slot went to another request: drop the exchange (cancelling the upstream request).
-                this.inner.set(None);
-                proxy_error(&ProxyError::RequestBodyTimeout)
-            }
-            None => match this.inner.as_mut().as_pin_mut() {
-                Some(inner) => match inner.poll(cx) {
-                    Poll::Ready(Ok(r)) => r,
-                    Poll::Ready(Err(never)) => match never {},
-                    Poll::Pending => {
-                        if this.upload.as_ref().is_some_and(|u| u.watch(cx)) {
-                            cx.waker().wake_by_ref();
-                        }
-                        return Poll::Pending;
-                    }
-                },
-                None => proxy_error(&ProxyError::Overloaded(0)),
-            },
+        let this = self.project();
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(r) => r,
+            Err(never) => match never {},
         };
-        *this.upload = None;
         let mut record = this.record.take();
         if let Some(r) = record.as_mut() {
-            r.observe_response(&response);
+            r.observe_response(&mut response);
         }
-        let (parts, body) = response.into_parts();
-        Poll::Ready(Ok(Response::from_parts(
-            parts,
-            ObservedBody {
-                inner: body,
-                record,
-            },
-        )))
+        Poll::Ready(Ok(response.map(|inner| ObservedBody { inner, record })))
     }
 }
 
 // === impl Record ===
 
 impl Record {
-    fn observe_response(&mut self, response: &Response<ResponseBody>) {
+    fn observe_response<B>(&mut self, response: &mut Response<B>) {
         self.status = response.status().as_u16();
-        self.route = response.extensions().get::<RouteInfo>().copied();
+        self.route = response.extensions_mut().remove::<RouteInfo>();
         let headers = response.headers();
         // Copied, not shared: an upstream's header values point into the buffer its head was read into, which
         // must not stay pinned for as long as the response streams.
@@ -253,7 +173,7 @@ impl Record {
 }
 
 impl Drop for Record {
-    /// Emits the access line and the metrics, and leaves the in-flight count.
+    /// Emits the access line and the metrics.
     fn drop(&mut self) {
         if self.status == 0 {
             // The future was dropped before a response existed: the caller went away.
@@ -262,16 +182,18 @@ impl Drop for Record {
         }
         let (bytes, failed) = (self.bytes, self.failed);
         let state = &self.state;
-        state.in_flight.fetch_sub(1, Ordering::AcqRel);
-        state.gauge.dec();
-        let (name, metrics) = match self.route.and_then(|r| state.routes.get(r.index)) {
-            Some((n, m)) => (n, m),
-            None => (&state.unrouted.0, &state.unrouted.1),
+        let (name, metrics) = match &self.route {
+            Some(r) => (&**r.route.name(), r.route.metrics()),
+            None => (NO_ROUTE, &state.unrouted),
         };
         let elapsed = self.start.elapsed();
         metrics.count(self.status);
         metrics.request_duration.observe(elapsed.as_secs_f64());
-        let upstream_status = self.route.filter(|r| r.upstream).map(|_| self.status);
+        let upstream_status = self
+            .route
+            .as_ref()
+            .filter(|r| r.upstream)
+            .map(|_| self.status);
         // No allocation: every field is a `&str` or a number. Names and codes are `Display`ed so that text logs
         // show them bare (`route=arm`); JSON quotes them either way.
         tracing::info!(
@@ -312,20 +234,23 @@ fn version_text(version: Version) -> &'static str {
 
 // === impl ObservedBody ===
 
-impl Body for ObservedBody {
-    type Data = Chunk;
-    type Error = BodyError;
+impl<B> Body for ObservedBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Chunk>, Self::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
         let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(record) = self.record.as_mut() {
             match &polled {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
-                        record.bytes += bytes::Buf::remaining(data) as u64;
+                        record.bytes += data.remaining() as u64;
                     }
                 }
                 Some(Err(_)) => record.failed = true,
@@ -348,7 +273,7 @@ impl Body for ObservedBody {
     }
 }
 
-impl Drop for ObservedBody {
+impl<B: Body> Drop for ObservedBody<B> {
     fn drop(&mut self) {
         // A body dropped before its end: the caller went away or the stream broke. The record reports as it drops.
         if let Some(record) = self.record.as_mut()
@@ -366,12 +291,14 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::Empty;
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::config::Limits;
     use crate::metrics::Metrics;
-    use crate::proxy::body::testing::{Fed, channel};
+    use crate::proxy::body::ResponseBody;
+    use crate::proxy::shed::ShedLayer;
 
     fn one_slot() -> Limits {
         Limits {
@@ -409,11 +336,13 @@ mod tests {
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
         let metrics = Metrics::new().unwrap();
-        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], &one_slot());
-        // An upstream that never answers.
-        let mut service = layer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| {
-            std::future::pending::<Result<Response<ResponseBody>, Infallible>>()
-        }));
+        // An upstream that never answers, behind the shedding layer as in the stack.
+        let mut service = tower::ServiceBuilder::new()
+            .layer(ObserveLayer::new(&metrics.proxy))
+            .layer(ShedLayer::new(&metrics.proxy, &one_slot()))
+            .service(tower::service_fn(|_: Request<Empty<Bytes>>| {
+                std::future::pending::<Result<Response<ResponseBody>, Infallible>>()
+            }));
         let request = || Request::get("/slow").body(Empty::new()).unwrap();
 
         let first = service.call(request());
@@ -445,57 +374,5 @@ mod tests {
                 "{line}"
             );
         }
-    }
-
-    /// With every slot held by an upload that has sent nothing for a whole rate window, a new request takes its
-    /// slot: the upload is answered 408 `RequestBodyTimeout` at once; before the window is over, the newcomer is
-    /// shed as usual.
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_upload_gives_its_slot_to_a_new_request() {
-        let metrics = Metrics::new().unwrap();
-        let layer = ObserveLayer::new(&metrics.proxy, &[Arc::from("r")], &one_slot());
-        // Answers GETs at once; an upload waits for its body, which never comes.
-        let mut service = layer.layer(tower::service_fn(|req: Request<Fed>| async move {
-            // The upload lasts while its ticket (in the extensions, where the router would take it) lives.
-            let (parts, body) = req.into_parts();
-            let _ = body.collect().await;
-            drop(parts);
-            Ok::<_, Infallible>(Response::new(ResponseBody::full("done")))
-        }));
-        let (_sender, body) = channel();
-        let upload = tokio::spawn(service.call(Request::post("/upload").body(body).unwrap()));
-        tokio::task::yield_now().await;
-        let get = || {
-            let (sender, body) = channel();
-            drop(sender);
-            Request::get("/status").body(body).unwrap()
-        };
-
-        tokio::time::advance(Duration::from_secs(9)).await;
-        let early = service.call(get()).await.unwrap();
-        assert_eq!(
-            early.status(),
-            503,
-            "within the grace period the upload keeps its slot"
-        );
-
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let admitted = service.call(get()).await.unwrap();
-        assert_eq!(admitted.status(), 200);
-        let evicted = upload.await.unwrap().unwrap();
-        assert_eq!(evicted.status(), 408);
-        assert_eq!(evicted.headers()[ERROR_HEADER], "RequestBodyTimeout");
-        drop((early, admitted, evicted));
-        let text = String::from_utf8(metrics.render()).unwrap();
-        assert!(
-            text.contains(
-                r#"aml_auth_proxy_stream_timeouts_total{direction="request",kind="min_rate"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("aml_auth_proxy_in_flight_requests 0"),
-            "{text}"
-        );
     }
 }

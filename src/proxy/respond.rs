@@ -1,4 +1,6 @@
-//! Turns every error of the stack into the JSON answer of DESIGN §6, in one place.
+//! Turns every error of the stack into the proxy's JSON error answer, in one place: `{"error": {"code",
+//! "message", …}}` with the status of the error's kind, `Cache-Control: no-store` and the code in
+//! [`ERROR_HEADER`].
 //!
 //! [`rescue`] is pure: it walks the error's cause chain (as linkerd's `HttpRescue` does) and builds the response.
 //! The [`Respond`] layer, outside every layer that can fail, calls it, so the services below just return errors.
@@ -6,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -15,9 +18,10 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tower::{Layer, Service};
 
+use super::BoxError;
 use super::body::ResponseBody;
 use super::error::ProxyError;
-use super::{BoxError, RouteInfo};
+use super::route::{Route, RouteInfo};
 use crate::auth::{TokenError, TokenErrorKind};
 use crate::token_cache::TokenUnavailable;
 
@@ -31,7 +35,7 @@ pub const CALLER_KEY_SCHEME: &str = "AmlAuthProxyKey";
 #[derive(Debug)]
 pub struct RoutedError {
     /// The route.
-    pub route: usize,
+    pub route: Arc<Route>,
     /// The error.
     pub error: BoxError,
 }
@@ -124,7 +128,7 @@ pub fn rescue(error: &BoxError) -> Response<ResponseBody> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(e) = cause {
         if let Some(routed) = e.downcast_ref::<RoutedError>() {
-            route = Some(routed.route);
+            route = Some(&routed.route);
         } else if let Some(p) = e.downcast_ref::<ProxyError>() {
             return with_route(proxy_error(p), route);
         } else if let Some(t) = e.downcast_ref::<TokenUnavailable>() {
@@ -139,7 +143,7 @@ pub fn rescue(error: &BoxError) -> Response<ResponseBody> {
         }
         cause = e.source();
     }
-    tracing::warn!(error = %crate::error::error_chain(error.as_ref()), "unexpected error");
+    tracing::warn!(error = %crate::error_chain(error.as_ref()), "unexpected error");
     with_route(
         json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,11 +157,11 @@ pub fn rescue(error: &BoxError) -> Response<ResponseBody> {
 
 fn with_route(
     mut response: Response<ResponseBody>,
-    route: Option<usize>,
+    route: Option<&Arc<Route>>,
 ) -> Response<ResponseBody> {
-    if let Some(index) = route {
+    if let Some(route) = route {
         response.extensions_mut().insert(RouteInfo {
-            index,
+            route: Arc::clone(route),
             upstream: false,
         });
     }

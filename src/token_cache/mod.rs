@@ -2,7 +2,7 @@
 //!
 //! * **Hot path**: a cache hit is one atomic load (`ArcSwap`) and a clock read; no lock is shared between
 //!   entries, and a hit never waits.
-//! * **Refresh ahead** (DESIGN §7): at `refresh_in` when Entra ID sends it, else at half the lifetime for tokens
+//! * **Refresh ahead**: at `refresh_in` when Entra ID sends it, else at half the lifetime for tokens
 //!   living ≥ 2 h, else when less than min(5 min, half the lifetime) remains, minus a little jitter. A *keeper*
 //!   task per route entry does this in the background, so tokens are fresh and `/readyz` is true even without
 //!   traffic. Every other request keeps using the still-valid token (stale-while-valid).
@@ -26,8 +26,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::auth::{AccessToken, TokenCredential, TokenError, TokenErrorKind, TokenRequest};
+use crate::lock;
 use crate::metrics::TokenMetrics;
-use crate::sync::lock;
 
 /// Timing policy of the cache. [`Default`] is the production policy.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! The admin listener as an operator sees it (DESIGN §8): liveness, readiness that follows the tokens,
+//! The admin listener as an operator sees it: liveness, readiness that follows the tokens,
 //! Prometheus metrics that count requests and token fetches without leaking secrets, and the Host check.
 
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not this module's helpers.
@@ -294,7 +294,7 @@ async fn unknown_admin_path_is_404() {
     let proxy = world.simple_proxy("ok").await;
     let answer = get(&proxy.admin_url("/admin/secrets")).await;
     assert_eq!(answer.0, StatusCode::NOT_FOUND);
-    // A proxy-generated answer like any other (DESIGN §6): JSON, with the code in a header too.
+    // A proxy-generated answer like any other: JSON, with the code in a header too.
     let code = answer
         .1
         .get("x-aml-auth-proxy-error")

@@ -1,6 +1,6 @@
 //! The canary: the client secret, every token Entra ID issued, and a caller's own bearer token must never
-//! appear in the binary's output, in any answer the proxy gives, or in a metrics scrape — even at trace level
-//! (DESIGN §5, §9). Also: `run` keeps stdout empty, logs are JSON lines when stderr is not a terminal, and
+//! appear in the binary's output, in any answer the proxy gives, or in a metrics scrape — even at trace level.
+//! Also: `run` keeps stdout empty, logs are JSON lines when stderr is not a terminal, and
 //! there is exactly one access line per request, with the path but never the query string.
 
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not the helpers of an integration-test crate.

@@ -203,7 +203,7 @@ async fn a_credential_that_cannot_get_the_claims_answers_with_the_entra_error() 
     proxy.stop().await;
 }
 
-/// RELIABILITY F8: a token revoked mid-life. The upstream's plain `invalid_token` 401 drops the cached token
+/// A token revoked mid-life (fault F8). The upstream's plain `invalid_token` 401 drops the cached token
 /// (at most once per 5 s); an idempotent request is sent once more with a fresh token, anything else gets the 401.
 #[tokio::test]
 async fn a_token_revoked_mid_life_is_dropped_and_idempotent_requests_retried_once() {

@@ -1,4 +1,4 @@
-//! The command line, black box (DESIGN §3): the real binary as a child process with a clean environment,
+//! The command line, black box: the real binary as a child process with a clean environment,
 //! talking over loopback to the in-process mocks. Exit codes: 0 success / clean shutdown, 64 bad usage or
 //! configuration, 1 start-up or runtime failure; stdout carries only a command's result.
 
@@ -29,7 +29,7 @@ use crate::support::{ARM_SCOPE, Behavior, MockAad, trace_init};
 
 const CA_FIXTURE: &str = "aad_error_53003_blocked_by_conditional_access.json";
 
-/// Every command of DESIGN §3.
+/// Every command the binary has.
 const COMMANDS: [&str; 7] = [
     "run",
     "check-config",
@@ -479,7 +479,7 @@ routes:
     }
 }
 
-/// DESIGN §3: check-config lists EVERY problem. A route name reused after a route that has another problem
+/// check-config lists EVERY problem. A route name reused after a route that has another problem
 /// is a problem of its own, and must be reported in the same run.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_reports_a_duplicate_route_name_even_when_the_first_route_is_invalid() {

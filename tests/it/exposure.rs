@@ -1,4 +1,4 @@
-//! Who may connect (RELIABILITY.md threat 2): any process that can reach the listener can use the proxy's Azure
+//! Who may connect: any process that can reach the listener can use the proxy's Azure
 //! identity. So a non-loopback `listen` is refused unless `expose: true` *and* `caller_auth` are set (also when
 //! it comes from `--listen`); `caller_auth` refuses requests without the key before any route, token or upstream
 //! is touched, and the key never travels on or into a log; a `unix:` listener is a 0600 socket whose peers' uids

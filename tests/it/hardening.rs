@@ -1,4 +1,4 @@
-//! Hardening against hostile bytes on the wire (RELIABILITY threats 6–10): request smuggling and parsing
+//! Hardening against hostile bytes on the wire (SECURITY.md threats 6–10): request smuggling and parsing
 //! (HTTP/1.1 over raw TCP, the way hyper's own `tests/server.rs` does it), header limits, slowloris and idle
 //! connections, HTTP/2 stream and header-list limits, response splitting by an upstream, and hop-by-hop headers
 //! between HTTP/1.1 and HTTP/2.

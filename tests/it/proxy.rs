@@ -1,5 +1,5 @@
 //! The request path end to end, as a user of the proxy sees it: status, headers, JSON error bodies, bytes
-//! delivered, and how many requests reached the upstream and the token endpoint (DESIGN §5 and §6).
+//! delivered, and how many requests reached the upstream and the token endpoint.
 //!
 //! One submodule per area; the helpers shared by all of them live here.
 
@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use crate::support::proxy::World;
 use crate::support::{Upstream, get, json_body, request, trace_init};
 
-/// The header naming the error code on every proxy-generated answer (DESIGN §6).
+/// The header naming the error code on every proxy-generated answer.
 const ERROR_HEADER: &str = "x-aml-auth-proxy-error";
 
 /// A TLS upstream trusted by `world`'s proxies, checking `world`'s tokens, speaking HTTP/1.1 only (ALPN
@@ -56,7 +56,7 @@ fn assert_no_cors(headers: &HeaderMap) {
     assert!(cors.is_empty(), "CORS headers in a response: {cors:?}");
 }
 
-/// Asserts a proxy-generated answer (DESIGN §6): `status`, `content-type: application/json`,
+/// Asserts a proxy-generated answer: `status`, `content-type: application/json`,
 /// `x-aml-auth-proxy-error: <code>`, and a body `{"error":{"code":<code>,"message":<non-empty string>,…}}`.
 /// Returns the `error` object.
 #[track_caller]

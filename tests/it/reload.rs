@@ -1,4 +1,4 @@
-//! Configuration reload (RELIABILITY F15): a bad file keeps the running configuration with one clear error line
+//! Configuration reload (fault F15): a bad file keeps the running configuration with one clear error line
 //! and a metric; a good one takes effect within a second without dropping requests in flight; credentials that
 //! are gone stop refreshing.
 

@@ -1,4 +1,4 @@
-//! Request rules from the threat model (RELIABILITY part b) that are not about routing: spoofable metadata is
+//! Request rules from the threat model (SECURITY.md) that are not about routing: spoofable metadata is
 //! dropped, `X-Forwarded-For` is set, IMDS's `Metadata` header never travels, underscores and protocol switches
 //! are refused, and callers cannot choose the identity.
 

@@ -1,6 +1,6 @@
 //! Token acquisition end to end, as a user of the proxy observes it: what is sent to Entra ID, how many token
-//! requests a load causes, tokens rotating under load, and every token failure's answer (DESIGN §6, §7;
-//! PROTOCOLS §1.1, §8).
+//! requests a load causes, tokens rotating under load, and every token failure's answer (status, code, Entra
+//! ID's details).
 
 // clippy's `allow-*-in-tests` covers `#[test]` functions only, not this module's helpers.
 #![allow(
@@ -97,7 +97,7 @@ async fn client_credentials_request_is_exactly_the_v2_form() {
             .eq_ignore_ascii_case("application/x-www-form-urlencoded"))),
         "content-type {content_type:?}"
     );
-    // PROTOCOLS §1.1: exactly these fields, in this order; `claims` carries only the CP1 client capability.
+    // The v2 client-credentials form: exactly these fields, in this order; `claims` carries only the CP1 client capability.
     let fields: Vec<(String, String)> = form_urlencoded::parse(&sent.raw_body)
         .into_owned()
         .collect();
@@ -270,7 +270,7 @@ async fn tokens_rotate_under_load_without_errors_or_expired_tokens() {
     proxy.stop().await;
 }
 
-// === failure classification (DESIGN §6) ===
+// === failure classification: Entra ID's answer → the proxy's status and code ===
 
 #[tokio::test]
 async fn conditional_access_block_is_403_with_the_aad_details() {
@@ -634,7 +634,7 @@ async fn chain_skips_an_empty_environment_and_uses_the_next_source() {
 async fn chain_without_a_usable_source_is_503_credential_unavailable_listing_each_source() {
     let _trace = trace_init();
     let world = World::new().await;
-    // Should managed identity ever probe IMDS, it must stay on loopback (DESIGN §4).
+    // Should managed identity ever probe IMDS, it must stay on loopback (tests never reach 169.254.169.254).
     let env = MapEnv::new().with(
         "AZURE_POD_IDENTITY_AUTHORITY_HOST",
         format!("http://127.0.0.1:{}", closed_port().await),

@@ -1,5 +1,5 @@
 //! Who may connect: `listen` (TCP or `unix:`), `expose`, `caller_auth`, `unix_allowed_uids`, and the rules that
-//! tie them together (RELIABILITY.md threat 2). Any process that can reach the listener can use the proxy's Azure
+//! tie them together. Any process that can reach the listener can use the proxy's Azure
 //! identity, so a listener other hosts can reach needs the operator's explicit `expose: true` *and* a caller key.
 
 use std::collections::HashSet;

@@ -124,7 +124,7 @@ pub fn from_yaml_str(
     w.finish(file, config)
 }
 
-/// The built-in default of DESIGN §4.1: ARM at `/` with the default credential chain.
+/// The built-in default (no configuration file): ARM at `/` with the default credential chain.
 pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
     let mut w = Walker::new(env, Path::new("."));
     let cloud = Cloud::AzureCloud;

@@ -100,19 +100,22 @@ async fn unknown_errors_are_a_generic_500() {
 
 #[tokio::test]
 async fn routed_errors_carry_the_route() {
+    let route = crate::proxy::route::testing::route(&crate::proxy::route::testing::config(
+        "scoring",
+        "/score",
+        None,
+        true,
+        "https://h/score",
+    ));
     let e = RoutedError {
-        route: 3,
+        route: Arc::clone(&route),
         error: boxed(ProxyError::PathNotAllowed),
     };
     let r = rescue(&boxed(e));
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        r.extensions().get::<RouteInfo>(),
-        Some(&RouteInfo {
-            index: 3,
-            upstream: false
-        })
-    );
+    let info = r.extensions().get::<RouteInfo>().unwrap();
+    assert!(Arc::ptr_eq(&info.route, &route));
+    assert!(!info.upstream);
 }
 
 fn ca_error() -> TokenError {

@@ -1,4 +1,4 @@
-//! Hop-by-hop headers across protocol changes (RELIABILITY threat 7, RFC 9110 §7.6.1), the cases
+//! Hop-by-hop headers across protocol changes (RFC 9110 §7.6.1), the cases
 //! `proxy/headers.rs` does not cover (it has HTTP/1.1 → HTTP/1.1 both ways, and one `Connection: authorization`
 //! request over HTTP/1.1 → HTTP/2): every hop-by-hop request header from an HTTP/1.1 caller to an HTTP/2
 //! upstream, an HTTP/2 caller to an HTTP/1.1 upstream (where hop-by-hop headers travel on the wire), and the

@@ -1,4 +1,4 @@
-//! HTTP/2 limits (RELIABILITY threat 10) and h2c upgrades (threat 3): streams beyond the announced
+//! HTTP/2 limits and h2c upgrades: streams beyond the announced
 //! `SETTINGS_MAX_CONCURRENT_STREAMS` are refused one by one (never the connection) or queued by a well-behaved
 //! client; a header list over `SETTINGS_MAX_HEADER_LIST_SIZE` fails that stream alone; `Upgrade: h2c` over
 //! HTTP/1.1 is not honoured.

@@ -1,4 +1,4 @@
-//! Header limits (RELIABILITY threat 10, a.4): too many header fields, a header larger than the read buffer
+//! Header limits (64 KiB of request head, 100 fields): too many header fields, a header larger than the read buffer
 //! (sent in pieces, the hyper #4081 bypass), an over-long request line. hyper answers these itself, before the
 //! proxy's stack runs: a bare status with `content-length: 0` and `connection: close`, no JSON body (docs/errors.md
 //! documents this for `RequestHeadersTooLarge`).

@@ -1,4 +1,4 @@
-//! Response splitting (RELIABILITY threat 9): an upstream that sends header bytes no HTTP parser should take
+//! Response splitting: an upstream that sends header bytes no HTTP parser should take
 //! at face value — a bare CR, an obs-fold, NUL or other control bytes inside a `WWW-Authenticate` claims
 //! challenge — never makes the client see an injected header; the proxy answers 502 `UpstreamUnavailable`.
 

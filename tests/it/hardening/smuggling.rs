@@ -1,4 +1,4 @@
-//! Request smuggling and parsing over raw HTTP/1.1 (RELIABILITY threat 8, issue 6 "Smuggling and parsing").
+//! Request smuggling and parsing over raw HTTP/1.1.
 //!
 //! Every case carries a second request (`GET /smuggled-N`) where an ambiguous parser might find it: after the
 //! body one reading frames, inside the body another reading frames. Whatever the proxy answers, that second
@@ -399,7 +399,7 @@ async fn malformed_chunked_body_is_400_bad_request_not_502() {
 #[tokio::test]
 async fn header_names_with_underscores_are_refused() {
     let _trace = trace_init();
-    // RELIABILITY threat 6(d): Envoy's `headers_with_underscores_action: REJECT_REQUEST`. Today both are
+    // As Envoy's `headers_with_underscores_action: REJECT_REQUEST`: some servers read `_` as `-`. Today both are
     // forwarded unchanged (the upstream sees `x_forwarded_for: 1.2.3.4` and `authorization_: Bearer attacker`).
     let world = World::new().await;
     let upstream = h1_plain_upstream(&world).await;

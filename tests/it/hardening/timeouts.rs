@@ -1,4 +1,4 @@
-//! Slow and idle clients (RELIABILITY threat 10; hyper's header read timeout is silently off without a timer):
+//! Slow and idle clients (hyper's header read timeout is silently off without a timer):
 //! with `limits.request_header_timeout: 1s`, a client trickling its head one byte every 300 ms, and a
 //! keep-alive connection left idle after a response, are both disconnected after about a second. Real time:
 //! the timer is tokio's, but the sockets are real.

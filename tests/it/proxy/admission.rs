@@ -1,4 +1,4 @@
-//! Admission (DESIGN §5, §6): the Host allowlist (421), browser cross-origin requests (403, no CORS), and a
+//! Admission: the Host allowlist (421), browser cross-origin requests (403, no CORS), and a
 //! route's least-privilege `allow` policy (405 / 403) — all answered before any token is used or any upstream
 //! request is made.
 
@@ -180,7 +180,7 @@ async fn browser_cross_origin_requests_are_403_unless_the_route_allows_the_origi
         "refused requests never reach the upstream"
     );
 
-    // Every CORS preflight fails (RELIABILITY threat 1d), even from an allowed origin: no CORS, ever.
+    // Every CORS preflight fails, even from an allowed origin: no CORS, ever.
     for origin in ["https://evil.example", "http://localhost:3000"] {
         let headers = [
             ("origin", origin),

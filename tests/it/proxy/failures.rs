@@ -1,4 +1,4 @@
-//! Upstream failures and overload (DESIGN §6): 502 `UpstreamUnavailable` (closed port, untrusted
+//! Upstream failures and overload: 502 `UpstreamUnavailable` (closed port, untrusted
 //! certificate), 504 `UpstreamTimeout`, a body cut mid-way is never passed off as complete, and 503
 //! `Overloaded` beyond `max_in_flight`.
 

@@ -1,4 +1,4 @@
-//! Header rules (DESIGN §5): the caller's `Authorization` is replaced by the minted token, hop-by-hop headers
+//! Header rules: the caller's `Authorization` is replaced by the minted token, hop-by-hop headers
 //! are dropped in both directions (before the token is inserted), everything else is forwarded; a
 //! `pass_through_authorization` route forwards the caller's own token.
 

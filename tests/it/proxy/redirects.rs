@@ -1,4 +1,4 @@
-//! Redirects and long-running operations (DESIGN §5): returned, never followed; URLs that point at a route's
+//! Redirects and long-running operations: returned, never followed; URLs that point at a route's
 //! upstream are rewritten to the proxy (keeping a `strip_prefix` route's prefix), others are left untouched.
 
 use http::{HeaderMap, Method, StatusCode};

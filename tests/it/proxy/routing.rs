@@ -1,4 +1,4 @@
-//! Routing (DESIGN §4 `routes`, §5): longest prefix on segment boundaries, `strip_prefix`, `host:` routes,
+//! Routing (`routes`): longest prefix on segment boundaries, `strip_prefix`, `host:` routes,
 //! `NoRoute`; path rules that refuse ambiguous targets; and no routing on the Host header or an absolute URI.
 
 use std::net::TcpListener as StdTcpListener;

@@ -1,4 +1,4 @@
-//! Bodies and protocols (DESIGN §5): large bodies stream intact both ways, SSE flushes as it arrives, HTTP/2
+//! Bodies and protocols: large bodies stream intact both ways, SSE flushes as it arrives, HTTP/2
 //! cleartext is accepted from callers, and upstreams speaking HTTP/1.1 or h2 both work.
 
 use bytes::Bytes;

@@ -25,7 +25,7 @@
 //! (shareable with an [`Upstream`](super::Upstream), which can then reject unknown or expired tokens).
 //! Every request, matching or not, is recorded as a [`TokenRequestRecord`].
 //!
-//! **User flows** (device code, PROTOCOLS §6.1; refresh token, §6.3):
+//! **User flows** (the device-code grant and the refresh-token grant):
 //! - `POST /{tenant}/oauth2/v2.0/devicecode` answers a [`DeviceCodeAnswer`] (default: user code `ABCD-EFGH`,
 //!   `interval` 1, `expires_in` 900, Entra ID's message) with a fresh device code `dc.<n>`; see
 //!   [`MockAad::set_device_code`], or [`MockAad::fail_device_code_start`] to answer with a [`Behavior`] instead.

@@ -213,7 +213,7 @@ pub(crate) fn json_body(body: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
 }
 
-/// Checks a proxy-generated error answer (DESIGN §6): `status`, `content-type: application/json`,
+/// Checks a proxy-generated error answer: `status`, `content-type: application/json`,
 /// `x-aml-auth-proxy-error: <code>` and a body `{"error": {"code": <code>, "message": <non-empty>, …}}`.
 /// Returns the `error` object.
 pub(crate) fn expect_proxy_error(

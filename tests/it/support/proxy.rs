@@ -47,10 +47,8 @@ pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     pub(crate) fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "aml-auth-proxy-test-{}",
-            aml_auth_proxy::ids::uuid_v4()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("aml-auth-proxy-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }

@@ -1,4 +1,4 @@
-//! `WWW-Authenticate` parsing (RFC 9110 §11.6.1) and claims-challenge detection (PROTOCOLS §8.4).
+//! `WWW-Authenticate` parsing (RFC 9110 §11.6.1) and claims-challenge detection.
 //!
 //! A header may hold several challenges, and a response several headers; schemes other than Bearer (Digest,
 //! PoP, Negotiate with a token68) are parsed and skipped; parameter values are tokens or quoted strings with `\`

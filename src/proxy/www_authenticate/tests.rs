@@ -48,7 +48,7 @@ fn every_shared_vector_has_the_expected_outcome() {
         decoded(&outcome(3).unwrap()),
         json!({"access_token":{"foo":"bar"}})
     );
-    // ARM's older invalid_token + claims (sessions revoked, IP policy unpadded): handled too (issue 4).
+    // ARM's older invalid_token + claims (sessions revoked, IP policy unpadded): handled too.
     for (i, nbf) in [(4, "1603742800"), (5, "1611165359"), (6, "1610563006")] {
         let c = outcome(i).unwrap_or_else(|| panic!("vector {i}"));
         assert_eq!(c.error, "invalid_token");

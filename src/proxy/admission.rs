@@ -1,19 +1,48 @@
-//! Request admission rules that hold before any route is chosen: the caller key (`caller_auth`), allowed Host
-//! names (the DNS-rebinding defence) with a valid port, an origin-form path that no server reads differently (see
-//! the `path` submodule), and no browser cross-origin requests unless the route allows them.
+//! Admission: every rule a request must pass before the proxy forwards it, in the order they apply.
+//!
+//! Before a route is chosen ([`Admission::check`]):
+//! 1. the caller key (`caller_auth`): checked and removed first, so an unauthenticated caller learns nothing about
+//!    hosts or routes, and the key never travels on;
+//! 2. the Host name (and a request target's authority) is an allowed host with a valid port: the DNS-rebinding
+//!    defence;
+//! 3. the path is an origin-form path no server reads differently (the `path` submodule says how);
+//! 4. no CORS preflight, no protocol switch but WebSocket, no header name with an underscore.
+//!
+//! Once the route is known ([`Admission::check_route`]):
+//! 5. no browser cross-origin request unless the route's `allow.origins` lists its origin;
+//! 6. the route's `allow.methods` allows the method, and the method any forwarded method-override header names;
+//! 7. the route's `allow.paths` allows the path.
+//!
+//! Then the request is made fit to forward: hop-by-hop headers are stripped (before any token is inserted; a
+//! WebSocket handshake keeps its `Connection: upgrade` / `Upgrade: websocket`), and so are the override and
+//! client-identity headers the route does not forward; `Content-Length` is re-serialised, and `X-Forwarded-For`
+//! says who asked.
 
 mod path;
 
 use std::sync::Arc;
 
-use http::header::{HOST, ORIGIN};
+use http::header::{HOST, ORIGIN, UPGRADE};
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, Method, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 
+use super::client_addr::ClientAddr;
 use super::error::ProxyError;
-use super::routes::Route;
-use crate::auth::Secret;
+use super::headers::{
+    canonical_content_length, has_underscore_name, is_websocket_upgrade, restore_websocket_upgrade,
+    strip_caller_metadata, strip_hop_by_hop,
+};
+use super::route::Route;
 use crate::config::CallerAuth;
+use crate::config::forward_headers::is_method_override;
+use crate::secret::Secret;
+
+/// The rules of this module for one configuration: its caller key and allowed hosts.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    caller_key: Option<CallerKey>,
+    hosts: HostAllowlist,
+}
 
 /// The `caller_auth` check: every request must carry the shared key, once, in its header. The header is removed
 /// before anything else sees the request, so it never reaches a route, a log line or an upstream.
@@ -27,6 +56,113 @@ pub struct CallerKey {
 #[derive(Debug, Clone)]
 pub struct HostAllowlist {
     hosts: Vec<String>,
+}
+
+// === impl Admission ===
+
+impl Admission {
+    /// Admission with `hosts`, and with a `caller_key` every request must carry.
+    pub fn new(caller_key: Option<CallerKey>, hosts: HostAllowlist) -> Self {
+        Self { caller_key, hosts }
+    }
+
+    /// The header that carries the caller key, when one is required.
+    pub fn caller_key_header(&self) -> Option<&HeaderName> {
+        self.caller_key.as_ref().map(CallerKey::header)
+    }
+
+    /// The rules for every request (1–4 of the module documentation). Returns the allowed host name the request
+    /// used, to route on.
+    pub fn check<B>(&self, req: &mut Request<B>) -> Result<&str, ProxyError> {
+        if let Some(key) = &self.caller_key {
+            key.check(req.headers_mut())?;
+        }
+        let host = self.hosts.check(req)?;
+        check_path(req.method(), req.uri().path())?;
+        check_protocol(req)?;
+        Ok(host)
+    }
+
+    /// The rules of `route` (5–7 of the module documentation); then strips what must not be forwarded and adds
+    /// `X-Forwarded-For`.
+    pub fn check_route<B>(&self, route: &Route, req: &mut Request<B>) -> Result<(), ProxyError> {
+        check_origin(req.headers(), route)?;
+        for method in std::iter::once(Ok(req.method().clone()))
+            .chain(method_overrides(req.headers(), route.forward_headers()))
+        {
+            let method = method?;
+            if !route.allows_method(&method) {
+                return Err(ProxyError::MethodNotAllowed {
+                    method,
+                    allowed: route.allow().methods.clone().unwrap_or_default(),
+                });
+            }
+        }
+        if !route.allows_path(req.uri().path()) {
+            return Err(ProxyError::PathNotAllowed);
+        }
+        prepare_to_forward(route, req);
+        Ok(())
+    }
+}
+
+/// Removes what a forwarded request must not carry (hop-by-hop headers but a WebSocket handshake's, the override
+/// and client-identity headers `route` does not forward), re-serialises `Content-Length`, and says who asked.
+fn prepare_to_forward<B>(route: &Route, req: &mut Request<B>) {
+    let websocket = is_websocket_upgrade(req.version(), req.headers());
+    strip_hop_by_hop(req.headers_mut());
+    strip_caller_metadata(req.headers_mut(), route.forward_headers());
+    canonical_content_length(req.headers_mut());
+    if websocket {
+        restore_websocket_upgrade(req.headers_mut());
+    }
+    // Who asked, for the upstream's logs; also makes IMDS refuse the request should it ever get it.
+    let forwarded_for = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(HeaderValue::from_static("unknown"), |c| c.header.clone());
+    req.headers_mut().insert("x-forwarded-for", forwarded_for);
+}
+
+/// Request rules that need no route: no CORS preflight, no protocol switch but WebSocket, no header names with
+/// underscores.
+fn check_protocol<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::OPTIONS {
+        return Err(ProxyError::MethodNotAllowed {
+            method: Method::OPTIONS,
+            allowed: Vec::new(),
+        });
+    }
+    if req.headers().contains_key(UPGRADE) && !is_websocket_upgrade(req.version(), req.headers()) {
+        return Err(ProxyError::BadRequest(
+            "only WebSocket upgrades are supported (no h2c or other protocol switches)",
+        ));
+    }
+    if has_underscore_name(req.headers()) {
+        return Err(ProxyError::BadRequest(
+            "header names with underscores are refused (some servers read them as dashes)",
+        ));
+    }
+    Ok(())
+}
+
+/// The methods named by the method-override headers the route forwards (upper-cased), in order: a server that
+/// honours one acts on that method, so the route's `allow.methods` must allow it too. A value that is not one
+/// method is refused.
+fn method_overrides<'a>(
+    headers: &'a HeaderMap,
+    forward: &'a [HeaderName],
+) -> impl Iterator<Item = Result<Method, ProxyError>> + 'a {
+    forward
+        .iter()
+        .filter(|name| is_method_override(name.as_str()))
+        .flat_map(|name| headers.get_all(name))
+        .map(|value| {
+            let upper = value.as_bytes().trim_ascii().to_ascii_uppercase();
+            Method::from_bytes(&upper).map_err(|_| {
+                ProxyError::BadRequest("a method-override header must name exactly one HTTP method")
+            })
+        })
 }
 
 // === impl CallerKey ===
@@ -219,7 +355,7 @@ pub fn check_path(method: &Method, path: &str) -> Result<(), ProxyError> {
 
 /// Refuses browser cross-origin requests (`Origin`, or `Sec-Fetch-Site: cross-site|same-site`) unless the route
 /// lists that exact origin in `allow.origins`.
-pub fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError> {
+fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError> {
     let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_site = site.is_some_and(|s| {
@@ -243,162 +379,4 @@ pub fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "caller-key-canary-0123456789";
-
-    fn caller_key() -> CallerKey {
-        CallerKey::new(CallerAuth {
-            header: HeaderName::from_static("x-aml-auth-proxy-key"),
-            secret: Secret::new(KEY),
-        })
-    }
-
-    #[test]
-    fn caller_key_is_checked_and_removed() {
-        let key = caller_key();
-        let mut ok = HeaderMap::new();
-        ok.insert("x-aml-auth-proxy-key", KEY.parse().unwrap());
-        ok.insert("x-other", "kept".parse().unwrap());
-        assert!(key.check(&mut ok).is_ok());
-        assert!(
-            !ok.contains_key("x-aml-auth-proxy-key"),
-            "the key is removed"
-        );
-        assert!(ok.contains_key("x-other"));
-
-        let wrong_values = [
-            None,
-            Some(""),
-            Some("caller-key-canary-012345678"),
-            Some("caller-key-canary-01234567890"),
-            Some("CALLER-KEY-CANARY-0123456789"),
-        ];
-        for sent in wrong_values {
-            let mut headers = HeaderMap::new();
-            if let Some(v) = sent {
-                headers.insert("x-aml-auth-proxy-key", v.parse().unwrap());
-            }
-            let e = key.check(&mut headers).unwrap_err();
-            assert_eq!(e.code(), "CallerNotAuthenticated", "{sent:?}");
-            assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
-            assert!(!e.to_string().contains("canary"), "{e}");
-            assert!(!headers.contains_key("x-aml-auth-proxy-key"));
-        }
-        let mut twice = HeaderMap::new();
-        twice.append("x-aml-auth-proxy-key", KEY.parse().unwrap());
-        twice.append("x-aml-auth-proxy-key", KEY.parse().unwrap());
-        assert!(key.check(&mut twice).is_err(), "a repeated key is refused");
-        assert!(!format!("{key:?}").contains("canary"));
-    }
-
-    fn allowlist() -> HostAllowlist {
-        HostAllowlist::new(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()])
-    }
-
-    fn req(host: Option<&str>, uri: &str) -> Request<()> {
-        let mut b = Request::builder().uri(uri);
-        if let Some(h) = host {
-            b = b.header(HOST, h);
-        }
-        b.body(()).unwrap()
-    }
-
-    #[test]
-    fn hosts() {
-        let a = allowlist();
-        for ok in [
-            "localhost",
-            "localhost:8080",
-            "LOCALHOST:1",
-            "127.0.0.1:9",
-            "[::1]:8080",
-            "[::1]",
-            "localhost:65535",
-            "[::1]:1",
-        ] {
-            assert!(a.check(&req(Some(ok), "/x")).is_ok(), "{ok}");
-        }
-        for bad in [
-            "evil.com",
-            "evil.com:8080",
-            "127.0.0.1.nip.io",
-            "localhost.",
-            "0.0.0.0",
-            "2130706433",
-            "user@localhost",
-            "",
-            "localhost:",
-            "localhost:0",
-            "localhost:00",
-            "localhost:080",
-            "localhost:+80",
-            "localhost:65536",
-            "localhost:99999",
-            "localhost:4294967377",
-            "[::1]:0",
-            "[::1]:99999",
-            "[::1]80",
-        ] {
-            let e = a.check(&req(Some(bad), "/x")).unwrap_err();
-            assert!(
-                matches!(e, ProxyError::HostNotAllowed(_) | ProxyError::BadRequest(_)),
-                "{bad}: {e:?}"
-            );
-        }
-        assert!(matches!(
-            a.check(&req(None, "/x")),
-            Err(ProxyError::HostNotAllowed(_))
-        ));
-        // Absolute-form targets: the authority must be allowed too, and is never used for routing.
-        assert!(
-            a.check(&req(Some("localhost"), "http://attacker.example/steal"))
-                .is_err()
-        );
-        assert!(
-            a.check(&req(Some("attacker.example"), "http://localhost/x"))
-                .is_err()
-        );
-        assert!(
-            a.check(&req(None, "http://127.0.0.1:1234/x")).is_ok(),
-            "HTTP/2 style :authority"
-        );
-        let mut two = req(Some("localhost"), "/x");
-        two.headers_mut().append(HOST, "evil.com".parse().unwrap());
-        assert!(matches!(a.check(&two), Err(ProxyError::BadRequest(_))));
-    }
-
-    #[test]
-    fn paths() {
-        for ok in [
-            "/",
-            "/subscriptions/a/b",
-            "/a%20b",
-            "/a.b/c..d",
-            "/x?y=../z",
-        ] {
-            assert!(
-                check_path(&Method::GET, ok.split('?').next().unwrap()).is_ok(),
-                "{ok}"
-            );
-        }
-        for bad in [
-            "*",
-            "x",
-            "//evil.com/x",
-            "/a\\b",
-            "/a/../b",
-            "/a/./b",
-            "/..",
-            "/a%2fb",
-            "/a%2F..",
-            "/%5c",
-            "/%2e%2e/x",
-            "/a%00",
-        ] {
-            assert!(check_path(&Method::GET, bad).is_err(), "{bad}");
-        }
-        assert!(check_path(&Method::CONNECT, "/").is_err());
-    }
-}
+mod tests;

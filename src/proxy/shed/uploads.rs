@@ -32,7 +32,7 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use tokio::time::Instant;
 
-use crate::sync::lock;
+use crate::lock;
 
 /// Every upload of one configuration, and the rule that picks one to evict.
 pub struct Uploads {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::proxy::admit::check_path;
+use crate::proxy::admission::check_path;
 use http::Method;
 
 fn refused(path: &str) -> bool {

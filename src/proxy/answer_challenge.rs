@@ -1,0 +1,260 @@
+//! Answers an upstream's refusal of the route's token, around [`super::inject_token`], replaying a request at
+//! most once.
+//!
+//! - **A claims challenge** (a `401` whose `WWW-Authenticate` carries Bearer `claims`: Continuous Access
+//!   Evaluation, a Conditional Access step-up; see [`super::www_authenticate`]): the challenged token is dropped
+//!   from the cache. When the request body fit `limits.replay_buffer_bytes`, a token is acquired once with the
+//!   challenge's claims (merged with the `CP1` client capability by the credential) and the request is replayed
+//!   once with it. Whatever the replay answers — even another challenge — goes back to the caller unchanged, so a
+//!   challenge loop is impossible.
+//! - **A revoked token** (a plain `error="invalid_token"` 401, a token revoked mid-life): the token is dropped —
+//!   at most once per 5 s, the cache's rule — and an idempotent request whose body was kept is sent once more with
+//!   the fresh token. Anything else goes back to the caller as it is.
+//!
+//! Only requests that carry the route's token are answered: a pass-through request with the caller's own token is
+//! the caller's business. A body that cannot be kept (larger than the replay buffer, of unknown length beyond
+//! it, or a WebSocket handshake) streams as usual, and a refusal still drops the token. A kept body is read
+//! before the request is sent, so that it can be sent again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+
+use super::BoxError;
+use super::body::ProxyBody;
+use super::client_addr::ClientAddr;
+use super::error::ProxyError;
+use super::headers::is_websocket_upgrade;
+use super::inject_token::{RefusedToken, ReplayToken};
+use super::route::RouteAuth;
+use super::www_authenticate::{challenges, claims_challenge};
+use crate::token_cache::{TokenCache, TokenSource};
+
+/// Layer for [`AnswerChallenge`].
+#[derive(Debug, Clone)]
+pub struct AnswerChallengeLayer {
+    replay: Arc<Replay>,
+}
+
+/// Answers claims challenges and revoked tokens as the module describes.
+#[derive(Debug, Clone)]
+pub struct AnswerChallenge<S> {
+    inner: S,
+    replay: Arc<Replay>,
+}
+
+/// What answering needs: how the route authorizes, the cache (for tokens with claims) and the replay budget.
+#[derive(Debug)]
+struct Replay {
+    auth: RouteAuth,
+    cache: TokenCache,
+    limit: usize,
+}
+
+/// Future of [`AnswerChallenge`].
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
+
+// === impl AnswerChallengeLayer ===
+
+impl AnswerChallengeLayer {
+    /// Answers refusals of `auth`'s tokens: acquires tokens with claims from `cache` and replays request bodies
+    /// of up to `replay_buffer_bytes` (0: never replay, but still drop the refused token).
+    pub fn new(auth: RouteAuth, cache: TokenCache, replay_buffer_bytes: usize) -> Self {
+        Self {
+            replay: Arc::new(Replay {
+                auth,
+                cache,
+                limit: replay_buffer_bytes,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for AnswerChallengeLayer {
+    type Service = AnswerChallenge<S>;
+
+    fn layer(&self, inner: S) -> AnswerChallenge<S> {
+        AnswerChallenge {
+            inner,
+            replay: Arc::clone(&self.replay),
+        }
+    }
+}
+
+// === impl AnswerChallenge ===
+
+impl<S> Service<Request<ProxyBody>> for AnswerChallenge<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<ProxyBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        // Move the readied service into the future and leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let Some(tokens) = self.replay.auth.tokens_for(req.headers()) else {
+            return Box::pin(call(inner, req));
+        };
+        let tokens = tokens.clone();
+        let replay = Arc::clone(&self.replay);
+        Box::pin(answer(inner, req, tokens, replay))
+    }
+}
+
+async fn call<S>(inner: S, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>>,
+    S::Error: Into<BoxError>,
+{
+    inner.oneshot(req).await.map_err(Into::into)
+}
+
+/// Sends the request; on a refusal of its token drops that token and, if the body was kept, replays once as the
+/// module describes.
+async fn answer<S>(
+    inner: S,
+    req: Request<ProxyBody>,
+    tokens: TokenSource,
+    replay: Arc<Replay>,
+) -> Result<Response<ProxyBody>, BoxError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let replayable = replay.limit > 0
+        && !is_websocket_upgrade(parts.version, &parts.headers)
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= replay.limit as u64);
+    if !replayable {
+        // The body streams and cannot be sent twice: a refusal still drops the refused token.
+        let mut response = call(inner, Request::from_parts(parts, body)).await?;
+        if let Some(token) = refused_token(&mut response) {
+            if claims_challenge(response.headers()).is_some() {
+                tokens.invalidate(&token, "claims challenge");
+            } else if token_refused(response.headers()) {
+                tokens.invalidate(&token, "invalid_token");
+            }
+        }
+        return Ok(response);
+    }
+    let kept = buffer(body, replay.limit).await?;
+    let mut response = call(inner.clone(), copy_request(&parts, kept.clone(), None)).await?;
+    let Some(token) = refused_token(&mut response) else {
+        return Ok(response);
+    };
+    let Some(challenge) = claims_challenge(response.headers()) else {
+        // A plain `invalid_token` (revoked or expired early): drop the token; an idempotent request is sent once
+        // more with a fresh one, anything else goes back to the caller as it is.
+        if token_refused(response.headers())
+            && tokens.invalidate(&token, "invalid_token")
+            && parts.method.is_idempotent()
+        {
+            let fresh = tokens.header_value().await?;
+            if fresh != token {
+                drop(response);
+                return last(inner, copy_request(&parts, kept, Some(fresh))).await;
+            }
+        }
+        return Ok(response);
+    };
+    tokens.invalidate(&token, "claims challenge");
+    tracing::debug!(error = %challenge.error, "upstream claims challenge: acquiring a token with its claims and replaying once");
+    let with_claims = replay.cache.claims_source(&tokens, challenge.claims.into());
+    let token = with_claims.header_value().await?;
+    drop(response);
+    last(inner, copy_request(&parts, kept, Some(token))).await
+}
+
+/// The replay: its answer goes back as it is, without the refused token it may carry.
+async fn last<S>(inner: S, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>>,
+    S::Error: Into<BoxError>,
+{
+    let mut response = call(inner, req).await?;
+    refused_token(&mut response);
+    Ok(response)
+}
+
+/// The token a `401` refused, taken out of the response.
+fn refused_token(response: &mut Response<ProxyBody>) -> Option<HeaderValue> {
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    response
+        .extensions_mut()
+        .remove::<RefusedToken>()
+        .map(|RefusedToken(token)| token)
+}
+
+/// True when a 401 says the bearer token itself was refused (`error="invalid_token"`), as opposed to a missing
+/// permission or a claims challenge.
+fn token_refused(headers: &HeaderMap) -> bool {
+    challenges(headers).iter().any(|c| {
+        c.scheme.eq_ignore_ascii_case("bearer") && c.param("error") == Some("invalid_token")
+    })
+}
+
+/// Reads a body known to be at most `limit` bytes. Each chunk is copied and dropped at once: a streamed body hands
+/// on its next chunk only when the previous one is gone (`body`).
+async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| -> BoxError {
+            if super::forward::request_body_timed_out(&e) {
+                Box::new(ProxyError::RequestBodyTimeout)
+            } else {
+                Box::new(ProxyError::BadRequest("the request body could not be read"))
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if kept.len() + data.remaining() > limit {
+                return Err(Box::new(ProxyError::BadRequest(
+                    "the request body could not be read",
+                )));
+            }
+            kept.extend_from_slice(data.chunk());
+        }
+    }
+    Ok(kept.freeze())
+}
+
+/// A copy of the request with `body`, carrying `token` if given (else the route's current token).
+fn copy_request(
+    parts: &http::request::Parts,
+    body: Bytes,
+    token: Option<HeaderValue>,
+) -> Request<ProxyBody> {
+    let mut req = Request::new(ProxyBody::full(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    // Who is asking, and the caller connection's upstream connection (client module docs).
+    if let Some(caller) = parts.extensions.get::<ClientAddr>() {
+        req.extensions_mut().insert(caller.clone());
+    }
+    if let Some(token) = token {
+        req.extensions_mut().insert(ReplayToken(token));
+    }
+    req
+}

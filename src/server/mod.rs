@@ -1,0 +1,261 @@
+//! Accept loops: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, a header-read timeout that really
+//! fires (hyper silently disables it without a timer), a deadline for every connection's first request (HTTP/2
+//! too: [`first_bytes`]), a write-stall timeout for callers that stop reading ([`write_stall`]), and graceful
+//! drain.
+//!
+//! A listener is TCP or a Unix-domain socket ([`unix`]: mode 0600, peers checked by uid).
+
+pub mod first_bytes;
+pub mod unix;
+pub mod write_stall;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::watch;
+
+use self::first_bytes::FirstBytesDeadline;
+pub use self::unix::{UNIX_SOCKET_MODE, UnixSocketListener, bind_unix};
+use self::write_stall::StallGuard;
+use crate::config::Listen;
+use crate::proxy::client_addr::WithClientAddr;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Time allowed for complete request headers (also closes idle keep-alive connections), and for a
+    /// connection's first request to arrive, over HTTP/1 and HTTP/2.
+    pub header_read_timeout: Duration,
+    /// A connection whose socket accepts none of the bytes waiting for it for this long is closed.
+    pub write_stall_timeout: Duration,
+    /// Counts connections closed by the write-stall timeout.
+    pub write_stalls: prometheus::IntCounter,
+}
+
+/// A bound listener for [`Server::serve`].
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix-domain socket listener.
+    Unix(UnixSocketListener),
+}
+
+/// An accepted connection whose peer may be served.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream, u32),
+}
+
+/// Serves one service on one listener: see [`Server::serve`].
+#[derive(Debug)]
+pub struct Server<S> {
+    service: S,
+    options: ServerOptions,
+}
+
+/// The other end of a connection, for logs.
+#[derive(Clone, Copy)]
+enum Peer {
+    Tcp(SocketAddr),
+    Unix { uid: u32 },
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Where this listener listens (a TCP address with its actual port, or the socket path).
+    pub fn local(&self) -> Listen {
+        match self {
+            Listener::Tcp(l) => Listen::Tcp(
+                l.local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            ),
+            Listener::Unix(u) => Listen::Unix(u.path().to_owned()),
+        }
+    }
+
+    /// The next connection to serve; `Ok(None)` when one was accepted and refused.
+    async fn accept(&self) -> io::Result<Option<Accepted>> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Some(Accepted::Tcp(stream, peer)))
+            }
+            Listener::Unix(u) => Ok(u
+                .accept()
+                .await?
+                .map(|(stream, uid)| Accepted::Unix(stream, uid))),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Listener::Tcp(listener)
+    }
+}
+
+// === impl Peer ===
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix { uid } => write!(f, "unix uid {uid}"),
+        }
+    }
+}
+
+// === impl Server ===
+
+impl<S, B> Server<S>
+where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    /// A server for `service`, with `options` on every connection.
+    pub fn new(service: S, options: ServerOptions) -> Self {
+        Self { service, options }
+    }
+
+    /// Serves on `listener` until `stop` turns true, then stops accepting and lets open connections finish their
+    /// in-flight requests (HTTP/1 gets `Connection: close`, HTTP/2 a GOAWAY). Returns once every connection has
+    /// closed or `deadline` has passed, whichever comes first. A Unix socket's file is removed as soon as
+    /// accepting stops.
+    pub async fn serve(
+        self,
+        listener: Listener,
+        mut stop: watch::Receiver<bool>,
+        deadline: impl Future<Output = ()>,
+    ) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Request limits: 64 KiB of request head and (hyper's default) 100 header fields, 431 beyond;
+        // 100 concurrent HTTP/2 streams, a 64 KiB HTTP/2 header list, and keep-alive pings that close dead peers.
+        // The 64 KiB buffer limit also caps HTTP/1 request-body reads (what a stream holds: `proxy::body`).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.options.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(100)
+            .max_header_list_size(64 * 1024)
+            // What a caller may send ahead of an upstream that does not read: 256 KiB a stream, 512 KiB a connection
+            // (hyper's defaults are 1 MiB each). Callers are local, so small windows cost no throughput.
+            .initial_stream_window_size(256 * 1024)
+            .initial_connection_window_size(512 * 1024)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            match accepted {
+                Ok(Some(Accepted::Tcp(stream, peer))) => {
+                    self.spawn_connection(&builder, &graceful, stream, Peer::Tcp(peer));
+                }
+                Ok(Some(Accepted::Unix(stream, uid))) => {
+                    self.spawn_connection(&builder, &graceful, stream, Peer::Unix { uid });
+                }
+                Ok(None) => {}
+                Err(e) => accept_error(&e).await,
+            }
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = deadline => tracing::warn!("drain deadline reached; closing the remaining connections"),
+        }
+    }
+
+    /// Serves one connection under `graceful`, on its own task.
+    fn spawn_connection<IO>(
+        &self,
+        builder: &auto::Builder<TokioExecutor>,
+        graceful: &GracefulShutdown,
+        io: IO,
+        peer: Peer,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let client_ip = match peer {
+            Peer::Tcp(addr) => Some(addr.ip()),
+            Peer::Unix { .. } => None,
+        };
+        let io = FirstBytesDeadline::new(io, self.options.header_read_timeout);
+        let service = io.marker(WithClientAddr::new(self.service.clone(), client_ip));
+        let stalls = self.options.write_stalls.clone();
+        let limit = self.options.write_stall_timeout;
+        let io = StallGuard::new(
+            io,
+            limit,
+            Box::new(move || {
+                stalls.inc();
+                tracing::warn!(
+                    %peer,
+                    write_stall_timeout_s = limit.as_secs_f64(),
+                    "the caller accepted no response bytes within write_stall_timeout; connection closed"
+                );
+            }),
+        );
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Accept errors (e.g. out of file descriptors) must not end the loop or spin it.
+async fn accept_error(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Binds a listener, naming the address on failure.
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, std::io::Error> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
+    })
+}
+
+/// Binds the proxy listener `listen`: TCP via [`bind`], a Unix socket via [`bind_unix`].
+pub async fn bind_listen(
+    listen: &Listen,
+    allowed_uids: Option<Vec<u32>>,
+    what: &str,
+) -> Result<Listener, io::Error> {
+    match listen {
+        Listen::Tcp(addr) => bind(*addr, what).await.map(Listener::Tcp),
+        Listen::Unix(path) => bind_unix(path, allowed_uids, what)
+            .await
+            .map(Listener::Unix),
+    }
+}
