@@ -84,7 +84,7 @@ impl Operation {
                 _,
                 "mfeoperationsstatus" | "mfeoperationresults",
                 _,
-            ] => Operation::AsyncStatus(s(6), s(7)),
+            ] => Operation::AsyncStatus(s(1), s(7)),
             [
                 "subscriptions",
                 _,
@@ -760,6 +760,12 @@ mod tests {
         assert_eq!(
             Operation::parse("/subscriptions"),
             Operation::ListSubscriptions
+        );
+        assert_eq!(
+            Operation::parse(
+                "/subscriptions/S/providers/Microsoft.MachineLearningServices/locations/local/mfeOperationsStatus/op-1"
+            ),
+            Operation::AsyncStatus("S".into(), "op-1".into())
         );
         assert_eq!(
             Operation::parse("/providers/Microsoft.Storage"),
