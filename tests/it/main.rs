@@ -21,6 +21,7 @@ mod client_certificate;
 mod credentials;
 mod deploy;
 mod device_code;
+mod emulator;
 mod examples;
 mod exposure;
 mod files;
