@@ -16,6 +16,10 @@
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
 //!
+//! Beside the proxy, [`emulator`] is the second binary, `aml-azure-emulator`: a loopback stand-in of Entra ID,
+//! managed identity, ARM and Azure ML endpoints with failure switches. It uses nothing of the proxy but
+//! [`logging`], [`tls::provider`] and the small helpers ([`ids`], [`sync`]).
+//!
 //! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
 //! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets
 //! live in [`secret::Secret`], which never prints its value, and [`origin`] holds the rules every outbound URL
@@ -27,6 +31,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod emulator;
 pub mod env;
 pub mod file_read;
 pub mod ip;

@@ -229,9 +229,9 @@ def main():
         f"- nginx proxy: {ENV('NPROC')} workers (= aml-auth-proxy's worker threads), `upstream {{ keepalive 64; }}`, "
         "`proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, a static `Authorization: Bearer` of "
         "~1,500 characters, access log (combined format, one write per request) to a file, TLS upstream verified.",
-        "- aml-auth-proxy: default settings, one `client_secret` credential against the mock Entra ID "
-        "(`examples/mock_azure`), one route `/` → upstream, `--log-format json` with stdout/stderr to a file "
-        "(one access line per request). Its token has the same length as nginx's.",
+        "- aml-auth-proxy: default settings, one `client_secret` credential against aml-azure-emulator's Entra ID "
+        "(HTTPS), one route `/` → upstream, `--log-format json` with stdout/stderr to a file "
+        "(one access line per request). Its token has the same length as nginx's (nginx sends one the emulator issued).",
         "- Proxy CPU is utime+stime of the proxy's processes (nginx: master + workers; direct: the upstream's) "
         "over the measured run, divided by the requests. Peak RSS is VmHWM (reset before each run; nginx: sum over "
         "its processes). Everything shares the same cores as the load generator.",
@@ -335,10 +335,10 @@ def main():
         md += ["### Token rotation under load", "",
                f"aml-auth-proxy alone (plaintext upstream), {ENV('ROT_S')} s at "
                f"{rot_tok.get('rotation', {}).get('rate', '?')} req/s (half its saturation rate), after a "
-               f"{warm} s warm-up, fresh proxy and mock each time. "
+               f"{warm} s warm-up, fresh proxy and emulator each time. "
                "The proxy refreshes a token when less than min(5 min, half its lifetime) remains, so a "
                f"{ENV('ROTATION_TTL')} s token is re-fetched about every {int(ENV('ROTATION_TTL') or 0) // 2} s "
-               "(a little earlier, with jitter). Token requests counted by the mock's `/__stats`. nginx upstream "
+               "(a little earlier, with jitter). Token requests counted by the emulator's `/__stats`. nginx upstream "
                "does not check tokens; errors are what the client saw.", "",
                table(["run", "token lifetime s", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
                       "token requests during run", "expected"], rows), ""]
@@ -391,7 +391,7 @@ def main():
         md += ["### Start-up", "",
                "Time from `exec` (Python `subprocess.Popen`) to the first accepted TCP connection on the proxy "
                "listener (connect polled every 1 ms), and to `/readyz` answering 200 (the token fetched from the "
-               "mock). The listeners open before the token is fetched, so *accept* excludes the token fetch.", "",
+               "emulator). The listeners open before the token is fetched, so *accept* excludes the token fetch.", "",
                table(["", "median ms", "runs ms"], [
                    ["exec → accepting", fmt(s["accept_ms_median"], 1), ", ".join(f"{x:.1f}" for x in s["accept_ms"])],
                    ["exec → ready (token held)", fmt(s["ready_ms_median"], 1),

@@ -8,7 +8,7 @@
 # Knobs (environment): ROUNDS DURATION WARMUP CONNECTIONS THREADS QUICK SKIP_EXTRAS SKIP_FIXED_RATE
 # SKIP_ROTATION SKIP_IDLE SKIP_STREAMS SKIP_H2 SKIP_STARTUP ROTATION_DURATION ROTATION_TTL IDLE_CONNECTIONS
 # STREAMS STREAM_SIZE STARTUP_RUNS H2_CONNECTIONS H2_STREAMS FIXED_RATE_FRACTION ROTATION_RATE NO_INSTALL NO_OHA OHA
-# AAP_BIN MOCK_BIN RESULTS_MD KEEP_WORKDIR.
+# AAP_BIN EMULATOR_BIN RESULTS_MD KEEP_WORKDIR.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -101,12 +101,12 @@ find_oha() {
 if ! skip FIXED_RATE || ! skip ROTATION; then find_oha; fi
 
 # ------------------------------------------------------------------------------------------ build
-log "building aml-auth-proxy and the mock token endpoint (release)"
-(cd "$REPO" && cargo build --release --locked --bin aml-auth-proxy --example mock_azure)
+log "building aml-auth-proxy and aml-azure-emulator (release)"
+(cd "$REPO" && cargo build --release --locked --bin aml-auth-proxy --bin aml-azure-emulator)
 TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 AAP=${AAP_BIN:-$TARGET_DIR/release/aml-auth-proxy}
-MOCK=${MOCK_BIN:-$TARGET_DIR/release/examples/mock_azure}
+MOCK=${EMULATOR_BIN:-$TARGET_DIR/release/aml-azure-emulator}
 [[ -x $AAP && -x $MOCK ]] || die "binaries not found: $AAP $MOCK"
 
 # ------------------------------------------------------------------------------------------ work dir, cleanup
@@ -173,10 +173,10 @@ mkdir -p "$W/pki" "$W/www"
 truncate -s "$STREAM_SIZE" "$W/www/big.bin"
 STREAM_BYTES=$(stat -c %s "$W/www/big.bin")
 
-# A token of realistic length (an Entra ID access token is a JWT of about 1,500 characters). The mock issues
-# `at.<tenant>.<n>`, so a long tenant id gives aml-auth-proxy's tokens the same length as nginx's static one.
-TENANT="bench-$(head -c 1480 /dev/zero | tr '\0' 't')"
-STATIC_TOKEN="at.$TENANT.1"
+# A token of realistic length (an Entra ID access token is a JWT of about 1,500 characters). The emulator's JWTs
+# carry the tenant twice (`tid`, `iss`), so a 182-character tenant makes them that long; nginx's static token is one
+# the emulator issued (see below), so both proxies send tokens of the same length.
+TENANT="bench-$(head -c 176 /dev/zero | tr '\0' 't')"
 printf 'benchmark-client-secret\n' >"$W/secret"
 chmod 600 "$W/secret"
 
@@ -248,22 +248,29 @@ for p in "$UP_HTTP" "$UP_TLS" "$UP_H2" "$SINK"; do "${TOOLS[@]}" wait-tcp "$p" 1
 curl -fsS "http://127.0.0.1:$UP_HTTP/" >/dev/null || die "upstream HTTP"
 curl -fsS --cacert "$W/pki/ca.pem" "https://127.0.0.1:$UP_TLS/" >/dev/null || die "upstream HTTPS"
 
-# ------------------------------------------------------------------------------------------ mock Entra ID
+# ------------------------------------------------------------------------------------------ Entra ID (aml-azure-emulator)
 MOCK_N=0
-start_mock() { # start_mock TTL: sets AUTHORITY, MOCK_PID, BUNDLE (mock CA + upstream CA)
+start_mock() { # start_mock TTL: sets AUTHORITY, MOCK_PID, BUNDLE (emulator CA + upstream CA)
   MOCK_N=$((MOCK_N + 1))
   local dir=$W/mock-$MOCK_N line
   mkdir -p "$dir"
-  start_bg "mock-$MOCK_N" "$MOCK" --dir "$dir" --ttl "$1"
+  # HTTPS like Entra ID; one log line per token request goes to the .err file.
+  start_bg "mock-$MOCK_N" "$MOCK" --port 0 --tls --ca-file "$dir/ca.pem" --token-lifetime "$1s" --log-format json
   MOCK_PID=$BG_PID
-  line=$("${TOOLS[@]}" wait-line "$W/mock-$MOCK_N.out" 30) || die "mock token endpoint did not start: $(cat "$W/mock-$MOCK_N.err")"
+  line=$("${TOOLS[@]}" wait-line "$W/mock-$MOCK_N.out" 30) || die "aml-azure-emulator did not start: $(cat "$W/mock-$MOCK_N.err")"
   AUTHORITY=$("${TOOLS[@]}" json-get authority_host <<<"$line")
   BUNDLE=$dir/bundle.pem
   cat "$("${TOOLS[@]}" json-get ca_file <<<"$line")" "$W/pki/ca.pem" >"$BUNDLE"
 }
-token_requests() { # token_requests: total token requests the current mock has seen
+token_requests() { # token_requests: total token requests the current emulator has seen
   curl -fsS --cacert "$BUNDLE" "$AUTHORITY/__stats" |
-    python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["token_requests"].values()))'
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests"]["total"])'
+}
+issue_token() { # issue_token: an access token from the current emulator, as the benchmark credential gets it
+  curl -fsS --cacert "$BUNDLE" "$AUTHORITY/$TENANT/oauth2/v2.0/token" \
+    --data-urlencode grant_type=client_credentials --data-urlencode client_id=00000000-0000-0000-0000-00000000be9c \
+    --data-urlencode client_secret=benchmark-client-secret --data-urlencode scope=https://ml.azure.com/.default |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
 
 # ------------------------------------------------------------------------------------------ aml-auth-proxy
@@ -321,8 +328,16 @@ start_aap() { # start_aap UPSTREAM_URL [upload]: sets AAP_PID AAP_PORT AAP_ADMIN
 check_token() { # check_token BASE NAME: the upstream must see "Bearer <~1500-character token>"
   local got
   got=$(curl -fsS "$1/__auth") || die "$2: request through the proxy failed"
-  [[ $got == "Bearer at.bench-"* && ${#got} -gt 1400 ]] || die "$2: upstream saw Authorization '${got:0:40}…'"
+  [[ $got == "Bearer eyJ"* && ${#got} -gt 1400 ]] || die "$2: upstream saw Authorization '${got:0:40}…'"
 }
+
+# ------------------------------------------------------------------------------------------ the main emulator
+log "starting aml-azure-emulator (token lifetime 3600 s)"
+start_mock 3600
+MAIN_AUTHORITY=$AUTHORITY MAIN_BUNDLE=$BUNDLE MAIN_MOCK_PID=$MOCK_PID
+use_main_mock() { AUTHORITY=$MAIN_AUTHORITY BUNDLE=$MAIN_BUNDLE MOCK_PID=$MAIN_MOCK_PID; }
+STATIC_TOKEN=$(issue_token) || die "the emulator issued no token"
+note "token length: ${#STATIC_TOKEN} characters (nginx sends this one; aml-auth-proxy fetches its own)"
 
 # ------------------------------------------------------------------------------------------ nginx proxy
 NGD=$W/nginx-proxy
@@ -426,10 +441,6 @@ log_of() {
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
-log "starting the mock token endpoint (token lifetime 3600 s)"
-start_mock 3600
-MAIN_AUTHORITY=$AUTHORITY MAIN_BUNDLE=$BUNDLE MAIN_MOCK_PID=$MOCK_PID
-use_main_mock() { AUTHORITY=$MAIN_AUTHORITY BUNDLE=$MAIN_BUNDLE MOCK_PID=$MAIN_MOCK_PID; }
 
 upstream_url() { # upstream_url plain|tls
   if [[ $1 == tls ]]; then echo "https://127.0.0.1:$UP_TLS"; else echo "http://127.0.0.1:$UP_HTTP"; fi

@@ -1,8 +1,9 @@
 """Real, unmodified Python clients against a running aml-auth-proxy (started by tests/interop/run.sh).
 
 Each client is used the way a legacy tool would use it: plain HTTP to the proxy, no Azure authentication of
-its own. The mock upstream echoes what it received (see examples/mock_azure.rs), so each check asserts what
-arrived upstream: the token came from the mock Entra ID for the route's scope, path, query and body are intact,
+its own. aml-azure-emulator's upstream echoes what it received, the token as its verified claims (see
+docs/emulator.md), so each check asserts what arrived upstream: the token came from the emulated Entra ID for the
+route's scope, path, query and body are intact,
 and long-running-operation URLs were rewritten to the proxy.
 
     python clients.py --proxy http://127.0.0.1:PORT --upstream https://127.0.0.1:PORT
@@ -51,9 +52,11 @@ def expect(condition, what):
 
 
 def mock_token(echo, scope):
-    """The upstream accepted the request (200) with a token the mock Entra ID issued for `scope`."""
-    expect(echo["token"].startswith("at.interop-tenant."), f"token {echo['token']!r} is not the mock's")
-    expect(echo["token_scope"] == scope, f"token scope {echo['token_scope']!r}, expected {scope!r}")
+    """The upstream accepted the request (200) with a token the emulated Entra ID issued for `scope`."""
+    claims = echo["authorization"]["claims"]
+    expect(claims["tid"] == "interop-tenant", f"token of tenant {claims['tid']!r}, not the interop credential's")
+    audience = scope.removesuffix("/.default")
+    expect(claims["aud"] == audience, f"token audience {claims['aud']!r}, expected {audience!r}")
 
 
 # === requests (HTTP/1.1) ===
@@ -146,7 +149,7 @@ def _(proxy, upstream):
     answers = asyncio.run(burst())
     expect(all(r.status_code == 200 and r.http_version == "HTTP/2" for r in answers), [r.status_code for r in answers])
     expect({r.json()["path"] for r in answers} == {f"/subscriptions/sub-{i}" for i in range(50)}, "paths mixed up")
-    expect(len({r.json()["token"] for r in answers}) == 1, "more than one token for one scope")
+    expect(len({r.json()["authorization"]["claims"]["uti"] for r in answers}) == 1, "more than one token for one scope")
 
 
 @check("httpx: HTTP/2 POST and streaming")

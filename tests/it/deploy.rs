@@ -71,7 +71,12 @@ fn instructions(text: &str) -> Vec<(String, String)> {
 }
 
 fn image() -> Image {
-    let text = read("deploy/Dockerfile");
+    image_of("deploy/Dockerfile")
+}
+
+/// What a Dockerfile / Containerfile promises.
+fn image_of(relative: &str) -> Image {
+    let text = read(relative);
     let mut image = Image {
         stages: Vec::new(),
         binary: String::new(),
@@ -88,7 +93,7 @@ fn image() -> Image {
             "FROM" => image
                 .stages
                 .push(rest.split_whitespace().next().unwrap().to_owned()),
-            "COPY" if rest.starts_with("--from=") => {
+            "COPY" if rest.ends_with("/aml-auth-proxy") => {
                 image.binary = rest.split_whitespace().last().unwrap().to_owned();
             }
             "USER" => {
@@ -170,6 +175,65 @@ fn the_image_is_a_non_root_distroless_build_of_this_version() {
                 .unwrap_or("")
         )
     );
+}
+
+#[test]
+fn the_ci_image_promises_what_the_published_image_promises() {
+    let _trace = trace_init();
+    // deploy/image-test.sh builds deploy/Containerfile.ci (no registry is reachable in CI): it must be the runtime
+    // stage of deploy/Dockerfile on another base, nothing else.
+    let published = image();
+    let ci = image_of("deploy/Containerfile.ci");
+    assert_eq!(ci.stages, ["scratch"], "{ci:#?}");
+    assert_eq!(ci.binary, published.binary);
+    assert_eq!((ci.user, ci.group), (published.user, published.group));
+    assert_eq!(ci.expose, published.expose);
+    assert_eq!(ci.entrypoint, published.entrypoint);
+    assert_eq!(ci.cmd, published.cmd);
+    let names = |image: &Image| {
+        image
+            .labels
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&ci), names(&published));
+    for (key, value) in &published.labels {
+        if key != "base.name" {
+            assert_eq!(ci.label(key), Some(value.as_str()), "label {key}");
+        }
+    }
+    assert_ne!(
+        ci.label("base.name"),
+        published.label("base.name"),
+        "the base differs and says so"
+    );
+    // CI runs it after the release build, with the binary the image's command builds.
+    let ci_script = read(".ci/run");
+    let build = ci_script
+        .find(&published.build_command)
+        .expect("the release build in .ci/run");
+    let image_test = ci_script
+        .find("bash deploy/image-test.sh")
+        .expect(".ci/run runs deploy/image-test.sh");
+    assert!(
+        build < image_test,
+        "the image is built after the release binary"
+    );
+    let script = read("deploy/image-test.sh");
+    for needle in [
+        "Containerfile.ci",
+        "--read-only",
+        "--user 65532:65532",
+        "--storage-driver vfs",
+        "--runtime runc",
+        "strip --strip-debug",
+    ] {
+        assert!(
+            script.contains(needle),
+            "deploy/image-test.sh lacks {needle}"
+        );
+    }
 }
 
 /// `key = "value"` from the `[package]` table of a Cargo.toml (enough for `license`).

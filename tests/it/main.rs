@@ -23,6 +23,7 @@ mod credentials;
 mod deploy;
 mod device_code;
 mod docs;
+mod emulator;
 mod examples;
 mod exposure;
 mod faults;

@@ -193,6 +193,11 @@ impl ChildProc {
         self.stderr.text()
     }
 
+    /// stdout so far.
+    pub(crate) fn stdout_so_far(&self) -> String {
+        self.stdout.text()
+    }
+
     /// Sends SIGTERM with `kill -TERM <pid>`.
     pub(crate) fn sigterm(&self) {
         self.signal("TERM");
