@@ -394,7 +394,7 @@ mod respond {
     #[divan::bench(args = [ProxyCase::NoRoute, ProxyCase::MethodNotAllowed, ProxyCase::UpstreamUnavailable])]
     fn proxy(bencher: Bencher<'_, '_>, case: ProxyCase) {
         let error = match case {
-            ProxyCase::NoRoute => ProxyError::NoRoute,
+            ProxyCase::NoRoute => ProxyError::NoRoute("no route matches this path".into()),
             ProxyCase::MethodNotAllowed => ProxyError::MethodNotAllowed {
                 method: Method::DELETE,
                 allowed: vec![Method::GET, Method::POST],

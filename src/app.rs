@@ -84,6 +84,8 @@ struct ReloadInner {
     metrics: Metrics,
     options: AppOptions,
     started: Started,
+    /// Where the proxy listener actually listens (its port, when configured as 0), for messages to callers.
+    served_at: Listen,
     reloading: tokio::sync::Mutex<()>,
 }
 
@@ -137,7 +139,8 @@ impl App {
             config.admin_listen,
             config.caller_auth.as_ref(),
         );
-        let live = Live::build_off_runtime(config, &options, &metrics).await?;
+        let served_at = proxy_listener.local();
+        let live = Live::build_off_runtime(config, &options, &metrics, &served_at).await?;
         let admin = Admin::new(hosts, metrics.clone(), live.readiness.clone());
         let reloader = Reloader {
             inner: Arc::new(ReloadInner {
@@ -146,6 +149,7 @@ impl App {
                 metrics,
                 options,
                 started,
+                served_at,
                 reloading: tokio::sync::Mutex::new(()),
             }),
         };
@@ -264,7 +268,12 @@ fn log_exposure(
 
 impl Live {
     /// Builds credentials, the token cache (starting every route's pre-fetch) and the proxy stack.
-    fn build(config: Config, options: &AppOptions, metrics: &Metrics) -> Result<Self, StartError> {
+    fn build(
+        config: Config,
+        options: &AppOptions,
+        metrics: &Metrics,
+        served_at: &Listen,
+    ) -> Result<Self, StartError> {
         let tls = Arc::new(crate::tls::client_config(&config.extra_roots)?);
         let http_options = HttpClientOptions {
             connect_timeout: config.limits.upstream_connect_timeout,
@@ -312,7 +321,8 @@ impl Live {
         let admission = Admission::new(
             config.caller_auth.map(CallerKey::new),
             HostAllowlist::new(config.allowed_hosts.clone()),
-        );
+        )
+        .served_at(served_at);
         let client = UpstreamClient::new(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             routes,
@@ -345,9 +355,14 @@ impl Live {
         config: Config,
         options: &AppOptions,
         metrics: &Metrics,
+        served_at: &Listen,
     ) -> Result<Self, StartError> {
-        let (options, metrics) = (options.clone(), metrics.clone());
-        match tokio::task::spawn_blocking(move || Self::build(config, &options, &metrics)).await {
+        let (options, metrics, served_at) = (options.clone(), metrics.clone(), served_at.clone());
+        match tokio::task::spawn_blocking(move || {
+            Self::build(config, &options, &metrics, &served_at)
+        })
+        .await
+        {
             Ok(built) => built,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(StartError::Interrupted(e.to_string())),
@@ -436,7 +451,14 @@ impl Reloader {
                 "listen, admin_listen, request_header_timeout, write_stall_timeout and drain_timeout changes take effect after a restart"
             );
         }
-        let live = match Live::build_off_runtime(config, &inner.options, &inner.metrics).await {
+        let live = match Live::build_off_runtime(
+            config,
+            &inner.options,
+            &inner.metrics,
+            &inner.served_at,
+        )
+        .await
+        {
             Ok(live) => live,
             Err(e) => {
                 inner.metrics.config_reload_failures.inc();

@@ -4,7 +4,9 @@
 //! 1. the caller key (`caller_auth`): checked and removed first, so an unauthenticated caller learns nothing about
 //!    hosts or routes, and the key never travels on;
 //! 2. the Host name (and a request target's authority) is an allowed host with a valid port: the DNS-rebinding
-//!    defence;
+//!    defence. A request in forward-proxy form (an absolute `http://other-host/…` target or `CONNECT`, as
+//!    `curl -x`, `HTTP_PROXY` and `HTTPS_PROXY` send) is refused the same way, with a message saying how to call a
+//!    reverse proxy instead;
 //! 3. the path is an origin-form path no server reads differently (the `path` submodule says how);
 //! 4. no CORS preflight, no protocol switch but WebSocket, no header name with an underscore.
 //!
@@ -33,8 +35,8 @@ use super::headers::{
     strip_caller_metadata, strip_hop_by_hop,
 };
 use super::route::Route;
-use crate::config::CallerAuth;
 use crate::config::forward_headers::is_method_override;
+use crate::config::{CallerAuth, Listen};
 use crate::secret::Secret;
 
 /// The rules of this module for one configuration: its caller key and allowed hosts.
@@ -42,6 +44,8 @@ use crate::secret::Secret;
 pub struct Admission {
     caller_key: Option<CallerKey>,
     hosts: HostAllowlist,
+    /// How callers reach the proxy (`http://127.0.0.1:8080`), for messages that say how to use it.
+    served_at: Option<Arc<str>>,
 }
 
 /// The `caller_auth` check: every request must carry the shared key, once, in its header. The header is removed
@@ -63,7 +67,23 @@ pub struct HostAllowlist {
 impl Admission {
     /// Admission with `hosts`, and with a `caller_key` every request must carry.
     pub fn new(caller_key: Option<CallerKey>, hosts: HostAllowlist) -> Self {
-        Self { caller_key, hosts }
+        Self {
+            caller_key,
+            hosts,
+            served_at: None,
+        }
+    }
+
+    /// Names the listener callers use in the messages that say how to call the proxy.
+    pub fn served_at(mut self, listen: &Listen) -> Self {
+        self.served_at = Some(base_url(listen).into());
+        self
+    }
+
+    /// How callers reach the proxy, when known: `http://127.0.0.1:8080` (a TCP listener on an unspecified address
+    /// is named by its loopback address), or `http://localhost` over `unix:/path.sock`.
+    pub fn base_url(&self) -> Option<&str> {
+        self.served_at.as_deref()
     }
 
     /// The header that carries the caller key, when one is required.
@@ -77,7 +97,10 @@ impl Admission {
         if let Some(key) = &self.caller_key {
             key.check(req.headers_mut())?;
         }
-        let host = self.hosts.check(req)?;
+        let host = self
+            .hosts
+            .check(req)
+            .map_err(|e| self.explain_forward_proxy(req, e))?;
         check_path(req.method(), req.uri().path())?;
         check_protocol(req)?;
         Ok(host)
@@ -103,6 +126,57 @@ impl Admission {
         }
         prepare_to_forward(route, req);
         Ok(())
+    }
+}
+
+impl Admission {
+    /// A refused Host in a request sent in forward-proxy form means the caller mistook this proxy for a forward
+    /// proxy: the answer keeps its code and status, with a message saying how to call a reverse proxy.
+    fn explain_forward_proxy<B>(&self, req: &Request<B>, e: ProxyError) -> ProxyError {
+        if !matches!(e, ProxyError::HostNotAllowed(_)) || !is_forward_proxy_form(req) {
+            return e;
+        }
+        let target = req
+            .uri()
+            .authority()
+            .and_then(|a| host_of(a.as_str()))
+            .map_or_else(|| "another host".to_owned(), |h| h.to_ascii_lowercase());
+        let how = if req.method() == Method::CONNECT {
+            "it does not open tunnels to"
+        } else {
+            "it does not fetch URLs of"
+        };
+        let example = self.base_url().unwrap_or("http://127.0.0.1:8080");
+        ProxyError::HostNotAllowed(format!(
+            "this is a reverse proxy, not a forward proxy: {how} {target} for you (the request came in \
+             forward-proxy form, as `curl -x`, HTTP_PROXY and HTTPS_PROXY send it). Do not configure it as a \
+             proxy; send plain requests to it instead, as {example}/<path>, and it forwards them with a token to \
+             the upstream of the route whose path_prefix matches"
+        ))
+    }
+}
+
+/// True for a request a client sends to a forward proxy: `CONNECT`, or an HTTP/1 request whose target is an
+/// absolute URL (HTTP/2 requests always carry an authority, so theirs says nothing).
+fn is_forward_proxy_form<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT
+        || (req.version() < http::Version::HTTP_2 && req.uri().scheme().is_some())
+}
+
+/// `http://IP:port` for a TCP listener (the loopback address of its family for an unspecified one),
+/// `http://localhost` for a Unix socket (callers name the socket on their side).
+fn base_url(listen: &Listen) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    match listen {
+        Listen::Tcp(addr) => {
+            let ip = match addr.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            format!("http://{}", SocketAddr::new(ip, addr.port()))
+        }
+        Listen::Unix(_) => "http://localhost".to_owned(),
     }
 }
 
@@ -318,7 +392,8 @@ fn bad_host() -> ProxyError {
 pub fn check_path(method: &Method, path: &str) -> Result<(), ProxyError> {
     if *method == Method::CONNECT {
         return Err(ProxyError::BadRequest(
-            "CONNECT is not supported: this is not a forward proxy",
+            "CONNECT is not supported: this is a reverse proxy, not a forward proxy. Do not set it as \
+             HTTPS_PROXY or `curl -x`; send plain http:// requests to it, with the path of the route to use",
         ));
     }
     if !path.starts_with('/') {

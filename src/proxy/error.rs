@@ -16,9 +16,9 @@ pub enum ProxyError {
         /// What was wrong; never the key or what the caller sent.
         message: String,
     },
-    /// No route matches the request path (and host).
-    #[error("no route matches this request")]
-    NoRoute,
+    /// No route matches the request path (and host). The message lists the routes' path prefixes.
+    #[error("{0}")]
+    NoRoute(std::sync::Arc<str>),
     /// The `Host` header (or the request target's authority) is not an allowed host name.
     #[error("{0}")]
     HostNotAllowed(String),
@@ -61,7 +61,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::CallerNotAuthenticated { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::OriginNotAllowed(_) | ProxyError::PathNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -77,7 +77,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::CallerNotAuthenticated { .. } => "CallerNotAuthenticated",
-            ProxyError::NoRoute => "NoRoute",
+            ProxyError::NoRoute(_) => "NoRoute",
             ProxyError::HostNotAllowed(_) => "HostNotAllowed",
             ProxyError::OriginNotAllowed(_) => "OriginNotAllowed",
             ProxyError::MethodNotAllowed { .. } => "MethodNotAllowed",

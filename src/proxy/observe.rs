@@ -204,7 +204,7 @@ impl Drop for Record {
             version = %version_text(self.version),
             status = self.status,
             upstream_status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = millis(elapsed),
             bytes,
             completed = !failed,
             error_code = %text(&self.error_code),
@@ -213,6 +213,12 @@ impl Drop for Record {
             "request"
         );
     }
+}
+
+/// `elapsed` in milliseconds to the microsecond: a whole number of microseconds over 1000 is the double nearest
+/// to a three-decimal number, which both log formats print as just that (`4.499`, not `4.4990179999999995`).
+fn millis(elapsed: std::time::Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
 }
 
 /// A header value as text for the log (empty when absent or not visible ASCII).

@@ -230,7 +230,7 @@ pub fn token_error(e: &TokenError, retry_after: Option<Duration>) -> Response<Re
             .collect();
         extra.insert("details".into(), Value::Array(details));
     }
-    let mut response = json_error(status, e.kind.code(), &e.message, extra);
+    let mut response = json_error(status, e.kind.code(), &body_message(e), extra);
     let headers = response.headers_mut();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         let secs = retry_after
@@ -246,6 +246,25 @@ pub fn token_error(e: &TokenError, retry_after: Option<Duration>) -> Response<Re
         headers.insert(WWW_AUTHENTICATE, v);
     }
     response
+}
+
+/// The `message` of a token failure's answer. When no source of a chain could serve, each source's reason is in
+/// `details` already, so the message names the sources tried instead of repeating every reason; the error's own
+/// message (logs, `aml-auth-proxy token`) keeps the reasons, having no `details` beside it.
+fn body_message(e: &TokenError) -> std::borrow::Cow<'_, str> {
+    if e.kind != TokenErrorKind::CredentialUnavailable || e.attempts.is_empty() {
+        return std::borrow::Cow::Borrowed(&e.message);
+    }
+    let mut sources: Vec<&str> = Vec::with_capacity(e.attempts.len());
+    for attempt in &e.attempts {
+        if !sources.contains(&attempt.source.as_str()) {
+            sources.push(&attempt.source);
+        }
+    }
+    std::borrow::Cow::Owned(format!(
+        "no credential source can provide a token; tried {} (why each could not is in details)",
+        sources.join(", ")
+    ))
 }
 
 /// `Bearer error="interaction_required", error_description="…"[, claims="<base64 claims JSON>"]`.

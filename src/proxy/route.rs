@@ -115,6 +115,11 @@ impl Route {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
     }
 
+    /// The one host name the route serves, if it names one.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
     /// True when the route only serves one host name (such routes are tried first).
     pub fn has_host(&self) -> bool {
         self.host.is_some()

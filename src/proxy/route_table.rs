@@ -59,6 +59,11 @@ impl<T> RouteTable<T> {
             .map(|(r, v)| (r, v))
     }
 
+    /// The routes, in configuration order.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+
     /// The number of routes.
     pub fn len(&self) -> usize {
         self.routes.len()

@@ -30,6 +30,8 @@ struct RouterInner {
     admission: Admission,
     stacks: RouteTable<RouteStack>,
     request_idle: Option<IdleLimit>,
+    /// The message of a `NoRoute` answer: made once, it lists every route's path prefix.
+    no_route: Arc<str>,
 }
 
 /// Future of [`Router`].
@@ -41,11 +43,13 @@ pub type ResponseFuture =
 impl Router {
     /// A router that admits requests with `admission` and hands them to the stack of their route in `stacks`.
     pub fn new(admission: Admission, stacks: RouteTable<RouteStack>) -> Self {
+        let no_route = no_route_message(&stacks, admission.base_url()).into();
         Self {
             inner: Arc::new(RouterInner {
                 admission,
                 stacks,
                 request_idle: None,
+                no_route,
             }),
         }
     }
@@ -65,7 +69,7 @@ impl Router {
         let (route, stack) = inner
             .stacks
             .find(Some(host), req.uri().path())
-            .ok_or(ProxyError::NoRoute)?;
+            .ok_or_else(|| ProxyError::NoRoute(Arc::clone(&inner.no_route)))?;
         inner
             .admission
             .check_route(route, req)
@@ -76,6 +80,44 @@ impl Router {
         Ok((Arc::clone(route), stack.clone()))
     }
 }
+
+/// `no route matches this path; the configured path prefixes are /arm, /score (Host api.local); send requests to
+/// http://127.0.0.1:8080 followed by one of them`: what a caller needs to pick the right path. (At most
+/// [`LISTED_PREFIXES`] are listed.)
+fn no_route_message<T>(stacks: &RouteTable<T>, base_url: Option<&str>) -> String {
+    let mut prefixes: Vec<String> = Vec::new();
+    for route in stacks.routes() {
+        let prefix = match route.host() {
+            Some(host) => format!("{} (Host {host})", route.path_prefix()),
+            None => route.path_prefix().to_owned(),
+        };
+        if !prefixes.contains(&prefix) {
+            prefixes.push(prefix);
+        }
+    }
+    let total = prefixes.len();
+    if total == 0 {
+        return "no route matches this path: no routes are configured".to_owned();
+    }
+    prefixes.truncate(LISTED_PREFIXES);
+    let mut message = format!(
+        "no route matches this path; the configured path prefixes are {}",
+        prefixes.join(", ")
+    );
+    if total > LISTED_PREFIXES {
+        message.push_str(&format!(" and {} more", total - LISTED_PREFIXES));
+    }
+    match base_url {
+        Some(base) => message.push_str(&format!(
+            "; send requests to {base} followed by one of them"
+        )),
+        None => message.push_str("; send requests to a path that starts with one of them"),
+    }
+    message
+}
+
+/// How many path prefixes a `NoRoute` message lists.
+const LISTED_PREFIXES: usize = 20;
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

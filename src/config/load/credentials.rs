@@ -227,9 +227,9 @@ fn managed_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Cre
     let mut endpoint = Field::Absent;
     let is_map = w.fields(path, value, |w, key, p, v| {
         match key {
-            "client_id" => ids.push(w.checked(p, v, check_id).map(UserAssignedId::ClientId)),
-            "object_id" => ids.push(w.checked(p, v, check_id).map(UserAssignedId::ObjectId)),
-            "resource_id" => ids.push(w.checked(p, v, check_id).map(UserAssignedId::ResourceId)),
+            "client_id" => user_assigned_id(w, p, v, UserAssignedId::ClientId, &mut ids),
+            "object_id" => user_assigned_id(w, p, v, UserAssignedId::ObjectId, &mut ids),
+            "resource_id" => user_assigned_id(w, p, v, UserAssignedId::ResourceId, &mut ids),
             "endpoint" => endpoint.set(w.endpoint(p, v)),
             _ => return false,
         }
@@ -256,6 +256,45 @@ fn managed_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Cre
             ..ManagedIdentityCredentialOptions::default()
         },
     ))
+}
+
+/// The all-zero GUID: never an identity, but what an unset variable with a placeholder default becomes.
+const NIL_GUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// One of `managed_identity`'s `client_id` / `object_id` / `resource_id`. A value that is empty once expanded
+/// (`${AML_IDENTITY_CLIENT_ID:-}` with the variable unset or empty) counts as not given, so one file serves both
+/// the system-assigned identity and a user-assigned one. The nil GUID is refused: Entra ID knows no such identity.
+fn user_assigned_id(
+    w: &mut Walker<'_>,
+    path: &str,
+    value: &Value,
+    make: fn(String) -> UserAssignedId,
+    ids: &mut Vec<Option<UserAssignedId>>,
+) {
+    let Some(id) = w.string(path, value) else {
+        ids.push(None);
+        return;
+    };
+    if id.is_empty() {
+        return;
+    }
+    let checked = check_id(&id).and_then(|()| {
+        if id == NIL_GUID {
+            Err(format!(
+                "{NIL_GUID} is the nil GUID, not an identity; leave the key out (or empty) for the \
+                 system-assigned identity"
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    match checked {
+        Ok(()) => ids.push(Some(make(id))),
+        Err(message) => {
+            w.problem(path, message);
+            ids.push(None);
+        }
+    }
 }
 
 /// `azure_cli: { tenant_id, subscription, timeout }`, all optional.

@@ -15,7 +15,7 @@ fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
 #[tokio::test]
 async fn proxy_errors_have_contract_status_code_and_headers() {
     let cases: Vec<(ProxyError, u16, &str)> = vec![
-        (ProxyError::NoRoute, 404, "NoRoute"),
+        (ProxyError::NoRoute("no route".into()), 404, "NoRoute"),
         (
             ProxyError::HostNotAllowed("h".into()),
             421,
