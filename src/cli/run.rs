@@ -54,11 +54,18 @@ fn apply_listen_overrides(
     admin_listen: Option<SocketAddr>,
 ) -> Result<(), ConfigError> {
     let (listen_given, admin_given) = (listen.is_some(), admin_listen.is_some());
+    // The default `allowed_hosts` follows the listeners: recomputed for the overridden ones.
+    let default_hosts = config.allowed_hosts
+        == crate::config::default_allowed_hosts(&config.listen, config.admin_listen);
     if let Some(listen) = listen {
         config.listen = listen;
     }
     if let Some(addr) = admin_listen {
         config.admin_listen = addr;
+    }
+    if default_hosts {
+        config.allowed_hosts =
+            crate::config::default_allowed_hosts(&config.listen, config.admin_listen);
     }
     config.check_listeners().map_err(|mut problems| {
         for p in &mut problems {

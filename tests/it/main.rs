@@ -30,6 +30,7 @@ mod faults;
 mod files;
 mod hardening;
 mod managed_identity;
+mod newcomer;
 mod proxy;
 mod reload;
 mod security;

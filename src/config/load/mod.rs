@@ -11,6 +11,7 @@ mod files;
 mod listen;
 mod nesting;
 mod routes;
+mod suggest;
 mod syntax;
 mod url;
 mod walk;
@@ -42,9 +43,6 @@ use walk::{Field, Walker};
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 pub use nesting::MAX_NESTING;
-
-/// `Host` header names accepted when `allowed_hosts` is not given.
-const DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// The environment variable that overrides the cloud's authority host when the key is absent.
 const AUTHORITY_HOST_VAR: &str = "AZURE_AUTHORITY_HOST";
@@ -140,7 +138,10 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
             unix_allowed_uids: None,
             cloud,
             authority_host,
-            allowed_hosts: default_allowed_hosts(),
+            allowed_hosts: default_allowed_hosts(
+                &Listen::Tcp(DEFAULT_LISTEN),
+                DEFAULT_ADMIN_LISTEN,
+            ),
             cae: true,
             extra_roots: Vec::new(),
             limits: Limits::default(),
@@ -346,12 +347,37 @@ fn authority_host(
     }
 }
 
-/// The built-in `allowed_hosts`.
-fn default_allowed_hosts() -> Vec<String> {
-    DEFAULT_ALLOWED_HOSTS
-        .iter()
-        .map(|h| (*h).to_owned())
-        .collect()
+/// The `Host` names accepted when `allowed_hosts` is not given: `localhost`, and the loopback address of each
+/// family the listeners answer on (`127.0.0.1` for an IPv4 listener, `[::1]` for an IPv6 one, both for `[::]`,
+/// which takes IPv4 too; a listener on another address adds that address). So the list names only addresses a
+/// caller can reach the proxy at: with the default `127.0.0.1` listeners it is `localhost, 127.0.0.1`.
+pub fn default_allowed_hosts(listen: &Listen, admin_listen: SocketAddr) -> Vec<String> {
+    use std::net::IpAddr;
+    let mut hosts = vec!["localhost".to_owned()];
+    let mut add = |host: String| {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    };
+    let tcp = match listen {
+        Listen::Tcp(addr) => Some(addr.ip()),
+        Listen::Unix(_) => None,
+    };
+    for ip in tcp.into_iter().chain([admin_listen.ip()]) {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) if v4.is_loopback() || v4.is_unspecified() => {
+                add("127.0.0.1".to_owned())
+            }
+            IpAddr::V4(v4) => add(v4.to_string()),
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                add("127.0.0.1".to_owned());
+                add("[::1]".to_owned());
+            }
+            IpAddr::V6(v6) if v6.is_loopback() => add("[::1]".to_owned()),
+            IpAddr::V6(v6) => add(format!("[{v6}]")),
+        }
+    }
+    hosts
 }
 
 /// A parser error as one problem, with the line and column.
@@ -389,6 +415,10 @@ impl TopLevel {
             None => None,
         };
         let routes = self.routes.required(w, "routes");
+        let allowed_hosts = match (&listen, admin_listen) {
+            (Some(l), Some(a)) => self.allowed_hosts.or(default_allowed_hosts(l, a)),
+            _ => self.allowed_hosts.valid(),
+        };
         Some(Config {
             listen: listen?,
             admin_listen: admin_listen?,
@@ -397,7 +427,7 @@ impl TopLevel {
             unix_allowed_uids: self.unix_allowed_uids.optional()?,
             cloud: cloud?,
             authority_host: authority_host?,
-            allowed_hosts: self.allowed_hosts.or(default_allowed_hosts())?,
+            allowed_hosts: allowed_hosts?,
             cae: self.cae.or(true)?,
             extra_roots: self.extra_roots.or(Vec::new())?,
             limits: self.limits.or(Limits::default())?,

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use http::{HeaderName, Method};
 use serde_yaml::Value;
 
-use super::syntax::{check_name, check_scope};
+use super::syntax::{check_name, check_route_scope};
 use super::walk::{Field, Walker, child};
 use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
 use crate::config::{AllowPolicy, DEFAULT_CREDENTIAL, RouteConfig, Upstream};
@@ -84,7 +84,7 @@ fn route(
             "host" => f.host.set(w.host(p, v)),
             "strip_prefix" => f.strip_prefix.set(w.boolean(p, v)),
             "upstream" => f.upstream.set(w.upstream(p, v)),
-            "scope" => f.scope.set(w.checked(p, v, check_scope)),
+            "scope" => f.scope.set(w.checked(p, v, check_route_scope)),
             "credential" => f.credential.set(credential_ref(w, p, v, names)),
             "allow" => f.allow.set(allow(w, p, v)),
             "pass_through_authorization" => f.pass_through_authorization.set(w.boolean(p, v)),

@@ -298,7 +298,7 @@ fn builtin_default() {
         config.authority_host.to_string(),
         "https://login.microsoftonline.com"
     );
-    assert_eq!(config.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+    assert_eq!(config.allowed_hosts, ["localhost", "127.0.0.1"]);
     assert!(config.extra_roots.is_empty());
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.credentials.len(), 1);
@@ -341,7 +341,7 @@ fn minimal_config_gets_defaults() {
     let config = ok(&with_defaults(""));
     assert_eq!(config.listen, Listen::Tcp(DEFAULT_LISTEN));
     assert_eq!(config.admin_listen, DEFAULT_ADMIN_LISTEN);
-    assert_eq!(config.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+    assert_eq!(config.allowed_hosts, ["localhost", "127.0.0.1"]);
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.routes[0].credential.as_deref(), Some("default"));
 }
@@ -397,11 +397,11 @@ routes:
         problems(text),
         [
             "listen_typo: unknown key `listen_typo`",
-            "limits.max_inflight: unknown key `max_inflight`",
+            "limits.max_inflight: unknown key `max_inflight` (did you mean `max_in_flight`?)",
             "limits.drain_timeout: must be greater than zero",
             "tls.ca_file: unknown key `ca_file`",
             "credentials.default.extra: unknown key `extra`",
-            "credentials.sp.managed_identity.clientid: unknown key `clientid`",
+            "credentials.sp.managed_identity.clientid: unknown key `clientid` (did you mean `client_id`?)",
             "routes[0].allow.verbs: unknown key `verbs`",
             "routes[0].typo: unknown key `typo`",
         ]
@@ -493,6 +493,28 @@ fn authority_host_key_then_env_then_cloud() {
             &with_defaults("authority_host: http://localhost:1234")
         )
         .is_ok()
+    );
+}
+
+#[test]
+fn default_allowed_hosts_name_what_the_listeners_answer_on() {
+    let hosts = |extra: &str| ok(&with_defaults(extra)).allowed_hosts;
+    assert_eq!(hosts(""), ["localhost", "127.0.0.1"]);
+    assert_eq!(
+        hosts("listen: \"[::1]:8080\"\nadmin_listen: \"[::1]:9464\""),
+        ["localhost", "[::1]"]
+    );
+    assert_eq!(
+        hosts("listen: \"[::1]:8080\""),
+        ["localhost", "[::1]", "127.0.0.1"]
+    );
+    assert_eq!(
+        hosts("listen: unix:/run/aml/proxy.sock"),
+        ["localhost", "127.0.0.1"]
+    );
+    assert_eq!(
+        hosts("allowed_hosts: [proxy.local]\nlisten: \"[::1]:8080\""),
+        ["proxy.local"]
     );
 }
 
@@ -611,10 +633,10 @@ fn canary_secret_never_appears_in_errors() {
         ),
         // Secret in URL user information and a query.
         with_route(
-            "    path_prefix: /\n    upstream: \"https://u:canary-SECRET-7f3a9c@h\"\n    scope: s",
+            "    path_prefix: /\n    upstream: \"https://u:canary-SECRET-7f3a9c@h\"\n    scope: https://h/.default",
         ),
         with_route(
-            "    path_prefix: /\n    upstream: \"https://h/?sig=canary-SECRET-7f3a9c\"\n    scope: s",
+            "    path_prefix: /\n    upstream: \"https://h/?sig=canary-SECRET-7f3a9c\"\n    scope: https://h/.default",
         ),
         with_defaults("authority_host: \"http://canary-SECRET-7f3a9c@login.example\""),
         // Secret-bearing file readable by others.
@@ -640,7 +662,7 @@ fn canary_secret_never_appears_in_errors() {
 fn anchors_and_merge_keys() {
     let text = format!(
         "{CREDS}routes:
-  - &arm {{ name: arm, path_prefix: /, upstream: https://h, scope: s }}
+  - &arm {{ name: arm, path_prefix: /, upstream: https://h, scope: https://h/.default }}
   - <<: *arm
     name: arm2
     path_prefix: /two
@@ -652,5 +674,5 @@ fn anchors_and_merge_keys() {
         (second.name.as_str(), second.path_prefix.as_str()),
         ("arm2", "/two")
     );
-    assert_eq!(second.scope.as_deref(), Some("s"));
+    assert_eq!(second.scope.as_deref(), Some("https://h/.default"));
 }

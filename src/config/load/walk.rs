@@ -218,7 +218,11 @@ impl<'a> Walker<'a> {
             };
             let key_path = child(path, key);
             if !on(self, key, &key_path, value) {
-                self.problem(&key_path, format!("unknown key `{key}`"));
+                let message = match super::suggest::nearest(path, key) {
+                    Some(known) => format!("unknown key `{key}` (did you mean `{known}`?)"),
+                    None => format!("unknown key `{key}`"),
+                };
+                self.problem(&key_path, message);
             }
         }
         true

@@ -28,7 +28,7 @@ fn credential_kinds_exactly_one() {
         ["credentials.sp.azure_cli: expected a mapping, got a number"]
     );
     let p = problems(
-        "credentials:\n  bad name:\n    azure_cli: {}\n  ok:\n    azure_cli:\nroutes:\n  - { name: r, path_prefix: /, upstream: https://h, scope: s, credential: ok }",
+        "credentials:\n  bad name:\n    azure_cli: {}\n  ok:\n    azure_cli:\nroutes:\n  - { name: r, path_prefix: /, upstream: https://h, scope: https://h/.default, credential: ok }",
     );
     assert_eq!(
         p,
@@ -197,7 +197,7 @@ fn chains_references_duplicates_and_cycles() {
   f:
     chain: [e]
 routes:
-  - { name: r, path_prefix: /, upstream: https://h, scope: s, credential: a }
+  - { name: r, path_prefix: /, upstream: https://h, scope: https://h/.default, credential: a }
 ";
     assert_eq!(
         problems(text),
@@ -219,7 +219,7 @@ routes:
   other:
     chain: [inner, sp]
 routes:
-  - { name: r, path_prefix: /, upstream: https://h, scope: s }
+  - { name: r, path_prefix: /, upstream: https://h, scope: https://h/.default }
 ";
     let config = ok(nested);
     assert!(matches!(&config.credentials["other"], CredentialOptions::Chain(c) if c.len() == 2));

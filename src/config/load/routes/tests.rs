@@ -10,7 +10,7 @@ fn route_credentials_default_and_pass_through() {
   sp:
     azure_cli: {}
 routes:
-  - { name: a, path_prefix: /, upstream: https://h, scope: s }
+  - { name: a, path_prefix: /, upstream: https://h, scope: https://h/.default }
   - { name: b, path_prefix: /b, upstream: https://h, pass_through_authorization: true }
   - { name: c, path_prefix: /c, upstream: https://h, credential: sp }
 ";
@@ -31,7 +31,7 @@ routes:
         (None, None)
     );
     let text = format!(
-        "{CREDS}routes:\n  - {{ name: p, path_prefix: /, upstream: https://h, scope: s, pass_through_authorization: true }}\n"
+        "{CREDS}routes:\n  - {{ name: p, path_prefix: /, upstream: https://h, scope: https://h/.default, pass_through_authorization: true }}\n"
     );
     assert_eq!(ok(&text).routes[0].credential.as_deref(), Some("default"));
 }
@@ -40,10 +40,10 @@ routes:
 fn route_names_prefixes_and_duplicates() {
     let text = format!(
         "{CREDS}routes:
-  - {{ name: a, path_prefix: /x/, upstream: https://h, scope: s }}
-  - {{ name: a, path_prefix: /y, upstream: https://h, scope: s }}
-  - {{ name: b, path_prefix: /x, upstream: https://h, scope: s }}
-  - {{ name: c, path_prefix: /x, host: API.example, upstream: https://h, scope: s }}
+  - {{ name: a, path_prefix: /x/, upstream: https://h, scope: https://h/.default }}
+  - {{ name: a, path_prefix: /y, upstream: https://h, scope: https://h/.default }}
+  - {{ name: b, path_prefix: /x, upstream: https://h, scope: https://h/.default }}
+  - {{ name: c, path_prefix: /x, host: API.example, upstream: https://h, scope: https://h/.default }}
   - {{ name: \"d e\", path_prefix: x, upstream: https://h, scope: \"s t\" }}
 "
     );
@@ -67,7 +67,7 @@ fn route_names_prefixes_and_duplicates() {
         ("/a b", "must not contain whitespace or control characters"),
     ] {
         let text = with_route(&format!(
-            "    path_prefix: \"{prefix}\"\n    upstream: https://h\n    scope: s"
+            "    path_prefix: \"{prefix}\"\n    upstream: https://h\n    scope: https://h/.default"
         ));
         let p = problems(&text);
         assert_eq!(p.len(), 1, "{p:?}");
@@ -85,7 +85,7 @@ fn route_names_prefixes_and_duplicates() {
     );
     assert_eq!(
         problems(&format!(
-            "{CREDS}routes:\n  - {{ path_prefix: /, scope: s }}\n  - x\n"
+            "{CREDS}routes:\n  - {{ path_prefix: /, scope: https://h/.default }}\n  - x\n"
         )),
         [
             "routes[0].name: required key is missing",
@@ -97,7 +97,7 @@ fn route_names_prefixes_and_duplicates() {
 
 #[test]
 fn allow_policies() {
-    let base = "    path_prefix: /\n    upstream: https://h\n    scope: s\n";
+    let base = "    path_prefix: /\n    upstream: https://h\n    scope: https://h/.default\n";
     let text = with_route(&format!(
         "{base}    allow: {{ origins: [], paths: [/], methods: [patch] }}"
     ));
@@ -128,7 +128,7 @@ fn allow_policies() {
 
 #[test]
 fn forward_headers_name_only_headers_dropped_by_default() {
-    let base = "    path_prefix: /\n    upstream: https://h\n    scope: s\n";
+    let base = "    path_prefix: /\n    upstream: https://h\n    scope: https://h/.default\n";
     let route = |keys: &str| with_route(&format!("{base}{keys}"));
     assert!(ok(&route("")).routes[0].forward_headers.is_empty());
     let text =

@@ -13,7 +13,7 @@ use crate::env::MapEnv;
 fn url_rules() {
     let ok_route = |upstream: &str| {
         ok(&with_route(&format!(
-            "    path_prefix: /\n    upstream: {upstream}\n    scope: s"
+            "    path_prefix: /\n    upstream: {upstream}\n    scope: https://h/.default"
         )))
     };
     assert_eq!(
@@ -36,7 +36,7 @@ fn url_rules() {
     );
     let bad_route = |upstream: &str| {
         problems(&with_route(&format!(
-            "    path_prefix: /\n    upstream: \"{upstream}\"\n    scope: s"
+            "    path_prefix: /\n    upstream: \"{upstream}\"\n    scope: https://h/.default"
         )))
     };
     assert_eq!(

@@ -112,7 +112,7 @@ fn unset_variables_are_named() {
 #[test]
 fn typed_scalars_accept_native_and_string_forms() {
     let text = with_route(
-        "    path_prefix: /\n    upstream: https://h\n    scope: s\n    strip_prefix: TRUE\n    pass_through_authorization: false",
+        "    path_prefix: /\n    upstream: https://h\n    scope: https://h/.default\n    strip_prefix: TRUE\n    pass_through_authorization: false",
     );
     assert!(ok(&text).routes[0].strip_prefix);
     let text = with_defaults("limits: { max_in_flight: 5, replay_buffer_bytes: \"1024\" }");
@@ -135,7 +135,7 @@ fn typed_scalars_accept_native_and_string_forms() {
         ["limits.max_in_flight: expected a non-negative integer (got \"lots\")"]
     );
     let text = with_route(
-        "    path_prefix: /\n    upstream: https://h\n    scope: s\n    strip_prefix: yes",
+        "    path_prefix: /\n    upstream: https://h\n    scope: https://h/.default\n    strip_prefix: yes",
     );
     assert_eq!(
         problems(&text),
@@ -184,11 +184,15 @@ fn values_from_the_environment_are_never_shown_in_problems() {
     let placements = [
         (
             "upstream",
-            with_route("    path_prefix: /\n    upstream: \"${SECRET}\"\n    scope: s"),
+            with_route(
+                "    path_prefix: /\n    upstream: \"${SECRET}\"\n    scope: https://h/.default",
+            ),
         ),
         (
             "upstream host",
-            with_route("    path_prefix: /\n    upstream: \"https://${SECRET}:0/x\"\n    scope: s"),
+            with_route(
+                "    path_prefix: /\n    upstream: \"https://${SECRET}:0/x\"\n    scope: https://h/.default",
+            ),
         ),
         (
             "authority_host",
@@ -224,7 +228,7 @@ fn values_from_the_environment_are_never_shown_in_problems() {
         (
             "credential",
             with_route(
-                "    path_prefix: /\n    upstream: https://h\n    scope: s\n    credential: \"${SECRET}\"",
+                "    path_prefix: /\n    upstream: https://h\n    scope: https://h/.default\n    credential: \"${SECRET}\"",
             ),
         ),
         (
