@@ -673,8 +673,8 @@ fn fixture_app_service_legacy_2017_msi_epoch_string() {
     assert!(interaction["request"]["headers"].get("secret").is_some());
 }
 
-/// Any other recorded legacy-MSI capture present (some are kept back for acceptance runs) parses to the expiry its
-/// `expires_on` names, whichever form that takes.
+/// Any other recorded legacy-MSI capture in the fixtures directory (it may hold more than the ones named above)
+/// parses to the expiry its `expires_on` names, whichever form that takes.
 #[test]
 fn fixture_other_msi_recordings_parse_with_their_expiry() {
     let Ok(dir) = std::fs::read_dir(FIXTURES) else {

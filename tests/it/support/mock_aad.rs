@@ -36,7 +36,7 @@
 //!   code gets `invalid_grant` (AADSTS70000).
 //! - Token requests with `grant_type=refresh_token` succeed for a refresh token the mock issued and has not
 //!   revoked; by default the refresh token **rotates** (the answer carries a new one and the old one stops working,
-//!   like the acceptance mock; [`MockAad::set_refresh_token_rotation`]`(false)` keeps it and sends none). Any other
+//!   as Entra ID does; [`MockAad::set_refresh_token_rotation`]`(false)` keeps it and sends none). Any other
 //!   refresh token gets the recorded AADSTS50173 revocation (`fixtures/aad_error_invalid_grant_50173_…`). See also
 //!   [`MockAad::issue_refresh_token`], [`MockAad::revoke_refresh_tokens`] and [`MockAad::refresh_token_is_valid`].
 //! - A behaviour scripted for the tenant ([`MockAad::script`] / [`MockAad::set_behavior`]) takes precedence over
