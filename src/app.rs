@@ -289,8 +289,20 @@ impl Live {
             .filter_map(|(name, spec)| Some((name.clone(), spec.tenant_id()?.to_owned())))
             .collect();
         let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
+        // Spans go to this configuration's exporter, which stops once the configuration is replaced and its
+        // queue is sent.
+        let spans = config
+            .telemetry
+            .as_ref()
+            .map(|otlp| otlp.start(Arc::clone(&tls), metrics.spans.clone()));
+        if let Some(otlp) = &config.telemetry {
+            tracing::info!(endpoint = %otlp.endpoint, service_name = %otlp.service_name, "exporting spans over OTLP");
+        }
         let mut policy = options.cache_policy.clone();
         policy.client_capabilities = config.cae;
+        if spans.is_some() {
+            policy.spans = spans.clone();
+        }
         let cache = TokenCache::new(metrics.tokens.clone(), policy);
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut readiness = Vec::new();
@@ -331,6 +343,7 @@ impl Live {
             &cache,
             &config.limits,
             &metrics.proxy,
+            spans.as_ref(),
         );
         for route in &config.routes {
             tracing::info!(

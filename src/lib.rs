@@ -15,6 +15,7 @@
 //! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
+//! * [`telemetry`] carries the W3C trace context to upstreams and, when configured, exports spans over OTLP.
 //!
 //! Beside the proxy, [`emulator`] is the second binary, `aml-azure-emulator`: a loopback stand-in of Entra ID,
 //! managed identity, ARM and Azure ML endpoints with failure switches. It uses nothing of the proxy but
@@ -41,6 +42,7 @@ pub mod origin;
 pub mod proxy;
 pub mod secret;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod token_cache;
 

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// Token-acquisition metrics.
     pub tokens: TokenMetrics,
+    /// Span export counters (`telemetry.otlp`).
+    pub spans: crate::telemetry::SpanMetrics,
     /// Configuration reloads that took effect.
     pub config_reloads: IntCounter,
     /// Configuration reloads refused (the running configuration stayed).
@@ -82,6 +84,7 @@ impl Metrics {
         let registry = Registry::new();
         let proxy = ProxyMetrics::register(&registry)?;
         let tokens = TokenMetrics::register(&registry)?;
+        let spans = crate::telemetry::SpanMetrics::register(&registry)?;
         let config_reloads = IntCounter::new(
             "aml_auth_proxy_config_reloads_total",
             "Configuration reloads (SIGHUP) that took effect.",
@@ -96,6 +99,7 @@ impl Metrics {
             registry,
             proxy,
             tokens,
+            spans,
             config_reloads,
             config_reload_failures,
         })

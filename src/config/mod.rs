@@ -67,6 +67,8 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialOptions>,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// Span export over OTLP (`telemetry.otlp`); `None`: off (the default).
+    pub telemetry: Option<crate::telemetry::otlp::OtlpConfig>,
     /// Where this configuration came from.
     pub origin: ConfigOrigin,
 }

@@ -1,21 +1,24 @@
 //! The proxy path. [`stack`] is the only place layers are ordered.
 //!
 //! ```text
-//! SetSensitiveRequestHeaders   marks Authorization/Proxy-Authorization/Cookie and the caller-key header sensitive
-//!  │                           before anything logs
-//!  └ Observe                   one access line + metrics per request, at body end (499 if the caller left)
-//!     └ Shed                   max_in_flight: a slow upload is evicted first, else 503 at once; a slot lasts
-//!                              until the response body ends
-//!        └ Respond             every error below becomes the proxy's JSON error answer
-//!           └ Router           admission (every request rule), route match, then the route's own stack; the
-//!                              request body becomes a paced, timed stream
-//!              └ per route (built from its `Arc<Route>`):
-//!                 AnswerChallenge   a refused token (claims challenge, revoked token) is dropped; a kept body
-//!                  │                is replayed once with a token that can pass
-//!                  └ InjectToken    awaits the route's token, inserts it (sensitive), replacing the caller's
-//!                     └ Timeout     upstream_response_timeout, to response headers only
-//!                        └ Forward  URI from config + path, Host rewrite, response hop-by-hop strip, URL
-//!                                   rewrite; the response body becomes a paced, timed stream
+//! SetSensitiveRequestHeaders      marks Authorization/Proxy-Authorization/Cookie and the caller-key header
+//!  │                              sensitive before anything logs
+//!  └ Trace                        the caller's traceparent continued (or a new trace), the proxy's span id sent
+//!     │                           on as the upstream's parent
+//!     └ Observe                   one access line + metrics (+ span) per request, at body end (499 if the caller
+//!        │                        left)
+//!        └ Shed                   max_in_flight: a slow upload is evicted first, else 503 at once; a slot lasts
+//!                                 until the response body ends
+//!           └ Respond             every error below becomes the proxy's JSON error answer
+//!              └ Router           admission (every request rule), route match, then the route's own stack; the
+//!                                 request body becomes a paced, timed stream
+//!                 └ per route (built from its `Arc<Route>`):
+//!                    AnswerChallenge   a refused token (claims challenge, revoked token) is dropped; a kept body
+//!                     │                is replayed once with a token that can pass
+//!                     └ InjectToken    awaits the route's token, inserts it (sensitive), replacing the caller's
+//!                        └ Timeout     upstream_response_timeout, to response headers only
+//!                           └ Forward  URI from config + path, Host rewrite, response hop-by-hop strip, URL
+//!                                      rewrite; the response body becomes a paced, timed stream
 //! ```
 //!
 //! Bodies ([`body`]) are paced one chunk at a time and end after `stream_idle_timeout` without bytes; callers that
@@ -37,6 +40,7 @@ pub mod route;
 pub mod route_table;
 pub mod router;
 pub mod shed;
+pub mod trace;
 pub mod www_authenticate;
 
 use std::sync::Arc;
@@ -49,6 +53,7 @@ use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequ
 pub use crate::BoxError;
 use crate::config::Limits;
 use crate::metrics::ProxyMetrics;
+use crate::telemetry::SpanSink;
 use crate::token_cache::TokenCache;
 
 use self::admission::Admission;
@@ -63,15 +68,16 @@ use self::route::Route;
 use self::route_table::RouteTable;
 use self::router::Router;
 use self::shed::{Shed, ShedLayer};
+use self::trace::{Trace, TraceLayer};
 
 /// A route's own stack.
 pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 
 /// The whole proxy service, ready for `TowerToHyperService`.
-pub type ProxyService = SetSensitiveRequestHeaders<Observe<Shed<Respond<Router>>>>;
+pub type ProxyService = SetSensitiveRequestHeaders<Trace<Observe<Shed<Respond<Router>>>>>;
 
 /// Builds the proxy service for `routes` (in configuration order), admitting requests with `admission`; `cache`
-/// gives tokens with a challenge's claims.
+/// gives tokens with a challenge's claims; request spans go to `spans`, when spans are exported.
 pub fn stack(
     routes: Vec<Arc<Route>>,
     admission: Admission,
@@ -79,6 +85,7 @@ pub fn stack(
     cache: &TokenCache,
     limits: &Limits,
     metrics: &ProxyMetrics,
+    spans: Option<&SpanSink>,
 ) -> ProxyService {
     let table = Arc::new(RouteTable::new(routes));
     let timeouts = &metrics.stream_timeouts;
@@ -112,8 +119,10 @@ pub fn stack(
     ServiceBuilder::new()
         // Secrets are marked sensitive before anything can log them.
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-        // Every request, shed ones too, is logged and counted once, when its response body ends.
-        .layer(ObserveLayer::new(metrics))
+        // Every request gets its trace context; new traces are sampled when spans are exported.
+        .layer(TraceLayer::new(spans.is_some()))
+        // Every request, shed ones too, is logged and counted once (and its span sent), when its response body ends.
+        .layer(ObserveLayer::new(metrics).with_spans(spans.cloned()))
         // At most max_in_flight requests, slow uploads evicted first.
         .layer(ShedLayer::new(metrics, limits))
         // Errors below become JSON answers.

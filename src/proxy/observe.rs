@@ -1,12 +1,13 @@
-//! Observe: records each request once — one access log line and its metrics — when the response body ends (or
-//! is abandoned), so streamed responses are measured whole. A request whose caller goes away before the response
-//! head is recorded with status 499.
+//! Observe: records each request once — one access log line and its metrics, and its span when spans are
+//! exported and its trace is sampled — when the response body ends (or is abandoned), so streamed responses are
+//! measured whole. A request whose caller goes away before the response head is recorded with status 499.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use bytes::Buf;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
@@ -17,6 +18,7 @@ use tower::{Layer, Service};
 use super::respond::ERROR_HEADER;
 use super::route::RouteInfo;
 use crate::metrics::{NO_ROUTE, ProxyMetrics, RouteMetrics};
+use crate::telemetry::{Span, SpanKind, SpanSink, TraceContext};
 
 /// Layer for [`Observe`].
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct Observe<S> {
 struct ObserveState {
     /// The metrics of requests that matched no route.
     unrouted: RouteMetrics,
+    /// Where request spans go, when spans are exported.
+    spans: Option<SpanSink>,
 }
 
 pin_project_lite::pin_project! {
@@ -59,6 +63,9 @@ pub struct ObservedBody<B: Body> {
 struct Record {
     state: Arc<ObserveState>,
     start: Instant,
+    start_wall: SystemTime,
+    /// The request's trace ([`super::trace`]).
+    trace: Option<TraceContext>,
     method: Method,
     uri: Uri,
     version: Version,
@@ -82,6 +89,17 @@ impl ObserveLayer {
         Self {
             state: Arc::new(ObserveState {
                 unrouted: metrics.route(NO_ROUTE),
+                spans: None,
+            }),
+        }
+    }
+
+    /// Also sends each request's span to `spans` (requests whose trace is sampled).
+    pub fn with_spans(self, spans: Option<SpanSink>) -> Self {
+        Self {
+            state: Arc::new(ObserveState {
+                unrouted: self.state.unrouted.clone(),
+                spans,
             }),
         }
     }
@@ -117,6 +135,8 @@ where
         let record = Record {
             state: Arc::clone(&self.state),
             start: Instant::now(),
+            start_wall: SystemTime::now(),
+            trace: req.extensions().get::<TraceContext>().copied(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -210,8 +230,67 @@ impl Drop for Record {
             error_code = %text(&self.error_code),
             x_ms_request_id = %text(&self.request_id),
             x_ms_correlation_request_id = %text(&self.correlation_id),
+            trace_id = %TraceIdText(self.trace.as_ref()),
             "request"
         );
+        if let (Some(spans), Some(trace)) = (&state.spans, self.trace)
+            && trace.sampled()
+        {
+            spans.record(self.span(trace, name, elapsed));
+        }
+    }
+}
+
+impl Record {
+    /// The request's span: what the access line says, as OpenTelemetry's HTTP attributes.
+    fn span(&self, context: TraceContext, route: &str, elapsed: std::time::Duration) -> Span {
+        let mut attributes = vec![
+            ("http.request.method", self.method.as_str().into()),
+            ("url.path", self.uri.path().into()),
+            ("http.route", route.into()),
+            ("http.response.status_code", i64::from(self.status).into()),
+            (
+                "network.protocol.version",
+                version_text(self.version)
+                    .trim_start_matches("HTTP/")
+                    .into(),
+            ),
+            ("http.response.body.size", (self.bytes as i64).into()),
+        ];
+        if let Some(code) = self.error_code.as_ref().and_then(|v| v.to_str().ok()) {
+            attributes.push(("error.type", code.into()));
+        }
+        if let Some(id) = self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            attributes.push(("aml_auth_proxy.x_ms_request_id", id.into()));
+        }
+        let error = if self.status >= 500 || self.failed {
+            Some(text(&self.error_code).to_owned())
+                .filter(|code| !code.is_empty())
+                .or_else(|| Some(format!("status {}", self.status)))
+        } else {
+            None
+        };
+        Span {
+            context,
+            name: format!("{} {route}", self.method),
+            kind: SpanKind::Server,
+            start: self.start_wall,
+            end: self.start_wall + elapsed,
+            attributes,
+            error,
+        }
+    }
+}
+
+/// A trace id for the access line (empty without one), written without allocating.
+struct TraceIdText<'a>(Option<&'a TraceContext>);
+
+impl std::fmt::Display for TraceIdText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(trace) => std::fmt::Display::fmt(&trace.trace_id, f),
+            None => Ok(()),
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::auth::{AccessToken, TokenCredential, TokenError, TokenErrorKind, TokenRequest};
 use crate::lock;
 use crate::metrics::TokenMetrics;
+use crate::telemetry::{Span, SpanKind, SpanSink, TraceContext};
 
 /// Timing policy of the cache. [`Default`] is the production policy.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct CachePolicy {
     pub fetch_timeout: Duration,
     /// Advertise the `CP1` client capability on every token request (config `cae`).
     pub client_capabilities: bool,
+    /// Where each token acquisition is reported as a span, when spans are exported (`telemetry.otlp`).
+    pub spans: Option<SpanSink>,
 }
 
 /// Identifies a cache entry.
@@ -152,6 +155,7 @@ impl Default for CachePolicy {
             max_backoff_permanent: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(120),
             client_capabilities: true,
+            spans: None,
         }
     }
 }
@@ -513,8 +517,45 @@ impl Entry {
                 format!("no token within {}s", self.policy.fetch_timeout.as_secs()),
             )),
         };
-        self.complete(result.map_err(|e| e.with_credential(&self.key.credential)));
+        let result = result.map_err(|e| e.with_credential(&self.key.credential));
+        if let Some(spans) = &self.policy.spans {
+            spans.record(self.span(&result, sent_wall, sent.elapsed()));
+        }
+        self.complete(result);
         guard.finished = true;
+    }
+
+    /// The span of one fetch: a trace of its own (a fetch serves every request waiting for the token, and the
+    /// background refresh serves none), named `token acquisition`, with the credential, source, scope and
+    /// outcome. Never the token, the claims or a message.
+    fn span(
+        &self,
+        result: &Result<CachedToken, TokenError>,
+        start: SystemTime,
+        elapsed: Duration,
+    ) -> Span {
+        let (source, outcome) = match result {
+            Ok(token) => (token.source.to_string(), "success"),
+            Err(e) => (e.source.clone(), e.kind.code()),
+        };
+        let mut attributes = vec![
+            ("aml_auth_proxy.credential", (*self.key.credential).into()),
+            ("aml_auth_proxy.source", source.into()),
+            ("aml_auth_proxy.scope", (*self.key.scope).into()),
+            ("aml_auth_proxy.outcome", outcome.into()),
+        ];
+        if self.key.claims.is_some() {
+            attributes.push(("aml_auth_proxy.claims_challenge", "true".into()));
+        }
+        Span {
+            context: TraceContext::root(true),
+            name: "token acquisition".to_owned(),
+            kind: SpanKind::Client,
+            start,
+            end: start + elapsed,
+            attributes,
+            error: result.as_ref().err().map(|e| e.kind.code().to_owned()),
+        }
     }
 
     /// Publishes a fetch result: stores the token or the failure, schedules the next attempt, wakes waiters.

@@ -35,4 +35,5 @@ mod proxy;
 mod reload;
 mod security;
 mod tokens;
+mod traces;
 mod websocket;

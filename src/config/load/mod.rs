@@ -13,6 +13,7 @@ mod nesting;
 mod routes;
 mod suggest;
 mod syntax;
+mod telemetry;
 mod url;
 mod walk;
 
@@ -63,6 +64,7 @@ struct TopLevel {
     limits: Field<Limits>,
     credentials: BTreeMap<String, CredentialOptions>,
     routes: Field<Vec<RouteConfig>>,
+    telemetry: Field<Option<crate::telemetry::otlp::OtlpConfig>>,
 }
 
 /// Reads and checks a configuration file. Relative paths in it are resolved against its directory.
@@ -150,6 +152,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
                 CredentialOptions::Chain(ChainSource::default_chain()),
             )]),
             routes: vec![route],
+            telemetry: None,
             origin: ConfigOrigin::BuiltIn,
         });
     w.finish(None, config)
@@ -204,6 +207,7 @@ fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Co
             "limits" => top.limits.set(limits(w, p, v)),
             "credentials" => top.credentials = credentials::section(w, p, v, &names),
             "routes" => top.routes.set(routes::section(w, p, v, &names)),
+            "telemetry" => top.telemetry.set(telemetry::section(w, p, v)),
             _ => return false,
         }
         true
@@ -433,6 +437,7 @@ impl TopLevel {
             limits: self.limits.or(Limits::default())?,
             credentials: self.credentials,
             routes: routes?,
+            telemetry: self.telemetry.or(None)?,
             origin,
         })
     }

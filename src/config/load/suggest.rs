@@ -24,6 +24,7 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
             "limits",
             "credentials",
             "routes",
+            "telemetry",
         ],
     ),
     ("caller_auth", &["header", "secret_file"]),
@@ -59,6 +60,18 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("routes[].allow", &["methods", "paths", "origins"]),
+    ("telemetry", &["otlp"]),
+    (
+        "telemetry.otlp",
+        &[
+            "endpoint",
+            "service_name",
+            "batch_size",
+            "queue_size",
+            "export_interval",
+            "timeout",
+        ],
+    ),
 ];
 
 /// The keys of each credential kind (`credentials.<name>.<kind>`).
@@ -177,8 +190,8 @@ fn distance(a: &[char], b: &[char]) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
