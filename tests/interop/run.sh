@@ -246,7 +246,7 @@ if python3 - "$work/proxy.log" <<'PY'
 import json, sys
 # upstream_status is left out when no upstream answered (a proxy-generated error).
 fields = {"timestamp", "level", "target", "message", "route", "method", "path", "version", "status", "duration_ms",
-          "bytes", "completed", "error_code", "x_ms_request_id", "x_ms_correlation_request_id"}
+          "bytes", "completed", "error_code", "x_ms_request_id", "x_ms_correlation_request_id", "trace_id"}
 access = []
 for line in open(sys.argv[1]):
     e = json.loads(line)  # every line is JSON
