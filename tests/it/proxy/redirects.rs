@@ -138,7 +138,15 @@ async fn rewritten_urls_keep_a_strip_prefix_routes_prefix() {
 async fn a_host_with_an_invalid_port_is_400_and_never_reaches_a_rewritten_location() {
     let _trace = trace_init();
     let world = World::new().await;
-    let proxy = world.simple_proxy("ports").await;
+    // `[::1]` is allowed explicitly: by default only what the proxy listens on (127.0.0.1) is.
+    let proxy = TestProxy::start(&format!(
+        "allowed_hosts: [localhost, 127.0.0.1, \"[::1]\"]\n{}",
+        world.config(
+            &World::sp("sp", "ports"),
+            &world.route("arm", "/", "sp", "")
+        )
+    ))
+    .await;
     let lro = |host: &str| {
         format!(
             "PUT /lro HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
