@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::args::CheckConfigArgs;
 use super::exit::{EXIT_USAGE, fail};
-use crate::auth::CredentialOptions;
+use crate::auth::{CredentialOptions, UserAssignedId};
 use crate::env::Env;
 
 pub(super) fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
@@ -56,6 +56,12 @@ pub(super) fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
     for (name, spec) in &config.credentials {
         out.push_str(&format!("  credential {name}: {}\n", describe(spec)));
     }
+    if let Some(otlp) = &config.telemetry {
+        out.push_str(&format!(
+            "  spans exported over OTLP to {} (service {})\n",
+            otlp.endpoint, otlp.service_name
+        ));
+    }
     let _ = std::io::stdout().write_all(out.as_bytes());
     ExitCode::SUCCESS
 }
@@ -81,6 +87,18 @@ fn describe(spec: &CredentialOptions) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        CredentialOptions::ManagedIdentity(m) => match &m.user_assigned {
+            None => "managed_identity (system-assigned)".to_owned(),
+            Some(UserAssignedId::ClientId(id)) => {
+                format!("managed_identity (user-assigned, client_id {id})")
+            }
+            Some(UserAssignedId::ObjectId(id)) => {
+                format!("managed_identity (user-assigned, object_id {id})")
+            }
+            Some(UserAssignedId::ResourceId(id)) => {
+                format!("managed_identity (user-assigned, resource_id {id})")
+            }
+        },
         other => other.kind().to_owned(),
     }
 }

@@ -84,9 +84,21 @@ impl TraceContext {
 
     /// `00-<trace id>-<span id>-<flags>`, the `traceparent` the upstream receives.
     pub fn traceparent(&self) -> HeaderValue {
-        let text = format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let bytes = self
+            .trace_id
+            .0
+            .iter()
+            .chain(&self.span_id.0)
+            .chain(std::iter::once(&self.flags));
+        let slots = (3..35).step_by(2).chain((36..52).step_by(2)).chain([53]);
+        for (at, byte) in slots.zip(bytes) {
+            text[at] = HEX[usize::from(byte >> 4)];
+            text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        }
         // Hex digits and dashes only: always a valid header value.
-        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
+        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""))
     }
 
     /// Sets the upstream's `traceparent` on `headers`; the caller's `tracestate` stays only when its trace is

@@ -107,6 +107,29 @@ async fn the_managed_identity_example_uses_the_system_assigned_identity_when_no_
 }
 
 #[tokio::test]
+async fn check_config_says_which_managed_identity_the_example_uses() {
+    let _trace = trace_init();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/managed-identity.yaml");
+    for (client_id, says) in [
+        (None, "credential vm: managed_identity (system-assigned)"),
+        (
+            Some("7a0e4b3c-1111-2222-3333-444455556666"),
+            "credential vm: managed_identity (user-assigned, client_id 7a0e4b3c-1111-2222-3333-444455556666)",
+        ),
+    ] {
+        let (dir, imds) = (TempDir::new(), ClosedPort::new());
+        let mut cmd = command(dir.path(), &imds);
+        cmd.arg("check-config").arg("--config").arg(&example);
+        if let Some(id) = client_id {
+            cmd.env("AML_IDENTITY_CLIENT_ID", id);
+        }
+        let out = run_to_end(cmd).await;
+        assert_eq!(out.code(), Some(0), "{out:#?}");
+        assert!(out.stdout.contains(says), "{}", out.stdout);
+    }
+}
+
+#[tokio::test]
 async fn check_config_refuses_the_nil_guid_as_a_managed_identity() {
     let _trace = trace_init();
     let (dir, imds) = (TempDir::new(), ClosedPort::new());
