@@ -127,9 +127,7 @@ impl Admission {
         prepare_to_forward(route, req);
         Ok(())
     }
-}
 
-impl Admission {
     /// A refused Host in a request sent in forward-proxy form means the caller mistook this proxy for a forward
     /// proxy: the answer keeps its code and status, with a message saying how to call a reverse proxy.
     fn explain_forward_proxy<B>(&self, req: &Request<B>, e: ProxyError) -> ProxyError {
