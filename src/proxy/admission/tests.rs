@@ -155,3 +155,37 @@ fn paths() {
     }
     assert!(check_path(&Method::CONNECT, "/").is_err());
 }
+
+#[test]
+fn forward_proxy_requests_are_told_how_to_call_a_reverse_proxy() {
+    let admission =
+        Admission::new(None, allowlist()).served_at(&Listen::Tcp("0.0.0.0:8080".parse().unwrap()));
+    assert_eq!(admission.base_url(), Some("http://127.0.0.1:8080"));
+    let message = |mut req: Request<()>| match admission.check(&mut req) {
+        Err(ProxyError::HostNotAllowed(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    // HTTP/1.1 absolute form (curl -x, HTTP_PROXY).
+    let absolute = message(req(Some("example.com"), "http://example.com/x"));
+    assert!(
+        absolute.starts_with(
+            "this is a reverse proxy, not a forward proxy: it does not fetch URLs of example.com"
+        ) && absolute.contains("as http://127.0.0.1:8080/<path>"),
+        "{absolute}"
+    );
+    // CONNECT (HTTPS_PROXY).
+    let mut connect = req(Some("example.com:443"), "example.com:443");
+    *connect.method_mut() = Method::CONNECT;
+    assert!(message(connect).contains("it does not open tunnels to example.com"));
+    // A foreign Host on an origin-form request, and any HTTP/2 request, keep the DNS-rebinding explanation.
+    assert!(message(req(Some("example.com"), "/x")).contains("DNS-rebinding"));
+    let mut h2 = req(None, "http://example.com/x");
+    *h2.version_mut() = http::Version::HTTP_2;
+    assert!(message(h2).contains("DNS-rebinding"));
+
+    let v6 =
+        Admission::new(None, allowlist()).served_at(&Listen::Tcp("[::]:9000".parse().unwrap()));
+    assert_eq!(v6.base_url(), Some("http://[::1]:9000"));
+    let unix = Admission::new(None, allowlist()).served_at(&Listen::Unix("/run/p.sock".into()));
+    assert_eq!(unix.base_url(), Some("http://localhost"));
+}
