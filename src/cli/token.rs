@@ -21,6 +21,9 @@ pub(super) fn token(args: TokenArgs, env: Arc<dyn Env>) -> ExitCode {
         args.log.log_format,
         Some(args.log.log_level.as_deref().unwrap_or("warn")),
     );
+    if let Err(message) = crate::config::check_scope(&args.scope) {
+        return fail(EXIT_USAGE, format!("--scope: {message}"));
+    }
     let config = match args.config.load(env.as_ref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),

@@ -24,7 +24,9 @@ use crate::env::Env;
 pub use crate::origin::HttpsOrigin;
 use crate::secret::Secret;
 
-pub use load::{MAX_CONFIG_BYTES, MAX_NESTING, default_allowed_hosts, from_yaml_str, load};
+pub use load::{
+    MAX_CONFIG_BYTES, MAX_NESTING, check_scope, default_allowed_hosts, from_yaml_str, load,
+};
 
 /// The default proxy listener.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);

@@ -319,6 +319,24 @@ routes:
     }
 }
 
+#[tokio::test]
+async fn token_refuses_a_scope_it_cannot_request_before_asking_anyone() {
+    let _trace = trace_init();
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    let mut cmd = command(dir.path(), &imds);
+    cmd.args(["token", "--scope", "https://ml.azure.com"]);
+    let out = run_to_end(cmd).await;
+    assert_eq!(out.code(), Some(64), "{out:#?}");
+    assert!(
+        out.stderr.contains(
+            "--scope: \"https://ml.azure.com\" is a resource, not a scope: write \"https://ml.azure.com/.default\""
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
+}
+
 // === log numbers ===
 
 /// Every `duration_ms` of the access lines, as written.

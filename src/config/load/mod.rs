@@ -384,6 +384,12 @@ pub fn default_allowed_hosts(listen: &Listen, admin_listen: SocketAddr) -> Vec<S
     hosts
 }
 
+/// Checks a scope the way a route's `scope` is checked: a resource's default scope, `<resource>/.default`, with a
+/// usable resource. The message says what to write instead.
+pub fn check_scope(scope: &str) -> Result<(), String> {
+    syntax::check_route_scope(scope)
+}
+
 /// A parser error as one problem, with the line and column.
 fn syntax_error(error: &serde_yaml::Error) -> String {
     let text = error.to_string();
