@@ -9,7 +9,8 @@ use super::{
     AzureCliCredential, AzureCliCredentialOptions, ChainCredential, ChainSource,
     ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
     ClientSecretCredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
-    EnvironmentCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    EnvironmentCredential, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     SdkAuthFileCredential, SdkAuthFileCredentialOptions, TokenCredential, UnavailableCredential,
     UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
@@ -30,6 +31,8 @@ pub enum CredentialOptions {
     AzureCli(AzureCliCredentialOptions),
     /// A user signed in with `aml-auth-proxy login` (device code).
     DeviceCode(DeviceCodeCredentialOptions),
+    /// A user signed in with `aml-auth-proxy login` in a web browser (authorization code with PKCE).
+    InteractiveBrowser(InteractiveBrowserCredentialOptions),
     /// The JSON written by `az ad sp create-for-rbac --sdk-auth`.
     SdkAuthFile(SdkAuthFileCredentialOptions),
     /// Sources tried in order; the first that can serve wins and sticks.
@@ -54,6 +57,7 @@ impl CredentialOptions {
             CredentialOptions::ManagedIdentity(_) => "managed_identity",
             CredentialOptions::AzureCli(_) => "azure_cli",
             CredentialOptions::DeviceCode(_) => "device_code",
+            CredentialOptions::InteractiveBrowser(_) => "interactive_browser",
             CredentialOptions::SdkAuthFile(_) => "sdk_auth_file",
             CredentialOptions::Chain(_) => "chain",
         }
@@ -67,6 +71,7 @@ impl CredentialOptions {
             CredentialOptions::WorkloadIdentity(o) => o.tenant_id.as_deref(),
             CredentialOptions::AzureCli(o) => o.tenant_id.as_deref(),
             CredentialOptions::DeviceCode(o) => o.tenant_id.as_deref(),
+            CredentialOptions::InteractiveBrowser(o) => o.tenant_id.as_deref(),
             _ => None,
         }
     }
@@ -105,6 +110,9 @@ pub fn build_credentials(
             CredentialOptions::DeviceCode(o) => {
                 Arc::new(DeviceCodeCredential::new(o, entra.clone()).with_name(name.clone()))
             }
+            CredentialOptions::InteractiveBrowser(o) => Arc::new(
+                InteractiveBrowserCredential::new(o, entra.clone()).with_name(name.clone()),
+            ),
             CredentialOptions::SdkAuthFile(o) => Arc::new(SdkAuthFileCredential::new(o, entra)),
             CredentialOptions::Chain(sources) => {
                 chains.push((name, sources));
@@ -188,6 +196,7 @@ fn build_chain(
                             tenant_id: None,
                             client_id: None,
                             cache_file: PathBuf::from(home).join(".aml-auth-proxy/tokens.json"),
+                            config_file: None,
                         };
                         Arc::new(DeviceCodeCredential::new(options, entra.clone()))
                     }

@@ -104,6 +104,7 @@ impl Bed {
             tenant_id: Some(tenant.to_owned()),
             client_id: None,
             cache_file: dir.path().join("cache/tokens.json"),
+            config_file: None,
         };
         DeviceCodeCredential::new(spec, aad.entra_client())
             .with_name("me")
@@ -670,6 +671,7 @@ async fn login_command_prints_the_code_on_stderr_and_writes_a_private_cache_file
         tenant_id: Some("cli-ok".into()),
         client_id: None,
         cache_file: cache.clone(),
+        config_file: None,
     };
     let cred = DeviceCodeCredential::new(spec, aad.entra_client());
     cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();

@@ -18,6 +18,7 @@ fn credential(name: Option<&str>) -> DeviceCodeCredential {
         tenant_id: None,
         client_id: None,
         cache_file: PathBuf::from("/nonexistent/tokens.json"),
+        config_file: None,
     };
     let credential = DeviceCodeCredential::new(options, entra());
     match name {
@@ -67,7 +68,7 @@ fn scopes_are_decorated_once() {
 #[test]
 fn device_code_request_sends_client_and_decorated_scope() {
     assert_eq!(
-        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM).expose()),
+        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM, None).expose()),
         owned(&[
             ("client_id", DEFAULT_CLIENT_ID),
             (

@@ -9,7 +9,7 @@ use super::walk::{Field, Walker, child, either};
 use crate::auth::{
     AzureCliCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
     ClientSecretCredentialOptions, CredentialOptions, DeviceCodeCredentialOptions,
-    ManagedIdentityCredentialOptions, SdkAuthFileCredentialOptions, UserAssignedId,
+    InteractiveBrowserCredentialOptions, ManagedIdentityCredentialOptions, SdkAuthFileCredentialOptions, UserAssignedId,
     WorkloadIdentityCredentialOptions,
 };
 
@@ -29,18 +29,19 @@ struct CycleSearch<'g, 'a> {
 }
 
 /// The kind keys, in the order messages list them.
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "client_secret",
     "client_certificate",
     "workload_identity",
     "managed_identity",
     "azure_cli",
     "device_code",
+    "interactive_browser",
     "sdk_auth_file",
     "chain",
 ];
 
-/// Where `device_code` persists its refresh token unless `cache_file` says otherwise.
+/// Where `device_code` and `interactive_browser` persist their refresh token unless `cache_file` says otherwise.
 const DEFAULT_CACHE_FILE: &str = "~/.aml-auth-proxy/tokens.json";
 
 /// The built-in chain source names, for messages.
@@ -107,6 +108,7 @@ fn credential(
             "managed_identity" => managed_identity(w, p, v),
             "azure_cli" => azure_cli(w, p, v),
             "device_code" => device_code(w, p, v),
+            "interactive_browser" => interactive_browser(w, p, v),
             "sdk_auth_file" => sdk_auth_file(w, p, v),
             "chain" => chain(w, p, v, name, names),
             _ => return false,
@@ -303,7 +305,55 @@ fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credenti
         tenant_id: ids.tenant_id.optional()?,
         client_id: ids.client_id.optional()?,
         cache_file: cache_file?,
+        config_file: None,
     }))
+}
+
+/// `interactive_browser: { tenant_id, client_id, cache_file, login_hint, domain_hint, redirect_port, timeout }`,
+/// all optional.
+fn interactive_browser(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
+    let mut ids = TenantAndClient::default();
+    let (mut cache_file, mut login_hint, mut domain_hint) =
+        (Field::Absent, Field::Absent, Field::Absent);
+    let (mut redirect_port, mut timeout) = (Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "cache_file" => cache_file.set(w.path(p, v)),
+            "login_hint" => login_hint.set(w.checked(p, v, check_id)),
+            "domain_hint" => domain_hint.set(w.checked(p, v, check_tenant_id)),
+            "redirect_port" => redirect_port.set(port(w, p, v)),
+            "timeout" => timeout.set(w.positive_duration(p, v)),
+            _ => return ids.take(w, key, p, v),
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    let cache_file = match cache_file {
+        Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
+        given => given.valid(),
+    };
+    Some(CredentialOptions::InteractiveBrowser(
+        InteractiveBrowserCredentialOptions {
+            tenant_id: ids.tenant_id.optional()?,
+            client_id: ids.client_id.optional()?,
+            cache_file: cache_file?,
+            login_hint: login_hint.optional()?,
+            domain_hint: domain_hint.optional()?,
+            redirect_port: redirect_port.or(0)?,
+            timeout: timeout.or(InteractiveBrowserCredentialOptions::DEFAULT_TIMEOUT)?,
+            config_file: None,
+        },
+    ))
+}
+
+/// A TCP port, 0 to 65535 (0: any free port).
+fn port(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<u16> {
+    let n = w.count(path, value)?;
+    u16::try_from(n)
+        .map_err(|_| w.problem(path, format!("expected a port from 0 to 65535 (got {n})")))
+        .ok()
 }
 
 /// `sdk_auth_file: { path }`: a private, readable JSON file (parsed later, by the credential).

@@ -120,8 +120,25 @@ pub fn from_yaml_str(
         ConfigError::single(file.clone(), "", format!("invalid YAML merge key: {e}"))
     })?;
     let mut w = Walker::new(env, base_dir);
-    let config = document(&mut w, &root, origin);
+    let config = document(&mut w, &root, origin).map(name_config_file);
     w.finish(file, config)
+}
+
+/// Gives the credentials whose messages name a command to run (`aml-auth-proxy login`) the configuration file, so
+/// that the command works as printed: `--config FILE`, made absolute so it works from any directory.
+fn name_config_file(mut config: Config) -> Config {
+    let ConfigOrigin::File(file) = &config.origin else {
+        return config;
+    };
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+    for options in config.credentials.values_mut() {
+        match options {
+            CredentialOptions::DeviceCode(o) => o.config_file = Some(file.clone()),
+            CredentialOptions::InteractiveBrowser(o) => o.config_file = Some(file.clone()),
+            _ => {}
+        }
+    }
+    config
 }
 
 /// The built-in default (no configuration file): ARM at `/` with the default credential chain.
