@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    AzureCliCredential, AzureCliCredentialOptions, ChainCredential, ChainSource,
+    AzureCliCredential, AzureCliCredentialOptions, AzureDeveloperCliCredential,
+    AzureDeveloperCliCredentialOptions, AzurePowerShellCredential, AzurePowerShellCredentialOptions,
+    ChainCredential, ChainSource,
     ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
     ClientSecretCredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
     EnvironmentCredential, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
@@ -15,6 +17,9 @@ use super::{
     UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use crate::env::Env;
+
+/// Where the built-in `device_code` and `interactive_browser` sources keep the refresh token, under `$HOME`.
+const DEFAULT_CACHE_FILE: &str = ".aml-auth-proxy/tokens.json";
 
 /// One named credential (`credentials.<name>` in configuration): its kind and that kind's options.
 #[derive(Debug)]
@@ -29,6 +34,10 @@ pub enum CredentialOptions {
     ManagedIdentity(ManagedIdentityCredentialOptions),
     /// The Azure CLI's signed-in account.
     AzureCli(AzureCliCredentialOptions),
+    /// The Azure Developer CLI's signed-in account.
+    AzureDeveloperCli(AzureDeveloperCliCredentialOptions),
+    /// Azure PowerShell's signed-in account.
+    AzurePowerShell(AzurePowerShellCredentialOptions),
     /// A user signed in with `aml-auth-proxy login` (device code).
     DeviceCode(DeviceCodeCredentialOptions),
     /// A user signed in with `aml-auth-proxy login` in a web browser (authorization code with PKCE).
@@ -56,6 +65,8 @@ impl CredentialOptions {
             CredentialOptions::WorkloadIdentity(_) => "workload_identity",
             CredentialOptions::ManagedIdentity(_) => "managed_identity",
             CredentialOptions::AzureCli(_) => "azure_cli",
+            CredentialOptions::AzureDeveloperCli(_) => "azure_developer_cli",
+            CredentialOptions::AzurePowerShell(_) => "azure_powershell",
             CredentialOptions::DeviceCode(_) => "device_code",
             CredentialOptions::InteractiveBrowser(_) => "interactive_browser",
             CredentialOptions::SdkAuthFile(_) => "sdk_auth_file",
@@ -70,6 +81,8 @@ impl CredentialOptions {
             CredentialOptions::ClientCertificate(o) => Some(&o.tenant_id),
             CredentialOptions::WorkloadIdentity(o) => o.tenant_id.as_deref(),
             CredentialOptions::AzureCli(o) => o.tenant_id.as_deref(),
+            CredentialOptions::AzureDeveloperCli(o) => o.tenant_id.as_deref(),
+            CredentialOptions::AzurePowerShell(o) => o.tenant_id.as_deref(),
             CredentialOptions::DeviceCode(o) => o.tenant_id.as_deref(),
             CredentialOptions::InteractiveBrowser(o) => o.tenant_id.as_deref(),
             _ => None,
@@ -107,6 +120,12 @@ pub fn build_credentials(
                 Arc::new(ManagedIdentityCredential::new(o, env, entra.http().clone()))
             }
             CredentialOptions::AzureCli(o) => Arc::new(AzureCliCredential::new(o, env)),
+            CredentialOptions::AzureDeveloperCli(o) => {
+                Arc::new(AzureDeveloperCliCredential::new(o, env))
+            }
+            CredentialOptions::AzurePowerShell(o) => {
+                Arc::new(AzurePowerShellCredential::new(o, env))
+            }
             CredentialOptions::DeviceCode(o) => {
                 Arc::new(DeviceCodeCredential::new(o, entra.clone()).with_name(name.clone()))
             }
@@ -190,12 +209,37 @@ fn build_chain(
                     AzureCliCredentialOptions::default(),
                     env,
                 )),
+                ChainSource::AzureDeveloperCli => Arc::new(AzureDeveloperCliCredential::new(
+                    AzureDeveloperCliCredentialOptions::default(),
+                    env,
+                )),
+                ChainSource::AzurePowerShell => Arc::new(AzurePowerShellCredential::new(
+                    AzurePowerShellCredentialOptions::default(),
+                    env,
+                )),
+                ChainSource::InteractiveBrowser => match env.non_empty("HOME") {
+                    Some(home) => {
+                        let options = InteractiveBrowserCredentialOptions::from_device_code(
+                            DeviceCodeCredentialOptions {
+                                tenant_id: None,
+                                client_id: None,
+                                cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
+                                config_file: None,
+                            },
+                        );
+                        Arc::new(InteractiveBrowserCredential::new(options, entra.clone()))
+                    }
+                    None => Arc::new(UnavailableCredential::new(
+                        "interactive_browser",
+                        "HOME is not set, so there is no default cache file (~/.aml-auth-proxy/tokens.json)",
+                    )),
+                },
                 ChainSource::DeviceCode => match env.non_empty("HOME") {
                     Some(home) => {
                         let options = DeviceCodeCredentialOptions {
                             tenant_id: None,
                             client_id: None,
-                            cache_file: PathBuf::from(home).join(".aml-auth-proxy/tokens.json"),
+                            cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
                             config_file: None,
                         };
                         Arc::new(DeviceCodeCredential::new(options, entra.clone()))

@@ -7,7 +7,8 @@ use serde_yaml::Value;
 use super::syntax::{check_id, check_name, check_subscription, check_tenant_id};
 use super::walk::{Field, Walker, child, either};
 use crate::auth::{
-    AzureCliCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
+    AzureCliCredentialOptions, AzureDeveloperCliCredentialOptions,
+    AzurePowerShellCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
     ClientSecretCredentialOptions, CredentialOptions, DeviceCodeCredentialOptions,
     InteractiveBrowserCredentialOptions, ManagedIdentityCredentialOptions, SdkAuthFileCredentialOptions, UserAssignedId,
     WorkloadIdentityCredentialOptions,
@@ -29,12 +30,14 @@ struct CycleSearch<'g, 'a> {
 }
 
 /// The kind keys, in the order messages list them.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 11] = [
     "client_secret",
     "client_certificate",
     "workload_identity",
     "managed_identity",
     "azure_cli",
+    "azure_developer_cli",
+    "azure_powershell",
     "device_code",
     "interactive_browser",
     "sdk_auth_file",
@@ -45,8 +48,7 @@ const KINDS: [&str; 9] = [
 const DEFAULT_CACHE_FILE: &str = "~/.aml-auth-proxy/tokens.json";
 
 /// The built-in chain source names, for messages.
-const BUILT_IN_SOURCES: &str =
-    "environment, workload_identity, managed_identity, azure_cli, device_code";
+const BUILT_IN_SOURCES: &str = "environment, workload_identity, managed_identity, azure_cli, azure_developer_cli, azure_powershell, device_code, interactive_browser";
 
 /// The credential names the document declares (valid or not), so references can be checked in document order.
 pub(super) fn declared_names(root: &Value) -> BTreeSet<String> {
@@ -107,6 +109,8 @@ fn credential(
             "workload_identity" => workload_identity(w, p, v),
             "managed_identity" => managed_identity(w, p, v),
             "azure_cli" => azure_cli(w, p, v),
+            "azure_developer_cli" => developer_tool(w, p, v, DeveloperTool::Azd),
+            "azure_powershell" => developer_tool(w, p, v, DeveloperTool::PowerShell),
             "device_code" => device_code(w, p, v),
             "interactive_browser" => interactive_browser(w, p, v),
             "sdk_auth_file" => sdk_auth_file(w, p, v),
@@ -281,6 +285,48 @@ fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credential
         subscription: subscription.optional()?,
         timeout: timeout.or(AzureCliCredentialOptions::DEFAULT_TIMEOUT)?,
     }))
+}
+
+/// The developer tools configured with `{ tenant_id, timeout }`.
+#[derive(Clone, Copy)]
+enum DeveloperTool {
+    Azd,
+    PowerShell,
+}
+
+/// `azure_developer_cli: { tenant_id, timeout }` or `azure_powershell: { tenant_id, timeout }`, all optional.
+fn developer_tool(
+    w: &mut Walker<'_>,
+    path: &str,
+    value: &Value,
+    tool: DeveloperTool,
+) -> Option<CredentialOptions> {
+    let (mut tenant_id, mut timeout) = (Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "timeout" => timeout.set(w.positive_duration(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    Some(match tool {
+        DeveloperTool::Azd => {
+            CredentialOptions::AzureDeveloperCli(AzureDeveloperCliCredentialOptions {
+                tenant_id: tenant_id.optional()?,
+                timeout: timeout.or(AzureDeveloperCliCredentialOptions::DEFAULT_TIMEOUT)?,
+            })
+        }
+        DeveloperTool::PowerShell => {
+            CredentialOptions::AzurePowerShell(AzurePowerShellCredentialOptions {
+                tenant_id: tenant_id.optional()?,
+                timeout: timeout.or(AzurePowerShellCredentialOptions::DEFAULT_TIMEOUT)?,
+            })
+        }
+    })
 }
 
 /// `device_code: { tenant_id, client_id, cache_file }`, all optional.
