@@ -29,6 +29,7 @@ mod exposure;
 mod faults;
 mod files;
 mod hardening;
+mod interactive_browser;
 mod managed_identity;
 mod proxy;
 mod reload;
