@@ -21,6 +21,7 @@ mod cli;
 mod client_certificate;
 mod credentials;
 mod deploy;
+mod developer_tools;
 mod device_code;
 mod docs;
 mod emulator;
