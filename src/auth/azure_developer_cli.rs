@@ -138,7 +138,12 @@ impl AzureDeveloperCliCredential {
     }
 
     /// How a non-zero exit of `azd` is reported (see the module docs).
-    fn failure(&self, stderr: &str, status: std::process::ExitStatus, scope: &str) -> CredentialError {
+    fn failure(
+        &self,
+        stderr: &str,
+        status: std::process::ExitStatus,
+        scope: &str,
+    ) -> CredentialError {
         let text = messages(stderr);
         if let Some(e) = aad_failure(SOURCE, &text, &self.login_command(Some(scope))) {
             return CredentialError::Failed(e);
@@ -278,12 +283,7 @@ fn messages(stderr: &str) -> String {
             text(json.pointer("/data/message")),
         ];
         for message in found.into_iter().flatten() {
-            out.extend(
-                message
-                    .lines()
-                    .map(clean_line)
-                    .filter(|l| !l.is_empty()),
-            );
+            out.extend(message.lines().map(clean_line).filter(|l| !l.is_empty()));
         }
     }
     out.join("\n")

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use super::{
     AzureCliCredential, AzureCliCredentialOptions, AzureDeveloperCliCredential,
-    AzureDeveloperCliCredentialOptions, AzurePowerShellCredential, AzurePowerShellCredentialOptions,
-    ChainCredential, ChainSource,
-    ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
-    ClientSecretCredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
-    EnvironmentCredential, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    SdkAuthFileCredential, SdkAuthFileCredentialOptions, TokenCredential, UnavailableCredential,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzureDeveloperCliCredentialOptions, AzurePowerShellCredential,
+    AzurePowerShellCredentialOptions, ChainCredential, ChainSource, ClientCertificateCredential,
+    ClientCertificateCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient, EnvironmentCredential,
+    InteractiveBrowserCredential, InteractiveBrowserCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, SdkAuthFileCredential, SdkAuthFileCredentialOptions,
+    TokenCredential, UnavailableCredential, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use crate::env::Env;
 

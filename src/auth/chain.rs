@@ -139,7 +139,9 @@ impl ChainSource {
             "azure_developer_cli" | "azuredeveloperclicredential" => {
                 single(ChainSource::AzureDeveloperCli)
             }
-            "azure_powershell" | "azurepowershellcredential" => single(ChainSource::AzurePowerShell),
+            "azure_powershell" | "azurepowershellcredential" => {
+                single(ChainSource::AzurePowerShell)
+            }
             "interactive_browser" | "interactivebrowsercredential" => {
                 single(ChainSource::InteractiveBrowser)
             }

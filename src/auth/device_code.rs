@@ -151,7 +151,9 @@ pub struct LoginOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// The device code expired (Entra ID said `expired_token`, or its lifetime passed) before the user finished.
-    #[error("the device code expired before the sign-in was completed; run the login command again")]
+    #[error(
+        "the device code expired before the sign-in was completed; run the login command again"
+    )]
     Expired,
     /// The user declined the sign-in (`authorization_declined`).
     #[error("the sign-in was declined")]
@@ -351,7 +353,11 @@ impl DeviceCodeCredential {
             }
             self.clock.sleep(interval).await;
             let form = device_poll_form(&self.client_id, &code.device_code, claims.as_deref());
-            let error = match self.entra.post_token(self.source, &self.tenant, &form).await {
+            let error = match self
+                .entra
+                .post_token(self.source, &self.tenant, &form)
+                .await
+            {
                 Ok((_token, refresh_token)) => return self.save_sign_in(refresh_token).await,
                 Err(e) => e,
             };
@@ -564,7 +570,9 @@ impl Credential for DeviceCodeCredential {
                 &request.scope,
                 request.claims_parameter().as_deref(),
             );
-            self.entra.post_token(self.source, &self.tenant, &form).await
+            self.entra
+                .post_token(self.source, &self.tenant, &form)
+                .await
         };
         let (token, rotated) = match result {
             Ok(tokens) => tokens,

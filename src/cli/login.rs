@@ -182,9 +182,9 @@ fn login_credential(config: &Config, named: Option<&str>) -> Result<(String, Tar
         .collect();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(
-            "the configuration has no interactive_browser or device_code credential".to_owned(),
-        ),
+        0 => {
+            Err("the configuration has no interactive_browser or device_code credential".to_owned())
+        }
         _ => Err(format!(
             "the configuration has several credentials that sign in ({}): choose one with --credential",
             found
@@ -216,7 +216,8 @@ fn find_opener(env: &dyn Env) -> Result<Opener, String> {
             argv: vec!["open".to_owned()],
         });
     }
-    let graphical = env.non_empty("DISPLAY").is_some() || env.non_empty("WAYLAND_DISPLAY").is_some();
+    let graphical =
+        env.non_empty("DISPLAY").is_some() || env.non_empty("WAYLAND_DISPLAY").is_some();
     if !graphical {
         return Err(
             "BROWSER is not set and there is no graphical session (DISPLAY and WAYLAND_DISPLAY are unset)"

@@ -114,10 +114,18 @@ async fn azd_and_pwsh_stand_ins_serve_requests_through_the_proxy() {
     let proxy = RunningProxy::start(&dir, &imds, &yaml, &[], &[("PATH", &path)]).await;
     for route in ["/azd/x", "/pwsh/x"] {
         let (status, _, body) = get(&proxy.url(route)).await;
-        assert_eq!(status, StatusCode::OK, "{route}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{route}: {}",
+            String::from_utf8_lossy(&body)
+        );
         let echo = json_body(&body);
         assert_eq!(echo["authorization"]["claims"]["tid"], "contoso", "{route}");
-        assert_eq!(echo["authorization"]["claims"]["aud"], "https://ml.azure.com");
+        assert_eq!(
+            echo["authorization"]["claims"]["aud"],
+            "https://ml.azure.com"
+        );
     }
     let out = proxy.stop().await;
     assert!(!out.stderr.contains(&access), "the token is never logged");
@@ -145,7 +153,9 @@ async fn azd_and_pwsh_stand_ins_serve_requests_through_the_proxy() {
     assert_eq!(pwsh[0].len(), 4, "one argument vector, no shell");
     let script = decoded_script(&pwsh[0][3]);
     assert!(
-        script.contains("$params = @{ 'ResourceUrl' = 'https://ml.azure.com'; 'WarningAction' = 'Ignore' }"),
+        script.contains(
+            "$params = @{ 'ResourceUrl' = 'https://ml.azure.com'; 'WarningAction' = 'Ignore' }"
+        ),
         "{script}"
     );
     assert!(script.contains("$tenantId = 'contoso'"), "{script}");
@@ -213,7 +223,12 @@ async fn azure_token_credentials_selects_the_built_in_chain() {
     );
 
     // dev: the developer tools (no `az` here, so azd wins).
-    for selection in ["dev", "  DeV ", "AzureDeveloperCliCredential", "azure_developer_cli"] {
+    for selection in [
+        "dev",
+        "  DeV ",
+        "AzureDeveloperCliCredential",
+        "azure_developer_cli",
+    ] {
         let out = builtin_token(&tools, selection).await;
         assert_eq!(out.code(), Some(0), "{selection:?}: {out:#?}");
         let answer: Value = serde_json::from_str(out.stdout.trim()).unwrap();
@@ -233,7 +248,10 @@ async fn azure_token_credentials_selects_the_built_in_chain() {
     // One source: only that one.
     let out = builtin_token(&tools, "AzureCliCredential").await;
     assert_eq!(out.code(), Some(1), "{out:#?}");
-    assert!(out.stderr.contains("azure_cli: Azure CLI not found"), "{out:#?}");
+    assert!(
+        out.stderr.contains("azure_cli: Azure CLI not found"),
+        "{out:#?}"
+    );
     assert!(!out.stderr.contains("environment"), "{out:#?}");
     assert_eq!(tools.invocations("azd").len(), runs, "azd was not asked");
 

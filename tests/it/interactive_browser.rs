@@ -60,7 +60,10 @@ impl Bed {
     /// `login --config <file> <args>` with `$BROWSER` set to `browser` (if any), started.
     fn login(&self, browser: Option<&Path>, args: &[&str]) -> ChildProc {
         let mut cmd = command(self.dir.path(), &self.imds);
-        cmd.arg("login").arg("--config").arg(&self.config).args(args);
+        cmd.arg("login")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
         if let Some(browser) = browser {
             cmd.env("BROWSER", browser);
         }
@@ -228,7 +231,10 @@ async fn chromium_signs_in_and_the_proxy_then_serves_that_users_token() {
         query_param(url, "code_challenge_method").as_deref(),
         Some("S256")
     );
-    assert_eq!(query_param(url, "response_mode").as_deref(), Some("form_post"));
+    assert_eq!(
+        query_param(url, "response_mode").as_deref(),
+        Some("form_post")
+    );
     let redirect = query_param(url, "redirect_uri").unwrap();
     assert!(
         redirect.starts_with("http://localhost:") && redirect.ends_with('/'),
@@ -255,8 +261,7 @@ async fn chromium_signs_in_and_the_proxy_then_serves_that_users_token() {
         1
     );
     assert_eq!(
-        stats["token_requests"]["by_grant"]["authorization_code"],
-        1,
+        stats["token_requests"]["by_grant"]["authorization_code"], 1,
         "{stats:#}"
     );
     assert!(
@@ -277,10 +282,7 @@ async fn chromium_signs_in_and_the_proxy_then_serves_that_users_token() {
     assert_eq!(claims["aud"], "https://ml.azure.com");
     assert_eq!(claims["idtyp"], "user");
     let stats = bed.stats();
-    assert_eq!(
-        stats["authorize_requests"]["total"], 1,
-        "no second sign-in"
-    );
+    assert_eq!(stats["authorize_requests"]["total"], 1, "no second sign-in");
     assert!(
         stats["token_requests"]["by_grant"]["refresh_token"]
             .as_u64()
@@ -343,7 +345,11 @@ async fn an_access_denied_redirect_exits_1_naming_it() {
     let child = bed.login(Some(&browser), &[]);
     let url = bed.opened_url().await;
     let (action, fields) = authorize(&url).await;
-    assert!(fields.iter().any(|(k, v)| k == "error" && v == "access_denied"));
+    assert!(
+        fields
+            .iter()
+            .any(|(k, v)| k == "error" && v == "access_denied")
+    );
     let (status, page) = form_post(&action, &fields).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("access_denied"), "{page}");
@@ -420,7 +426,8 @@ async fn without_a_browser_the_sign_in_falls_back_to_a_device_code() {
         assert_eq!(out.code(), Some(0), "{args:?}: {out:#?}");
         if args.is_empty() {
             assert!(
-                out.stderr.contains("no browser can be opened (BROWSER is not set"),
+                out.stderr
+                    .contains("no browser can be opened (BROWSER is not set"),
                 "{out:#?}"
             );
         }
@@ -449,7 +456,10 @@ async fn login_browser_signs_a_device_code_credential_in_with_a_browser() {
     let url_file = dir.path().join("url");
     let browser = dir.file(
         "browser.sh",
-        &format!("#!/bin/sh\nprintf '%s\\n' \"$1\" > '{}'\n", url_file.display()),
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" > '{}'\n",
+            url_file.display()
+        ),
         0o700,
     );
     let imds = ClosedPort::new();

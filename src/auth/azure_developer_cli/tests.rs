@@ -79,10 +79,15 @@ fn every_recorded_stderr_form_is_classified() {
     let stderr = format!("{}\n{}\n", lines[3], lines[4]);
     let e = test_support::failed(cred.failure(&stderr, exit(1), ARM), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(e.message.starts_with("fetching token: AADSTS50079:"), "{}", e.message);
     assert!(
+        e.message.starts_with("fetching token: AADSTS50079:"),
+        "{}",
         e.message
-            .ends_with(&format!("(sign in again: run `azd auth login --scope {ARM}`)")),
+    );
+    assert!(
+        e.message.ends_with(&format!(
+            "(sign in again: run `azd auth login --scope {ARM}`)"
+        )),
         "{}",
         e.message
     );
@@ -95,7 +100,11 @@ fn every_recorded_stderr_form_is_classified() {
     );
     assert!(matches!(e, CredentialError::Unavailable(_)));
     // Interpreter missing in a wrapper: not installed.
-    let e = cred.failure("/usr/bin/env: 'node': No such file or directory", exit(127), ARM);
+    let e = cred.failure(
+        "/usr/bin/env: 'node': No such file or directory",
+        exit(127),
+        ARM,
+    );
     assert!(
         test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found on PATH")
     );
@@ -109,8 +118,9 @@ async fn claims_are_refused_with_the_command_that_satisfies_them() {
     let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     assert!(
-        e.message
-            .contains(&format!("run `azd auth login --scope {ARM} --tenant-id t1`")),
+        e.message.contains(&format!(
+            "run `azd auth login --scope {ARM} --tenant-id t1`"
+        )),
         "{}",
         e.message
     );
@@ -120,11 +130,16 @@ async fn claims_are_refused_with_the_command_that_satisfies_them() {
 #[tokio::test]
 async fn bad_settings_and_scopes_are_rejected_before_anything_runs() {
     let cred = credential(Some("-evil"));
-    let e = test_support::failed(cred.token(&TokenRequest::new(ARM)).await.unwrap_err(), SOURCE);
+    let e = test_support::failed(
+        cred.token(&TokenRequest::new(ARM)).await.unwrap_err(),
+        SOURCE,
+    );
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     let cred = credential(None);
     let e = test_support::failed(
-        cred.token(&TokenRequest::new("--scope x")).await.unwrap_err(),
+        cred.token(&TokenRequest::new("--scope x"))
+            .await
+            .unwrap_err(),
         SOURCE,
     );
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);

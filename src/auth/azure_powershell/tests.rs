@@ -41,7 +41,10 @@ fn section(title: &str) -> String {
 #[test]
 fn the_encoded_command_is_azure_identitys_script() {
     let args = command_args("https://ml.azure.com", None);
-    assert_eq!(args[..3], ["-NoProfile", "-NonInteractive", "-EncodedCommand"]);
+    assert_eq!(
+        args[..3],
+        ["-NoProfile", "-NonInteractive", "-EncodedCommand"]
+    );
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(&args[3])
         .unwrap();
@@ -120,10 +123,18 @@ fn every_recorded_failure_is_classified() {
         SOURCE,
     );
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(e.message.ends_with("(sign in again: run `Connect-AzAccount`)"), "{}", e.message);
+    assert!(
+        e.message
+            .ends_with("(sign in again: run `Connect-AzAccount`)"),
+        "{}",
+        e.message
+    );
     let e = test_support::failed(cred.failure(b"", "something odd", exit(1)), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
-    assert_eq!(e.message, "Get-AzAccessToken failed (exit status 1): something odd");
+    assert_eq!(
+        e.message,
+        "Get-AzAccessToken failed (exit status 1): something odd"
+    );
 }
 
 #[test]

@@ -71,7 +71,9 @@ impl RedirectListener {
         let mut listeners = vec![v4];
         match TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))).await {
             Ok(v6) => listeners.push(v6),
-            Err(e) => tracing::debug!(error = %e, "no IPv6 loopback listener for the sign-in redirect"),
+            Err(e) => {
+                tracing::debug!(error = %e, "no IPv6 loopback listener for the sign-in redirect")
+            }
         }
         Ok(Self { listeners, port })
     }
@@ -172,7 +174,10 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
     let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
     let fields: Vec<(String, String)> = match *req.method() {
         Method::GET => form_urlencoded::parse(&query).into_owned().collect(),
-        Method::POST => match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Method::POST => match Limited::new(req.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
             Ok(body) => form_urlencoded::parse(&body.to_bytes())
                 .into_owned()
                 .collect(),

@@ -10,8 +10,8 @@ use crate::auth::{
     AzureCliCredentialOptions, AzureDeveloperCliCredentialOptions,
     AzurePowerShellCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
     ClientSecretCredentialOptions, CredentialOptions, DeviceCodeCredentialOptions,
-    InteractiveBrowserCredentialOptions, ManagedIdentityCredentialOptions, SdkAuthFileCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredentialOptions,
+    InteractiveBrowserCredentialOptions, ManagedIdentityCredentialOptions,
+    SdkAuthFileCredentialOptions, UserAssignedId, WorkloadIdentityCredentialOptions,
 };
 
 /// `tenant_id` and `client_id`, which several kinds take and check the same way.
