@@ -2,7 +2,7 @@
 //! (chains refer to other credentials by name).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{
@@ -106,6 +106,18 @@ pub fn build_credentials(
     env: &dyn Env,
     entra: &EntraClient,
 ) -> CredentialSet {
+    build_credentials_in(options, env, entra, None)
+}
+
+/// [`build_credentials`] for a configuration read from `config_file`: the chains' built-in `device_code` and
+/// `interactive_browser` sources name it in their hints (`aml-auth-proxy login --config FILE`), as configured
+/// credentials of those kinds do.
+pub fn build_credentials_in(
+    options: BTreeMap<String, CredentialOptions>,
+    env: &dyn Env,
+    entra: &EntraClient,
+    config_file: Option<&Path>,
+) -> CredentialSet {
     let mut set = CredentialSet::default();
     let mut chains = Vec::new();
     for (name, options) in options {
@@ -154,7 +166,7 @@ pub fn build_credentials(
                 _ => true,
             });
             if ready {
-                let chain = build_chain(&sources, &set, env, entra);
+                let chain = build_chain(&sources, &set, env, entra, config_file);
                 set.by_name.insert(name, Arc::new(chain));
             } else {
                 next.push((name, sources));
@@ -163,7 +175,7 @@ pub fn build_credentials(
         if next.len() == before {
             // Unresolvable references: build with what exists.
             for (name, sources) in next {
-                let chain = build_chain(&sources, &set, env, entra);
+                let chain = build_chain(&sources, &set, env, entra, config_file);
                 set.by_name.insert(name, Arc::new(chain));
             }
             break;
@@ -178,6 +190,7 @@ fn build_chain(
     set: &CredentialSet,
     env: &dyn Env,
     entra: &EntraClient,
+    config_file: Option<&Path>,
 ) -> ChainCredential {
     let built = sources
         .iter()
@@ -224,7 +237,7 @@ fn build_chain(
                                 tenant_id: None,
                                 client_id: None,
                                 cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
-                                config_file: None,
+                                config_file: config_file.map(Path::to_path_buf),
                             },
                         );
                         Arc::new(InteractiveBrowserCredential::new(options, entra.clone()))
@@ -240,7 +253,7 @@ fn build_chain(
                             tenant_id: None,
                             client_id: None,
                             cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
-                            config_file: None,
+                            config_file: config_file.map(Path::to_path_buf),
                         };
                         Arc::new(DeviceCodeCredential::new(options, entra.clone()))
                     }

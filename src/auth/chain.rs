@@ -302,6 +302,55 @@ mod tests {
         assert_eq!(winner(&chain), None);
     }
 
+    #[test]
+    fn azure_token_credentials_selects_sources_as_azure_identity_does() {
+        use ChainSource::*;
+        let select = |v: Option<&str>| ChainSource::token_credentials_chain(v);
+        assert_eq!(select(None).unwrap(), ChainSource::default_chain());
+        assert_eq!(select(Some("  ")).unwrap(), ChainSource::default_chain());
+        assert_eq!(
+            select(Some("prod")).unwrap(),
+            [Environment, WorkloadIdentity, ManagedIdentity]
+        );
+        assert_eq!(
+            select(Some("  DeV ")).unwrap(),
+            [AzureCli, AzureDeveloperCli, AzurePowerShell]
+        );
+        for (names, source) in [
+            (["environment", "EnvironmentCredential"], Environment),
+            (
+                ["workload_identity", "WorkloadIdentityCredential"],
+                WorkloadIdentity,
+            ),
+            (
+                ["managed_identity", "ManagedIdentityCredential"],
+                ManagedIdentity,
+            ),
+            (["azure_cli", "AzureCliCredential"], AzureCli),
+            (
+                ["azure_developer_cli", "AzureDeveloperCliCredential"],
+                AzureDeveloperCli,
+            ),
+            (
+                ["azure_powershell", "AzurePowershellCredential"],
+                AzurePowerShell,
+            ),
+            (
+                ["interactive_browser", "InteractiveBrowserCredential"],
+                InteractiveBrowser,
+            ),
+        ] {
+            for name in names {
+                assert_eq!(select(Some(name)).unwrap(), vec![source.clone()], "{name}");
+            }
+        }
+        for bad in ["bogus", "sharedtokencachecredential", "prod,dev"] {
+            let why = select(Some(bad)).unwrap_err();
+            assert!(why.contains(&format!("{bad:?}")), "{why}");
+            assert!(why.contains("expected dev, prod, or one source"), "{why}");
+        }
+    }
+
     #[tokio::test]
     async fn all_unavailable_lists_every_source() {
         let (a, b) = (Fake::new(unavailable), Fake::new(unavailable));

@@ -42,7 +42,7 @@ pub use crate::secret::Secret;
 pub use azure_cli::{AzureCliCredential, AzureCliCredentialOptions};
 pub use azure_developer_cli::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialOptions};
 pub use azure_powershell::{AzurePowerShellCredential, AzurePowerShellCredentialOptions};
-pub use build::{CredentialOptions, CredentialSet, build_credentials};
+pub use build::{CredentialOptions, CredentialSet, build_credentials, build_credentials_in};
 pub use certificate_file::ClientCertificate;
 pub use chain::{ChainCredential, ChainSource};
 pub use claims::{ClaimsChallengeError, decode_claims_challenge};

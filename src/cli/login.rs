@@ -23,9 +23,9 @@ use super::args::LoginArgs;
 use super::exit::{EXIT_FAILURE, EXIT_USAGE, fail};
 use super::setup::{block_on, entra_client, runtime};
 use crate::auth::{
-    CredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions, DeviceCodePrompt,
-    InteractiveBrowserCredential, InteractiveBrowserCredentialOptions, LoginError, LoginOptions,
-    LoginOutcome, decode_claims_challenge,
+    ChainSource, CredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions,
+    DeviceCodePrompt, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
+    LoginError, LoginOptions, LoginOutcome, decode_claims_challenge,
 };
 use crate::config::Config;
 use crate::env::Env;
@@ -58,7 +58,7 @@ pub(super) fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         Some(Ok(claims)) => Some(claims),
         Some(Err(e)) => return fail(EXIT_USAGE, format!("login: --claims-challenge: {e}")),
     };
-    let (name, target) = match login_credential(&config, args.credential.as_deref()) {
+    let (name, target) = match login_credential(&config, args.credential.as_deref(), env) {
         Ok(found) => found,
         Err(why) => return fail(EXIT_USAGE, format!("login: {why}")),
     };
@@ -155,8 +155,14 @@ fn report(name: &str, outcome: Result<LoginOutcome, LoginError>) -> ExitCode {
 }
 
 /// The credential to sign in: the one named, else the only `interactive_browser` or `device_code` credential in
-/// the configuration.
-fn login_credential(config: &Config, named: Option<&str>) -> Result<(String, Target), String> {
+/// the configuration, else a chain's built-in `interactive_browser` or `device_code` source (the built-in
+/// configuration with `AZURE_TOKEN_CREDENTIALS=interactive_browser`, say), which keeps its sign-in in
+/// `~/.aml-auth-proxy/tokens.json`.
+fn login_credential(
+    config: &Config,
+    named: Option<&str>,
+    env: &dyn Env,
+) -> Result<(String, Target), String> {
     let target = |spec: &CredentialOptions| match spec {
         CredentialOptions::DeviceCode(o) => Some(Target::DeviceCode(o.clone())),
         CredentialOptions::InteractiveBrowser(o) => Some(Target::Browser(o.clone())),
@@ -182,9 +188,9 @@ fn login_credential(config: &Config, named: Option<&str>) -> Result<(String, Tar
         .collect();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => {
+        0 => chain_source(config, env).unwrap_or_else(|| {
             Err("the configuration has no interactive_browser or device_code credential".to_owned())
-        }
+        }),
         _ => Err(format!(
             "the configuration has several credentials that sign in ({}): choose one with --credential",
             found
@@ -194,6 +200,36 @@ fn login_credential(config: &Config, named: Option<&str>) -> Result<(String, Tar
                 .join(", ")
         )),
     }
+}
+
+/// A chain's first built-in `interactive_browser` or `device_code` source, with its default cache file; an
+/// error when that needs `HOME` and it is not set.
+fn chain_source(config: &Config, env: &dyn Env) -> Option<Result<(String, Target), String>> {
+    let source = config.credentials.values().find_map(|spec| match spec {
+        CredentialOptions::Chain(sources) => sources
+            .iter()
+            .find(|s| matches!(s, ChainSource::InteractiveBrowser | ChainSource::DeviceCode)),
+        _ => None,
+    })?;
+    let Some(home) = env.non_empty("HOME") else {
+        return Some(Err(format!(
+            "the {} source keeps its sign-in in ~/.aml-auth-proxy/tokens.json, but HOME is not set",
+            source.name()
+        )));
+    };
+    let options = DeviceCodeCredentialOptions {
+        tenant_id: None,
+        client_id: None,
+        cache_file: PathBuf::from(home).join(".aml-auth-proxy/tokens.json"),
+        config_file: None,
+    };
+    let target = match source {
+        ChainSource::InteractiveBrowser => Target::Browser(
+            InteractiveBrowserCredentialOptions::from_device_code(options),
+        ),
+        _ => Target::DeviceCode(options),
+    };
+    Some(Ok((source.name().to_owned(), target)))
 }
 
 /// How this machine opens a URL: `$BROWSER`, else the platform's opener; an error says why there is none.

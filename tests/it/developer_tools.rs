@@ -269,54 +269,67 @@ async fn azure_token_credentials_selects_the_built_in_chain() {
 async fn the_printed_login_command_run_as_printed_succeeds() {
     let _trace = trace_init();
     let emulator = start().await;
-    let dir = TempDir::new();
-    let yaml = format!(
-        "authority_host: {}\ncredentials:\n  me:\n    interactive_browser: {{ cache_file: {} }}\nroutes:\n  - name: up\n    path_prefix: /\n    upstream: {}\n    scope: {ML}\n    credential: me\n",
-        emulator.urls().authority_host,
-        dir.path().join("tokens.json").display(),
-        emulator.urls().upstream,
-    );
-    dir.file("proxy.yaml", &yaml, 0o600);
-    let imds = ClosedPort::new();
+    // A configured interactive_browser credential, and a chain's built-in interactive_browser source (which keeps
+    // its sign-in under $HOME).
+    for (credentials, name) in [
+        (
+            "  me:\n    interactive_browser: { cache_file: tokens.json }\n",
+            Some("me"),
+        ),
+        ("  me:\n    chain: [interactive_browser]\n", None),
+    ] {
+        let dir = TempDir::new();
+        let yaml = format!(
+            "authority_host: {}\ncredentials:\n{credentials}routes:\n  - name: up\n    path_prefix: /\n    upstream: {}\n    scope: {ML}\n    credential: me\n",
+            emulator.urls().authority_host,
+            emulator.urls().upstream,
+        );
+        dir.file("proxy.yaml", &yaml, 0o600);
+        let imds = ClosedPort::new();
 
-    // Not signed in yet: the error names the command, with the configuration file (given relative here).
-    let mut cmd = command(dir.path(), &imds);
-    cmd.current_dir(dir.path())
-        .args(["token", "--config", "proxy.yaml", "--scope", ML]);
-    let out = run_to_end(cmd).await;
-    assert_eq!(out.code(), Some(1), "{out:#?}");
-    let hint = out
-        .stderr
-        .split('`')
-        .find(|s| s.starts_with("aml-auth-proxy login"))
-        .unwrap_or_else(|| panic!("no login command in {out:#?}"))
-        .to_owned();
-    let words: Vec<&str> = hint.split_whitespace().collect();
-    assert_eq!(
-        words,
-        [
+        // Not signed in yet: the error names the command, with the configuration file (given relative here).
+        let mut cmd = command(dir.path(), &imds);
+        cmd.current_dir(dir.path())
+            .args(["token", "--config", "proxy.yaml", "--scope", ML]);
+        let out = run_to_end(cmd).await;
+        assert_eq!(out.code(), Some(1), "{out:#?}");
+        let hint = out
+            .stderr
+            .split('`')
+            .find(|s| s.starts_with("aml-auth-proxy login"))
+            .unwrap_or_else(|| panic!("no login command in {out:#?}"))
+            .to_owned();
+        let words: Vec<&str> = hint.split_whitespace().collect();
+        let file = dir.path().join("proxy.yaml");
+        let mut expected = vec![
             "aml-auth-proxy",
             "login",
             "--config",
-            dir.path().join("proxy.yaml").to_str().unwrap(),
-            "--credential",
-            "me"
-        ]
-    );
+            file.to_str().unwrap(),
+        ];
+        if let Some(name) = name {
+            expected.extend(["--credential", name]);
+        }
+        assert_eq!(words, expected);
 
-    // Run exactly that, from another directory: no browser here, so it signs in with a device code.
-    assert_eq!(words[0], BIN.rsplit('/').next().unwrap());
-    let mut login = command(dir.path(), &imds);
-    login.current_dir("/").args(&words[1..]);
-    let out = run_to_end(login).await;
-    assert_eq!(out.code(), Some(0), "{hint}: {out:#?}");
+        // Run exactly that, from another directory: no browser here, so it signs in with a device code.
+        assert_eq!(words[0], BIN.rsplit('/').next().unwrap());
+        let mut login = command(dir.path(), &imds);
+        login.current_dir("/").args(&words[1..]);
+        let out = run_to_end(login).await;
+        assert_eq!(out.code(), Some(0), "{hint}: {out:#?}");
+        assert!(
+            out.stderr.contains("signing in with a device code instead"),
+            "{out:#?}"
+        );
 
-    // And now the token comes from the saved sign-in.
-    let mut cmd = command(dir.path(), &imds);
-    cmd.current_dir(dir.path())
-        .args(["token", "--config", "proxy.yaml", "--scope", ML]);
-    let out = run_to_end(cmd).await;
-    assert_eq!(out.code(), Some(0), "{out:#?}");
-    let answer: Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!(answer["source"], "interactive_browser");
+        // And now the token comes from the saved sign-in.
+        let mut cmd = command(dir.path(), &imds);
+        cmd.current_dir(dir.path())
+            .args(["token", "--config", "proxy.yaml", "--scope", ML]);
+        let out = run_to_end(cmd).await;
+        assert_eq!(out.code(), Some(0), "{out:#?}");
+        let answer: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_eq!(answer["source"], "interactive_browser");
+    }
 }

@@ -130,10 +130,9 @@ pub fn from_yaml_str(
 /// Gives the credentials whose messages name a command to run (`aml-auth-proxy login`) the configuration file, so
 /// that the command works as printed: `--config FILE`, made absolute so it works from any directory.
 fn name_config_file(mut config: Config) -> Config {
-    let ConfigOrigin::File(file) = &config.origin else {
+    let Some(file) = config.origin.file_for_hints() else {
         return config;
     };
-    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
     for options in config.credentials.values_mut() {
         match options {
             CredentialOptions::DeviceCode(o) => o.config_file = Some(file.clone()),
