@@ -120,6 +120,8 @@ impl RedirectListener {
                     connections.spawn(serve(stream, shared.clone()));
                 }
                 Some(verdict) = verdicts.recv() => break verdict,
+                // Answered connections are reaped as they end.
+                Some(_) = connections.join_next() => {}
                 () = &mut deadline => return Err(LoginError::TimedOut(timeout)),
             }
         };
