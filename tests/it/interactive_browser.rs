@@ -294,6 +294,39 @@ async fn chromium_signs_in_and_the_proxy_then_serves_that_users_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn chromium_follows_an_access_denied_redirect_and_login_exits_1_naming_it() {
+    let _trace = trace_init();
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let bed = Bed::new("").await;
+    bed.emulator
+        .add_fault(fault("conditional-access,on=authorize"));
+    let closed = ClosedPort::new();
+    let browser = chromium_browser(&bed.dir, &chromium, &closed);
+    let out = bed.login(Some(&browser), &[]).finish(EXIT_TIMEOUT).await;
+    let page = chromium_page(&bed.dir).await;
+    assert_eq!(out.code(), Some(1), "{out:#?}\nchromium showed:\n{page}");
+    assert!(
+        out.stderr
+            .contains("Entra ID refused the sign-in: access_denied: AADSTS53003"),
+        "{out:#?}"
+    );
+    assert!(page.contains("Sign-in failed"), "chromium showed:\n{page}");
+    assert!(!bed.cache_file().exists(), "nothing is saved");
+    let stats = bed.stats();
+    assert_eq!(
+        stats["authorize_requests"]["by_outcome"]["conditional_access"], 1,
+        "{stats:#}"
+    );
+    assert!(
+        stats["token_requests"]["by_grant"]
+            .get("authorization_code")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_scripted_browser_signs_in_over_a_query_redirect_and_stray_requests_are_ignored() {
     let _trace = trace_init();
     let bed = Bed::new(", domain_hint: contoso.example").await;
