@@ -297,3 +297,103 @@ fn html_escape(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends `request` (raw HTTP/1.1) to the listener's port; returns the status code and the body.
+    async fn send(port: u16, request: String) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text[9..12].parse().unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
+    }
+
+    fn get(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    }
+
+    fn post(body: &str) -> String {
+        format!(
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn only_a_response_with_this_state_and_a_code_completes_the_sign_in() {
+        let listener = RedirectListener::bind(0).await.unwrap();
+        let port = listener.port;
+        assert_eq!(listener.redirect_uri(), format!("http://localhost:{port}/"));
+        let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
+        // Neither code nor error, another path, another method, an oversized body: answered, and ignored.
+        assert_eq!(send(port, get("/")).await.0, 404);
+        assert_eq!(send(port, get("/favicon.ico?code=x&state=s1")).await.0, 404);
+        assert_eq!(
+            send(
+                port,
+                "PUT / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".into()
+            )
+            .await
+            .0,
+            405
+        );
+        let big = format!("code=c&state=s1&pad={}", "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(send(port, post(&big)).await.0, 413);
+        // The real thing.
+        let (status, page) = send(port, post("code=the-code&state=s1&session_state=z")).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("return to the terminal"), "{page}");
+        match waiting.await.unwrap() {
+            Ok(Redirect::Code(code)) => assert_eq!(code.expose(), "the-code"),
+            Ok(Redirect::Refused { error, .. }) => panic!("refused: {error}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_redirect_is_reported_with_its_description_made_printable() {
+        let listener = RedirectListener::bind(0).await.unwrap();
+        let port = listener.port;
+        let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
+        let (status, page) = send(
+            port,
+            get("/?error=access_denied&error_description=AADSTS65004%3A+User+declined%0D%0A%3Cscript%3E&state=s1"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(page.contains("&lt;script&gt;"), "escaped: {page}");
+        match waiting.await.unwrap() {
+            Ok(Redirect::Refused { error, description }) => {
+                assert_eq!(error, "access_denied");
+                assert_eq!(description, "AADSTS65004: User declined  <script>");
+            }
+            _ => panic!("expected the error redirect"),
+        }
+    }
+
+    #[tokio::test]
+    async fn another_state_ends_the_sign_in_and_silence_times_out() {
+        let listener = RedirectListener::bind(0).await.unwrap();
+        let port = listener.port;
+        let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
+        let (status, _) = send(port, post("code=c&state=s2")).await;
+        assert_eq!(status, 400);
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(LoginError::StateMismatch)
+        ));
+        let listener = RedirectListener::bind(0).await.unwrap();
+        let outcome = listener.wait("s1", Duration::from_millis(50)).await;
+        assert!(matches!(outcome, Err(LoginError::TimedOut(_))));
+    }
+}
