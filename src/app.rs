@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{Admin, RouteReadiness};
-use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials};
+use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials_in};
 use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
@@ -279,7 +279,12 @@ impl Live {
             .iter()
             .filter_map(|(name, spec)| Some((name.clone(), spec.tenant_id()?.to_owned())))
             .collect();
-        let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
+        let credentials = build_credentials_in(
+            config.credentials,
+            options.env.as_ref(),
+            &entra,
+            config.origin.file_for_hints().as_deref(),
+        );
         let mut policy = options.cache_policy.clone();
         policy.client_capabilities = config.cae;
         let cache = TokenCache::new(metrics.tokens.clone(), policy);
