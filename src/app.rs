@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{Admin, RouteReadiness};
-use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials};
+use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials_in};
 use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
@@ -288,7 +288,12 @@ impl Live {
             .iter()
             .filter_map(|(name, spec)| Some((name.clone(), spec.tenant_id()?.to_owned())))
             .collect();
-        let credentials = build_credentials(config.credentials, options.env.as_ref(), &entra);
+        let credentials = build_credentials_in(
+            config.credentials,
+            options.env.as_ref(),
+            &entra,
+            config.origin.file_for_hints().as_deref(),
+        );
         // Spans go to this configuration's exporter, which stops once the configuration is replaced and its
         // queue is sent.
         let spans = config

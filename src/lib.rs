@@ -19,7 +19,7 @@
 //!
 //! Beside the proxy, [`emulator`] is the second binary, `aml-azure-emulator`: a loopback stand-in of Entra ID,
 //! managed identity, ARM and Azure ML endpoints with failure switches. It uses nothing of the proxy but
-//! [`logging`], [`tls::provider`] and the crate root's mutex lock.
+//! [`logging`], [`tls::provider`] and the crate root's small helpers (`error_chain`, `lock`).
 //!
 //! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
 //! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets

@@ -327,7 +327,7 @@ impl Settings {
 }
 
 /// A scope az may be given: `[A-Za-z0-9_.:/-]+`, not starting with `-` (it would read as an option).
-fn is_valid_scope(scope: &str) -> bool {
+pub(super) fn is_valid_scope(scope: &str) -> bool {
     !scope.is_empty()
         && !scope.starts_with('-')
         && scope
@@ -336,7 +336,7 @@ fn is_valid_scope(scope: &str) -> bool {
 }
 
 /// A tenant az may be given: [`is_valid_tenant`], not starting with `-`.
-fn is_valid_tenant_arg(tenant: &str) -> bool {
+pub(super) fn is_valid_tenant_arg(tenant: &str) -> bool {
     is_valid_tenant(tenant) && !tenant.starts_with('-')
 }
 
@@ -479,7 +479,7 @@ fn aadsts_failure(stderr: &str, settings: &Settings, scope: &str) -> Option<Toke
 }
 
 /// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.
-fn aadsts_codes(text: &str) -> Vec<i64> {
+pub(super) fn aadsts_codes(text: &str) -> Vec<i64> {
     let mut codes = Vec::new();
     for (at, _) in text.match_indices("AADSTS") {
         let digits: String = text[at + 6..]
@@ -497,7 +497,7 @@ fn aadsts_codes(text: &str) -> Vec<i64> {
 }
 
 /// The value after `label` (`Trace ID: <uuid>`): one word of id characters.
-fn labelled(text: &str, label: &str) -> Option<String> {
+pub(super) fn labelled(text: &str, label: &str) -> Option<String> {
     let at = text.find(label)? + label.len();
     let value: String = text[at..]
         .trim_start()
@@ -509,7 +509,7 @@ fn labelled(text: &str, label: &str) -> Option<String> {
 }
 
 /// `Timestamp: 2026-02-17 18:39:09Z` → `2026-02-17 18:39:09Z`.
-fn labelled_timestamp(text: &str) -> Option<String> {
+pub(super) fn labelled_timestamp(text: &str) -> Option<String> {
     let at = text.find("Timestamp:")? + "Timestamp:".len();
     let mut words = text[at..].split_whitespace();
     let date = words.next()?;
@@ -542,7 +542,7 @@ fn claims_challenge(stderr: &str) -> Option<String> {
 
 /// The line that best says what went wrong: the CLI's first `ERROR:` line, else argparse's `az: error: …`, else the
 /// first non-blank line; cleaned.
-fn summary_line(stderr: &str) -> String {
+pub(super) fn summary_line(stderr: &str) -> String {
     let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
     lines()
         .find(|l| l.starts_with("ERROR:"))
@@ -554,7 +554,7 @@ fn summary_line(stderr: &str) -> String {
 
 /// One stderr line fit for an error message: the CLI's `ERROR:` label dropped, control characters removed,
 /// token-like words redacted, length bounded.
-fn clean_line(line: &str) -> String {
+pub(super) fn clean_line(line: &str) -> String {
     let line = line.trim();
     let line = line.strip_prefix("ERROR:").unwrap_or(line).trim();
     let words: Vec<&str> = line
@@ -584,7 +584,7 @@ fn looks_like_token(word: &str) -> bool {
 }
 
 /// Connection-level failures the CLI reports in plain text (no AADSTS code): retrying later may work.
-fn is_network_failure(line: &str) -> bool {
+pub(super) fn is_network_failure(line: &str) -> bool {
     const HINTS: &[&str] = &[
         "connection",
         "timed out",

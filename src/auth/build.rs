@@ -2,18 +2,24 @@
 //! (chains refer to other credentials by name).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{
-    AzureCliCredential, AzureCliCredentialOptions, ChainCredential, ChainSource,
-    ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
-    ClientSecretCredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
-    EnvironmentCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    SdkAuthFileCredential, SdkAuthFileCredentialOptions, TokenCredential, UnavailableCredential,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzureCliCredential, AzureCliCredentialOptions, AzureDeveloperCliCredential,
+    AzureDeveloperCliCredentialOptions, AzurePowerShellCredential,
+    AzurePowerShellCredentialOptions, ChainCredential, ChainSource, ClientCertificateCredential,
+    ClientCertificateCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient, EnvironmentCredential,
+    InteractiveBrowserCredential, InteractiveBrowserCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, SdkAuthFileCredential, SdkAuthFileCredentialOptions,
+    TokenCredential, UnavailableCredential, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use crate::env::Env;
+
+/// Where the built-in `device_code` and `interactive_browser` sources keep the refresh token, under `$HOME`.
+const DEFAULT_CACHE_FILE: &str = ".aml-auth-proxy/tokens.json";
 
 /// One named credential (`credentials.<name>` in configuration): its kind and that kind's options.
 #[derive(Debug)]
@@ -28,8 +34,14 @@ pub enum CredentialOptions {
     ManagedIdentity(ManagedIdentityCredentialOptions),
     /// The Azure CLI's signed-in account.
     AzureCli(AzureCliCredentialOptions),
+    /// The Azure Developer CLI's signed-in account.
+    AzureDeveloperCli(AzureDeveloperCliCredentialOptions),
+    /// Azure PowerShell's signed-in account.
+    AzurePowerShell(AzurePowerShellCredentialOptions),
     /// A user signed in with `aml-auth-proxy login` (device code).
     DeviceCode(DeviceCodeCredentialOptions),
+    /// A user signed in with `aml-auth-proxy login` in a web browser (authorization code with PKCE).
+    InteractiveBrowser(InteractiveBrowserCredentialOptions),
     /// The JSON written by `az ad sp create-for-rbac --sdk-auth`.
     SdkAuthFile(SdkAuthFileCredentialOptions),
     /// Sources tried in order; the first that can serve wins and sticks.
@@ -53,7 +65,10 @@ impl CredentialOptions {
             CredentialOptions::WorkloadIdentity(_) => "workload_identity",
             CredentialOptions::ManagedIdentity(_) => "managed_identity",
             CredentialOptions::AzureCli(_) => "azure_cli",
+            CredentialOptions::AzureDeveloperCli(_) => "azure_developer_cli",
+            CredentialOptions::AzurePowerShell(_) => "azure_powershell",
             CredentialOptions::DeviceCode(_) => "device_code",
+            CredentialOptions::InteractiveBrowser(_) => "interactive_browser",
             CredentialOptions::SdkAuthFile(_) => "sdk_auth_file",
             CredentialOptions::Chain(_) => "chain",
         }
@@ -66,7 +81,10 @@ impl CredentialOptions {
             CredentialOptions::ClientCertificate(o) => Some(&o.tenant_id),
             CredentialOptions::WorkloadIdentity(o) => o.tenant_id.as_deref(),
             CredentialOptions::AzureCli(o) => o.tenant_id.as_deref(),
+            CredentialOptions::AzureDeveloperCli(o) => o.tenant_id.as_deref(),
+            CredentialOptions::AzurePowerShell(o) => o.tenant_id.as_deref(),
             CredentialOptions::DeviceCode(o) => o.tenant_id.as_deref(),
+            CredentialOptions::InteractiveBrowser(o) => o.tenant_id.as_deref(),
             _ => None,
         }
     }
@@ -88,6 +106,18 @@ pub fn build_credentials(
     env: &dyn Env,
     entra: &EntraClient,
 ) -> CredentialSet {
+    build_credentials_in(options, env, entra, None)
+}
+
+/// [`build_credentials`] for a configuration read from `config_file`: the chains' built-in `device_code` and
+/// `interactive_browser` sources name it in their hints (`aml-auth-proxy login --config FILE`), as configured
+/// credentials of those kinds do.
+pub fn build_credentials_in(
+    options: BTreeMap<String, CredentialOptions>,
+    env: &dyn Env,
+    entra: &EntraClient,
+    config_file: Option<&Path>,
+) -> CredentialSet {
     let mut set = CredentialSet::default();
     let mut chains = Vec::new();
     for (name, options) in options {
@@ -102,9 +132,18 @@ pub fn build_credentials(
                 Arc::new(ManagedIdentityCredential::new(o, env, entra.http().clone()))
             }
             CredentialOptions::AzureCli(o) => Arc::new(AzureCliCredential::new(o, env)),
+            CredentialOptions::AzureDeveloperCli(o) => {
+                Arc::new(AzureDeveloperCliCredential::new(o, env))
+            }
+            CredentialOptions::AzurePowerShell(o) => {
+                Arc::new(AzurePowerShellCredential::new(o, env))
+            }
             CredentialOptions::DeviceCode(o) => {
                 Arc::new(DeviceCodeCredential::new(o, entra.clone()).with_name(name.clone()))
             }
+            CredentialOptions::InteractiveBrowser(o) => Arc::new(
+                InteractiveBrowserCredential::new(o, entra.clone()).with_name(name.clone()),
+            ),
             CredentialOptions::SdkAuthFile(o) => Arc::new(SdkAuthFileCredential::new(o, entra)),
             CredentialOptions::Chain(sources) => {
                 chains.push((name, sources));
@@ -127,7 +166,7 @@ pub fn build_credentials(
                 _ => true,
             });
             if ready {
-                let chain = build_chain(&sources, &set, env, entra);
+                let chain = build_chain(&sources, &set, env, entra, config_file);
                 set.by_name.insert(name, Arc::new(chain));
             } else {
                 next.push((name, sources));
@@ -136,7 +175,7 @@ pub fn build_credentials(
         if next.len() == before {
             // Unresolvable references: build with what exists.
             for (name, sources) in next {
-                let chain = build_chain(&sources, &set, env, entra);
+                let chain = build_chain(&sources, &set, env, entra, config_file);
                 set.by_name.insert(name, Arc::new(chain));
             }
             break;
@@ -151,6 +190,7 @@ fn build_chain(
     set: &CredentialSet,
     env: &dyn Env,
     entra: &EntraClient,
+    config_file: Option<&Path>,
 ) -> ChainCredential {
     let built = sources
         .iter()
@@ -182,12 +222,38 @@ fn build_chain(
                     AzureCliCredentialOptions::default(),
                     env,
                 )),
+                ChainSource::AzureDeveloperCli => Arc::new(AzureDeveloperCliCredential::new(
+                    AzureDeveloperCliCredentialOptions::default(),
+                    env,
+                )),
+                ChainSource::AzurePowerShell => Arc::new(AzurePowerShellCredential::new(
+                    AzurePowerShellCredentialOptions::default(),
+                    env,
+                )),
+                ChainSource::InteractiveBrowser => match env.non_empty("HOME") {
+                    Some(home) => {
+                        let options = InteractiveBrowserCredentialOptions::from_device_code(
+                            DeviceCodeCredentialOptions {
+                                tenant_id: None,
+                                client_id: None,
+                                cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
+                                config_file: config_file.map(Path::to_path_buf),
+                            },
+                        );
+                        Arc::new(InteractiveBrowserCredential::new(options, entra.clone()))
+                    }
+                    None => Arc::new(UnavailableCredential::new(
+                        "interactive_browser",
+                        "HOME is not set, so there is no default cache file (~/.aml-auth-proxy/tokens.json)",
+                    )),
+                },
                 ChainSource::DeviceCode => match env.non_empty("HOME") {
                     Some(home) => {
                         let options = DeviceCodeCredentialOptions {
                             tenant_id: None,
                             client_id: None,
-                            cache_file: PathBuf::from(home).join(".aml-auth-proxy/tokens.json"),
+                            cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
+                            config_file: config_file.map(Path::to_path_buf),
                         };
                         Arc::new(DeviceCodeCredential::new(options, entra.clone()))
                     }

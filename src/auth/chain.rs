@@ -29,6 +29,12 @@ pub enum ChainSource {
     AzureCli,
     /// The device-code sign-in cache.
     DeviceCode,
+    /// The Azure Developer CLI (`azd auth token`).
+    AzureDeveloperCli,
+    /// Azure PowerShell (`Get-AzAccessToken`).
+    AzurePowerShell,
+    /// The browser sign-in cache (`aml-auth-proxy login`; the same file as the device-code one).
+    InteractiveBrowser,
     /// Another configured credential, by name.
     Named(String),
 }
@@ -70,6 +76,9 @@ impl ChainSource {
             ChainSource::ManagedIdentity => "managed_identity",
             ChainSource::AzureCli => "azure_cli",
             ChainSource::DeviceCode => "device_code",
+            ChainSource::AzureDeveloperCli => "azure_developer_cli",
+            ChainSource::AzurePowerShell => "azure_powershell",
+            ChainSource::InteractiveBrowser => "interactive_browser",
             ChainSource::Named(n) => n,
         }
     }
@@ -82,6 +91,9 @@ impl ChainSource {
             "managed_identity" => ChainSource::ManagedIdentity,
             "azure_cli" => ChainSource::AzureCli,
             "device_code" => ChainSource::DeviceCode,
+            "azure_developer_cli" => ChainSource::AzureDeveloperCli,
+            "azure_powershell" => ChainSource::AzurePowerShell,
+            "interactive_browser" => ChainSource::InteractiveBrowser,
             other => ChainSource::Named(other.to_owned()),
         }
     }
@@ -94,6 +106,50 @@ impl ChainSource {
             ChainSource::ManagedIdentity,
             ChainSource::AzureCli,
         ]
+    }
+
+    /// The built-in default chain as `AZURE_TOKEN_CREDENTIALS` selects it, the way azure-identity reads the
+    /// variable (case-insensitive, surrounding blanks ignored): unset or blank → [`Self::default_chain`]; `prod` →
+    /// environment, workload identity, managed identity; `dev` → Azure CLI, Azure Developer CLI, Azure
+    /// PowerShell; one source's name — this proxy's (`azure_cli`) or azure-identity's (`AzureCliCredential`) —
+    /// → that source alone. Anything else is refused with the allowed values.
+    pub fn token_credentials_chain(selection: Option<&str>) -> Result<Vec<ChainSource>, String> {
+        let value = selection.unwrap_or_default().trim().to_ascii_lowercase();
+        let single = |source: ChainSource| Ok(vec![source]);
+        match value.as_str() {
+            "" => Ok(Self::default_chain()),
+            "prod" => Ok(vec![
+                ChainSource::Environment,
+                ChainSource::WorkloadIdentity,
+                ChainSource::ManagedIdentity,
+            ]),
+            "dev" => Ok(vec![
+                ChainSource::AzureCli,
+                ChainSource::AzureDeveloperCli,
+                ChainSource::AzurePowerShell,
+            ]),
+            "environment" | "environmentcredential" => single(ChainSource::Environment),
+            "workload_identity" | "workloadidentitycredential" => {
+                single(ChainSource::WorkloadIdentity)
+            }
+            "managed_identity" | "managedidentitycredential" => {
+                single(ChainSource::ManagedIdentity)
+            }
+            "azure_cli" | "azureclicredential" => single(ChainSource::AzureCli),
+            "azure_developer_cli" | "azuredeveloperclicredential" => {
+                single(ChainSource::AzureDeveloperCli)
+            }
+            "azure_powershell" | "azurepowershellcredential" => {
+                single(ChainSource::AzurePowerShell)
+            }
+            "interactive_browser" | "interactivebrowsercredential" => {
+                single(ChainSource::InteractiveBrowser)
+            }
+            _ => Err(format!(
+                "invalid value {:?}: expected dev, prod, or one source: environment, workload_identity, managed_identity, azure_cli, azure_developer_cli, azure_powershell, interactive_browser (azure-identity's names such as AzureCliCredential are accepted too)",
+                selection.unwrap_or_default().trim()
+            )),
+        }
     }
 }
 
@@ -244,6 +300,55 @@ mod tests {
         assert_eq!(e.attempts.len(), 2);
         assert_eq!(c.calls(), 0, "a failure stops the chain");
         assert_eq!(winner(&chain), None);
+    }
+
+    #[test]
+    fn azure_token_credentials_selects_sources_as_azure_identity_does() {
+        use ChainSource::*;
+        let select = |v: Option<&str>| ChainSource::token_credentials_chain(v);
+        assert_eq!(select(None).unwrap(), ChainSource::default_chain());
+        assert_eq!(select(Some("  ")).unwrap(), ChainSource::default_chain());
+        assert_eq!(
+            select(Some("prod")).unwrap(),
+            [Environment, WorkloadIdentity, ManagedIdentity]
+        );
+        assert_eq!(
+            select(Some("  DeV ")).unwrap(),
+            [AzureCli, AzureDeveloperCli, AzurePowerShell]
+        );
+        for (names, source) in [
+            (["environment", "EnvironmentCredential"], Environment),
+            (
+                ["workload_identity", "WorkloadIdentityCredential"],
+                WorkloadIdentity,
+            ),
+            (
+                ["managed_identity", "ManagedIdentityCredential"],
+                ManagedIdentity,
+            ),
+            (["azure_cli", "AzureCliCredential"], AzureCli),
+            (
+                ["azure_developer_cli", "AzureDeveloperCliCredential"],
+                AzureDeveloperCli,
+            ),
+            (
+                ["azure_powershell", "AzurePowershellCredential"],
+                AzurePowerShell,
+            ),
+            (
+                ["interactive_browser", "InteractiveBrowserCredential"],
+                InteractiveBrowser,
+            ),
+        ] {
+            for name in names {
+                assert_eq!(select(Some(name)).unwrap(), vec![source.clone()], "{name}");
+            }
+        }
+        for bad in ["bogus", "sharedtokencachecredential", "prod,dev"] {
+            let why = select(Some(bad)).unwrap_err();
+            assert!(why.contains(&format!("{bad:?}")), "{why}");
+            assert!(why.contains("expected dev, prod, or one source"), "{why}");
+        }
     }
 
     #[tokio::test]

@@ -18,7 +18,13 @@
 //! one could invalidate each other. The file is read on every refresh, so a `login` run while the proxy is up
 //! takes effect at the next refresh. When the refresh token no longer works (`invalid_grant`, interaction
 //! required, e.g. AADSTS50173 revoked), the error is `InteractionRequired` and says which `aml-auth-proxy login`
-//! command to run — with `--claims-challenge <base64>` when claims are involved.
+//! command to run — with `--claims-challenge <base64>` when claims are involved, and with `--config FILE` when the
+//! credential came from a configuration file, so that the command works as printed.
+//!
+//! The same refresh-token session serves the `interactive_browser` credential
+//! ([`InteractiveBrowserCredential`](crate::auth::InteractiveBrowserCredential)): it signs in with a browser
+//! instead of a device code (or with a device code when no browser can be opened) and then keeps its refresh token
+//! here, in the same file format, under its own kind name.
 
 mod cache;
 
@@ -80,6 +86,10 @@ pub struct DeviceCodeCredential {
     cache_file: PathBuf,
     /// The configured credential name, for the `login --credential NAME` hint.
     name: Option<String>,
+    /// The configuration file, for the `login --config FILE` hint.
+    config_file: Option<PathBuf>,
+    /// The kind errors and tokens name: `device_code`, or `interactive_browser` for a browser sign-in's session.
+    source: &'static str,
     entra: EntraClient,
     clock: Arc<dyn PollClock>,
     /// Held for the whole of a refresh (refreshes are serialised); holds a rotated refresh token that could not
@@ -96,6 +106,8 @@ pub struct DeviceCodeCredentialOptions {
     pub client_id: Option<String>,
     /// Where `login` persists the refresh token (0600).
     pub cache_file: PathBuf,
+    /// The configuration file the credential was read from, if any: hints name it (`login --config FILE`).
+    pub config_file: Option<PathBuf>,
 }
 
 /// What [`DeviceCodeCredential::login`] signs in for.
@@ -106,6 +118,9 @@ pub struct LoginOptions {
     pub scope: String,
     /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`](crate::auth::decode_claims_challenge)).
     pub claims: Option<String>,
+    /// Advertise the `CP1` client capability (merged into the `claims` parameter), as the proxy does when `cae`
+    /// is on.
+    pub client_capabilities: bool,
 }
 
 /// What the user is asked to do. Every field has had control characters removed (it is shown on a terminal).
@@ -137,7 +152,7 @@ pub struct LoginOutcome {
 pub enum LoginError {
     /// The device code expired (Entra ID said `expired_token`, or its lifetime passed) before the user finished.
     #[error(
-        "the device code expired before the sign-in was completed; run `aml-auth-proxy login` again"
+        "the device code expired before the sign-in was completed; run the login command again"
     )]
     Expired,
     /// The user declined the sign-in (`authorization_declined`).
@@ -154,6 +169,28 @@ pub enum LoginError {
     /// The sign-in succeeded but the refresh token could not be saved.
     #[error("signed in, but the refresh token could not be saved: {0}")]
     Cache(String),
+    /// No browser could be opened (the caller may fall back to a device code).
+    #[error("no browser could be opened: {0}")]
+    NoBrowser(String),
+    /// Entra ID redirected back with an error (`access_denied`, `interaction_required`, …).
+    #[error("Entra ID refused the sign-in: {error}: {description}")]
+    Refused {
+        /// Entra ID's `error`.
+        error: String,
+        /// Entra ID's `error_description` (control characters removed), or a placeholder.
+        description: String,
+    },
+    /// The redirect carried another `state` than this sign-in sent (a forged or stale redirect): refused.
+    #[error(
+        "the redirect to the sign-in listener carried a state that this sign-in did not send; refused (nothing was saved)"
+    )]
+    StateMismatch,
+    /// The browser sign-in was not completed in time.
+    #[error("the browser sign-in was not completed within {}; run the login command again (or use --device-code)", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    /// The loopback listener for the redirect could not be started, or the sign-in could not be prepared.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The clock the device flow waits on: real time in production, a virtual one in tests.
@@ -230,6 +267,8 @@ impl DeviceCodeCredential {
                 .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned()),
             cache_file: options.cache_file,
             name: None,
+            config_file: options.config_file,
+            source: SOURCE,
             entra,
             clock: Arc::new(TokioClock),
             refresh: tokio::sync::Mutex::new(None),
@@ -242,6 +281,27 @@ impl DeviceCodeCredential {
         self
     }
 
+    /// Reports under `source` (the kind of the credential this session serves, e.g. `interactive_browser`).
+    pub(crate) fn with_source(mut self, source: &'static str) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The tenant signed in to.
+    pub(crate) fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The public client signed in with.
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The Entra ID client.
+    pub(crate) fn entra(&self) -> &EntraClient {
+        &self.entra
+    }
+
     /// Waits between device-code polls on `clock` instead of tokio's (tests).
     pub fn with_clock(mut self, clock: Arc<dyn PollClock>) -> Self {
         self.clock = clock;
@@ -249,9 +309,14 @@ impl DeviceCodeCredential {
     }
 
     /// The command that signs this credential in again, e.g.
-    /// `aml-auth-proxy login --credential me --claims-challenge eyJ…` (claims: a JSON document, shown base64).
+    /// `aml-auth-proxy login --config /etc/proxy.yaml --credential me --claims-challenge eyJ…` (claims: a JSON
+    /// document, shown base64; `--config` when the credential came from a file).
     pub fn login_command(&self, claims: Option<&str>) -> String {
         let mut command = String::from("aml-auth-proxy login");
+        if let Some(file) = &self.config_file {
+            command.push_str(" --config ");
+            command.push_str(&shell_word(&file.to_string_lossy()));
+        }
         if let Some(name) = &self.name {
             command.push_str(" --credential ");
             command.push_str(name);
@@ -271,7 +336,10 @@ impl DeviceCodeCredential {
         prompt: impl FnOnce(&DeviceCodePrompt),
     ) -> Result<LoginOutcome, LoginError> {
         let started = self.clock.now();
-        let code = self.start_device_flow(&options.scope).await?;
+        let claims = options.claims_parameter();
+        let code = self
+            .start_device_flow(&options.scope, claims.as_deref())
+            .await?;
         prompt(&code.prompt);
         let deadline = started
             .checked_add(code.prompt.expires_in)
@@ -284,13 +352,13 @@ impl DeviceCodeCredential {
                 _ => return Err(LoginError::Expired),
             }
             self.clock.sleep(interval).await;
-            let form = device_poll_form(
-                &self.client_id,
-                &code.device_code,
-                options.claims.as_deref(),
-            );
-            let error = match self.entra.post_token(SOURCE, &self.tenant, &form).await {
-                Ok((_token, refresh_token)) => return self.finish_login(refresh_token).await,
+            let form = device_poll_form(&self.client_id, &code.device_code, claims.as_deref());
+            let error = match self
+                .entra
+                .post_token(self.source, &self.tenant, &form)
+                .await
+            {
+                Ok((_token, refresh_token)) => return self.save_sign_in(refresh_token).await,
                 Err(e) => e,
             };
             match PollError::of(&error) {
@@ -315,16 +383,20 @@ impl DeviceCodeCredential {
     }
 
     /// `POST /{tenant}/oauth2/v2.0/devicecode`.
-    async fn start_device_flow(&self, scope: &str) -> Result<DeviceCode, LoginError> {
-        let form = device_code_form(&self.client_id, scope);
+    async fn start_device_flow(
+        &self,
+        scope: &str,
+        claims: Option<&str>,
+    ) -> Result<DeviceCode, LoginError> {
+        let form = device_code_form(&self.client_id, scope, claims);
         let (host, response) = self
             .entra
-            .post_form(SOURCE, &self.tenant, "devicecode", &form)
+            .post_form(self.source, &self.tenant, "devicecode", &form)
             .await
             .map_err(LoginError::Token)?;
         if !response.status.is_success() {
             return Err(LoginError::Token(error_from_response(
-                SOURCE,
+                self.source,
                 &host,
                 response.status.as_u16(),
                 &response.headers,
@@ -333,14 +405,14 @@ impl DeviceCodeCredential {
         }
         parse_device_code(&response.body).map_err(|why| {
             LoginError::Token(TokenError::service_unavailable(
-                SOURCE,
+                self.source,
                 format!("{host} sent an unusable device-code response: {why}"),
             ))
         })
     }
 
-    /// Saves the refresh token of a successful sign-in.
-    async fn finish_login(
+    /// Saves the refresh token of a successful sign-in (device code or browser).
+    pub(crate) async fn save_sign_in(
         &self,
         refresh_token: Option<Secret>,
     ) -> Result<LoginOutcome, LoginError> {
@@ -431,8 +503,13 @@ impl DeviceCodeCredential {
             .filter(|c| !c.trim().is_empty())
             .or_else(|| request.claims.as_deref().map(str::to_owned));
         e.kind = TokenErrorKind::InteractionRequired;
+        let flow = if self.source == SOURCE {
+            "device-code"
+        } else {
+            "browser"
+        };
         e.message = format!(
-            "the device-code sign-in must be renewed: run `{}` ({})",
+            "the {flow} sign-in must be renewed: run `{}` ({})",
             self.login_command(claims.as_deref()),
             e.message
         );
@@ -449,7 +526,7 @@ impl Credential for DeviceCodeCredential {
             Ok(stored) => stored,
             Err(CacheError::Missing(path)) => {
                 return Err(CredentialError::unavailable(
-                    SOURCE,
+                    self.source,
                     format!(
                         "not signed in ({} does not exist): run `{}`",
                         path.display(),
@@ -459,7 +536,7 @@ impl Credential for DeviceCodeCredential {
             }
             Err(e) => {
                 return Err(CredentialError::rejected(
-                    SOURCE,
+                    self.source,
                     format!(
                         "cannot use the refresh-token cache: {e}; or sign in again with `{}`",
                         self.login_command(None)
@@ -469,7 +546,7 @@ impl Credential for DeviceCodeCredential {
         };
         if let Err(why) = self.check_owner(&stored) {
             return Err(CredentialError::unavailable(
-                SOURCE,
+                self.source,
                 format!(
                     "not signed in here: {why}; run `{}`",
                     self.login_command(None)
@@ -493,7 +570,9 @@ impl Credential for DeviceCodeCredential {
                 &request.scope,
                 request.claims_parameter().as_deref(),
             );
-            self.entra.post_token(SOURCE, &self.tenant, &form).await
+            self.entra
+                .post_token(self.source, &self.tenant, &form)
+                .await
         };
         let (token, rotated) = match result {
             Ok(tokens) => tokens,
@@ -515,7 +594,7 @@ impl Credential for DeviceCodeCredential {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        credential = self.name.as_deref().unwrap_or(SOURCE),
+                        credential = self.name.as_deref().unwrap_or(self.source),
                         error = %e,
                         "cannot save the rotated refresh token; keeping it in memory"
                     );
@@ -538,6 +617,7 @@ impl LoginOptions {
         Self {
             scope: scope.into(),
             claims: None,
+            client_capabilities: false,
         }
     }
 
@@ -545,6 +625,23 @@ impl LoginOptions {
     pub fn with_claims(mut self, claims: Option<String>) -> Self {
         self.claims = claims;
         self
+    }
+
+    /// Sets whether the `CP1` client capability is advertised.
+    pub fn with_client_capabilities(mut self, on: bool) -> Self {
+        self.client_capabilities = on;
+        self
+    }
+
+    /// The `claims` parameter of every sign-in request: the claims to satisfy merged with the client
+    /// capabilities, if any.
+    pub fn claims_parameter(&self) -> Option<String> {
+        let capabilities: &[&str] = if self.client_capabilities {
+            &[super::claims::CP1]
+        } else {
+            &[]
+        };
+        super::claims::with_capabilities(self.claims.as_deref(), capabilities)
     }
 }
 
@@ -616,11 +713,11 @@ pub(crate) fn decorate_scope(scope: &str) -> String {
     scopes.join(" ")
 }
 
-/// The device-code request: `client_id`, `scope` (decorated).
-pub(crate) fn device_code_form(client_id: &str, scope: &str) -> Secret {
+/// The device-code request: `client_id`, `scope` (decorated) and `claims` if any (as MSAL sends them).
+pub(crate) fn device_code_form(client_id: &str, scope: &str, claims: Option<&str>) -> Secret {
     form(
         &[("client_id", client_id), ("scope", &decorate_scope(scope))],
-        None,
+        claims,
     )
 }
 
@@ -688,8 +785,21 @@ fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
     })
 }
 
+/// `word` as one shell word: as is when it holds only characters no shell treats specially, else single-quoted.
+pub(crate) fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./:@%+=,-".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// `text` with control characters (terminal escapes, line breaks) replaced by spaces.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect::<String>()

@@ -5,18 +5,22 @@
 //! [`ChainCredential`] try its next source; `Failed` carries a classified [`TokenError`] and stops the chain.
 
 mod azure_cli;
+mod azure_developer_cli;
+mod azure_powershell;
 mod build;
 mod certificate_file;
 mod chain;
 pub(crate) mod claims;
 mod client_certificate;
 mod client_secret;
+mod developer_tool;
 pub(crate) mod device_code;
 mod entra_error;
 mod environment;
 mod error;
 pub(crate) mod expiry;
 mod http;
+mod interactive_browser;
 mod lenient_json;
 mod managed_identity;
 mod process;
@@ -36,7 +40,9 @@ use std::time::Duration;
 
 pub use crate::secret::Secret;
 pub use azure_cli::{AzureCliCredential, AzureCliCredentialOptions};
-pub use build::{CredentialOptions, CredentialSet, build_credentials};
+pub use azure_developer_cli::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialOptions};
+pub use azure_powershell::{AzurePowerShellCredential, AzurePowerShellCredentialOptions};
+pub use build::{CredentialOptions, CredentialSet, build_credentials, build_credentials_in};
 pub use certificate_file::ClientCertificate;
 pub use chain::{ChainCredential, ChainSource};
 pub use claims::{ClaimsChallengeError, decode_claims_challenge};
@@ -50,6 +56,7 @@ pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
 pub use http::{HttpClientOptions, TokenHttpClient};
+pub use interactive_browser::{InteractiveBrowserCredential, InteractiveBrowserCredentialOptions};
 pub use managed_identity::{
     DEFAULT_ARC_KEY_DIR, ImdsRetry, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     ManagedIdentitySource, UserAssignedId,

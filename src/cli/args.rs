@@ -35,7 +35,8 @@ pub(super) enum Command {
     CheckConfig(CheckConfigArgs),
     /// Acquire a token through the configured credential and print its details as JSON.
     Token(TokenArgs),
-    /// Sign in with a device code for a `device_code` credential and persist the refresh token.
+    /// Sign in (browser or device code) for an `interactive_browser` or `device_code` credential and persist the
+    /// refresh token.
     Login(LoginArgs),
     /// HTTP GET a URL; exit 0 on a 2xx answer (for exec probes in images without curl).
     Probe(ProbeArgs),
@@ -123,12 +124,18 @@ pub(super) struct TokenArgs {
 pub(super) struct LoginArgs {
     #[command(flatten)]
     pub(super) config: ConfigArg,
-    /// The `device_code` credential to sign in.
+    /// The `interactive_browser` or `device_code` credential to sign in; default: the only one.
     #[arg(long)]
     pub(super) credential: Option<String>,
     /// A claims challenge (base64) to satisfy during sign-in.
     #[arg(long, value_name = "B64")]
     pub(super) claims_challenge: Option<String>,
+    /// Sign in in a web browser ($BROWSER, else the platform's opener), whatever the credential's kind.
+    #[arg(long, conflicts_with = "device_code")]
+    pub(super) browser: bool,
+    /// Sign in with a device code, whatever the credential's kind.
+    #[arg(long)]
+    pub(super) device_code: bool,
 }
 
 #[derive(Debug, Args)]

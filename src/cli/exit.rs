@@ -22,3 +22,17 @@ pub(super) fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("aml-auth-proxy: {message}");
     ExitCode::from(code)
 }
+
+/// Parses the command line into `T`. On `--help` or `--version` clap prints and this is exit 0; on a usage error
+/// clap prints it and this is exit 64.
+pub fn parse_or_exit<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                ExitCode::SUCCESS
+            }
+            _ => ExitCode::from(EXIT_USAGE),
+        }
+    })
+}

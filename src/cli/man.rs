@@ -105,6 +105,13 @@ Used when neither \fB\-\-log\-level\fR nor \fBAML_AUTH_PROXY_LOG_LEVEL\fR is set
 .TP
 \fBAZURE_TENANT_ID\fR, \fBAZURE_CLIENT_ID\fR, \fBAZURE_CLIENT_SECRET\fR, \fBAZURE_CLIENT_CERTIFICATE_PATH\fR, \fBAZURE_FEDERATED_TOKEN_FILE\fR, \fBAZURE_AUTHORITY_HOST\fR
 Read by the credential sources, as the Azure SDKs read them (see the README).
+.TP
+\fBAZURE_TOKEN_CREDENTIALS\fR
+Without a configuration file: \fBprod\fR, \fBdev\fR or one source's name narrows the built\-in credential chain,
+as azure\-identity's DefaultAzureCredential does; any other value is exit 64.
+.TP
+\fBBROWSER\fR
+The command \fBlogin\fR opens the sign\-in page with.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR

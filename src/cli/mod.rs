@@ -23,27 +23,19 @@ mod tests;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::env::{Env, ProcessEnv};
 pub use args::Cli;
 use args::Command;
-pub use exit::{EXIT_FAILURE, EXIT_USAGE};
+pub use exit::{EXIT_FAILURE, EXIT_USAGE, parse_or_exit};
 pub use man::{man_page, write_man_pages};
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match exit::parse_or_exit::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
-                _ => ExitCode::from(EXIT_USAGE),
-            };
-        }
+        Err(code) => return code,
     };
     let env: Arc<dyn Env> = Arc::new(ProcessEnv);
     match cli.command {

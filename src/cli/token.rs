@@ -11,7 +11,7 @@ use serde_json::json;
 use super::args::TokenArgs;
 use super::exit::{EXIT_FAILURE, EXIT_USAGE, fail};
 use super::setup::{block_on, entra_client, runtime};
-use crate::auth::{CredentialSet, TokenRequest, build_credentials};
+use crate::auth::{CredentialSet, TokenRequest, build_credentials_in};
 use crate::config::Config;
 use crate::env::Env;
 use crate::logging;
@@ -99,5 +99,9 @@ fn credentials(config: Config, env: &dyn Env) -> Result<(CredentialSet, Vec<Stri
         let d = names.remove(pos);
         names.insert(0, d);
     }
-    Ok((build_credentials(config.credentials, env, &entra), names))
+    let file = config.origin.file_for_hints();
+    Ok((
+        build_credentials_in(config.credentials, env, &entra, file.as_deref()),
+        names,
+    ))
 }

@@ -238,6 +238,21 @@ impl Config {
     }
 }
 
+// === impl ConfigOrigin ===
+
+impl ConfigOrigin {
+    /// The file as commands printed in hints name it (`aml-auth-proxy login --config FILE`): absolute, so that the
+    /// command works from any directory. `None` for the built-in default.
+    pub fn file_for_hints(&self) -> Option<PathBuf> {
+        match self {
+            ConfigOrigin::File(file) => {
+                Some(std::path::absolute(file).unwrap_or_else(|_| file.clone()))
+            }
+            ConfigOrigin::BuiltIn => None,
+        }
+    }
+}
+
 // === impl Listen ===
 
 impl Listen {

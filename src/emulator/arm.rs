@@ -288,19 +288,19 @@ async fn answer(
     }
     let tenant = claims.get("tid").and_then(Value::as_str);
     let client = claims.get("appid").and_then(Value::as_str);
-    let decision = state.faults.decide(&Probe {
-        target: Target::Arm,
-        tenant,
-        client,
-        scope: None,
-        grant: None,
-        path: parts.uri.path(),
-        endpoint: operation.endpoint(),
-        action: operation.action().map(|(a, _)| a),
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::Arm,
+            tenant,
+            client,
+            scope: None,
+            grant: None,
+            path: parts.uri.path(),
+            endpoint: operation.endpoint(),
+            action: operation.action().map(|(a, _)| a),
+        })
+        .await;
     if let Some(kind) = &decision.failure {
         return fault_answer(state, kind, operation, &claims);
     }

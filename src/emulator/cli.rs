@@ -16,10 +16,8 @@ use super::{
     DEFAULT_IDENTITY_SECRET, DEFAULT_PORT, DEFAULT_TENANT, Emulator, EmulatorOptions,
     EndpointOptions, FaultSpec, StartError, WorkspaceOptions,
 };
+use crate::cli::EXIT_USAGE;
 use crate::logging::{self, LogFormat};
-
-/// Exit code for bad usage.
-const EXIT_USAGE: u8 = 64;
 
 /// aml-azure-emulator: a cloud-free stand-in of Entra ID, managed identity, Azure Resource Manager and Azure ML
 /// endpoints, with switches for the failures applications must handle (Conditional Access, MFA, CAE claims
@@ -108,17 +106,9 @@ pub fn command() -> clap::Command {
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match crate::cli::parse_or_exit::<Args>() {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
-                _ => ExitCode::from(EXIT_USAGE),
-            };
-        }
+        Err(code) => return code,
     };
     let _log = logging::init(args.log_format, args.log_level.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -341,19 +341,19 @@ async fn token(
             outcome: "invalid_tenant",
         }
     } else {
-        let decision = state.faults.decide(&Probe {
-            target: Target::Token,
-            tenant: Some(tenant),
-            client: client_id.as_deref(),
-            scope: first_resource_scope.as_deref(),
-            grant: Some(&grant),
-            path: parts.uri.path(),
-            endpoint: None,
-            action: None,
-        });
-        if !decision.delay.is_zero() {
-            tokio::time::sleep(decision.delay).await;
-        }
+        let decision = state
+            .faults
+            .decide_and_wait(&Probe {
+                target: Target::Token,
+                tenant: Some(tenant),
+                client: client_id.as_deref(),
+                scope: first_resource_scope.as_deref(),
+                grant: Some(&grant),
+                path: parts.uri.path(),
+                endpoint: None,
+                action: None,
+            })
+            .await;
         let lifetime = decision.lifetime.unwrap_or(state.settings.token_lifetime);
         match &decision.failure {
             Some(kind) => fault_answer(
@@ -454,8 +454,8 @@ struct TokenRequest<'a> {
     version: Version,
 }
 
-impl TokenRequest<'_> {
-    fn field(&self, name: &str) -> Option<&str> {
+impl<'a> TokenRequest<'a> {
+    fn field(&self, name: &str) -> Option<&'a str> {
         self.form
             .get(name)
             .map(String::as_str)
@@ -463,6 +463,14 @@ impl TokenRequest<'_> {
     }
 
     /// The parsed `claims` parameter, or the answer for a malformed one.
+    /// The client id, the grant's own field `name` and the optional claims: what the device-code and refresh-token
+    /// grants both need first.
+    fn grant_inputs(&self, name: &str) -> Result<(&'a str, &'a str, Option<Value>), Answer> {
+        let client_id = self.client_id.ok_or_else(|| missing("client_id"))?;
+        let value = self.field(name).ok_or_else(|| missing(name))?;
+        Ok((client_id, value, self.claims()?))
+    }
+
     fn claims(&self) -> Result<Option<Value>, Answer> {
         match self.field("claims") {
             None => Ok(None),
@@ -693,14 +701,8 @@ fn invalid_grant(code: u32, text: &str, outcome: &'static str) -> Answer {
 }
 
 fn device_code_grant(state: &State, request: &TokenRequest<'_>) -> Answer {
-    let Some(client_id) = request.client_id else {
-        return missing("client_id");
-    };
-    let Some(code) = request.field("device_code") else {
-        return missing("device_code");
-    };
-    let claims = match request.claims() {
-        Ok(c) => c,
+    let (client_id, code, claims) = match request.grant_inputs("device_code") {
+        Ok(inputs) => inputs,
         Err(answer) => return answer,
     };
     let pending_polls = state.settings.device_code_pending_polls;
@@ -852,14 +854,8 @@ fn authorization_code_grant(state: &State, request: &TokenRequest<'_>) -> Answer
 }
 
 fn refresh_token_grant(state: &State, request: &TokenRequest<'_>) -> Answer {
-    let Some(client_id) = request.client_id else {
-        return missing("client_id");
-    };
-    let Some(refresh) = request.field("refresh_token") else {
-        return missing("refresh_token");
-    };
-    let claims = match request.claims() {
-        Ok(c) => c,
+    let (client_id, refresh, claims) = match request.grant_inputs("refresh_token") {
+        Ok(inputs) => inputs,
         Err(answer) => return answer,
     };
     let grant = {
@@ -913,19 +909,19 @@ async fn device_code(state: &State, tenant: &str, req: Request<Incoming>) -> Res
     let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let client_id = field("client_id");
     let scope = field("scope");
-    let decision = state.faults.decide(&Probe {
-        target: Target::DeviceCode,
-        tenant: Some(tenant),
-        client: client_id,
-        scope: scope.and_then(|s| s.split_whitespace().find(|s| !RESERVED_SCOPES.contains(s))),
-        grant: None,
-        path: parts.uri.path(),
-        endpoint: None,
-        action: None,
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::DeviceCode,
+            tenant: Some(tenant),
+            client: client_id,
+            scope: scope.and_then(|s| s.split_whitespace().find(|s| !RESERVED_SCOPES.contains(s))),
+            grant: None,
+            path: parts.uri.path(),
+            endpoint: None,
+            action: None,
+        })
+        .await;
     let answer = match (decision.failure, client_id, scope) {
         (_, _, _) if !valid_tenant(tenant) => Answer {
             response: bad_request(
@@ -1216,21 +1212,21 @@ async fn authorize_answer(
             );
         }
     };
-    let decision = state.faults.decide(&Probe {
-        target: Target::Authorize,
-        tenant: Some(tenant),
-        client: Some(client_id),
-        scope: scope
-            .split_whitespace()
-            .find(|s| !RESERVED_SCOPES.contains(s)),
-        grant: None,
-        path,
-        endpoint: None,
-        action: None,
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::Authorize,
+            tenant: Some(tenant),
+            client: Some(client_id),
+            scope: scope
+                .split_whitespace()
+                .find(|s| !RESERVED_SCOPES.contains(s)),
+            grant: None,
+            path,
+            endpoint: None,
+            action: None,
+        })
+        .await;
     if let Some(kind) = decision.failure {
         let (error, code, text, outcome) = match kind {
             FaultKind::ConditionalAccess => (

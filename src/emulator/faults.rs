@@ -655,6 +655,15 @@ impl Faults {
         rules.rules.iter().find(|r| r.id == id).map(Rule::to_json)
     }
 
+    /// [`Faults::decide`], then the decided latency waited out before the caller answers.
+    pub(crate) async fn decide_and_wait(&self, probe: &Probe<'_>) -> Decision {
+        let decision = self.decide(probe);
+        if !decision.delay.is_zero() {
+            tokio::time::sleep(decision.delay).await;
+        }
+        decision
+    }
+
     /// Decides what `probe` gets. Failures and latency count as applied here; a claims challenge counts only when
     /// it is actually sent ([`Faults::challenged`]).
     pub(crate) fn decide(&self, probe: &Probe<'_>) -> Decision {

@@ -151,6 +151,18 @@ pub(crate) enum Presented {
     Rejected(Rejected),
 }
 
+// === impl Presented ===
+
+impl Presented {
+    /// What a resource tells the caller.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            Self::Missing => "An authorization header with a token is required",
+            Self::Rejected(why) => why.description(),
+        }
+    }
+}
+
 /// The verified claims of the request's bearer token.
 pub(crate) fn check_bearer(
     signer: &Signer,

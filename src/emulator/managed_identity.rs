@@ -161,19 +161,19 @@ async fn imds_answer(
             );
         }
     };
-    let decision = state.faults.decide(&Probe {
-        target: Target::Imds,
-        tenant: Some(&state.settings.tenant),
-        client: Some(&identity.client_id),
-        scope: Some(&resource),
-        grant: None,
-        path: req.uri().path(),
-        endpoint: None,
-        action: None,
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::Imds,
+            tenant: Some(&state.settings.tenant),
+            client: Some(&identity.client_id),
+            scope: Some(&resource),
+            grant: None,
+            path: req.uri().path(),
+            endpoint: None,
+            action: None,
+        })
+        .await;
     if let Some(kind) = decision.failure {
         let (response, outcome) = match kind {
             FaultKind::Throttle { retry_after } => (
@@ -370,19 +370,19 @@ async fn msi_answer(
             );
         }
     };
-    let decision = state.faults.decide(&Probe {
-        target: Target::Msi,
-        tenant: Some(&state.settings.tenant),
-        client: Some(&identity.client_id),
-        scope: Some(resource),
-        grant: None,
-        path: req.uri().path(),
-        endpoint: None,
-        action: None,
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::Msi,
+            tenant: Some(&state.settings.tenant),
+            client: Some(&identity.client_id),
+            scope: Some(resource),
+            grant: None,
+            path: req.uri().path(),
+            endpoint: None,
+            action: None,
+        })
+        .await;
     if let Some(kind) = decision.failure {
         return match kind {
             FaultKind::Throttle { retry_after } => (

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::faults::{ArmAction, FaultKind, Probe, Target, normalize_resource, now_secs};
-use super::jwt::{self, Presented};
+use super::jwt;
 use super::serve::{self, Body};
 use super::stats::Area;
 use super::{AuthMode, Endpoint, State};
@@ -95,13 +95,7 @@ async fn answer(
                     None,
                 );
             }
-            Err(Presented::Missing) => {
-                return (
-                    unauthorized("An authorization header with a token is required"),
-                    None,
-                );
-            }
-            Err(Presented::Rejected(why)) => return (unauthorized(why.description()), None),
+            Err(presented) => return (unauthorized(presented.description()), None),
         },
         AuthMode::AadToken => match jwt::check_bearer(&state.signer, &parts.headers, now) {
             Ok(c)
@@ -122,34 +116,28 @@ async fn answer(
                     None,
                 );
             }
-            Err(Presented::Missing) => {
-                return (
-                    unauthorized("An authorization header with a token is required"),
-                    None,
-                );
-            }
-            Err(Presented::Rejected(why)) => return (unauthorized(why.description()), None),
+            Err(presented) => return (unauthorized(presented.description()), None),
         },
     };
-    let decision = state.faults.decide(&Probe {
-        target: Target::Scoring,
-        tenant: claims
-            .as_ref()
-            .and_then(|c| c.get("tid"))
-            .and_then(Value::as_str),
-        client: claims
-            .as_ref()
-            .and_then(|c| c.get("appid"))
-            .and_then(Value::as_str),
-        scope: None,
-        grant: None,
-        path: parts.uri.path(),
-        endpoint: Some(&endpoint.name),
-        action: (endpoint.auth_mode == AuthMode::AadToken).then_some(ArmAction::Score),
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::Scoring,
+            tenant: claims
+                .as_ref()
+                .and_then(|c| c.get("tid"))
+                .and_then(Value::as_str),
+            client: claims
+                .as_ref()
+                .and_then(|c| c.get("appid"))
+                .and_then(Value::as_str),
+            scope: None,
+            grant: None,
+            path: parts.uri.path(),
+            endpoint: Some(&endpoint.name),
+            action: (endpoint.auth_mode == AuthMode::AadToken).then_some(ArmAction::Score),
+        })
+        .await;
     match &decision.failure {
         Some(FaultKind::Deny { action }) => {
             let oid = claims

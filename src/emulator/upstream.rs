@@ -57,19 +57,19 @@ async fn answer(state: &State, parts: &Parts, body: Incoming) -> (Response<Body>
         Err(Presented::Rejected(why)) => return (invalid_token(authority, why), None),
     };
     let audience = claims.get("aud").and_then(Value::as_str).map(str::to_owned);
-    let decision = state.faults.decide(&Probe {
-        target: Target::Upstream,
-        tenant: claims.get("tid").and_then(Value::as_str),
-        client: claims.get("appid").and_then(Value::as_str),
-        scope: audience.as_deref(),
-        grant: None,
-        path,
-        endpoint: None,
-        action: None,
-    });
-    if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
-    }
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target: Target::Upstream,
+            tenant: claims.get("tid").and_then(Value::as_str),
+            client: claims.get("appid").and_then(Value::as_str),
+            scope: audience.as_deref(),
+            grant: None,
+            path,
+            endpoint: None,
+            action: None,
+        })
+        .await;
     if let Some(kind) = &decision.failure {
         return (fault_answer(kind), audience);
     }

@@ -104,6 +104,7 @@ impl Bed {
             tenant_id: Some(tenant.to_owned()),
             client_id: None,
             cache_file: dir.path().join("cache/tokens.json"),
+            config_file: None,
         };
         DeviceCodeCredential::new(spec, aad.entra_client())
             .with_name("me")
@@ -670,6 +671,7 @@ async fn login_command_prints_the_code_on_stderr_and_writes_a_private_cache_file
         tenant_id: Some("cli-ok".into()),
         client_id: None,
         cache_file: cache.clone(),
+        config_file: None,
     };
     let cred = DeviceCodeCredential::new(spec, aad.entra_client());
     cred.get_token(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
@@ -697,7 +699,45 @@ async fn login_command_finds_the_only_device_code_credential_and_sends_the_claim
     assert_eq!(out.code(), Some(0), "{out:#?}");
     let polls = aad.requests_for("cli-claims");
     assert_eq!(polls.len(), 1);
-    assert_eq!(polls[0].form["claims"], claims);
+    // `cae` is on by default: the challenge's claims go with the CP1 capability merged in, in the device-code
+    // request and in the poll alike, as MSAL sends them.
+    let sent: Value = serde_json::from_str(&polls[0].form["claims"]).unwrap();
+    assert_eq!(
+        sent["access_token"]["acrs"],
+        serde_json::json!({"essential": true, "value": "c25"})
+    );
+    let capabilities = sent["access_token"]["xms_cc"]["values"].as_array().unwrap();
+    assert!(capabilities.iter().any(|v| v == "CP1"), "{sent}");
+    let started = aad.device_code_requests("cli-claims");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].form["claims"], polls[0].form["claims"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_command_sends_cp1_when_cae_is_on_and_nothing_when_it_is_off() {
+    let _trace = trace_init();
+    let aad = MockAad::start().await;
+    for (tenant, cae, expected) in [
+        (
+            "cli-cae-on",
+            "true",
+            Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#),
+        ),
+        ("cli-cae-off", "false", None),
+    ] {
+        let dir = TempDir::new();
+        let config = login_config(&dir, &aad, tenant, "");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("cae: {cae}\n{text}")).unwrap();
+        let out = run_login(&dir, &["--config", config.to_str().unwrap()]).await;
+        assert_eq!(out.code(), Some(0), "{out:#?}");
+        let started = aad.device_code_requests(tenant);
+        let polls = aad.requests_for(tenant);
+        assert_eq!((started.len(), polls.len()), (1, 1), "{tenant}");
+        for form in [&started[0].form, &polls[0].form] {
+            assert_eq!(form.get("claims").map(String::as_str), expected, "{tenant}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -739,11 +779,11 @@ async fn login_command_usage_and_configuration_problems_exit_64() {
         ),
         (
             vec!["--config", two.to_str().unwrap()],
-            "several device_code credentials (me, you): choose one with --credential",
+            "several credentials that sign in (me, you): choose one with --credential",
         ),
         (
             vec!["--config", none.to_str().unwrap()],
-            "no device_code credential",
+            "no interactive_browser or device_code credential",
         ),
         (
             vec!["--config", &cfg, "--claims-challenge", "%%%"],

@@ -18,6 +18,7 @@ fn credential(name: Option<&str>) -> DeviceCodeCredential {
         tenant_id: None,
         client_id: None,
         cache_file: PathBuf::from("/nonexistent/tokens.json"),
+        config_file: None,
     };
     let credential = DeviceCodeCredential::new(options, entra());
     match name {
@@ -67,7 +68,7 @@ fn scopes_are_decorated_once() {
 #[test]
 fn device_code_request_sends_client_and_decorated_scope() {
     assert_eq!(
-        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM).expose()),
+        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM, None).expose()),
         owned(&[
             ("client_id", DEFAULT_CLIENT_ID),
             (
@@ -513,4 +514,53 @@ fn bad_cache_files_are_explained_without_their_content() {
         r#"{"version":1,"authority":"a","tenant":"t","client_id":"c","refresh_token":"r","obtained_at":5,"extra":true}"#,
     );
     assert_eq!(cache::load(&path).unwrap().obtained_at, 5);
+}
+
+#[test]
+fn the_login_command_names_the_configuration_file_quoted_for_a_shell() {
+    let with_file = |file: &str| {
+        DeviceCodeCredential::new(
+            DeviceCodeCredentialOptions {
+                tenant_id: None,
+                client_id: None,
+                cache_file: PathBuf::from("/nonexistent/tokens.json"),
+                config_file: Some(PathBuf::from(file)),
+            },
+            entra(),
+        )
+        .with_name("me")
+    };
+    assert_eq!(
+        with_file("/etc/aml-auth-proxy/proxy.yaml").login_command(None),
+        "aml-auth-proxy login --config /etc/aml-auth-proxy/proxy.yaml --credential me"
+    );
+    assert_eq!(
+        with_file("/home/ada/my proxy/it's.yaml").login_command(None),
+        r#"aml-auth-proxy login --config '/home/ada/my proxy/it'\''s.yaml' --credential me"#
+    );
+    assert_eq!(
+        credential(None).login_command(None),
+        "aml-auth-proxy login",
+        "no file, no name: the built-in configuration"
+    );
+}
+
+#[test]
+fn sign_in_requests_carry_cp1_when_asked() {
+    let plain = LoginOptions::new(ARM);
+    assert_eq!(plain.claims_parameter(), None);
+    let cae = LoginOptions::new(ARM).with_client_capabilities(true);
+    assert_eq!(
+        cae.claims_parameter().as_deref(),
+        Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)
+    );
+    let form =
+        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM, cae.claims_parameter().as_deref()).expose());
+    assert_eq!(
+        form.last().map(|(k, v)| (k.as_str(), v.as_str())),
+        Some((
+            "claims",
+            r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#
+        ))
+    );
 }

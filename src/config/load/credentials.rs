@@ -7,10 +7,11 @@ use serde_yaml::Value;
 use super::syntax::{check_id, check_name, check_subscription, check_tenant_id};
 use super::walk::{Field, Walker, child, either};
 use crate::auth::{
-    AzureCliCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
+    AzureCliCredentialOptions, AzureDeveloperCliCredentialOptions,
+    AzurePowerShellCredentialOptions, ChainSource, ClientCertificateCredentialOptions,
     ClientSecretCredentialOptions, CredentialOptions, DeviceCodeCredentialOptions,
-    ManagedIdentityCredentialOptions, SdkAuthFileCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredentialOptions,
+    InteractiveBrowserCredentialOptions, ManagedIdentityCredentialOptions,
+    SdkAuthFileCredentialOptions, UserAssignedId, WorkloadIdentityCredentialOptions,
 };
 
 /// `tenant_id` and `client_id`, which several kinds take and check the same way.
@@ -29,23 +30,25 @@ struct CycleSearch<'g, 'a> {
 }
 
 /// The kind keys, in the order messages list them.
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 11] = [
     "client_secret",
     "client_certificate",
     "workload_identity",
     "managed_identity",
     "azure_cli",
+    "azure_developer_cli",
+    "azure_powershell",
     "device_code",
+    "interactive_browser",
     "sdk_auth_file",
     "chain",
 ];
 
-/// Where `device_code` persists its refresh token unless `cache_file` says otherwise.
+/// Where `device_code` and `interactive_browser` persist their refresh token unless `cache_file` says otherwise.
 const DEFAULT_CACHE_FILE: &str = "~/.aml-auth-proxy/tokens.json";
 
 /// The built-in chain source names, for messages.
-const BUILT_IN_SOURCES: &str =
-    "environment, workload_identity, managed_identity, azure_cli, device_code";
+const BUILT_IN_SOURCES: &str = "environment, workload_identity, managed_identity, azure_cli, azure_developer_cli, azure_powershell, device_code, interactive_browser";
 
 /// The credential names the document declares (valid or not), so references can be checked in document order.
 pub(super) fn declared_names(root: &Value) -> BTreeSet<String> {
@@ -106,7 +109,10 @@ fn credential(
             "workload_identity" => workload_identity(w, p, v),
             "managed_identity" => managed_identity(w, p, v),
             "azure_cli" => azure_cli(w, p, v),
+            "azure_developer_cli" => developer_tool(w, p, v, DeveloperTool::Azd),
+            "azure_powershell" => developer_tool(w, p, v, DeveloperTool::PowerShell),
             "device_code" => device_code(w, p, v),
+            "interactive_browser" => interactive_browser(w, p, v),
             "sdk_auth_file" => sdk_auth_file(w, p, v),
             "chain" => chain(w, p, v, name, names),
             _ => return false,
@@ -320,6 +326,48 @@ fn azure_cli(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credential
     }))
 }
 
+/// The developer tools configured with `{ tenant_id, timeout }`.
+#[derive(Clone, Copy)]
+enum DeveloperTool {
+    Azd,
+    PowerShell,
+}
+
+/// `azure_developer_cli: { tenant_id, timeout }` or `azure_powershell: { tenant_id, timeout }`, all optional.
+fn developer_tool(
+    w: &mut Walker<'_>,
+    path: &str,
+    value: &Value,
+    tool: DeveloperTool,
+) -> Option<CredentialOptions> {
+    let (mut tenant_id, mut timeout) = (Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "tenant_id" => tenant_id.set(w.checked(p, v, check_tenant_id)),
+            "timeout" => timeout.set(w.positive_duration(p, v)),
+            _ => return false,
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    Some(match tool {
+        DeveloperTool::Azd => {
+            CredentialOptions::AzureDeveloperCli(AzureDeveloperCliCredentialOptions {
+                tenant_id: tenant_id.optional()?,
+                timeout: timeout.or(AzureDeveloperCliCredentialOptions::DEFAULT_TIMEOUT)?,
+            })
+        }
+        DeveloperTool::PowerShell => {
+            CredentialOptions::AzurePowerShell(AzurePowerShellCredentialOptions {
+                tenant_id: tenant_id.optional()?,
+                timeout: timeout.or(AzurePowerShellCredentialOptions::DEFAULT_TIMEOUT)?,
+            })
+        }
+    })
+}
+
 /// `device_code: { tenant_id, client_id, cache_file }`, all optional.
 fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
     let mut ids = TenantAndClient::default();
@@ -342,7 +390,55 @@ fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credenti
         tenant_id: ids.tenant_id.optional()?,
         client_id: ids.client_id.optional()?,
         cache_file: cache_file?,
+        config_file: None,
     }))
+}
+
+/// `interactive_browser: { tenant_id, client_id, cache_file, login_hint, domain_hint, redirect_port, timeout }`,
+/// all optional.
+fn interactive_browser(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
+    let mut ids = TenantAndClient::default();
+    let (mut cache_file, mut login_hint, mut domain_hint) =
+        (Field::Absent, Field::Absent, Field::Absent);
+    let (mut redirect_port, mut timeout) = (Field::Absent, Field::Absent);
+    let is_map = w.fields(path, value, |w, key, p, v| {
+        match key {
+            "cache_file" => cache_file.set(w.path(p, v)),
+            "login_hint" => login_hint.set(w.checked(p, v, check_id)),
+            "domain_hint" => domain_hint.set(w.checked(p, v, check_tenant_id)),
+            "redirect_port" => redirect_port.set(port(w, p, v)),
+            "timeout" => timeout.set(w.positive_duration(p, v)),
+            _ => return ids.take(w, key, p, v),
+        }
+        true
+    });
+    if !is_map {
+        return None;
+    }
+    let cache_file = match cache_file {
+        Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
+        given => given.valid(),
+    };
+    Some(CredentialOptions::InteractiveBrowser(
+        InteractiveBrowserCredentialOptions {
+            tenant_id: ids.tenant_id.optional()?,
+            client_id: ids.client_id.optional()?,
+            cache_file: cache_file?,
+            login_hint: login_hint.optional()?,
+            domain_hint: domain_hint.optional()?,
+            redirect_port: redirect_port.or(0)?,
+            timeout: timeout.or(InteractiveBrowserCredentialOptions::DEFAULT_TIMEOUT)?,
+            config_file: None,
+        },
+    ))
+}
+
+/// A TCP port, 0 to 65535 (0: any free port).
+fn port(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<u16> {
+    let n = w.count(path, value)?;
+    u16::try_from(n)
+        .map_err(|_| w.problem(path, format!("expected a port from 0 to 65535 (got {n})")))
+        .ok()
 }
 
 /// `sdk_auth_file: { path }`: a private, readable JSON file (parsed later, by the credential).

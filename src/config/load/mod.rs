@@ -45,6 +45,9 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 pub use nesting::MAX_NESTING;
 
+/// The environment variable that selects the built-in chain's sources (`dev`, `prod`, or one source).
+const TOKEN_CREDENTIALS_VAR: &str = "AZURE_TOKEN_CREDENTIALS";
+
 /// The environment variable that overrides the cloud's authority host when the key is absent.
 const AUTHORITY_HOST_VAR: &str = "AZURE_AUTHORITY_HOST";
 
@@ -120,19 +123,40 @@ pub fn from_yaml_str(
         ConfigError::single(file.clone(), "", format!("invalid YAML merge key: {e}"))
     })?;
     let mut w = Walker::new(env, base_dir);
-    let config = document(&mut w, &root, origin);
+    let config = document(&mut w, &root, origin).map(name_config_file);
     w.finish(file, config)
+}
+
+/// Gives the credentials whose messages name a command to run (`aml-auth-proxy login`) the configuration file, so
+/// that the command works as printed: `--config FILE`, made absolute so it works from any directory.
+fn name_config_file(mut config: Config) -> Config {
+    let Some(file) = config.origin.file_for_hints() else {
+        return config;
+    };
+    for options in config.credentials.values_mut() {
+        match options {
+            CredentialOptions::DeviceCode(o) => o.config_file = Some(file.clone()),
+            CredentialOptions::InteractiveBrowser(o) => o.config_file = Some(file.clone()),
+            _ => {}
+        }
+    }
+    config
 }
 
 /// The built-in default (no configuration file): ARM at `/` with the default credential chain.
 pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
     let mut w = Walker::new(env, Path::new("."));
+    // AZURE_TOKEN_CREDENTIALS narrows the built-in chain as it does azure-identity's DefaultAzureCredential.
+    let chain = ChainSource::token_credentials_chain(env.var(TOKEN_CREDENTIALS_VAR).as_deref())
+        .map_err(|message| w.problem(TOKEN_CREDENTIALS_VAR, message))
+        .ok();
     let cloud = Cloud::AzureCloud;
     let authority_host = authority_host(&mut w, Field::Absent, cloud);
     let route = builtin_route(&mut w, cloud);
     let config = authority_host
         .zip(route)
-        .map(|(authority_host, route)| Config {
+        .zip(chain)
+        .map(|((authority_host, route), chain)| Config {
             listen: Listen::Tcp(DEFAULT_LISTEN),
             admin_listen: DEFAULT_ADMIN_LISTEN,
             expose: false,
@@ -149,7 +173,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
             limits: Limits::default(),
             credentials: BTreeMap::from([(
                 DEFAULT_CREDENTIAL.to_owned(),
-                CredentialOptions::Chain(ChainSource::default_chain()),
+                CredentialOptions::Chain(chain),
             )]),
             routes: vec![route],
             telemetry: None,

@@ -105,7 +105,21 @@ pub(super) const CREDENTIAL_KEYS: &[(&str, &[&str])] = &[
         &["client_id", "object_id", "resource_id", "endpoint"],
     ),
     ("azure_cli", &["tenant_id", "subscription", "timeout"]),
+    ("azure_developer_cli", &["tenant_id", "timeout"]),
+    ("azure_powershell", &["tenant_id", "timeout"]),
     ("device_code", &["tenant_id", "client_id", "cache_file"]),
+    (
+        "interactive_browser",
+        &[
+            "tenant_id",
+            "client_id",
+            "cache_file",
+            "login_hint",
+            "domain_hint",
+            "redirect_port",
+            "timeout",
+        ],
+    ),
     ("sdk_auth_file", &["path"]),
 ];
 
@@ -116,7 +130,10 @@ pub(super) const CREDENTIAL_KINDS: &[&str] = &[
     "workload_identity",
     "managed_identity",
     "azure_cli",
+    "azure_developer_cli",
+    "azure_powershell",
     "device_code",
+    "interactive_browser",
     "sdk_auth_file",
     "chain",
 ];

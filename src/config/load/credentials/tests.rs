@@ -14,7 +14,7 @@ fn credential_kinds_exactly_one() {
     assert_eq!(
         problems(&with_credential("    {}")),
         [
-            "credentials.sp: needs exactly one of: client_secret, client_certificate, workload_identity, managed_identity, azure_cli, device_code, sdk_auth_file, chain"
+            "credentials.sp: needs exactly one of: client_secret, client_certificate, workload_identity, managed_identity, azure_cli, azure_developer_cli, azure_powershell, device_code, interactive_browser, sdk_auth_file, chain"
         ]
     );
     assert_eq!(
@@ -204,7 +204,7 @@ routes:
         [
             "credentials.d.chain[0]: \"d\" is this credential itself",
             "credentials.d.chain[2]: duplicate entry \"azure_cli\"",
-            "credentials.d.chain[3]: no credential named \"nosuch\" (built-in sources: environment, workload_identity, managed_identity, azure_cli, device_code)",
+            "credentials.d.chain[3]: no credential named \"nosuch\" (built-in sources: environment, workload_identity, managed_identity, azure_cli, azure_developer_cli, azure_powershell, device_code, interactive_browser)",
             "credentials.e.chain: must not be empty",
             "credentials.a.chain: chain cycle: a -> b -> c -> a",
         ]
@@ -234,5 +234,92 @@ fn credential_names_may_not_shadow_built_in_chain_sources() {
             "credentials.azure_cli: \"azure_cli\" is the name of a built-in chain source"
         ),
         "{e}"
+    );
+}
+
+#[test]
+fn interactive_browser_and_developer_tools() {
+    let dir = TempDir::new();
+    let text =         "credentials:
+  me:
+    interactive_browser: { tenant_id: contoso.com, login_hint: ada@contoso.com, domain_hint: contoso.com, redirect_port: 8400, timeout: 2m, cache_file: t.json }
+  defaults:
+    interactive_browser: {}
+  azd:
+    azure_developer_cli: { tenant_id: contoso.com, timeout: 20s }
+  pwsh:
+    azure_powershell: {}
+  dev:
+    chain: [azure_developer_cli, azure_powershell, interactive_browser, me]
+routes:
+  - { name: r, path_prefix: /, upstream: https://h, scope: s, credential: dev }
+";
+    let path = dir.path().join("proxy.yaml");
+    let config = from_yaml_str(
+        text,
+        &MapEnv::new().with("HOME", "/home/ada"),
+        ConfigOrigin::File(path.clone()),
+        dir.path(),
+    )
+    .unwrap();
+    match &config.credentials["me"] {
+        CredentialOptions::InteractiveBrowser(o) => {
+            assert_eq!(o.tenant_id.as_deref(), Some("contoso.com"));
+            assert_eq!(o.login_hint.as_deref(), Some("ada@contoso.com"));
+            assert_eq!(o.domain_hint.as_deref(), Some("contoso.com"));
+            assert_eq!(o.redirect_port, 8400);
+            assert_eq!(o.timeout, Duration::from_secs(120));
+            assert_eq!(o.cache_file, dir.path().join("t.json"));
+            // Hints name the file the configuration came from.
+            assert_eq!(o.config_file.as_deref(), Some(path.as_path()));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &config.credentials["defaults"] {
+        CredentialOptions::InteractiveBrowser(o) => {
+            assert_eq!(
+                (o.tenant_id.as_deref(), o.client_id.as_deref()),
+                (None, None)
+            );
+            assert_eq!(o.redirect_port, 0);
+            assert_eq!(o.timeout, Duration::from_secs(300));
+            assert_eq!(
+                o.cache_file,
+                Path::new("/home/ada/.aml-auth-proxy/tokens.json")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &config.credentials["azd"] {
+        CredentialOptions::AzureDeveloperCli(o) => {
+            assert_eq!(o.tenant_id.as_deref(), Some("contoso.com"));
+            assert_eq!(o.timeout, Duration::from_secs(20));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &config.credentials["pwsh"] {
+        CredentialOptions::AzurePowerShell(o) => {
+            assert_eq!(o.tenant_id, None);
+            assert_eq!(o.timeout, Duration::from_secs(10));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        problems(&with_credential(
+            "    interactive_browser: { redirect_port: 70000, timeout: 0s, tenant_id: \"a b\", prompt: none }"
+        )),
+        [
+            "credentials.sp.interactive_browser.redirect_port: expected a port from 0 to 65535 (got 70000)",
+            "credentials.sp.interactive_browser.timeout: must be greater than zero",
+            "credentials.sp.interactive_browser.tenant_id: invalid tenant id \"a b\": use letters, digits, `.` and `-`",
+            "credentials.sp.interactive_browser.prompt: unknown key `prompt`",
+            "credentials.sp.interactive_browser.cache_file: cannot expand ~/.aml-auth-proxy/tokens.json: HOME is not set",
+        ]
+    );
+    assert_eq!(
+        problems(&with_credential(
+            "    azure_powershell: { subscription: x }"
+        )),
+        ["credentials.sp.azure_powershell.subscription: unknown key `subscription`"]
     );
 }

@@ -1,0 +1,293 @@
+//! The Azure Developer CLI's signed-in account: `azd auth token --output json --no-prompt --scope <scope>
+//! [--tenant-id T]`.
+//!
+//! `azd` is found and run as `process` runs every tool (on the `PATH` of the [`Env`], as an argument vector without
+//! a shell, in its own process group, output bounded, killed with its group at the configured timeout), with
+//! `NO_COLOR=true`. It prints `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}` (RFC 3339, read as UTC).
+//!
+//! Failures: azd writes them to stderr as JSON lines whose shape changed between versions
+//! (`{"error","message","suggestion"}` from 1.24; `{"type":"consoleMessage","data":{"message"}}` before), or as
+//! plain text. Their messages are read out, then:
+//! - `azd` missing → unavailable; "not logged in, run `azd auth login`" (no AADSTS code) → unavailable, naming the
+//!   command, so a chain moves on;
+//! - AADSTS codes → classified like an Entra ID error; a person-must-act failure names `azd auth login --scope …`;
+//! - anything else → `CredentialRejected` with the first message line (`TokenServiceUnavailable` for network
+//!   failures).
+//!
+//! A claims challenge is not sent to azd: the credential answers `InteractionRequired` naming
+//! `azd auth login --scope …`, which signs in again and so satisfies the policy. stdout is never echoed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::azure_cli::{
+    clean_line, is_network_failure, is_valid_scope, is_valid_tenant_arg, summary_line,
+};
+use super::developer_tool::{aad_failure, access_token, claims_unsupported};
+use super::lenient_json::{self, WireError};
+use super::process::Tool;
+use super::{
+    AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
+};
+use crate::env::Env;
+
+const SOURCE: &str = "azure_developer_cli";
+
+/// `azd`, as `process` runs it.
+const AZD: Tool = Tool {
+    source: SOURCE,
+    name: "azd",
+    display: "Azure Developer CLI",
+    env: &[("NO_COLOR", "true")],
+    program: None,
+    search_path: None,
+    output_limit: AzureDeveloperCliCredential::DEFAULT_OUTPUT_LIMIT,
+};
+
+/// The `azure_developer_cli` credential.
+#[derive(Debug)]
+pub struct AzureDeveloperCliCredential {
+    /// The checked `--tenant-id`, or why it is unusable.
+    tenant_id: Result<Option<String>, String>,
+    tool: Tool,
+    timeout: Duration,
+}
+
+/// Settings of an [`AzureDeveloperCliCredential`] (`azure_developer_cli: { tenant_id, timeout }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureDeveloperCliCredentialOptions {
+    /// `--tenant-id`.
+    pub tenant_id: Option<String>,
+    /// Time allowed for `azd` to answer.
+    pub timeout: Duration,
+}
+
+/// What `azd auth token --output json` prints. No `Debug`: it holds the token.
+#[derive(Deserialize)]
+struct AzdToken {
+    #[serde(default, deserialize_with = "lenient_json::text")]
+    token: Option<String>,
+    #[serde(default, rename = "expiresOn", deserialize_with = "lenient_json::text")]
+    expires_on: Option<String>,
+}
+
+// === impl AzureDeveloperCliCredential ===
+
+impl AzureDeveloperCliCredential {
+    /// The most stdout accepted: a token response is a few KiB.
+    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
+
+    /// `--tenant-id` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
+    /// timeout, and `PATH` from `env`.
+    pub fn new(options: AzureDeveloperCliCredentialOptions, env: &dyn Env) -> Self {
+        let tenant_id = match options.tenant_id {
+            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
+                "invalid tenant id {t:?} for azd: use letters, digits, `.` and `-`"
+            )),
+            other => Ok(other),
+        };
+        Self {
+            tenant_id,
+            tool: Tool {
+                search_path: env.var("PATH"),
+                ..AZD
+            },
+            timeout: options.timeout,
+        }
+    }
+
+    /// Runs `program` instead of searching `azd` on the `PATH` (tests, unusual installs).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.tool.program = Some(program.into());
+        self
+    }
+
+    /// `azd auth login [--scope S] [--tenant-id T]`, the command that lets azd serve again.
+    fn login_command(&self, scope: Option<&str>) -> String {
+        let mut command = "azd auth login".to_owned();
+        if let Some(scope) = scope {
+            command.push_str(&format!(" --scope {scope}"));
+        }
+        if let Ok(Some(tenant)) = &self.tenant_id {
+            command.push_str(&format!(" --tenant-id {tenant}"));
+        }
+        command
+    }
+
+    /// `auth token --output json --no-prompt --scope S [--tenant-id T]`.
+    fn args(&self, scope: &str, tenant: Option<&str>) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "auth",
+            "token",
+            "--output",
+            "json",
+            "--no-prompt",
+            "--scope",
+            scope,
+        ]
+        .map(String::from)
+        .into();
+        if let Some(tenant) = tenant {
+            args.extend(["--tenant-id".into(), tenant.into()]);
+        }
+        args
+    }
+
+    /// How a non-zero exit of `azd` is reported (see the module docs).
+    fn failure(
+        &self,
+        stderr: &str,
+        status: std::process::ExitStatus,
+        scope: &str,
+    ) -> CredentialError {
+        let text = messages(stderr);
+        if let Some(e) = aad_failure(SOURCE, &text, &self.login_command(Some(scope))) {
+            return CredentialError::Failed(e);
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("not logged in") || lower.contains("azd auth login") {
+            return CredentialError::unavailable(
+                SOURCE,
+                format!("not logged in: run `{}`", self.login_command(None)),
+            );
+        }
+        let line = summary_line(&text);
+        if let Some(e) = AZD.exited_not_installed(status, &line) {
+            return e;
+        }
+        let how = match status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".to_owned(),
+        };
+        let message = if line.is_empty() {
+            format!("azd failed ({how}) without a message")
+        } else {
+            format!("azd failed ({how}): {line}")
+        };
+        let kind = if status.code().is_none() || is_network_failure(&line) {
+            TokenErrorKind::TokenServiceUnavailable
+        } else {
+            TokenErrorKind::CredentialRejected
+        };
+        CredentialError::Failed(TokenError::new(kind, SOURCE, message))
+    }
+}
+
+impl Credential for AzureDeveloperCliCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let tenant = self
+            .tenant_id
+            .as_ref()
+            .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
+        let scope = &*request.scope;
+        if !is_valid_scope(scope) {
+            return Err(CredentialError::rejected(
+                SOURCE,
+                format!(
+                    "invalid scope {scope:?} for azd: use letters, digits, `_`, `.`, `:`, `/` and `-`"
+                ),
+            ));
+        }
+        if let Some(claims) = &request.claims {
+            return Err(claims_unsupported(
+                SOURCE,
+                "the Azure Developer CLI",
+                &self.login_command(Some(scope)),
+                "",
+                claims,
+            ));
+        }
+        let program = self.tool.locate().await?;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        let output = self
+            .tool
+            .run(
+                &program,
+                &self.args(scope, tenant.as_deref()),
+                deadline,
+                self.timeout,
+            )
+            .await?;
+        if !output.status.success() {
+            return Err(self.failure(&output.stderr, output.status, scope));
+        }
+        let (token, expires_on) = parse_output(&output.stdout).map_err(|why| {
+            CredentialError::service_unavailable(
+                SOURCE,
+                format!("azd returned unusable output: {why}"),
+            )
+        })?;
+        access_token(SOURCE, "azd", token, expires_on)
+    }
+}
+
+// === impl AzureDeveloperCliCredentialOptions ===
+
+impl AzureDeveloperCliCredentialOptions {
+    /// How long `azd` may take unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for AzureDeveloperCliCredentialOptions {
+    /// No `--tenant-id` (azd's current account), [`Self::DEFAULT_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            tenant_id: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Reads `azd auth token --output json`: the token and its expiry in Unix seconds (`expiresOn`, RFC 3339).
+/// The reasons never quote the output (it holds the token).
+fn parse_output(stdout: &[u8]) -> Result<(Secret, i64), &'static str> {
+    let output: AzdToken = lenient_json::from_object(stdout).map_err(WireError::reason)?;
+    let token = match output.token {
+        Some(t) if !t.trim().is_empty() => Secret::new(t.trim()),
+        _ => return Err("no token"),
+    };
+    let expires_on = output.expires_on.ok_or("no expiresOn")?;
+    let at: jiff::Timestamp = expires_on
+        .trim()
+        .parse()
+        .map_err(|_| "expiresOn is not an RFC 3339 time")?;
+    Ok((token, at.as_second()))
+}
+
+/// The messages of azd's stderr, one per line: the `error` (else `message`) and `suggestion` of JSON lines, the
+/// `data.message` of console-message lines, other lines as they are; `ERROR:` labels and blank lines dropped.
+fn messages(stderr: &str) -> String {
+    let mut out = Vec::new();
+    for line in stderr.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let parsed = line
+            .starts_with('{')
+            .then(|| serde_json::from_str::<Value>(line).ok())
+            .flatten();
+        let Some(json) = parsed else {
+            out.push(line.to_owned());
+            continue;
+        };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let found = [
+            text(json.get("error")).or_else(|| text(json.get("message"))),
+            text(json.get("suggestion")),
+            text(json.pointer("/data/message")),
+        ];
+        for message in found.into_iter().flatten() {
+            out.extend(message.lines().map(clean_line).filter(|l| !l.is_empty()));
+        }
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use super::*;
+use crate::auth::test_support::{self, fixture_json_lines};
+use crate::env::MapEnv;
+
+const ARM: &str = "https://management.azure.com/.default";
+
+fn exit(code: i32) -> ExitStatus {
+    ExitStatus::from_raw(code << 8)
+}
+
+fn credential(tenant: Option<&str>) -> AzureDeveloperCliCredential {
+    AzureDeveloperCliCredential::new(
+        AzureDeveloperCliCredentialOptions {
+            tenant_id: tenant.map(String::from),
+            ..AzureDeveloperCliCredentialOptions::default()
+        },
+        &MapEnv::new(),
+    )
+}
+
+#[test]
+fn the_recorded_success_output_parses_as_utc() {
+    let lines = fixture_json_lines("azd_auth_token_outputs.txt");
+    let (token, at) = parse_output(lines[0].as_bytes()).unwrap();
+    assert_eq!(token.expose(), "***");
+    assert_eq!(at, test_support::utc(2038, 1, 18, 0, 0, 0));
+    assert_eq!(parse_output(b"{}").err(), Some("no token"));
+    assert_eq!(
+        parse_output(br#"{"token":"t"}"#).err(),
+        Some("no expiresOn")
+    );
+    assert_eq!(
+        parse_output(br#"{"token":"t","expiresOn":"2038-01-18 00:00:00"}"#).err(),
+        Some("expiresOn is not an RFC 3339 time")
+    );
+}
+
+#[test]
+fn the_arguments_are_an_argument_vector() {
+    let cred = credential(Some("contoso.onmicrosoft.com"));
+    assert_eq!(
+        cred.args(ARM, Some("contoso.onmicrosoft.com")),
+        [
+            "auth",
+            "token",
+            "--output",
+            "json",
+            "--no-prompt",
+            "--scope",
+            ARM,
+            "--tenant-id",
+            "contoso.onmicrosoft.com"
+        ]
+    );
+    assert_eq!(credential(None).args(ARM, None).len(), 7);
+}
+
+#[test]
+fn every_recorded_stderr_form_is_classified() {
+    let lines = fixture_json_lines("azd_auth_token_outputs.txt");
+    let cred = credential(None);
+    // Legacy "not logged in": unavailable, naming the command.
+    let e = cred.failure(&lines[1], exit(1), ARM);
+    assert_eq!(
+        test_support::unavailable(e, SOURCE),
+        "not logged in: run `azd auth login`"
+    );
+    // Legacy generic failure: rejected with the message.
+    let e = test_support::failed(cred.failure(&lines[2], exit(1), ARM), SOURCE);
+    assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+    assert_eq!(
+        e.message,
+        "azd failed (exit status 1): fetching token: some error occurred"
+    );
+    // Two-line MFA error: InteractionRequired by its AADSTS code, naming azd auth login --scope.
+    let stderr = format!("{}\n{}\n", lines[3], lines[4]);
+    let e = test_support::failed(cred.failure(&stderr, exit(1), ARM), SOURCE);
+    assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
+    assert!(
+        e.message.starts_with("fetching token: AADSTS50079:"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.ends_with(&format!(
+            "(sign in again: run `azd auth login --scope {ARM}`)"
+        )),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.aad.unwrap().error_codes, vec![50079]);
+    // v1.24+ structured form.
+    let e = cred.failure(
+        r#"{"error":"not logged in, run `azd auth login` to login","suggestion":"run azd auth login"}"#,
+        exit(1),
+        ARM,
+    );
+    assert!(matches!(e, CredentialError::Unavailable(_)));
+    // Interpreter missing in a wrapper: not installed.
+    let e = cred.failure(
+        "/usr/bin/env: 'node': No such file or directory",
+        exit(127),
+        ARM,
+    );
+    assert!(
+        test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found on PATH")
+    );
+}
+
+#[tokio::test]
+async fn claims_are_refused_with_the_command_that_satisfies_them() {
+    let cred = credential(Some("t1"));
+    let mut request = TokenRequest::new(ARM);
+    request.claims = Some(r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#.into());
+    let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
+    assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
+    assert!(
+        e.message.contains(&format!(
+            "run `azd auth login --scope {ARM} --tenant-id t1`"
+        )),
+        "{}",
+        e.message
+    );
+    assert!(e.aad.unwrap().claims.is_some());
+}
+
+#[tokio::test]
+async fn bad_settings_and_scopes_are_rejected_before_anything_runs() {
+    let cred = credential(Some("-evil"));
+    let e = test_support::failed(
+        cred.token(&TokenRequest::new(ARM)).await.unwrap_err(),
+        SOURCE,
+    );
+    assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+    let cred = credential(None);
+    let e = test_support::failed(
+        cred.token(&TokenRequest::new("--scope x"))
+            .await
+            .unwrap_err(),
+        SOURCE,
+    );
+    assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+    // No PATH: unavailable, not installed.
+    let e = cred.token(&TokenRequest::new(ARM)).await.unwrap_err();
+    assert!(test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found"));
+}

@@ -1,0 +1,378 @@
+//! Azure PowerShell's signed-in account: `Get-AzAccessToken`, run as azure-identity runs it —
+//! `pwsh -NoProfile -NonInteractive -EncodedCommand <base64 of the UTF-16LE script>`, an argument vector, no shell.
+//!
+//! The script imports Az.Accounts ≥ 2.2.0 (printing `NO_AZ_ACCOUNT_MODULE` when it is missing), calls
+//! `Get-AzAccessToken -ResourceUrl <scope without /.default> [-TenantId T]` (with `-AsSecureString` for the
+//! Az.Accounts versions that need it, converted back) and writes `azsdk%<token>%<expires on, Unix seconds>`. The
+//! first whitespace-separated word of stdout starting with `azsdk%` is the answer; anything else on stdout (a
+//! profile's banner) is ignored. `pwsh` is run as `process` runs every tool (bounded output, process group killed
+//! at the timeout).
+//!
+//! Failures (stderr is PowerShell's CLIXML; its `<S S="Error">` texts are read out):
+//! - `pwsh` missing, or Az.Accounts missing → unavailable; "Run Connect-AzAccount to login" → unavailable, naming
+//!   `Connect-AzAccount`; an execution policy that blocks the module ("AuthorizationManager check failed") →
+//!   unavailable, saying so;
+//! - AADSTS codes → classified like an Entra ID error;
+//! - anything else → `CredentialRejected` with the first error line.
+//!
+//! A claims challenge is not sent to PowerShell: the credential answers `InteractionRequired` naming
+//! `Connect-AzAccount -ClaimsChallenge <base64>` (Az.Accounts 5.2.0 or newer).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::time::Instant;
+
+use super::azure_cli::{
+    clean_line, is_network_failure, is_valid_scope, is_valid_tenant_arg, summary_line,
+};
+use super::developer_tool::{aad_failure, access_token, base64_claims, claims_unsupported};
+use super::process::Tool;
+use super::{
+    AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
+    scope_to_resource,
+};
+use crate::env::Env;
+
+const SOURCE: &str = "azure_powershell";
+
+/// `pwsh`, as `process` runs it.
+const PWSH: Tool = Tool {
+    source: SOURCE,
+    name: "pwsh",
+    display: "PowerShell",
+    env: &[],
+    program: None,
+    search_path: None,
+    output_limit: AzurePowerShellCredential::DEFAULT_OUTPUT_LIMIT,
+};
+
+/// What the script prints when Az.Accounts is missing.
+const NO_MODULE: &str = "NO_AZ_ACCOUNT_MODULE";
+
+/// The `azure_powershell` credential.
+#[derive(Debug)]
+pub struct AzurePowerShellCredential {
+    /// The checked `-TenantId`, or why it is unusable.
+    tenant_id: Result<Option<String>, String>,
+    tool: Tool,
+    timeout: Duration,
+}
+
+/// Settings of an [`AzurePowerShellCredential`] (`azure_powershell: { tenant_id, timeout }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzurePowerShellCredentialOptions {
+    /// `-TenantId`.
+    pub tenant_id: Option<String>,
+    /// Time allowed for PowerShell to answer (it is slow to start: the default is 10 s).
+    pub timeout: Duration,
+}
+
+// === impl AzurePowerShellCredential ===
+
+impl AzurePowerShellCredential {
+    /// The most stdout accepted: a token and a profile's banner.
+    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
+
+    /// `-TenantId` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
+    /// timeout, and `PATH` from `env`.
+    pub fn new(options: AzurePowerShellCredentialOptions, env: &dyn Env) -> Self {
+        let tenant_id = match options.tenant_id {
+            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
+                "invalid tenant id {t:?} for Azure PowerShell: use letters, digits, `.` and `-`"
+            )),
+            other => Ok(other),
+        };
+        Self {
+            tenant_id,
+            tool: Tool {
+                search_path: env.var("PATH"),
+                ..PWSH
+            },
+            timeout: options.timeout,
+        }
+    }
+
+    /// Runs `program` instead of searching `pwsh` on the `PATH` (tests, unusual installs).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.tool.program = Some(program.into());
+        self
+    }
+
+    /// `Connect-AzAccount [-ClaimsChallenge C] [-Tenant T]`, the command that lets PowerShell serve again.
+    fn login_command(&self, claims_challenge: Option<&str>) -> String {
+        let mut command = "Connect-AzAccount".to_owned();
+        if let Some(challenge) = claims_challenge {
+            command.push_str(&format!(" -ClaimsChallenge {challenge}"));
+        }
+        if let Ok(Some(tenant)) = &self.tenant_id {
+            command.push_str(&format!(" -Tenant {tenant}"));
+        }
+        command
+    }
+
+    /// How a failed run is reported (see the module docs).
+    fn failure(
+        &self,
+        stdout: &[u8],
+        stderr: &str,
+        status: std::process::ExitStatus,
+    ) -> CredentialError {
+        if status.success() && contains(stdout, NO_MODULE) {
+            return CredentialError::unavailable(
+                SOURCE,
+                "the Az.Accounts module (2.2.0 or newer) is not installed: run `Install-Module Az.Accounts`",
+            );
+        }
+        let text = error_text(stderr);
+        if let Some(e) = aad_failure(SOURCE, &text, &self.login_command(None)) {
+            return CredentialError::Failed(e);
+        }
+        if text.contains("Run Connect-AzAccount to login") {
+            return CredentialError::unavailable(
+                SOURCE,
+                format!("not logged in: run `{}`", self.login_command(None)),
+            );
+        }
+        if text.contains("AuthorizationManager check failed") {
+            return CredentialError::unavailable(
+                SOURCE,
+                "the execution policy prevented PowerShell from loading Az.Accounts",
+            );
+        }
+        let line = summary_line(&text);
+        if text.contains("' is not recognized") {
+            return CredentialError::unavailable(SOURCE, "PowerShell not found on PATH");
+        }
+        if let Some(e) = PWSH.exited_not_installed(status, &line) {
+            return e;
+        }
+        let how = match status.code() {
+            Some(0) => "no token in its output".to_owned(),
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".to_owned(),
+        };
+        let message = if line.is_empty() {
+            format!("Get-AzAccessToken failed ({how}) without a message")
+        } else {
+            format!("Get-AzAccessToken failed ({how}): {line}")
+        };
+        let kind = if status.code().is_none() || is_network_failure(&line) {
+            TokenErrorKind::TokenServiceUnavailable
+        } else {
+            TokenErrorKind::CredentialRejected
+        };
+        CredentialError::Failed(TokenError::new(kind, SOURCE, message))
+    }
+}
+
+impl Credential for AzurePowerShellCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        let tenant = self
+            .tenant_id
+            .as_ref()
+            .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
+        let scope = &*request.scope;
+        if !is_valid_scope(scope) {
+            return Err(CredentialError::rejected(
+                SOURCE,
+                format!(
+                    "invalid scope {scope:?} for Azure PowerShell: use letters, digits, `_`, `.`, `:`, `/` and `-`"
+                ),
+            ));
+        }
+        if let Some(claims) = &request.claims {
+            return Err(claims_unsupported(
+                SOURCE,
+                "Azure PowerShell",
+                &self.login_command(Some(&base64_claims(claims))),
+                " (Az.Accounts 5.2.0 or newer)",
+                claims,
+            ));
+        }
+        let program = self.tool.locate().await?;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        let args = command_args(scope_to_resource(scope), tenant.as_deref());
+        let output = self
+            .tool
+            .run(&program, &args, deadline, self.timeout)
+            .await?;
+        match parse_output(&output.stdout) {
+            Some(Ok((token, expires_on))) if output.status.success() => {
+                access_token(SOURCE, "Get-AzAccessToken", token, expires_on)
+            }
+            Some(Err(why)) if output.status.success() => Err(CredentialError::service_unavailable(
+                SOURCE,
+                format!("Get-AzAccessToken returned unusable output: {why}"),
+            )),
+            _ => Err(self.failure(&output.stdout, &output.stderr, output.status)),
+        }
+    }
+}
+
+// === impl AzurePowerShellCredentialOptions ===
+
+impl AzurePowerShellCredentialOptions {
+    /// How long PowerShell may take unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for AzurePowerShellCredentialOptions {
+    /// No `-TenantId` (the current context's tenant), [`Self::DEFAULT_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            tenant_id: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// `-NoProfile -NonInteractive -EncodedCommand <script>` for `resource` (checked: no quote can reach the script)
+/// and `tenant` (checked likewise).
+pub(crate) fn command_args(resource: &str, tenant: Option<&str>) -> Vec<String> {
+    let script = script(resource, tenant.unwrap_or_default());
+    let utf16: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    vec![
+        "-NoProfile".to_owned(),
+        "-NonInteractive".to_owned(),
+        "-EncodedCommand".to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(utf16),
+    ]
+}
+
+/// The script azure-identity runs, for `resource` and `tenant` (empty: the current context's).
+fn script(resource: &str, tenant: &str) -> String {
+    format!(
+        r#"$ErrorActionPreference = 'Stop'
+[version]$minimumVersion = '2.2.0'
+
+$m = Import-Module Az.Accounts -MinimumVersion $minimumVersion -PassThru -ErrorAction SilentlyContinue
+
+if (! $m) {{
+    Write-Output {NO_MODULE}
+    exit
+}}
+
+$params = @{{ 'ResourceUrl' = '{resource}'; 'WarningAction' = 'Ignore' }}
+
+$tenantId = '{tenant}'
+if ($tenantId.Length -gt 0) {{
+    $params['TenantId'] = $tenantId
+}}
+
+if ($m.Version -ge [version]'2.17.0' -and $m.Version -lt [version]'5.0.0') {{
+    $params['AsSecureString'] = $true
+}}
+
+$token = Get-AzAccessToken @params
+$tokenValue = $token.Token
+if ($tokenValue -is [System.Security.SecureString]) {{
+    if ($PSVersionTable.PSVersion.Major -lt 7) {{
+        $ssPtr = [System.Runtime.InteropServices.Marshal]::SecureStringToBSTR($tokenValue)
+        try {{
+            $tokenValue = [System.Runtime.InteropServices.Marshal]::PtrToStringBSTR($ssPtr)
+        }}
+        finally {{
+            [System.Runtime.InteropServices.Marshal]::ZeroFreeBSTR($ssPtr)
+        }}
+    }}
+    else {{
+        $tokenValue = $tokenValue | ConvertFrom-SecureString -AsPlainText
+    }}
+}}
+Write-Output "`nazsdk%$($tokenValue)%$($token.ExpiresOn.ToUnixTimeSeconds())`n"
+"#
+    )
+}
+
+/// The `azsdk%<token>%<expires_on>` word of stdout: `None` when there is none, an error when it is malformed.
+/// Reasons never quote the output.
+fn parse_output(stdout: &[u8]) -> Option<Result<(Secret, i64), &'static str>> {
+    let text = String::from_utf8_lossy(stdout);
+    let word = text.split_whitespace().find(|w| w.starts_with("azsdk%"))?;
+    let mut parts = word.splitn(3, '%').skip(1);
+    let (Some(token), Some(expires_on)) = (parts.next(), parts.next()) else {
+        return Some(Err("the azsdk% line has no expiry"));
+    };
+    if token.is_empty() {
+        return Some(Err("the azsdk% line has no token"));
+    }
+    let Ok(expires_on) = expires_on.trim().parse::<i64>() else {
+        return Some(Err("the expiry is not a number of seconds"));
+    };
+    Some(Ok((Secret::new(token), expires_on)))
+}
+
+/// The error text of PowerShell's stderr: the `<S S="Error">` strings of CLIXML (with `_xHHHH_` escapes decoded
+/// and terminal colour sequences removed), or the text itself when it is not CLIXML; cleaned line by line.
+fn error_text(stderr: &str) -> String {
+    let raw = if stderr.contains("#< CLIXML") || stderr.contains("<Objs ") {
+        let mut out = String::new();
+        for piece in stderr.split("<S S=\"Error\">").skip(1) {
+            let value = piece.split("</S>").next().unwrap_or_default();
+            out.push_str(&decode_clixml(value));
+        }
+        out
+    } else {
+        stderr.to_owned()
+    };
+    raw.lines()
+        .map(clean_line)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `_x000D__x000A_` → CR LF, `_x001B_[91m` → (dropped), XML entities → characters.
+fn decode_clixml(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("_x") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let code = after
+            .get(..5)
+            .filter(|c| c.ends_with('_'))
+            .and_then(|c| u32::from_str_radix(&c[..4], 16).ok());
+        match code.and_then(char::from_u32) {
+            Some('\u{1b}') => {
+                // An ANSI sequence: ESC [ parameters letter.
+                let seq = &after[5..];
+                let end = seq
+                    .char_indices()
+                    .find(|(i, c)| *i > 0 && c.is_ascii_alphabetic())
+                    .map_or(0, |(i, c)| i + c.len_utf8());
+                rest = &seq[end..];
+            }
+            Some(c) => {
+                out.push(c);
+                rest = &after[5..];
+            }
+            None => {
+                out.push_str("_x");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use super::*;
+use crate::auth::test_support::{self, fixture};
+use crate::env::MapEnv;
+
+const ML: &str = "https://ml.azure.com/.default";
+
+fn exit(code: i32) -> ExitStatus {
+    ExitStatus::from_raw(code << 8)
+}
+
+fn credential(tenant: Option<&str>) -> AzurePowerShellCredential {
+    AzurePowerShellCredential::new(
+        AzurePowerShellCredentialOptions {
+            tenant_id: tenant.map(String::from),
+            ..AzurePowerShellCredentialOptions::default()
+        },
+        &MapEnv::new(),
+    )
+}
+
+/// The fixture's lines after the `## ` heading that contains `title` (up to the next heading), comments dropped.
+fn section(title: &str) -> String {
+    let text = fixture("azure_powershell_credential_invocation_and_outputs.txt");
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("## ") {
+            inside = line.contains(title);
+            continue;
+        }
+        if inside && !line.starts_with("# ") && !line.is_empty() {
+            out.push(line);
+        }
+    }
+    out.join("\n")
+}
+
+#[test]
+fn the_encoded_command_is_azure_identitys_script() {
+    let args = command_args("https://ml.azure.com", None);
+    assert_eq!(
+        args[..3],
+        ["-NoProfile", "-NonInteractive", "-EncodedCommand"]
+    );
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&args[3])
+        .unwrap();
+    let units: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let decoded = String::from_utf16(&units).unwrap();
+    let recorded = section("script (decoded");
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(lines(&decoded), lines(&recorded));
+    let with_tenant = command_args("https://ml.azure.com", Some("contoso"));
+    assert_ne!(with_tenant[3], args[3]);
+}
+
+#[test]
+fn the_azsdk_word_is_found_among_other_output() {
+    let stdout = section("stdout parsing");
+    let (token, at) = parse_output(stdout.as_bytes()).unwrap().unwrap();
+    assert_eq!(token.expose(), "access");
+    assert_eq!(at, 1_617_923_581);
+    assert!(parse_output(b"MOTD only").is_none());
+    assert_eq!(
+        parse_output(b"\nazsdk%tok\n").unwrap().err(),
+        Some("the azsdk% line has no expiry")
+    );
+    assert_eq!(
+        parse_output(b"azsdk%tok%soon").unwrap().err(),
+        Some("the expiry is not a number of seconds")
+    );
+}
+
+#[test]
+fn every_recorded_failure_is_classified() {
+    let cred = credential(None);
+    let e = cred.failure(NO_MODULE.as_bytes(), "", exit(0));
+    assert!(test_support::unavailable(e, SOURCE).contains("Az.Accounts"));
+    let e = cred.failure(b"", "/bin/sh: 0: Can't open pwsh", exit(127));
+    assert!(test_support::unavailable(e, SOURCE).starts_with("PowerShell not found on PATH"));
+    let e = cred.failure(
+        b"",
+        "'pwsh' is not recognized as an internal or external command,\r\noperable program or batch file.",
+        exit(1),
+    );
+    assert!(test_support::unavailable(e, SOURCE).starts_with("PowerShell not found"));
+    for title in [
+        "not logged in — Windows PowerShell 5.1",
+        "not logged in — PowerShell 7",
+    ] {
+        let stderr = section(title);
+        assert!(stderr.contains("CLIXML"), "{title}");
+        let e = cred.failure(b"", &stderr, exit(1));
+        assert_eq!(
+            test_support::unavailable(e, SOURCE),
+            "not logged in: run `Connect-AzAccount`",
+            "{title}"
+        );
+    }
+    let e = cred.failure(
+        b"",
+        "#< CLIXML\n<Objs Version=\"1.1.0.1\"><S S=\"Error\">Import-Module : AuthorizationManager check failed._x000D__x000A_</S></Objs>",
+        exit(1),
+    );
+    assert!(test_support::unavailable(e, SOURCE).contains("execution policy"));
+    let e = test_support::failed(
+        cred.failure(
+            b"",
+            "#< CLIXML\n<Objs><S S=\"Error\">Get-AzAccessToken : AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication._x000D__x000A_</S></Objs>",
+            exit(1),
+        ),
+        SOURCE,
+    );
+    assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
+    assert!(
+        e.message
+            .ends_with("(sign in again: run `Connect-AzAccount`)"),
+        "{}",
+        e.message
+    );
+    let e = test_support::failed(cred.failure(b"", "something odd", exit(1)), SOURCE);
+    assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
+    assert_eq!(
+        e.message,
+        "Get-AzAccessToken failed (exit status 1): something odd"
+    );
+}
+
+#[test]
+fn harmless_progress_records_are_not_errors() {
+    let stderr = section("HARMLESS");
+    assert_eq!(error_text(&stderr), "");
+    assert_eq!(
+        decode_clixml("_x001B_[91mGet-AzAccessToken: _x000D__x000A_"),
+        "Get-AzAccessToken: \r\n"
+    );
+}
+
+#[tokio::test]
+async fn claims_are_refused_with_connect_azaccount() {
+    let cred = credential(Some("t1"));
+    let mut request = TokenRequest::new(ML);
+    let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
+    request.claims = Some(claims.into());
+    let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
+    assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
+    assert!(
+        e.message.contains(&format!(
+            "run `Connect-AzAccount -ClaimsChallenge {b64} -Tenant t1` (Az.Accounts 5.2.0 or newer), then retry"
+        )),
+        "{}",
+        e.message
+    );
+}

@@ -1,0 +1,324 @@
+//! A user signed in with a web browser: the authorization-code flow with PKCE on a loopback redirect, as MSAL and
+//! azure-identity's `InteractiveBrowserCredential` run it.
+//!
+//! `aml-auth-proxy login` runs [`InteractiveBrowserCredential::login`]:
+//! 1. it listens on `127.0.0.1` (and `[::1]` where available) on `redirect_port` (0: any free port) and uses
+//!    `http://localhost:<port>/` as the redirect URI;
+//! 2. it makes a PKCE verifier (32 random bytes, base64url: 43 characters), its S256 challenge and a random
+//!    `state`, and builds the authorize URL: `client_id, response_type=code, redirect_uri, scope` (decorated with
+//!    `openid profile offline_access`), `state, code_challenge, code_challenge_method=S256, client_info=1`,
+//!    `login_hint`, `prompt=select_account`, `domain_hint`, `claims` (the claims to satisfy merged with `CP1`
+//!    when `cae` is on) and `response_mode=form_post`;
+//! 3. the caller opens it in a browser; the user signs in; Entra ID sends the browser back to the listener, the
+//!    code in a POST body (`form_post`; a query-string redirect is accepted too);
+//! 4. the redirect must carry the `state` sent (anything else is refused and ends the sign-in: it did not come
+//!    from this sign-in). An error redirect (`access_denied`, `interaction_required`, …) ends it with Entra ID's
+//!    error and description. Requests without a code or an error (a browser's `/favicon.ico`) get a 404 and the
+//!    listener keeps waiting, at most `timeout` (default 5 minutes);
+//! 5. the browser is told to return to the terminal, and the code is redeemed with the verifier
+//!    (`grant_type=authorization_code`, the same `redirect_uri`, `scope` and `claims`).
+//!
+//! The refresh token is then saved, and tokens served, exactly as for a device-code sign-in (the same session code
+//! and 0600 cache file format: see [`DeviceCodeCredential`]); the same credential can also be signed in with a
+//! device code ([`InteractiveBrowserCredential::login_with_device_code`]) when no browser can be opened. In a
+//! running proxy the credential never opens a browser: without a saved sign-in it is unavailable and names the
+//! `aml-auth-proxy login` command to run.
+
+mod redirect;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use self::redirect::{Redirect, RedirectListener};
+use super::device_code::decorate_scope;
+use super::token_endpoint::form;
+use super::{
+    AccessToken, Credential, CredentialError, DeviceCodeCredential, DeviceCodeCredentialOptions,
+    DeviceCodePrompt, EntraClient, LoginError, LoginOptions, LoginOutcome, Secret, TokenRequest,
+};
+
+const SOURCE: &str = "interactive_browser";
+
+/// The `interactive_browser` credential: signs a user in with a browser (`login`) and serves tokens from the
+/// refresh token it saved.
+#[derive(Debug)]
+pub struct InteractiveBrowserCredential {
+    /// The refresh-token session (cache file, refresh, rotation), shared with the device-code flow.
+    session: DeviceCodeCredential,
+    login_hint: Option<String>,
+    domain_hint: Option<String>,
+    redirect_port: u16,
+    timeout: Duration,
+}
+
+/// Settings of an [`InteractiveBrowserCredential`] (`interactive_browser: { tenant_id, client_id, cache_file,
+/// login_hint, domain_hint, redirect_port, timeout }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InteractiveBrowserCredentialOptions {
+    /// Tenant to sign in to (default [`DEFAULT_TENANT`](crate::auth::DEFAULT_TENANT), `organizations`).
+    pub tenant_id: Option<String>,
+    /// Public client id (default [`DEFAULT_CLIENT_ID`](crate::auth::DEFAULT_CLIENT_ID), the Azure CLI's app).
+    pub client_id: Option<String>,
+    /// Where `login` persists the refresh token (0600; the same format as `device_code`'s).
+    pub cache_file: PathBuf,
+    /// The account to pre-fill on the sign-in page (`login_hint`).
+    pub login_hint: Option<String>,
+    /// The home realm to go to directly (`domain_hint`, e.g. `contoso.com`).
+    pub domain_hint: Option<String>,
+    /// The loopback port of the redirect listener; 0 picks a free one.
+    pub redirect_port: u16,
+    /// How long `login` waits for the browser to come back.
+    pub timeout: Duration,
+    /// The configuration file the credential was read from, if any: hints name it (`login --config FILE`).
+    pub config_file: Option<PathBuf>,
+}
+
+/// The PKCE pair and state of one sign-in. No `Debug`: the verifier is a secret until the code is redeemed.
+struct Pkce {
+    verifier: Secret,
+    challenge: String,
+    state: String,
+}
+
+// === impl InteractiveBrowserCredential ===
+
+impl InteractiveBrowserCredential {
+    /// A credential for `options`.
+    pub fn new(options: InteractiveBrowserCredentialOptions, entra: EntraClient) -> Self {
+        let session = DeviceCodeCredential::new(
+            DeviceCodeCredentialOptions {
+                tenant_id: options.tenant_id,
+                client_id: options.client_id,
+                cache_file: options.cache_file,
+                config_file: options.config_file,
+            },
+            entra,
+        )
+        .with_source(SOURCE);
+        Self {
+            session,
+            login_hint: options.login_hint,
+            domain_hint: options.domain_hint,
+            redirect_port: options.redirect_port,
+            timeout: options.timeout,
+        }
+    }
+
+    /// The configured credential name, so that messages can say `aml-auth-proxy login --credential NAME`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.session = self.session.with_name(name);
+        self
+    }
+
+    /// The command that signs this credential in again (see [`DeviceCodeCredential::login_command`]).
+    pub fn login_command(&self, claims: Option<&str>) -> String {
+        self.session.login_command(claims)
+    }
+
+    /// Signs a user in with a browser: starts the redirect listener, hands the authorize URL to `open` (which shows
+    /// it and opens a browser on it), waits for the redirect, redeems the code and saves the refresh token.
+    /// Nothing is saved unless the sign-in succeeds. `open` failing ends the sign-in with
+    /// [`LoginError::NoBrowser`], so that the caller can fall back to a device code.
+    pub async fn login(
+        &self,
+        options: &LoginOptions,
+        open: impl FnOnce(&str) -> Result<(), String>,
+    ) -> Result<LoginOutcome, LoginError> {
+        let listener = RedirectListener::bind(self.redirect_port)
+            .await
+            .map_err(|e| {
+                LoginError::Setup(format!(
+                    "cannot listen for the sign-in redirect on 127.0.0.1:{}: {e}",
+                    self.redirect_port
+                ))
+            })?;
+        let redirect_uri = listener.redirect_uri();
+        let pkce = Pkce::new()?;
+        let claims = options.claims_parameter();
+        let url = self.authorize_url(&redirect_uri, &options.scope, &pkce, claims.as_deref())?;
+        open(&url).map_err(LoginError::NoBrowser)?;
+        let code = match listener.wait(&pkce.state, self.timeout).await? {
+            Redirect::Code(code) => code,
+            Redirect::Refused { error, description } => {
+                return Err(LoginError::Refused { error, description });
+            }
+        };
+        tracing::debug!(
+            source = SOURCE,
+            "the browser came back with a code; redeeming it"
+        );
+        let scope = decorate_scope(&options.scope);
+        let body = form(
+            &[
+                ("client_id", self.session.client_id()),
+                ("grant_type", "authorization_code"),
+                ("client_info", "1"),
+                ("code_verifier", pkce.verifier.expose()),
+                ("code", code.expose()),
+                ("redirect_uri", &redirect_uri),
+                ("scope", &scope),
+            ],
+            claims.as_deref(),
+        );
+        let (_token, refresh_token) = self
+            .session
+            .entra()
+            .post_token(SOURCE, self.session.tenant(), &body)
+            .await
+            .map_err(LoginError::Token)?;
+        self.session.save_sign_in(refresh_token).await
+    }
+
+    /// Signs the same account in with a device code instead (no browser on this machine, or `--device-code`): the
+    /// refresh token goes to the same cache file.
+    pub async fn login_with_device_code(
+        &self,
+        options: &LoginOptions,
+        prompt: impl FnOnce(&DeviceCodePrompt),
+    ) -> Result<LoginOutcome, LoginError> {
+        self.session.login(options, prompt).await
+    }
+
+    /// `{authority}/{tenant}/oauth2/v2.0/authorize?…`, parameters in MSAL's order.
+    fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        scope: &str,
+        pkce: &Pkce,
+        claims: Option<&str>,
+    ) -> Result<String, LoginError> {
+        let endpoint = self
+            .session
+            .entra()
+            .endpoint_url(self.session.tenant(), "authorize")
+            .map_err(LoginError::Token)?;
+        let scope = decorate_scope(scope);
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs([
+            ("client_id", self.session.client_id()),
+            ("response_type", "code"),
+            ("redirect_uri", redirect_uri),
+            ("scope", &scope),
+            ("state", &pkce.state),
+            ("code_challenge", &pkce.challenge),
+            ("code_challenge_method", "S256"),
+            ("client_info", "1"),
+        ]);
+        if let Some(hint) = &self.login_hint {
+            query.append_pair("login_hint", hint);
+        }
+        query.append_pair("prompt", "select_account");
+        if let Some(hint) = &self.domain_hint {
+            query.append_pair("domain_hint", hint);
+        }
+        if let Some(claims) = claims {
+            query.append_pair("claims", claims);
+        }
+        query.append_pair("response_mode", "form_post");
+        Ok(format!("{endpoint}?{}", query.finish()))
+    }
+}
+
+impl Credential for InteractiveBrowserCredential {
+    const KIND: &'static str = SOURCE;
+
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+        self.session.token(request).await
+    }
+}
+
+// === impl InteractiveBrowserCredentialOptions ===
+
+impl InteractiveBrowserCredentialOptions {
+    /// How long `login` waits for the browser unless configured otherwise (azure-identity's default).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// A browser sign-in into the account, tenant, client and cache file of a `device_code` credential (`login
+    /// --browser` for a `device_code` credential): no hints, any free port, [`Self::DEFAULT_TIMEOUT`].
+    pub fn from_device_code(options: DeviceCodeCredentialOptions) -> Self {
+        Self {
+            tenant_id: options.tenant_id,
+            client_id: options.client_id,
+            cache_file: options.cache_file,
+            login_hint: None,
+            domain_hint: None,
+            redirect_port: 0,
+            timeout: Self::DEFAULT_TIMEOUT,
+            config_file: options.config_file,
+        }
+    }
+}
+
+// === impl Pkce ===
+
+impl Pkce {
+    /// A fresh verifier (32 random bytes: 43 base64url characters, RFC 7636's recommendation), its S256
+    /// challenge, and a random state (16 bytes).
+    fn new() -> Result<Self, LoginError> {
+        let mut bytes = zeroize::Zeroizing::new([0u8; 48]);
+        aws_lc_rs::rand::fill(&mut bytes[..]).map_err(|_| {
+            LoginError::Setup("the system random number generator failed".to_owned())
+        })?;
+        let verifier = Secret::new(URL_SAFE_NO_PAD.encode(&bytes[..32]));
+        let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            verifier.expose().as_bytes(),
+        ));
+        let state = URL_SAFE_NO_PAD.encode(&bytes[32..]);
+        Ok(Self {
+            verifier,
+            challenge,
+            state,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_verifier_and_challenge_follow_rfc_7636() {
+        let a = Pkce::new().unwrap();
+        let b = Pkce::new().unwrap();
+        assert_eq!(a.verifier.expose().len(), 43);
+        assert!(
+            a.verifier
+                .expose()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_eq!(a.challenge.len(), 43);
+        let expected = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            a.verifier.expose().as_bytes(),
+        ));
+        assert_eq!(a.challenge, expected);
+        assert_ne!(a.verifier, b.verifier);
+        assert_ne!(a.state, b.state);
+        assert!(a.state.len() >= 22);
+    }
+
+    #[test]
+    fn the_challenge_is_the_one_rfc_7636_and_msal_compute() {
+        let challenge = |verifier: &str| {
+            URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                verifier.as_bytes(),
+            ))
+        };
+        // RFC 7636 appendix B.
+        assert_eq!(
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        // The pair MSAL Python sent in the recorded authorize and token requests.
+        assert_eq!(
+            challenge("BDdJmTPSIAoCLrZaWk6~v0jn8gfyOwKqc_hG9HVRutl"),
+            "kB3uW3MEoS2wCkuPiMoy2g9G5wQRnfu0W621bStHSnY"
+        );
+    }
+}
