@@ -184,13 +184,29 @@ async fn azd_and_pwsh_error_texts_give_credential_unavailable_naming_each_source
         StatusCode::SERVICE_UNAVAILABLE,
         "CredentialUnavailable",
     );
-    let message = error["message"].as_str().unwrap();
-    assert!(
-        message.contains("azure_developer_cli: not logged in: run `azd auth login`"),
+    // Each source's reason is said once, in `details`; the message names the sources tried.
+    let details: Vec<(&str, &str)> = error["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["source"].as_str().unwrap(),
+                d["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            ("azure_developer_cli", "not logged in: run `azd auth login`"),
+            ("azure_powershell", "not logged in: run `Connect-AzAccount`"),
+        ],
         "{error:#}"
     );
+    let message = error["message"].as_str().unwrap();
     assert!(
-        message.contains("azure_powershell: not logged in: run `Connect-AzAccount`"),
+        message.contains("tried azure_developer_cli, azure_powershell"),
         "{error:#}"
     );
     proxy.stop().await;

@@ -252,7 +252,7 @@ fn interactive_browser_and_developer_tools() {
   dev:
     chain: [azure_developer_cli, azure_powershell, interactive_browser, me]
 routes:
-  - { name: r, path_prefix: /, upstream: https://h, scope: s, credential: dev }
+  - { name: r, path_prefix: /, upstream: https://h, scope: https://h/.default, credential: dev }
 ";
     let path = dir.path().join("proxy.yaml");
     let config = from_yaml_str(
