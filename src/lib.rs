@@ -29,6 +29,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod azure_ml;
 pub mod cli;
 pub mod config;
 pub mod emulator;

@@ -336,6 +336,7 @@ pub(crate) mod testing {
             allow: AllowPolicy::default(),
             pass_through_authorization: false,
             forward_headers: Vec::new(),
+            azure_ml: None,
         }
     }
 
