@@ -382,7 +382,7 @@ impl Live {
                 tracing::info!(
                     route = %route.name,
                     path_prefix = %route.path_prefix,
-                    target = %crate::azure_ml::describe(target),
+                    azure_ml = %crate::azure_ml::describe(target),
                     resource_manager = %config.resource_manager,
                     credential = route.credential.as_deref().unwrap_or("-"),
                     "route"

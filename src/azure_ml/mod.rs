@@ -162,7 +162,7 @@ async fn run(target: AzureMlTarget, ctx: ResolveContext, state: Arc<watch::Sende
         match resolve(&ctx, &target).await {
             Ok(resolved) => {
                 tracing::info!(
-                    target = %what,
+                    azure_ml = %what,
                     upstream = %resolved.upstream.origin,
                     detail = ?resolved.detail,
                     "azure ml route resolved"
@@ -182,7 +182,7 @@ async fn run(target: AzureMlTarget, ctx: ResolveContext, state: Arc<watch::Sende
                     .min(cap)
                     .max(error.retry_after.unwrap_or_default());
                 tracing::warn!(
-                    target = %what,
+                    azure_ml = %what,
                     code = error.kind.code(),
                     error = %error.message,
                     retry_in_s = backoff.as_secs(),

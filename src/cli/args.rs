@@ -39,6 +39,8 @@ pub(super) enum Command {
     Login(LoginArgs),
     /// HTTP GET a URL; exit 0 on a 2xx answer (for exec probes in images without curl).
     Probe(ProbeArgs),
+    /// Print shell lines (MLFLOW_TRACKING_URI, SCORING_URI, …) that send plain clients through a route.
+    Env(EnvArgs),
     /// Print a shell completion script on stdout (e.g. `aml-auth-proxy completions bash`).
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout, or write one page per command with --out-dir.
@@ -129,6 +131,17 @@ pub(super) struct LoginArgs {
     /// A claims challenge (base64) to satisfy during sign-in.
     #[arg(long, value_name = "B64")]
     pub(super) claims_challenge: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct EnvArgs {
+    #[command(flatten)]
+    pub(super) config: ConfigArg,
+    /// The route whose lines are printed.
+    #[arg(long, value_name = "NAME")]
+    pub(super) route: String,
+    #[command(flatten)]
+    pub(super) log: LogArgs,
 }
 
 #[derive(Debug, Args)]
