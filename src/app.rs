@@ -422,12 +422,9 @@ impl Live {
 
     /// True when every route holds a usable token.
     fn ready(&self) -> bool {
-        self.readiness.iter().all(|r| {
-            matches!(
-                r.status(),
-                crate::token_cache::TokenStatus::Valid { .. }
-            )
-        })
+        self.readiness
+            .iter()
+            .all(|r| matches!(r.status(), crate::token_cache::TokenStatus::Valid { .. }))
     }
 }
 

@@ -116,11 +116,18 @@ impl ArmClient {
                 format!("{}: Resource Manager {}: {e}", call.what, self.base),
             )
         })?;
+        tracing::debug!(
+            %method,
+            path,
+            status = response.status.as_u16(),
+            "resource manager call"
+        );
         if response.status.is_success() {
             return Ok(response.body);
         }
         if response.status == StatusCode::UNAUTHORIZED {
-            self.tokens.invalidate(&token, "resource manager refused the token");
+            self.tokens
+                .invalidate(&token, "resource manager refused the token");
         }
         Err(classify(
             response.status,
@@ -141,7 +148,12 @@ impl fmt::Debug for ArmClient {
 }
 
 /// The classified failure for a non-2xx Resource Manager answer (module table).
-pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call<'_>) -> TokenError {
+pub fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    call: Call<'_>,
+) -> TokenError {
     let arm = serde_json::from_slice::<ArmErrorBody>(body)
         .ok()
         .and_then(|b| b.error);
@@ -158,7 +170,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call
     let (kind, text) = match status {
         StatusCode::FORBIDDEN => {
             let mut text = format!("{}: {detail}", call.what);
-            if !message.to_ascii_lowercase().contains(&call.action.to_ascii_lowercase()) {
+            if !message
+                .to_ascii_lowercase()
+                .contains(&call.action.to_ascii_lowercase())
+            {
                 text.push_str(&format!(" (the identity needs {})", call.action));
             }
             (TokenErrorKind::AuthorizationFailed, text)
@@ -177,7 +192,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call
         ),
         StatusCode::UNAUTHORIZED => (
             TokenErrorKind::CredentialRejected,
-            format!("{}: Resource Manager refused the token: {detail}", call.what),
+            format!(
+                "{}: Resource Manager refused the token: {detail}",
+                call.what
+            ),
         ),
         _ => (
             TokenErrorKind::CredentialRejected,
@@ -189,7 +207,13 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call
 
 /// `Retry-After` in seconds, capped at one hour.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs.min(3600)))
 }
 
@@ -218,26 +242,46 @@ mod tests {
         let body = br#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action' over scope '/s' or the scope is invalid."}}"#;
         let e = classify(StatusCode::FORBIDDEN, &HeaderMap::new(), body, LIST_KEYS);
         assert_eq!(e.kind, TokenErrorKind::AuthorizationFailed);
-        assert!(e.message.contains("onlineEndpoints/listKeys/action"), "{}", e.message);
-        assert!(!e.message.contains("the identity needs"), "named once: {}", e.message);
+        assert!(
+            e.message.contains("onlineEndpoints/listKeys/action"),
+            "{}",
+            e.message
+        );
+        assert!(
+            !e.message.contains("the identity needs"),
+            "named once: {}",
+            e.message
+        );
         // A 403 whose message does not name the action gets it added.
         let bare = br#"{"error":{"code":"AuthorizationFailed","message":"denied"}}"#;
         let e = classify(StatusCode::FORBIDDEN, &HeaderMap::new(), bare, LIST_KEYS);
-        assert!(e.message.ends_with(&format!("(the identity needs {})", LIST_KEYS.action)));
+        assert!(
+            e.message
+                .ends_with(&format!("(the identity needs {})", LIST_KEYS.action))
+        );
     }
 
     #[test]
     fn missing_throttled_and_failing() {
-        let body = br#"{"error":{"code":"ResourceNotFound","message":"The Resource 'x' was not found."}}"#;
+        let body =
+            br#"{"error":{"code":"ResourceNotFound","message":"The Resource 'x' was not found."}}"#;
         let e = classify(StatusCode::NOT_FOUND, &HeaderMap::new(), body, LIST_KEYS);
         assert_eq!(e.kind, TokenErrorKind::ResourceNotFound);
-        assert!(e.message.contains("ResourceNotFound: The Resource 'x' was not found."));
+        assert!(
+            e.message
+                .contains("ResourceNotFound: The Resource 'x' was not found.")
+        );
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, "17".parse().unwrap());
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, b"", LIST_KEYS);
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert_eq!(e.retry_after, Some(Duration::from_secs(17)));
-        let e = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>", LIST_KEYS);
+        let e = classify(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"<html>",
+            LIST_KEYS,
+        );
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert!(e.message.contains("HTTP 502"), "{}", e.message);
         let e = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), b"{}", LIST_KEYS);

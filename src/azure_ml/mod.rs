@@ -109,7 +109,10 @@ impl AzureMlRoute {
                 }
                 State::Pending => {}
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return Err(TokenUnavailable {
                     error: Arc::new(self.pending_error()),
                     retry_after: MIN_RETRY,

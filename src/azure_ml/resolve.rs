@@ -12,7 +12,9 @@ use serde::Deserialize;
 use super::arm::{ArmClient, Call, SOURCE};
 use super::secrets::{AmlTokenCredential, EndpointKeyCredential};
 use crate::auth::{TokenCredential, TokenError, TokenErrorKind, TokenHttpClient};
-use crate::config::{AzureMlTarget, EndpointAuth, HttpsOrigin, OnlineEndpointConfig, Upstream, WorkspaceId};
+use crate::config::{
+    AzureMlTarget, EndpointAuth, HttpsOrigin, OnlineEndpointConfig, Upstream, WorkspaceId,
+};
 use crate::origin::{UrlRule, check_url};
 use crate::token_cache::{CacheKey, TokenCache, TokenSource};
 
@@ -130,9 +132,13 @@ impl EndpointMode {
     }
 
     fn from_arm(text: &str) -> Option<Self> {
-        [EndpointMode::Key, EndpointMode::AmlToken, EndpointMode::AadToken]
-            .into_iter()
-            .find(|m| m.arm_name().eq_ignore_ascii_case(text))
+        [
+            EndpointMode::Key,
+            EndpointMode::AmlToken,
+            EndpointMode::AadToken,
+        ]
+        .into_iter()
+        .find(|m| m.arm_name().eq_ignore_ascii_case(text))
     }
 
     fn from_config(auth: EndpointAuth) -> Option<Self> {
@@ -169,9 +175,19 @@ pub async fn resolve(ctx: &ResolveContext, target: &AzureMlTarget) -> Result<Res
     }
 }
 
-async fn online_endpoint(ctx: &ResolveContext, e: &OnlineEndpointConfig) -> Result<Resolved, TokenError> {
-    let path = format!("{}/onlineEndpoints/{}", workspace_path(&e.workspace), e.name);
-    let what = format!("online endpoint {}: reading its authMode and scoringUri", e.name);
+async fn online_endpoint(
+    ctx: &ResolveContext,
+    e: &OnlineEndpointConfig,
+) -> Result<Resolved, TokenError> {
+    let path = format!(
+        "{}/onlineEndpoints/{}",
+        workspace_path(&e.workspace),
+        e.name
+    );
+    let what = format!(
+        "online endpoint {}: reading its authMode and scoringUri",
+        e.name
+    );
     let call = Call {
         what: &what,
         action: ENDPOINT_READ_ACTION,
@@ -200,10 +216,15 @@ async fn online_endpoint(ctx: &ResolveContext, e: &OnlineEndpointConfig) -> Resu
         _ => read,
     };
     let Some(scoring_uri) = props.scoring_uri.filter(|u| !u.is_empty()) else {
-        let state = props.provisioning_state.unwrap_or_else(|| "unknown".to_owned());
+        let state = props
+            .provisioning_state
+            .unwrap_or_else(|| "unknown".to_owned());
         return Err(TokenError::service_unavailable(
             SOURCE,
-            format!("online endpoint {}: no scoringUri yet (provisioningState {state})", e.name),
+            format!(
+                "online endpoint {}: no scoringUri yet (provisioningState {state})",
+                e.name
+            ),
         ));
     };
     let url = check_url(&scoring_uri, UrlRule::Upstream)
@@ -212,11 +233,19 @@ async fn online_endpoint(ctx: &ResolveContext, e: &OnlineEndpointConfig) -> Resu
         EndpointMode::AadToken => ctx.entra_source(&ctx.ml_scope),
         EndpointMode::Key => ctx.secret_source(
             format!("{path}/listKeys"),
-            Arc::new(EndpointKeyCredential::new(ctx.arm.clone(), path.clone(), e.name.clone())),
+            Arc::new(EndpointKeyCredential::new(
+                ctx.arm.clone(),
+                path.clone(),
+                e.name.clone(),
+            )),
         ),
         EndpointMode::AmlToken => ctx.secret_source(
             format!("{path}/token"),
-            Arc::new(AmlTokenCredential::new(ctx.arm.clone(), path.clone(), e.name.clone())),
+            Arc::new(AmlTokenCredential::new(
+                ctx.arm.clone(),
+                path.clone(),
+                e.name.clone(),
+            )),
         ),
     };
     Ok(Resolved {
@@ -234,7 +263,10 @@ async fn online_endpoint(ctx: &ResolveContext, e: &OnlineEndpointConfig) -> Resu
 
 async fn workspace(ctx: &ResolveContext, ws: &WorkspaceId) -> Result<Resolved, TokenError> {
     let path = workspace_path(ws);
-    let what = format!("workspace {}: reading its discoveryUrl and mlFlowTrackingUri", ws.name);
+    let what = format!(
+        "workspace {}: reading its discoveryUrl and mlFlowTrackingUri",
+        ws.name
+    );
     let call = Call {
         what: &what,
         action: WORKSPACE_READ_ACTION,
@@ -334,7 +366,11 @@ impl ResolveContext {
     }
 
     /// The entry for an endpoint's key or AML token, named by the Resource Manager action that reads it.
-    fn secret_source(&self, action_path: String, credential: Arc<dyn TokenCredential>) -> TokenSource {
+    fn secret_source(
+        &self,
+        action_path: String,
+        credential: Arc<dyn TokenCredential>,
+    ) -> TokenSource {
         let key = CacheKey {
             credential: Arc::clone(&self.credential_name),
             tenant: self.tenant.clone(),
@@ -355,7 +391,9 @@ mod tests {
         let recorded = "azureml://westus.api.azureml.ms/mlflow/v1.0/subscriptions/00000000-0000-0000-0000-000000000/resourceGroups/00000/providers/Microsoft.MachineLearningServices/workspaces/00000";
         assert_eq!(
             tracking_path(recorded).as_deref(),
-            Some("/mlflow/v1.0/subscriptions/00000000-0000-0000-0000-000000000/resourceGroups/00000/providers/Microsoft.MachineLearningServices/workspaces/00000")
+            Some(
+                "/mlflow/v1.0/subscriptions/00000000-0000-0000-0000-000000000/resourceGroups/00000/providers/Microsoft.MachineLearningServices/workspaces/00000"
+            )
         );
         assert_eq!(tracking_path("azureml://host"), None);
         assert_eq!(tracking_path("nonsense"), None);
@@ -368,7 +406,10 @@ mod tests {
             .unwrap()
             .properties
             .unwrap();
-        assert_eq!(EndpointMode::from_arm(props.auth_mode.as_deref().unwrap()), Some(EndpointMode::AmlToken));
+        assert_eq!(
+            EndpointMode::from_arm(props.auth_mode.as_deref().unwrap()),
+            Some(EndpointMode::AmlToken)
+        );
         let url = check_url(props.scoring_uri.as_deref().unwrap(), UrlRule::Upstream).unwrap();
         assert_eq!(url.path, "/score");
         let ws = br#"{"properties": {"EnableSoftwareBillOfMaterials": false, "discoveryUrl": "https://westus.api.azureml.ms/discovery", "mlFlowTrackingUri": "azureml://westus.api.azureml.ms/mlflow/v1.0/x"}}"#;
@@ -376,10 +417,16 @@ mod tests {
             .unwrap()
             .properties
             .unwrap();
-        assert_eq!(props.discovery_url.as_deref(), Some("https://westus.api.azureml.ms/discovery"));
+        assert_eq!(
+            props.discovery_url.as_deref(),
+            Some("https://westus.api.azureml.ms/discovery")
+        );
         let discovery = br#"{"api": "https://centralus.api.azureml.ms", "catalog": "https://catalog.cortanaanalytics.com"}"#;
         assert_eq!(
-            serde_json::from_slice::<Discovery>(discovery).unwrap().api.as_deref(),
+            serde_json::from_slice::<Discovery>(discovery)
+                .unwrap()
+                .api
+                .as_deref(),
             Some("https://centralus.api.azureml.ms")
         );
         for mode in ["Key", "AMLToken", "AADToken", "key", "amltoken"] {

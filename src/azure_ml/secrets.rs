@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::arm::{ArmClient, Call, SOURCE};
-use crate::auth::{AccessToken, Credential, CredentialError, TokenError, TokenErrorKind, TokenRequest};
+use crate::auth::{
+    AccessToken, Credential, CredentialError, TokenError, TokenErrorKind, TokenRequest,
+};
 use crate::secret::Secret;
 
 /// How long a key read from `listKeys` is used while re-reads fail.
@@ -182,6 +184,88 @@ fn malformed(what: &str) -> TokenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::metrics::Metrics;
+    use crate::token_cache::{CacheKey, CachePolicy, TokenCache};
+
+    /// Resource Manager's `token` action as recorded (24 h tokens, refresh after about 12 h), issuing `ok`
+    /// tokens, then refusing (403).
+    #[derive(Debug)]
+    struct RecordedTokenAction {
+        calls: AtomicUsize,
+        ok: usize,
+    }
+
+    impl Credential for RecordedTokenAction {
+        const KIND: &'static str = "aml_token";
+
+        async fn token(&self, _request: &TokenRequest) -> Result<AccessToken, CredentialError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n >= self.ok {
+                return Err(TokenError::new(
+                    TokenErrorKind::AuthorizationFailed,
+                    SOURCE,
+                    format!("token of online endpoint e: denied ({TOKEN_ACTION})"),
+                )
+                .into());
+            }
+            let now = SystemTime::now();
+            let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+            let body = format!(
+                r#"{{"accessToken": "aml-{n}", "tokenType": "Bearer", "expiryTimeUtc": {}, "refreshAfterTimeUtc": {}}}"#,
+                secs + 86_340,
+                secs + 43_171
+            );
+            Ok(aml_token(
+                body.as_bytes(),
+                now,
+                "token of online endpoint e",
+            )?)
+        }
+    }
+
+    /// Paused clock: the token cache holds an AML token until `refreshAfterTimeUtc` (refreshing it once, in the
+    /// background, no earlier than 30 s of jitter before), and never serves it past `expiryTimeUtc`, even while
+    /// every refresh is refused.
+    #[tokio::test(start_paused = true)]
+    async fn an_aml_token_is_refreshed_at_refresh_after_and_never_used_past_expiry() {
+        let action = Arc::new(RecordedTokenAction {
+            calls: AtomicUsize::new(0),
+            ok: 2,
+        });
+        let cache = TokenCache::new(Metrics::new().unwrap().tokens, CachePolicy::default());
+        let key = CacheKey {
+            credential: "c".into(),
+            tenant: None,
+            scope: "/subscriptions/s/onlineEndpoints/e/token".into(),
+            claims: None,
+        };
+        let tokens = cache.source(key, action.clone(), true);
+        let bearer = |v: http::HeaderValue| v.to_str().unwrap().to_owned();
+        assert_eq!(bearer(tokens.header_value().await.unwrap()), "Bearer aml-0");
+        let calls = || action.calls.load(Ordering::SeqCst);
+        assert_eq!(calls(), 1);
+
+        tokio::time::sleep(Duration::from_secs(43_100)).await;
+        assert_eq!(calls(), 1, "not refreshed before refreshAfterTimeUtc");
+        assert_eq!(bearer(tokens.header_value().await.unwrap()), "Bearer aml-0");
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(calls(), 2, "refreshed once at refreshAfterTimeUtc");
+        assert_eq!(bearer(tokens.header_value().await.unwrap()), "Bearer aml-1");
+
+        // Every later refresh is refused; the token still serves until (shortly before) its expiry, 86,340 s after
+        // it was issued at about 43,171 s…
+        tokio::time::sleep(Duration::from_secs(129_400 - 43_200)).await;
+        assert!(calls() > 3, "refreshes were retried: {}", calls());
+        assert_eq!(bearer(tokens.header_value().await.unwrap()), "Bearer aml-1");
+        // …and never after.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let refused = tokens.header_value().await.unwrap_err();
+        assert_eq!(refused.error.kind, TokenErrorKind::AuthorizationFailed);
+        assert!(refused.error.message.contains(TOKEN_ACTION));
+    }
 
     /// The recorded `token` answer (azure-ai-ml's test recordings): sent at `Date: Tue, 03 Mar 2026 20:19:01 GMT`.
     const RECORDED_TOKEN: &str = r#"{"accessToken": "Sanitized", "tokenType": "Bearer", "expiryTimeUtc": 1772655481, "refreshAfterTimeUtc": 1772612312}"#;
@@ -213,7 +297,10 @@ mod tests {
         assert_eq!(token.expires_in, KEY_LIFETIME);
         assert_eq!(token.refresh_in, Some(KEY_REREAD));
         let only_secondary = br#"{"primaryKey": "", "secondaryKey": "s-key"}"#;
-        assert_eq!(key_token(only_secondary, "k").unwrap().token.expose(), "s-key");
+        assert_eq!(
+            key_token(only_secondary, "k").unwrap().token.expose(),
+            "s-key"
+        );
         let e = key_token(br#"{"primaryKey": null}"#, "listKeys of online endpoint e").unwrap_err();
         assert!(e.message.starts_with("listKeys of online endpoint e"));
         // A malformed body is reported without echoing it.

@@ -69,9 +69,10 @@ pub(super) fn env(args: EnvArgs, env: Arc<dyn Env>) -> ExitCode {
         });
         match resolved {
             Ok(resolved) => lines.push(match &resolved.detail {
-                Detail::Workspace { mlflow_path } => {
-                    ("MLFLOW_TRACKING_URI", format!("{base}{prefix}{mlflow_path}"))
-                }
+                Detail::Workspace { mlflow_path } => (
+                    "MLFLOW_TRACKING_URI",
+                    format!("{base}{prefix}{mlflow_path}"),
+                ),
                 Detail::OnlineEndpoint { scoring_path, .. } => {
                     ("SCORING_URI", format!("{base}{prefix}{scoring_path}"))
                 }
@@ -89,7 +90,10 @@ pub(super) fn env(args: EnvArgs, env: Arc<dyn Env>) -> ExitCode {
 /// What resolving `route` needs, for one resolution (no background refresh).
 fn context(config: Config, route: &RouteConfig, env: &dyn Env) -> Result<ResolveContext, ExitCode> {
     let Some(name) = route.credential.clone() else {
-        return Err(fail(EXIT_USAGE, format!("route {} has no credential", route.name)));
+        return Err(fail(
+            EXIT_USAGE,
+            format!("route {} has no credential", route.name),
+        ));
     };
     let tls = crate::tls::client_config(&config.extra_roots).map_err(|e| fail(EXIT_FAILURE, e))?;
     let http = TokenHttpClient::new(
@@ -111,8 +115,10 @@ fn context(config: Config, route: &RouteConfig, env: &dyn Env) -> Result<Resolve
         return Err(fail(EXIT_USAGE, format!("no credential named {name:?}")));
     };
     let metrics = Metrics::new().map_err(|e| fail(EXIT_FAILURE, format!("metrics: {e}")))?;
-    let mut policy = CachePolicy::default();
-    policy.client_capabilities = cae;
+    let policy = CachePolicy {
+        client_capabilities: cae,
+        ..CachePolicy::default()
+    };
     let cache = TokenCache::new(metrics.tokens, policy);
     let arm_tokens = cache.source(
         CacheKey {
@@ -166,8 +172,14 @@ mod tests {
     #[test]
     fn proxy_urls_and_quoting() {
         let tcp = |s: &str| Listen::Tcp(s.parse().unwrap());
-        assert_eq!(proxy_base(&tcp("127.0.0.1:8080")).unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(proxy_base(&tcp("0.0.0.0:80")).unwrap(), "http://127.0.0.1:80");
+        assert_eq!(
+            proxy_base(&tcp("127.0.0.1:8080")).unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            proxy_base(&tcp("0.0.0.0:80")).unwrap(),
+            "http://127.0.0.1:80"
+        );
         assert_eq!(proxy_base(&tcp("[::]:81")).unwrap(), "http://[::1]:81");
         assert!(proxy_base(&Listen::Unix("/run/p.sock".into())).is_err());
         assert_eq!(shell_quote("http://h/a'b"), "'http://h/a'\\''b'");

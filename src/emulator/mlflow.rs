@@ -123,7 +123,8 @@ impl Store {
             }
         };
         for (k, v) in query {
-            args.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+            args.entry(k.clone())
+                .or_insert_with(|| Value::String(v.clone()));
         }
         let mut data = crate::lock(&self.inner);
         let answer = match (method.as_str(), call) {
@@ -204,7 +205,10 @@ impl Store {
 // === impl Data ===
 
 impl Data {
-    fn experiment(&self, pick: impl Fn(&Experiment) -> bool) -> Result<Value, (StatusCode, &'static str, String)> {
+    fn experiment(
+        &self,
+        pick: impl Fn(&Experiment) -> bool,
+    ) -> Result<Value, (StatusCode, &'static str, String)> {
         self.experiments
             .iter()
             .find(|e| pick(e))
@@ -270,7 +274,10 @@ impl Data {
         Ok(value)
     }
 
-    fn run_mut(&mut self, args: &serde_json::Map<String, Value>) -> Result<&mut Run, (StatusCode, &'static str, String)> {
+    fn run_mut(
+        &mut self,
+        args: &serde_json::Map<String, Value>,
+    ) -> Result<&mut Run, (StatusCode, &'static str, String)> {
         let id = text(args, "run_id")
             .or_else(|| text(args, "run_uuid"))
             .ok_or_else(|| invalid("run_id"))?;
@@ -282,7 +289,10 @@ impl Data {
 
     fn search_runs(&self, args: &serde_json::Map<String, Value>) -> Value {
         let ids: Vec<String> = match args.get("experiment_ids") {
-            Some(Value::Array(ids)) => ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            Some(Value::Array(ids)) => ids
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             Some(Value::String(id)) => vec![id.clone()],
             _ => Vec::new(),
         };
@@ -292,7 +302,7 @@ impl Data {
             .iter()
             .filter(|r| ids.is_empty() || ids.contains(&r.experiment_id))
             .collect();
-        runs.sort_by(|a, b| b.start_ms.cmp(&a.start_ms));
+        runs.sort_by_key(|r| std::cmp::Reverse(r.start_ms));
         json!({"runs": runs.into_iter().take(max).map(Run::to_json).collect::<Vec<_>>()})
     }
 }
@@ -362,7 +372,9 @@ impl Metric {
 }
 
 fn tags_json(map: &BTreeMap<String, String>) -> Vec<Value> {
-    map.iter().map(|(k, v)| json!({"key": k, "value": v})).collect()
+    map.iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect()
 }
 
 /// A metric from `{key, value, timestamp, step}` (numbers may come as strings, as proto JSON allows).
@@ -436,13 +448,26 @@ mod tests {
             let response = store.handle(&method, call, &[], body.to_string().as_bytes());
             response.status()
         };
-        assert_eq!(call(Method::POST, "experiments/create", json!({"name": "e"})), StatusCode::OK);
+        assert_eq!(
+            call(Method::POST, "experiments/create", json!({"name": "e"})),
+            StatusCode::OK
+        );
         assert_eq!(
             call(Method::POST, "experiments/create", json!({"name": "e"})),
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(call(Method::GET, "experiments/get", json!({"experiment_id": "9"})), StatusCode::NOT_FOUND);
-        assert_eq!(call(Method::POST, "runs/create", json!({"experiment_id": "1"})), StatusCode::OK);
+        assert_eq!(
+            call(
+                Method::GET,
+                "experiments/get",
+                json!({"experiment_id": "9"})
+            ),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(Method::POST, "runs/create", json!({"experiment_id": "1"})),
+            StatusCode::OK
+        );
         let run_id = crate::lock(&store.inner).runs[0].id.clone();
         for (step, value) in [(0, 1.5), (1, 0.5)] {
             let m = json!({"run_id": run_id, "key": "loss", "value": value, "timestamp": 1, "step": step});
@@ -454,8 +479,14 @@ mod tests {
         assert_eq!(data.runs[0].metrics.len(), 2);
         drop(data);
         assert_eq!(call(Method::GET, "nope", json!({})), StatusCode::NOT_FOUND);
-        assert_eq!(call_of("/mlflow/v1.0/x/api/2.0/mlflow/runs/get", "/mlflow/v1.0/X"), Some(Ok("runs/get")));
-        assert_eq!(call_of("/other/api/2.0/mlflow/runs/get", "/mlflow/v1.0/x"), Some(Err(())));
+        assert_eq!(
+            call_of("/mlflow/v1.0/x/api/2.0/mlflow/runs/get", "/mlflow/v1.0/X"),
+            Some(Ok("runs/get"))
+        );
+        assert_eq!(
+            call_of("/other/api/2.0/mlflow/runs/get", "/mlflow/v1.0/x"),
+            Some(Err(()))
+        );
         assert_eq!(call_of("/echo", "/mlflow/v1.0/x"), None);
     }
 }

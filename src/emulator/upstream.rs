@@ -25,9 +25,9 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::State;
-use super::mlflow;
 use super::faults::{Challenge, FaultKind, Probe, Target, now_secs};
 use super::jwt::{self, Presented, Rejected};
+use super::mlflow;
 use super::serve::{self, Body, ChannelBody};
 use super::stats::Area;
 

@@ -89,10 +89,8 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         if let RouteAuth::AzureMl(target) = &self.auth {
             // Not resolved, so not known where it may go: never forwarded (the resolved route serves it).
-            let error = ProxyError::UpstreamUnavailable(format!(
-                "{} is not resolved yet",
-                target.what()
-            ));
+            let error =
+                ProxyError::UpstreamUnavailable(format!("{} is not resolved yet", target.what()));
             return Box::pin(async move { Err(error.into()) });
         }
         let Some(tokens) = self.auth.tokens_for(req.headers()) else {

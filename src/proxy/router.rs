@@ -11,15 +11,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
+use super::BoxError;
 use super::admission::Admission;
+use super::azure_ml_route::RouteService;
 use super::body::{IdleLimit, ProxyBody, ResponseBody};
 use super::error::ProxyError;
 use super::respond::RoutedError;
 use super::route::Route;
 use super::route_table::RouteTable;
 use super::shed::uploads::UploadTicket;
-use super::BoxError;
-use super::azure_ml_route::RouteService;
 
 /// Routes requests to per-route stacks.
 #[derive(Clone)]

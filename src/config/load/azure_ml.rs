@@ -19,8 +19,11 @@ use crate::file_read::{self, Access};
 const MAX_CONFIG_JSON_BYTES: u64 = 64 * 1024;
 
 /// Where a directory given as `config_file` is searched, in order.
-const CONFIG_JSON_CANDIDATES: [&str; 3] =
-    ["config.json", ".azureml/config.json", "aml_config/config.json"];
+const CONFIG_JSON_CANDIDATES: [&str; 3] = [
+    "config.json",
+    ".azureml/config.json",
+    "aml_config/config.json",
+];
 
 /// `online_endpoint:`.
 pub(super) fn online_endpoint(
@@ -148,8 +151,8 @@ fn read_config_json(path: &Path) -> Result<WorkspaceId, String> {
 /// The workspace a `config.json` names: its `Scope` resource id, else `subscription_id`, `resource_group` and
 /// `workspace_name`.
 fn parse_config_json(bytes: &[u8]) -> Result<WorkspaceId, String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not a JSON document ({e})"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON document ({e})"))?;
     let text = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
     let id = if let Some(scope) = text("Scope") {
         let pieces: Vec<&str> = scope.split('/').collect();
@@ -215,7 +218,9 @@ struct IdFields {
 
 impl IdFields {
     fn any_present(&self) -> bool {
-        self.subscription_id.is_present() || self.resource_group.is_present() || self.name.is_present()
+        self.subscription_id.is_present()
+            || self.resource_group.is_present()
+            || self.name.is_present()
     }
 
     /// All three, each reported missing at its key (`name_key` is the workspace name's key).
@@ -223,7 +228,9 @@ impl IdFields {
         let subscription_id = self
             .subscription_id
             .required(w, &child(path, "subscription_id"));
-        let resource_group = self.resource_group.required(w, &child(path, "resource_group"));
+        let resource_group = self
+            .resource_group
+            .required(w, &child(path, "resource_group"));
         let name = self.name.required(w, &child(path, name_key));
         Some(WorkspaceId {
             subscription_id: subscription_id?,
@@ -242,24 +249,36 @@ mod tests {
         let ids = br#"{"subscription_id": "sub-1", "resource_group": "rg", "workspace_name": "ws", "extra": 1}"#;
         let id = parse_config_json(ids).unwrap();
         assert_eq!(
-            (id.subscription_id.as_str(), id.resource_group.as_str(), id.name.as_str()),
+            (
+                id.subscription_id.as_str(),
+                id.resource_group.as_str(),
+                id.name.as_str()
+            ),
             ("sub-1", "rg", "ws")
         );
         let scope = br#"{"Scope": "/subscriptions/s2/resourceGroups/g2/providers/Microsoft.MachineLearningServices/workspaces/w2", "workspace_name": "ignored"}"#;
         let id = parse_config_json(scope).unwrap();
         assert_eq!(
-            (id.subscription_id.as_str(), id.resource_group.as_str(), id.name.as_str()),
+            (
+                id.subscription_id.as_str(),
+                id.resource_group.as_str(),
+                id.name.as_str()
+            ),
             ("s2", "g2", "w2")
         );
-        assert!(parse_config_json(br#"{"subscription_id": "s"}"#)
-            .unwrap_err()
-            .contains("workspace_name"));
+        assert!(
+            parse_config_json(br#"{"subscription_id": "s"}"#)
+                .unwrap_err()
+                .contains("workspace_name")
+        );
         assert!(parse_config_json(b"not json").is_err());
         assert!(parse_config_json(br#"{"Scope": "/subscriptions/s"}"#).is_err());
-        assert!(parse_config_json(
-            br#"{"subscription_id": "s", "resource_group": "../x", "workspace_name": "w"}"#
-        )
-        .is_err());
+        assert!(
+            parse_config_json(
+                br#"{"subscription_id": "s", "resource_group": "../x", "workspace_name": "w"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

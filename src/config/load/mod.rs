@@ -133,10 +133,8 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
     let authority_host = authority_host(&mut w, Field::Absent, cloud);
     let route = builtin_route(&mut w, cloud);
     let resource_manager = cloud_resource_manager(&mut w, cloud);
-    let config = authority_host
-        .zip(route)
-        .zip(resource_manager)
-        .map(|((authority_host, route), resource_manager)| Config {
+    let config = authority_host.zip(route).zip(resource_manager).map(
+        |((authority_host, route), resource_manager)| Config {
             listen: Listen::Tcp(DEFAULT_LISTEN),
             admin_listen: DEFAULT_ADMIN_LISTEN,
             expose: false,
@@ -155,7 +153,8 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
             )]),
             routes: vec![route],
             origin: ConfigOrigin::BuiltIn,
-        });
+        },
+    );
     w.finish(None, config)
 }
 

@@ -5,10 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use http::{HeaderName, Method};
 use serde_yaml::Value;
 
+use super::azure_ml;
 use super::syntax::{check_name, check_scope};
 use super::walk::{Field, Walker, child};
 use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
-use super::azure_ml;
 use crate::config::{
     AllowPolicy, AzureMlTarget, DEFAULT_CREDENTIAL, OnlineEndpointConfig, RouteConfig, Upstream,
     WorkspaceId,
@@ -98,9 +98,7 @@ fn route(
                 w.string(p, v)
                     .and_then(|t| report(w, p, forward_header(&t)))
             })),
-            "online_endpoint" => f
-                .online_endpoint
-                .set(azure_ml::online_endpoint(w, p, v)),
+            "online_endpoint" => f.online_endpoint.set(azure_ml::online_endpoint(w, p, v)),
             "workspace" => f.workspace.set(azure_ml::workspace(w, p, v)),
             _ => return false,
         }
