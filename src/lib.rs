@@ -13,12 +13,14 @@
 //! * [`proxy`] is the request path: admission, then one stack per route, built from its [`proxy::route::Route`];
 //!   [`proxy::stack`] is the one place its layers are ordered.
 //! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
+//! * [`azure_ml`] resolves Azure ML routes (online endpoints, workspaces) through Resource Manager and reads
+//!   endpoint keys and AML tokens as credentials the token cache holds.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
 //!
 //! Beside the proxy, [`emulator`] is the second binary, `aml-azure-emulator`: a loopback stand-in of Entra ID,
 //! managed identity, ARM and Azure ML endpoints with failure switches. It uses nothing of the proxy but
-//! [`logging`], [`tls::provider`] and the small helpers ([`ids`], [`sync`]).
+//! [`logging`], [`tls::provider`] and the small helpers (`lock`, `error_chain` at the crate root).
 //!
 //! Dependencies run one way: `proxy → token_cache → auth`, and `config → auth` (configuration builds each
 //! credential's options; `auth` knows nothing about configuration). Two leaf modules serve all of them: secrets

@@ -11,7 +11,7 @@
 //! | base + 2 | an echoing upstream that doubles as the workspace data plane (with its MLflow tracking service) | `upstream`, `mlflow` |
 //! | base + 3 … | one scoring listener per online endpoint | `scoring` |
 //!
-//! Tokens are RS256 JWTs signed with a key made at start-up ([`jwt`]); the resource roles verify them. Failure
+//! Tokens are RS256 JWTs signed with a key made at start-up (`jwt`); the resource roles verify them. Failure
 //! switches ([`FaultSpec`]) come from `--fault` flags or `POST /__control/faults`; `GET /__stats` counts what each
 //! role saw. [`Emulator::start`] runs it in-process (integration tests); [`cli::main`] is the binary.
 
