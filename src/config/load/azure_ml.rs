@@ -242,7 +242,80 @@ impl IdFields {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{CREDS, ok, parse_with, problems};
     use super::*;
+    use crate::config::AzureMlTarget;
+    use crate::env::MapEnv;
+
+    #[test]
+    fn azure_ml_routes_take_their_upstream_from_resource_manager_and_strip_their_prefix() {
+        let config = ok(&format!(
+            "resource_manager: http://127.0.0.1:8182\n{CREDS}routes:
+  - name: scoring
+    path_prefix: /endpoints/e/
+    online_endpoint: {{ subscription_id: s-1, resource_group: rg, workspace: ws, name: e, auth: AMLToken }}
+  - name: ws
+    path_prefix: /ws
+    host: ml.local
+    workspace: {{ subscription_id: s-1, resource_group: rg, name: ws }}
+    credential: default
+"
+        ));
+        assert_eq!(config.resource_manager.to_string(), "http://127.0.0.1:8182");
+        let scoring = &config.routes[0];
+        assert_eq!(scoring.path_prefix, "/endpoints/e");
+        assert!(scoring.strip_prefix && scoring.scope.is_none());
+        assert_eq!(scoring.credential.as_deref(), Some("default"));
+        assert_eq!(scoring.upstream.origin, config.resource_manager);
+        let Some(AzureMlTarget::OnlineEndpoint(e)) = &scoring.azure_ml else {
+            panic!("{scoring:?}");
+        };
+        assert_eq!((e.name.as_str(), e.auth), ("e", EndpointAuth::AmlToken));
+        assert_eq!(e.workspace.subscription_id, "s-1");
+        let ws = &config.routes[1];
+        assert_eq!(ws.host.as_deref(), Some("ml.local"));
+        assert!(matches!(&ws.azure_ml, Some(AzureMlTarget::Workspace(w)) if w.name == "ws"));
+        // Without the key: the cloud's.
+        let config = ok(&format!(
+            "cloud: AzureUSGovernment\n{CREDS}routes:\n  - name: ws\n    path_prefix: /ws\n    workspace: {{ subscription_id: s, resource_group: rg, name: ws }}\n"
+        ));
+        assert_eq!(
+            config.resource_manager.to_string(),
+            "https://management.usgovcloudapi.net"
+        );
+    }
+
+    #[test]
+    fn a_config_file_is_read_relative_to_the_configuration() {
+        let dir = std::env::temp_dir().join(format!("aml-config-json-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join(".azureml")).unwrap();
+        std::fs::write(
+            dir.join(".azureml/config.json"),
+            r#"{"subscription_id": "s", "resource_group": "rg", "workspace_name": "from-file"}"#,
+        )
+        .unwrap();
+        let text = format!(
+            "{CREDS}routes:\n  - name: ws\n    path_prefix: /ws\n    workspace: {{ config_file: . }}\n"
+        );
+        let config = parse_with(&MapEnv::new(), &dir, &text).unwrap();
+        assert!(
+            matches!(&config.routes[0].azure_ml, Some(AzureMlTarget::Workspace(w)) if w.name == "from-file")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_azure_ml_route_needs_a_credential() {
+        let found = problems(
+            "credentials:\n  sp: { azure_cli: {} }\nroutes:\n  - name: ws\n    path_prefix: /ws\n    workspace: { subscription_id: s, resource_group: rg, name: ws }\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "routes[0].credential: required key is missing (and no credential named \"default\" is configured)"
+            ]
+        );
+    }
 
     #[test]
     fn config_json_in_both_shapes() {
