@@ -122,3 +122,50 @@ async fn not_ready_with_the_reason_until_resolved_and_resolved_again_on_reload()
     );
     proxy.stop().await;
 }
+
+/// The real binary and a real SIGHUP: a route whose workspace could not be read is resolved again at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_resolves_azure_ml_routes_again() {
+    let _trace = trace_init();
+    let emulator = emulator().await;
+    let rule = emulator.add_fault(fault("deny=read,on=arm"));
+    let dir = TempDir::new();
+    let yaml = format!("{}{}", header(&emulator), super::workspace_route(WORKSPACE));
+    let proxy = crate::support::process::RunningProxy::start_in(&dir, &yaml).await;
+    let not_ready = crate::support::eventually(std::time::Duration::from_secs(10), || {
+        arm_calls(&emulator, "workspace_get") >= 1
+    })
+    .await;
+    assert!(not_ready.is_some(), "the workspace was never read");
+    let (status, _, body) = get(&proxy.admin_url("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json_body(&body)["missing"][0]["code"],
+        "AuthorizationFailed"
+    );
+
+    emulator.remove_fault(rule);
+    let reads = arm_calls(&emulator, "workspace_get");
+    proxy.child.signal("HUP");
+    let mut ready = false;
+    for _ in 0..150 {
+        if get(&proxy.admin_url("/readyz")).await.0 == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ready, "not ready within 3 s of SIGHUP");
+    assert_eq!(
+        arm_calls(&emulator, "workspace_get"),
+        reads + 1,
+        "resolved again by the reload"
+    );
+    assert_eq!(get(&proxy.url("/ws/x")).await.0, StatusCode::OK);
+    let out = proxy.stop().await;
+    assert!(
+        out.stderr.contains("configuration reloaded"),
+        "{}",
+        out.stderr
+    );
+}
