@@ -132,17 +132,17 @@ async fn sighup_resolves_azure_ml_routes_again() {
     let dir = TempDir::new();
     let yaml = format!("{}{}", header(&emulator), super::workspace_route(WORKSPACE));
     let proxy = crate::support::process::RunningProxy::start_in(&dir, &yaml).await;
-    let not_ready = crate::support::eventually(std::time::Duration::from_secs(10), || {
-        arm_calls(&emulator, "workspace_get") >= 1
-    })
-    .await;
-    assert!(not_ready.is_some(), "the workspace was never read");
-    let (status, _, body) = get(&proxy.admin_url("/readyz")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        json_body(&body)["missing"][0]["code"],
-        "AuthorizationFailed"
-    );
+    let mut refused = false;
+    for _ in 0..500 {
+        let (status, _, body) = get(&proxy.admin_url("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        if json_body(&body)["missing"][0]["code"] == "AuthorizationFailed" {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused, "/readyz never reported the refusal");
 
     emulator.remove_fault(rule);
     let reads = arm_calls(&emulator, "workspace_get");
