@@ -6,6 +6,7 @@
 //! YAML structure. Credential references are checked against the names the document declares, wherever
 //! in the document they are. Messages never contain the value of a secret key.
 
+mod azure_ml;
 mod credentials;
 mod files;
 mod listen;
@@ -62,6 +63,7 @@ struct TopLevel {
     unix_allowed_uids: Field<Vec<u32>>,
     cloud: Field<Cloud>,
     authority_host: Field<HttpsOrigin>,
+    resource_manager: Field<HttpsOrigin>,
     allowed_hosts: Field<Vec<String>>,
     cae: Field<bool>,
     extra_roots: Field<Vec<CertificateDer<'static>>>,
@@ -153,28 +155,33 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
     let cloud = Cloud::AzureCloud;
     let authority_host = authority_host(&mut w, Field::Absent, cloud);
     let route = builtin_route(&mut w, cloud);
+    let resource_manager = cloud_resource_manager(&mut w, cloud);
     let config = authority_host
         .zip(route)
         .zip(chain)
-        .map(|((authority_host, route), chain)| Config {
-            listen: Listen::Tcp(DEFAULT_LISTEN),
-            admin_listen: DEFAULT_ADMIN_LISTEN,
-            expose: false,
-            caller_auth: None,
-            unix_allowed_uids: None,
-            cloud,
-            authority_host,
-            allowed_hosts: default_allowed_hosts(),
-            cae: true,
-            extra_roots: Vec::new(),
-            limits: Limits::default(),
-            credentials: BTreeMap::from([(
-                DEFAULT_CREDENTIAL.to_owned(),
-                CredentialOptions::Chain(chain),
-            )]),
-            routes: vec![route],
-            origin: ConfigOrigin::BuiltIn,
-        });
+        .zip(resource_manager)
+        .map(
+            |(((authority_host, route), chain), resource_manager)| Config {
+                listen: Listen::Tcp(DEFAULT_LISTEN),
+                admin_listen: DEFAULT_ADMIN_LISTEN,
+                expose: false,
+                caller_auth: None,
+                unix_allowed_uids: None,
+                cloud,
+                authority_host,
+                resource_manager,
+                allowed_hosts: default_allowed_hosts(),
+                cae: true,
+                extra_roots: Vec::new(),
+                limits: Limits::default(),
+                credentials: BTreeMap::from([(
+                    DEFAULT_CREDENTIAL.to_owned(),
+                    CredentialOptions::Chain(chain),
+                )]),
+                routes: vec![route],
+                origin: ConfigOrigin::BuiltIn,
+            },
+        );
     w.finish(None, config)
 }
 
@@ -198,6 +205,7 @@ fn builtin_route(w: &mut Walker<'_>, cloud: Cloud) -> Option<RouteConfig> {
         allow: AllowPolicy::default(),
         pass_through_authorization: false,
         forward_headers: Vec::new(),
+        azure_ml: None,
     })
 }
 
@@ -221,6 +229,7 @@ fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Co
             "unix_allowed_uids" => top.unix_allowed_uids.set(w.allowed_uids(p, v)),
             "cloud" => top.cloud.set(cloud(w, p, v)),
             "authority_host" => top.authority_host.set(w.origin(p, v)),
+            "resource_manager" => top.resource_manager.set(w.origin(p, v)),
             "allowed_hosts" => top.allowed_hosts.set(allowed_hosts(w, p, v)),
             "cae" => top.cae.set(w.boolean(p, v)),
             "tls" => top.extra_roots.set(tls(w, p, v)),
@@ -370,6 +379,14 @@ fn authority_host(
     }
 }
 
+/// The cloud's Resource Manager, as an origin.
+fn cloud_resource_manager(w: &mut Walker<'_>, cloud: Cloud) -> Option<HttpsOrigin> {
+    check_url(cloud.resource_manager(), UrlRule::Origin)
+        .map_err(|message| w.problem("resource_manager", message))
+        .ok()
+        .map(|url| url.origin)
+}
+
 /// The built-in `allowed_hosts`.
 fn default_allowed_hosts() -> Vec<String> {
     DEFAULT_ALLOWED_HOSTS
@@ -412,7 +429,17 @@ impl TopLevel {
             Some(cloud) => authority_host(w, self.authority_host, cloud),
             None => None,
         };
-        let routes = self.routes.required(w, "routes");
+        let resource_manager = match (self.resource_manager, cloud) {
+            (Field::Absent, Some(cloud)) => cloud_resource_manager(w, cloud),
+            (given, _) => given.valid(),
+        };
+        let mut routes = self.routes.required(w, "routes");
+        // Azure ML routes reach Resource Manager until their target is resolved.
+        if let (Some(routes), Some(arm)) = (&mut routes, &resource_manager) {
+            for route in routes.iter_mut().filter(|r| r.azure_ml.is_some()) {
+                route.upstream.origin = arm.clone();
+            }
+        }
         Some(Config {
             listen: listen?,
             admin_listen: admin_listen?,
@@ -421,6 +448,7 @@ impl TopLevel {
             unix_allowed_uids: self.unix_allowed_uids.optional()?,
             cloud: cloud?,
             authority_host: authority_host?,
+            resource_manager: resource_manager?,
             allowed_hosts: self.allowed_hosts.or(default_allowed_hosts())?,
             cae: self.cae.or(true)?,
             extra_roots: self.extra_roots.or(Vec::new())?,
