@@ -14,6 +14,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::azure_ml::AzureMlRoute;
 use crate::metrics::Metrics;
 use crate::proxy::admission::HostAllowlist;
 use crate::proxy::body::ResponseBody;
@@ -27,8 +28,11 @@ pub struct RouteReadiness {
     pub route: String,
     /// Credential name.
     pub credential: String,
-    /// The route's cache entry.
+    /// The route's cache entry (for an Azure ML route: its Resource Manager token).
     pub tokens: TokenSource,
+    /// For an Azure ML route, its resolution: ready once resolved and its credential is held; until then the
+    /// reason names the endpoint or workspace.
+    pub azure_ml: Option<AzureMlRoute>,
 }
 
 /// The admin service.
@@ -113,7 +117,7 @@ impl Admin {
         let mut ready = Vec::new();
         let routes = inner.routes.load();
         for r in routes.iter() {
-            match r.tokens.status() {
+            match r.status() {
                 TokenStatus::Valid { expires_on } => ready.push(json!({
                     "route": r.route,
                     "credential": r.credential,
@@ -138,6 +142,18 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"ready": false, "missing": missing, "routes": ready}),
             )
+        }
+    }
+}
+
+// === impl RouteReadiness ===
+
+impl RouteReadiness {
+    /// The route's readiness: its token's status, or, for an Azure ML route, its resolution's.
+    pub fn status(&self) -> TokenStatus {
+        match &self.azure_ml {
+            Some(target) => target.status(),
+            None => self.tokens.status(),
         }
     }
 }

@@ -13,6 +13,8 @@ use tokio::sync::watch;
 
 use crate::admin::{Admin, RouteReadiness};
 use crate::auth::{EntraClient, HttpClientOptions, TokenHttpClient, build_credentials_in};
+use crate::azure_ml::arm::ArmClient;
+use crate::azure_ml::{AzureMlRoute, ResolveContext};
 use crate::config::{Config, ConfigOrigin, Limits, Listen};
 use crate::env::Env;
 use crate::metrics::Metrics;
@@ -294,6 +296,7 @@ impl Live {
             &entra,
             config.origin.file_for_hints().as_deref(),
         );
+        let arm_http = TokenHttpClient::new(Arc::clone(&tls), &http_options);
         // Spans go to this configuration's exporter, which stops once the configuration is replaced and its
         // queue is sent.
         let spans = config
@@ -312,6 +315,57 @@ impl Live {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut readiness = Vec::new();
         for route in &config.routes {
+            if let Some(target) = &route.azure_ml {
+                // Resolved through Resource Manager in the background, starting now.
+                let Some((name, credential)) = route
+                    .credential
+                    .as_ref()
+                    .and_then(|name| Some((name, credentials.get(name)?)))
+                else {
+                    return Err(NoRouteToken {
+                        route: route.name.clone(),
+                    }
+                    .into());
+                };
+                let tenant: Option<Arc<str>> = tenants.get(name).map(|t| t.as_str().into());
+                let arm_tokens = cache.source(
+                    CacheKey {
+                        credential: name.as_str().into(),
+                        tenant: tenant.clone(),
+                        scope: config.cloud.management_scope().into(),
+                        claims: None,
+                    },
+                    Arc::clone(&credential),
+                    true,
+                );
+                let resolving = AzureMlRoute::start(
+                    target.clone(),
+                    ResolveContext {
+                        arm: ArmClient::new(
+                            arm_http.clone(),
+                            config.resource_manager.clone(),
+                            arm_tokens.clone(),
+                        ),
+                        http: arm_http.clone(),
+                        cache: cache.clone(),
+                        credential,
+                        credential_name: name.as_str().into(),
+                        tenant,
+                        ml_scope: config.cloud.ml_scope().into(),
+                        keep_fresh: true,
+                    },
+                );
+                readiness.push(RouteReadiness {
+                    route: route.name.clone(),
+                    credential: name.clone(),
+                    tokens: arm_tokens,
+                    azure_ml: Some(resolving.clone()),
+                });
+                let metrics = metrics.proxy.route(&route.name);
+                let auth = RouteAuth::AzureMl(resolving);
+                routes.push(Arc::new(Route::new(route, auth, metrics)));
+                continue;
+            }
             // The route's token source (its pre-fetch starts now), when it names a credential and a scope.
             let tokens = match (&route.credential, &route.scope) {
                 (Some(name), Some(scope)) => credentials.get(name).map(|credential| {
@@ -326,6 +380,7 @@ impl Live {
                         route: route.name.clone(),
                         credential: name.clone(),
                         tokens: tokens.clone(),
+                        azure_ml: None,
                     });
                     tokens
                 }),
@@ -351,6 +406,17 @@ impl Live {
             spans.as_ref(),
         );
         for route in &config.routes {
+            if let Some(target) = &route.azure_ml {
+                tracing::info!(
+                    route = %route.name,
+                    path_prefix = %route.path_prefix,
+                    azure_ml = %crate::azure_ml::describe(target),
+                    resource_manager = %config.resource_manager,
+                    credential = route.credential.as_deref().unwrap_or("-"),
+                    "route"
+                );
+                continue;
+            }
             tracing::info!(
                 route = %route.name,
                 path_prefix = %route.path_prefix,
@@ -389,12 +455,9 @@ impl Live {
 
     /// True when every route holds a usable token.
     fn ready(&self) -> bool {
-        self.readiness.iter().all(|r| {
-            matches!(
-                r.tokens.status(),
-                crate::token_cache::TokenStatus::Valid { .. }
-            )
-        })
+        self.readiness
+            .iter()
+            .all(|r| matches!(r.status(), crate::token_cache::TokenStatus::Valid { .. }))
     }
 }
 

@@ -13,6 +13,8 @@
 //! * [`proxy`] is the request path: admission, then one stack per route, built from its [`proxy::route::Route`];
 //!   [`proxy::stack`] is the one place its layers are ordered.
 //! * [`token_cache`] holds tokens per (credential, tenant, scope, claims): refresh-ahead, single flight.
+//! * [`azure_ml`] resolves Azure ML routes (online endpoints, workspaces) through Resource Manager and reads
+//!   endpoint keys and AML tokens as credentials the token cache holds.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
 //! * [`telemetry`] carries the W3C trace context to upstreams and, when configured, exports spans over OTLP.
@@ -30,6 +32,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod azure_ml;
 pub mod cli;
 pub mod config;
 pub mod emulator;

@@ -37,6 +37,11 @@ pub enum TokenErrorKind {
     CredentialUnavailable,
     /// The token service is unreachable, failing, throttling or too slow.
     TokenServiceUnavailable,
+    /// Azure Resource Manager refused the identity an action it needs (an online endpoint's `listKeys` or
+    /// `token`, reading the endpoint or workspace): the message names the missing action.
+    AuthorizationFailed,
+    /// Azure Resource Manager says the online endpoint or workspace a route names does not exist.
+    ResourceNotFound,
 }
 
 /// One source's outcome inside a chain.
@@ -123,6 +128,8 @@ impl TokenErrorKind {
             TokenErrorKind::CredentialRejected => "CredentialRejected",
             TokenErrorKind::CredentialUnavailable => "CredentialUnavailable",
             TokenErrorKind::TokenServiceUnavailable => "TokenServiceUnavailable",
+            TokenErrorKind::AuthorizationFailed => "AuthorizationFailed",
+            TokenErrorKind::ResourceNotFound => "ResourceNotFound",
         }
     }
 }

@@ -40,6 +40,8 @@ pub(super) enum Command {
     Login(LoginArgs),
     /// HTTP GET a URL; exit 0 on a 2xx answer (for exec probes in images without curl).
     Probe(ProbeArgs),
+    /// Print shell lines (MLFLOW_TRACKING_URI, SCORING_URI, …) that send plain clients through a route.
+    Env(EnvArgs),
     /// Print a shell completion script on stdout (e.g. `aml-auth-proxy completions bash`).
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout, or write one page per command with --out-dir.
@@ -136,6 +138,17 @@ pub(super) struct LoginArgs {
     /// Sign in with a device code, whatever the credential's kind.
     #[arg(long)]
     pub(super) device_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct EnvArgs {
+    #[command(flatten)]
+    pub(super) config: ConfigArg,
+    /// The route whose lines are printed.
+    #[arg(long, value_name = "NAME")]
+    pub(super) route: String,
+    #[command(flatten)]
+    pub(super) log: LogArgs,
 }
 
 #[derive(Debug, Args)]

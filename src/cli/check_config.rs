@@ -39,6 +39,21 @@ pub(super) fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
         ));
     }
     for r in &config.routes {
+        if let Some(target) = &r.azure_ml {
+            out.push_str(&format!(
+                "  route {}: {}{} -> {} through Resource Manager {} (credential {})\n",
+                r.name,
+                r.host
+                    .as_deref()
+                    .map(|h| format!("{h} "))
+                    .unwrap_or_default(),
+                r.path_prefix,
+                crate::azure_ml::describe(target),
+                config.resource_manager,
+                r.credential.as_deref().unwrap_or("-"),
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "  route {}: {}{} -> {}{} (credential {}, scope {})\n",
             r.name,

@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `check-config`, `token`, `login`, `probe`, plus `completions` and `man`,
+//! The command line: `run` (the default), `check-config`, `token`, `login`, `probe`, `env`, plus `completions` and `man`,
 //! generated from the clap definition ([`Cli`]). One file per command; the shared parts are the argument
 //! definitions (`args`), exit codes (`exit`), runtime setup (`setup`) and signal handling (`signals`).
 //!
@@ -8,6 +8,7 @@
 mod args;
 mod check_config;
 mod completions;
+mod env;
 mod exit;
 mod login;
 mod man;
@@ -45,6 +46,7 @@ pub fn main() -> ExitCode {
         Some(Command::Token(args)) => token::token(args, env),
         Some(Command::Login(args)) => login::login(&args, env.as_ref()),
         Some(Command::Probe(args)) => probe::probe(&args.url),
+        Some(Command::Env(args)) => env::env(args, env),
         Some(Command::Completions(args)) => completions::completions(args.shell),
         Some(Command::Man(args)) => man::man(args.out_dir.as_deref()),
     }

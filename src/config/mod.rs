@@ -56,6 +56,9 @@ pub struct Config {
     pub cloud: Cloud,
     /// Entra ID authority host: the `authority_host` key, else `AZURE_AUTHORITY_HOST`, else the cloud's.
     pub authority_host: HttpsOrigin,
+    /// Azure Resource Manager, where Azure ML routes read endpoints, keys, tokens and workspaces: the
+    /// `resource_manager` key, else the cloud's.
+    pub resource_manager: HttpsOrigin,
     /// Accepted `Host` header names, lower-case, without port (`[::1]` keeps its brackets).
     pub allowed_hosts: Vec<String>,
     /// Request tokens with the `CP1` client capability, so Azure sends claims challenges (continuous access
@@ -162,6 +165,54 @@ pub struct RouteConfig {
     pub pass_through_authorization: bool,
     /// Headers of [`forward_headers::DROPPED_HEADERS`] (or its prefixes) this route forwards anyway.
     pub forward_headers: Vec<HeaderName>,
+    /// An Azure ML online endpoint or workspace whose upstream and credential are read from Resource Manager
+    /// (`online_endpoint:` / `workspace:`). Such a route has no `scope`; its `upstream` is Resource Manager
+    /// until the target is resolved, and it always strips its prefix.
+    pub azure_ml: Option<AzureMlTarget>,
+}
+
+/// What an Azure ML route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureMlTarget {
+    /// `online_endpoint:`: scoring an online endpoint.
+    OnlineEndpoint(OnlineEndpointConfig),
+    /// `workspace:`: the workspace's data plane (MLflow tracking and the other workspace services).
+    Workspace(WorkspaceId),
+}
+
+/// A workspace, as Resource Manager names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceId {
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Resource group name.
+    pub resource_group: String,
+    /// Workspace name.
+    pub name: String,
+}
+
+/// `online_endpoint: { subscription_id, resource_group, workspace, name, auth }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineEndpointConfig {
+    /// The workspace the endpoint belongs to.
+    pub workspace: WorkspaceId,
+    /// The endpoint name.
+    pub name: String,
+    /// How scoring requests are authorized.
+    pub auth: EndpointAuth,
+}
+
+/// `online_endpoint.auth`: the endpoint's `authMode`, or `auto` to read it from Resource Manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointAuth {
+    /// Read `authMode` from the endpoint.
+    Auto,
+    /// `Key`: a key from `listKeys`.
+    Key,
+    /// `AMLToken`: a token from the endpoint's `token` action.
+    AmlToken,
+    /// `AADToken`: an Entra ID token for Azure ML.
+    AadToken,
 }
 
 /// A route's upstream: an origin plus a base path (no query).
@@ -227,7 +278,8 @@ impl Config {
         }
     }
 
-    /// The scopes every route needs, as (route name, credential, scope).
+    /// The scopes every route needs, as (route name, credential, scope). Azure ML routes need tokens that are
+    /// known only once their target is resolved, and are not listed.
     pub fn route_tokens(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         self.routes
             .iter()
@@ -333,6 +385,20 @@ impl Cloud {
             Cloud::AzureUsGovernment => "https://login.microsoftonline.us",
             Cloud::AzureChinaCloud => "https://login.chinacloudapi.cn",
         }
+    }
+
+    /// The Entra ID scope of Azure ML data-plane tokens (online endpoints in `AADToken` mode).
+    pub fn ml_scope(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud => "https://ml.azure.com/.default",
+            Cloud::AzureUsGovernment => "https://ml.azure.us/.default",
+            Cloud::AzureChinaCloud => "https://ml.azure.cn/.default",
+        }
+    }
+
+    /// The Entra ID scope of Resource Manager tokens (also used by the workspace data plane).
+    pub fn management_scope(self) -> String {
+        format!("{}/.default", self.resource_manager())
     }
 
     /// The Azure Resource Manager endpoint.

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | base | Entra ID (`login.microsoftonline.com`), IMDS, App Service and Azure ML managed identity, the control API | `entra`, `managed_identity`, `control` |
 //! | base + 1 | Azure Resource Manager: workspaces and online endpoints | `arm` |
-//! | base + 2 | an echoing upstream that doubles as the workspace data plane | `upstream` |
+//! | base + 2 | an echoing upstream that doubles as the workspace data plane (with its MLflow tracking service) | `upstream`, `mlflow` |
 //! | base + 3 … | one scoring listener per online endpoint | `scoring` |
 //!
 //! Tokens are RS256 JWTs signed with a key made at start-up (`jwt`); the resource roles verify them. Failure
@@ -24,6 +24,7 @@ mod faults;
 mod issue;
 mod jwt;
 mod managed_identity;
+mod mlflow;
 mod recorded;
 mod scoring;
 mod serve;
@@ -213,6 +214,8 @@ pub(crate) struct State {
     pub(crate) stats: Stats,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) flows: Mutex<entra::Flows>,
+    /// The workspace's MLflow tracking store.
+    pub(crate) mlflow: mlflow::Store,
     /// Fires when the emulator stops (ends background body producers).
     pub(crate) stop: watch::Receiver<()>,
 }
@@ -507,6 +510,7 @@ impl Emulator {
             stats: Stats::default(),
             endpoints,
             flows: Mutex::new(entra::Flows::default()),
+            mlflow: mlflow::Store::default(),
             stop: stop_rx.clone(),
         });
         let tasks = listeners

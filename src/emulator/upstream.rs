@@ -10,6 +10,7 @@
 //! | `/operations/{id}/status` | `{"status": "Succeeded"}` |
 //! | `/stream?chunks=N&interval_ms=M` | `text/event-stream`: `data: i`, one event every M ms (default 5 events, 100 ms) |
 //! | `/status/{code}` | that status |
+//! | `/mlflow/v1.0/subscriptions/…/workspaces/{ws}/api/2.0/mlflow/…` | the workspace's MLflow tracking service (`mlflow`) |
 //! | anything else | 200, the request echoed as indented JSON |
 //!
 //! A `cae` rule makes it answer 401 `WWW-Authenticate: Bearer … error="insufficient_claims", claims="…"` until a
@@ -26,6 +27,7 @@ use serde_json::{Map, Value, json};
 use super::State;
 use super::faults::{Challenge, FaultKind, Probe, Target, now_secs};
 use super::jwt::{self, Presented, Rejected};
+use super::mlflow;
 use super::serve::{self, Body, ChannelBody};
 use super::stats::Area;
 
@@ -81,6 +83,21 @@ async fn answer(state: &State, parts: &Parts, body: Incoming) -> (Response<Body>
     }
     let base = &state.urls.upstream;
     let query = serve::query_pairs(parts.uri.query());
+    let tracking = format!("/mlflow/v1.0{}", state.settings.workspace.id());
+    if let Some(call) = mlflow::call_of(path, &tracking) {
+        let response = match call {
+            Ok(call) => match serve::read_body(body, serve::SMALL_BODY).await {
+                Ok(bytes) => state.mlflow.handle(&parts.method, call, &query, &bytes),
+                Err(response) => response,
+            },
+            Err(()) => mlflow::error(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_DOES_NOT_EXIST",
+                format!("the emulator's MLflow tracking service is at {tracking}"),
+            ),
+        };
+        return (response, audience);
+    }
     let number = |name: &str, default: u64| {
         serve::get(&query, name)
             .and_then(|v| v.parse().ok())

@@ -11,6 +11,12 @@
 //!   at most once per 5 s, the cache's rule — and an idempotent request whose body was kept is sent once more with
 //!   the fresh token. Anything else goes back to the caller as it is.
 //!
+//! - **A refused endpoint key or AML token** (an online endpoint's `401` on a route of
+//!   [`RouteAuth::EndpointSecret`]: the key was rotated, the token revoked): it is dropped and read again from
+//!   Resource Manager — once for any number of refused requests, and at most once per 5 s — and a request whose
+//!   body was kept is replayed once with the new one, whatever its method (the endpoint refused it before
+//!   scoring anything). A request whose body could not be kept gets the `401`; the next one uses the new key.
+//!
 //! Only requests that carry the route's token are answered: a pass-through request with the caller's own token is
 //! the caller's business. A body that cannot be kept (larger than the replay buffer, of unknown length beyond
 //! it, or a WebSocket handshake) streams as usual, and a refusal still drops the token. A kept body is read
@@ -148,7 +154,9 @@ where
         // The body streams and cannot be sent twice: a refusal still drops the refused token.
         let mut response = call(inner, Request::from_parts(parts, body)).await?;
         if let Some(token) = refused_token(&mut response) {
-            if claims_challenge(response.headers()).is_some() {
+            if replay.rereads_secret() {
+                tokens.invalidate(&token, "endpoint refused its key or token");
+            } else if claims_challenge(response.headers()).is_some() {
                 tokens.invalidate(&token, "claims challenge");
             } else if token_refused(response.headers()) {
                 tokens.invalidate(&token, "invalid_token");
@@ -161,6 +169,18 @@ where
     let Some(token) = refused_token(&mut response) else {
         return Ok(response);
     };
+    if replay.rereads_secret() {
+        // Dropped here, or already by a request refused at the same time: either way the next value is read
+        // once and shared, and the request goes again with it. The same value again (a re-read within 5 s)
+        // means the endpoint refuses what Resource Manager gives: its 401 goes back.
+        tokens.invalidate(&token, "endpoint refused its key or token");
+        let fresh = tokens.header_value().await?;
+        if fresh != token {
+            drop(response);
+            return last(inner, copy_request(&parts, kept, Some(fresh))).await;
+        }
+        return Ok(response);
+    }
     let Some(challenge) = claims_challenge(response.headers()) else {
         // A plain `invalid_token` (revoked or expired early): drop the token; an idempotent request is sent once
         // more with a fresh one, anything else goes back to the caller as it is.
@@ -182,6 +202,15 @@ where
     let token = with_claims.header_value().await?;
     drop(response);
     last(inner, copy_request(&parts, kept, Some(token))).await
+}
+
+// === impl Replay ===
+
+impl Replay {
+    /// True for an online endpoint's key or AML token, which a `401` makes the proxy read again.
+    fn rereads_secret(&self) -> bool {
+        matches!(self.auth, RouteAuth::EndpointSecret(_))
+    }
 }
 
 /// The replay: its answer goes back as it is, without the refused token it may carry.

@@ -17,6 +17,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
+use super::error::ProxyError;
 use super::route::RouteAuth;
 
 /// Layer for [`InjectToken`].
@@ -86,6 +87,12 @@ where
         // Move the readied service into the future and leave a fresh clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        if let RouteAuth::AzureMl(target) = &self.auth {
+            // Not resolved, so not known where it may go: never forwarded (the resolved route serves it).
+            let error =
+                ProxyError::UpstreamUnavailable(format!("{} is not resolved yet", target.what()));
+            return Box::pin(async move { Err(error.into()) });
+        }
         let Some(tokens) = self.auth.tokens_for(req.headers()) else {
             // A pass-through route and a caller with its own token (or none and no credential): as sent.
             return Box::pin(async move { inner.oneshot(req).await.map_err(Into::into) });

@@ -12,7 +12,8 @@
 //!           └ Respond             every error below becomes the proxy's JSON error answer
 //!              └ Router           admission (every request rule), route match, then the route's own stack; the
 //!                                 request body becomes a paced, timed stream
-//!                 └ per route (built from its `Arc<Route>`):
+//!                 └ per route (built from its `Arc<Route>`; an Azure ML route's from the route its resolution
+//!                   makes, see `azure_ml_route`):
 //!                    AnswerChallenge   a refused token (claims challenge, revoked token) is dropped; a kept body
 //!                     │                is replayed once with a token that can pass
 //!                     └ InjectToken    awaits the route's token, inserts it (sensitive), replacing the caller's
@@ -26,6 +27,7 @@
 
 pub mod admission;
 pub mod answer_challenge;
+pub mod azure_ml_route;
 pub mod body;
 pub mod client;
 pub mod client_addr;
@@ -58,13 +60,14 @@ use crate::token_cache::TokenCache;
 
 use self::admission::Admission;
 use self::answer_challenge::{AnswerChallenge, AnswerChallengeLayer};
+use self::azure_ml_route::{AzureMlRouteService, RouteService};
 use self::body::IdleLimit;
 use self::client::UpstreamClient;
 use self::forward::Forward;
 use self::inject_token::{InjectToken, InjectTokenLayer};
 use self::observe::{Observe, ObserveLayer};
 use self::respond::{Respond, RespondLayer};
-use self::route::Route;
+use self::route::{Route, RouteAuth};
 use self::route_table::RouteTable;
 use self::router::Router;
 use self::shed::{Shed, ShedLayer};
@@ -75,6 +78,49 @@ pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 
 /// The whole proxy service, ready for `TowerToHyperService`.
 pub type ProxyService = SetSensitiveRequestHeaders<Trace<Observe<Shed<Respond<Router>>>>>;
+
+/// What building a route's own stack needs.
+pub struct StackParts {
+    client: UpstreamClient,
+    cache: TokenCache,
+    limits: Limits,
+    table: Arc<RouteTable>,
+    response_idle: IdleLimit,
+}
+
+impl StackParts {
+    /// The stack of `route`.
+    pub fn build(&self, route: &Arc<Route>) -> RouteStack {
+        let (scheme, authority) = route.origin();
+        ServiceBuilder::new()
+            // A refusal of the route's token drops it; a kept body is replayed once (claims, revoked tokens,
+            // rotated endpoint keys).
+            .layer(AnswerChallengeLayer::new(
+                route.auth().clone(),
+                self.cache.clone(),
+                self.limits.replay_buffer_bytes,
+            ))
+            // The route's token replaces the caller's Authorization (pass-through routes: only when it has none).
+            .layer(InjectTokenLayer::new(route.auth().clone()))
+            // Response headers within upstream_response_timeout (a token fetch has its own budget, above).
+            .layer(TimeoutLayer::new(self.limits.upstream_response_timeout))
+            // To the route's upstream, and the response back for the caller.
+            .service(
+                Forward::new(
+                    self.client.origin(scheme, authority),
+                    Arc::clone(route),
+                    Arc::clone(&self.table),
+                )
+                .with_response_idle(self.response_idle.clone()),
+            )
+    }
+}
+
+impl std::fmt::Debug for StackParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackParts").finish_non_exhaustive()
+    }
+}
 
 /// Builds the proxy service for `routes` (in configuration order), admitting requests with `admission`; `cache`
 /// gives tokens with a challenge's claims; request spans go to `spans`, when spans are exported.
@@ -91,28 +137,21 @@ pub fn stack(
     let timeouts = &metrics.stream_timeouts;
     let response_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.response_idle.clone());
     let request_idle = IdleLimit::new(limits.stream_idle_timeout, timeouts.request_idle.clone());
-    let stacks = table.map(|route| {
-        let (scheme, authority) = route.origin();
-        ServiceBuilder::new()
-            // A refusal of the route's token drops it; a kept body is replayed once (claims, revoked tokens).
-            .layer(AnswerChallengeLayer::new(
-                route.auth().clone(),
-                cache.clone(),
-                limits.replay_buffer_bytes,
-            ))
-            // The route's token replaces the caller's Authorization (pass-through routes: only when it has none).
-            .layer(InjectTokenLayer::new(route.auth().clone()))
-            // Response headers within upstream_response_timeout (a token fetch has its own budget, above).
-            .layer(TimeoutLayer::new(limits.upstream_response_timeout))
-            // To the route's upstream, and the response back for the caller.
-            .service(
-                Forward::new(
-                    client.origin(scheme, authority),
-                    Arc::clone(route),
-                    Arc::clone(&table),
-                )
-                .with_response_idle(response_idle.clone()),
-            )
+    let parts = Arc::new(StackParts {
+        client: client.clone(),
+        cache: cache.clone(),
+        limits: limits.clone(),
+        table: Arc::clone(&table),
+        response_idle,
+    });
+    let stacks = table.map(|route| match route.auth() {
+        // Served by the route its resolution makes, built when the resolution is known.
+        RouteAuth::AzureMl(target) => RouteService::AzureMl(AzureMlRouteService::new(
+            Arc::clone(route),
+            target.clone(),
+            Arc::clone(&parts),
+        )),
+        _ => RouteService::Stack(parts.build(route)),
     });
     let mut sensitive = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
     sensitive.extend(admission.caller_key_header().cloned());

@@ -210,6 +210,8 @@ pub fn token_error(e: &TokenError, retry_after: Option<Duration>) -> Response<Re
         TokenErrorKind::ConditionalAccessBlocked => StatusCode::FORBIDDEN,
         TokenErrorKind::InteractionRequired => StatusCode::UNAUTHORIZED,
         TokenErrorKind::CredentialRejected => StatusCode::BAD_GATEWAY,
+        TokenErrorKind::AuthorizationFailed => StatusCode::FORBIDDEN,
+        TokenErrorKind::ResourceNotFound => StatusCode::NOT_FOUND,
         TokenErrorKind::CredentialUnavailable | TokenErrorKind::TokenServiceUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }

@@ -12,7 +12,8 @@ use http::header::AUTHORIZATION;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::config::{AllowPolicy, RouteConfig};
+use crate::azure_ml::AzureMlRoute;
+use crate::config::{AllowPolicy, RouteConfig, Upstream};
 use crate::metrics::RouteMetrics;
 use crate::token_cache::TokenSource;
 
@@ -45,6 +46,14 @@ pub enum RouteAuth {
     /// `pass_through_authorization: true`: a caller's own `Authorization` is forwarded as sent; the route's token
     /// (when the route has a credential) is inserted only into requests that carry none.
     PassThrough(Option<TokenSource>),
+    /// An online endpoint's key or AML token (read from Resource Manager) replaces any `Authorization` the
+    /// caller sent. When the endpoint answers `401` to it, it is dropped and read again once (a rotated key) and
+    /// a request whose body was kept is replayed once.
+    EndpointSecret(TokenSource),
+    /// An Azure ML route (`online_endpoint:` / `workspace:`) as configured: its upstream and credential are known
+    /// only once Resource Manager has been read. Its requests are served by the route [`Route::resolved`] makes;
+    /// this route itself never forwards anything.
+    AzureMl(AzureMlRoute),
 }
 
 /// A route that would forward callers' own tokens although configuration asked it to replace them: refused when
@@ -91,6 +100,24 @@ impl Route {
     /// The route name (metrics, logs).
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The route that serves this Azure ML route's requests once it is resolved: the same name, match, policy and
+    /// metrics, with the resolved `upstream` (the prefix replaced by its base path) and `auth`.
+    pub fn resolved(&self, upstream: &Upstream, auth: RouteAuth) -> Self {
+        Self {
+            name: Arc::clone(&self.name),
+            prefix: self.prefix.clone(),
+            host: self.host.clone(),
+            strip_prefix: true,
+            scheme: upstream.origin.scheme.clone(),
+            authority: upstream.origin.authority.clone(),
+            base_path: upstream.base_path.clone(),
+            allow: self.allow.clone(),
+            forward_headers: self.forward_headers.clone(),
+            auth,
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// How the route authorizes requests.
@@ -278,21 +305,24 @@ impl RouteAuth {
         }
     }
 
-    /// The route's token source, if it has one.
+    /// The route's token source, if it has one (an unresolved Azure ML route has none yet).
     pub fn tokens(&self) -> Option<&TokenSource> {
         match self {
-            RouteAuth::Inject(tokens) => Some(tokens),
+            RouteAuth::Inject(tokens) | RouteAuth::EndpointSecret(tokens) => Some(tokens),
             RouteAuth::PassThrough(tokens) => tokens.as_ref(),
+            RouteAuth::AzureMl(_) => None,
         }
     }
 
     /// The token source whose token a request with `headers` gets; `None` when it goes with the caller's own
     /// `Authorization` (or none).
+    /// An unresolved Azure ML route never forwards, so it names none ([`super::inject_token`] refuses it).
     pub fn tokens_for(&self, headers: &HeaderMap) -> Option<&TokenSource> {
         match self {
-            RouteAuth::Inject(tokens) => Some(tokens),
+            RouteAuth::Inject(tokens) | RouteAuth::EndpointSecret(tokens) => Some(tokens),
             RouteAuth::PassThrough(_) if headers.contains_key(AUTHORIZATION) => None,
             RouteAuth::PassThrough(tokens) => tokens.as_ref(),
+            RouteAuth::AzureMl(_) => None,
         }
     }
 }
@@ -341,6 +371,7 @@ pub(crate) mod testing {
             allow: AllowPolicy::default(),
             pass_through_authorization: false,
             forward_headers: Vec::new(),
+            azure_ml: None,
         }
     }
 

@@ -89,6 +89,10 @@ impl<T> RouteTable<T> {
                 .filter(|r| !std::ptr::eq(*r, served_by)),
         );
         for route in candidates {
+            // An unresolved Azure ML route's upstream is Resource Manager only as a placeholder: it leads nowhere.
+            if matches!(route.auth(), super::route::RouteAuth::AzureMl(_)) {
+                continue;
+            }
             let same_origin = match (location.scheme(), location.authority()) {
                 (Some(scheme), Some(authority)) => route.same_origin(scheme, authority),
                 (None, None) => std::ptr::eq(route, served_by),

@@ -11,14 +11,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
+use super::BoxError;
 use super::admission::Admission;
+use super::azure_ml_route::RouteService;
 use super::body::{IdleLimit, ProxyBody, ResponseBody};
 use super::error::ProxyError;
 use super::respond::RoutedError;
 use super::route::Route;
 use super::route_table::RouteTable;
 use super::shed::uploads::UploadTicket;
-use super::{BoxError, RouteStack};
 
 /// Routes requests to per-route stacks.
 #[derive(Clone)]
@@ -28,7 +29,7 @@ pub struct Router {
 
 struct RouterInner {
     admission: Admission,
-    stacks: RouteTable<RouteStack>,
+    stacks: RouteTable<RouteService>,
     request_idle: Option<IdleLimit>,
     /// The message of a `NoRoute` answer: made once, it lists every route's path prefix.
     no_route: Arc<str>,
@@ -42,7 +43,7 @@ pub type ResponseFuture =
 
 impl Router {
     /// A router that admits requests with `admission` and hands them to the stack of their route in `stacks`.
-    pub fn new(admission: Admission, stacks: RouteTable<RouteStack>) -> Self {
+    pub fn new(admission: Admission, stacks: RouteTable<RouteService>) -> Self {
         let no_route = no_route_message(&stacks, admission.base_url()).into();
         Self {
             inner: Arc::new(RouterInner {
@@ -63,7 +64,7 @@ impl Router {
     }
 
     /// Admits the request and picks its route's stack.
-    fn route(&self, req: &mut Request<Incoming>) -> Result<(Arc<Route>, RouteStack), BoxError> {
+    fn route(&self, req: &mut Request<Incoming>) -> Result<(Arc<Route>, RouteService), BoxError> {
         let inner = &*self.inner;
         let host = inner.admission.check(req)?;
         let (route, stack) = inner

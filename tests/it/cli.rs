@@ -30,12 +30,13 @@ use crate::support::{ARM_SCOPE, Behavior, MockAad, trace_init};
 const CA_FIXTURE: &str = "aad_error_53003_blocked_by_conditional_access.json";
 
 /// Every command the binary has.
-const COMMANDS: [&str; 7] = [
+const COMMANDS: [&str; 8] = [
     "run",
     "check-config",
     "token",
     "login",
     "probe",
+    "env",
     "completions",
     "man",
 ];

@@ -14,6 +14,7 @@
 mod support;
 
 mod admin;
+mod aml_routes;
 mod azure_cli;
 mod canary;
 mod claims;

@@ -6,6 +6,7 @@
 //! YAML structure. Credential references are checked against the names the document declares, wherever
 //! in the document they are. Messages never contain the value of a secret key.
 
+mod azure_ml;
 mod credentials;
 mod files;
 mod listen;
@@ -61,6 +62,7 @@ struct TopLevel {
     unix_allowed_uids: Field<Vec<u32>>,
     cloud: Field<Cloud>,
     authority_host: Field<HttpsOrigin>,
+    resource_manager: Field<HttpsOrigin>,
     allowed_hosts: Field<Vec<String>>,
     cae: Field<bool>,
     extra_roots: Field<Vec<CertificateDer<'static>>>,
@@ -153,32 +155,37 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
     let cloud = Cloud::AzureCloud;
     let authority_host = authority_host(&mut w, Field::Absent, cloud);
     let route = builtin_route(&mut w, cloud);
+    let resource_manager = cloud_resource_manager(&mut w, cloud);
     let config = authority_host
         .zip(route)
         .zip(chain)
-        .map(|((authority_host, route), chain)| Config {
-            listen: Listen::Tcp(DEFAULT_LISTEN),
-            admin_listen: DEFAULT_ADMIN_LISTEN,
-            expose: false,
-            caller_auth: None,
-            unix_allowed_uids: None,
-            cloud,
-            authority_host,
-            allowed_hosts: default_allowed_hosts(
-                &Listen::Tcp(DEFAULT_LISTEN),
-                DEFAULT_ADMIN_LISTEN,
-            ),
-            cae: true,
-            extra_roots: Vec::new(),
-            limits: Limits::default(),
-            credentials: BTreeMap::from([(
-                DEFAULT_CREDENTIAL.to_owned(),
-                CredentialOptions::Chain(chain),
-            )]),
-            routes: vec![route],
-            telemetry: None,
-            origin: ConfigOrigin::BuiltIn,
-        });
+        .zip(resource_manager)
+        .map(
+            |(((authority_host, route), chain), resource_manager)| Config {
+                listen: Listen::Tcp(DEFAULT_LISTEN),
+                admin_listen: DEFAULT_ADMIN_LISTEN,
+                expose: false,
+                caller_auth: None,
+                unix_allowed_uids: None,
+                cloud,
+                authority_host,
+                resource_manager,
+                allowed_hosts: default_allowed_hosts(
+                    &Listen::Tcp(DEFAULT_LISTEN),
+                    DEFAULT_ADMIN_LISTEN,
+                ),
+                cae: true,
+                extra_roots: Vec::new(),
+                limits: Limits::default(),
+                credentials: BTreeMap::from([(
+                    DEFAULT_CREDENTIAL.to_owned(),
+                    CredentialOptions::Chain(chain),
+                )]),
+                routes: vec![route],
+                telemetry: None,
+                origin: ConfigOrigin::BuiltIn,
+            },
+        );
     w.finish(None, config)
 }
 
@@ -202,6 +209,7 @@ fn builtin_route(w: &mut Walker<'_>, cloud: Cloud) -> Option<RouteConfig> {
         allow: AllowPolicy::default(),
         pass_through_authorization: false,
         forward_headers: Vec::new(),
+        azure_ml: None,
     })
 }
 
@@ -225,6 +233,7 @@ fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Co
             "unix_allowed_uids" => top.unix_allowed_uids.set(w.allowed_uids(p, v)),
             "cloud" => top.cloud.set(cloud(w, p, v)),
             "authority_host" => top.authority_host.set(w.origin(p, v)),
+            "resource_manager" => top.resource_manager.set(w.origin(p, v)),
             "allowed_hosts" => top.allowed_hosts.set(allowed_hosts(w, p, v)),
             "cae" => top.cae.set(w.boolean(p, v)),
             "tls" => top.extra_roots.set(tls(w, p, v)),
@@ -414,6 +423,14 @@ pub fn check_scope(scope: &str) -> Result<(), String> {
     syntax::check_route_scope(scope)
 }
 
+/// The cloud's Resource Manager, as an origin.
+fn cloud_resource_manager(w: &mut Walker<'_>, cloud: Cloud) -> Option<HttpsOrigin> {
+    check_url(cloud.resource_manager(), UrlRule::Origin)
+        .map_err(|message| w.problem("resource_manager", message))
+        .ok()
+        .map(|url| url.origin)
+}
+
 /// A parser error as one problem, with the line and column.
 fn syntax_error(error: &serde_yaml::Error) -> String {
     let text = error.to_string();
@@ -448,7 +465,17 @@ impl TopLevel {
             Some(cloud) => authority_host(w, self.authority_host, cloud),
             None => None,
         };
-        let routes = self.routes.required(w, "routes");
+        let resource_manager = match (self.resource_manager, cloud) {
+            (Field::Absent, Some(cloud)) => cloud_resource_manager(w, cloud),
+            (given, _) => given.valid(),
+        };
+        let mut routes = self.routes.required(w, "routes");
+        // Azure ML routes reach Resource Manager until their target is resolved.
+        if let (Some(routes), Some(arm)) = (&mut routes, &resource_manager) {
+            for route in routes.iter_mut().filter(|r| r.azure_ml.is_some()) {
+                route.upstream.origin = arm.clone();
+            }
+        }
         let allowed_hosts = match (&listen, admin_listen) {
             (Some(l), Some(a)) => self.allowed_hosts.or(default_allowed_hosts(l, a)),
             _ => self.allowed_hosts.valid(),
@@ -461,6 +488,7 @@ impl TopLevel {
             unix_allowed_uids: self.unix_allowed_uids.optional()?,
             cloud: cloud?,
             authority_host: authority_host?,
+            resource_manager: resource_manager?,
             allowed_hosts: allowed_hosts?,
             cae: self.cae.or(true)?,
             extra_roots: self.extra_roots.or(Vec::new())?,

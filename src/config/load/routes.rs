@@ -5,11 +5,15 @@ use std::collections::{BTreeSet, HashMap};
 use http::{HeaderName, Method};
 use serde_yaml::Value;
 
+use super::azure_ml;
 use super::syntax::{check_name, check_route_scope};
 use super::walk::{Field, Walker, child};
 use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
-use crate::config::{AllowPolicy, DEFAULT_CREDENTIAL, RouteConfig, Upstream};
-use crate::origin::{check_authority, has_dot_segment};
+use crate::config::{
+    AllowPolicy, AzureMlTarget, DEFAULT_CREDENTIAL, OnlineEndpointConfig, RouteConfig, Upstream,
+    WorkspaceId,
+};
+use crate::origin::{UrlRule, check_authority, check_url, has_dot_segment};
 
 /// Routes seen so far, to report duplicates at the later one.
 #[derive(Debug, Default)]
@@ -31,6 +35,8 @@ struct RouteFields {
     allow: Field<AllowPolicy>,
     pass_through_authorization: Field<bool>,
     forward_headers: Field<Vec<HeaderName>>,
+    online_endpoint: Field<OnlineEndpointConfig>,
+    workspace: Field<WorkspaceId>,
 }
 
 /// Walks `routes:` (a non-empty list). `names` are the declared credentials.
@@ -92,6 +98,8 @@ fn route(
                 w.string(p, v)
                     .and_then(|t| report(w, p, forward_header(&t)))
             })),
+            "online_endpoint" => f.online_endpoint.set(azure_ml::online_endpoint(w, p, v)),
+            "workspace" => f.workspace.set(azure_ml::workspace(w, p, v)),
             _ => return false,
         }
         true
@@ -256,6 +264,9 @@ impl RouteFields {
         path: &str,
         names: &BTreeSet<String>,
     ) -> Option<RouteConfig> {
+        if self.online_endpoint.is_present() || self.workspace.is_present() {
+            return self.into_azure_ml_route(w, path, names);
+        }
         let name = self.name.required(w, &child(path, "name"));
         let path_prefix = self.path_prefix.required(w, &child(path, "path_prefix"));
         let upstream = self.upstream.required(w, &child(path, "upstream"));
@@ -288,6 +299,88 @@ impl RouteFields {
             allow: self.allow.or(AllowPolicy::default())?,
             pass_through_authorization: pass_through?,
             forward_headers: self.forward_headers.or(Vec::new())?,
+            azure_ml: None,
+        })
+    }
+
+    /// A route with `online_endpoint:` or `workspace:`: Resource Manager gives its upstream and token, so
+    /// `upstream`, `scope`, `strip_prefix` and `pass_through_authorization` are refused; `credential` is the
+    /// identity used with Resource Manager (default `default`). The upstream stays Resource Manager until the
+    /// configuration is complete ([`super::TopLevel`] sets it).
+    fn into_azure_ml_route(
+        self,
+        w: &mut Walker<'_>,
+        path: &str,
+        names: &BTreeSet<String>,
+    ) -> Option<RouteConfig> {
+        let both = self.online_endpoint.is_present() && self.workspace.is_present();
+        if both {
+            w.problem(
+                &child(path, "workspace"),
+                "a route has either online_endpoint or workspace, not both",
+            );
+        }
+        let block = if self.online_endpoint.is_present() {
+            "online_endpoint"
+        } else {
+            "workspace"
+        };
+        for (key, present) in [
+            ("upstream", self.upstream.is_present()),
+            ("scope", self.scope.is_present()),
+            ("strip_prefix", self.strip_prefix.is_present()),
+            (
+                "pass_through_authorization",
+                self.pass_through_authorization.is_present(),
+            ),
+        ] {
+            if present {
+                w.problem(
+                    &child(path, key),
+                    format!(
+                        "not allowed with {block}: Resource Manager gives the route its upstream and token, and the path prefix is always stripped"
+                    ),
+                );
+            }
+        }
+        let name = self.name.required(w, &child(path, "name"));
+        let path_prefix = self.path_prefix.required(w, &child(path, "path_prefix"));
+        let credential = match self.credential {
+            Field::Absent if names.contains(DEFAULT_CREDENTIAL) => {
+                Some(DEFAULT_CREDENTIAL.to_owned())
+            }
+            given => given.or_problem(
+                w,
+                &child(path, "credential"),
+                "required key is missing (and no credential named \"default\" is configured)",
+            ),
+        };
+        let target = match (self.online_endpoint, self.workspace) {
+            (Field::Valid(e), Field::Absent) => Some(AzureMlTarget::OnlineEndpoint(e)),
+            (Field::Absent, Field::Valid(ws)) => Some(AzureMlTarget::Workspace(ws)),
+            _ => None,
+        };
+        let placeholder = check_url("https://management.azure.com", UrlRule::Upstream)
+            .map_err(|e| w.problem(path, e))
+            .ok()?;
+        if both || [self.upstream.is_present(), self.scope.is_present()].contains(&true) {
+            return None;
+        }
+        Some(RouteConfig {
+            name: name?,
+            path_prefix: path_prefix?,
+            host: self.host.optional()?,
+            strip_prefix: true,
+            upstream: Upstream {
+                origin: placeholder.origin,
+                base_path: String::new(),
+            },
+            scope: None,
+            credential: Some(credential?),
+            allow: self.allow.or(AllowPolicy::default())?,
+            pass_through_authorization: false,
+            forward_headers: self.forward_headers.or(Vec::new())?,
+            azure_ml: Some(target?),
         })
     }
 }

@@ -18,6 +18,7 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
             "unix_allowed_uids",
             "cloud",
             "authority_host",
+            "resource_manager",
             "allowed_hosts",
             "cae",
             "tls",
@@ -57,9 +58,25 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
             "allow",
             "pass_through_authorization",
             "forward_headers",
+            "online_endpoint",
+            "workspace",
         ],
     ),
     ("routes[].allow", &["methods", "paths", "origins"]),
+    (
+        "routes[].online_endpoint",
+        &[
+            "subscription_id",
+            "resource_group",
+            "workspace",
+            "name",
+            "auth",
+        ],
+    ),
+    (
+        "routes[].workspace",
+        &["config_file", "subscription_id", "resource_group", "name"],
+    ),
     ("telemetry", &["otlp"]),
     (
         "telemetry.otlp",
@@ -234,27 +251,33 @@ mod tests {
     /// value) never says it is unknown.
     #[test]
     fn every_listed_key_is_a_key_of_the_loader() {
-        let place = |pattern: &str, key: &str| -> (String, String) {
-            match pattern {
-                "" => (format!("{key}: x\n"), key.to_owned()),
-                "routes[]" => (
-                    format!("routes:\n  - {{ {key}: x }}\n"),
-                    format!("routes[0].{key}"),
-                ),
-                "routes[].allow" => (
-                    format!("routes:\n  - {{ allow: {{ {key}: x }} }}\n"),
-                    format!("routes[0].allow.{key}"),
-                ),
-                section => {
-                    let (outer, inner) = section.split_once('.').unwrap_or((section, ""));
-                    let yaml = if inner.is_empty() {
-                        format!("{outer}:\n  {key}: x\n")
-                    } else {
-                        format!("{outer}:\n  {inner}:\n    {key}: x\n")
-                    };
-                    (yaml, format!("{section}.{key}"))
-                }
+        // `{ a: { b: { key: x } } }` for the segments `a.b`.
+        let nest = |segments: &[&str], key: &str| {
+            let mut yaml = format!("{{ {key}: x }}");
+            for segment in segments.iter().rev() {
+                yaml = format!("{{ {segment}: {yaml} }}");
             }
+            yaml
+        };
+        let place = |pattern: &str, key: &str| -> (String, String) {
+            let path = if pattern.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", pattern.replace("[]", "[0]"))
+            };
+            let yaml = match pattern.strip_prefix("routes[]") {
+                Some(rest) => {
+                    let segments: Vec<&str> = rest.split('.').filter(|s| !s.is_empty()).collect();
+                    format!("routes:\n  - {}\n", nest(&segments, key))
+                }
+                None if pattern.is_empty() => format!("{key}: x\n"),
+                None => {
+                    let segments: Vec<&str> = pattern.split('.').collect();
+                    let inner = nest(&segments[1..], key);
+                    format!("{}: {inner}\n", segments[0])
+                }
+            };
+            (yaml, path)
         };
         let mut cases: Vec<(String, String)> = Vec::new();
         for (pattern, keys) in KEYS {
