@@ -5,10 +5,11 @@
 //! resource list, unknown identities, the Host and Origin rules, IMDS's own checks — each with its status and flat
 //! error body, and no token request made. `cache`: one token request for a burst, the entry shared with the proxy
 //! path, Conditional Access damping, `/readyz`. `canary`: the real binary's logs, metrics and answers never show a
-//! token or the secret. `uds`: the service on a Unix-domain socket.
+//! token or the secret. `uds`: the service on a Unix-domain socket. `check_config`: the block's problems, exit 64.
 
 mod cache;
 mod canary;
+mod check_config;
 mod protocols;
 mod refusals;
 mod uds;
