@@ -187,7 +187,7 @@ impl TokenService {
             protocol: NO_PROTOCOL,
             identity: NO_IDENTITY.to_owned(),
         };
-        let response = match self.serve(&mut req, &mut labels).await {
+        match self.serve(&mut req, &mut labels).await {
             Ok(response) => {
                 self.inner
                     .metrics
@@ -207,8 +207,7 @@ impl TokenService {
                     .count(labels.protocol, &labels.identity, &code);
                 response
             }
-        };
-        response
+        }
     }
 
     /// The rules in order (see the module documentation); `Err` is the refusal's answer.
@@ -239,6 +238,9 @@ impl TokenService {
         let protocol = if path.eq_ignore_ascii_case(MSI_PATH) {
             let version = query.as_ref().ok().and_then(|q| q.get("api-version"));
             let protocol = Protocol::of_msi_version(version);
+            if let Some(protocol) = protocol {
+                labels.protocol = protocol.label();
+            }
             self.check_secret(req.headers(), protocol)
                 .map_err(|r| r.response())?;
             query.as_ref().map_err(Refusal::response)?;

@@ -836,7 +836,9 @@ fn the_documented_metrics_table_lists_every_exported_metric_with_its_type() {
     metrics
         .tokens
         .expiry("aks", "https://ml.azure.com/.default", 0.0);
-    metrics.token_service.count("app_service", "default", "success");
+    metrics
+        .token_service
+        .count("app_service", "default", "success");
     let text = String::from_utf8(metrics.render()).unwrap();
     let exported: BTreeSet<(String, String)> = text
         .lines()

@@ -99,7 +99,8 @@ fn block(
 /// `caller_auth`, and never the address of another listener.
 pub(super) fn listener_problems(w: &mut Walker<'_>, listen: &Listen, exposure: &Exposure<'_>) {
     let path = "token_service.listen";
-    if !listen.is_local() && !(exposure.expose && exposure.caller_auth) {
+    let allowed = listen.is_local() || (exposure.expose && exposure.caller_auth);
+    if !allowed {
         w.problem(
             path,
             format!(

@@ -10,6 +10,9 @@ use crate::support::process::{ClosedPort, RunningProxy, free_addr};
 use crate::support::proxy::World;
 use crate::support::{Behavior, get, json_body, request, trace_init};
 
+/// One request: path and query, headers, the expected status.
+type Call<'a> = (String, Vec<(&'a str, &'a str)>, StatusCode);
+
 #[tokio::test]
 async fn no_token_or_secret_reaches_a_log_line_a_metric_or_an_error_body() {
     let _t = trace_init();
@@ -40,7 +43,7 @@ async fn no_token_or_secret_reaches_a_log_line_a_metric_or_an_error_body() {
 
     let mut tokens = Vec::new();
     let mut error_bodies = Vec::new();
-    let calls: [(String, Vec<(&str, &str)>, StatusCode); 7] = [
+    let calls: [Call<'_>; 7] = [
         (
             "/msi/token?api-version=2019-08-01&resource=https://management.azure.com".into(),
             vec![("x-identity-header", SECRET)],

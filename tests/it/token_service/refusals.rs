@@ -2,7 +2,7 @@
 
 use http::{Method, StatusCode};
 
-use super::{ARM, SECRET, UAMI, expect_flat_error, start, url};
+use super::{SECRET, UAMI, expect_flat_error, start, url};
 use crate::support::proxy::World;
 use crate::support::{request, trace_init};
 
