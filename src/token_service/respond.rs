@@ -257,3 +257,90 @@ pub fn json(status: StatusCode, value: &Value) -> Response<ResponseBody> {
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::auth::AadError;
+
+    async fn body_of(response: Response<ResponseBody>) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_failure_is_flat_with_entra_ids_ids_in_both_texts() {
+        let aad = AadError {
+            error: Some("invalid_grant".into()),
+            error_description: Some("AADSTS53003: Access has been blocked.".into()),
+            error_codes: vec![53003],
+            trace_id: Some("trace-1".into()),
+            correlation_id: Some("corr-1".into()),
+            ..AadError::default()
+        };
+        let mut error = TokenError::new(
+            TokenErrorKind::ConditionalAccessBlocked,
+            "client_secret",
+            aad.message(),
+        )
+        .with_credential("sp");
+        error.aad = Some(Box::new(aad));
+        let unavailable = TokenUnavailable {
+            error: Arc::new(error),
+            retry_after: Duration::from_secs(5),
+        };
+        let response = token_failure(&unavailable);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[ERROR_HEADER], "ConditionalAccessBlocked");
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        let j = body_of(response).await;
+        assert_eq!(j["error"], "invalid_grant");
+        assert_eq!(j["statusCode"], 403);
+        assert_eq!(j["code"], "ConditionalAccessBlocked");
+        assert_eq!(j["aad"]["error_codes"], serde_json::json!([53003]));
+        for field in ["error_description", "message"] {
+            let text = j[field].as_str().unwrap();
+            assert!(
+                text.starts_with("AADSTS53003")
+                    && text.contains("Trace ID: trace-1")
+                    && text.contains("Correlation ID: corr-1"),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_503_with_retry_after_and_a_refusal_has_the_oauth_fields() {
+        let error = TokenError::service_unavailable("client_secret", "token service unreachable");
+        let response = token_failure(&TokenUnavailable {
+            error: Arc::new(error),
+            retry_after: Duration::from_millis(2500),
+        });
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "3");
+        assert_eq!(body_of(response).await["error"], "temporarily_unavailable");
+
+        let response = Refusal::identity_not_found("Identity not found").response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let j = body_of(response).await;
+        assert_eq!(
+            (
+                j["error"].as_str(),
+                j["error_description"].as_str(),
+                j["code"].as_str()
+            ),
+            (
+                Some("invalid_request"),
+                Some("Identity not found"),
+                Some("IdentityNotFound")
+            )
+        );
+        let response = Refusal::method_not_allowed().response();
+        assert_eq!(response.headers()[http::header::ALLOW], "GET");
+    }
+}
