@@ -17,6 +17,8 @@
 //!   endpoint keys and AML tokens as credentials the token cache holds.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
+//! * [`token_service`] is the optional second listener that answers the managed-identity protocols (App Service,
+//!   Azure ML, IMDS) for SDKs that authenticate themselves, from the same credentials and token cache.
 //!
 //! Beside the proxy, [`emulator`] is the second binary, `aml-azure-emulator`: a loopback stand-in of Entra ID,
 //! managed identity, ARM and Azure ML endpoints with failure switches. It uses nothing of the proxy but
@@ -46,6 +48,7 @@ pub mod secret;
 pub mod server;
 pub mod tls;
 pub mod token_cache;
+pub mod token_service;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -36,5 +36,6 @@ mod managed_identity;
 mod proxy;
 mod reload;
 mod security;
+mod token_service;
 mod tokens;
 mod websocket;

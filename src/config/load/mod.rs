@@ -13,6 +13,7 @@ mod listen;
 mod nesting;
 mod routes;
 mod syntax;
+mod token_service;
 mod url;
 mod walk;
 
@@ -70,6 +71,9 @@ struct TopLevel {
     limits: Field<Limits>,
     credentials: BTreeMap<String, CredentialOptions>,
     routes: Field<Vec<RouteConfig>>,
+    token_service: Field<super::TokenServiceConfig>,
+    /// `token_service.listen` (or its default) when valid, even if the rest of the block is not.
+    token_service_listen: Option<Listen>,
 }
 
 /// Reads and checks a configuration file. Relative paths in it are resolved against its directory.
@@ -179,6 +183,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
                     CredentialOptions::Chain(chain),
                 )]),
                 routes: vec![route],
+                token_service: None,
                 origin: ConfigOrigin::BuiltIn,
             },
         );
@@ -236,6 +241,11 @@ fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Co
             "limits" => top.limits.set(limits(w, p, v)),
             "credentials" => top.credentials = credentials::section(w, p, v, &names),
             "routes" => top.routes.set(routes::section(w, p, v, &names)),
+            "token_service" => {
+                let (block, listen) = token_service::section(w, p, v, &names);
+                top.token_service.set(block);
+                top.token_service_listen = listen;
+            }
             _ => return false,
         }
         true
@@ -424,6 +434,15 @@ impl TopLevel {
                 w.problem(&p.path, p.message);
             }
         }
+        if let (Some(ts_listen), Some(expose)) = (&self.token_service_listen, expose) {
+            let exposure = token_service::Exposure {
+                listen: listen.as_ref(),
+                admin_listen,
+                expose,
+                caller_auth: self.caller_auth.is_present(),
+            };
+            token_service::listener_problems(w, ts_listen, &exposure);
+        }
         let cloud = self.cloud.or(Cloud::AzureCloud);
         let authority_host = match cloud {
             Some(cloud) => authority_host(w, self.authority_host, cloud),
@@ -455,6 +474,7 @@ impl TopLevel {
             limits: self.limits.or(Limits::default())?,
             credentials: self.credentials,
             routes: routes?,
+            token_service: self.token_service.optional()?,
             origin,
         })
     }
