@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::UNIX_EPOCH;
@@ -20,6 +20,7 @@ use crate::proxy::admission::HostAllowlist;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::respond::{json_error, proxy_error};
 use crate::token_cache::{TokenSource, TokenStatus};
+use crate::token_service::TokenService;
 
 /// What readiness looks at: each route's token.
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ struct AdminInner {
     hosts: HostAllowlist,
     metrics: Metrics,
     routes: ArcSwap<Vec<RouteReadiness>>,
+    token_service: ArcSwapOption<TokenService>,
     draining: AtomicBool,
 }
 
@@ -58,6 +60,7 @@ impl Admin {
                 hosts,
                 metrics,
                 routes: ArcSwap::from_pointee(routes),
+                token_service: ArcSwapOption::empty(),
                 draining: AtomicBool::new(false),
             }),
         }
@@ -66,6 +69,11 @@ impl Admin {
     /// Replaces what readiness looks at (after a configuration reload).
     pub fn set_routes(&self, routes: Vec<RouteReadiness>) {
         self.inner.routes.store(Arc::new(routes));
+    }
+
+    /// Sets the token service whose entries in use readiness also covers (after start-up and each reload).
+    pub fn set_token_service(&self, service: Option<TokenService>) {
+        self.inner.token_service.store(service.map(Arc::new));
     }
 
     /// From now on `/readyz` answers 503 (the process is shutting down).
@@ -135,14 +143,63 @@ impl Admin {
                 }
             }
         }
-        if missing.is_empty() {
-            json_response(StatusCode::OK, &json!({"ready": true, "routes": ready}))
-        } else {
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"ready": false, "missing": missing, "routes": ready}),
-            )
+        // The token service's entries, once a caller has used them: an identity whose token is gone is missing.
+        let mut token_service = Vec::new();
+        if let Some(service) = &*inner.token_service.load() {
+            for used in service.in_use() {
+                let mut entry = json!({
+                    "token_service": true,
+                    "identity": used.identity,
+                    "credential": used.credential,
+                    "resource": used.resource,
+                });
+                let Value::Object(obj) = &mut entry else {
+                    continue;
+                };
+                match used.tokens.status() {
+                    TokenStatus::Valid { expires_on } => {
+                        obj.insert(
+                            "expires_on".into(),
+                            Value::from(
+                                expires_on
+                                    .duration_since(UNIX_EPOCH)
+                                    .unwrap_or_default()
+                                    .as_secs(),
+                            ),
+                        );
+                        token_service.push(entry);
+                    }
+                    TokenStatus::Missing(error) => {
+                        if let Some(e) = error {
+                            obj.insert("code".into(), Value::String(e.kind.code().into()));
+                            obj.insert("message".into(), Value::String(e.message.clone()));
+                        } else {
+                            obj.insert(
+                                "message".into(),
+                                Value::String("the first token request has not finished".into()),
+                            );
+                        }
+                        missing.push(entry);
+                    }
+                }
+            }
         }
+        let mut body = if missing.is_empty() {
+            json!({"ready": true, "routes": ready})
+        } else {
+            json!({"ready": false, "missing": missing, "routes": ready})
+        };
+        if inner.token_service.load().is_some()
+            && let Value::Object(obj) = &mut body
+        {
+            obj.insert("token_service".into(), Value::Array(token_service));
+        }
+        let status = if is_ready(&body) {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(status, &body)
     }
 }
 
@@ -156,6 +213,11 @@ impl RouteReadiness {
             None => self.tokens.status(),
         }
     }
+}
+
+/// True when the readiness body says ready.
+fn is_ready(body: &Value) -> bool {
+    body.get("ready").and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {

@@ -24,6 +24,7 @@ use crate::proxy::route::{NoRouteToken, Route, RouteAuth};
 use crate::proxy::{ProxyService, stack};
 use crate::server::{Listener, Server, ServerOptions, bind, bind_listen};
 use crate::token_cache::{CacheKey, CachePolicy, TokenCache};
+use crate::token_service::{SecretFileError, TokenService, TokenServiceParts};
 
 /// Knobs that are not configuration (tests inject these).
 #[derive(Debug, Clone)]
@@ -52,11 +53,15 @@ pub enum StartError {
     /// A route that replaces callers' tokens has no token of its own (configuration that skipped the checks).
     #[error(transparent)]
     NoRouteToken(#[from] NoRouteToken),
+    /// The token service's secret file could not be read or created.
+    #[error(transparent)]
+    TokenServiceSecret(#[from] SecretFileError),
 }
 
 /// A bound, ready-to-run proxy.
 pub struct App {
     proxy_listener: Listener,
+    token_listener: Option<Listener>,
     admin_listener: TcpListener,
     admin: Admin,
     limits: Limits,
@@ -67,6 +72,7 @@ pub struct App {
 /// last clone of a `Live` stops its background refreshers and frees its tokens).
 struct Live {
     service: ProxyService,
+    token_service: Option<TokenService>,
     readiness: Vec<RouteReadiness>,
     _cache: TokenCache,
 }
@@ -97,6 +103,7 @@ struct Started {
     origin: ConfigOrigin,
     listen: Listen,
     admin_listen: SocketAddr,
+    token_service_listen: Option<Listen>,
     request_header_timeout: Duration,
     drain_timeout: Duration,
     write_stall_timeout: Duration,
@@ -105,6 +112,12 @@ struct Started {
 /// The service the proxy listener serves: the current configuration's stack.
 #[derive(Clone)]
 pub struct LiveService {
+    inner: Arc<ReloadInner>,
+}
+
+/// The service the token-service listener serves: the current configuration's token service.
+#[derive(Clone)]
+pub struct LiveTokenService {
     inner: Arc<ReloadInner>,
 }
 
@@ -132,6 +145,17 @@ impl App {
         let proxy_listener =
             bind_listen(&config.listen, config.unix_allowed_uids.clone(), "proxy").await?;
         let admin_listener = bind(config.admin_listen, "admin").await?;
+        let token_listener = match &config.token_service {
+            Some(ts) => Some(
+                bind_listen(
+                    &ts.listen,
+                    config.unix_allowed_uids.clone(),
+                    "token service",
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let metrics = Metrics::new()?;
         let started = Started::of(&config);
         let limits = config.limits.clone();
@@ -144,6 +168,7 @@ impl App {
         let served_at = proxy_listener.local();
         let live = Live::build_off_runtime(config, &options, &metrics, &served_at).await?;
         let admin = Admin::new(hosts, metrics.clone(), live.readiness.clone());
+        admin.set_token_service(live.token_service.clone());
         let reloader = Reloader {
             inner: Arc::new(ReloadInner {
                 live: ArcSwap::from_pointee(live),
@@ -157,6 +182,7 @@ impl App {
         };
         Ok(Self {
             proxy_listener,
+            token_listener,
             admin_listener,
             admin,
             limits,
@@ -172,6 +198,11 @@ impl App {
     /// Where the proxy listens: its TCP address (with the actual port) or its Unix socket path.
     pub fn proxy_listen(&self) -> Listen {
         self.proxy_listener.local()
+    }
+
+    /// Where the token service listens, when it is configured.
+    pub fn token_service_listen(&self) -> Option<Listen> {
+        self.token_listener.as_ref().map(Listener::local)
     }
 
     /// The admin listener's address.
@@ -191,6 +222,7 @@ impl App {
         tracing::info!(
             proxy = %self.proxy_listen(),
             admin = %self.admin_addr(),
+            token_service = %self.token_service_listen().map_or_else(|| "-".to_owned(), |l| l.to_string()),
             workers = tokio::runtime::Handle::current().metrics().num_workers(),
             "listening"
         );
@@ -218,6 +250,17 @@ impl App {
             proxy_stopped,
             wait_true(deadline_rx.clone()),
         ));
+        let (stop_tokens, tokens_stopped) = watch::channel(false);
+        let token_server = self.token_listener.map(|listener| {
+            let service = LiveTokenService {
+                inner: Arc::clone(&self.reloader.inner),
+            };
+            tokio::spawn(Server::new(service, options.clone()).serve(
+                listener,
+                tokens_stopped,
+                wait_true(deadline_rx.clone()),
+            ))
+        });
         let admin = tokio::spawn(Server::new(self.admin.clone(), options).serve(
             Listener::Tcp(self.admin_listener),
             admin_stopped,
@@ -230,6 +273,7 @@ impl App {
         );
         self.admin.set_draining();
         let _ = stop_proxy.send(true);
+        let _ = stop_tokens.send(true);
         tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(drain) => tracing::warn!("drain_timeout reached"),
@@ -238,6 +282,9 @@ impl App {
             let _ = deadline_tx.send(true);
         });
         let _ = proxy.await;
+        if let Some(token_server) = token_server {
+            let _ = token_server.await;
+        }
         let _ = stop_admin.send(true);
         let _ = admin.await;
         tracing::info!("stopped");
@@ -390,11 +437,30 @@ impl Live {
             let metrics = metrics.proxy.route(&route.name);
             routes.push(Arc::new(Route::new(route, auth, metrics)));
         }
-        let admission = Admission::new(
-            config.caller_auth.map(CallerKey::new),
-            HostAllowlist::new(config.allowed_hosts.clone()),
-        )
-        .served_at(served_at);
+        let caller_key = config.caller_auth.map(CallerKey::new);
+        let token_service = match config.token_service {
+            Some(mut ts) => {
+                let secret = match ts.secret.take() {
+                    Some(secret) => secret,
+                    None => crate::token_service::load_or_create(&ts.secret_file)?,
+                };
+                let parts = TokenServiceParts {
+                    secret,
+                    credentials: &credentials,
+                    tenants: &tenants,
+                    cache: cache.clone(),
+                    hosts: HostAllowlist::new(config.allowed_hosts.clone()),
+                    // Callers on this host need only the secret; callers from elsewhere also the caller key.
+                    caller_key: caller_key.clone().filter(|_| !ts.listen.is_local()),
+                    metrics: metrics.token_service.clone(),
+                };
+                Some(TokenService::new(&ts, parts))
+            }
+            None => None,
+        };
+        let admission =
+            Admission::new(caller_key, HostAllowlist::new(config.allowed_hosts.clone()))
+                .served_at(served_at);
         let client = UpstreamClient::new(Arc::clone(&tls), config.limits.upstream_connect_timeout);
         let service = stack(
             routes,
@@ -428,6 +494,7 @@ impl Live {
         }
         Ok(Self {
             service,
+            token_service,
             readiness,
             _cache: cache,
         })
@@ -453,11 +520,17 @@ impl Live {
         }
     }
 
-    /// True when every route holds a usable token.
+    /// True when every route holds a usable token (and every entry the token service uses).
     fn ready(&self) -> bool {
-        self.readiness
-            .iter()
-            .all(|r| matches!(r.status(), crate::token_cache::TokenStatus::Valid { .. }))
+        let valid = |status: crate::token_cache::TokenStatus| {
+            matches!(status, crate::token_cache::TokenStatus::Valid { .. })
+        };
+        self.readiness.iter().all(|r| valid(r.status()))
+            && self
+                .token_service
+                .iter()
+                .flat_map(TokenService::in_use)
+                .all(|u| valid(u.tokens.status()))
     }
 }
 
@@ -469,6 +542,7 @@ impl Started {
             origin: config.origin.clone(),
             listen: config.listen.clone(),
             admin_listen: config.admin_listen,
+            token_service_listen: config.token_service.as_ref().map(|ts| ts.listen.clone()),
             request_header_timeout: config.limits.request_header_timeout,
             drain_timeout: config.limits.drain_timeout,
             write_stall_timeout: config.limits.write_stall_timeout,
@@ -524,12 +598,13 @@ impl Reloader {
         let next = Started::of(&config);
         if next.listen != inner.started.listen
             || next.admin_listen != inner.started.admin_listen
+            || next.token_service_listen != inner.started.token_service_listen
             || next.request_header_timeout != inner.started.request_header_timeout
             || next.drain_timeout != inner.started.drain_timeout
             || next.write_stall_timeout != inner.started.write_stall_timeout
         {
             tracing::warn!(
-                "listen, admin_listen, request_header_timeout, write_stall_timeout and drain_timeout changes take effect after a restart"
+                "listen, admin_listen, token_service.listen, request_header_timeout, write_stall_timeout and drain_timeout changes take effect after a restart"
             );
         }
         let live = match Live::build_off_runtime(
@@ -552,6 +627,7 @@ impl Reloader {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         inner.admin.set_routes(live.readiness.clone());
+        inner.admin.set_token_service(live.token_service.clone());
         inner.live.store(Arc::new(live));
         inner.metrics.config_reloads.inc();
         tracing::info!("configuration reloaded");
@@ -583,6 +659,35 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for LiveService {
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut service = self.inner.live.load().service.clone();
         tower::Service::call(&mut service, req)
+    }
+}
+
+// === impl LiveTokenService ===
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for LiveTokenService {
+    type Response = http::Response<crate::proxy::body::ResponseBody>;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        // A reload that removes the block leaves the listener open (it closes at restart) but refuses requests.
+        match self.inner.live.load().token_service.clone() {
+            Some(service) => Box::pin(async move { Ok(service.answer(req).await) }),
+            None => Box::pin(std::future::ready(Ok(
+                crate::token_service::respond::Refusal::not_found(
+                    "the token service is no longer configured (it stops listening at the next restart)",
+                )
+                .response(),
+            ))),
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //!   endpoint keys and AML tokens as credentials the token cache holds.
 //! * [`auth`] obtains tokens (one file per credential kind) and knows nothing about serving HTTP.
 //! * [`admin`] serves `/healthz`, `/readyz` and `/metrics`; [`metrics`] owns the Prometheus registry.
+//! * [`token_service`] is the optional second listener that answers the managed-identity protocols (App Service,
+//!   Azure ML, IMDS) for SDKs that authenticate themselves, from the same credentials and token cache.
 //! * [`telemetry`] carries the W3C trace context to upstreams and, when configured, exports spans over OTLP.
 //!
 //! Beside the proxy, [`emulator`] is the second binary, `aml-azure-emulator`: a loopback stand-in of Entra ID,
@@ -48,6 +50,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod token_cache;
+pub mod token_service;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// Token-acquisition metrics.
     pub tokens: TokenMetrics,
+    /// The token service's answers.
+    pub token_service: TokenServiceMetrics,
     /// Span export counters (`telemetry.otlp`).
     pub spans: crate::telemetry::SpanMetrics,
     /// Configuration reloads that took effect.
@@ -76,6 +78,13 @@ pub struct TokenMetrics {
     auth_failures: IntCounterVec,
 }
 
+/// `aml_auth_proxy_token_service_requests_total{protocol,identity,outcome}`: the token service's answers. Every
+/// label comes from a fixed list or from configuration (`identity` is a `token_service.identities` key or `-`).
+#[derive(Clone)]
+pub struct TokenServiceMetrics {
+    requests: IntCounterVec,
+}
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -84,6 +93,7 @@ impl Metrics {
         let registry = Registry::new();
         let proxy = ProxyMetrics::register(&registry)?;
         let tokens = TokenMetrics::register(&registry)?;
+        let token_service = TokenServiceMetrics::register(&registry)?;
         let spans = crate::telemetry::SpanMetrics::register(&registry)?;
         let config_reloads = IntCounter::new(
             "aml_auth_proxy_config_reloads_total",
@@ -99,6 +109,7 @@ impl Metrics {
             registry,
             proxy,
             tokens,
+            token_service,
             spans,
             config_reloads,
             config_reload_failures,
@@ -269,5 +280,28 @@ impl TokenMetrics {
         self.token_expiry
             .with_label_values(&[credential, scope])
             .set(unix_seconds);
+    }
+}
+
+// === impl TokenServiceMetrics ===
+
+impl TokenServiceMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "aml_auth_proxy_token_service_requests_total",
+                "Token service answers, by protocol, identity and outcome (success or the error code).",
+            ),
+            &["protocol", "identity", "outcome"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        Ok(Self { requests })
+    }
+
+    /// Counts one answer.
+    pub fn count(&self, protocol: &str, identity: &str, outcome: &str) {
+        self.requests
+            .with_label_values(&[protocol, identity, outcome])
+            .inc();
     }
 }

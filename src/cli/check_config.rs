@@ -68,6 +68,21 @@ pub(super) fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
             r.scope.as_deref().unwrap_or("-")
         ));
     }
+    if let Some(ts) = &config.token_service {
+        out.push_str(&format!(
+            "  token service on {}: secret {} ({}), protocols app_service, azure_ml{}; identities {}; resources {}\n",
+            ts.listen,
+            ts.secret_file.display(),
+            if ts.secret.is_some() { "read" } else { "created at start-up" },
+            if ts.imds { ", imds" } else { "" },
+            ts.identities
+                .iter()
+                .map(|m| format!("{} -> {}", m.id, m.credential))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ts.allowed_resources.join(", ")
+        ));
+    }
     for (name, spec) in &config.credentials {
         out.push_str(&format!("  credential {name}: {}\n", describe(spec)));
     }

@@ -55,8 +55,13 @@ fn apply_listen_overrides(
 ) -> Result<(), ConfigError> {
     let (listen_given, admin_given) = (listen.is_some(), admin_listen.is_some());
     // The default `allowed_hosts` follows the listeners: recomputed for the overridden ones.
+    let token_service = config.token_service.as_ref().map(|t| t.listen.clone());
     let default_hosts = config.allowed_hosts
-        == crate::config::default_allowed_hosts(&config.listen, config.admin_listen);
+        == crate::config::default_allowed_hosts(
+            &config.listen,
+            config.admin_listen,
+            token_service.as_ref(),
+        );
     if let Some(listen) = listen {
         config.listen = listen;
     }
@@ -64,8 +69,11 @@ fn apply_listen_overrides(
         config.admin_listen = addr;
     }
     if default_hosts {
-        config.allowed_hosts =
-            crate::config::default_allowed_hosts(&config.listen, config.admin_listen);
+        config.allowed_hosts = crate::config::default_allowed_hosts(
+            &config.listen,
+            config.admin_listen,
+            token_service.as_ref(),
+        );
     }
     config.check_listeners().map_err(|mut problems| {
         for p in &mut problems {

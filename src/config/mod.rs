@@ -72,11 +72,43 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialOptions>,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// The token service (`token_service:`): managed-identity endpoints for SDKs; `None` when absent (off).
+    pub token_service: Option<TokenServiceConfig>,
     /// Span export over OTLP (`telemetry.otlp`); `None`: off (the default).
     pub telemetry: Option<crate::telemetry::otlp::OtlpConfig>,
     /// Where this configuration came from.
     pub origin: ConfigOrigin,
 }
+
+/// `token_service:`: a second listener answering the managed-identity protocols the Azure SDKs speak (App Service,
+/// Azure ML compute and, opted in, IMDS) with tokens of the configured credentials.
+#[derive(Debug)]
+pub struct TokenServiceConfig {
+    /// Its listener: loopback TCP unless `expose` (with `caller_auth`), or a Unix-domain socket.
+    pub listen: Listen,
+    /// The file holding the secret callers send (`X-IDENTITY-HEADER` / `secret`); created at start-up if absent.
+    pub secret_file: PathBuf,
+    /// The secret, when `secret_file` existed when the configuration was loaded.
+    pub secret: Option<Secret>,
+    /// Also answer the IMDS protocol (which has no secret).
+    pub imds: bool,
+    /// Requested identity → configured credential, in file order; the id `default` serves callers naming none.
+    pub identities: Vec<IdentityMapping>,
+    /// Resources that may be issued, normalised by [`resource_name`].
+    pub allowed_resources: Vec<String>,
+}
+
+/// One `token_service.identities` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityMapping {
+    /// `default`, or the client id, object (principal) id or resource id callers name, as written.
+    pub id: String,
+    /// The credential that serves it.
+    pub credential: String,
+}
+
+/// The name of the identity callers get when they name none.
+pub const DEFAULT_IDENTITY: &str = "default";
 
 /// Where the proxy listens (`listen`, `--listen`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +335,27 @@ impl ConfigOrigin {
             ConfigOrigin::BuiltIn => None,
         }
     }
+}
+
+// === impl TokenServiceConfig ===
+
+impl TokenServiceConfig {
+    /// True when `resource` (a resource or a `/.default` scope) is in `allowed_resources`.
+    pub fn allows(&self, resource: &str) -> bool {
+        let name = resource_name(resource);
+        self.allowed_resources
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A resource as `allowed_resources` compares it: without a trailing `/.default`, then without trailing `/`
+/// (`https://ml.azure.com/.default`, `https://ml.azure.com/` and `https://ml.azure.com` are one resource).
+pub fn resource_name(resource: &str) -> &str {
+    resource
+        .strip_suffix("/.default")
+        .unwrap_or(resource)
+        .trim_end_matches('/')
 }
 
 // === impl Listen ===

@@ -429,26 +429,26 @@ pub fn check_path(method: &Method, path: &str) -> Result<(), ProxyError> {
 /// Refuses browser cross-origin requests (`Origin`, or `Sec-Fetch-Site: cross-site|same-site`) unless the route
 /// lists that exact origin in `allow.origins`.
 fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError> {
+    if !is_refused_browser_request(headers, &route.allow().origins) {
+        return Ok(());
+    }
+    Err(ProxyError::OriginNotAllowed(
+        "browser cross-origin requests are refused (the request carries Origin or Sec-Fetch-Site); list the origin in the route's allow.origins to permit it".into(),
+    ))
+}
+
+/// True for a browser request (`Origin`, or `Sec-Fetch-Site: cross-site|same-site`) whose origin is not one of
+/// `allowed` (exact, case-insensitive). The proxy's routes and the token service both refuse these.
+pub fn is_refused_browser_request(headers: &HeaderMap, allowed: &[String]) -> bool {
     let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_site = site.is_some_and(|s| {
         s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site")
     });
     if origin.is_none() && !cross_site {
-        return Ok(());
+        return false;
     }
-    if let Some(origin) = origin
-        && route
-            .allow()
-            .origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
-    {
-        return Ok(());
-    }
-    Err(ProxyError::OriginNotAllowed(
-        "browser cross-origin requests are refused (the request carries Origin or Sec-Fetch-Site); list the origin in the route's allow.origins to permit it".into(),
-    ))
+    !origin.is_some_and(|origin| allowed.iter().any(|o| o.eq_ignore_ascii_case(origin)))
 }
 
 #[cfg(test)]

@@ -345,6 +345,10 @@ fn load_config(text: &str, dir: &TempDir) -> Config {
         let key = dir.file("caller-key", "0123456789abcdef0123456789abcdef\n", 0o600);
         auth["secret_file"] = Value::String(key.display().to_string());
     }
+    if let Some(service) = value.get_mut("token_service") {
+        let secret = dir.file("identity-secret", "0123456789abcdef0123456789abcdef", 0o600);
+        service["secret_file"] = Value::String(secret.display().to_string());
+    }
     let file = dir.file(
         "config.yaml",
         &serde_yaml::to_string(&value).unwrap(),
@@ -578,6 +582,76 @@ fn the_sidecar_example_runs_the_image_as_a_loopback_native_sidecar() {
 }
 
 #[test]
+fn the_token_service_sidecar_example_gives_the_app_the_secret_the_proxy_reads() {
+    let _trace = trace_init();
+    let file = "deploy/kubernetes/sidecar-token-service.yaml";
+    let docs = documents(file);
+    let checked = check_proxy_pod(file, &docs, "Deployment", "ml-sdk-app", "initContainers");
+    let proxy = named(&checked.pod["initContainers"], "aml-auth-proxy");
+    assert_eq!(str_of(proxy, "restartPolicy"), "Always", "a native sidecar");
+    let service = checked
+        .config
+        .token_service
+        .as_ref()
+        .expect("a token_service block");
+    assert_eq!(
+        service.listen,
+        Listen::Tcp("127.0.0.1:8081".parse().unwrap())
+    );
+    assert!(!service.imds, "IMDS (no secret) stays off");
+    // The proxy reads the secret from the mounted Secret, where the ConfigMap says.
+    let config_map = find(&docs, "ConfigMap", "aml-auth-proxy-token-service");
+    let written: Value =
+        serde_yaml::from_str(config_map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let (dir, name) = str_of(&written, "token_service.secret_file")
+        .rsplit_once('/')
+        .unwrap();
+    let mount = list(&proxy["volumeMounts"])
+        .iter()
+        .find(|m| str_of(m, "mountPath") == dir)
+        .expect("the secret's directory is mounted");
+    assert_eq!(mount["readOnly"], Value::Bool(true));
+    let volume = named(&checked.pod["volumes"], str_of(mount, "name"));
+    let secret_name = str_of(volume, "secret.secretName");
+    let item = list(&volume["secret"]["items"])
+        .iter()
+        .find(|i| str_of(i, "path") == name)
+        .expect("the Secret's key is mounted under the file name the configuration reads");
+    assert_eq!(volume["secret"]["defaultMode"].as_u64(), Some(0o400));
+    assert_eq!(
+        checked.pod["securityContext"]["fsGroup"].as_u64(),
+        Some(65532),
+        "a non-root proxy can read it"
+    );
+    // The application gets the same Secret's key as IDENTITY_HEADER, and the endpoint on loopback.
+    let app = named(&checked.pod["containers"], "app");
+    let env = |name: &str| {
+        list(&app["env"])
+            .iter()
+            .find(|e| str_of(e, "name") == name)
+            .unwrap_or_else(|| panic!("{name} in the app's env"))
+            .clone()
+    };
+    assert_eq!(
+        str_of(&env("IDENTITY_ENDPOINT"), "value"),
+        "http://127.0.0.1:8081/msi/token"
+    );
+    let header = env("IDENTITY_HEADER");
+    assert_eq!(str_of(&header, "valueFrom.secretKeyRef.name"), secret_name);
+    assert_eq!(
+        str_of(&header, "valueFrom.secretKeyRef.key"),
+        str_of(item, "key")
+    );
+    // The identity is the proxy's alone.
+    let workload = find(&docs, "Deployment", "ml-sdk-app");
+    let annotations = at(workload, "spec.template.metadata.annotations");
+    assert_eq!(
+        annotations["azure.workload.identity/skip-containers"].as_str(),
+        Some("app")
+    );
+}
+
+#[test]
 fn the_job_example_completes_because_its_proxy_is_a_native_sidecar() {
     let _trace = trace_init();
     let file = "deploy/kubernetes/job.yaml";
@@ -762,6 +836,9 @@ fn the_documented_metrics_table_lists_every_exported_metric_with_its_type() {
     metrics
         .tokens
         .expiry("aks", "https://ml.azure.com/.default", 0.0);
+    metrics
+        .token_service
+        .count("app_service", "default", "success");
     let text = String::from_utf8(metrics.render()).unwrap();
     let exported: BTreeSet<(String, String)> = text
         .lines()

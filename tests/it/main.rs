@@ -37,6 +37,7 @@ mod newcomer;
 mod proxy;
 mod reload;
 mod security;
+mod token_service;
 mod tokens;
 mod traces;
 mod websocket;

@@ -15,6 +15,7 @@ mod routes;
 mod suggest;
 mod syntax;
 mod telemetry;
+mod token_service;
 mod url;
 mod walk;
 
@@ -69,6 +70,9 @@ struct TopLevel {
     limits: Field<Limits>,
     credentials: BTreeMap<String, CredentialOptions>,
     routes: Field<Vec<RouteConfig>>,
+    token_service: Field<super::TokenServiceConfig>,
+    /// `token_service.listen` (or its default) when valid, even if the rest of the block is not.
+    token_service_listen: Option<Listen>,
     telemetry: Field<Option<crate::telemetry::otlp::OtlpConfig>>,
 }
 
@@ -173,6 +177,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
                 allowed_hosts: default_allowed_hosts(
                     &Listen::Tcp(DEFAULT_LISTEN),
                     DEFAULT_ADMIN_LISTEN,
+                    None,
                 ),
                 cae: true,
                 extra_roots: Vec::new(),
@@ -182,6 +187,7 @@ pub(super) fn builtin(env: &dyn Env) -> Result<Config, ConfigError> {
                     CredentialOptions::Chain(chain),
                 )]),
                 routes: vec![route],
+                token_service: None,
                 telemetry: None,
                 origin: ConfigOrigin::BuiltIn,
             },
@@ -240,6 +246,11 @@ fn document(w: &mut Walker<'_>, root: &Value, origin: ConfigOrigin) -> Option<Co
             "limits" => top.limits.set(limits(w, p, v)),
             "credentials" => top.credentials = credentials::section(w, p, v, &names),
             "routes" => top.routes.set(routes::section(w, p, v, &names)),
+            "token_service" => {
+                let (block, listen) = token_service::section(w, p, v, &names);
+                top.token_service.set(block);
+                top.token_service_listen = listen;
+            }
             "telemetry" => top.telemetry.set(telemetry::section(w, p, v)),
             _ => return false,
         }
@@ -385,10 +396,14 @@ fn authority_host(
 }
 
 /// The `Host` names accepted when `allowed_hosts` is not given: `localhost`, and the loopback address of each
-/// family the listeners answer on (`127.0.0.1` for an IPv4 listener, `[::1]` for an IPv6 one, both for `[::]`,
+/// family the listeners (proxy, admin, token service) answer on (`127.0.0.1` for an IPv4 listener, `[::1]` for an IPv6 one, both for `[::]`,
 /// which takes IPv4 too; a listener on another address adds that address). So the list names only addresses a
 /// caller can reach the proxy at: with the default `127.0.0.1` listeners it is `localhost, 127.0.0.1`.
-pub fn default_allowed_hosts(listen: &Listen, admin_listen: SocketAddr) -> Vec<String> {
+pub fn default_allowed_hosts(
+    listen: &Listen,
+    admin_listen: SocketAddr,
+    token_service: Option<&Listen>,
+) -> Vec<String> {
     use std::net::IpAddr;
     let mut hosts = vec!["localhost".to_owned()];
     let mut add = |host: String| {
@@ -396,11 +411,15 @@ pub fn default_allowed_hosts(listen: &Listen, admin_listen: SocketAddr) -> Vec<S
             hosts.push(host);
         }
     };
-    let tcp = match listen {
+    let tcp = |listen: &Listen| match listen {
         Listen::Tcp(addr) => Some(addr.ip()),
         Listen::Unix(_) => None,
     };
-    for ip in tcp.into_iter().chain([admin_listen.ip()]) {
+    let ips = tcp(listen)
+        .into_iter()
+        .chain([admin_listen.ip()])
+        .chain(token_service.and_then(tcp));
+    for ip in ips {
         match ip.to_canonical() {
             IpAddr::V4(v4) if v4.is_loopback() || v4.is_unspecified() => {
                 add("127.0.0.1".to_owned())
@@ -460,6 +479,15 @@ impl TopLevel {
                 w.problem(&p.path, p.message);
             }
         }
+        if let (Some(ts_listen), Some(expose)) = (&self.token_service_listen, expose) {
+            let exposure = token_service::Exposure {
+                listen: listen.as_ref(),
+                admin_listen,
+                expose,
+                caller_auth: self.caller_auth.is_present(),
+            };
+            token_service::listener_problems(w, ts_listen, &exposure);
+        }
         let cloud = self.cloud.or(Cloud::AzureCloud);
         let authority_host = match cloud {
             Some(cloud) => authority_host(w, self.authority_host, cloud),
@@ -477,7 +505,11 @@ impl TopLevel {
             }
         }
         let allowed_hosts = match (&listen, admin_listen) {
-            (Some(l), Some(a)) => self.allowed_hosts.or(default_allowed_hosts(l, a)),
+            (Some(l), Some(a)) => self.allowed_hosts.or(default_allowed_hosts(
+                l,
+                a,
+                self.token_service_listen.as_ref(),
+            )),
             _ => self.allowed_hosts.valid(),
         };
         Some(Config {
@@ -495,6 +527,7 @@ impl TopLevel {
             limits: self.limits.or(Limits::default())?,
             credentials: self.credentials,
             routes: routes?,
+            token_service: self.token_service.optional()?,
             telemetry: self.telemetry.or(None)?,
             origin,
         })

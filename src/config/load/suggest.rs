@@ -25,6 +25,7 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
             "limits",
             "credentials",
             "routes",
+            "token_service",
             "telemetry",
         ],
     ),
@@ -76,6 +77,16 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
     (
         "routes[].workspace",
         &["config_file", "subscription_id", "resource_group", "name"],
+    ),
+    (
+        "token_service",
+        &[
+            "listen",
+            "secret_file",
+            "imds",
+            "identities",
+            "allowed_resources",
+        ],
     ),
     ("telemetry", &["otlp"]),
     (

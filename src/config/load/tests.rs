@@ -512,6 +512,13 @@ fn default_allowed_hosts_name_what_the_listeners_answer_on() {
         hosts("listen: unix:/run/aml/proxy.sock"),
         ["localhost", "127.0.0.1"]
     );
+    let dir = TempDir::new();
+    let token_service = format!(
+        "token_service:\n  listen: \"[::1]:8081\"\n  secret_file: {}\n  identities: {{ default: default }}\n  \
+         allowed_resources: [https://management.azure.com]",
+        dir.path().join("identity-secret").display()
+    );
+    assert_eq!(hosts(&token_service), ["localhost", "127.0.0.1", "[::1]"]);
     assert_eq!(
         hosts("allowed_hosts: [proxy.local]\nlisten: \"[::1]:8080\""),
         ["proxy.local"]

@@ -96,6 +96,8 @@ pub(crate) struct TestProxy {
     /// Where the proxy listens: TCP (see [`TestProxy::addr`]) or a Unix socket ([`TestProxy::socket_path`]).
     pub(crate) listen: Listen,
     pub(crate) admin: SocketAddr,
+    /// Where the token service listens, when the configuration has one.
+    pub(crate) token_service: Option<Listen>,
     /// Reloads the configuration of the running proxy.
     pub(crate) reloader: aml_auth_proxy::app::Reloader,
     stop: Option<oneshot::Sender<()>>,
@@ -125,6 +127,7 @@ impl TestProxy {
         options.cache_policy = policy;
         let app = App::bind(config, options).await.unwrap();
         let (listen, admin, reloader) = (app.proxy_listen(), app.admin_addr(), app.reloader());
+        let token_service = app.token_service_listen();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run(
             async {
@@ -135,6 +138,7 @@ impl TestProxy {
         Self {
             listen,
             admin,
+            token_service,
             reloader,
             stop: Some(stop),
             task: Some(task),
