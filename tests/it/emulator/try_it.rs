@@ -339,3 +339,37 @@ async fn the_try_it_without_azure_page_works_as_written() {
     let emulator_out = emulator.stop().await;
     assert_eq!(emulator_out.code(), Some(0), "{emulator_out:#?}");
 }
+
+/// The `sh` commands of `markdown` before its first `json` block (or all of them), comments removed.
+fn commands_before_the_output(markdown: &str) -> Vec<String> {
+    let blocks = code_blocks(markdown);
+    let end = blocks
+        .iter()
+        .position(|(info, _)| info == "json")
+        .unwrap_or(blocks.len());
+    blocks[..end]
+        .iter()
+        .filter(|(info, _)| info == "sh")
+        .flat_map(|(_, body)| body.lines())
+        .map(|line| line.split(" #").next().unwrap_or(line).trim().to_owned())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// The README's "Try it without Azure" section gives exactly the commands the page gives (and the test above runs),
+/// so following the README literally is following the page.
+#[test]
+fn the_readme_gives_the_same_commands_as_the_page() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Try it without Azure\n")
+        .expect("README has a \"Try it without Azure\" section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let page = std::fs::read_to_string(Path::new(ROOT).join(PAGE)).unwrap();
+    let from_readme = commands_before_the_output(section);
+    assert_eq!(from_readme, commands_before_the_output(&page));
+    assert_eq!(from_readme.len(), 3, "{from_readme:#?}");
+}
