@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::claims::decode_claims_challenge;
+use super::developer_tool::exit_failure;
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
 use super::{
@@ -422,22 +423,7 @@ fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -
     if let Some(e) = AZ.exited_not_installed(status, &line) {
         return e;
     }
-    let code = status.code();
-    let how = match code {
-        Some(code) => format!("exit status {code}"),
-        None => "killed by a signal".to_owned(),
-    };
-    let message = if line.is_empty() {
-        format!("az failed ({how}) without a message")
-    } else {
-        format!("az failed ({how}): {line}")
-    };
-    let kind = if code.is_none() || is_network_failure(&line) {
-        TokenErrorKind::TokenServiceUnavailable
-    } else {
-        TokenErrorKind::CredentialRejected
-    };
-    CredentialError::Failed(TokenError::new(kind, SOURCE, message))
+    exit_failure(SOURCE, "az", status, &line)
 }
 
 /// AADSTS codes in stderr: an Entra ID error, classified by code. `None` without codes.

@@ -24,15 +24,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::azure_cli::{
-    clean_line, is_network_failure, is_valid_scope, is_valid_tenant_arg, summary_line,
-};
-use super::developer_tool::{aad_failure, access_token, claims_unsupported};
+use super::azure_cli::{clean_line, is_valid_scope, is_valid_tenant_arg, summary_line};
+use super::developer_tool::{aad_failure, access_token, claims_unsupported, exit_failure};
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
-use super::{
-    AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-};
+use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest};
 use crate::env::Env;
 
 const SOURCE: &str = "azure_developer_cli";
@@ -159,21 +155,7 @@ impl AzureDeveloperCliCredential {
         if let Some(e) = AZD.exited_not_installed(status, &line) {
             return e;
         }
-        let how = match status.code() {
-            Some(code) => format!("exit status {code}"),
-            None => "killed by a signal".to_owned(),
-        };
-        let message = if line.is_empty() {
-            format!("azd failed ({how}) without a message")
-        } else {
-            format!("azd failed ({how}): {line}")
-        };
-        let kind = if status.code().is_none() || is_network_failure(&line) {
-            TokenErrorKind::TokenServiceUnavailable
-        } else {
-            TokenErrorKind::CredentialRejected
-        };
-        CredentialError::Failed(TokenError::new(kind, SOURCE, message))
+        exit_failure(SOURCE, "azd", status, &line)
     }
 }
 

@@ -24,15 +24,12 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::time::Instant;
 
-use super::azure_cli::{
-    clean_line, is_network_failure, is_valid_scope, is_valid_tenant_arg, summary_line,
+use super::azure_cli::{clean_line, is_valid_scope, is_valid_tenant_arg, summary_line};
+use super::developer_tool::{
+    aad_failure, access_token, base64_claims, claims_unsupported, exit_failure,
 };
-use super::developer_tool::{aad_failure, access_token, base64_claims, claims_unsupported};
 use super::process::Tool;
-use super::{
-    AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-    scope_to_resource,
-};
+use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest, scope_to_resource};
 use crate::env::Env;
 
 const SOURCE: &str = "azure_powershell";
@@ -148,22 +145,7 @@ impl AzurePowerShellCredential {
         if let Some(e) = PWSH.exited_not_installed(status, &line) {
             return e;
         }
-        let how = match status.code() {
-            Some(0) => "no token in its output".to_owned(),
-            Some(code) => format!("exit status {code}"),
-            None => "killed by a signal".to_owned(),
-        };
-        let message = if line.is_empty() {
-            format!("Get-AzAccessToken failed ({how}) without a message")
-        } else {
-            format!("Get-AzAccessToken failed ({how}): {line}")
-        };
-        let kind = if status.code().is_none() || is_network_failure(&line) {
-            TokenErrorKind::TokenServiceUnavailable
-        } else {
-            TokenErrorKind::CredentialRejected
-        };
-        CredentialError::Failed(TokenError::new(kind, SOURCE, message))
+        exit_failure(SOURCE, "Get-AzAccessToken", status, &line)
     }
 }
 

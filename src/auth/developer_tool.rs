@@ -5,7 +5,9 @@
 
 use base64::Engine;
 
-use super::azure_cli::{aadsts_codes, clean_line, labelled, labelled_timestamp};
+use super::azure_cli::{
+    aadsts_codes, clean_line, is_network_failure, labelled, labelled_timestamp,
+};
 use super::{AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, expiry};
 
 /// An Entra ID error a tool printed (AADSTS codes in `text`), classified by code like a token-endpoint error. A
@@ -91,4 +93,31 @@ pub(super) fn access_token(
         refresh_in: None,
         source: source.into(),
     })
+}
+
+/// The error for a tool run that ended without a token: `what` (`az`, `azd`, `Get-AzAccessToken`) failed, named
+/// with its exit status and `line`, the summary of its output. A tool killed by a signal, or a network failure in
+/// the line, is a transient outage; anything else rejects the credential.
+pub(super) fn exit_failure(
+    source: &str,
+    what: &str,
+    status: std::process::ExitStatus,
+    line: &str,
+) -> CredentialError {
+    let how = match status.code() {
+        Some(0) => "no token in its output".to_owned(),
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    };
+    let message = if line.is_empty() {
+        format!("{what} failed ({how}) without a message")
+    } else {
+        format!("{what} failed ({how}): {line}")
+    };
+    let kind = if status.code().is_none() || is_network_failure(line) {
+        TokenErrorKind::TokenServiceUnavailable
+    } else {
+        TokenErrorKind::CredentialRejected
+    };
+    CredentialError::Failed(TokenError::new(kind, source, message))
 }

@@ -2,6 +2,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use super::*;
+use crate::auth::TokenErrorKind;
 use crate::auth::test_support::{self, fixture};
 use crate::env::MapEnv;
 
