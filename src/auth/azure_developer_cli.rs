@@ -24,8 +24,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::azure_cli::{clean_line, is_valid_scope, is_valid_tenant_arg, summary_line};
-use super::developer_tool::{aad_failure, access_token, claims_unsupported, exit_failure};
+use super::azure_cli::{clean_line, is_valid_tenant_arg, summary_line};
+use super::developer_tool::{
+    aad_failure, access_token, claims_unsupported, command_line_scope, exit_failure,
+};
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
 use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest};
@@ -167,15 +169,7 @@ impl Credential for AzureDeveloperCliCredential {
             .tenant_id
             .as_ref()
             .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
-        let scope = &*request.scope;
-        if !is_valid_scope(scope) {
-            return Err(CredentialError::rejected(
-                SOURCE,
-                format!(
-                    "invalid scope {scope:?} for azd: use letters, digits, `_`, `.`, `:`, `/` and `-`"
-                ),
-            ));
-        }
+        let scope = command_line_scope(SOURCE, "azd", &request.scope)?;
         if let Some(claims) = &request.claims {
             return Err(claims_unsupported(
                 SOURCE,

@@ -24,9 +24,9 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::time::Instant;
 
-use super::azure_cli::{clean_line, is_valid_scope, is_valid_tenant_arg, summary_line};
+use super::azure_cli::{clean_line, is_valid_tenant_arg, summary_line};
 use super::developer_tool::{
-    aad_failure, access_token, base64_claims, claims_unsupported, exit_failure,
+    aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, exit_failure,
 };
 use super::process::Tool;
 use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest, scope_to_resource};
@@ -157,15 +157,7 @@ impl Credential for AzurePowerShellCredential {
             .tenant_id
             .as_ref()
             .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
-        let scope = &*request.scope;
-        if !is_valid_scope(scope) {
-            return Err(CredentialError::rejected(
-                SOURCE,
-                format!(
-                    "invalid scope {scope:?} for Azure PowerShell: use letters, digits, `_`, `.`, `:`, `/` and `-`"
-                ),
-            ));
-        }
+        let scope = command_line_scope(SOURCE, "Azure PowerShell", &request.scope)?;
         if let Some(claims) = &request.claims {
             return Err(claims_unsupported(
                 SOURCE,

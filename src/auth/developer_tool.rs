@@ -6,7 +6,7 @@
 use base64::Engine;
 
 use super::azure_cli::{
-    aadsts_codes, clean_line, is_network_failure, labelled, labelled_timestamp,
+    aadsts_codes, clean_line, is_network_failure, is_valid_scope, labelled, labelled_timestamp,
 };
 use super::{AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, expiry};
 
@@ -120,4 +120,22 @@ pub(super) fn exit_failure(
         TokenErrorKind::CredentialRejected
     };
     CredentialError::Failed(TokenError::new(kind, source, message))
+}
+
+/// `scope`, if it can go on the tool's command line as one argument; otherwise the credential is rejected, naming
+/// `tool` and the characters allowed.
+pub(super) fn command_line_scope<'a>(
+    source: &str,
+    tool: &str,
+    scope: &'a str,
+) -> Result<&'a str, CredentialError> {
+    if is_valid_scope(scope) {
+        return Ok(scope);
+    }
+    Err(CredentialError::rejected(
+        source,
+        format!(
+            "invalid scope {scope:?} for {tool}: use letters, digits, `_`, `.`, `:`, `/` and `-`"
+        ),
+    ))
 }
