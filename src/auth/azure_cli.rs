@@ -25,19 +25,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use base64::Engine;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::claims::decode_claims_challenge;
-use super::developer_tool::exit_failure;
+use super::developer_tool::{
+    aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
+    exit_failure, unusable_output,
+};
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
 use super::{
-    AadError, AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind,
-    TokenRequest, expiry, is_valid_tenant, scope_to_resource,
+    AccessToken, Credential, CredentialError, Secret, TokenError, TokenRequest, expiry,
+    is_valid_tenant, scope_to_resource,
 };
 use crate::env::Env;
 use crate::file_read;
@@ -163,30 +164,8 @@ impl AzureCliCredential {
         .map_err(|e| {
             CredentialError::service_unavailable(SOURCE, format!("az output: {}", e.reason()))
         })?;
-        let (token, expires_on) = parsed.map_err(|why| {
-            CredentialError::service_unavailable(
-                SOURCE,
-                format!("az returned unusable output: {why}"),
-            )
-        })?;
-        let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
-        if expires_in.is_zero() {
-            return Err(CredentialError::service_unavailable(
-                SOURCE,
-                "az returned a token that has already expired (check the clock and time zone)",
-            ));
-        }
-        tracing::debug!(
-            source = SOURCE,
-            expires_in = expires_in.as_secs(),
-            "az returned a token"
-        );
-        Ok(AccessToken {
-            token,
-            expires_in,
-            refresh_in: None,
-            source: SOURCE.into(),
-        })
+        let (token, expires_on) = parsed.map_err(|why| unusable_output(SOURCE, "az", why))?;
+        access_token(SOURCE, "az", "the clock and time zone", token, expires_on)
     }
 }
 
@@ -197,22 +176,22 @@ impl Credential for AzureCliCredential {
         let settings = self
             .settings
             .as_ref()
-            .map_err(|why| rejected(why.clone()))?;
-        let scope = &*request.scope;
-        if !is_valid_scope(scope) {
-            return Err(rejected(format!(
-                "invalid scope {scope:?} for az: use letters, digits, `_`, `.`, `:`, `/` and `-`"
-            )));
-        }
+            .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
+        let scope = command_line_scope(SOURCE, "az", &request.scope)?;
         if let Some(claims) = &request.claims {
-            return Err(claims_unsupported(settings, scope, claims));
+            let command = settings.login_command(Some(scope), Some(&base64_claims(claims)));
+            let note = " (Azure CLI 2.76.0 or newer)";
+            return Err(claims_unsupported(
+                SOURCE,
+                "the Azure CLI",
+                &command,
+                note,
+                claims,
+            ));
         }
         let program = self.tool.locate().await?;
         // One deadline for both attempts (`--scope`, then `--resource`).
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        let deadline = deadline(self.timeout);
         let mut output = self
             .tool
             .run(
@@ -350,28 +329,6 @@ fn is_valid_subscription(subscription: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_. -".contains(&b))
 }
 
-fn rejected(message: impl Into<String>) -> CredentialError {
-    CredentialError::rejected(SOURCE, message)
-}
-
-/// The CLI cannot request a token with claims: the user has to sign in again with the challenge.
-fn claims_unsupported(settings: &Settings, scope: &str, claims: &str) -> CredentialError {
-    let challenge = base64::engine::general_purpose::STANDARD.encode(claims.as_bytes());
-    let mut e = TokenError::new(
-        TokenErrorKind::InteractionRequired,
-        SOURCE,
-        format!(
-            "the Azure CLI cannot answer a claims challenge itself: run `{}` (Azure CLI 2.76.0 or newer), then retry",
-            settings.login_command(Some(scope), Some(&challenge))
-        ),
-    );
-    e.aad = Some(Box::new(AadError {
-        claims: Some(claims.to_owned()),
-        ..AadError::default()
-    }));
-    CredentialError::Failed(e)
-}
-
 /// True when `az` refused `--scope` (CLIs before 2.26): argparse's "unrecognized arguments: --scope …".
 fn rejects_scope(stderr: &str) -> bool {
     stderr
@@ -426,42 +383,15 @@ fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -
     exit_failure(SOURCE, "az", status, &line)
 }
 
-/// AADSTS codes in stderr: an Entra ID error, classified by code. `None` without codes.
+/// AADSTS codes in stderr: an Entra ID error, classified by code, naming the `az login` that fixes a
+/// person-must-act failure (with `--claims-challenge` when the CLI printed one). `None` without codes.
 fn aadsts_failure(stderr: &str, settings: &Settings, scope: &str) -> Option<TokenError> {
-    let codes = aadsts_codes(stderr);
-    let first = codes.first()?;
-    let line = stderr
-        .lines()
-        .find(|l| aadsts_codes(l).contains(first))
-        .map(clean_line)
-        .unwrap_or_default();
     let challenge = claims_challenge(stderr);
-    let aad = AadError {
-        error_description: Some(line.clone()),
-        error_codes: codes,
-        trace_id: labelled(stderr, "Trace ID:"),
-        correlation_id: labelled(stderr, "Correlation ID:"),
-        timestamp: labelled_timestamp(stderr),
-        claims: challenge
-            .as_deref()
-            .and_then(|c| decode_claims_challenge(c).ok()),
-        ..AadError::default()
-    };
-    let kind = aad.classify(400);
-    let message = match kind {
-        TokenErrorKind::InteractionRequired => format!(
-            "{line} (sign in again: run `{}`)",
-            settings.login_command(challenge.as_ref().map(|_| scope), challenge.as_deref())
-        ),
-        TokenErrorKind::ConditionalAccessBlocked if challenge.is_some() => format!(
-            "{line} (satisfy the policy: run `{}`)",
-            settings.login_command(Some(scope), challenge.as_deref())
-        ),
-        _ => line,
-    };
-    let mut e = TokenError::new(kind, SOURCE, message);
-    e.aad = Some(Box::new(aad));
-    Some(e)
+    let challenge = challenge.as_deref();
+    let claims = challenge.and_then(|c| decode_claims_challenge(c).ok());
+    let sign_in = settings.login_command(challenge.map(|_| scope), challenge);
+    let satisfy = challenge.map(|c| settings.login_command(Some(scope), Some(c)));
+    aad_failure(SOURCE, stderr, &sign_in, claims, satisfy.as_deref())
 }
 
 /// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.

@@ -22,38 +22,21 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::time::Instant;
 
-use super::azure_cli::{clean_line, is_valid_tenant_arg, summary_line};
+use super::azure_cli::{clean_line, summary_line};
 use super::developer_tool::{
-    aad_failure, access_token, claims_unsupported, command_line_scope, exit_failure,
+    DeveloperTool, DeveloperToolCredential, aad_failure, claims_unsupported, exit_failure,
 };
 use super::lenient_json::{self, WireError};
-use super::process::Tool;
+use super::process::{Output, Tool};
 use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest};
 use crate::env::Env;
 
 const SOURCE: &str = "azure_developer_cli";
 
-/// `azd`, as `process` runs it.
-const AZD: Tool = Tool {
-    source: SOURCE,
-    name: "azd",
-    display: "Azure Developer CLI",
-    env: &[("NO_COLOR", "true")],
-    program: None,
-    search_path: None,
-    output_limit: AzureDeveloperCliCredential::DEFAULT_OUTPUT_LIMIT,
-};
-
 /// The `azure_developer_cli` credential.
 #[derive(Debug)]
-pub struct AzureDeveloperCliCredential {
-    /// The checked `--tenant-id`, or why it is unusable.
-    tenant_id: Result<Option<String>, String>,
-    tool: Tool,
-    timeout: Duration,
-}
+pub struct AzureDeveloperCliCredential(DeveloperToolCredential<Azd>);
 
 /// Settings of an [`AzureDeveloperCliCredential`] (`azure_developer_cli: { tenant_id, timeout }` in configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +46,10 @@ pub struct AzureDeveloperCliCredentialOptions {
     /// Time allowed for `azd` to answer.
     pub timeout: Duration,
 }
+
+/// What is azd's own: its arguments, its JSON output and its error texts.
+#[derive(Debug)]
+struct Azd;
 
 /// What `azd auth token --output json` prints. No `Debug`: it holds the token.
 #[derive(Deserialize)]
@@ -82,82 +69,16 @@ impl AzureDeveloperCliCredential {
     /// `--tenant-id` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
     /// timeout, and `PATH` from `env`.
     pub fn new(options: AzureDeveloperCliCredentialOptions, env: &dyn Env) -> Self {
-        let tenant_id = match options.tenant_id {
-            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
-                "invalid tenant id {t:?} for azd: use letters, digits, `.` and `-`"
-            )),
-            other => Ok(other),
-        };
-        Self {
-            tenant_id,
-            tool: Tool {
-                search_path: env.var("PATH"),
-                ..AZD
-            },
-            timeout: options.timeout,
-        }
+        Self(DeveloperToolCredential::new(
+            options.tenant_id,
+            options.timeout,
+            env,
+        ))
     }
 
     /// Runs `program` instead of searching `azd` on the `PATH` (tests, unusual installs).
-    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.tool.program = Some(program.into());
-        self
-    }
-
-    /// `azd auth login [--scope S] [--tenant-id T]`, the command that lets azd serve again.
-    fn login_command(&self, scope: Option<&str>) -> String {
-        let mut command = "azd auth login".to_owned();
-        if let Some(scope) = scope {
-            command.push_str(&format!(" --scope {scope}"));
-        }
-        if let Ok(Some(tenant)) = &self.tenant_id {
-            command.push_str(&format!(" --tenant-id {tenant}"));
-        }
-        command
-    }
-
-    /// `auth token --output json --no-prompt --scope S [--tenant-id T]`.
-    fn args(&self, scope: &str, tenant: Option<&str>) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "auth",
-            "token",
-            "--output",
-            "json",
-            "--no-prompt",
-            "--scope",
-            scope,
-        ]
-        .map(String::from)
-        .into();
-        if let Some(tenant) = tenant {
-            args.extend(["--tenant-id".into(), tenant.into()]);
-        }
-        args
-    }
-
-    /// How a non-zero exit of `azd` is reported (see the module docs).
-    fn failure(
-        &self,
-        stderr: &str,
-        status: std::process::ExitStatus,
-        scope: &str,
-    ) -> CredentialError {
-        let text = messages(stderr);
-        if let Some(e) = aad_failure(SOURCE, &text, &self.login_command(Some(scope))) {
-            return CredentialError::Failed(e);
-        }
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("not logged in") || lower.contains("azd auth login") {
-            return CredentialError::unavailable(
-                SOURCE,
-                format!("not logged in: run `{}`", self.login_command(None)),
-            );
-        }
-        let line = summary_line(&text);
-        if let Some(e) = AZD.exited_not_installed(status, &line) {
-            return e;
-        }
-        exit_failure(SOURCE, "azd", status, &line)
+    pub fn with_program(self, program: impl Into<PathBuf>) -> Self {
+        Self(self.0.with_program(program.into()))
     }
 }
 
@@ -165,44 +86,7 @@ impl Credential for AzureDeveloperCliCredential {
     const KIND: &'static str = SOURCE;
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        let tenant = self
-            .tenant_id
-            .as_ref()
-            .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
-        let scope = command_line_scope(SOURCE, "azd", &request.scope)?;
-        if let Some(claims) = &request.claims {
-            return Err(claims_unsupported(
-                SOURCE,
-                "the Azure Developer CLI",
-                &self.login_command(Some(scope)),
-                "",
-                claims,
-            ));
-        }
-        let program = self.tool.locate().await?;
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
-        let output = self
-            .tool
-            .run(
-                &program,
-                &self.args(scope, tenant.as_deref()),
-                deadline,
-                self.timeout,
-            )
-            .await?;
-        if !output.status.success() {
-            return Err(self.failure(&output.stderr, output.status, scope));
-        }
-        let (token, expires_on) = parse_output(&output.stdout).map_err(|why| {
-            CredentialError::service_unavailable(
-                SOURCE,
-                format!("azd returned unusable output: {why}"),
-            )
-        })?;
-        access_token(SOURCE, "azd", token, expires_on)
+        self.0.token(request).await
     }
 }
 
@@ -221,6 +105,83 @@ impl Default for AzureDeveloperCliCredentialOptions {
             timeout: Self::DEFAULT_TIMEOUT,
         }
     }
+}
+
+// === impl Azd ===
+
+impl DeveloperTool for Azd {
+    const TOOL: Tool = Tool {
+        source: SOURCE,
+        name: "azd",
+        display: "Azure Developer CLI",
+        env: &[("NO_COLOR", "true")],
+        program: None,
+        search_path: None,
+        output_limit: AzureDeveloperCliCredential::DEFAULT_OUTPUT_LIMIT,
+    };
+    const ARGUMENTS_OF: &'static str = "azd";
+    const COMMAND: &'static str = "azd";
+
+    /// `auth token --output json --no-prompt --scope S [--tenant-id T]`.
+    fn args(scope: &str, tenant: Option<&str>) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "auth",
+            "token",
+            "--output",
+            "json",
+            "--no-prompt",
+            "--scope",
+            scope,
+        ]
+        .map(String::from)
+        .into();
+        if let Some(tenant) = tenant {
+            args.extend(["--tenant-id".into(), tenant.into()]);
+        }
+        args
+    }
+
+    fn claims_unsupported(scope: &str, tenant: Option<&str>, claims: &str) -> CredentialError {
+        let command = login_command(Some(scope), tenant);
+        claims_unsupported(SOURCE, "the Azure Developer CLI", &command, "", claims)
+    }
+
+    fn parse_output(stdout: &[u8]) -> Option<Result<(Secret, i64), &'static str>> {
+        Some(parse_output(stdout))
+    }
+
+    /// See the module docs.
+    fn failure(output: &Output, scope: &str, tenant: Option<&str>) -> CredentialError {
+        let text = messages(&output.stderr);
+        let sign_in = login_command(Some(scope), tenant);
+        if let Some(e) = aad_failure(SOURCE, &text, &sign_in, None, None) {
+            return CredentialError::Failed(e);
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("not logged in") || lower.contains("azd auth login") {
+            return CredentialError::unavailable(
+                SOURCE,
+                format!("not logged in: run `{}`", login_command(None, tenant)),
+            );
+        }
+        let line = summary_line(&text);
+        if let Some(e) = Self::TOOL.exited_not_installed(output.status, &line) {
+            return e;
+        }
+        exit_failure(SOURCE, "azd", output.status, &line)
+    }
+}
+
+/// `azd auth login [--scope S] [--tenant-id T]`, the command that lets azd serve again.
+fn login_command(scope: Option<&str>, tenant: Option<&str>) -> String {
+    let mut command = "azd auth login".to_owned();
+    if let Some(scope) = scope {
+        command.push_str(&format!(" --scope {scope}"));
+    }
+    if let Some(tenant) = tenant {
+        command.push_str(&format!(" --tenant-id {tenant}"));
+    }
+    command
 }
 
 /// Reads `azd auth token --output json`: the token and its expiry in Unix seconds (`expiresOn`, RFC 3339).

@@ -22,40 +22,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::time::Instant;
 
-use super::azure_cli::{clean_line, is_valid_tenant_arg, summary_line};
+use super::azure_cli::{clean_line, summary_line};
 use super::developer_tool::{
-    aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, exit_failure,
+    DeveloperTool, DeveloperToolCredential, aad_failure, base64_claims, claims_unsupported,
+    exit_failure,
 };
-use super::process::Tool;
+use super::process::{Output, Tool};
 use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest, scope_to_resource};
 use crate::env::Env;
 
 const SOURCE: &str = "azure_powershell";
-
-/// `pwsh`, as `process` runs it.
-const PWSH: Tool = Tool {
-    source: SOURCE,
-    name: "pwsh",
-    display: "PowerShell",
-    env: &[],
-    program: None,
-    search_path: None,
-    output_limit: AzurePowerShellCredential::DEFAULT_OUTPUT_LIMIT,
-};
 
 /// What the script prints when Az.Accounts is missing.
 const NO_MODULE: &str = "NO_AZ_ACCOUNT_MODULE";
 
 /// The `azure_powershell` credential.
 #[derive(Debug)]
-pub struct AzurePowerShellCredential {
-    /// The checked `-TenantId`, or why it is unusable.
-    tenant_id: Result<Option<String>, String>,
-    tool: Tool,
-    timeout: Duration,
-}
+pub struct AzurePowerShellCredential(DeveloperToolCredential<AzPowerShell>);
 
 /// Settings of an [`AzurePowerShellCredential`] (`azure_powershell: { tenant_id, timeout }` in configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +50,10 @@ pub struct AzurePowerShellCredentialOptions {
     pub timeout: Duration,
 }
 
+/// What is Azure PowerShell's own: its script, its `azsdk%` output and its CLIXML errors.
+#[derive(Debug)]
+struct AzPowerShell;
+
 // === impl AzurePowerShellCredential ===
 
 impl AzurePowerShellCredential {
@@ -75,77 +63,16 @@ impl AzurePowerShellCredential {
     /// `-TenantId` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
     /// timeout, and `PATH` from `env`.
     pub fn new(options: AzurePowerShellCredentialOptions, env: &dyn Env) -> Self {
-        let tenant_id = match options.tenant_id {
-            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
-                "invalid tenant id {t:?} for Azure PowerShell: use letters, digits, `.` and `-`"
-            )),
-            other => Ok(other),
-        };
-        Self {
-            tenant_id,
-            tool: Tool {
-                search_path: env.var("PATH"),
-                ..PWSH
-            },
-            timeout: options.timeout,
-        }
+        Self(DeveloperToolCredential::new(
+            options.tenant_id,
+            options.timeout,
+            env,
+        ))
     }
 
     /// Runs `program` instead of searching `pwsh` on the `PATH` (tests, unusual installs).
-    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.tool.program = Some(program.into());
-        self
-    }
-
-    /// `Connect-AzAccount [-ClaimsChallenge C] [-Tenant T]`, the command that lets PowerShell serve again.
-    fn login_command(&self, claims_challenge: Option<&str>) -> String {
-        let mut command = "Connect-AzAccount".to_owned();
-        if let Some(challenge) = claims_challenge {
-            command.push_str(&format!(" -ClaimsChallenge {challenge}"));
-        }
-        if let Ok(Some(tenant)) = &self.tenant_id {
-            command.push_str(&format!(" -Tenant {tenant}"));
-        }
-        command
-    }
-
-    /// How a failed run is reported (see the module docs).
-    fn failure(
-        &self,
-        stdout: &[u8],
-        stderr: &str,
-        status: std::process::ExitStatus,
-    ) -> CredentialError {
-        if status.success() && contains(stdout, NO_MODULE) {
-            return CredentialError::unavailable(
-                SOURCE,
-                "the Az.Accounts module (2.2.0 or newer) is not installed: run `Install-Module Az.Accounts`",
-            );
-        }
-        let text = error_text(stderr);
-        if let Some(e) = aad_failure(SOURCE, &text, &self.login_command(None)) {
-            return CredentialError::Failed(e);
-        }
-        if text.contains("Run Connect-AzAccount to login") {
-            return CredentialError::unavailable(
-                SOURCE,
-                format!("not logged in: run `{}`", self.login_command(None)),
-            );
-        }
-        if text.contains("AuthorizationManager check failed") {
-            return CredentialError::unavailable(
-                SOURCE,
-                "the execution policy prevented PowerShell from loading Az.Accounts",
-            );
-        }
-        let line = summary_line(&text);
-        if text.contains("' is not recognized") {
-            return CredentialError::unavailable(SOURCE, "PowerShell not found on PATH");
-        }
-        if let Some(e) = PWSH.exited_not_installed(status, &line) {
-            return e;
-        }
-        exit_failure(SOURCE, "Get-AzAccessToken", status, &line)
+    pub fn with_program(self, program: impl Into<PathBuf>) -> Self {
+        Self(self.0.with_program(program.into()))
     }
 }
 
@@ -153,40 +80,7 @@ impl Credential for AzurePowerShellCredential {
     const KIND: &'static str = SOURCE;
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        let tenant = self
-            .tenant_id
-            .as_ref()
-            .map_err(|why| CredentialError::rejected(SOURCE, why.clone()))?;
-        let scope = command_line_scope(SOURCE, "Azure PowerShell", &request.scope)?;
-        if let Some(claims) = &request.claims {
-            return Err(claims_unsupported(
-                SOURCE,
-                "Azure PowerShell",
-                &self.login_command(Some(&base64_claims(claims))),
-                " (Az.Accounts 5.2.0 or newer)",
-                claims,
-            ));
-        }
-        let program = self.tool.locate().await?;
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
-        let args = command_args(scope_to_resource(scope), tenant.as_deref());
-        let output = self
-            .tool
-            .run(&program, &args, deadline, self.timeout)
-            .await?;
-        match parse_output(&output.stdout) {
-            Some(Ok((token, expires_on))) if output.status.success() => {
-                access_token(SOURCE, "Get-AzAccessToken", token, expires_on)
-            }
-            Some(Err(why)) if output.status.success() => Err(CredentialError::service_unavailable(
-                SOURCE,
-                format!("Get-AzAccessToken returned unusable output: {why}"),
-            )),
-            _ => Err(self.failure(&output.stdout, &output.stderr, output.status)),
-        }
+        self.0.token(request).await
     }
 }
 
@@ -205,6 +99,81 @@ impl Default for AzurePowerShellCredentialOptions {
             timeout: Self::DEFAULT_TIMEOUT,
         }
     }
+}
+
+// === impl AzPowerShell ===
+
+impl DeveloperTool for AzPowerShell {
+    const TOOL: Tool = Tool {
+        source: SOURCE,
+        name: "pwsh",
+        display: "PowerShell",
+        env: &[],
+        program: None,
+        search_path: None,
+        output_limit: AzurePowerShellCredential::DEFAULT_OUTPUT_LIMIT,
+    };
+    const ARGUMENTS_OF: &'static str = "Azure PowerShell";
+    const COMMAND: &'static str = "Get-AzAccessToken";
+
+    fn args(scope: &str, tenant: Option<&str>) -> Vec<String> {
+        command_args(scope_to_resource(scope), tenant)
+    }
+
+    fn claims_unsupported(_scope: &str, tenant: Option<&str>, claims: &str) -> CredentialError {
+        let command = login_command(Some(&base64_claims(claims)), tenant);
+        let note = " (Az.Accounts 5.2.0 or newer)";
+        claims_unsupported(SOURCE, "Azure PowerShell", &command, note, claims)
+    }
+
+    fn parse_output(stdout: &[u8]) -> Option<Result<(Secret, i64), &'static str>> {
+        parse_output(stdout)
+    }
+
+    /// See the module docs.
+    fn failure(output: &Output, _scope: &str, tenant: Option<&str>) -> CredentialError {
+        let status = output.status;
+        if status.success() && contains(&output.stdout, NO_MODULE) {
+            return CredentialError::unavailable(
+                SOURCE,
+                "the Az.Accounts module (2.2.0 or newer) is not installed: run `Install-Module Az.Accounts`",
+            );
+        }
+        let text = error_text(&output.stderr);
+        let sign_in = login_command(None, tenant);
+        if let Some(e) = aad_failure(SOURCE, &text, &sign_in, None, None) {
+            return CredentialError::Failed(e);
+        }
+        if text.contains("Run Connect-AzAccount to login") {
+            return CredentialError::unavailable(SOURCE, format!("not logged in: run `{sign_in}`"));
+        }
+        if text.contains("AuthorizationManager check failed") {
+            return CredentialError::unavailable(
+                SOURCE,
+                "the execution policy prevented PowerShell from loading Az.Accounts",
+            );
+        }
+        let line = summary_line(&text);
+        if text.contains("' is not recognized") {
+            return CredentialError::unavailable(SOURCE, "PowerShell not found on PATH");
+        }
+        if let Some(e) = Self::TOOL.exited_not_installed(status, &line) {
+            return e;
+        }
+        exit_failure(SOURCE, "Get-AzAccessToken", status, &line)
+    }
+}
+
+/// `Connect-AzAccount [-ClaimsChallenge C] [-Tenant T]`, the command that lets PowerShell serve again.
+fn login_command(claims_challenge: Option<&str>, tenant: Option<&str>) -> String {
+    let mut command = "Connect-AzAccount".to_owned();
+    if let Some(challenge) = claims_challenge {
+        command.push_str(&format!(" -ClaimsChallenge {challenge}"));
+    }
+    if let Some(tenant) = tenant {
+        command.push_str(&format!(" -Tenant {tenant}"));
+    }
+    command
 }
 
 /// `-NoProfile -NonInteractive -EncodedCommand <script>` for `resource` (checked: no quote can reach the script)

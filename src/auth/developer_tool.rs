@@ -1,18 +1,150 @@
-//! What the developer-tool credentials that print a token (`azure_developer_cli`, `azure_powershell`) share: how
-//! an Entra ID error in the tool's own output is classified, how a claims challenge is refused with the command
-//! that satisfies it, and how a printed token becomes an [`AccessToken`]. Running the tool is `process`'s job;
-//! the Azure CLI has its own, older variant of these rules (`azure_cli`), whose text helpers are reused here.
+//! What the developer-tool credentials that print a token share: the credential itself for the tools that take a
+//! tenant and a scope (`azure_developer_cli`, `azure_powershell`: [`DeveloperToolCredential`], parameterised by a
+//! [`DeveloperTool`] that says what is the tool's own), how an Entra ID error in the tool's output is classified,
+//! how a claims challenge is refused with the command that satisfies it, and how a printed token becomes an
+//! [`AccessToken`]. Running the tool is `process`'s job; the Azure CLI (`azure_cli`) has more settings and its own
+//! credential, but uses these rules too, and its text helpers are reused here.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine;
+use tokio::time::Instant;
 
 use super::azure_cli::{
-    aadsts_codes, clean_line, is_network_failure, is_valid_scope, labelled, labelled_timestamp,
+    aadsts_codes, clean_line, is_network_failure, is_valid_scope, is_valid_tenant_arg, labelled,
+    labelled_timestamp,
 };
-use super::{AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, expiry};
+use super::process::{Output, Tool};
+use super::{
+    AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
+    expiry,
+};
+use crate::env::Env;
 
-/// An Entra ID error a tool printed (AADSTS codes in `text`), classified by code like a token-endpoint error. A
-/// person-must-act failure names `login` (the command that signs the tool in again). `None` without codes.
-pub(super) fn aad_failure(source: &str, text: &str, login: &str) -> Option<TokenError> {
+/// What one developer tool brings to a [`DeveloperToolCredential`]: its process, argument vector, output format
+/// and error texts.
+pub(super) trait DeveloperTool {
+    /// The tool, as `process` runs it (searched on the `PATH` unless a program is given).
+    const TOOL: Tool;
+    /// How a bad tenant or scope names the tool (`azd`, `Azure PowerShell`).
+    const ARGUMENTS_OF: &'static str;
+    /// The command a failed run or unusable output names (`azd`, `Get-AzAccessToken`).
+    const COMMAND: &'static str;
+
+    /// The arguments that ask for a token for `scope`, in `tenant` when given (both checked).
+    fn args(scope: &str, tenant: Option<&str>) -> Vec<String>;
+
+    /// The refusal of a claims challenge (the tool cannot request claims), naming the command that satisfies it.
+    fn claims_unsupported(scope: &str, tenant: Option<&str>, claims: &str) -> CredentialError;
+
+    /// The token and its expiry (Unix seconds) in a successful run's stdout: `None` when there is none, an error
+    /// when it is malformed. Reasons never quote the output.
+    fn parse_output(stdout: &[u8]) -> Option<Result<(Secret, i64), &'static str>>;
+
+    /// How a run that left no token is reported.
+    fn failure(output: &Output, scope: &str, tenant: Option<&str>) -> CredentialError;
+}
+
+/// A credential that runs `T`'s tool for each token.
+#[derive(Debug)]
+pub(super) struct DeveloperToolCredential<T> {
+    /// The checked tenant, or why it is unusable.
+    tenant_id: Result<Option<String>, String>,
+    tool: Tool,
+    timeout: Duration,
+    kind: PhantomData<T>,
+}
+
+// === impl DeveloperToolCredential ===
+
+impl<T: DeveloperTool> DeveloperToolCredential<T> {
+    /// `tenant_id` (checked here; a bad one fails every request with `CredentialRejected`), the timeout, and
+    /// `PATH` from `env`.
+    pub(super) fn new(tenant_id: Option<String>, timeout: Duration, env: &dyn Env) -> Self {
+        let tenant_id = match tenant_id {
+            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
+                "invalid tenant id {t:?} for {}: use letters, digits, `.` and `-`",
+                T::ARGUMENTS_OF
+            )),
+            other => Ok(other),
+        };
+        Self {
+            tenant_id,
+            tool: Tool {
+                search_path: env.var("PATH"),
+                ..T::TOOL
+            },
+            timeout,
+            kind: PhantomData,
+        }
+    }
+
+    /// Runs `program` instead of searching the tool on the `PATH`.
+    pub(super) fn with_program(mut self, program: PathBuf) -> Self {
+        self.tool.program = Some(program);
+        self
+    }
+
+    /// Checks the settings and the request, runs the tool once, and reads its answer.
+    pub(super) async fn token(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, CredentialError> {
+        let source = T::TOOL.source;
+        let tenant = self
+            .tenant_id
+            .as_ref()
+            .map_err(|why| CredentialError::rejected(source, why.clone()))?
+            .as_deref();
+        let scope = command_line_scope(source, T::ARGUMENTS_OF, &request.scope)?;
+        if let Some(claims) = &request.claims {
+            return Err(T::claims_unsupported(scope, tenant, claims));
+        }
+        let program = self.tool.locate().await?;
+        let args = T::args(scope, tenant);
+        let output = self
+            .tool
+            .run(&program, &args, deadline(self.timeout), self.timeout)
+            .await?;
+        let parsed = output
+            .status
+            .success()
+            .then(|| T::parse_output(&output.stdout))
+            .flatten();
+        match parsed {
+            Some(Ok((token, expires_on))) => {
+                access_token(source, T::COMMAND, "the clock", token, expires_on)
+            }
+            Some(Err(why)) => Err(unusable_output(source, T::COMMAND, why)),
+            None => Err(T::failure(&output, scope, tenant)),
+        }
+    }
+}
+
+/// When a run that may take `timeout` must end: `timeout` from now (a year when that overflows).
+pub(super) fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
+/// `tool` printed something that is not a token: a transient failure (`why` never quotes the output).
+pub(super) fn unusable_output(source: &str, tool: &str, why: &str) -> CredentialError {
+    CredentialError::service_unavailable(source, format!("{tool} returned unusable output: {why}"))
+}
+
+/// An Entra ID error a tool printed (AADSTS codes in `text`), classified by code like a token-endpoint error,
+/// carrying `claims` (a challenge the tool printed). A person-must-act failure names `sign_in` (the command that
+/// signs the tool in again); a blocking policy names `satisfy` when there is one. `None` without codes.
+pub(super) fn aad_failure(
+    source: &str,
+    text: &str,
+    sign_in: &str,
+    claims: Option<String>,
+    satisfy: Option<&str>,
+) -> Option<TokenError> {
     let codes = aadsts_codes(text);
     let first = codes.first()?;
     let line = text
@@ -26,11 +158,17 @@ pub(super) fn aad_failure(source: &str, text: &str, login: &str) -> Option<Token
         trace_id: labelled(text, "Trace ID:"),
         correlation_id: labelled(text, "Correlation ID:"),
         timestamp: labelled_timestamp(text),
+        claims,
         ..AadError::default()
     };
     let kind = aad.classify(400);
-    let message = match kind {
-        TokenErrorKind::InteractionRequired => format!("{line} (sign in again: run `{login}`)"),
+    let message = match (kind, satisfy) {
+        (TokenErrorKind::InteractionRequired, _) => {
+            format!("{line} (sign in again: run `{sign_in}`)")
+        }
+        (TokenErrorKind::ConditionalAccessBlocked, Some(command)) => {
+            format!("{line} (satisfy the policy: run `{command}`)")
+        }
         _ => line,
     };
     let mut e = TokenError::new(kind, source, message);
@@ -67,11 +205,12 @@ pub(super) fn base64_claims(claims: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(claims.as_bytes())
 }
 
-/// The token a tool printed, expiring at `expires_on` (Unix seconds). An expiry already past is refused (the
-/// clock or the tool is wrong).
+/// The token a tool printed, expiring at `expires_on` (Unix seconds). An expiry already past is refused: `check`
+/// (the clock, or the time zone) or the tool is wrong.
 pub(super) fn access_token(
     source: &'static str,
     tool: &str,
+    check: &str,
     token: Secret,
     expires_on: i64,
 ) -> Result<AccessToken, CredentialError> {
@@ -79,13 +218,13 @@ pub(super) fn access_token(
     if expires_in.is_zero() {
         return Err(CredentialError::service_unavailable(
             source,
-            format!("{tool} returned a token that has already expired (check the clock)"),
+            format!("{tool} returned a token that has already expired (check {check})"),
         ));
     }
     tracing::debug!(
         source,
         expires_in = expires_in.as_secs(),
-        "the tool returned a token"
+        "{tool} returned a token"
     );
     Ok(AccessToken {
         token,

@@ -2,11 +2,14 @@
 //! outcomes of a failed token request, form pairs, and an Entra ID client that is never contacted. (A temporary
 //! directory is in the crate's `test_support`.)
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
+use super::process::Output;
 use super::{CredentialError, EntraClient, HttpClientOptions, TokenError, TokenHttpClient};
 
 /// The directory of recorded payloads.
@@ -43,6 +46,20 @@ pub(crate) fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> i64 {
         .to_timestamp(jiff::civil::date(y, mo, d).at(h, mi, s, 0))
         .unwrap()
         .as_second()
+}
+
+/// The status of a process that exited with `code`.
+pub(crate) fn exit(code: i32) -> ExitStatus {
+    ExitStatus::from_raw(code << 8)
+}
+
+/// What a developer tool that exited with `code` left behind.
+pub(crate) fn output(code: i32, stdout: &[u8], stderr: &str) -> Output {
+    Output {
+        status: exit(code),
+        stdout: stdout.to_vec().into(),
+        stderr: stderr.to_owned(),
+    }
 }
 
 /// The reason of an `Unavailable` error from the one source `source`; panics otherwise.

@@ -1,8 +1,10 @@
 use std::os::unix::process::ExitStatusExt;
 
+use base64::Engine;
+
 use super::*;
-use crate::auth::TokenCredential;
-use crate::auth::test_support::{self, utc};
+use crate::auth::test_support::{self, exit, utc};
+use crate::auth::{TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
@@ -53,10 +55,6 @@ fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialO
         subscription: subscription.map(String::from),
         timeout: Duration::from_secs(10),
     }
-}
-
-fn exit(code: i32) -> ExitStatus {
-    ExitStatus::from_raw(code << 8)
 }
 
 fn unavailable(e: CredentialError) -> String {
@@ -421,54 +419,23 @@ fn scope_rejection_is_recognised() {
 
 #[test]
 fn arguments_are_exact() {
+    let get = ["account", "get-access-token", "--output", "json"];
+    let with = |tail: &[&'static str]| [&get[..], tail].concat();
     let none = settings(None, None);
-    assert_eq!(
-        none.args(ARM, Audience::Scope),
-        [
-            "account",
-            "get-access-token",
-            "--output",
-            "json",
-            "--scope",
-            ARM
-        ]
-    );
+    assert_eq!(none.args(ARM, Audience::Scope), with(&["--scope", ARM]));
     assert_eq!(
         none.args(ARM, Audience::Resource),
-        [
-            "account",
-            "get-access-token",
-            "--output",
-            "json",
-            "--resource",
-            "https://management.azure.com"
-        ]
+        with(&["--resource", "https://management.azure.com"])
     );
+    let tenant = settings(Some("t1"), None).args("api://x/.default", Audience::Scope);
     assert_eq!(
-        settings(Some("t1"), None).args("api://x/.default", Audience::Scope),
-        [
-            "account",
-            "get-access-token",
-            "--output",
-            "json",
-            "--scope",
-            "api://x/.default",
-            "--tenant",
-            "t1"
-        ]
+        tenant,
+        with(&["--scope", "api://x/.default", "--tenant", "t1"])
     );
+    let subscription = settings(None, Some("My Sub")).args(ARM, Audience::Scope);
     assert_eq!(
-        settings(None, Some("My Sub")).args(ARM, Audience::Scope),
-        [
-            "account",
-            "get-access-token",
-            "--output",
-            "json",
-            "--scope",
-            ARM,
-            "--subscription",
-            "My Sub"
-        ]
+        subscription,
+        with(&["--scope", ARM, "--subscription", "My Sub"])
     );
 }
 

@@ -1,6 +1,3 @@
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
-
 use super::*;
 use crate::auth::TokenErrorKind;
 use crate::auth::test_support::{self, fixture_json_lines};
@@ -8,8 +5,9 @@ use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
 
-fn exit(code: i32) -> ExitStatus {
-    ExitStatus::from_raw(code << 8)
+/// How a run of azd for [`ARM`] that exited with `code` is reported.
+fn failure(stderr: &str, code: i32) -> CredentialError {
+    Azd::failure(&test_support::output(code, b"", stderr), ARM, None)
 }
 
 fn credential(tenant: Option<&str>) -> AzureDeveloperCliCredential {
@@ -41,36 +39,34 @@ fn the_recorded_success_output_parses_as_utc() {
 
 #[test]
 fn the_arguments_are_an_argument_vector() {
-    let cred = credential(Some("contoso.onmicrosoft.com"));
+    let token = [
+        "auth",
+        "token",
+        "--output",
+        "json",
+        "--no-prompt",
+        "--scope",
+        ARM,
+    ];
+    let tenant = ["--tenant-id", "contoso.onmicrosoft.com"];
     assert_eq!(
-        cred.args(ARM, Some("contoso.onmicrosoft.com")),
-        [
-            "auth",
-            "token",
-            "--output",
-            "json",
-            "--no-prompt",
-            "--scope",
-            ARM,
-            "--tenant-id",
-            "contoso.onmicrosoft.com"
-        ]
+        Azd::args(ARM, Some("contoso.onmicrosoft.com")),
+        [&token[..], &tenant[..]].concat()
     );
-    assert_eq!(credential(None).args(ARM, None).len(), 7);
+    assert_eq!(Azd::args(ARM, None), token);
 }
 
 #[test]
 fn every_recorded_stderr_form_is_classified() {
     let lines = fixture_json_lines("azd_auth_token_outputs.txt");
-    let cred = credential(None);
     // Legacy "not logged in": unavailable, naming the command.
-    let e = cred.failure(&lines[1], exit(1), ARM);
+    let e = failure(&lines[1], 1);
     assert_eq!(
         test_support::unavailable(e, SOURCE),
         "not logged in: run `azd auth login`"
     );
     // Legacy generic failure: rejected with the message.
-    let e = test_support::failed(cred.failure(&lines[2], exit(1), ARM), SOURCE);
+    let e = test_support::failed(failure(&lines[2], 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     assert_eq!(
         e.message,
@@ -78,7 +74,7 @@ fn every_recorded_stderr_form_is_classified() {
     );
     // Two-line MFA error: InteractionRequired by its AADSTS code, naming azd auth login --scope.
     let stderr = format!("{}\n{}\n", lines[3], lines[4]);
-    let e = test_support::failed(cred.failure(&stderr, exit(1), ARM), SOURCE);
+    let e = test_support::failed(failure(&stderr, 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     assert!(
         e.message.starts_with("fetching token: AADSTS50079:"),
@@ -94,18 +90,13 @@ fn every_recorded_stderr_form_is_classified() {
     );
     assert_eq!(e.aad.unwrap().error_codes, vec![50079]);
     // v1.24+ structured form.
-    let e = cred.failure(
+    let e = failure(
         r#"{"error":"not logged in, run `azd auth login` to login","suggestion":"run azd auth login"}"#,
-        exit(1),
-        ARM,
+        1,
     );
     assert!(matches!(e, CredentialError::Unavailable(_)));
     // Interpreter missing in a wrapper: not installed.
-    let e = cred.failure(
-        "/usr/bin/env: 'node': No such file or directory",
-        exit(127),
-        ARM,
-    );
+    let e = failure("/usr/bin/env: 'node': No such file or directory", 127);
     assert!(
         test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found on PATH")
     );

@@ -1,6 +1,3 @@
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
-
 use super::*;
 use crate::auth::TokenErrorKind;
 use crate::auth::test_support::{self, fixture};
@@ -8,8 +5,9 @@ use crate::env::MapEnv;
 
 const ML: &str = "https://ml.azure.com/.default";
 
-fn exit(code: i32) -> ExitStatus {
-    ExitStatus::from_raw(code << 8)
+/// How a run of `pwsh` that exited with `code` is reported.
+fn failure(stdout: &[u8], stderr: &str, code: i32) -> CredentialError {
+    AzPowerShell::failure(&test_support::output(code, stdout, stderr), ML, None)
 }
 
 fn credential(tenant: Option<&str>) -> AzurePowerShellCredential {
@@ -85,15 +83,14 @@ fn the_azsdk_word_is_found_among_other_output() {
 
 #[test]
 fn every_recorded_failure_is_classified() {
-    let cred = credential(None);
-    let e = cred.failure(NO_MODULE.as_bytes(), "", exit(0));
+    let e = failure(NO_MODULE.as_bytes(), "", 0);
     assert!(test_support::unavailable(e, SOURCE).contains("Az.Accounts"));
-    let e = cred.failure(b"", "/bin/sh: 0: Can't open pwsh", exit(127));
+    let e = failure(b"", "/bin/sh: 0: Can't open pwsh", 127);
     assert!(test_support::unavailable(e, SOURCE).starts_with("PowerShell not found on PATH"));
-    let e = cred.failure(
+    let e = failure(
         b"",
         "'pwsh' is not recognized as an internal or external command,\r\noperable program or batch file.",
-        exit(1),
+        1,
     );
     assert!(test_support::unavailable(e, SOURCE).starts_with("PowerShell not found"));
     for title in [
@@ -102,24 +99,24 @@ fn every_recorded_failure_is_classified() {
     ] {
         let stderr = section(title);
         assert!(stderr.contains("CLIXML"), "{title}");
-        let e = cred.failure(b"", &stderr, exit(1));
+        let e = failure(b"", &stderr, 1);
         assert_eq!(
             test_support::unavailable(e, SOURCE),
             "not logged in: run `Connect-AzAccount`",
             "{title}"
         );
     }
-    let e = cred.failure(
+    let e = failure(
         b"",
         "#< CLIXML\n<Objs Version=\"1.1.0.1\"><S S=\"Error\">Import-Module : AuthorizationManager check failed._x000D__x000A_</S></Objs>",
-        exit(1),
+        1,
     );
     assert!(test_support::unavailable(e, SOURCE).contains("execution policy"));
     let e = test_support::failed(
-        cred.failure(
+        failure(
             b"",
             "#< CLIXML\n<Objs><S S=\"Error\">Get-AzAccessToken : AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication._x000D__x000A_</S></Objs>",
-            exit(1),
+            1,
         ),
         SOURCE,
     );
@@ -130,7 +127,7 @@ fn every_recorded_failure_is_classified() {
         "{}",
         e.message
     );
-    let e = test_support::failed(cred.failure(b"", "something odd", exit(1)), SOURCE);
+    let e = test_support::failed(failure(b"", "something odd", 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     assert_eq!(
         e.message,
