@@ -226,31 +226,17 @@ fn poll_errors_are_classified_by_error_and_code() {
             ),
         )
     };
-    assert_eq!(
-        PollError::of(&e("authorization_pending", 70016)),
-        PollError::Pending
-    );
-    assert_eq!(PollError::of(&e("slow_down", 0)), PollError::SlowDown);
-    assert_eq!(
-        PollError::of(&e("expired_token", 70019)),
-        PollError::Expired
-    );
-    assert_eq!(
-        PollError::of(&e("invalid_grant", 70019)),
-        PollError::Expired
-    );
-    assert_eq!(
-        PollError::of(&e("authorization_declined", 70017)),
-        PollError::Declined
-    );
-    assert_eq!(
-        PollError::of(&e("bad_verification_code", 70018)),
-        PollError::Fatal
-    );
-    assert_eq!(
-        PollError::of(&e("invalid_client", 7_000_215)),
-        PollError::Fatal
-    );
+    for (error, code, want) in [
+        ("authorization_pending", 70016, PollError::Pending),
+        ("slow_down", 0, PollError::SlowDown),
+        ("expired_token", 70019, PollError::Expired),
+        ("invalid_grant", 70019, PollError::Expired),
+        ("authorization_declined", 70017, PollError::Declined),
+        ("bad_verification_code", 70018, PollError::Fatal),
+        ("invalid_client", 7_000_215, PollError::Fatal),
+    ] {
+        assert_eq!(PollError::of(&e(error, code)), want, "{error} {code}");
+    }
     assert_eq!(
         PollError::of(&aad_error(503, r#"{"error":"temporarily_unavailable"}"#)),
         PollError::Transient
@@ -265,27 +251,21 @@ fn poll_errors_are_classified_by_error_and_code() {
 fn only_a_spent_refresh_token_asks_for_a_new_sign_in() {
     let revoked = fixture_json_lines("aad_error_invalid_grant_50173_revoked_refresh_token.json");
     assert!(needs_sign_in(&aad_error(400, &revoked[0])));
-    assert!(needs_sign_in(&aad_error(
-        400,
-        r#"{"error":"invalid_grant","error_codes":[9002313]}"#
-    )));
-    assert!(needs_sign_in(&aad_error(
-        400,
-        r#"{"error":"interaction_required","error_codes":[50076]}"#
-    )));
-    // Conditional Access, client problems and outages are not cured by signing in again.
-    assert!(!needs_sign_in(&aad_error(
-        400,
-        r#"{"error":"invalid_grant","error_codes":[53003]}"#
-    )));
-    assert!(!needs_sign_in(&aad_error(
-        401,
-        r#"{"error":"invalid_client","error_codes":[700016]}"#
-    )));
-    assert!(!needs_sign_in(&aad_error(
-        503,
-        r#"{"error":"temporarily_unavailable"}"#
-    )));
+    for (status, error, code, want) in [
+        (400, "invalid_grant", Some(9_002_313), true),
+        (400, "interaction_required", Some(50076), true),
+        // Conditional Access, client problems and outages are not cured by signing in again.
+        (400, "invalid_grant", Some(53003), false),
+        (401, "invalid_client", Some(700_016), false),
+        (503, "temporarily_unavailable", None, false),
+    ] {
+        let body = match code {
+            Some(code) => format!(r#"{{"error":"{error}","error_codes":[{code}]}}"#),
+            None => format!(r#"{{"error":"{error}"}}"#),
+        };
+        let e = aad_error(status, &body);
+        assert_eq!(needs_sign_in(&e), want, "{status} {body}");
+    }
 }
 
 #[test]

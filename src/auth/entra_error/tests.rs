@@ -71,138 +71,62 @@ fn classification_table() {
         ..AadError::default()
     };
     use TokenErrorKind::*;
-    let cases: &[(AadError, u16, TokenErrorKind)] = &[
+    type Case = (&'static str, Option<i64>, Option<&'static str>, u16);
+    let groups: [(TokenErrorKind, &[Case]); 4] = [
         (
-            with("invalid_grant", &[53000], None),
-            400,
             ConditionalAccessBlocked,
+            &[
+                ("invalid_grant", Some(53000), None, 400),
+                ("invalid_grant", Some(53011), None, 400),
+                ("invalid_grant", Some(53999), None, 400),
+                ("invalid_grant", Some(530032), None, 400),
+                ("invalid_grant", Some(530999), None, 400),
+                ("invalid_grant", Some(50005), None, 400),
+                ("invalid_grant", Some(50097), None, 400),
+                ("invalid_grant", Some(50129), None, 400),
+                ("invalid_grant", Some(50131), None, 400),
+                ("invalid_grant", Some(50155), None, 400),
+                // A CA code wins over the OAuth error name (user flows answer CA blocks with interaction_required).
+                ("interaction_required", Some(53003), None, 400),
+            ],
         ),
         (
-            with("invalid_grant", &[53011], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[53999], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[530032], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[530999], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[50005], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[50097], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[50129], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[50131], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[50155], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        // A CA code wins over the OAuth error name (user flows answer CA blocks with interaction_required).
-        (
-            with("interaction_required", &[53003], None),
-            400,
-            ConditionalAccessBlocked,
-        ),
-        (
-            with("invalid_grant", &[50076], None),
-            400,
             InteractionRequired,
+            &[
+                ("invalid_grant", Some(50076), None, 400),
+                ("invalid_grant", Some(50158), None, 400),
+                ("invalid_grant", Some(70043), None, 400),
+                ("invalid_grant", Some(700082), None, 400),
+                ("invalid_grant", Some(65001), None, 400),
+                ("interaction_required", None, None, 400),
+                ("invalid_grant", None, Some("consent_required"), 400),
+            ],
         ),
         (
-            with("invalid_grant", &[50158], None),
-            400,
-            InteractionRequired,
-        ),
-        (
-            with("invalid_grant", &[70043], None),
-            400,
-            InteractionRequired,
-        ),
-        (
-            with("invalid_grant", &[700082], None),
-            400,
-            InteractionRequired,
-        ),
-        (
-            with("invalid_grant", &[65001], None),
-            400,
-            InteractionRequired,
-        ),
-        (
-            with("interaction_required", &[], None),
-            400,
-            InteractionRequired,
-        ),
-        (
-            with("invalid_grant", &[], Some("consent_required")),
-            400,
-            InteractionRequired,
-        ),
-        (
-            with("invalid_client", &[7000215], None),
-            401,
             CredentialRejected,
+            &[
+                ("invalid_client", Some(7000215), None, 401),
+                ("invalid_client", Some(7000222), None, 401),
+                ("unauthorized_client", Some(700016), None, 400),
+                ("invalid_request", Some(90002), None, 400),
+                ("invalid_request", None, Some("client_mismatch"), 400),
+            ],
         ),
         (
-            with("invalid_client", &[7000222], None),
-            401,
-            CredentialRejected,
-        ),
-        (
-            with("unauthorized_client", &[700016], None),
-            400,
-            CredentialRejected,
-        ),
-        (
-            with("invalid_request", &[90002], None),
-            400,
-            CredentialRejected,
-        ),
-        (
-            with("invalid_request", &[], Some("client_mismatch")),
-            400,
-            CredentialRejected,
-        ),
-        (
-            with("temporarily_unavailable", &[], None),
-            400,
             TokenServiceUnavailable,
+            &[
+                ("temporarily_unavailable", None, None, 400),
+                ("server_error", None, None, 500),
+                ("whatever", None, None, 503),
+                ("whatever", None, None, 429),
+            ],
         ),
-        (
-            with("server_error", &[], None),
-            500,
-            TokenServiceUnavailable,
-        ),
-        (with("whatever", &[], None), 503, TokenServiceUnavailable),
-        (with("whatever", &[], None), 429, TokenServiceUnavailable),
     ];
-    for (aad, status, want) in cases {
-        assert_eq!(aad.classify(*status), *want, "{aad:?} status {status}");
+    for (want, cases) in groups {
+        for &(error, code, suberror, status) in cases {
+            let aad = with(error, code.as_slice(), suberror);
+            assert_eq!(aad.classify(status), want, "{aad:?} status {status}");
+        }
     }
 }
 

@@ -42,6 +42,16 @@ fn query(call: &Call) -> Vec<(String, String)> {
     pairs(call.url.query().unwrap_or_default())
 }
 
+/// The query pairs of a recorded URL, decoded.
+fn url_query(url: &str) -> Vec<(String, String)> {
+    pairs(url.split_once('?').unwrap().1)
+}
+
+/// The `expires_in` and `expires_on` of a token response.
+fn expiries(r: &TokenResponse) -> (Option<u64>, Option<u64>) {
+    (r.expires_in, r.expires_on)
+}
+
 fn call_of(endpoint: &Endpoint, resource: &str) -> Call {
     endpoint.call(resource).unwrap()
 }
@@ -482,23 +492,17 @@ fn fixture_managed_identity_responses_by_source() {
     // IMDS documented sample: strings; expires_in wins over expires_on.
     let r = TokenResponse::parse(blocks[0].as_bytes()).unwrap();
     assert_eq!(r.access_token.expose(), "eyJ0eXAi...");
-    assert_eq!(
-        (r.expires_in, r.expires_on),
-        (Some(3599), Some(1_506_484_173))
-    );
+    assert_eq!(expiries(&r), (Some(3599), Some(1_506_484_173)));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(3599));
 
     // IMDS as recorded by the Azure CLI team.
     let r = TokenResponse::parse(blocks[1].as_bytes()).unwrap();
-    assert_eq!(
-        (r.expires_in, r.expires_on),
-        (Some(86386), Some(1_605_238_724))
-    );
+    assert_eq!(expiries(&r), (Some(86386), Some(1_605_238_724)));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86386));
 
     // Legacy App Service 2017: expires_on is a date string; 2021-11-05 15:18:31 UTC.
     let r = TokenResponse::parse(blocks[2].as_bytes()).unwrap();
-    assert_eq!((r.expires_in, r.expires_on), (None, Some(1_636_125_511)));
+    assert_eq!(expiries(&r), (None, Some(1_636_125_511)));
     assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
 
     // Azure Arc: the 401 challenge body, then the token (`expires_on` is a placeholder, `expires_in` decides).
@@ -508,7 +512,7 @@ fn fixture_managed_identity_responses_by_source() {
         Some("Missing Basic Authorization header")
     );
     let r = TokenResponse::parse(blocks[4].as_bytes()).unwrap();
-    assert_eq!((r.expires_in, r.expires_on), (Some(85770), None));
+    assert_eq!(expiries(&r), (Some(85770), None));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(85770));
 
     // App Service 2019-08-01: expires_on only (a template in the fixture; filled in, an epoch string).
@@ -518,7 +522,7 @@ fn fixture_managed_identity_responses_by_source() {
     );
     let filled = blocks[5].replace("EXPIRES_ON", &(now + 3600).to_string());
     let r = TokenResponse::parse(filled.as_bytes()).unwrap();
-    assert_eq!((r.expires_in, r.expires_on), (None, Some(now + 3600)));
+    assert_eq!(expiries(&r), (None, Some(now + 3600)));
     assert_about(lifetime_secs(&filled), 3600);
     assert_eq!(
         error_description(blocks[6].as_bytes()).as_deref(),
@@ -578,18 +582,12 @@ fn fixture_imds_probe_400_then_token_200() {
     assert_eq!(entries[0]["RequestUri"], entries[1]["RequestUri"]);
     let r = TokenResponse::parse(entries[1]["ResponseBody"].to_string().as_bytes()).unwrap();
     assert_eq!(r.access_token.expose(), "access_token");
-    assert_eq!(
-        (r.expires_in, r.expires_on),
-        (Some(86311), Some(1_643_312_761))
-    );
+    assert_eq!(expiries(&r), (Some(86311), Some(1_643_312_761)));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86311));
 
     // Our probe and token request have the recording's shape: the same query, Metadata only on the second.
     let uri = entries[1]["RequestUri"].as_str().unwrap();
-    let recorded: Vec<(String, String)> =
-        form_urlencoded::parse(uri.split_once('?').unwrap().1.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+    let recorded = url_query(uri);
     let source = detected(
         &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")],
         &spec(None),
@@ -611,10 +609,7 @@ fn fixture_imds_user_assigned_client_id_token_200() {
     );
     let filled = line.replace("<JWT, see decoded below>", "eyJ0eXAiOiJKV1QifQ.e30.c2ln");
     let r = TokenResponse::parse(filled.as_bytes()).unwrap();
-    assert_eq!(
-        (r.expires_in, r.expires_on),
-        (Some(86315), Some(1_643_312_827))
-    );
+    assert_eq!(expiries(&r), (Some(86315), Some(1_643_312_827)));
     // The decoded token's `exp` (1643312827) is the same instant as `expires_on`.
     assert!(text.contains("\"exp\":1643312827"));
 
@@ -624,10 +619,7 @@ fn fixture_imds_user_assigned_client_id_token_200() {
         .find(|l| l.starts_with("# Request: GET "))
         .unwrap();
     let url = request.split_whitespace().nth(3).unwrap();
-    let recorded: Vec<(String, String)> =
-        form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+    let recorded = url_query(url);
     let source = detected(
         &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")],
         &spec(Some(UserAssignedId::ClientId("client-id".into()))),
@@ -647,15 +639,12 @@ fn fixture_app_service_legacy_2017_msi_epoch_string() {
     let body = interaction["response"]["body"]["string"].as_str().unwrap();
     let r = TokenResponse::parse(body.as_bytes()).unwrap();
     assert_eq!(r.access_token.expose(), "redacted");
-    assert_eq!((r.expires_in, r.expires_on), (None, Some(1_646_265_298)));
+    assert_eq!(expiries(&r), (None, Some(1_646_265_298)));
     assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
 
     // The original wire request (`url:`) is the Azure ML / legacy MSI shape: 2017-09-01, `clientid`, `secret`.
     let url = interaction["response"]["url"].as_str().unwrap();
-    let recorded: Vec<(String, String)> =
-        form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+    let recorded = url_query(url);
     let source = detected(
         &[
             ("MSI_ENDPOINT", "http://127.0.0.1:8081/msi/token"),
