@@ -18,14 +18,14 @@
 //! `azd auth login --scope …`, which signs in again and so satisfies the policy. stdout is never echoed.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::azure_cli::{clean_line, summary_line};
 use super::developer_tool::{
-    DeveloperTool, DeveloperToolCredential, aad_failure, claims_unsupported, exit_failure,
+    DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
+    claims_unsupported, exit_failure,
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
@@ -38,14 +38,8 @@ const SOURCE: &str = "azure_developer_cli";
 #[derive(Debug)]
 pub struct AzureDeveloperCliCredential(DeveloperToolCredential<Azd>);
 
-/// Settings of an [`AzureDeveloperCliCredential`] (`azure_developer_cli: { tenant_id, timeout }` in configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AzureDeveloperCliCredentialOptions {
-    /// `--tenant-id`.
-    pub tenant_id: Option<String>,
-    /// Time allowed for `azd` to answer.
-    pub timeout: Duration,
-}
+/// Settings of an [`AzureDeveloperCliCredential`].
+pub type AzureDeveloperCliCredentialOptions = DeveloperToolCredentialOptions;
 
 /// What is azd's own: its arguments, its JSON output and its error texts.
 #[derive(Debug)]
@@ -69,11 +63,7 @@ impl AzureDeveloperCliCredential {
     /// `--tenant-id` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
     /// timeout, and `PATH` from `env`.
     pub fn new(options: AzureDeveloperCliCredentialOptions, env: &dyn Env) -> Self {
-        Self(DeveloperToolCredential::new(
-            options.tenant_id,
-            options.timeout,
-            env,
-        ))
+        Self(DeveloperToolCredential::new(options, env))
     }
 
     /// Runs `program` instead of searching `azd` on the `PATH` (tests, unusual installs).
@@ -87,23 +77,6 @@ impl Credential for AzureDeveloperCliCredential {
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         self.0.token(request).await
-    }
-}
-
-// === impl AzureDeveloperCliCredentialOptions ===
-
-impl AzureDeveloperCliCredentialOptions {
-    /// How long `azd` may take unless configured otherwise.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-}
-
-impl Default for AzureDeveloperCliCredentialOptions {
-    /// No `--tenant-id` (azd's current account), [`Self::DEFAULT_TIMEOUT`].
-    fn default() -> Self {
-        Self {
-            tenant_id: None,
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
     }
 }
 

@@ -19,14 +19,13 @@
 //! `Connect-AzAccount -ClaimsChallenge <base64>` (Az.Accounts 5.2.0 or newer).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use base64::Engine;
 
 use super::azure_cli::{clean_line, summary_line};
 use super::developer_tool::{
-    DeveloperTool, DeveloperToolCredential, aad_failure, base64_claims, claims_unsupported,
-    exit_failure,
+    DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
+    base64_claims, claims_unsupported, exit_failure,
 };
 use super::process::{Output, Tool};
 use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest, scope_to_resource};
@@ -41,14 +40,8 @@ const NO_MODULE: &str = "NO_AZ_ACCOUNT_MODULE";
 #[derive(Debug)]
 pub struct AzurePowerShellCredential(DeveloperToolCredential<AzPowerShell>);
 
-/// Settings of an [`AzurePowerShellCredential`] (`azure_powershell: { tenant_id, timeout }` in configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AzurePowerShellCredentialOptions {
-    /// `-TenantId`.
-    pub tenant_id: Option<String>,
-    /// Time allowed for PowerShell to answer (it is slow to start: the default is 10 s).
-    pub timeout: Duration,
-}
+/// Settings of an [`AzurePowerShellCredential`].
+pub type AzurePowerShellCredentialOptions = DeveloperToolCredentialOptions;
 
 /// What is Azure PowerShell's own: its script, its `azsdk%` output and its CLIXML errors.
 #[derive(Debug)]
@@ -63,11 +56,7 @@ impl AzurePowerShellCredential {
     /// `-TenantId` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
     /// timeout, and `PATH` from `env`.
     pub fn new(options: AzurePowerShellCredentialOptions, env: &dyn Env) -> Self {
-        Self(DeveloperToolCredential::new(
-            options.tenant_id,
-            options.timeout,
-            env,
-        ))
+        Self(DeveloperToolCredential::new(options, env))
     }
 
     /// Runs `program` instead of searching `pwsh` on the `PATH` (tests, unusual installs).
@@ -81,23 +70,6 @@ impl Credential for AzurePowerShellCredential {
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         self.0.token(request).await
-    }
-}
-
-// === impl AzurePowerShellCredentialOptions ===
-
-impl AzurePowerShellCredentialOptions {
-    /// How long PowerShell may take unless configured otherwise.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-}
-
-impl Default for AzurePowerShellCredentialOptions {
-    /// No `-TenantId` (the current context's tenant), [`Self::DEFAULT_TIMEOUT`].
-    fn default() -> Self {
-        Self {
-            tenant_id: None,
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
     }
 }
 

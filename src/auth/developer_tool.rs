@@ -47,6 +47,16 @@ pub(super) trait DeveloperTool {
     fn failure(output: &Output, scope: &str, tenant: Option<&str>) -> CredentialError;
 }
 
+/// Settings of a developer-tool credential that takes a tenant (`azure_developer_cli: { tenant_id, timeout }`,
+/// `azure_powershell: { tenant_id, timeout }` in configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeveloperToolCredentialOptions {
+    /// The tenant to ask for (`--tenant-id`, `-TenantId`); the tool's current account's when not given.
+    pub tenant_id: Option<String>,
+    /// Time allowed for the tool to answer (PowerShell is slow to start).
+    pub timeout: Duration,
+}
+
 /// A credential that runs `T`'s tool for each token.
 #[derive(Debug)]
 pub(super) struct DeveloperToolCredential<T> {
@@ -60,10 +70,10 @@ pub(super) struct DeveloperToolCredential<T> {
 // === impl DeveloperToolCredential ===
 
 impl<T: DeveloperTool> DeveloperToolCredential<T> {
-    /// `tenant_id` (checked here; a bad one fails every request with `CredentialRejected`), the timeout, and
-    /// `PATH` from `env`.
-    pub(super) fn new(tenant_id: Option<String>, timeout: Duration, env: &dyn Env) -> Self {
-        let tenant_id = match tenant_id {
+    /// The tenant from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
+    /// timeout, and `PATH` from `env`.
+    pub(super) fn new(options: DeveloperToolCredentialOptions, env: &dyn Env) -> Self {
+        let tenant_id = match options.tenant_id {
             Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
                 "invalid tenant id {t:?} for {}: use letters, digits, `.` and `-`",
                 T::ARGUMENTS_OF
@@ -76,7 +86,7 @@ impl<T: DeveloperTool> DeveloperToolCredential<T> {
                 search_path: env.var("PATH"),
                 ..T::TOOL
             },
-            timeout,
+            timeout: options.timeout,
             kind: PhantomData,
         }
     }
@@ -119,6 +129,23 @@ impl<T: DeveloperTool> DeveloperToolCredential<T> {
             }
             Some(Err(why)) => Err(unusable_output(source, T::COMMAND, why)),
             None => Err(T::failure(&output, scope, tenant)),
+        }
+    }
+}
+
+// === impl DeveloperToolCredentialOptions ===
+
+impl DeveloperToolCredentialOptions {
+    /// How long the tool may take unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for DeveloperToolCredentialOptions {
+    /// No tenant (the tool's current account), [`Self::DEFAULT_TIMEOUT`].
+    fn default() -> Self {
+        Self {
+            tenant_id: None,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 }

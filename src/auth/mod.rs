@@ -48,6 +48,7 @@ pub use chain::{ChainCredential, ChainSource};
 pub use claims::{ClaimsChallengeError, decode_claims_challenge};
 pub use client_certificate::{ClientCertificateCredential, ClientCertificateCredentialOptions};
 pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
+pub use developer_tool::DeveloperToolCredentialOptions;
 pub use device_code::{
     DEFAULT_CLIENT_ID, DEFAULT_TENANT, DeviceCodeCredential, DeviceCodeCredentialOptions,
     DeviceCodePrompt, LoginError, LoginOptions, LoginOutcome, PollClock, TokioClock,
