@@ -48,36 +48,33 @@ pub fn with_capabilities(claims: Option<&str>, capabilities: &[&str]) -> Option<
     if capabilities.is_empty() {
         return claims.map(str::to_owned);
     }
-    let mut doc = match claims.map(serde_json::from_str::<Value>) {
-        None => Value::Object(Map::new()),
-        Some(Ok(v @ Value::Object(_))) => v,
+    let mut root = match claims.map(serde_json::from_str::<Value>) {
+        None => Map::new(),
+        Some(Ok(Value::Object(root))) => root,
         Some(_) => return claims.map(str::to_owned),
     };
-    let Value::Object(root) = &mut doc else {
-        return claims.map(str::to_owned);
-    };
-    let access = root
-        .entry("access_token")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let access = root.entry("access_token").or_insert_with(|| json!({}));
     if !access.is_object() {
-        *access = Value::Object(Map::new());
+        *access = json!({});
     }
-    if let Value::Object(access) = access {
-        let xms_cc = access
-            .entry("xms_cc")
-            .or_insert_with(|| json!({ "values": [] }));
-        if !xms_cc.get("values").is_some_and(Value::is_array) {
-            *xms_cc = json!({ "values": [] });
-        }
-        if let Some(Value::Array(values)) = xms_cc.get_mut("values") {
-            for c in capabilities {
-                if !values.iter().any(|v| v.as_str() == Some(c)) {
-                    values.push(Value::String((*c).to_owned()));
-                }
+    // `access` is an object: indexing inserts a missing `xms_cc` as null, which is then replaced.
+    let xms_cc = &mut access["xms_cc"];
+    if !xms_cc.get("values").is_some_and(Value::is_array) {
+        *xms_cc = json!({ "values": [] });
+    }
+    if let Some(Value::Array(values)) = xms_cc.get_mut("values") {
+        for c in capabilities {
+            if !values.iter().any(|v| v.as_str() == Some(c)) {
+                values.push(Value::String((*c).to_owned()));
             }
         }
     }
-    Some(doc.to_string())
+    Some(Value::Object(root).to_string())
+}
+
+/// The `claims` parameter of a request for `claims` that advertises [`CP1`] when `cp1` is set.
+pub(crate) fn parameter(claims: Option<&str>, cp1: bool) -> Option<String> {
+    with_capabilities(claims, if cp1 { &[CP1] } else { &[] })
 }
 
 #[cfg(test)]

@@ -636,12 +636,7 @@ impl LoginOptions {
     /// The `claims` parameter of every sign-in request: the claims to satisfy merged with the client
     /// capabilities, if any.
     pub fn claims_parameter(&self) -> Option<String> {
-        let capabilities: &[&str] = if self.client_capabilities {
-            &[super::claims::CP1]
-        } else {
-            &[]
-        };
-        super::claims::with_capabilities(self.claims.as_deref(), capabilities)
+        super::claims::parameter(self.claims.as_deref(), self.client_capabilities)
     }
 }
 

@@ -189,12 +189,7 @@ impl TokenRequest {
 
     /// The `claims` form parameter: the challenge's claims merged with the client capabilities, if any.
     pub fn claims_parameter(&self) -> Option<String> {
-        let capabilities: &[&str] = if self.client_capabilities {
-            &[claims::CP1]
-        } else {
-            &[]
-        };
-        claims::with_capabilities(self.claims.as_deref(), capabilities)
+        claims::parameter(self.claims.as_deref(), self.client_capabilities)
     }
 }
 
