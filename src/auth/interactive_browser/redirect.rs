@@ -47,12 +47,8 @@ pub(super) enum Redirect {
     Refused { error: String, description: String },
 }
 
-/// What one request to the listener decided.
-enum Verdict {
-    Code(Secret),
-    Refused { error: String, description: String },
-    StateMismatch,
-}
+/// What one request to the listener decided: how the sign-in came back, or why it was refused.
+type Verdict = Result<Redirect, LoginError>;
 
 /// Shared by the connections: the state to expect, and where a decisive request's verdict goes.
 struct Shared {
@@ -127,11 +123,7 @@ impl RedirectListener {
         };
         // Stop listening; connections still being answered are dropped with the set.
         connections.abort_all();
-        match verdict {
-            Verdict::Code(code) => Ok(Redirect::Code(code)),
-            Verdict::Refused { error, description } => Ok(Redirect::Refused { error, description }),
-            Verdict::StateMismatch => Err(LoginError::StateMismatch),
-        }
+        verdict
     }
 }
 
@@ -225,7 +217,7 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
         );
         return (
             page(StatusCode::OK, "Sign-in failed", &body),
-            Some(Verdict::Refused { error, description }),
+            Some(Ok(Redirect::Refused { error, description })),
         );
     }
     match code {
@@ -235,7 +227,7 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
                 "Signed in",
                 "<p>Authentication complete. You can close this window and return to the terminal.</p>",
             ),
-            Some(Verdict::Code(Secret::new(code))),
+            Some(Ok(Redirect::Code(Secret::new(code)))),
         ),
         _ => (
             page(
@@ -243,7 +235,7 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
                 "State mismatch",
                 "<p>This sign-in response does not belong to the sign-in in progress; it was refused. Return to the terminal and run the login command again.</p>",
             ),
-            Some(Verdict::StateMismatch),
+            Some(Err(LoginError::StateMismatch)),
         ),
     }
 }
@@ -255,19 +247,14 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response<Full<Bytes>> {
     );
     let mut response = Response::new(Full::new(Bytes::from(html)));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        let value = header::HeaderValue::from_static(value);
+        response.headers_mut().insert(name, value);
+    }
     response
 }
 
