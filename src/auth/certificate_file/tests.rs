@@ -130,6 +130,16 @@ pub(crate) fn pkcs12(
         .unwrap()
 }
 
+/// A PKCS#12 file in the modern encryption (PBES2 with AES-256).
+fn aes_pkcs12(key: &[u8], certs: &[&[u8]], password: &str) -> Vec<u8> {
+    pkcs12(
+        key,
+        certs,
+        password,
+        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+    )
+}
+
 fn load(data: impl AsRef<[u8]>, password: Option<&str>) -> Result<ClientCertificate, String> {
     let password = password.map(Secret::new);
     ClientCertificate::from_bytes(data.as_ref(), password.as_ref())
@@ -235,12 +245,7 @@ fn refused_files_say_why() {
     let sec1 = pem("EC PRIVATE KEY", b"not parsed") + &ec_cert.pem();
     let err = load(&sec1, None).unwrap_err();
     assert!(err.contains("only RSA keys are supported"), "{err}");
-    let pfx = pkcs12(
-        &ec.serialize_der(),
-        &[ec_cert.der()],
-        "pw",
-        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
-    );
+    let pfx = aes_pkcs12(&ec.serialize_der(), &[ec_cert.der()], "pw");
     let err = load(&pfx, Some("pw")).unwrap_err();
     assert!(err.contains("only RSA keys are supported"), "{err}");
 
@@ -285,12 +290,7 @@ fn key_must_match_a_certificate_in_pem_and_pkcs12() {
     assert!(err.contains("does not match any certificate"), "{err}");
     assert_no_key_material(&err, &key_pem);
 
-    let pfx = pkcs12(
-        &other,
-        &[&p.leaf_der],
-        "pw",
-        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
-    );
+    let pfx = aes_pkcs12(&other, &[&p.leaf_der], "pw");
     let err = load(&pfx, Some("pw")).unwrap_err();
     assert!(err.contains("does not match any certificate"), "{err}");
 }
@@ -300,11 +300,10 @@ fn key_must_match_a_certificate_in_pem_and_pkcs12() {
 #[test]
 fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
     let p = pki();
-    let pfx = pkcs12(
+    let pfx = aes_pkcs12(
         &p.leaf_key,
         &[&p.leaf_der, &p.intermediate_der, &p.root_der],
         "pfx-pw",
-        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
     );
     let cert = load(&pfx, Some("pfx-pw")).unwrap();
     assert_eq!(chain_of(&cert), full_chain(p));
@@ -313,12 +312,7 @@ fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
     let missing = load(&pfx, None).unwrap_err();
     assert!(missing.contains("no password is configured"), "{missing}");
 
-    let no_password = pkcs12(
-        &p.leaf_key,
-        &[&p.leaf_der],
-        "",
-        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
-    );
+    let no_password = aes_pkcs12(&p.leaf_key, &[&p.leaf_der], "");
     let cert = load(&no_password, None).unwrap();
     assert_eq!(chain_of(&cert), vec![p.leaf_der.clone()]);
 
@@ -384,15 +378,23 @@ pub(crate) fn decode_jwt(jwt: &str) -> (Value, Value, Vec<u8>) {
     )
 }
 
-/// Verifies a PS256 JWT with the public key of `cert_der`.
-pub(crate) fn verify_ps256(jwt: &str, cert_der: &[u8]) {
+/// Whether `signature` (base64url) is a PS256 signature of `signed` by the key of `cert_der`.
+fn ps256_verifies(signed: &str, signature: &str, cert_der: &[u8]) -> bool {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
     let public = cert.public_key().subject_public_key.data.to_vec();
-    let (signed, signature) = jwt.rsplit_once('.').unwrap();
     let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
     UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public)
         .verify(signed.as_bytes(), &signature)
-        .expect("the PS256 signature verifies with the certificate's public key");
+        .is_ok()
+}
+
+/// Verifies a PS256 JWT with the public key of `cert_der`.
+pub(crate) fn verify_ps256(jwt: &str, cert_der: &[u8]) {
+    let (signed, signature) = jwt.rsplit_once('.').unwrap();
+    assert!(
+        ps256_verifies(signed, signature, cert_der),
+        "the PS256 signature verifies with the certificate's public key"
+    );
 }
 
 fn claims<'a>(jti: &'a str) -> AssertionClaims<'a> {
@@ -447,26 +449,16 @@ fn assertion_is_ps256_with_x5t_s256_and_verifies() {
     // A changed header or body no longer verifies.
     let (signed, signature) = jwt.expose().rsplit_once('.').unwrap();
     let tampered = signed.replacen("eyJ", "eyK", 1);
-    let (_, x509) = x509_parser::parse_x509_certificate(&p.leaf_der).unwrap();
-    let public = x509.public_key().subject_public_key.data.to_vec();
-    assert!(
-        UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public)
-            .verify(
-                tampered.as_bytes(),
-                &URL_SAFE_NO_PAD.decode(signature).unwrap()
-            )
-            .is_err()
-    );
+    assert!(!ps256_verifies(&tampered, signature, &p.leaf_der));
 }
 
 #[test]
 fn assertion_x5c_carries_the_chain_as_standard_base64_der() {
     let p = pki();
-    let pfx = pkcs12(
+    let pfx = aes_pkcs12(
         &p.leaf_key,
         &[&p.leaf_der, &p.intermediate_der, &p.root_der],
         "pw",
-        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
     );
     let cert = load(&pfx, Some("pw")).unwrap();
     let jwt = cert.sign_assertion(&claims("jti-2"), true).unwrap();
