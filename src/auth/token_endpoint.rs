@@ -179,33 +179,19 @@ pub(crate) fn error_from_response(
     body: &[u8],
 ) -> TokenError {
     let retry = retry_after(headers);
-    match AadError::parse(body) {
-        Some(aad) => {
-            let kind = aad.classify(status);
-            TokenError {
-                kind,
-                message: aad.message(),
-                credential: String::new(),
-                source: source.to_owned(),
-                aad: Some(Box::new(aad)),
-                retry_after: retry,
-                attempts: Vec::new(),
-            }
-        }
-        None => {
-            let kind = if status == 429 || status >= 500 {
-                TokenErrorKind::TokenServiceUnavailable
-            } else {
-                TokenErrorKind::CredentialRejected
-            };
-            TokenError::new(
-                kind,
-                source,
-                format!("{host} answered HTTP {status} without an Entra ID error body"),
-            )
-            .with_retry_after(retry)
-        }
-    }
+    let Some(aad) = AadError::parse(body) else {
+        let kind = if status == 429 || status >= 500 {
+            TokenErrorKind::TokenServiceUnavailable
+        } else {
+            TokenErrorKind::CredentialRejected
+        };
+        let message = format!("{host} answered HTTP {status} without an Entra ID error body");
+        return TokenError::new(kind, source, message).with_retry_after(retry);
+    };
+    let mut e =
+        TokenError::new(aad.classify(status), source, aad.message()).with_retry_after(retry);
+    e.aad = Some(Box::new(aad));
+    e
 }
 
 /// A transport failure (unreachable, TLS, timeout, oversized body) is a token-service outage.
