@@ -14,11 +14,16 @@ use crate::test_support::TempDir;
 const ARM: &str = "https://management.azure.com/.default";
 
 fn credential(name: Option<&str>) -> DeviceCodeCredential {
+    credential_from(name, None)
+}
+
+/// A credential named `name`, read from the configuration file `config_file`.
+fn credential_from(name: Option<&str>, config_file: Option<&str>) -> DeviceCodeCredential {
     let options = DeviceCodeCredentialOptions {
         tenant_id: None,
         client_id: None,
         cache_file: PathBuf::from("/nonexistent/tokens.json"),
-        config_file: None,
+        config_file: config_file.map(PathBuf::from),
     };
     let credential = DeviceCodeCredential::new(options, entra());
     match name {
@@ -498,18 +503,7 @@ fn bad_cache_files_are_explained_without_their_content() {
 
 #[test]
 fn the_login_command_names_the_configuration_file_quoted_for_a_shell() {
-    let with_file = |file: &str| {
-        DeviceCodeCredential::new(
-            DeviceCodeCredentialOptions {
-                tenant_id: None,
-                client_id: None,
-                cache_file: PathBuf::from("/nonexistent/tokens.json"),
-                config_file: Some(PathBuf::from(file)),
-            },
-            entra(),
-        )
-        .with_name("me")
-    };
+    let with_file = |file| credential_from(Some("me"), Some(file));
     assert_eq!(
         with_file("/etc/aml-auth-proxy/proxy.yaml").login_command(None),
         "aml-auth-proxy login --config /etc/aml-auth-proxy/proxy.yaml --credential me"

@@ -114,105 +114,76 @@ fn detection_urls_and_overrides() {
     let url = |vars: &[(&str, &str)], spec: &ManagedIdentityCredentialOptions| {
         detected(vars, spec).unwrap().url.to_string()
     };
-    assert_eq!(
-        url(&[], &spec(None)),
-        "http://169.254.169.254/metadata/identity/oauth2/token"
+    let imds = "http://169.254.169.254/metadata/identity/oauth2/token";
+    assert_eq!(url(&[], &spec(None)), imds);
+    let pod = (
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        "http://127.0.0.1:2579/",
     );
-    assert_eq!(
-        url(
-            &[(
-                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-                "http://127.0.0.1:2579/"
-            )],
-            &spec(None)
-        ),
-        "http://127.0.0.1:2579/metadata/identity/oauth2/token"
-    );
+    let pod_url = "http://127.0.0.1:2579/metadata/identity/oauth2/token";
+    assert_eq!(url(&[pod], &spec(None)), pod_url);
     let custom = ManagedIdentityCredentialOptions {
         endpoint: Some("http://127.0.0.1:5000/custom/token".parse().unwrap()),
         ..spec(None)
     };
     // `endpoint` replaces the full token URL of whichever source is detected.
+    let ep = ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/x");
+    let msi = ("MSI_ENDPOINT", "http://127.0.0.1:4/x");
     for vars in [
         &[][..],
-        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1")][..],
-        &[
-            ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/x"),
-            ("IDENTITY_HEADER", "h"),
-        ][..],
-        &[
-            ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/x"),
-            ("IMDS_ENDPOINT", "http://127.0.0.1:3"),
-        ][..],
-        &[
-            ("MSI_ENDPOINT", "http://127.0.0.1:4/x"),
-            ("MSI_SECRET", "s"),
-        ][..],
-        &[("MSI_ENDPOINT", "http://127.0.0.1:4/x")][..],
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1")],
+        &[ep, ("IDENTITY_HEADER", "h")],
+        &[ep, ("IMDS_ENDPOINT", "http://127.0.0.1:3")],
+        &[msi, ("MSI_SECRET", "s")],
+        &[msi],
     ] {
         assert_eq!(url(vars, &custom), "http://127.0.0.1:5000/custom/token");
     }
-    assert_eq!(
-        url(
-            &[("MSI_ENDPOINT", "http://localhost:50342/oauth2/token")],
-            &spec(None)
-        ),
-        "http://localhost:50342/oauth2/token"
-    );
+    let shell = ("MSI_ENDPOINT", "http://localhost:50342/oauth2/token");
+    assert_eq!(url(&[shell], &spec(None)), shell.1);
 }
 
 #[test]
 fn unsupported_sources_and_identities_are_unavailable_with_a_reason() {
-    let sf = unavailable_reason(detected(
-        &[
-            (
-                "IDENTITY_ENDPOINT",
-                "https://127.0.0.1:2377/metadata/identity/oauth2/token",
-            ),
-            ("IDENTITY_HEADER", "h"),
-            (
-                "IDENTITY_SERVER_THUMBPRINT",
-                "0123456789abcdef0123456789abcdef01234567",
-            ),
-        ],
-        &spec(None),
-    ));
+    let fabric = [
+        (
+            "IDENTITY_ENDPOINT",
+            "https://127.0.0.1:2377/metadata/identity/oauth2/token",
+        ),
+        ("IDENTITY_HEADER", "h"),
+        (
+            "IDENTITY_SERVER_THUMBPRINT",
+            "0123456789abcdef0123456789abcdef01234567",
+        ),
+    ];
+    let sf = unavailable_reason(detected(&fabric, &spec(None)));
     assert!(
         sf.contains("Service Fabric managed identity is not supported"),
         "{sf}"
     );
-    let alone = unavailable_reason(detected(
-        &[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/x")],
-        &spec(None),
-    ));
+    let ep = ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/x");
+    let alone = unavailable_reason(detected(&[ep], &spec(None)));
     assert!(alone.contains("IDENTITY_HEADER"), "{alone}");
     let arc = [
         ("IDENTITY_ENDPOINT", "http://127.0.0.1:40342/x"),
         ("IMDS_ENDPOINT", "http://127.0.0.1:40342"),
     ];
-    let ml = [
-        ("MSI_ENDPOINT", "http://127.0.0.1:1/x"),
-        ("MSI_SECRET", "s"),
-    ];
     let shell = [("MSI_ENDPOINT", "http://127.0.0.1:1/x")];
+    let ml = [shell[0], ("MSI_SECRET", "s")];
     let client = UserAssignedId::ClientId("c".into());
     let object = UserAssignedId::ObjectId("o".into());
     let resource = UserAssignedId::ResourceId("/subscriptions/s/rg".into());
     for id in [&client, &object, &resource] {
         let reason = unavailable_reason(detected(&arc, &spec(Some(id.clone()))));
-        assert!(
-            reason.contains("Azure Arc") && reason.contains(id_kind(id)),
-            "{reason}"
-        );
+        let named = reason.contains("Azure Arc") && reason.contains(id_kind(id));
+        assert!(named, "{reason}");
         let reason = unavailable_reason(detected(&shell, &spec(Some(id.clone()))));
         assert!(reason.contains("Cloud Shell"), "{reason}");
     }
     for id in [&object, &resource] {
         let reason = unavailable_reason(detected(&ml, &spec(Some(id.clone()))));
-        assert!(
-            reason.contains("client_id only") && reason.contains(id_kind(id)),
-            "{reason}"
-        );
+        let named = reason.contains("client_id only") && reason.contains(id_kind(id));
+        assert!(named, "{reason}");
     }
     assert!(detected(&ml, &spec(Some(client))).is_ok());
 }
