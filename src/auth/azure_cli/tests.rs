@@ -488,22 +488,15 @@ fn argument_validation() {
 #[tokio::test]
 async fn invalid_arguments_and_claims_never_run_az() {
     // The program does not exist: reaching it would be "unavailable", not these failures.
-    let cred = |s| AzureCliCredential::new(s, &MapEnv::new()).with_program("/nonexistent/az");
-    let e = failed(
-        cred(spec(None, None))
-            .get_token(&TokenRequest::new("--debug"))
-            .await
-            .unwrap_err(),
-    );
+    let error = async |options, request: &TokenRequest| {
+        let cred = AzureCliCredential::new(options, &MapEnv::new()).with_program("/nonexistent/az");
+        cred.get_token(request).await.unwrap_err()
+    };
+    let e = failed(error(spec(None, None), &TokenRequest::new("--debug")).await);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     assert!(e.message.contains("invalid scope"), "{}", e.message);
 
-    let e = failed(
-        cred(spec(None, Some("a;b")))
-            .get_token(&TokenRequest::new(ARM))
-            .await
-            .unwrap_err(),
-    );
+    let e = failed(error(spec(None, Some("a;b")), &TokenRequest::new(ARM)).await);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     assert!(e.message.contains("invalid subscription"));
 
@@ -513,30 +506,15 @@ async fn invalid_arguments_and_claims_never_run_az() {
         claims: Some(claims.into()),
         client_capabilities: true,
     };
-    let e = failed(
-        cred(spec(Some("t1"), None))
-            .get_token(&request)
-            .await
-            .unwrap_err(),
-    );
+    let e = failed(error(spec(Some("t1"), None), &request).await);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
-    assert!(
-        e.message.contains(&format!(
-            "`az login --tenant t1 --scope {ARM} --claims-challenge {b64}`"
-        )),
-        "{}",
-        e.message
-    );
+    let command = format!("`az login --tenant t1 --scope {ARM} --claims-challenge {b64}`");
+    assert!(e.message.contains(&command), "{}", e.message);
     assert_eq!(e.aad.unwrap().claims.as_deref(), Some(claims));
 
     // And with valid arguments, a missing program is "unavailable".
-    let reason = unavailable(
-        cred(spec(None, None))
-            .get_token(&TokenRequest::new(ARM))
-            .await
-            .unwrap_err(),
-    );
+    let reason = unavailable(error(spec(None, None), &TokenRequest::new(ARM)).await);
     assert!(
         reason.starts_with("Azure CLI not found on PATH"),
         "{reason}"

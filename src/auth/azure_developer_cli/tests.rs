@@ -121,21 +121,12 @@ async fn claims_are_refused_with_the_command_that_satisfies_them() {
 
 #[tokio::test]
 async fn bad_settings_and_scopes_are_rejected_before_anything_runs() {
-    let cred = credential(Some("-evil"));
-    let e = test_support::failed(
-        cred.token(&TokenRequest::new(ARM)).await.unwrap_err(),
-        SOURCE,
-    );
+    let error = async |tenant, scope| credential(tenant).token(&TokenRequest::new(scope)).await;
+    let e = test_support::failed(error(Some("-evil"), ARM).await.unwrap_err(), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
-    let cred = credential(None);
-    let e = test_support::failed(
-        cred.token(&TokenRequest::new("--scope x"))
-            .await
-            .unwrap_err(),
-        SOURCE,
-    );
+    let e = test_support::failed(error(None, "--scope x").await.unwrap_err(), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     // No PATH: unavailable, not installed.
-    let e = cred.token(&TokenRequest::new(ARM)).await.unwrap_err();
+    let e = error(None, ARM).await.unwrap_err();
     assert!(test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found"));
 }

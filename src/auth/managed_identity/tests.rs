@@ -15,6 +15,9 @@ use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com";
 
+/// IMDS moved to a local port that nothing listens on.
+const LOCAL_IMDS: (&str, &str) = ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9");
+
 /// Environment variables of one case.
 type Vars<'a> = &'a [(&'a str, &'a str)];
 
@@ -213,7 +216,7 @@ fn malformed_endpoint_variables_are_configuration_errors() {
 /// IMDS and App Service: GET, `api-version`, `resource`, then the user-assigned id under each one's names.
 #[test]
 fn request_shapes_and_identity_parameters() {
-    let imds = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")];
+    let imds = [LOCAL_IMDS];
     let app_service = [
         ("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi/token"),
         ("IDENTITY_HEADER", "header-secret"),
@@ -459,75 +462,68 @@ fn fixture_managed_identity_responses_by_source() {
     let blocks = json_blocks(&text);
     assert_eq!(blocks.len(), 12, "the fixture's JSON blocks changed");
     let now = expiry::now_unix();
+    let parse = |i: usize| TokenResponse::parse(blocks[i].as_bytes());
+    let description = |i: usize| error_description(blocks[i].as_bytes());
 
     // IMDS documented sample: strings; expires_in wins over expires_on.
-    let r = TokenResponse::parse(blocks[0].as_bytes()).unwrap();
+    let r = parse(0).unwrap();
     assert_eq!(r.access_token.expose(), "eyJ0eXAi...");
     assert_eq!(expiries(&r), (Some(3599), Some(1_506_484_173)));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(3599));
 
     // IMDS as recorded by the Azure CLI team.
-    let r = TokenResponse::parse(blocks[1].as_bytes()).unwrap();
+    let r = parse(1).unwrap();
     assert_eq!(expiries(&r), (Some(86386), Some(1_605_238_724)));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86386));
 
     // Legacy App Service 2017: expires_on is a date string; 2021-11-05 15:18:31 UTC.
-    let r = TokenResponse::parse(blocks[2].as_bytes()).unwrap();
+    let r = parse(2).unwrap();
     assert_eq!(expiries(&r), (None, Some(1_636_125_511)));
     assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
 
     // Azure Arc: the 401 challenge body, then the token (`expires_on` is a placeholder, `expires_in` decides).
-    assert!(TokenResponse::parse(blocks[3].as_bytes()).is_err());
+    assert!(parse(3).is_err());
     assert_eq!(
-        error_description(blocks[3].as_bytes()).as_deref(),
+        description(3).as_deref(),
         Some("Missing Basic Authorization header")
     );
-    let r = TokenResponse::parse(blocks[4].as_bytes()).unwrap();
+    let r = parse(4).unwrap();
     assert_eq!(expiries(&r), (Some(85770), None));
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(85770));
 
     // App Service 2019-08-01: expires_on only (a template in the fixture; filled in, an epoch string).
-    assert_eq!(
-        TokenResponse::parse(blocks[5].as_bytes()).unwrap_err(),
-        "neither expires_in nor expires_on"
-    );
+    assert_eq!(parse(5).unwrap_err(), "neither expires_in nor expires_on");
     let filled = blocks[5].replace("EXPIRES_ON", &(now + 3600).to_string());
     let r = TokenResponse::parse(filled.as_bytes()).unwrap();
     assert_eq!(expiries(&r), (None, Some(now + 3600)));
     assert_about(lifetime_secs(&filled), 3600);
     assert_eq!(
-        error_description(blocks[6].as_bytes()).as_deref(),
+        description(6).as_deref(),
         Some("error content is undefined")
     );
 
     // Azure ML compute: expires_on as an epoch string (a template: `<now+1234>`).
-    assert!(TokenResponse::parse(blocks[7].as_bytes()).is_err());
+    assert!(parse(7).is_err());
     let filled = blocks[7].replace("<now+1234>", &(now + 1234).to_string());
     assert_eq!(
         TokenResponse::parse(filled.as_bytes()).unwrap().expires_on,
         Some(now + 1234)
     );
     assert_about(lifetime_secs(&filled), 1234);
-    assert_eq!(
-        error_description(blocks[8].as_bytes()).as_deref(),
-        Some("placeholder")
-    );
+    assert_eq!(description(8).as_deref(), Some("placeholder"));
 
     // Service Fabric (not supported as a source, but its format parses): expires_on as a JSON number.
-    assert_eq!(
-        TokenResponse::parse(blocks[9].as_bytes()).unwrap_err(),
-        "not JSON"
-    );
+    assert_eq!(parse(9).unwrap_err(), "not JSON");
     let filled = blocks[9].replace("<now+1234>", &(now + 1234).to_string());
     assert_about(lifetime_secs(&filled), 1234);
     assert_eq!(
-        error_description(blocks[10].as_bytes()).as_deref(),
+        description(10).as_deref(),
         Some("Secret is not found in the request headers.")
     );
 
     // An IMDS error body of unknown shape: no description, no panic.
-    assert_eq!(error_description(blocks[11].as_bytes()), None);
-    assert!(TokenResponse::parse(blocks[11].as_bytes()).is_err());
+    assert_eq!(description(11), None);
+    assert!(parse(11).is_err());
 }
 
 /// A fixture's JSON after its `#` comment lines.
@@ -559,11 +555,7 @@ fn fixture_imds_probe_400_then_token_200() {
     // Our probe and token request have the recording's shape: the same query, Metadata only on the second.
     let uri = entries[1]["RequestUri"].as_str().unwrap();
     let recorded = url_query(uri);
-    let source = detected(
-        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")],
-        &spec(None),
-    )
-    .unwrap();
+    let source = detected(&[LOCAL_IMDS], &spec(None)).unwrap();
     assert_eq!(source.kind, ManagedIdentitySource::Imds);
     let call = source.call("https://management.azure.com").unwrap();
     assert_eq!(query(&call), recorded);
@@ -591,11 +583,8 @@ fn fixture_imds_user_assigned_client_id_token_200() {
         .unwrap();
     let url = request.split_whitespace().nth(3).unwrap();
     let recorded = url_query(url);
-    let source = detected(
-        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")],
-        &spec(Some(UserAssignedId::ClientId("client-id".into()))),
-    )
-    .unwrap();
+    let client_id = UserAssignedId::ClientId("client-id".into());
+    let source = detected(&[LOCAL_IMDS], &spec(Some(client_id))).unwrap();
     assert_eq!(
         query(&call_of(&source, "https://management.azure.com")),
         recorded
