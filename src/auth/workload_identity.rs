@@ -7,7 +7,7 @@
 //! the token it holds and retries with backoff.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,7 +62,7 @@ struct Settings {
 
 #[derive(Debug)]
 struct Cached {
-    assertion: std::sync::Arc<Secret>,
+    assertion: Arc<Secret>,
     read_at: Instant,
 }
 
@@ -132,38 +132,27 @@ impl WorkloadIdentityCredential {
         &self,
         settings: &Settings,
         force: bool,
-    ) -> Result<std::sync::Arc<Secret>, CredentialError> {
+    ) -> Result<Arc<Secret>, CredentialError> {
         if !force
             && let Some(cached) = &*lock(&self.assertion)
             && cached.read_at.elapsed() < self.reread_after
         {
-            return Ok(std::sync::Arc::clone(&cached.assertion));
+            return Ok(Arc::clone(&cached.assertion));
         }
         // Off the async workers and bounded in time and size; a FIFO or device is refused without being opened.
+        let file = settings.token_file.display();
         let bytes = file_read::read_async(&settings.token_file, MAX_TOKEN_FILE_BYTES, Access::Any)
             .await
-            .map_err(|e| {
-                self.file_error(&format!(
-                    "federated token file {}: {}",
-                    settings.token_file.display(),
-                    e.reason()
-                ))
-            })?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| {
-            self.file_error(&format!(
-                "federated token file {} is not text",
-                settings.token_file.display()
-            ))
-        })?;
-        if text.trim().is_empty() {
-            return Err(self.file_error(&format!(
-                "federated token file {} is empty",
-                settings.token_file.display()
-            )));
+            .map_err(|e| self.file_error(format!("federated token file {file}: {}", e.reason())))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| self.file_error(format!("federated token file {file} is not text")))?
+            .trim();
+        if text.is_empty() {
+            return Err(self.file_error(format!("federated token file {file} is empty")));
         }
-        let assertion = std::sync::Arc::new(Secret::new(text.trim()));
+        let assertion = Arc::new(Secret::new(text));
         *lock(&self.assertion) = Some(Cached {
-            assertion: std::sync::Arc::clone(&assertion),
+            assertion: Arc::clone(&assertion),
             read_at: Instant::now(),
         });
         Ok(assertion)
@@ -171,8 +160,7 @@ impl WorkloadIdentityCredential {
 
     /// Never read yet: the source is not present here (a chain moves on). Read before: a transient failure, so the
     /// cached token keeps serving while the file comes back.
-    fn file_error(&self, message: &str) -> CredentialError {
-        let message = message.to_owned();
+    fn file_error(&self, message: String) -> CredentialError {
         if lock(&self.assertion).is_none() {
             CredentialError::unavailable(SOURCE, message)
         } else {
