@@ -28,7 +28,9 @@ use super::developer_tool::{
     base64_claims, claims_unsupported, exit_failure,
 };
 use super::process::{Output, Tool};
-use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest, scope_to_resource};
+use super::{
+    AccessToken, Credential, CredentialError, Secret, TokenRequest, contains, scope_to_resource,
+};
 use crate::env::Env;
 
 const SOURCE: &str = "azure_powershell";
@@ -105,7 +107,7 @@ impl DeveloperTool for AzPowerShell {
     /// See the module docs.
     fn failure(output: &Output, _scope: &str, tenant: Option<&str>) -> CredentialError {
         let status = output.status;
-        if status.success() && contains(&output.stdout, NO_MODULE) {
+        if status.success() && contains(&output.stdout, NO_MODULE.as_bytes()) {
             return CredentialError::unavailable(
                 SOURCE,
                 "the Az.Accounts module (2.2.0 or newer) is not installed: run `Install-Module Az.Accounts`",
@@ -281,12 +283,6 @@ fn decode_clixml(value: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
         .replace("&amp;", "&")
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use zeroize::Zeroizing;
 
-use super::Secret;
+use super::{Secret, contains};
 use crate::file_read::{self, Access};
 
 /// The error for every non-RSA key.
@@ -390,10 +390,6 @@ fn encrypted_pem_keys(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         return Err("the ENCRYPTED PRIVATE KEY section has no END line".to_owned());
     }
     Ok(keys)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A PEM syntax error, described without echoing the file's content.

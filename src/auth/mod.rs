@@ -270,6 +270,11 @@ pub(crate) fn is_valid_tenant(tenant: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
+/// True when `needle` occurs in `haystack` (a tool's output, a certificate file).
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →
 /// `https://management.azure.com`), as managed identity and the Azure CLI expect.
 pub(crate) fn scope_to_resource(scope: &str) -> &str {
