@@ -207,37 +207,24 @@ mod tests {
 
     #[test]
     fn error_bodies_are_classified() {
-        let headers = http::HeaderMap::new();
-        let e = error_from_response(
-            "client_secret",
-            "login.example",
+        let classify = |status, headers: &http::HeaderMap, body: &[u8]| {
+            error_from_response("client_secret", "login.example", status, headers, body)
+        };
+        let none = http::HeaderMap::new();
+        let e = classify(
             401,
-            &headers,
+            &none,
             br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: t","error_codes":[7000215]}"#,
         );
         assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
         assert_eq!(e.message, "AADSTS7000215: Invalid client secret provided.");
         let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("30"),
-        );
-        let e = error_from_response(
-            "client_secret",
-            "login.example",
-            429,
-            &headers,
-            br#"{"error":"temporarily_unavailable"}"#,
-        );
+        let thirty = http::HeaderValue::from_static("30");
+        headers.insert(http::header::RETRY_AFTER, thirty);
+        let e = classify(429, &headers, br#"{"error":"temporarily_unavailable"}"#);
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
-        let e = error_from_response(
-            "client_secret",
-            "login.example",
-            502,
-            &http::HeaderMap::new(),
-            b"<html>bad gateway</html>",
-        );
+        let e = classify(502, &none, b"<html>bad gateway</html>");
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert!(!e.message.contains("<html>"), "bodies are never echoed");
     }

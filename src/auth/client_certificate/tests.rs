@@ -26,7 +26,12 @@ fn jti(jwt: &str) -> String {
 fn assertion_is_reused_until_shortly_before_it_expires() {
     let cert = certificate();
     let cache = AssertionCache::default();
-    let first = cache.get_or_sign(&cert, AUD, CLIENT, false, T0).unwrap();
+    let sign = |audience, now| {
+        cache
+            .get_or_sign(&cert, audience, CLIENT, false, now)
+            .unwrap()
+    };
+    let first = sign(AUD, T0);
     let (_, claims, _) = decode_jwt(first.expose());
     assert_eq!(claims["exp"], T0 + ASSERTION_LIFETIME.as_secs());
     verify_ps256(first.expose(), &pki().leaf_der);
@@ -34,23 +39,19 @@ fn assertion_is_reused_until_shortly_before_it_expires() {
     // Still more than the margin left: the same assertion (same jti).
     let last_reuse = T0 + ASSERTION_LIFETIME.as_secs() - ASSERTION_REUSE_MARGIN.as_secs() - 1;
     for now in [T0, T0 + 1, T0 + 300, last_reuse] {
-        let again = cache.get_or_sign(&cert, AUD, CLIENT, false, now).unwrap();
+        let again = sign(AUD, now);
         assert!(Arc::ptr_eq(&first, &again), "reused at {now}");
     }
 
     // 60 s before exp: a new assertion with a new jti, fresh times, and it is the one reused from then on.
     let renewal = last_reuse + 1;
-    let second = cache
-        .get_or_sign(&cert, AUD, CLIENT, false, renewal)
-        .unwrap();
+    let second = sign(AUD, renewal);
     assert_ne!(jti(second.expose()), jti(first.expose()));
     let (_, claims, _) = decode_jwt(second.expose());
     assert_eq!(claims["iat"], renewal);
     assert_eq!(claims["nbf"], renewal);
     assert_eq!(claims["exp"], renewal + ASSERTION_LIFETIME.as_secs());
-    let third = cache
-        .get_or_sign(&cert, AUD, CLIENT, false, renewal + 10)
-        .unwrap();
+    let third = sign(AUD, renewal + 10);
     assert!(Arc::ptr_eq(&second, &third));
 }
 
@@ -58,32 +59,31 @@ fn assertion_is_reused_until_shortly_before_it_expires() {
 fn a_new_assertion_with_a_new_jti_for_another_audience_a_clock_step_back_or_after_clear() {
     let cert = certificate();
     let cache = AssertionCache::default();
-    let first = cache.get_or_sign(&cert, AUD, CLIENT, false, T0).unwrap();
+    let sign = |audience, now| {
+        cache
+            .get_or_sign(&cert, audience, CLIENT, false, now)
+            .unwrap()
+    };
+    let first = sign(AUD, T0);
 
     let other = "https://login.example/tenant-2/oauth2/v2.0/token";
-    let for_other = cache.get_or_sign(&cert, other, CLIENT, false, T0).unwrap();
+    let for_other = sign(other, T0);
     assert_eq!(decode_jwt(for_other.expose()).1["aud"], other);
     assert_ne!(jti(for_other.expose()), jti(first.expose()));
 
     // The wall clock stepped back before the cached iat: sign anew rather than send a not-yet-valid one.
-    let back = cache
-        .get_or_sign(&cert, other, CLIENT, false, T0 - 5)
-        .unwrap();
+    let back = sign(other, T0 - 5);
     assert!(!Arc::ptr_eq(&for_other, &back));
 
     cache.clear();
-    let fresh = cache
-        .get_or_sign(&cert, other, CLIENT, false, T0 - 5)
-        .unwrap();
+    let fresh = sign(other, T0 - 5);
     assert!(!Arc::ptr_eq(&back, &fresh));
 
     // Every assertion signed gets its own jti.
     let mut seen = std::collections::HashSet::new();
     for i in 0..20 {
         cache.clear();
-        let jwt = cache
-            .get_or_sign(&cert, AUD, CLIENT, false, T0 + i)
-            .unwrap();
+        let jwt = sign(AUD, T0 + i);
         assert!(seen.insert(jti(jwt.expose())));
     }
 }
