@@ -92,21 +92,21 @@ mod tests {
 
     #[test]
     fn merged_into_challenge_claims() {
+        let merge = |claims| -> Value {
+            serde_json::from_str(&with_capabilities(Some(claims), &[CP1]).unwrap()).unwrap()
+        };
         let challenge = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#;
-        let merged: Value =
-            serde_json::from_str(&with_capabilities(Some(challenge), &[CP1]).unwrap()).unwrap();
+        let merged = merge(challenge);
         assert_eq!(merged["access_token"]["nbf"]["value"], "1726077595");
         assert_eq!(merged["access_token"]["xms_caeerror"]["value"], "10012");
         assert_eq!(merged["access_token"]["xms_cc"]["values"], json!(["CP1"]));
         let acrs =
             r#"{"access_token":{"acrs":{"essential":true,"value":"c25"}},"id_token":{"x":1}}"#;
-        let merged: Value =
-            serde_json::from_str(&with_capabilities(Some(acrs), &[CP1]).unwrap()).unwrap();
+        let merged = merge(acrs);
         assert_eq!(merged["id_token"]["x"], 1, "other claims are kept");
         assert_eq!(merged["access_token"]["acrs"]["value"], "c25");
         let already = r#"{"access_token":{"xms_cc":{"values":["CP1","CP2"]}}}"#;
-        let merged: Value =
-            serde_json::from_str(&with_capabilities(Some(already), &[CP1]).unwrap()).unwrap();
+        let merged = merge(already);
         assert_eq!(
             merged["access_token"]["xms_cc"]["values"],
             json!(["CP1", "CP2"]),

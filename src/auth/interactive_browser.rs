@@ -263,17 +263,20 @@ impl Pkce {
             LoginError::Setup("the system random number generator failed".to_owned())
         })?;
         let verifier = Secret::new(URL_SAFE_NO_PAD.encode(&bytes[..32]));
-        let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            verifier.expose().as_bytes(),
-        ));
-        let state = URL_SAFE_NO_PAD.encode(&bytes[32..]);
         Ok(Self {
+            challenge: s256(verifier.expose()),
             verifier,
-            challenge,
-            state,
+            state: URL_SAFE_NO_PAD.encode(&bytes[32..]),
         })
     }
+}
+
+/// The S256 code challenge of `verifier`: base64url (unpadded) of its SHA-256.
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        verifier.as_bytes(),
+    ))
 }
 
 #[cfg(test)]
@@ -292,11 +295,7 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
         assert_eq!(a.challenge.len(), 43);
-        let expected = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            a.verifier.expose().as_bytes(),
-        ));
-        assert_eq!(a.challenge, expected);
+        assert_eq!(a.challenge, s256(a.verifier.expose()));
         assert_ne!(a.verifier, b.verifier);
         assert_ne!(a.state, b.state);
         assert!(a.state.len() >= 22);
@@ -304,20 +303,14 @@ mod tests {
 
     #[test]
     fn the_challenge_is_the_one_rfc_7636_and_msal_compute() {
-        let challenge = |verifier: &str| {
-            URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-                &aws_lc_rs::digest::SHA256,
-                verifier.as_bytes(),
-            ))
-        };
         // RFC 7636 appendix B.
         assert_eq!(
-            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         // The pair MSAL Python sent in the recorded authorize and token requests.
         assert_eq!(
-            challenge("BDdJmTPSIAoCLrZaWk6~v0jn8gfyOwKqc_hG9HVRutl"),
+            s256("BDdJmTPSIAoCLrZaWk6~v0jn8gfyOwKqc_hG9HVRutl"),
             "kB3uW3MEoS2wCkuPiMoy2g9G5wQRnfu0W621bStHSnY"
         );
     }
