@@ -193,30 +193,20 @@ mod tests {
     #[test]
     fn bodies_must_be_objects() {
         let two = |body: &str| from_object::<Two>(body.as_bytes());
-        assert_eq!(
-            two(r#" {"a":"x","b":"5","c":[1]}"#),
-            Ok(Two {
-                a: Some("x".into()),
-                b: Some(5)
-            })
-        );
+        let why = |body: &str| two(body).map_err(WireError::reason);
+        let x5 = Two {
+            a: Some("x".into()),
+            b: Some(5),
+        };
+        assert_eq!(two(r#" {"a":"x","b":"5","c":[1]}"#), Ok(x5));
         assert_eq!(two("{}"), Ok(Two { a: None, b: None }));
         // A derived struct alone would read this array as `a`, `b`.
         assert_eq!(two(r#"["x", 5]"#), Err(WireError::NotObject));
-        assert_eq!(
-            two("[]").map_err(WireError::reason),
-            Err("not a JSON object")
-        );
-        assert_eq!(two("").map_err(WireError::reason), Err("not JSON"));
-        assert_eq!(two("<html>").map_err(WireError::reason), Err("not JSON"));
+        assert_eq!(why("[]"), Err("not a JSON object"));
+        assert_eq!(why(""), Err("not JSON"));
+        assert_eq!(why("<html>"), Err("not JSON"));
         assert_eq!(two("{\n\"a\":").err(), Some(WireError::NotJson { line: 2 }));
-        assert_eq!(
-            two(r#"{"a":"x"} trailing"#).map_err(WireError::reason),
-            Err("not JSON")
-        );
-        assert_eq!(
-            two(r#"{"a":"x","a":"y"}"#).map_err(WireError::reason),
-            Err("a field is given twice")
-        );
+        assert_eq!(why(r#"{"a":"x"} trailing"#), Err("not JSON"));
+        assert_eq!(why(r#"{"a":"x","a":"y"}"#), Err("a field is given twice"));
     }
 }
