@@ -40,6 +40,33 @@ pub(crate) fn fixture_json_lines(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `## ` section of a fixture: its title, and its lines other than blank ones and `# ` comments.
+pub(crate) struct Section {
+    pub(crate) title: String,
+    pub(crate) body: String,
+}
+
+/// The `## ` sections of a fixture, in order (what precedes the first one is the fixture's header).
+pub(crate) fn fixture_sections(name: &str) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
+    for line in fixture(name).lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            let title = title.to_owned();
+            out.push(Section {
+                title,
+                body: String::new(),
+            });
+        } else if !line.is_empty()
+            && !line.starts_with("# ")
+            && let Some(section) = out.last_mut()
+        {
+            section.body.push_str(line);
+            section.body.push('\n');
+        }
+    }
+    out
+}
+
 /// Unix seconds of a UTC civil time.
 pub(crate) fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> i64 {
     TimeZone::UTC

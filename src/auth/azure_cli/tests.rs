@@ -3,35 +3,14 @@ use std::os::unix::process::ExitStatusExt;
 use base64::Engine;
 
 use super::*;
-use crate::auth::test_support::{self, exit, utc};
+use crate::auth::test_support::{self, Section, exit, utc};
 use crate::auth::{TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
 
-/// A fixture section: its `## ` title and its non-comment lines.
-struct Section {
-    title: String,
-    body: String,
-}
-
 fn sections() -> Vec<Section> {
-    let text = test_support::fixture("az_cli_get_access_token_outputs.txt");
-    let mut out: Vec<Section> = Vec::new();
-    for line in text.lines() {
-        if let Some(title) = line.strip_prefix("## ") {
-            out.push(Section {
-                title: title.to_owned(),
-                body: String::new(),
-            });
-        } else if !line.starts_with('#')
-            && let Some(section) = out.last_mut()
-        {
-            section.body.push_str(line);
-            section.body.push('\n');
-        }
-    }
-    out
+    test_support::fixture_sections("az_cli_get_access_token_outputs.txt")
 }
 
 fn posix(tz: &str) -> TimeZone {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::auth::TokenErrorKind;
-use crate::auth::test_support::{self, fixture};
+use crate::auth::test_support;
 use crate::env::MapEnv;
 
 const ML: &str = "https://ml.azure.com/.default";
@@ -20,21 +20,14 @@ fn credential(tenant: Option<&str>) -> AzurePowerShellCredential {
     )
 }
 
-/// The fixture's lines after the `## ` heading that contains `title` (up to the next heading), comments dropped.
+/// The fixture's sections whose `## ` heading contains `title`, comments and blank lines dropped.
 fn section(title: &str) -> String {
-    let text = fixture("azure_powershell_credential_invocation_and_outputs.txt");
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("## ") {
-            inside = line.contains(title);
-            continue;
-        }
-        if inside && !line.starts_with("# ") && !line.is_empty() {
-            out.push(line);
-        }
-    }
-    out.join("\n")
+    let name = "azure_powershell_credential_invocation_and_outputs.txt";
+    let sections = test_support::fixture_sections(name).into_iter();
+    sections
+        .filter(|s| s.title.contains(title))
+        .map(|s| s.body)
+        .collect()
 }
 
 #[test]
