@@ -522,36 +522,24 @@ impl Credential for DeviceCodeCredential {
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let mut unsaved = self.refresh.lock().await;
+        let login = self.login_command(None);
         let stored = match self.load().await {
             Ok(stored) => stored,
             Err(CacheError::Missing(path)) => {
-                return Err(CredentialError::unavailable(
-                    self.source,
-                    format!(
-                        "not signed in ({} does not exist): run `{}`",
-                        path.display(),
-                        self.login_command(None)
-                    ),
-                ));
+                let path = path.display();
+                let why = format!("not signed in ({path} does not exist): run `{login}`");
+                return Err(CredentialError::unavailable(self.source, why));
             }
             Err(e) => {
-                return Err(CredentialError::rejected(
-                    self.source,
-                    format!(
-                        "cannot use the refresh-token cache: {e}; or sign in again with `{}`",
-                        self.login_command(None)
-                    ),
-                ));
+                let why = format!(
+                    "cannot use the refresh-token cache: {e}; or sign in again with `{login}`"
+                );
+                return Err(CredentialError::rejected(self.source, why));
             }
         };
         if let Err(why) = self.check_owner(&stored) {
-            return Err(CredentialError::unavailable(
-                self.source,
-                format!(
-                    "not signed in here: {why}; run `{}`",
-                    self.login_command(None)
-                ),
-            ));
+            let why = format!("not signed in here: {why}; run `{login}`");
+            return Err(CredentialError::unavailable(self.source, why));
         }
         // A rotated token that could not be saved stays valid only while the file still holds its predecessor.
         if unsaved
