@@ -196,28 +196,24 @@ impl InteractiveBrowserCredential {
             .endpoint_url(self.session.tenant(), "authorize")
             .map_err(LoginError::Token)?;
         let scope = decorate_scope(scope);
+        // In MSAL's order; the hints and claims only when there are some.
+        let pairs = [
+            ("client_id", Some(self.session.client_id())),
+            ("response_type", Some("code")),
+            ("redirect_uri", Some(redirect_uri)),
+            ("scope", Some(&scope)),
+            ("state", Some(&pkce.state)),
+            ("code_challenge", Some(&pkce.challenge)),
+            ("code_challenge_method", Some("S256")),
+            ("client_info", Some("1")),
+            ("login_hint", self.login_hint.as_deref()),
+            ("prompt", Some("select_account")),
+            ("domain_hint", self.domain_hint.as_deref()),
+            ("claims", claims),
+            ("response_mode", Some("form_post")),
+        ];
         let mut query = form_urlencoded::Serializer::new(String::new());
-        query.extend_pairs([
-            ("client_id", self.session.client_id()),
-            ("response_type", "code"),
-            ("redirect_uri", redirect_uri),
-            ("scope", &scope),
-            ("state", &pkce.state),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-            ("client_info", "1"),
-        ]);
-        if let Some(hint) = &self.login_hint {
-            query.append_pair("login_hint", hint);
-        }
-        query.append_pair("prompt", "select_account");
-        if let Some(hint) = &self.domain_hint {
-            query.append_pair("domain_hint", hint);
-        }
-        if let Some(claims) = claims {
-            query.append_pair("claims", claims);
-        }
-        query.append_pair("response_mode", "form_post");
+        query.extend_pairs(pairs.into_iter().filter_map(|(k, v)| Some((k, v?))));
         Ok(format!("{endpoint}?{}", query.finish()))
     }
 }
