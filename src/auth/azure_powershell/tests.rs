@@ -76,56 +76,44 @@ fn the_azsdk_word_is_found_among_other_output() {
 
 #[test]
 fn every_recorded_failure_is_classified() {
-    let e = failure(NO_MODULE.as_bytes(), "", 0);
-    assert!(test_support::unavailable(e, SOURCE).contains("Az.Accounts"));
-    let e = failure(b"", "/bin/sh: 0: Can't open pwsh", 127);
-    assert!(test_support::unavailable(e, SOURCE).starts_with("PowerShell not found on PATH"));
-    let e = failure(
+    let unavailable = |stdout: &[u8], stderr: &str, code| {
+        test_support::unavailable(failure(stdout, stderr, code), SOURCE)
+    };
+    let failed = |stderr: &str| test_support::failed(failure(b"", stderr, 1), SOURCE);
+    assert!(unavailable(NO_MODULE.as_bytes(), "", 0).contains("Az.Accounts"));
+    let reason = unavailable(b"", "/bin/sh: 0: Can't open pwsh", 127);
+    assert!(reason.starts_with("PowerShell not found on PATH"));
+    let reason = unavailable(
         b"",
         "'pwsh' is not recognized as an internal or external command,\r\noperable program or batch file.",
         1,
     );
-    assert!(test_support::unavailable(e, SOURCE).starts_with("PowerShell not found"));
+    assert!(reason.starts_with("PowerShell not found"));
     for title in [
         "not logged in — Windows PowerShell 5.1",
         "not logged in — PowerShell 7",
     ] {
         let stderr = section(title);
         assert!(stderr.contains("CLIXML"), "{title}");
-        let e = failure(b"", &stderr, 1);
-        assert_eq!(
-            test_support::unavailable(e, SOURCE),
-            "not logged in: run `Connect-AzAccount`",
-            "{title}"
-        );
+        let reason = unavailable(b"", &stderr, 1);
+        assert_eq!(reason, "not logged in: run `Connect-AzAccount`", "{title}");
     }
-    let e = failure(
+    let reason = unavailable(
         b"",
         "#< CLIXML\n<Objs Version=\"1.1.0.1\"><S S=\"Error\">Import-Module : AuthorizationManager check failed._x000D__x000A_</S></Objs>",
         1,
     );
-    assert!(test_support::unavailable(e, SOURCE).contains("execution policy"));
-    let e = test_support::failed(
-        failure(
-            b"",
-            "#< CLIXML\n<Objs><S S=\"Error\">Get-AzAccessToken : AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication._x000D__x000A_</S></Objs>",
-            1,
-        ),
-        SOURCE,
+    assert!(reason.contains("execution policy"));
+    let e = failed(
+        "#< CLIXML\n<Objs><S S=\"Error\">Get-AzAccessToken : AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication._x000D__x000A_</S></Objs>",
     );
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(
-        e.message
-            .ends_with("(sign in again: run `Connect-AzAccount`)"),
-        "{}",
-        e.message
-    );
-    let e = test_support::failed(failure(b"", "something odd", 1), SOURCE);
+    let sign_in = "(sign in again: run `Connect-AzAccount`)";
+    assert!(e.message.ends_with(sign_in), "{}", e.message);
+    let e = failed("something odd");
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
-    assert_eq!(
-        e.message,
-        "Get-AzAccessToken failed (exit status 1): something odd"
-    );
+    let odd = "Get-AzAccessToken failed (exit status 1): something odd";
+    assert_eq!(e.message, odd);
 }
 
 #[test]
