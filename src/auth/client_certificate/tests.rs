@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::super::certificate_file::tests::{decode_jwt, pem, pki, verify_ps256};
 use super::{
     ASSERTION_LIFETIME, ASSERTION_REUSE_MARGIN, AssertionCache, ClientCertificate,
-    ClientCertificateCredential,
+    ClientCertificateCredential, Secret,
 };
 
 const AUD: &str = "https://login.example/tenant-1/oauth2/v2.0/token";
@@ -18,6 +18,13 @@ fn certificate() -> ClientCertificate {
     ClientCertificate::from_bytes(file.as_bytes(), None).unwrap()
 }
 
+/// The assertion `cache` holds or signs for `audience` at `now`.
+fn sign(cache: &AssertionCache, cert: &ClientCertificate, audience: &str, now: u64) -> Arc<Secret> {
+    cache
+        .get_or_sign(cert, audience, CLIENT, false, now)
+        .unwrap()
+}
+
 fn jti(jwt: &str) -> String {
     decode_jwt(jwt).1["jti"].as_str().unwrap().to_owned()
 }
@@ -26,12 +33,7 @@ fn jti(jwt: &str) -> String {
 fn assertion_is_reused_until_shortly_before_it_expires() {
     let cert = certificate();
     let cache = AssertionCache::default();
-    let sign = |audience, now| {
-        cache
-            .get_or_sign(&cert, audience, CLIENT, false, now)
-            .unwrap()
-    };
-    let first = sign(AUD, T0);
+    let first = sign(&cache, &cert, AUD, T0);
     let (_, claims, _) = decode_jwt(first.expose());
     assert_eq!(claims["exp"], T0 + ASSERTION_LIFETIME.as_secs());
     verify_ps256(first.expose(), &pki().leaf_der);
@@ -39,19 +41,19 @@ fn assertion_is_reused_until_shortly_before_it_expires() {
     // Still more than the margin left: the same assertion (same jti).
     let last_reuse = T0 + ASSERTION_LIFETIME.as_secs() - ASSERTION_REUSE_MARGIN.as_secs() - 1;
     for now in [T0, T0 + 1, T0 + 300, last_reuse] {
-        let again = sign(AUD, now);
+        let again = sign(&cache, &cert, AUD, now);
         assert!(Arc::ptr_eq(&first, &again), "reused at {now}");
     }
 
     // 60 s before exp: a new assertion with a new jti, fresh times, and it is the one reused from then on.
     let renewal = last_reuse + 1;
-    let second = sign(AUD, renewal);
+    let second = sign(&cache, &cert, AUD, renewal);
     assert_ne!(jti(second.expose()), jti(first.expose()));
     let (_, claims, _) = decode_jwt(second.expose());
     assert_eq!(claims["iat"], renewal);
     assert_eq!(claims["nbf"], renewal);
     assert_eq!(claims["exp"], renewal + ASSERTION_LIFETIME.as_secs());
-    let third = sign(AUD, renewal + 10);
+    let third = sign(&cache, &cert, AUD, renewal + 10);
     assert!(Arc::ptr_eq(&second, &third));
 }
 
@@ -59,31 +61,26 @@ fn assertion_is_reused_until_shortly_before_it_expires() {
 fn a_new_assertion_with_a_new_jti_for_another_audience_a_clock_step_back_or_after_clear() {
     let cert = certificate();
     let cache = AssertionCache::default();
-    let sign = |audience, now| {
-        cache
-            .get_or_sign(&cert, audience, CLIENT, false, now)
-            .unwrap()
-    };
-    let first = sign(AUD, T0);
+    let first = sign(&cache, &cert, AUD, T0);
 
     let other = "https://login.example/tenant-2/oauth2/v2.0/token";
-    let for_other = sign(other, T0);
+    let for_other = sign(&cache, &cert, other, T0);
     assert_eq!(decode_jwt(for_other.expose()).1["aud"], other);
     assert_ne!(jti(for_other.expose()), jti(first.expose()));
 
     // The wall clock stepped back before the cached iat: sign anew rather than send a not-yet-valid one.
-    let back = sign(other, T0 - 5);
+    let back = sign(&cache, &cert, other, T0 - 5);
     assert!(!Arc::ptr_eq(&for_other, &back));
 
     cache.clear();
-    let fresh = sign(other, T0 - 5);
+    let fresh = sign(&cache, &cert, other, T0 - 5);
     assert!(!Arc::ptr_eq(&back, &fresh));
 
     // Every assertion signed gets its own jti.
     let mut seen = std::collections::HashSet::new();
     for i in 0..20 {
         cache.clear();
-        let jwt = sign(AUD, T0 + i);
+        let jwt = sign(&cache, &cert, AUD, T0 + i);
         assert!(seen.insert(jti(jwt.expose())));
     }
 }

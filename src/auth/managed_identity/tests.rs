@@ -216,6 +216,7 @@ fn malformed_endpoint_variables_are_configuration_errors() {
 /// IMDS and App Service: GET, `api-version`, `resource`, then the user-assigned id under each one's names.
 #[test]
 fn request_shapes_and_identity_parameters() {
+    use UserAssignedId::{ClientId, ObjectId, ResourceId};
     let imds = [LOCAL_IMDS];
     let app_service = [
         ("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi/token"),
@@ -236,20 +237,12 @@ fn request_shapes_and_identity_parameters() {
         ),
     ];
     for (vars, path, version, [client, object, resource]) in sources {
+        let rid = "/subscriptions/s/id";
         let cases = [
             (None, None),
-            (
-                Some(UserAssignedId::ClientId("c-1".into())),
-                Some((client, "c-1")),
-            ),
-            (
-                Some(UserAssignedId::ObjectId("o-1".into())),
-                Some((object, "o-1")),
-            ),
-            (
-                Some(UserAssignedId::ResourceId("/subscriptions/s/id".into())),
-                Some((resource, "/subscriptions/s/id")),
-            ),
+            (Some(ClientId("c-1".into())), Some((client, "c-1"))),
+            (Some(ObjectId("o-1".into())), Some((object, "o-1"))),
+            (Some(ResourceId(rid.into())), Some((resource, rid))),
         ];
         for (id, param) in cases {
             let call = call_of(&detected(vars, &spec(id)).unwrap(), ARM);
