@@ -180,41 +180,23 @@ impl Credential for AzureCliCredential {
         let scope = command_line_scope(SOURCE, "az", &request.scope)?;
         if let Some(claims) = &request.claims {
             let command = settings.login_command(Some(scope), Some(&base64_claims(claims)));
-            let note = " (Azure CLI 2.76.0 or newer)";
-            return Err(claims_unsupported(
-                SOURCE,
-                "the Azure CLI",
-                &command,
-                note,
-                claims,
-            ));
+            let (cli, note) = ("the Azure CLI", " (Azure CLI 2.76.0 or newer)");
+            return Err(claims_unsupported(SOURCE, cli, &command, note, claims));
         }
         let program = self.tool.locate().await?;
         // One deadline for both attempts (`--scope`, then `--resource`).
         let deadline = deadline(self.timeout);
-        let mut output = self
-            .tool
-            .run(
-                &program,
-                &settings.args(scope, Audience::Scope),
-                deadline,
-                self.timeout,
-            )
-            .await?;
+        let run = async |audience| {
+            let args = settings.args(scope, audience);
+            self.tool.run(&program, &args, deadline, self.timeout).await
+        };
+        let mut output = run(Audience::Scope).await?;
         if !output.status.success() && rejects_scope(&output.stderr) {
             tracing::debug!(
                 source = SOURCE,
                 "az does not know --scope; asking again with --resource"
             );
-            output = self
-                .tool
-                .run(
-                    &program,
-                    &settings.args(scope, Audience::Resource),
-                    deadline,
-                    self.timeout,
-                )
-                .await?;
+            output = run(Audience::Resource).await?;
         }
         if !output.status.success() {
             return Err(failure(&output.stderr, output.status, settings, scope));
