@@ -32,20 +32,18 @@ use zeroize::Zeroizing;
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
     aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
-    exit_failure, unusable_output,
+    exit_failure, is_valid_tenant_arg, summary_line, unusable_output,
 };
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
 use super::{
     AccessToken, Credential, CredentialError, Secret, TokenError, TokenRequest, expiry,
-    is_valid_tenant, scope_to_resource,
+    scope_to_resource,
 };
 use crate::env::Env;
 use crate::file_read;
 
 const SOURCE: &str = "azure_cli";
-/// Longest stderr excerpt put in an error message.
-const MAX_MESSAGE_CHARS: usize = 500;
 
 /// `az`, as `process` runs it: searched on the `PATH` unless an explicit program is given.
 const AZ: Tool = Tool {
@@ -288,20 +286,6 @@ impl Settings {
     }
 }
 
-/// A scope az may be given: `[A-Za-z0-9_.:/-]+`, not starting with `-` (it would read as an option).
-pub(super) fn is_valid_scope(scope: &str) -> bool {
-    !scope.is_empty()
-        && !scope.starts_with('-')
-        && scope
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
-}
-
-/// A tenant az may be given: [`is_valid_tenant`], not starting with `-`.
-pub(super) fn is_valid_tenant_arg(tenant: &str) -> bool {
-    is_valid_tenant(tenant) && !tenant.starts_with('-')
-}
-
 /// A subscription id or name: `[A-Za-z0-9_. -]+`, not blank, not starting with `-`.
 fn is_valid_subscription(subscription: &str) -> bool {
     !subscription.trim().is_empty()
@@ -376,55 +360,6 @@ fn aadsts_failure(stderr: &str, settings: &Settings, scope: &str) -> Option<Toke
     aad_failure(SOURCE, stderr, &sign_in, claims, satisfy.as_deref())
 }
 
-/// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.
-pub(super) fn aadsts_codes(text: &str) -> Vec<i64> {
-    let mut codes = Vec::new();
-    for (at, _) in text.match_indices("AADSTS") {
-        let digits: String = text[at + 6..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .take(10)
-            .collect();
-        if let Ok(code) = digits.parse::<i64>()
-            && !codes.contains(&code)
-        {
-            codes.push(code);
-        }
-    }
-    codes
-}
-
-/// The value after `label` (`Trace ID: <uuid>`): one word of id characters.
-pub(super) fn labelled(text: &str, label: &str) -> Option<String> {
-    let at = text.find(label)? + label.len();
-    let value: String = text[at..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(64)
-        .collect();
-    (!value.is_empty()).then_some(value)
-}
-
-/// `Timestamp: 2026-02-17 18:39:09Z` → `2026-02-17 18:39:09Z`.
-pub(super) fn labelled_timestamp(text: &str) -> Option<String> {
-    let at = text.find("Timestamp:")? + "Timestamp:".len();
-    let mut words = text[at..].split_whitespace();
-    let date = words.next()?;
-    let time = words
-        .next()
-        .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()));
-    let value = match time {
-        Some(time) => format!("{date} {time}"),
-        None => date.to_owned(),
-    };
-    let ok = value.len() <= 40
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " :-.+".contains(c));
-    ok.then_some(value)
-}
-
 /// The base64 claims after `--claims-challenge` in the login command the CLI suggests.
 fn claims_challenge(stderr: &str) -> Option<String> {
     let at = stderr.find("--claims-challenge")? + "--claims-challenge".len();
@@ -436,66 +371,6 @@ fn claims_challenge(stderr: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
     ok.then(|| value.to_owned())
-}
-
-/// The line that best says what went wrong: the CLI's first `ERROR:` line, else argparse's `az: error: …`, else the
-/// first non-blank line; cleaned.
-pub(super) fn summary_line(stderr: &str) -> String {
-    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines()
-        .find(|l| l.starts_with("ERROR:"))
-        .or_else(|| lines().find(|l| l.contains("error:")))
-        .or_else(|| lines().next())
-        .map(clean_line)
-        .unwrap_or_default()
-}
-
-/// One stderr line fit for an error message: the CLI's `ERROR:` label dropped, control characters removed,
-/// token-like words redacted, length bounded.
-pub(super) fn clean_line(line: &str) -> String {
-    let line = line.trim();
-    let line = line.strip_prefix("ERROR:").unwrap_or(line).trim();
-    let words: Vec<&str> = line
-        .split_whitespace()
-        .map(|w| if looks_like_token(w) { "[redacted]" } else { w })
-        .collect();
-    let mut text: String = words
-        .join(" ")
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect();
-    if text.chars().count() > MAX_MESSAGE_CHARS {
-        text = text.chars().take(MAX_MESSAGE_CHARS).collect();
-        text.push('…');
-    }
-    text
-}
-
-/// A JWT (`eyJ…`) or a long run of base64 / base64url characters (refresh tokens, secrets).
-fn looks_like_token(word: &str) -> bool {
-    let core = word.trim_matches(|c: char| "\"'`,;()[]{}<>".contains(c));
-    core.contains("eyJ")
-        || (core.len() >= 40
-            && core
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.+=".contains(&b)))
-}
-
-/// Connection-level failures the CLI reports in plain text (no AADSTS code): retrying later may work.
-pub(super) fn is_network_failure(line: &str) -> bool {
-    const HINTS: &[&str] = &[
-        "connection",
-        "timed out",
-        "temporary failure in name resolution",
-        "name or service not known",
-        "network is unreachable",
-        "max retries exceeded",
-        "service unavailable",
-        "too many requests",
-        "proxyerror",
-    ];
-    let lower = line.to_ascii_lowercase();
-    HINTS.iter().any(|h| lower.contains(h))
 }
 
 #[cfg(test)]

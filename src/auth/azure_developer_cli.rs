@@ -22,10 +22,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::azure_cli::{clean_line, summary_line};
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    claims_unsupported, exit_failure,
+    claims_unsupported, clean_line, exit_failure, summary_line,
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};

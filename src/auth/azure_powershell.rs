@@ -22,10 +22,9 @@ use std::path::PathBuf;
 
 use base64::Engine;
 
-use super::azure_cli::{clean_line, summary_line};
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    base64_claims, claims_unsupported, exit_failure,
+    base64_claims, claims_unsupported, clean_line, exit_failure, summary_line,
 };
 use super::process::{Output, Tool};
 use super::{

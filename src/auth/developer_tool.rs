@@ -1,9 +1,11 @@
 //! What the developer-tool credentials that print a token share: the credential itself for the tools that take a
 //! tenant and a scope (`azure_developer_cli`, `azure_powershell`: [`DeveloperToolCredential`], parameterised by a
 //! [`DeveloperTool`] that says what is the tool's own), how an Entra ID error in the tool's output is classified,
-//! how a claims challenge is refused with the command that satisfies it, and how a printed token becomes an
-//! [`AccessToken`]. Running the tool is `process`'s job; the Azure CLI (`azure_cli`) has more settings and its own
-//! credential, but uses these rules too, and its text helpers are reused here.
+//! how a claims challenge is refused with the command that satisfies it, how a printed token becomes an
+//! [`AccessToken`], and the text helpers behind them (the checks of command-line arguments, the AADSTS codes and
+//! labelled ids of an error text, the one stderr line an error message quotes, redacted and bounded). Running the
+//! tool is `process`'s job; the Azure CLI (`azure_cli`) has more settings and its own credential, but uses these
+//! rules too.
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -12,16 +14,15 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::time::Instant;
 
-use super::azure_cli::{
-    aadsts_codes, clean_line, is_network_failure, is_valid_scope, is_valid_tenant_arg, labelled,
-    labelled_timestamp,
-};
 use super::process::{Output, Tool};
 use super::{
     AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-    expiry,
+    expiry, is_valid_tenant,
 };
 use crate::env::Env;
+
+/// Longest stderr excerpt put in an error message.
+pub(super) const MAX_MESSAGE_CHARS: usize = 500;
 
 /// What one developer tool brings to a [`DeveloperToolCredential`]: its process, argument vector, output format
 /// and error texts.
@@ -304,4 +305,127 @@ pub(super) fn command_line_scope<'a>(
             "invalid scope {scope:?} for {tool}: use letters, digits, `_`, `.`, `:`, `/` and `-`"
         ),
     ))
+}
+
+/// A scope a tool may be given: `[A-Za-z0-9_.:/-]+`, not starting with `-` (it would read as an option).
+pub(super) fn is_valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && !scope.starts_with('-')
+        && scope
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
+}
+
+/// A tenant a tool may be given: [`is_valid_tenant`], not starting with `-`.
+pub(super) fn is_valid_tenant_arg(tenant: &str) -> bool {
+    is_valid_tenant(tenant) && !tenant.starts_with('-')
+}
+
+/// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.
+pub(super) fn aadsts_codes(text: &str) -> Vec<i64> {
+    let mut codes = Vec::new();
+    for (at, _) in text.match_indices("AADSTS") {
+        let digits: String = text[at + 6..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .take(10)
+            .collect();
+        if let Ok(code) = digits.parse::<i64>()
+            && !codes.contains(&code)
+        {
+            codes.push(code);
+        }
+    }
+    codes
+}
+
+/// The value after `label` (`Trace ID: <uuid>`): one word of id characters.
+pub(super) fn labelled(text: &str, label: &str) -> Option<String> {
+    let at = text.find(label)? + label.len();
+    let value: String = text[at..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    (!value.is_empty()).then_some(value)
+}
+
+/// `Timestamp: 2026-02-17 18:39:09Z` → `2026-02-17 18:39:09Z`.
+pub(super) fn labelled_timestamp(text: &str) -> Option<String> {
+    let at = text.find("Timestamp:")? + "Timestamp:".len();
+    let mut words = text[at..].split_whitespace();
+    let date = words.next()?;
+    let time = words
+        .next()
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+    let value = match time {
+        Some(time) => format!("{date} {time}"),
+        None => date.to_owned(),
+    };
+    let ok = value.len() <= 40
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :-.+".contains(c));
+    ok.then_some(value)
+}
+
+/// The line that best says what went wrong: the CLI's first `ERROR:` line, else argparse's `az: error: …`, else the
+/// first non-blank line; cleaned.
+pub(super) fn summary_line(stderr: &str) -> String {
+    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("ERROR:"))
+        .or_else(|| lines().find(|l| l.contains("error:")))
+        .or_else(|| lines().next())
+        .map(clean_line)
+        .unwrap_or_default()
+}
+
+/// One stderr line fit for an error message: the CLI's `ERROR:` label dropped, control characters removed,
+/// token-like words redacted, length bounded.
+pub(super) fn clean_line(line: &str) -> String {
+    let line = line.trim();
+    let line = line.strip_prefix("ERROR:").unwrap_or(line).trim();
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .map(|w| if looks_like_token(w) { "[redacted]" } else { w })
+        .collect();
+    let mut text: String = words
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        text = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        text.push('…');
+    }
+    text
+}
+
+/// A JWT (`eyJ…`) or a long run of base64 / base64url characters (refresh tokens, secrets).
+fn looks_like_token(word: &str) -> bool {
+    let core = word.trim_matches(|c: char| "\"'`,;()[]{}<>".contains(c));
+    core.contains("eyJ")
+        || (core.len() >= 40
+            && core
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.+=".contains(&b)))
+}
+
+/// Connection-level failures the CLI reports in plain text (no AADSTS code): retrying later may work.
+pub(super) fn is_network_failure(line: &str) -> bool {
+    const HINTS: &[&str] = &[
+        "connection",
+        "timed out",
+        "temporary failure in name resolution",
+        "name or service not known",
+        "network is unreachable",
+        "max retries exceeded",
+        "service unavailable",
+        "too many requests",
+        "proxyerror",
+    ];
+    let lower = line.to_ascii_lowercase();
+    HINTS.iter().any(|h| lower.contains(h))
 }

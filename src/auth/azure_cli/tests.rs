@@ -3,6 +3,9 @@ use std::os::unix::process::ExitStatusExt;
 use base64::Engine;
 
 use super::*;
+use crate::auth::developer_tool::{
+    MAX_MESSAGE_CHARS, aadsts_codes, clean_line, is_valid_scope, labelled, labelled_timestamp,
+};
 use crate::auth::test_support::{self, Section, exit, utc};
 use crate::auth::{TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
