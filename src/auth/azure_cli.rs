@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
     aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
-    exit_failure, is_valid_tenant_arg, summary_line, unusable_output,
+    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output,
 };
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
@@ -334,13 +334,7 @@ fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -
     }
     let lower = stderr.to_ascii_lowercase();
     if lower.contains("az login") || lower.contains("not logged in") {
-        return CredentialError::unavailable(
-            SOURCE,
-            format!(
-                "not logged in: run `{}`",
-                settings.login_command(None, None)
-            ),
-        );
+        return not_logged_in(SOURCE, &settings.login_command(None, None));
     }
     let line = summary_line(stderr);
     if let Some(e) = AZ.exited_not_installed(status, &line) {

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    claims_unsupported, clean_line, exit_failure, summary_line,
+    claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
@@ -131,10 +131,7 @@ impl DeveloperTool for Azd {
         }
         let lower = text.to_ascii_lowercase();
         if lower.contains("not logged in") || lower.contains("azd auth login") {
-            return CredentialError::unavailable(
-                SOURCE,
-                format!("not logged in: run `{}`", login_command(None, tenant)),
-            );
+            return not_logged_in(SOURCE, &login_command(None, tenant));
         }
         let line = summary_line(&text);
         if let Some(e) = Self::TOOL.exited_not_installed(output.status, &line) {

@@ -24,7 +24,7 @@ use base64::Engine;
 
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    base64_claims, claims_unsupported, clean_line, exit_failure, summary_line,
+    base64_claims, claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
 };
 use super::process::{Output, Tool};
 use super::{
@@ -118,7 +118,7 @@ impl DeveloperTool for AzPowerShell {
             return CredentialError::Failed(e);
         }
         if text.contains("Run Connect-AzAccount to login") {
-            return CredentialError::unavailable(SOURCE, format!("not logged in: run `{sign_in}`"));
+            return not_logged_in(SOURCE, &sign_in);
         }
         if text.contains("AuthorizationManager check failed") {
             return CredentialError::unavailable(

@@ -262,6 +262,11 @@ pub(super) fn access_token(
     })
 }
 
+/// The tool is not signed in: unavailable (a chain moves on), naming `login`, the command that signs it in.
+pub(super) fn not_logged_in(source: &str, login: &str) -> CredentialError {
+    CredentialError::unavailable(source, format!("not logged in: run `{login}`"))
+}
+
 /// The error for a tool run that ended without a token: `what` (`az`, `azd`, `Get-AzAccessToken`) failed, named
 /// with its exit status and `line`, the summary of its output. A tool killed by a signal, or a network failure in
 /// the line, is a transient outage; anything else rejects the credential.
