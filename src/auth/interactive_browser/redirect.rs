@@ -325,15 +325,8 @@ mod tests {
         // Neither code nor error, another path, another method, an oversized body: answered, and ignored.
         assert_eq!(send(port, get("/")).await.0, 404);
         assert_eq!(send(port, get("/favicon.ico?code=x&state=s1")).await.0, 404);
-        assert_eq!(
-            send(
-                port,
-                "PUT / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".into()
-            )
-            .await
-            .0,
-            405
-        );
+        let put = "PUT / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(send(port, put.into()).await.0, 405);
         let big = format!("code=c&state=s1&pad={}", "x".repeat(MAX_BODY_BYTES));
         assert_eq!(send(port, post(&big)).await.0, 413);
         // The real thing.

@@ -383,20 +383,18 @@ fn production_retry_schedule_matches_azure_identity() {
 
 #[test]
 fn retried_statuses_per_source() {
+    use ManagedIdentitySource::{AppService, AzureMl, Imds};
     for status in [404, 410, 429, 500, 503, 511, 599] {
-        assert!(ManagedIdentitySource::Imds.retries(status), "{status}");
+        assert!(Imds.retries(status), "{status}");
     }
     for status in [200, 400, 401, 403, 408] {
-        assert!(!ManagedIdentitySource::Imds.retries(status), "{status}");
+        assert!(!Imds.retries(status), "{status}");
     }
     for status in [408, 429, 500, 502, 503, 504] {
-        assert!(
-            ManagedIdentitySource::AppService.retries(status),
-            "{status}"
-        );
+        assert!(AppService.retries(status), "{status}");
     }
     for status in [400, 401, 404, 410, 501] {
-        assert!(!ManagedIdentitySource::AzureMl.retries(status), "{status}");
+        assert!(!AzureMl.retries(status), "{status}");
     }
 }
 
