@@ -12,6 +12,10 @@ use crate::auth::token_response::parse_token_response;
 use crate::test_support::TempDir;
 
 const ARM: &str = "https://management.azure.com/.default";
+/// [`ARM`] with the user-flow scopes.
+const ARM_USER_FLOW: &str = "https://management.azure.com/.default openid profile offline_access";
+/// Azure ML's scope with the user-flow scopes.
+const ML_USER_FLOW: &str = "https://ml.azure.com/.default openid profile offline_access";
 
 fn credential(name: Option<&str>) -> DeviceCodeCredential {
     credential_from(name, None)
@@ -60,13 +64,10 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn scopes_are_decorated_once() {
-    assert_eq!(
-        decorate_scope(ARM),
-        "https://management.azure.com/.default openid profile offline_access"
-    );
+    assert_eq!(decorate_scope(ARM), ARM_USER_FLOW);
     assert_eq!(
         decorate_scope("https://ml.azure.com/.default offline_access openid"),
-        "https://ml.azure.com/.default openid profile offline_access"
+        ML_USER_FLOW
     );
 }
 
@@ -74,13 +75,7 @@ fn scopes_are_decorated_once() {
 fn device_code_request_sends_client_and_decorated_scope() {
     assert_eq!(
         pairs(device_code_form(DEFAULT_CLIENT_ID, ARM, None).expose()),
-        owned(&[
-            ("client_id", DEFAULT_CLIENT_ID),
-            (
-                "scope",
-                "https://management.azure.com/.default openid profile offline_access"
-            ),
-        ])
+        owned(&[("client_id", DEFAULT_CLIENT_ID), ("scope", ARM_USER_FLOW)])
     );
 }
 
@@ -110,10 +105,7 @@ fn refresh_grant_form_in_order_with_optional_claims() {
             ("client_id", "cid"),
             ("grant_type", "refresh_token"),
             ("refresh_token", "0.AX&y=z"),
-            (
-                "scope",
-                "https://ml.azure.com/.default openid profile offline_access"
-            ),
+            ("scope", ML_USER_FLOW),
             ("client_info", "1"),
         ])
     );
