@@ -192,6 +192,17 @@ fn build_chain(
     entra: &EntraClient,
     config_file: Option<&Path>,
 ) -> ChainCredential {
+    // The device-code and browser sources use the default cache file under HOME.
+    let signed_in = env
+        .non_empty("HOME")
+        .map(|home| DeviceCodeCredentialOptions {
+            tenant_id: None,
+            client_id: None,
+            cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
+            config_file: config_file.map(Path::to_path_buf),
+        });
+    let no_home =
+        "HOME is not set, so there is no default cache file (~/.aml-auth-proxy/tokens.json)";
     let built = sources
         .iter()
         .map(|source| {
@@ -230,43 +241,24 @@ fn build_chain(
                     AzurePowerShellCredentialOptions::default(),
                     env,
                 )),
-                ChainSource::InteractiveBrowser => match env.non_empty("HOME") {
-                    Some(home) => {
-                        let options = InteractiveBrowserCredentialOptions::from_device_code(
-                            DeviceCodeCredentialOptions {
-                                tenant_id: None,
-                                client_id: None,
-                                cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
-                                config_file: config_file.map(Path::to_path_buf),
-                            },
-                        );
+                ChainSource::InteractiveBrowser => match signed_in.clone() {
+                    Some(options) => {
+                        let options =
+                            InteractiveBrowserCredentialOptions::from_device_code(options);
                         Arc::new(InteractiveBrowserCredential::new(options, entra.clone()))
                     }
-                    None => Arc::new(UnavailableCredential::new(
-                        "interactive_browser",
-                        "HOME is not set, so there is no default cache file (~/.aml-auth-proxy/tokens.json)",
-                    )),
+                    None => Arc::new(UnavailableCredential::new("interactive_browser", no_home)),
                 },
-                ChainSource::DeviceCode => match env.non_empty("HOME") {
-                    Some(home) => {
-                        let options = DeviceCodeCredentialOptions {
-                            tenant_id: None,
-                            client_id: None,
-                            cache_file: PathBuf::from(home).join(DEFAULT_CACHE_FILE),
-                            config_file: config_file.map(Path::to_path_buf),
-                        };
-                        Arc::new(DeviceCodeCredential::new(options, entra.clone()))
-                    }
-                    None => Arc::new(UnavailableCredential::new(
-                        "device_code",
-                        "HOME is not set, so there is no default cache file (~/.aml-auth-proxy/tokens.json)",
-                    )),
+                ChainSource::DeviceCode => match signed_in.clone() {
+                    Some(options) => Arc::new(DeviceCodeCredential::new(options, entra.clone())),
+                    None => Arc::new(UnavailableCredential::new("device_code", no_home)),
                 },
-                ChainSource::Named(n) => set
-                    .get(n)
-                    .unwrap_or_else(|| {
-                        Arc::new(UnavailableCredential::new("chain", format!("no credential named {n:?}")))
-                    }),
+                ChainSource::Named(n) => set.get(n).unwrap_or_else(|| {
+                    Arc::new(UnavailableCredential::new(
+                        "chain",
+                        format!("no credential named {n:?}"),
+                    ))
+                }),
             };
             (source.name().to_owned(), credential)
         })
