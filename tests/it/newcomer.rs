@@ -11,7 +11,7 @@ use aml_auth_proxy::token_cache::CachePolicy;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::support::process::{ClosedPort, RunningProxy, command, run_to_end};
+use crate::support::process::{ClosedPort, RunningProxy, check_config, command, run_to_end};
 use crate::support::proxy::{TempDir, TestProxy};
 use crate::support::{ARM_SCOPE, MockIdentity, json_body, raw, request, trace_init};
 
@@ -118,9 +118,7 @@ async fn check_config_refuses_the_nil_guid_as_a_managed_identity() {
         ),
         0o600,
     );
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert!(
         out.stderr.contains("credentials.vm.managed_identity.client_id: 00000000-0000-0000-0000-000000000000 is the nil GUID, not an identity; leave the key out (or empty) for the system-assigned identity"),
@@ -275,9 +273,7 @@ routes:
 ",
         0o600,
     );
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert_eq!(out.stdout, "", "{out:#?}");
     for line in [
