@@ -420,8 +420,7 @@ impl TokenService {
             client_id,
         };
         let body = match protocol {
-            Protocol::AppService => app_service::body(&issued),
-            Protocol::AzureMl => azure_ml::body(&issued),
+            Protocol::AppService | Protocol::AzureMl => app_service::body(&issued),
             Protocol::Imds => imds::body(&issued),
         };
         tracing::info!(
