@@ -143,7 +143,8 @@ impl Admin {
                 }
             }
         }
-        // The token service's entries, once a caller has used them: an identity whose token is gone is missing.
+        // The token service's entries, once a caller has used them: an identity whose token request failed, or
+        // whose token is gone, is missing.
         let mut token_service = Vec::new();
         if let Some(service) = &*inner.token_service.load() {
             for used in service.in_use() {
@@ -169,17 +170,16 @@ impl Admin {
                         );
                         token_service.push(entry);
                     }
-                    TokenStatus::Missing(error) => {
-                        if let Some(e) = error {
-                            obj.insert("code".into(), Value::String(e.kind.code().into()));
-                            obj.insert("message".into(), Value::String(e.message.clone()));
-                        } else {
-                            obj.insert(
-                                "message".into(),
-                                Value::String("the first token request has not finished".into()),
-                            );
-                        }
+                    TokenStatus::Missing(Some(e)) => {
+                        obj.insert("code".into(), Value::String(e.kind.code().into()));
+                        obj.insert("message".into(), Value::String(e.message.clone()));
                         missing.push(entry);
+                    }
+                    // A caller's first request for this entry is still waiting for its token: listed, but it does
+                    // not make the process unready (any caller could otherwise cause a 503 at will).
+                    TokenStatus::Missing(None) => {
+                        obj.insert("pending".into(), Value::Bool(true));
+                        token_service.push(entry);
                     }
                 }
             }

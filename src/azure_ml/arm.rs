@@ -70,6 +70,11 @@ impl ArmClient {
         Self { http, base, tokens }
     }
 
+    /// Where Resource Manager is.
+    pub fn base(&self) -> &HttpsOrigin {
+        &self.base
+    }
+
     /// The management token entry this client uses.
     pub fn tokens(&self) -> &TokenSource {
         &self.tokens

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 use http::header::ACCEPT;
+use http::uri::Scheme;
 use http_body_util::Full;
 use serde::Deserialize;
 
@@ -15,7 +16,7 @@ use crate::auth::{TokenCredential, TokenError, TokenErrorKind, TokenHttpClient};
 use crate::config::{
     AzureMlTarget, EndpointAuth, HttpsOrigin, OnlineEndpointConfig, Upstream, WorkspaceId,
 };
-use crate::origin::{UrlRule, check_url};
+use crate::origin::{CheckedUrl, UrlRule, check_url};
 use crate::token_cache::{CacheKey, TokenCache, TokenSource};
 
 /// The RBAC action reading an online endpoint needs.
@@ -227,7 +228,7 @@ async fn online_endpoint(
             ),
         ));
     };
-    let url = check_url(&scoring_uri, UrlRule::Upstream)
+    let url = answered_url(ctx.arm.base(), &scoring_uri)
         .map_err(|why| unreadable(&what, &format!("scoringUri {why}")))?;
     let tokens = match mode {
         EndpointMode::AadToken => ctx.entra_source(&ctx.ml_scope),
@@ -279,7 +280,7 @@ async fn workspace(ctx: &ResolveContext, ws: &WorkspaceId) -> Result<Resolved, T
     let discovery = props
         .discovery_url
         .ok_or_else(|| unreadable(&what, "it has no discoveryUrl"))?;
-    let discovery = check_url(&discovery, UrlRule::Upstream)
+    let discovery = answered_url(ctx.arm.base(), &discovery)
         .map_err(|why| unreadable(&what, &format!("discoveryUrl {why}")))?;
     let origin = data_plane(ctx, &discovery.origin, &discovery.path, &ws.name).await?;
     let mlflow_path = props
@@ -324,7 +325,7 @@ async fn data_plane(
         .ok()
         .and_then(|d| d.api)
         .ok_or_else(|| unreadable(&what, "it names no api service"))?;
-    check_url(&api, UrlRule::Upstream)
+    answered_url(ctx.arm.base(), &api)
         .map(|u| u.origin)
         .map_err(|why| unreadable(&what, &format!("api {why}")))
 }
@@ -335,6 +336,20 @@ pub fn tracking_path(uri: &str) -> Option<String> {
     let path = &rest[rest.find('/')?..];
     let clean = path.trim_end_matches('/');
     (!clean.is_empty() && !clean.contains(['?', '#'])).then(|| clean.to_owned())
+}
+
+/// A URL Resource Manager answered with (a scoring URI, a discovery URL, the data-plane origin), checked as an
+/// upstream; plain http only when Resource Manager itself is a plain-http loopback stand-in (tests, the
+/// emulator), so an answer can never make the proxy send a key or token in the clear.
+fn answered_url(resource_manager: &HttpsOrigin, text: &str) -> Result<CheckedUrl, String> {
+    let url = check_url(text, UrlRule::Upstream)?;
+    if url.origin.scheme == Scheme::HTTP && resource_manager.scheme != Scheme::HTTP {
+        return Err(format!(
+            "is plain http ({}): only https is used when resource_manager is https",
+            url.origin
+        ));
+    }
+    Ok(url)
 }
 
 fn unreadable(what: &str, why: &str) -> TokenError {
@@ -384,6 +399,28 @@ impl ResolveContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_answers_are_taken_only_from_a_plain_http_resource_manager() {
+        let https_arm = check_url("https://management.azure.com", UrlRule::Upstream)
+            .unwrap()
+            .origin;
+        let loopback_arm = check_url("http://127.0.0.1:9000", UrlRule::Upstream)
+            .unwrap()
+            .origin;
+        let http_scoring = "http://127.0.0.1:5001/score";
+        let err = answered_url(&https_arm, http_scoring).unwrap_err();
+        assert!(err.contains("plain http"), "{err}");
+        assert_eq!(
+            answered_url(&loopback_arm, http_scoring).unwrap().path,
+            "/score"
+        );
+        let real = "https://ep.westus.inference.ml.azure.com/score";
+        assert!(answered_url(&https_arm, real).is_ok());
+        // The upstream rules still apply whatever Resource Manager is.
+        assert!(answered_url(&loopback_arm, "http://169.254.169.254/score").is_err());
+        assert!(answered_url(&https_arm, "https://[::ffff:169.254.169.254]/score").is_err());
+    }
 
     #[test]
     fn tracking_paths() {

@@ -39,14 +39,15 @@ pub(super) fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
         ));
     }
     for r in &config.routes {
+        let host = r
+            .host
+            .as_deref()
+            .map(|h| format!("{h} "))
+            .unwrap_or_default();
         if let Some(target) = &r.azure_ml {
             out.push_str(&format!(
-                "  route {}: {}{} -> {} through Resource Manager {} (credential {})\n",
+                "  route {}: {host}{} -> {} through Resource Manager {} (credential {})\n",
                 r.name,
-                r.host
-                    .as_deref()
-                    .map(|h| format!("{h} "))
-                    .unwrap_or_default(),
                 r.path_prefix,
                 crate::azure_ml::describe(target),
                 config.resource_manager,
@@ -55,12 +56,8 @@ pub(super) fn check_config(args: &CheckConfigArgs, env: &dyn Env) -> ExitCode {
             continue;
         }
         out.push_str(&format!(
-            "  route {}: {}{} -> {}{} (credential {}, scope {})\n",
+            "  route {}: {host}{} -> {}{} (credential {}, scope {})\n",
             r.name,
-            r.host
-                .as_deref()
-                .map(|h| format!("{h} "))
-                .unwrap_or_default(),
             r.path_prefix,
             r.upstream.origin,
             r.upstream.base_path,

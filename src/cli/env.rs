@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::args::EnvArgs;
 use super::exit::{EXIT_FAILURE, EXIT_USAGE, fail, print_result};
-use super::setup::{block_on, entra_client, runtime};
-use crate::auth::{HttpClientOptions, TokenHttpClient, build_credentials};
+use super::setup::{block_on, entra_client, runtime, token_http_client};
+use crate::auth::build_credentials;
 use crate::azure_ml::arm::ArmClient;
 use crate::azure_ml::{Detail, ResolveContext, resolve};
 use crate::config::{Config, Listen, RouteConfig};
@@ -95,14 +95,7 @@ fn context(config: Config, route: &RouteConfig, env: &dyn Env) -> Result<Resolve
             format!("route {} has no credential", route.name),
         ));
     };
-    let tls = crate::tls::client_config(&config.extra_roots).map_err(|e| fail(EXIT_FAILURE, e))?;
-    let http = TokenHttpClient::new(
-        Arc::new(tls),
-        &HttpClientOptions {
-            connect_timeout: config.limits.upstream_connect_timeout,
-            ..HttpClientOptions::default()
-        },
-    );
+    let http = token_http_client(&config)?;
     let entra = entra_client(&config)?;
     let tenant: Option<Arc<str>> = config
         .credentials

@@ -32,16 +32,21 @@ pub(super) fn block_on<F: Future>(rt: tokio::runtime::Runtime, future: F) -> F::
     output
 }
 
-/// A client of the configured authority host, trusting the configured extra roots and connecting within the
-/// configured upstream connect timeout.
+/// A client of the configured authority host, as [`token_http_client`] connects.
 pub(super) fn entra_client(config: &Config) -> Result<EntraClient, ExitCode> {
+    let http = token_http_client(config)?;
+    Ok(EntraClient::new(http, config.authority_host.clone()))
+}
+
+/// An HTTP client for token requests, trusting the configured extra roots and connecting within the configured
+/// upstream connect timeout.
+pub(super) fn token_http_client(config: &Config) -> Result<TokenHttpClient, ExitCode> {
     let tls = crate::tls::client_config(&config.extra_roots).map_err(|e| fail(EXIT_FAILURE, e))?;
-    let http = TokenHttpClient::new(
+    Ok(TokenHttpClient::new(
         Arc::new(tls),
         &HttpClientOptions {
             connect_timeout: config.limits.upstream_connect_timeout,
             ..HttpClientOptions::default()
         },
-    );
-    Ok(EntraClient::new(http, config.authority_host.clone()))
+    ))
 }

@@ -25,7 +25,8 @@ pub use crate::origin::HttpsOrigin;
 use crate::secret::Secret;
 
 pub use load::{
-    MAX_CONFIG_BYTES, MAX_NESTING, check_scope, default_allowed_hosts, from_yaml_str, load,
+    MAX_CONFIG_BYTES, MAX_NESTING, check_identity_secret, check_identity_secret_owner, check_scope,
+    default_allowed_hosts, from_yaml_str, load, secret_mode_refused,
 };
 
 /// The default proxy listener.

@@ -7,10 +7,11 @@
 //! the emulator's default tenant. The signed-in user is `emulator.user@contoso.example` unless `login_hint` names
 //! another; a device-code sign-in completes by itself after `--device-code-pending-polls` polls.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use base64::Engine as _;
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -36,6 +37,9 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 
 /// Scopes every user flow may add; they do not name a resource.
 const RESERVED_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
+
+/// A form body's fields (the last value of a repeated name wins).
+type Form = BTreeMap<String, String>;
 
 /// User-flow state: codes, device codes and refresh tokens handed out.
 #[derive(Debug, Default)]
@@ -167,6 +171,40 @@ fn valid_tenant(tenant: &str) -> bool {
         && tenant
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// AADSTS900023's description of a tenant that [`valid_tenant`] refuses.
+fn invalid_tenant_text(tenant: &str) -> String {
+    format!(
+        "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."
+    )
+}
+
+/// The answer of the token or device-code endpoint to a tenant that [`valid_tenant`] refuses.
+fn invalid_tenant(tenant: &str) -> Answer {
+    Answer {
+        response: bad_request(900_023, &invalid_tenant_text(tenant)),
+        outcome: "invalid_tenant",
+    }
+}
+
+/// The first of `scope`'s scopes that names a resource (not one of [`RESERVED_SCOPES`]).
+fn resource_scope(scope: &str) -> Option<&str> {
+    scope
+        .split_whitespace()
+        .find(|s| !RESERVED_SCOPES.contains(s))
+}
+
+/// A form-encoded request's head and fields, or the answer to a body that cannot be read.
+async fn read_form(req: Request<Incoming>) -> Result<(Parts, Form), Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let body = serve::read_body(body, serve::SMALL_BODY).await?;
+    Ok((parts, serve::form(&body)))
+}
+
+/// A form field, when given and not empty.
+fn form_field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
+    form.get(name).map(String::as_str).filter(|v| !v.is_empty())
 }
 
 /// The tenant a user flow signs in to: the path's, unless it is a multi-tenant alias.
@@ -309,13 +347,11 @@ async fn token(
     req: Request<Incoming>,
     version: Version,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let body = match serve::read_body(body, serve::SMALL_BODY).await {
-        Ok(b) => b,
+    let (parts, form) = match read_form(req).await {
+        Ok(read) => read,
         Err(response) => return response,
     };
-    let form = serve::form(&body);
-    let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let field = |name: &str| form_field(&form, name);
     let basic = basic_credentials(&parts.headers);
     let client_id = field("client_id")
         .map(str::to_owned)
@@ -325,21 +361,9 @@ async fn token(
         Version::V2 => field("scope").map(str::to_owned),
         Version::V1 => field("resource").map(str::to_owned),
     };
-    let first_resource_scope = scope.as_deref().and_then(|s| {
-        s.split_whitespace()
-            .find(|s| !RESERVED_SCOPES.contains(s))
-            .map(str::to_owned)
-    });
+    let first_resource_scope = scope.as_deref().and_then(resource_scope).map(str::to_owned);
     let answer = if !valid_tenant(tenant) {
-        Answer {
-            response: bad_request(
-                900_023,
-                &format!(
-                    "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."
-                ),
-            ),
-            outcome: "invalid_tenant",
-        }
+        invalid_tenant(tenant)
     } else {
         let decision = state
             .faults
@@ -446,7 +470,7 @@ fn basic_credentials(headers: &http::HeaderMap) -> Option<(String, String)> {
 struct TokenRequest<'a> {
     tenant: &'a str,
     client_id: Option<&'a str>,
-    form: &'a std::collections::BTreeMap<String, String>,
+    form: &'a Form,
     has_secret: bool,
     has_assertion: bool,
     scope: Option<&'a str>,
@@ -456,10 +480,7 @@ struct TokenRequest<'a> {
 
 impl<'a> TokenRequest<'a> {
     fn field(&self, name: &str) -> Option<&'a str> {
-        self.form
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        form_field(self.form, name)
     }
 
     /// The parsed `claims` parameter, or the answer for a malformed one.
@@ -592,10 +613,7 @@ fn server_error(e: &str) -> Answer {
 
 /// The resource and delegated permission a user flow's scopes ask for.
 fn user_resource(scope: &str) -> (String, String) {
-    let Some(first) = scope
-        .split_whitespace()
-        .find(|s| !RESERVED_SCOPES.contains(s))
-    else {
+    let Some(first) = resource_scope(scope) else {
         return (
             "https://graph.microsoft.com".to_owned(),
             "openid profile offline_access".to_owned(),
@@ -900,13 +918,11 @@ fn refresh_token_grant(state: &State, request: &TokenRequest<'_>) -> Answer {
 // === device-code endpoint ===
 
 async fn device_code(state: &State, tenant: &str, req: Request<Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let body = match serve::read_body(body, serve::SMALL_BODY).await {
-        Ok(b) => b,
+    let (parts, form) = match read_form(req).await {
+        Ok(read) => read,
         Err(response) => return response,
     };
-    let form = serve::form(&body);
-    let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let field = |name: &str| form_field(&form, name);
     let client_id = field("client_id");
     let scope = field("scope");
     let decision = state
@@ -915,7 +931,7 @@ async fn device_code(state: &State, tenant: &str, req: Request<Incoming>) -> Res
             target: Target::DeviceCode,
             tenant: Some(tenant),
             client: client_id,
-            scope: scope.and_then(|s| s.split_whitespace().find(|s| !RESERVED_SCOPES.contains(s))),
+            scope: scope.and_then(resource_scope),
             grant: None,
             path: parts.uri.path(),
             endpoint: None,
@@ -923,15 +939,7 @@ async fn device_code(state: &State, tenant: &str, req: Request<Incoming>) -> Res
         })
         .await;
     let answer = match (decision.failure, client_id, scope) {
-        (_, _, _) if !valid_tenant(tenant) => Answer {
-            response: bad_request(
-                900_023,
-                &format!(
-                    "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."
-                ),
-            ),
-            outcome: "invalid_tenant",
-        },
+        (_, _, _) if !valid_tenant(tenant) => invalid_tenant(tenant),
         (Some(kind), client_id, _) => fault_answer(&kind, client_id.unwrap_or_default(), true),
         (None, None, _) => missing("client_id"),
         (None, _, None) => missing("scope"),
@@ -1126,12 +1134,7 @@ async fn authorize_answer(
     };
     if !valid_tenant(tenant) {
         return (
-            error_page(
-                900_023,
-                &format!(
-                    "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."
-                ),
-            ),
+            error_page(900_023, &invalid_tenant_text(tenant)),
             "invalid_tenant",
         );
     }
@@ -1218,9 +1221,7 @@ async fn authorize_answer(
             target: Target::Authorize,
             tenant: Some(tenant),
             client: Some(client_id),
-            scope: scope
-                .split_whitespace()
-                .find(|s| !RESERVED_SCOPES.contains(s)),
+            scope: resource_scope(&scope),
             grant: None,
             path,
             endpoint: None,

@@ -14,6 +14,8 @@
 //! Tokens are v1.0, issued in the emulator's tenant (`--tenant`), for about 24 hours unless `--mi-token-lifetime`
 //! or a `lifetime` rule says otherwise. A user-assigned identity's token carries `xms_mirid`.
 
+use std::time::Duration;
+
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -161,56 +163,28 @@ async fn imds_answer(
             );
         }
     };
-    let decision = state
-        .faults
-        .decide_and_wait(&Probe {
-            target: Target::Imds,
-            tenant: Some(&state.settings.tenant),
-            client: Some(&identity.client_id),
-            scope: Some(&resource),
-            grant: None,
-            path: req.uri().path(),
-            endpoint: None,
-            action: None,
-        })
-        .await;
-    if let Some(kind) = decision.failure {
-        let (response, outcome) = match kind {
-            FaultKind::Throttle { retry_after } => (
-                serve::with_header(
-                    imds_error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too_many_requests",
-                        "Too many requests: the managed identity endpoint is throttling",
-                    ),
-                    header::RETRY_AFTER,
-                    retry_after.to_string(),
-                ),
-                "throttled",
-            ),
-            FaultKind::Status { code } => (
-                imds_error(
-                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    "unknown",
-                    "Failed to retrieve token from the Active directory. For details see logs in C:\\User\\WindowsAzure\\Logs\\Plugins\\Microsoft.Identity.MSI\\Msi.log",
-                ),
-                super::entra::status_outcome(code),
-            ),
-            // Entra ID refused the identity's token (as IMDS relays it).
-            _ => (
-                imds_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Identity not found",
-                ),
-                "identity_not_found",
-            ),
-        };
-        return (response, Some(resource), outcome);
-    }
-    let lifetime = decision
-        .lifetime
-        .unwrap_or(state.settings.managed_identity_lifetime);
+    let decided = decide(state, req, Target::Imds, &identity, &resource, |fault| match fault {
+        Injected::Throttled => imds_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Too many requests: the managed identity endpoint is throttling",
+        ),
+        Injected::Status(status) => imds_error(
+            status,
+            "unknown",
+            "Failed to retrieve token from the Active directory. For details see logs in C:\\User\\WindowsAzure\\Logs\\Plugins\\Microsoft.Identity.MSI\\Msi.log",
+        ),
+        Injected::IdentityNotFound => imds_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Identity not found",
+        ),
+    })
+    .await;
+    let lifetime = match decided {
+        Ok(lifetime) => lifetime,
+        Err((response, outcome)) => return (response, Some(resource), outcome),
+    };
     match mint(state, &identity, &resource, lifetime) {
         Ok(issued) => {
             let body = json!({
@@ -370,45 +344,29 @@ async fn msi_answer(
             );
         }
     };
-    let decision = state
-        .faults
-        .decide_and_wait(&Probe {
-            target: Target::Msi,
-            tenant: Some(&state.settings.tenant),
-            client: Some(&identity.client_id),
-            scope: Some(resource),
-            grant: None,
-            path: req.uri().path(),
-            endpoint: None,
-            action: None,
-        })
-        .await;
-    if let Some(kind) = decision.failure {
-        return match kind {
-            FaultKind::Throttle { retry_after } => (
-                serve::with_header(
-                    status_message(StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
-                    header::RETRY_AFTER,
-                    retry_after.to_string(),
-                ),
-                "throttled",
-            ),
-            FaultKind::Status { code } => (
-                status_message(
-                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    "An emulated managed identity failure",
-                ),
-                super::entra::status_outcome(code),
-            ),
-            _ => (
-                status_message(StatusCode::BAD_REQUEST, "Identity not found"),
-                "identity_not_found",
-            ),
-        };
-    }
-    let lifetime = decision
-        .lifetime
-        .unwrap_or(state.settings.managed_identity_lifetime);
+    let decided = decide(
+        state,
+        req,
+        Target::Msi,
+        &identity,
+        resource,
+        |fault| match fault {
+            Injected::Throttled => {
+                status_message(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
+            }
+            Injected::Status(status) => {
+                status_message(status, "An emulated managed identity failure")
+            }
+            Injected::IdentityNotFound => {
+                status_message(StatusCode::BAD_REQUEST, "Identity not found")
+            }
+        },
+    )
+    .await;
+    let lifetime = match decided {
+        Ok(lifetime) => lifetime,
+        Err(answer) => return answer,
+    };
     match mint(state, &identity, resource, lifetime) {
         Ok(issued) => (
             serve::no_store(serve::json(
@@ -428,6 +386,63 @@ async fn msi_answer(
             "status_500",
         ),
     }
+}
+
+/// A fault a rule injects into a token request, before it takes the protocol's error shape.
+enum Injected {
+    /// Answered with 429 and `Retry-After`.
+    Throttled,
+    /// The rule's error status.
+    Status(StatusCode),
+    /// Entra ID refused the identity's token (as the endpoint relays it).
+    IdentityNotFound,
+}
+
+/// Asks the fault rules about a token request for `identity` and `resource`: the lifetime of the token to mint,
+/// or the answer to an injected fault (built by `error`, in the protocol's shape) and its outcome.
+async fn decide(
+    state: &State,
+    req: &Request<Incoming>,
+    target: Target,
+    identity: &Identity,
+    resource: &str,
+    error: impl Fn(Injected) -> Response<Body>,
+) -> Result<Duration, (Response<Body>, &'static str)> {
+    let decision = state
+        .faults
+        .decide_and_wait(&Probe {
+            target,
+            tenant: Some(&state.settings.tenant),
+            client: Some(&identity.client_id),
+            scope: Some(resource),
+            grant: None,
+            path: req.uri().path(),
+            endpoint: None,
+            action: None,
+        })
+        .await;
+    let Some(kind) = decision.failure else {
+        return Ok(decision
+            .lifetime
+            .unwrap_or(state.settings.managed_identity_lifetime));
+    };
+    Err(match kind {
+        FaultKind::Throttle { retry_after } => (
+            serve::with_header(
+                error(Injected::Throttled),
+                header::RETRY_AFTER,
+                retry_after.to_string(),
+            ),
+            "throttled",
+        ),
+        FaultKind::Status { code } => (
+            error(Injected::Status(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            )),
+            super::entra::status_outcome(code),
+        ),
+        _ => (error(Injected::IdentityNotFound), "identity_not_found"),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,7 +507,7 @@ fn mint(
     state: &State,
     identity: &Identity,
     resource: &str,
-    lifetime: std::time::Duration,
+    lifetime: Duration,
 ) -> Result<issue::Issued, String> {
     let audience = normalize_resource(resource).to_owned();
     issue::access_token(

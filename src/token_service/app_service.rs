@@ -11,7 +11,7 @@ use super::Issued;
 /// The header carrying the secret.
 pub(super) const SECRET_HEADER: &str = "x-identity-header";
 
-/// The success body.
+/// The success body, which the Azure ML protocol answers with too.
 pub(super) fn body(issued: &Issued<'_>) -> Value {
     json!({
         "access_token": issued.access_token,

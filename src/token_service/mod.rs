@@ -305,23 +305,21 @@ impl TokenService {
             Some(Protocol::AzureMl) => &[azure_ml::SECRET_HEADER],
             _ => &[app_service::SECRET_HEADER, azure_ml::SECRET_HEADER],
         };
-        let mut sent = names
-            .iter()
-            .flat_map(|name| headers.get_all(*name).iter())
-            .peekable();
-        if sent.peek().is_none() {
-            return Err(Refusal::not_authenticated(format!(
+        let mut sent = names.iter().flat_map(|name| headers.get_all(*name).iter());
+        match (sent.next(), sent.next()) {
+            (None, _) => Err(Refusal::not_authenticated(format!(
                 "the {} header is missing: send the content of token_service.secret_file",
                 names.join(" or ")
-            )));
-        }
-        if sent.all(|value| self.inner.secret.matches(value.as_bytes())) {
-            Ok(())
-        } else {
-            Err(Refusal::not_authenticated(format!(
+            ))),
+            (Some(_), Some(_)) => Err(Refusal::not_authenticated(format!(
+                "the secret is sent more than once ({}): send it once",
+                names.join(" or ")
+            ))),
+            (Some(value), None) if self.inner.secret.matches(value.as_bytes()) => Ok(()),
+            (Some(_), None) => Err(Refusal::not_authenticated(format!(
                 "the {} header does not carry this token service's secret",
                 names.join(" or ")
-            )))
+            ))),
         }
     }
 
@@ -422,8 +420,7 @@ impl TokenService {
             client_id,
         };
         let body = match protocol {
-            Protocol::AppService => app_service::body(&issued),
-            Protocol::AzureMl => azure_ml::body(&issued),
+            Protocol::AppService | Protocol::AzureMl => app_service::body(&issued),
             Protocol::Imds => imds::body(&issued),
         };
         tracing::info!(

@@ -37,6 +37,17 @@ const APP_SERVICE_IDENTITY: &[&str] = &["client_id", "principal_id", "object_id"
 const AZURE_ML_IDENTITY: &[&str] = &["clientid", "client_id"];
 const IMDS_IDENTITY: &[&str] = &["client_id", "object_id", "msi_res_id", "mi_res_id"];
 
+/// Every parameter that names an identity in one of the protocols. A request that uses one its own protocol does
+/// not accept is refused rather than answered for the default identity: its caller asked for someone else.
+const ANY_IDENTITY: &[&str] = &[
+    "client_id",
+    "clientid",
+    "principal_id",
+    "object_id",
+    "mi_res_id",
+    "msi_res_id",
+];
+
 /// The query parameters that name a client id (echoed in answers when the token itself does not say).
 const CLIENT_ID_PARAMS: &[&str] = &["client_id", "clientid"];
 
@@ -107,8 +118,20 @@ impl Query {
         })
     }
 
-    /// The identity the request names, if any: at most one of the protocol's identity parameters.
+    /// The identity the request names, if any: at most one of the protocol's identity parameters, and none that
+    /// only another protocol accepts.
     pub fn identity(&self, protocol: Protocol) -> Result<Option<NamedIdentity>, Refusal> {
+        let accepted = protocol.identity_params();
+        if let Some(foreign) = ANY_IDENTITY
+            .iter()
+            .find(|param| !accepted.contains(param) && self.get(param).is_some())
+        {
+            return Err(Refusal::bad_request(format!(
+                "the {} protocol does not take {foreign} to name an identity: use {}",
+                protocol.label(),
+                accepted.join(", ")
+            )));
+        }
         let mut named = protocol.identity_params().iter().filter_map(|param| {
             self.get(param).map(|value| NamedIdentity {
                 param,
@@ -164,9 +187,19 @@ mod tests {
             ml.identity(Protocol::AzureMl).unwrap().unwrap().client_id(),
             Some("c1")
         );
-        // A parameter of another protocol is not an identity here.
-        let imds = Query::parse(Some("resource=r&principal_id=p")).unwrap();
-        assert_eq!(imds.identity(Protocol::Imds).unwrap(), None);
+        // A parameter only another protocol takes is refused, not ignored (the default identity was not asked for);
+        // empty, it names nothing.
+        for (query, protocol) in [
+            ("resource=r&principal_id=p", Protocol::Imds),
+            ("resource=r&object_id=o", Protocol::AzureMl),
+            ("resource=r&msi_res_id=m", Protocol::AppService),
+            ("resource=r&clientid=c", Protocol::AppService),
+        ] {
+            let q = Query::parse(Some(query)).unwrap();
+            assert!(q.identity(protocol).is_err(), "{query} over {protocol:?}");
+        }
+        let q = Query::parse(Some("resource=r&object_id=")).unwrap();
+        assert_eq!(q.identity(Protocol::AzureMl).unwrap(), None);
         assert!(Query::parse(None).unwrap().resource().is_err());
     }
 

@@ -21,8 +21,8 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::support::process::{
-    ClosedPort, EXIT_TIMEOUT, Output, POLL, RunningProxy, command, free_addr, refuses_connections,
-    run_to_end, try_get,
+    ClosedPort, EXIT_TIMEOUT, Output, POLL, RunningProxy, check_config, command, free_addr,
+    refuses_connections, run_to_end, try_get,
 };
 use crate::support::proxy::{CANARY_SECRET, CLIENT_ID, TempDir, World};
 use crate::support::{ARM_SCOPE, Behavior, MockAad, trace_init};
@@ -381,9 +381,7 @@ routes:
 "
         );
         let file = dir.file("imds.yaml", &text, 0o600);
-        let mut cmd = command(dir.path(), &imds);
-        cmd.arg("check-config").arg("--config").arg(&file);
-        let out = run_to_end(cmd).await;
+        let out = check_config(dir.path(), &imds, &file).await;
         assert_exit(&out, 64);
         for key in ["authority_host", "routes[0].upstream"] {
             assert!(
@@ -504,9 +502,7 @@ routes:
 "
     );
     let file = dir.file("dup.yaml", &text, 0o600);
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_exit(&out, 64);
     assert!(
         out.stderr.contains("routes[0].upstream:"),
@@ -523,9 +519,7 @@ async fn check_config_without_a_readable_file_exits_64() {
     let _trace = trace_init();
     let (dir, imds) = (TempDir::new(), ClosedPort::new());
     let missing = dir.path().join("no-such-config.yaml");
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&missing);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &missing).await;
     assert_exit(&out, 64);
     assert!(out.stdout.is_empty(), "{out:#?}");
     assert!(

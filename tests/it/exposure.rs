@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::support::process::{
-    ClosedPort, EXIT_TIMEOUT, Output, RunningProxy, command, free_addr, run_to_end,
+    ClosedPort, EXIT_TIMEOUT, Output, RunningProxy, check_config, command, free_addr, run_to_end,
 };
 use crate::support::proxy::{CANARY_SECRET, TempDir, TestProxy, World};
 use crate::support::{BoxError, expect_proxy_error, get, json_body, request, trace_init};
@@ -172,9 +172,7 @@ async fn run_refuses_a_non_loopback_listen_in_the_file_and_expose_without_caller
         );
     }
     // check-config agrees.
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_exit(&out, 64);
     assert!(out.stderr.contains("needs `caller_auth`"), "{out:#?}");
 }

@@ -30,13 +30,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::Upstream;
 use crate::support::proxy::{TestProxy, World, route_to};
+use crate::support::{Upstream, raw};
 
 /// How long a raw exchange waits for the proxy to close the connection after the last byte was sent.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
@@ -101,38 +101,9 @@ impl Wire {
         self.statuses().first().copied()
     }
 
-    /// The first response parsed: status, headers, body (cut at `Content-Length`; not de-chunked).
+    /// The first response parsed: status, headers, body (de-chunked, cut at `Content-Length`).
     fn response(&self) -> (StatusCode, HeaderMap, bytes::Bytes) {
-        let text = self.text();
-        let end = self
-            .bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
-        let head = std::str::from_utf8(&self.bytes[..end]).expect("UTF-8 head");
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or_else(|| panic!("bad status line in {text:?}"));
-        let mut headers = HeaderMap::new();
-        for line in lines {
-            let (name, value) = line.split_once(':').expect("header line");
-            headers.append(
-                HeaderName::from_bytes(name.trim().as_bytes()).expect("header name"),
-                HeaderValue::from_str(value.trim()).expect("header value"),
-            );
-        }
-        let mut body = self.bytes[end + 4..].to_vec();
-        if let Some(len) = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        {
-            body.truncate(len);
-        }
-        (status, headers, body.into())
+        raw::parse_response(&self.bytes)
     }
 }
 

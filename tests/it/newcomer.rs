@@ -5,18 +5,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use aml_auth_proxy::env::MapEnv;
 use aml_auth_proxy::token_cache::CachePolicy;
 use http::{Method, StatusCode};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::support::process::{ClosedPort, RunningProxy, command, run_to_end};
+use crate::support::process::{ClosedPort, RunningProxy, check_config, command, run_to_end};
 use crate::support::proxy::{TempDir, TestProxy};
-use crate::support::{ARM_SCOPE, MockIdentity, json_body, request, trace_init};
+use crate::support::{ARM_SCOPE, MockIdentity, json_body, raw, request, trace_init};
 
 /// A route to an upstream nothing listens on: these tests never get as far as forwarding.
 fn route(name: &str, prefix: &str, credential: &str) -> String {
@@ -33,29 +30,9 @@ fn unusable_chain(routes: &str) -> String {
 }
 
 /// Sends `head` as it is on a fresh connection; returns the status and the JSON body of the answer.
-async fn raw(addr: SocketAddr, head: &str) -> (u16, Value) {
-    let exchange = async {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tcp.read_to_end(&mut answer).await;
-        answer
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("no answer within 10 s");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_owned();
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {text}"));
-    (status, json)
+async fn raw_json(addr: SocketAddr, head: &str) -> (u16, Value) {
+    let (status, _, body) = raw::send(addr, head).await;
+    (status.as_u16(), json_body(&body))
 }
 
 // === managed identity ===
@@ -141,9 +118,7 @@ async fn check_config_refuses_the_nil_guid_as_a_managed_identity() {
         ),
         0o600,
     );
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert!(
         out.stderr.contains("credentials.vm.managed_identity.client_id: 00000000-0000-0000-0000-000000000000 is the nil GUID, not an identity; leave the key out (or empty) for the system-assigned identity"),
@@ -167,7 +142,7 @@ async fn a_request_sent_as_to_a_forward_proxy_is_told_this_is_a_reverse_proxy_an
     let how = format!("send plain requests to it instead, as http://{addr}/<path>");
 
     // `curl -x http://127.0.0.1:8080 http://example.com/x` and HTTP_PROXY send the absolute URL.
-    let (status, body) = raw(
+    let (status, body) = raw_json(
         addr,
         "GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
     )
@@ -187,7 +162,7 @@ async fn a_request_sent_as_to_a_forward_proxy_is_told_this_is_a_reverse_proxy_an
     assert!(!message.contains("DNS-rebinding"), "{message}");
 
     // `curl -x … https://…` and HTTPS_PROXY open a tunnel first.
-    let (status, body) = raw(
+    let (status, body) = raw_json(
         addr,
         "CONNECT management.azure.com:443 HTTP/1.1\r\nHost: management.azure.com:443\r\nConnection: close\r\n\r\n",
     )
@@ -202,7 +177,7 @@ async fn a_request_sent_as_to_a_forward_proxy_is_told_this_is_a_reverse_proxy_an
     assert!(message.contains(&how), "{message}");
 
     // A tunnel to the proxy's own address is no better.
-    let (status, body) = raw(
+    let (status, body) = raw_json(
         addr,
         &format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
@@ -218,7 +193,7 @@ async fn a_request_sent_as_to_a_forward_proxy_is_told_this_is_a_reverse_proxy_an
     );
 
     // A plain request with a foreign Host (what DNS rebinding produces) keeps its own explanation.
-    let (status, body) = raw(
+    let (status, body) = raw_json(
         addr,
         "GET /x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     )
@@ -298,9 +273,7 @@ routes:
 ",
         0o600,
     );
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert_eq!(out.stdout, "", "{out:#?}");
     for line in [

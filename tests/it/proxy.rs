@@ -19,17 +19,12 @@ mod redirects;
 mod routing;
 mod streaming;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::support::proxy::World;
-use crate::support::{Upstream, get, json_body, request, trace_init};
+use crate::support::{Upstream, expect_proxy_error, get, json_body, request, trace_init};
 
 /// The header naming the error code on every proxy-generated answer.
 const ERROR_HEADER: &str = "x-aml-auth-proxy-error";
@@ -56,113 +51,27 @@ fn assert_no_cors(headers: &HeaderMap) {
     assert!(cors.is_empty(), "CORS headers in a response: {cors:?}");
 }
 
-/// Asserts a proxy-generated answer: `status`, `content-type: application/json`,
-/// `x-aml-auth-proxy-error: <code>`, and a body `{"error":{"code":<code>,"message":<non-empty string>,…}}`.
-/// Returns the `error` object.
+/// Asserts a proxy-generated answer as [`expect_proxy_error`] does, with a `content-type` of exactly
+/// `application/json` and no CORS header. Returns the `error` object.
 #[track_caller]
 fn assert_error(
-    (status, headers, body): &(StatusCode, HeaderMap, Bytes),
+    answer: &(StatusCode, HeaderMap, Bytes),
     want_status: StatusCode,
     code: &str,
 ) -> Value {
-    let text = String::from_utf8_lossy(body);
-    assert_eq!(*status, want_status, "{code}: {text}");
-    assert_eq!(
-        headers.get(ERROR_HEADER).map(HeaderValue::as_bytes),
-        Some(code.as_bytes()),
-        "{ERROR_HEADER} of {text}"
-    );
+    let error = expect_proxy_error(answer, want_status, code);
+    let (_, headers, body) = answer;
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .map(HeaderValue::as_bytes);
-    assert_eq!(content_type, Some(&b"application/json"[..]), "{text}");
-    let error = json_body(body)["error"].clone();
-    assert_eq!(error["code"], code, "{text}");
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message missing: {text}"
+    assert_eq!(
+        content_type,
+        Some(&b"application/json"[..]),
+        "{}",
+        String::from_utf8_lossy(body)
     );
     assert_no_cors(headers);
     error
-}
-
-/// Sends `head` (a complete HTTP/1.x request head, `\r\n` line ends, blank line included) byte for byte on a
-/// fresh TCP connection, reads until the server closes the connection (send `Connection: close` or use
-/// HTTP/1.0), and parses the answer. The body is de-chunked and cut at `Content-Length`.
-///
-/// For requests that a hyper client would normalise (duplicate or hop-by-hop headers, odd request targets).
-async fn raw(addr: SocketAddr, head: &str) -> (StatusCode, HeaderMap, Bytes) {
-    let exchange = async {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        tcp.write_all(head.as_bytes()).await.expect("write request");
-        let mut answer = Vec::new();
-        // A reset after the answer was written still leaves the answer readable.
-        let _ = tcp.read_to_end(&mut answer).await;
-        answer
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("the raw exchange did not finish within 10 s");
-    parse_response(&answer)
-}
-
-/// Parses one HTTP/1.x response.
-fn parse_response(answer: &[u8]) -> (StatusCode, HeaderMap, Bytes) {
-    let shown = || String::from_utf8_lossy(answer).into_owned();
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete response head in {:?}", shown()));
-    let head = std::str::from_utf8(&answer[..end]).expect("UTF-8 head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').expect("header line");
-        headers.append(
-            HeaderName::from_bytes(name.trim().as_bytes()).expect("header name"),
-            HeaderValue::from_str(value.trim()).expect("header value"),
-        );
-    }
-    let mut body = answer[end + 4..].to_vec();
-    let chunked = headers
-        .get(http::header::TRANSFER_ENCODING)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    if chunked {
-        body = dechunk(&body);
-    } else if let Some(len) = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        body.truncate(len);
-    }
-    (status, headers, Bytes::from(body))
-}
-
-/// Decodes a complete chunked body (no trailers expected).
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size_text = std::str::from_utf8(&data[..line_end]).expect("chunk size");
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("hex chunk size");
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 #[tokio::test]

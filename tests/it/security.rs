@@ -3,14 +3,9 @@
 //! are refused, and callers cannot choose the identity.
 
 use http::{Method, StatusCode};
-use serde_json::Value;
 
 use crate::support::proxy::{TestProxy, World};
-use crate::support::{request, trace_init};
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap()
-}
+use crate::support::{json_body, request, trace_init};
 
 #[tokio::test]
 async fn spoofable_metadata_is_dropped_and_x_forwarded_for_is_the_caller() {
@@ -234,7 +229,7 @@ async fn trace_track_and_debug_are_refused_unless_the_route_lists_them() {
                 String::from_utf8_lossy(&body)
             );
             assert_eq!(answer["x-aml-auth-proxy-error"], "MethodNotAllowed");
-            assert_eq!(json(&body)["error"]["code"], "MethodNotAllowed");
+            assert_eq!(json_body(&body)["error"]["code"], "MethodNotAllowed");
         }
     }
     assert_eq!(world.upstream.count(), 0);
@@ -263,7 +258,7 @@ async fn header_names_with_underscores_and_protocol_switches_are_refused() {
         let (status, answer, body) = request(Method::GET, &proxy.url("/x"), &headers, "").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}");
         assert_eq!(answer["x-aml-auth-proxy-error"], "BadRequest");
-        assert_eq!(json(&body)["error"]["code"], "BadRequest");
+        assert_eq!(json_body(&body)["error"]["code"], "BadRequest");
     }
     assert_eq!(world.upstream.count(), 0);
     proxy.stop().await;
@@ -285,7 +280,7 @@ async fn callers_cannot_choose_the_identity_or_audience() {
     assert_eq!(status, StatusCode::OK);
     // Forwarded untouched to the upstream, and no effect on the token: one token, for the configured scope.
     assert_eq!(
-        json(&body)["query"],
+        json_body(&body)["query"],
         "client_id=attacker&resource=https://vault.azure.net&scope=https://graph.microsoft.com/.default&tenant=evil"
     );
     let token_requests = world.aad.requests_for("fixed");

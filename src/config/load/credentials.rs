@@ -1,9 +1,11 @@
 //! `credentials:`: one named credential per entry, chain references, and chain cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde_yaml::Value;
 
+use super::suggest::CREDENTIAL_KINDS;
 use super::syntax::{check_id, check_name, check_subscription, check_tenant_id};
 use super::walk::{Field, Walker, child, either};
 use crate::auth::{
@@ -28,21 +30,6 @@ struct CycleSearch<'g, 'a> {
     done: BTreeSet<&'a str>,
     cycles: Vec<Vec<&'a str>>,
 }
-
-/// The kind keys, in the order messages list them.
-const KINDS: [&str; 11] = [
-    "client_secret",
-    "client_certificate",
-    "workload_identity",
-    "managed_identity",
-    "azure_cli",
-    "azure_developer_cli",
-    "azure_powershell",
-    "device_code",
-    "interactive_browser",
-    "sdk_auth_file",
-    "chain",
-];
 
 /// Where `device_code` and `interactive_browser` persist their refresh token unless `cache_file` says otherwise.
 const DEFAULT_CACHE_FILE: &str = "~/.aml-auth-proxy/tokens.json";
@@ -123,7 +110,10 @@ fn credential(
     match kinds.len() {
         _ if !is_map => None,
         0 => {
-            w.problem(path, format!("needs exactly one of: {}", KINDS.join(", ")));
+            w.problem(
+                path,
+                format!("needs exactly one of: {}", CREDENTIAL_KINDS.join(", ")),
+            );
             None
         }
         1 => spec,
@@ -142,19 +132,15 @@ fn credential(
 
 /// `client_secret: { tenant_id, client_id, client_secret | client_secret_file }`.
 fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let mut ids = TenantAndClient::default();
     let (mut inline, mut file) = (Field::Absent, Field::Absent);
-    let is_map = w.fields(path, value, |w, key, p, v| {
+    let ids = TenantAndClient::walk(w, path, value, |w, key, p, v| {
         match key {
             "client_secret" => inline.set(w.secret(p, v)),
             "client_secret_file" => file.set(w.secret_file(p, v)),
-            _ => return ids.take(w, key, p, v),
+            _ => return false,
         }
         true
-    });
-    if !is_map {
-        return None;
-    }
+    })?;
     let (tenant_id, client_id) = ids.required(w, path);
     let secret = either(
         w,
@@ -174,22 +160,18 @@ fn client_secret(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Creden
 
 /// `client_certificate: { tenant_id, client_id, certificate_file, password | password_file, send_certificate_chain }`.
 fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let mut ids = TenantAndClient::default();
     let mut certificate_file = Field::Absent;
     let (mut inline, mut file, mut send_chain) = (Field::Absent, Field::Absent, Field::Absent);
-    let is_map = w.fields(path, value, |w, key, p, v| {
+    let ids = TenantAndClient::walk(w, path, value, |w, key, p, v| {
         match key {
             "certificate_file" => certificate_file.set(w.private_file(p, v)),
             "password" => inline.set(w.secret(p, v)),
             "password_file" => file.set(w.secret_file(p, v)),
             "send_certificate_chain" => send_chain.set(w.boolean(p, v)),
-            _ => return ids.take(w, key, p, v),
+            _ => return false,
         }
         true
-    });
-    if !is_map {
-        return None;
-    }
+    })?;
     let (tenant_id, client_id) = ids.required(w, path);
     let certificate_file = certificate_file.required(w, &child(path, "certificate_file"));
     let password = either(w, path, ("password", inline), ("password_file", file)).optional();
@@ -206,18 +188,14 @@ fn client_certificate(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<C
 
 /// `workload_identity: { tenant_id, client_id, token_file }`, all optional.
 fn workload_identity(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let mut ids = TenantAndClient::default();
     let mut token_file = Field::Absent;
-    let is_map = w.fields(path, value, |w, key, p, v| {
+    let ids = TenantAndClient::walk(w, path, value, |w, key, p, v| {
         match key {
             "token_file" => token_file.set(w.path(p, v)),
-            _ => return ids.take(w, key, p, v),
+            _ => return false,
         }
         true
-    });
-    if !is_map {
-        return None;
-    }
+    })?;
     Some(CredentialOptions::WorkloadIdentity(
         WorkloadIdentityCredentialOptions {
             tenant_id: ids.tenant_id.optional()?,
@@ -370,22 +348,15 @@ fn developer_tool(
 
 /// `device_code: { tenant_id, client_id, cache_file }`, all optional.
 fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let mut ids = TenantAndClient::default();
     let mut cache_file = Field::Absent;
-    let is_map = w.fields(path, value, |w, key, p, v| {
+    let ids = TenantAndClient::walk(w, path, value, |w, key, p, v| {
         match key {
             "cache_file" => cache_file.set(w.path(p, v)),
-            _ => return ids.take(w, key, p, v),
+            _ => return false,
         }
         true
-    });
-    if !is_map {
-        return None;
-    }
-    let cache_file = match cache_file {
-        Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
-        given => given.valid(),
-    };
+    })?;
+    let cache_file = cache_file_or_default(w, path, cache_file);
     Some(CredentialOptions::DeviceCode(DeviceCodeCredentialOptions {
         tenant_id: ids.tenant_id.optional()?,
         client_id: ids.client_id.optional()?,
@@ -397,28 +368,21 @@ fn device_code(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Credenti
 /// `interactive_browser: { tenant_id, client_id, cache_file, login_hint, domain_hint, redirect_port, timeout }`,
 /// all optional.
 fn interactive_browser(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<CredentialOptions> {
-    let mut ids = TenantAndClient::default();
     let (mut cache_file, mut login_hint, mut domain_hint) =
         (Field::Absent, Field::Absent, Field::Absent);
     let (mut redirect_port, mut timeout) = (Field::Absent, Field::Absent);
-    let is_map = w.fields(path, value, |w, key, p, v| {
+    let ids = TenantAndClient::walk(w, path, value, |w, key, p, v| {
         match key {
             "cache_file" => cache_file.set(w.path(p, v)),
             "login_hint" => login_hint.set(w.checked(p, v, check_id)),
             "domain_hint" => domain_hint.set(w.checked(p, v, check_tenant_id)),
             "redirect_port" => redirect_port.set(port(w, p, v)),
             "timeout" => timeout.set(w.positive_duration(p, v)),
-            _ => return ids.take(w, key, p, v),
+            _ => return false,
         }
         true
-    });
-    if !is_map {
-        return None;
-    }
-    let cache_file = match cache_file {
-        Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
-        given => given.valid(),
-    };
+    })?;
+    let cache_file = cache_file_or_default(w, path, cache_file);
     Some(CredentialOptions::InteractiveBrowser(
         InteractiveBrowserCredentialOptions {
             tenant_id: ids.tenant_id.optional()?,
@@ -431,6 +395,14 @@ fn interactive_browser(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<
             config_file: None,
         },
     ))
+}
+
+/// The `cache_file` of the kind at `path`: the one given, else [`DEFAULT_CACHE_FILE`].
+fn cache_file_or_default(w: &mut Walker<'_>, path: &str, given: Field<PathBuf>) -> Option<PathBuf> {
+    match given {
+        Field::Absent => w.resolve(&child(path, "cache_file"), DEFAULT_CACHE_FILE),
+        given => given.valid(),
+    }
 }
 
 /// A TCP port, 0 to 65535 (0: any free port).
@@ -559,6 +531,21 @@ impl<'a> CycleSearch<'_, 'a> {
 // === impl TenantAndClient ===
 
 impl TenantAndClient {
+    /// Walks the kind's mapping at `path`: `tenant_id` and `client_id` here, every other key through `other` (as
+    /// [`Walker::fields`] does). `None` when `value` is not a mapping.
+    fn walk(
+        w: &mut Walker<'_>,
+        path: &str,
+        value: &Value,
+        mut other: impl FnMut(&mut Walker<'_>, &str, &str, &Value) -> bool,
+    ) -> Option<Self> {
+        let mut ids = Self::default();
+        let is_map = w.fields(path, value, |w, key, p, v| {
+            other(w, key, p, v) || ids.take(w, key, p, v)
+        });
+        is_map.then_some(ids)
+    }
+
     /// Takes `tenant_id` or `client_id`; `false` for any other key.
     fn take(&mut self, w: &mut Walker<'_>, key: &str, p: &str, v: &Value) -> bool {
         match key {

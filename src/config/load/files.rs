@@ -51,7 +51,7 @@ impl Walker<'_> {
     /// A file holding a secret: readable, regular, and not accessible by group or others.
     pub(super) fn private_file(&mut self, path: &str, value: &Value) -> Option<PathBuf> {
         let file = self.path(path, value)?;
-        file_read::check(&file, Access::Private(refused))
+        file_read::check(&file, Access::Private(secret_mode_refused))
             .map_err(|e| self.file_problem(path, e))
             .ok()?;
         Some(file)
@@ -60,9 +60,13 @@ impl Walker<'_> {
     /// The secret held in a private file: its content minus one trailing newline.
     pub(super) fn secret_file(&mut self, path: &str, value: &Value) -> Option<Secret> {
         let file = self.path(path, value)?;
-        let bytes = file_read::read(&file, MAX_SECRET_BYTES, Access::Private(refused))
-            .map_err(|e| self.file_problem(path, e))
-            .ok()?;
+        let bytes = file_read::read(
+            &file,
+            MAX_SECRET_BYTES,
+            Access::Private(secret_mode_refused),
+        )
+        .map_err(|e| self.file_problem(path, e))
+        .ok()?;
         let Ok(text) = std::str::from_utf8(&bytes) else {
             self.problem(path, format!("{} is not valid UTF-8", file.display()));
             return None;
@@ -125,8 +129,8 @@ impl Walker<'_> {
     }
 }
 
-/// [`refused_mode`] as an [`Access::Private`] rule.
-fn refused(mode: u32, owner_uid: u32) -> bool {
+/// [`refused_mode`] as an [`Access::Private`] rule: the rule for every file that holds a secret.
+pub fn secret_mode_refused(mode: u32, owner_uid: u32) -> bool {
     refused_mode(mode, owner_uid).is_some()
 }
 

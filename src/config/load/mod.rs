@@ -45,7 +45,9 @@ use walk::{Field, Walker};
 /// Configuration files larger than this are refused before they are parsed (the largest example is about 3 KiB).
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
+pub use files::secret_mode_refused;
 pub use nesting::MAX_NESTING;
+pub use token_service::{check_identity_secret, check_identity_secret_owner};
 
 /// The environment variable that selects the built-in chain's sources (`dev`, `prod`, or one source).
 const TOKEN_CREDENTIALS_VAR: &str = "AZURE_TOKEN_CREDENTIALS";

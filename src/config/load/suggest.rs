@@ -151,7 +151,7 @@ pub(super) const CREDENTIAL_KEYS: &[(&str, &[&str])] = &[
     ("sdk_auth_file", &["path"]),
 ];
 
-/// The credential kinds (`credentials.<name>` takes one of them).
+/// The credential kinds (`credentials.<name>` takes exactly one of them), in the order messages list them.
 pub(super) const CREDENTIAL_KINDS: &[&str] = &[
     "client_secret",
     "client_certificate",

@@ -71,7 +71,7 @@ pub(super) fn check_route_scope(scope: &str) -> Result<(), String> {
 }
 
 /// `https://host…`, `http://host…`, `api://…`, or a GUID.
-fn is_resource(text: &str) -> bool {
+pub(super) fn is_resource(text: &str) -> bool {
     if let Some(rest) = text
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::syntax::{check_id, check_scope};
+use super::syntax::{check_id, check_scope, is_resource};
 use super::walk::{Field, Walker, child};
 use crate::config::{
     DEFAULT_IDENTITY, IdentityMapping, Listen, TokenServiceConfig, UNIX_PREFIX, resource_name,
@@ -139,22 +139,13 @@ fn secret_file(
     let file = w.path(path, value)?;
     match file.try_exists() {
         Ok(true) => {
-            let secret = w.secret_file(path, value)?;
-            let bytes = secret.expose().as_bytes();
-            if !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-                w.problem(
-                    path,
-                    "the secret must be printable ASCII without spaces: SDKs send it as an HTTP header value",
-                );
+            if let Err(why) = check_identity_secret_owner(&file) {
+                w.problem(path, why);
                 return None;
             }
-            if bytes.len() < MIN_SECRET_BYTES {
-                w.problem(
-                    path,
-                    format!(
-                        "the secret is shorter than {MIN_SECRET_BYTES} characters; delete the file to have the proxy create a random one"
-                    ),
-                );
+            let secret = w.secret_file(path, value)?;
+            if let Err(why) = check_identity_secret(secret.expose()) {
+                w.problem(path, why);
                 return None;
             }
             Some((file, Some(secret)))
@@ -179,6 +170,42 @@ fn secret_file(
             w.problem(path, format!("cannot read {}: {e}", file.display()));
             None
         }
+    }
+}
+
+/// The token service's secret as read from its file: printable ASCII without spaces (SDKs send it as a header
+/// value), at least [`MIN_SECRET_BYTES`] long. The message never shows the secret.
+pub fn check_identity_secret(secret: &str) -> Result<(), String> {
+    let bytes = secret.as_bytes();
+    if !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(
+            "the secret must be printable ASCII without spaces: SDKs send it as an HTTP header value".to_owned(),
+        );
+    }
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the secret is shorter than {MIN_SECRET_BYTES} characters; delete the file to have the proxy create a random one"
+        ));
+    }
+    Ok(())
+}
+
+/// The token service's secret file must belong to the user the proxy runs as, or to root (a Kubernetes Secret
+/// volume): a file another user planted where the proxy would create one (a shared directory) holds a secret that
+/// user knows.
+pub fn check_identity_secret_owner(file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .uid();
+    let me = rustix::process::geteuid().as_raw();
+    if owner == 0 || owner == me {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} belongs to user {owner}, not to the user the proxy runs as ({me}) or root: another user could know its secret",
+            file.display()
+        ))
     }
 }
 
@@ -240,11 +267,11 @@ fn allowed_resources(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<Ve
     let mut resources = w.list(path, value, true, |w, p, v| {
         let text = w.checked(p, v, check_scope)?;
         let name = resource_name(&text);
-        if !name.contains("://") {
+        if !is_resource(name) {
             w.problem(
                 p,
                 format!(
-                    "{text:?} is not a resource: give its URI, like https://management.azure.com or api://<app id>"
+                    "{text:?} is not a resource: give its URI, like https://management.azure.com or api://<app id>, or its application id (a GUID)"
                 ),
             );
             return None;

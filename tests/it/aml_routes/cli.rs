@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use super::{RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, emulator, endpoint_route, header};
-use crate::support::process::{ClosedPort, RunningProxy, command, run_to_end};
+use crate::support::process::{ClosedPort, RunningProxy, check_config, command, run_to_end};
 use crate::support::proxy::TempDir;
 use crate::support::{get, json_body, request, trace_init};
 
@@ -167,9 +167,7 @@ routes:
     dir.file("config.json", "{}", 0o644);
     dir.file("partial.json", r#"{"subscription_id": "s"}"#, 0o644);
     let file = dir.file("config.yaml", &yaml, 0o600);
-    let mut cmd = command(dir.path(), &ClosedPort::new());
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &ClosedPort::new(), &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert!(out.stdout.is_empty(), "{out:#?}");
     for expected in [

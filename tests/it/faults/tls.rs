@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use http::{Method, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::support::process::{ClosedPort, command, run_to_end};
+use crate::support::process::{ClosedPort, check_config};
 use crate::support::proxy::{TempDir, TestProxy, World, route_to};
 use crate::support::{TestCa, expect_proxy_error, full, get, request, trace_init};
 
@@ -213,9 +213,7 @@ async fn f18_no_configuration_disables_certificate_verification() {
         0o600,
     );
     let imds = ClosedPort::new();
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert!(out.stderr.contains("tls.insecure"), "{}", out.stderr);
 }

@@ -9,9 +9,9 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{assert_error, assert_no_cors, raw};
+use super::{assert_error, assert_no_cors};
 use crate::support::proxy::{TestProxy, World, route_block};
-use crate::support::{json_body, request, trace_init};
+use crate::support::{json_body, raw, request, trace_init};
 
 /// (path, method, extra request headers).
 type BrowserRequest<'a> = (&'a str, Method, &'a [(&'a str, &'a str)]);
@@ -51,13 +51,13 @@ async fn foreign_host_is_421_with_no_token_or_upstream_request() {
         assert!(!error.to_string().contains("at.hostcheck"), "{error}");
     }
     // HTTP/1.0 allows a request without Host; the proxy must not guess one.
-    let answer = raw(proxy.addr(), "GET /x HTTP/1.0\r\n\r\n").await;
+    let answer = raw::send(proxy.addr(), "GET /x HTTP/1.0\r\n\r\n").await;
     assert_error(&answer, StatusCode::MISDIRECTED_REQUEST, "HostNotAllowed");
     // An allowed Host followed by a foreign one is not accepted either.
     let head = format!(
         "GET /x HTTP/1.1\r\nHost: localhost:{port}\r\nHost: evil.com\r\nConnection: close\r\n\r\n"
     );
-    let (status, _, body) = raw(proxy.addr(), &head).await;
+    let (status, _, body) = raw::send(proxy.addr(), &head).await;
     assert!(
         status == StatusCode::BAD_REQUEST || status == StatusCode::MISDIRECTED_REQUEST,
         "two Host headers: {status} {}",
@@ -341,7 +341,7 @@ async fn refusals_are_answered_without_waiting_for_a_token() {
                 .unwrap_or_else(|_| panic!("{code}: the refusal waited for a token"));
         assert_error(&answer, status, code);
     }
-    let answer = raw(proxy.addr(), &bad_path).await;
+    let answer = raw::send(proxy.addr(), &bad_path).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
     assert_eq!(world.upstream.count(), 0);
     proxy.stop().await;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use super::{h1_upstream, raw};
+use super::h1_upstream;
 use crate::support::proxy::{TestProxy, World, route_block};
 use crate::support::upstream::INVALID_TOKEN_CHALLENGE;
-use crate::support::{Rejection, json_body, request, trace_init};
+use crate::support::{Rejection, json_body, raw, request, trace_init};
 
 #[tokio::test]
 async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not_forwarded() {
@@ -39,7 +39,7 @@ async fn caller_authorization_is_replaced_and_hop_by_hop_request_headers_are_not
          X-Ms-Client-Request-Id: 4f1c\r\n\
          \r\n"
     );
-    let (status, _, body) = raw(proxy.addr(), &head).await;
+    let (status, _, body) = raw::send(proxy.addr(), &head).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 
     assert_eq!(upstream.count(), 1);
@@ -103,7 +103,7 @@ async fn connection_header_naming_authorization_cannot_strip_the_token_over_h2_e
         "POST /x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Authorization\r\nConnection: close\r\n\
          Content-Length: 2\r\n\r\nhi"
     );
-    let (status, _, body) = raw(proxy.addr(), &head).await;
+    let (status, _, body) = raw::send(proxy.addr(), &head).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let seen = world.upstream.last_request().unwrap();
     assert_eq!(seen.version, http::Version::HTTP_2);
@@ -216,7 +216,7 @@ async fn websocket_upgrade_request_reaches_the_upstream_as_an_upgrade() {
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    let _ = raw(proxy.addr(), &head).await;
+    let _ = raw::send(proxy.addr(), &head).await;
     let seen = upstream
         .last_request()
         .expect("the upgrade request reached the upstream");

@@ -3,10 +3,10 @@
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::{assert_error, raw};
+use super::assert_error;
 use crate::support::proxy::{TestProxy, World};
 use crate::support::upstream::REDIRECT_AWAY_LOCATION;
-use crate::support::{json_body, request, trace_init};
+use crate::support::{json_body, raw, request, trace_init};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers
@@ -165,7 +165,7 @@ async fn a_host_with_an_invalid_port_is_400_and_never_reaches_a_rewritten_locati
         "[::1]:99999",
         "[::1]:0",
     ] {
-        let answer = raw(proxy.addr(), &lro(host)).await;
+        let answer = raw::send(proxy.addr(), &lro(host)).await;
         let error = assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
         assert!(
             error["message"].as_str().unwrap().contains("Host"),
@@ -176,7 +176,7 @@ async fn a_host_with_an_invalid_port_is_400_and_never_reaches_a_rewritten_locati
     assert_eq!(world.upstream.count(), 0);
     // Valid ports, the extremes included, are copied as sent.
     for host in ["localhost:1", "localhost:65535", "localhost", "[::1]:8080"] {
-        let (status, headers, body) = raw(proxy.addr(), &lro(host)).await;
+        let (status, headers, body) = raw::send(proxy.addr(), &lro(host)).await;
         assert_eq!(
             status,
             StatusCode::ACCEPTED,

@@ -5,9 +5,9 @@ use std::net::TcpListener as StdTcpListener;
 
 use http::{Method, StatusCode};
 
-use super::{assert_error, raw};
+use super::assert_error;
 use crate::support::proxy::{TestProxy, World, route_block};
-use crate::support::{json_body, request, trace_init};
+use crate::support::{json_body, raw, request, trace_init};
 
 /// A proxy with routes `/` → `<up>/root`, `/api` → `<up>/r-api`, `/api/v2` → `<up>/r-api-v2`, `/ml` →
 /// `<up>` (all but `/` with `strip_prefix`): the upstream path tells which route served a request.
@@ -144,7 +144,7 @@ async fn ambiguous_paths_are_400_bad_request_and_never_forwarded() {
     ] {
         let head =
             format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        let answer = raw(proxy.addr(), &head).await;
+        let answer = raw::send(proxy.addr(), &head).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
     }
     assert_eq!(world.upstream.count(), 0);
@@ -227,7 +227,7 @@ async fn normalisation_differentials_are_400_and_never_reach_the_upstream() {
         let target = format!("/restricted/public/{spelling}secret");
         let head =
             format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        let answer = raw(proxy.addr(), &head).await;
+        let answer = raw::send(proxy.addr(), &head).await;
         let error = assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
         assert!(
             error["message"].as_str().unwrap().contains("path"),
@@ -388,7 +388,7 @@ async fn absolute_form_and_connect_targets_never_reach_another_host() {
     ] {
         world.upstream.reset();
         let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let (status, headers, body) = raw(proxy.addr(), &head).await;
+        let (status, headers, body) = raw::send(proxy.addr(), &head).await;
         let text = String::from_utf8_lossy(&body);
         if status == StatusCode::OK {
             let seen = world.upstream.requests();
@@ -411,12 +411,12 @@ async fn absolute_form_and_connect_targets_never_reach_another_host() {
     let head = format!(
         "GET http://attacker.example/steal HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\n\r\n"
     );
-    let answer = raw(proxy.addr(), &head).await;
+    let answer = raw::send(proxy.addr(), &head).await;
     assert_error(&answer, StatusCode::MISDIRECTED_REQUEST, "HostNotAllowed");
     let head = format!(
         "CONNECT 127.0.0.1:{c} HTTP/1.1\r\nHost: 127.0.0.1:{c}\r\nConnection: close\r\n\r\n"
     );
-    let answer = raw(proxy.addr(), &head).await;
+    let answer = raw::send(proxy.addr(), &head).await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "BadRequest");
     assert_eq!(world.upstream.count(), 0);
 

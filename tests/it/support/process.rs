@@ -278,6 +278,13 @@ pub(crate) async fn run_to_end(cmd: Command) -> Output {
     ChildProc::spawn(cmd).finish(EXIT_TIMEOUT).await
 }
 
+/// Runs `check-config --config <file>` ([`command`] in `home`) to completion.
+pub(crate) async fn check_config(home: &Path, imds: &ClosedPort, file: &Path) -> Output {
+    let mut cmd = command(home, imds);
+    cmd.arg("check-config").arg("--config").arg(file);
+    run_to_end(cmd).await
+}
+
 /// `GET url` with a bound on the whole exchange; transport failures are returned, not panicked on.
 pub(crate) async fn try_get(url: &str) -> Result<(StatusCode, HeaderMap, Bytes), BoxError> {
     let exchange = async {

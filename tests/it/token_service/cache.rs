@@ -8,7 +8,7 @@ use aml_auth_proxy::token_cache::CachePolicy;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
-use super::{ARM, SECRET, app_service, config, expect_flat_error, start, url};
+use super::{ARM, SECRET, UAMI, app_service, config, expect_flat_error, start, url};
 use crate::support::proxy::{TestProxy, World};
 use crate::support::{
     Behavior, MockAad, get, h2_client, json_body, request, request_via, trace_init,
@@ -224,5 +224,40 @@ async fn after_the_damping_window_one_more_token_request_serves_a_new_burst() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "other identities are unaffected");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_first_token_request_is_pending_is_listed_but_does_not_make_readyz_fail() {
+    let _t = trace_init();
+    let world = World::new().await;
+    world.aad.set_behavior("uami-tenant", Behavior::Hang);
+    let proxy = start(&world, "ts-pending", false).await;
+    proxy.wait_ready().await;
+    let waiting = {
+        let target = url(
+            &proxy,
+            &format!("/msi/token?api-version=2019-08-01&resource={ARM}&client_id={UAMI}"),
+        );
+        tokio::spawn(async move {
+            request(Method::GET, &target, &[("x-identity-header", SECRET)], "").await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while world.aad.count("uami-tenant") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the token request for the user-assigned identity starts");
+    // A caller's first request for an entry cannot take the pod out of service while Entra ID answers.
+    let (status, _, body) = get(&proxy.admin_url("/readyz")).await;
+    let ready = json_body(&body);
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    let pending = &ready["token_service"][0];
+    assert_eq!(pending["identity"], UAMI);
+    assert_eq!(pending["pending"], true, "{ready}");
+    assert!(ready.get("missing").is_none(), "{ready}");
+    waiting.abort();
     proxy.stop().await;
 }

@@ -1,7 +1,7 @@
 //! `check-config` on a `token_service` block: every problem with its key path, exit 64; a good block is
 //! summarised, and checking creates no secret file.
 
-use crate::support::process::{ClosedPort, command, run_to_end};
+use crate::support::process::{ClosedPort, check_config};
 use crate::support::proxy::TempDir;
 use crate::support::trace_init;
 
@@ -28,9 +28,7 @@ async fn check_config_lists_every_token_service_problem_and_exits_64() {
         dir.path().display()
     );
     let file = dir.file("bad.yaml", &bad, 0o600);
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     for expected in [
         "token_service.listen: 0.0.0.0:8081 is not a loopback address",
@@ -47,9 +45,7 @@ async fn check_config_lists_every_token_service_problem_and_exits_64() {
         dir.path().display()
     );
     let file = dir.file("good.yaml", &good, 0o600);
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("check-config").arg("--config").arg(&file);
-    let out = run_to_end(cmd).await;
+    let out = check_config(dir.path(), &imds, &file).await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
     assert!(
         out.stdout.contains("token service on 127.0.0.1:8081"),

@@ -17,7 +17,7 @@ async fn a_missing_or_wrong_secret_is_401_whichever_protocol() {
     let proxy = start(&world, "ts-secret", false).await;
     let near_miss = format!("{}x", &SECRET[..SECRET.len() - 1]);
     let aml = "/msi/token?api-version=2017-09-01&resource=https://management.azure.com";
-    let cases: [(&str, Vec<(&str, &str)>); 7] = [
+    let cases: [(&str, Vec<(&str, &str)>); 9] = [
         (MSI, vec![]),
         (MSI, vec![("x-identity-header", "")]),
         (MSI, vec![("x-identity-header", near_miss.as_str())]),
@@ -27,6 +27,15 @@ async fn a_missing_or_wrong_secret_is_401_whichever_protocol() {
                 ("x-identity-header", SECRET),
                 ("x-identity-header", "other"),
             ],
+        ),
+        // The right secret twice, or in both headers while the version is unknown: one value is asked for.
+        (
+            MSI,
+            vec![("x-identity-header", SECRET), ("x-identity-header", SECRET)],
+        ),
+        (
+            "/msi/token?api-version=2018-02-01&resource=https://management.azure.com",
+            vec![("x-identity-header", SECRET), ("secret", SECRET)],
         ),
         // The other protocol's header does not count.
         (MSI, vec![("secret", SECRET)]),
@@ -61,6 +70,9 @@ async fn bad_requests_resources_and_identities_are_refused_before_any_token_requ
         "/msi/token?api-version=2019-08-01&resource=",
         "/msi/token?resource=https://management.azure.com&api-version=2019-08-01&resource=https://ml.azure.com",
         "/msi/token?api-version=2019-08-01&resource=https://management.azure.com&client_id=a&object_id=b",
+        // An identity parameter only another protocol takes: refused, not answered for the default identity.
+        "/msi/token?api-version=2019-08-01&resource=https://management.azure.com&msi_res_id=x",
+        "/msi/token?api-version=2019-08-01&resource=https://management.azure.com&clientid=x",
     ];
     for path in bad {
         expect_flat_error(

@@ -175,6 +175,20 @@ fn empty_identities_and_non_resources_are_refused() {
         has("token_service.allowed_resources[1]:", "invalid scope"),
         "{problems:?}"
     );
+    // A resource named by its application id (Azure DevOps's, say) is a resource, as managed identity takes it.
+    let config = parse_in(
+        &dir,
+        &document(
+            "",
+            "  secret_file: s
+  identities: { default: default }
+  allowed_resources: [499b84ac-1321-427f-aa17-267ca6975798, https://ml.azure.com]
+",
+        ),
+    )
+    .unwrap();
+    let resources = &config.token_service.as_ref().unwrap().allowed_resources;
+    assert_eq!(resources[0], "499b84ac-1321-427f-aa17-267ca6975798");
 }
 
 #[test]
