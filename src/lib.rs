@@ -72,6 +72,22 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Escapes text for HTML content and attribute values (the sign-in pages the proxy and the emulator show).
+pub(crate) fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Locks a mutex. A poisoned lock (a panic while it was held) still yields the data: every critical section in
 /// this crate only assigns whole fields, so the data is consistent even then.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -56,6 +56,7 @@ pub use device_code::{
 pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
 pub use error::{Attempt, TokenError, TokenErrorKind};
+pub(crate) use http::retry_after;
 pub use http::{HttpClientOptions, TokenHttpClient};
 pub use interactive_browser::{InteractiveBrowserCredential, InteractiveBrowserCredentialOptions};
 pub use managed_identity::{

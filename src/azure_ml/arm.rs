@@ -13,15 +13,14 @@
 //! [`Secret`](crate::secret::Secret)s by their callers.
 
 use std::fmt;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
 
-use crate::auth::{TokenError, TokenErrorKind, TokenHttpClient};
+use crate::auth::{TokenError, TokenErrorKind, TokenHttpClient, retry_after};
 use crate::config::HttpsOrigin;
 use crate::token_cache::TokenSource;
 
@@ -210,18 +209,6 @@ pub fn classify(
     TokenError::new(kind, SOURCE, text).with_retry_after(retry_after(headers))
 }
 
-/// `Retry-After` in seconds, capped at one hour.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
-}
-
 /// The first line of `text`, without control characters, at most 1,000 characters.
 fn one_line(text: &str) -> String {
     text.lines()
@@ -235,6 +222,10 @@ fn one_line(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use http::header::RETRY_AFTER;
+
     use super::*;
 
     const LIST_KEYS: Call<'static> = Call {

@@ -1018,7 +1018,7 @@ fn error_page(code: u32, text: &str) -> Response<Body> {
         StatusCode::BAD_REQUEST,
         format!(
             "<!doctype html><title>Sign in error</title><h1>Sorry, but we're having trouble signing you in.</h1><pre>{}</pre>\n",
-            serve::html_escape(&description)
+            crate::html_escape(&description)
         ),
         "text/html; charset=utf-8",
     )
@@ -1036,8 +1036,8 @@ fn redirect_back(redirect_uri: &str, mode: &str, fields: &[(&str, String)]) -> R
                 .map(|(k, v)| {
                     format!(
                         "<input type=\"hidden\" name=\"{}\" value=\"{}\"/>",
-                        serve::html_escape(k),
-                        serve::html_escape(v)
+                        crate::html_escape(k),
+                        crate::html_escape(v)
                     )
                 })
                 .collect();
@@ -1045,7 +1045,7 @@ fn redirect_back(redirect_uri: &str, mode: &str, fields: &[(&str, String)]) -> R
                 StatusCode::OK,
                 format!(
                     "<html><head><title>Working...</title></head><body><form method=\"POST\" name=\"hiddenform\" action=\"{}\">{inputs}<noscript><p>Script is disabled. Click Submit to continue.</p><input type=\"submit\" value=\"Submit\" /></noscript></form><script language=\"javascript\">document.forms[0].submit();</script></body></html>\n",
-                    serve::html_escape(redirect_uri)
+                    crate::html_escape(redirect_uri)
                 ),
                 "text/html; charset=utf-8",
             )

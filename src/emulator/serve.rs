@@ -301,19 +301,3 @@ impl http_body::Body for ChannelBody {
             .map(|item| item.map(|b| Ok(Frame::data(b))))
     }
 }
-
-/// Escapes text for HTML attribute values and content.
-pub(crate) fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}

@@ -212,8 +212,8 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
             .unwrap_or_else(|| "(no description)".to_owned());
         let body = format!(
             "<p>Entra ID refused the sign-in: <b>{}</b>: {}</p><p>Return to the terminal for details.</p>",
-            html_escape(&error),
-            html_escape(&description)
+            crate::html_escape(&error),
+            crate::html_escape(&description)
         );
         return (
             page(StatusCode::OK, "Sign-in failed", &body),
@@ -268,21 +268,6 @@ fn bounded(text: &str) -> String {
     } else {
         text
     }
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
