@@ -129,7 +129,7 @@ impl Walker<'_> {
     }
 }
 
-/// [`refused_mode`] as an [`Access::Private`] rule: the rule for every file that holds a secret.
+/// The rule for every file that holds a secret (`refused_mode` below), as an [`Access::Private`] rule.
 pub fn secret_mode_refused(mode: u32, owner_uid: u32) -> bool {
     refused_mode(mode, owner_uid).is_some()
 }

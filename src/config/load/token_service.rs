@@ -174,7 +174,7 @@ fn secret_file(
 }
 
 /// The token service's secret as read from its file: printable ASCII without spaces (SDKs send it as a header
-/// value), at least [`MIN_SECRET_BYTES`] long. The message never shows the secret.
+/// value), at least 16 characters long. The message never shows the secret.
 pub fn check_identity_secret(secret: &str) -> Result<(), String> {
     let bytes = secret.as_bytes();
     if !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
