@@ -12,25 +12,10 @@
 # target/release/aml-azure-emulator), CI_VENV, KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
-
-bin=${BIN:-$root/target/release/aml-auth-proxy}
-emulator_bin=${EMULATOR:-$root/target/release/aml-azure-emulator}
-if [ ! -x "$bin" ] || [ ! -x "$emulator_bin" ]; then
-  cargo build --locked --release   # both binaries of the package
-fi
-venv=$(bash "$root/.ci/python-venv.sh")   # idempotent: reuses an up-to-date venv
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/aml-auth-proxy-aml-routes.XXXXXX")
-emulator_pid=""
-proxy_pid=""
-cleanup() {
-  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
-  [ -n "$emulator_pid" ] && kill "$emulator_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "aml routes: work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+label="aml routes"
+# shellcheck source=tests/interop/common.sh
+source tests/interop/common.sh
+interop_setup aml-routes python3
 
 "$emulator_bin" --port 0 > "$work/emulator.json" 2> "$work/emulator.err" &
 emulator_pid=$!
@@ -77,22 +62,7 @@ umask 022
 "$bin" check-config --config "$work/config.yaml" > "$work/check.out" || { cat "$work/check.out"; exit 1; }
 "$bin" run --config "$work/config.yaml" --log-format json --log-level trace 2> "$work/proxy.log" &
 proxy_pid=$!
-admin=""
-for _ in $(seq 150); do
-  admin=$(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if e.get("message") == "listening":
-        print(e["admin"]); break' "$work/proxy.log" 2>/dev/null || true)
-  [ -n "$admin" ] && break
-  kill -0 "$proxy_pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$admin" ] || { echo "aml routes: the proxy did not start"; cat "$work/proxy.log"; exit 1; }
+admin=$(wait_listening "$work/proxy.log" admin)
 
 # The shell lines of each route, as a user would `eval` them.
 for route in ws ep-aad ep-key ep-amltoken; do

@@ -13,34 +13,10 @@
 # KEEP=1 keeps the work directory. Exits non-zero on any mismatch, after printing every failed check.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
-started=$SECONDS
-
-for tool in curl promtool python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is missing (run .ci/apt-tools.sh)" >&2; exit 1; }
-done
-bin=${BIN:-$root/target/release/aml-auth-proxy}
-emulator_bin=${EMULATOR:-$root/target/release/aml-azure-emulator}
-if [ ! -x "$bin" ] || [ ! -x "$emulator_bin" ]; then
-  cargo build --locked --release   # both binaries of the package
-fi
-venv=$(bash "$root/.ci/python-venv.sh")   # idempotent: reuses an up-to-date venv
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/aml-auth-proxy-interop.XXXXXX")
-mock_pid=""
-proxy_pid=""
-cleanup() {
-  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
-  [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "interop: work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "PASS [interop] $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL [interop] $1: $2"; }
+label="interop"
+# shellcheck source=tests/interop/common.sh
+source tests/interop/common.sh
+interop_setup interop curl promtool python3
 # expect_json NAME FILE EXPR: EXPR is a Python expression over `j` (the JSON in FILE) and `h` (the response
 # headers in FILE.h, lower-case names), e.g. 'j["path"] == "/x" and h["x-a"] == "1"'.
 expect_json() {
@@ -124,22 +100,7 @@ if "$bin" check-config --config "$work/config.yaml" > "$work/check.out"; then ok
 
 "$bin" run --config "$work/config.yaml" --log-format json --log-level debug 2> "$work/proxy.log" &
 proxy_pid=$!
-listening=""
-for _ in $(seq 150); do
-  listening=$(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if e.get("message") == "listening":
-        print(e["proxy"], e["admin"]); break' "$work/proxy.log" 2>/dev/null || true)
-  [ -n "$listening" ] && break
-  kill -0 "$proxy_pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$listening" ] || { echo "interop: the proxy did not start"; cat "$work/proxy.log"; exit 1; }
+listening=$(wait_listening "$work/proxy.log" proxy admin)
 read -r proxy_addr admin_addr <<< "$listening"
 proxy=http://$proxy_addr
 admin=http://$admin_addr

@@ -12,35 +12,11 @@
 # directory. Exits non-zero on any failed check, after printing all of them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
-started=$SECONDS
-
-for tool in curl promtool python3 node; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "token-service interop: $tool is missing (run .ci/apt-tools.sh)" >&2; exit 1; }
-done
-bin=${BIN:-$root/target/release/aml-auth-proxy}
-emulator_bin=${EMULATOR:-$root/target/release/aml-azure-emulator}
-if [ ! -x "$bin" ] || [ ! -x "$emulator_bin" ]; then
-  cargo build --locked --release
-fi
-venv=$(bash "$root/.ci/python-venv.sh")
+label="token-service"
+# shellcheck source=tests/interop/common.sh
+source tests/interop/common.sh
+interop_setup token-service curl promtool python3 node
 node_dir=$(bash "$root/.ci/node-clients.sh")
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/aml-auth-proxy-token-service.XXXXXX")
-mock_pid=""
-proxy_pid=""
-cleanup() {
-  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
-  [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "token-service interop: work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "PASS [token-service] $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL [token-service] $1: $2"; }
 # check NAME FILE EXPR: EXPR is a Python expression over `j` (the JSON body in FILE, or None), `h` (its headers,
 # lower-case names) and `s` (the status).
 check() {
@@ -135,22 +111,7 @@ fi
 
 "$bin" run --config "$work/config.yaml" --log-format json --log-level debug 2> "$work/proxy.log" &
 proxy_pid=$!
-listening=""
-for _ in $(seq 150); do
-  listening=$(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if e.get("message") == "listening":
-        print(e["proxy"], e["admin"], e["token_service"]); break' "$work/proxy.log" 2>/dev/null || true)
-  [ -n "$listening" ] && break
-  kill -0 "$proxy_pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$listening" ] || { echo "token-service interop: the proxy did not start"; cat "$work/proxy.log"; exit 1; }
+listening=$(wait_listening "$work/proxy.log" proxy admin token_service)
 read -r proxy_addr admin_addr ts_addr <<< "$listening"
 ts=http://$ts_addr
 admin=http://$admin_addr
