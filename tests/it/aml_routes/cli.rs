@@ -1,12 +1,27 @@
 //! The command line with Azure ML routes: `env` prints working lines (the real binary, against the emulator in
 //! process), and `check-config` lists every problem of the new blocks with its key path (exit 64).
 
+use std::path::Path;
+
 use http::StatusCode;
 
 use super::{RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, emulator, endpoint_route, header};
-use crate::support::process::{ClosedPort, RunningProxy, check_config, command, run_to_end};
+use crate::support::process::{
+    ClosedPort, Output, RunningProxy, check_config, command, run_to_end,
+};
 use crate::support::proxy::TempDir;
 use crate::support::{get, json_body, request, trace_init};
+
+/// `aml-auth-proxy env --config FILE --route ROUTE`, run to its end with `dir` as home.
+async fn env(dir: &TempDir, imds: &ClosedPort, file: &Path, route: &str) -> Output {
+    let mut cmd = command(dir.path(), imds);
+    cmd.arg("env")
+        .arg("--config")
+        .arg(file)
+        .arg("--route")
+        .arg(route);
+    run_to_end(cmd).await
+}
 
 /// The `export NAME='value'` lines of `env`'s output, as pairs.
 fn exports(stdout: &str) -> Vec<(String, String)> {
@@ -39,13 +54,7 @@ async fn env_prints_a_working_mlflow_tracking_uri_and_scoring_uri() {
     let file = proxy.config.clone().unwrap();
     let imds = ClosedPort::new();
 
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("env")
-        .arg("--config")
-        .arg(&file)
-        .arg("--route")
-        .arg("ws");
-    let out = run_to_end(cmd).await;
+    let out = env(&dir, &imds, &file, "ws").await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
     let lines = exports(&out.stdout);
     let base = format!("http://{}", proxy.listen);
@@ -67,13 +76,7 @@ async fn env_prints_a_working_mlflow_tracking_uri_and_scoring_uri() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json_body(&body)["experiment"]["name"], "Default");
 
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("env")
-        .arg("--config")
-        .arg(&file)
-        .arg("--route")
-        .arg("ep-key");
-    let out = run_to_end(cmd).await;
+    let out = env(&dir, &imds, &file, "ep-key").await;
     assert_eq!(out.code(), Some(0), "{out:#?}");
     let lines = exports(&out.stdout);
     assert_eq!(lines[1].0, "SCORING_URI");
@@ -82,13 +85,7 @@ async fn env_prints_a_working_mlflow_tracking_uri_and_scoring_uri() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 
     // An unknown route is a usage error naming the routes.
-    let mut cmd = command(dir.path(), &imds);
-    cmd.arg("env")
-        .arg("--config")
-        .arg(&file)
-        .arg("--route")
-        .arg("nope");
-    let out = run_to_end(cmd).await;
+    let out = env(&dir, &imds, &file, "nope").await;
     assert_eq!(out.code(), Some(64), "{out:#?}");
     assert!(out.stdout.is_empty());
     assert!(
@@ -111,13 +108,7 @@ async fn env_reports_a_resource_manager_refusal_with_exit_1() {
         super::workspace_route(WORKSPACE)
     );
     let file = dir.file("config.yaml", &yaml, 0o600);
-    let mut cmd = command(dir.path(), &ClosedPort::new());
-    cmd.arg("env")
-        .arg("--config")
-        .arg(&file)
-        .arg("--route")
-        .arg("ws");
-    let out = run_to_end(cmd).await;
+    let out = env(&dir, &ClosedPort::new(), &file, "ws").await;
     assert_eq!(out.code(), Some(1), "{out:#?}");
     assert!(out.stdout.is_empty());
     assert!(
