@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -22,7 +23,8 @@ use crate::proxy::admission::{Admission, CallerKey, HostAllowlist};
 use crate::proxy::client::UpstreamClient;
 use crate::proxy::route::{NoRouteToken, Route, RouteAuth};
 use crate::proxy::{ProxyService, stack};
-use crate::server::{Listener, Server, ServerOptions, bind, bind_listen};
+use crate::server::per_core::wait_true;
+use crate::server::{Listener, Server, ServerOptions, bind, bind_listen, serve_per_core};
 use crate::token_cache::{CacheKey, CachePolicy, TokenCache};
 use crate::token_service::{SecretFileError, TokenService, TokenServiceParts};
 
@@ -33,6 +35,9 @@ pub struct AppOptions {
     pub env: Arc<dyn Env>,
     /// Token cache timing.
     pub cache_policy: CachePolicy,
+    /// `None`: the proxy listener is served on the runtime that runs the app. `Some(n)`: on `n` threads of its
+    /// own, one single-threaded runtime each ([`crate::server::per_core`]); what `run` does.
+    pub proxy_threads: Option<NonZeroUsize>,
 }
 
 /// Why the proxy could not start (exit code 1).
@@ -129,6 +134,7 @@ impl AppOptions {
         Self {
             env,
             cache_policy: CachePolicy::default(),
+            proxy_threads: None,
         }
     }
 }
@@ -223,7 +229,10 @@ impl App {
             proxy = %self.proxy_listen(),
             admin = %self.admin_addr(),
             token_service = %self.token_service_listen().map_or_else(|| "-".to_owned(), |l| l.to_string()),
-            workers = tokio::runtime::Handle::current().metrics().num_workers(),
+            workers = self.reloader.inner.options.proxy_threads.map_or_else(
+                || tokio::runtime::Handle::current().metrics().num_workers(),
+                NonZeroUsize::get,
+            ),
             "listening"
         );
         let options = ServerOptions {
@@ -245,11 +254,21 @@ impl App {
         let live = LiveService {
             inner: Arc::clone(&self.reloader.inner),
         };
-        let proxy = tokio::spawn(Server::new(live, options.clone()).serve(
-            self.proxy_listener,
-            proxy_stopped,
-            wait_true(deadline_rx.clone()),
-        ));
+        let proxy_server = Server::new(live, options.clone());
+        let proxy = match self.reloader.inner.options.proxy_threads {
+            Some(threads) => tokio::spawn(serve_per_core(
+                proxy_server,
+                self.proxy_listener,
+                threads,
+                proxy_stopped,
+                deadline_rx.clone(),
+            )),
+            None => tokio::spawn(proxy_server.serve(
+                self.proxy_listener,
+                proxy_stopped,
+                wait_true(deadline_rx.clone()),
+            )),
+        };
         let (stop_tokens, tokens_stopped) = watch::channel(false);
         let token_server = self.token_listener.map(|listener| {
             let service = LiveTokenService {
@@ -689,10 +708,6 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for LiveTokenService {
             ))),
         }
     }
-}
-
-async fn wait_true(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }
 
 impl std::fmt::Debug for App {

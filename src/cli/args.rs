@@ -92,7 +92,8 @@ pub(super) struct RunArgs {
     /// Admin listen address (overrides `admin_listen`).
     #[arg(long, env = "AML_AUTH_PROXY_ADMIN_LISTEN", value_name = "ADDR")]
     pub(super) admin_listen: Option<SocketAddr>,
-    /// Runtime worker threads, 1 to 1024; default: one per CPU the process may use (cgroup quotas included).
+    /// Threads serving the proxy listener (one single-threaded runtime each), 1 to 1024; default: one per CPU the
+    /// process may use (cgroup quotas included).
     #[arg(long, env = "AML_AUTH_PROXY_WORKER_THREADS", value_name = "N", value_parser = worker_threads)]
     pub(super) worker_threads: Option<usize>,
     #[command(flatten)]

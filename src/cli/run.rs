@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::args::RunArgs;
 use super::exit::{EXIT_FAILURE, EXIT_USAGE, fail};
-use super::setup::{block_on, runtime};
+use super::setup::{block_on, main_runtime, proxy_threads};
 use super::signals::{reload_on_sighup, signals};
 use crate::app::{App, AppOptions};
 use crate::config::{Config, ConfigError, ConfigOrigin, Listen};
@@ -27,7 +27,7 @@ pub(super) fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
     if let Err(e) = apply_listen_overrides(&mut config, args.listen, args.admin_listen) {
         return fail(EXIT_USAGE, e);
     }
-    let rt = match runtime(args.worker_threads) {
+    let rt = match main_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -36,7 +36,11 @@ pub(super) fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}")),
         };
-        let app = match App::bind(config, AppOptions::new(env)).await {
+        let options = AppOptions {
+            proxy_threads: Some(proxy_threads(args.worker_threads)),
+            ..AppOptions::new(env)
+        };
+        let app = match App::bind(config, options).await {
             Ok(app) => app,
             Err(e) => return fail(EXIT_FAILURE, e),
         };

@@ -1,6 +1,7 @@
 //! What the commands that do work set up: the async runtime, run to completion and shut down without waiting on
 //! stuck blocking work, and an Entra ID client for one-shot commands.
 
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,24 @@ pub(super) fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::R
         .enable_all()
         .build()
         .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))
+}
+
+/// The runtime of `run`: one thread for the admin and token-service listeners, token refreshers and signals,
+/// while the proxy listener gets [`proxy_threads`] threads of its own.
+pub(super) fn main_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))
+}
+
+/// How many threads serve the proxy listener: `worker_threads`, else one per CPU the process may use (cgroup
+/// quotas and CPU affinity included).
+pub(super) fn proxy_threads(worker_threads: Option<usize>) -> NonZeroUsize {
+    worker_threads
+        .and_then(NonZeroUsize::new)
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Runs `future` to completion on `rt`, then shuts the runtime down without waiting on stuck blocking work.

@@ -45,6 +45,7 @@ use super::BoxError;
 use super::body::UpstreamBody;
 use super::resolve::NoLinkLocal;
 use crate::lock;
+use crate::server::per_core::runtime_key;
 
 /// Idle HTTP/1.1 connections unused for longer are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -127,6 +128,9 @@ enum Outcome {
 struct Idle {
     sender: H1,
     since: Instant,
+    /// The runtime whose task drives the connection ([`crate::server::per_core::runtime_key`]): only requests
+    /// served there take it, so a request never wakes another proxy thread.
+    home: usize,
 }
 
 /// A caller connection's slot for the upstream HTTP/1.1 connection it last used (see the module docs). Cloned
@@ -377,12 +381,13 @@ impl Origin {
     fn checkout(&self) -> Option<H1> {
         let mut idle = lock(&self.idle);
         let now = Instant::now();
-        while let Some(entry) = idle.pop_back() {
-            if entry.sender.is_ready() && now.duration_since(entry.since) < IDLE_TIMEOUT {
-                return Some(entry.sender);
-            }
-        }
-        None
+        let home = runtime_key();
+        let at = idle.iter().rposition(|entry| {
+            entry.home == home
+                && entry.sender.is_ready()
+                && now.duration_since(entry.since) < IDLE_TIMEOUT
+        })?;
+        idle.remove(at).map(|entry| entry.sender)
     }
 
     /// Puts a connection back: into the idle list when it is ready; when it is still busy, once it is.
@@ -412,7 +417,11 @@ impl Origin {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE_PER_ORIGIN {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle {
+                sender,
+                since: now,
+                home: runtime_key(),
+            });
         }
     }
 

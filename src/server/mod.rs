@@ -6,6 +6,7 @@
 //! A listener is TCP or a Unix-domain socket ([`unix`]: mode 0600, peers checked by uid).
 
 pub mod first_bytes;
+pub mod per_core;
 pub mod unix;
 pub mod write_stall;
 
@@ -13,6 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -25,7 +27,8 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
 
 use self::first_bytes::FirstBytesDeadline;
-pub use self::unix::{UNIX_SOCKET_MODE, UnixSocketListener, bind_unix};
+pub use self::per_core::serve_per_core;
+pub use self::unix::{SharedUnixListener, UNIX_SOCKET_MODE, UnixSocketListener, bind_unix};
 use self::write_stall::StallGuard;
 use crate::config::Listen;
 use crate::proxy::client_addr::WithClientAddr;
@@ -51,6 +54,15 @@ pub enum Listener {
     Unix(UnixSocketListener),
 }
 
+/// Another descriptor of a [`Listener`]'s socket, not yet registered with a runtime: see [`Listener::share`].
+#[derive(Debug)]
+pub enum SharedListener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A Unix-domain socket listener.
+    Unix(SharedUnixListener),
+}
+
 /// An accepted connection whose peer may be served.
 enum Accepted {
     Tcp(TcpStream, SocketAddr),
@@ -58,7 +70,7 @@ enum Accepted {
 }
 
 /// Serves one service on one listener: see [`Server::serve`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server<S> {
     service: S,
     options: ServerOptions,
@@ -85,6 +97,17 @@ impl Listener {
         }
     }
 
+    /// Another descriptor of the same listening socket, for an accept loop on another runtime
+    /// ([`SharedListener::register`]). Both accept from one queue; a Unix socket's file stays owned by `self`.
+    pub fn share(&self) -> io::Result<SharedListener> {
+        match self {
+            Listener::Tcp(l) => Ok(SharedListener::Tcp(std::net::TcpListener::from(
+                l.as_fd().try_clone_to_owned()?,
+            ))),
+            Listener::Unix(u) => u.share().map(SharedListener::Unix),
+        }
+    }
+
     /// The next connection to serve; `Ok(None)` when one was accepted and refused.
     async fn accept(&self) -> io::Result<Option<Accepted>> {
         match self {
@@ -97,6 +120,21 @@ impl Listener {
                 .accept()
                 .await?
                 .map(|(stream, uid)| Accepted::Unix(stream, uid))),
+        }
+    }
+}
+
+// === impl SharedListener ===
+
+impl SharedListener {
+    /// Registers the descriptor with the runtime this is called on.
+    pub fn register(self) -> io::Result<Listener> {
+        match self {
+            SharedListener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l).map(Listener::Tcp)
+            }
+            SharedListener::Unix(u) => u.register().map(Listener::Unix),
         }
     }
 }

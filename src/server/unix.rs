@@ -3,6 +3,7 @@
 
 use std::fs::{self, Permissions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,17 @@ pub struct UnixSocketListener {
     /// (device, inode) of the socket file, so drop never removes a file someone else put there since.
     file_id: (u64, u64),
     allowed_uids: Vec<u32>,
+    /// Whether dropping this listener removes the socket file (false for shared descriptors).
+    owns_file: bool,
+}
+
+/// Another descriptor of a [`UnixSocketListener`]'s socket, with the same peer rules; it never removes the file.
+#[derive(Debug)]
+pub struct SharedUnixListener {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    file_id: (u64, u64),
+    allowed_uids: Vec<u32>,
 }
 
 // === impl UnixSocketListener ===
@@ -37,6 +49,18 @@ impl UnixSocketListener {
     /// The uids whose connections are served.
     pub fn allowed_uids(&self) -> &[u32] {
         &self.allowed_uids
+    }
+
+    /// Another descriptor of this socket, for an accept loop on another runtime.
+    pub(super) fn share(&self) -> io::Result<SharedUnixListener> {
+        Ok(SharedUnixListener {
+            listener: std::os::unix::net::UnixListener::from(
+                self.listener.as_fd().try_clone_to_owned()?,
+            ),
+            path: self.path.clone(),
+            file_id: self.file_id,
+            allowed_uids: self.allowed_uids.clone(),
+        })
     }
 
     /// Accepts a connection and checks its peer's uid; a foreign peer's connection is closed (dropped) at once.
@@ -65,10 +89,27 @@ impl UnixSocketListener {
     }
 }
 
+// === impl SharedUnixListener ===
+
+impl SharedUnixListener {
+    /// Registers the descriptor with the runtime this is called on.
+    pub(super) fn register(self) -> io::Result<UnixSocketListener> {
+        self.listener.set_nonblocking(true)?;
+        Ok(UnixSocketListener {
+            listener: UnixListener::from_std(self.listener)?,
+            path: self.path,
+            file_id: self.file_id,
+            allowed_uids: self.allowed_uids,
+            owns_file: false,
+        })
+    }
+}
+
 impl Drop for UnixSocketListener {
     fn drop(&mut self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.file_id);
+        let ours = self.owns_file
+            && fs::symlink_metadata(&self.path)
+                .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.file_id);
         if ours && let Err(e) = fs::remove_file(&self.path) {
             tracing::warn!(error = %e, socket = %self.path.display(), "cannot remove the socket file");
         }
@@ -101,6 +142,7 @@ pub async fn bind_unix(
         path: path.to_owned(),
         file_id: (meta.dev(), meta.ino()),
         allowed_uids: Vec::new(),
+        owns_file: true,
     };
     fs::set_permissions(path, Permissions::from_mode(UNIX_SOCKET_MODE)).map_err(fail)?;
     socket.allowed_uids = allowed_uids.unwrap_or_else(|| vec![meta.uid()]);

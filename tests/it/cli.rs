@@ -566,7 +566,7 @@ async fn an_invalid_worker_thread_count_exits_64_naming_the_setting() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_worker_thread_count_is_the_one_asked_for() {
+async fn the_proxy_listener_is_served_by_the_number_of_threads_asked_for() {
     let _trace = trace_init();
     let (dir, imds) = (TempDir::new(), ClosedPort::new());
     let file = dir.file("config.yaml", MINIMAL, 0o600);
@@ -585,12 +585,20 @@ async fn the_worker_thread_count_is_the_one_asked_for() {
             (cmd, None)
         })
         .await;
-        let (status, headers, _) = try_get(&proxy.url("/")).await.unwrap();
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            headers.get("x-aml-auth-proxy-error").unwrap(),
-            "CredentialUnavailable"
-        );
+        // Several connections, so that every proxy thread is likely to accept one; each is answered.
+        for _ in 0..8 {
+            let (status, headers, _) = try_get(&proxy.url("/")).await.unwrap();
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                headers.get("x-aml-auth-proxy-error").unwrap(),
+                "CredentialUnavailable"
+            );
+        }
+        // The proxy listener is served by that many threads of its own, named proxy-0, proxy-1, …
+        let mut threads = proxy_thread_names(proxy.child.pid());
+        threads.sort();
+        let expected: Vec<String> = (0..workers).map(|i| format!("proxy-{i}")).collect();
+        assert_eq!(threads, expected);
         let out = proxy.stop().await;
         assert_exit(&out, 0);
         let listening: Vec<Value> = out
@@ -602,6 +610,16 @@ async fn the_worker_thread_count_is_the_one_asked_for() {
         assert_eq!(listening.len(), 1, "{out:#?}");
         assert_eq!(listening[0]["workers"], workers, "{out:#?}");
     }
+}
+
+/// The names of process `pid`'s threads that start with `proxy-`.
+fn proxy_thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .filter(|name| name.starts_with("proxy-"))
+        .collect()
 }
 
 // === token ===

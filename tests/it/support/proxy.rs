@@ -125,6 +125,8 @@ impl TestProxy {
             .unwrap_or_else(|e| panic!("test configuration is invalid: {e}\n{text}"));
         let mut options = AppOptions::new(Arc::new(env));
         options.cache_policy = policy;
+        // As `run` serves: the proxy listener on threads of its own.
+        options.proxy_threads = std::num::NonZeroUsize::new(2);
         let app = App::bind(config, options).await.unwrap();
         let (listen, admin, reloader) = (app.proxy_listen(), app.admin_addr(), app.reloader());
         let token_service = app.token_service_listen();
