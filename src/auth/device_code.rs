@@ -81,8 +81,8 @@ const MAX_TRANSIENT_POLL_FAILURES: u32 = 3;
 /// The `device_code` credential: signs a user in (`login`) and serves tokens from the refresh token it saved.
 #[derive(Debug)]
 pub struct DeviceCodeCredential {
-    tenant: String,
-    client_id: String,
+    pub(super) tenant: String,
+    pub(super) client_id: String,
     cache_file: PathBuf,
     /// The configured credential name, for the `login --credential NAME` hint.
     name: Option<String>,
@@ -90,7 +90,7 @@ pub struct DeviceCodeCredential {
     config_file: Option<PathBuf>,
     /// The kind errors and tokens name: `device_code`, or `interactive_browser` for a browser sign-in's session.
     source: &'static str,
-    entra: EntraClient,
+    pub(super) entra: EntraClient,
     clock: Arc<dyn PollClock>,
     /// Held for the whole of a refresh (refreshes are serialised); holds a rotated refresh token that could not
     /// be saved.
@@ -285,21 +285,6 @@ impl DeviceCodeCredential {
     pub(crate) fn with_source(mut self, source: &'static str) -> Self {
         self.source = source;
         self
-    }
-
-    /// The tenant signed in to.
-    pub(crate) fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
-    /// The public client signed in with.
-    pub(crate) fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// The Entra ID client.
-    pub(crate) fn entra(&self) -> &EntraClient {
-        &self.entra
     }
 
     /// Waits between device-code polls on `clock` instead of tokio's (tests).

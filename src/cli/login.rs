@@ -79,12 +79,7 @@ pub(super) fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         (Target::DeviceCode(o), true, _) => {
             Target::Browser(InteractiveBrowserCredentialOptions::from_device_code(o))
         }
-        (Target::Browser(o), _, true) => Target::DeviceCode(DeviceCodeCredentialOptions {
-            tenant_id: o.tenant_id,
-            client_id: o.client_id,
-            cache_file: o.cache_file,
-            config_file: o.config_file,
-        }),
+        (Target::Browser(o), _, true) => Target::DeviceCode(o.session),
         (target, _, _) => target,
     };
     let opener = find_opener(env);
