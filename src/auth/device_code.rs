@@ -110,19 +110,6 @@ pub struct DeviceCodeCredentialOptions {
     pub config_file: Option<PathBuf>,
 }
 
-/// What [`DeviceCodeCredential::login`] signs in for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginOptions {
-    /// The scope of the first access token (e.g. `https://management.azure.com/.default`); the refresh token
-    /// then serves any scope the user may access.
-    pub scope: String,
-    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`](crate::auth::decode_claims_challenge)).
-    pub claims: Option<String>,
-    /// Advertise the `CP1` client capability (merged into the `claims` parameter), as the proxy does when `cae`
-    /// is on.
-    pub client_capabilities: bool,
-}
-
 /// What the user is asked to do. Every field has had control characters removed (it is shown on a terminal).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceCodePrompt {
@@ -314,10 +301,12 @@ impl DeviceCodeCredential {
     }
 
     /// Signs a user in with a device code: shows `prompt` the instructions, polls until the user has finished,
-    /// and saves the refresh token to the cache file. Nothing is saved unless the sign-in succeeds.
+    /// and saves the refresh token to the cache file. Nothing is saved unless the sign-in succeeds. `options` is the
+    /// request for the first access token (its claims, if any, are satisfied); the refresh token then serves any
+    /// scope the user may access.
     pub async fn login(
         &self,
-        options: &LoginOptions,
+        options: &TokenRequest,
         prompt: impl FnOnce(&DeviceCodePrompt),
     ) -> Result<LoginOutcome, LoginError> {
         let started = self.clock.now();
@@ -579,37 +568,6 @@ impl Credential for DeviceCodeCredential {
             }
         }
         Ok(token)
-    }
-}
-
-// === impl LoginOptions ===
-
-impl LoginOptions {
-    /// Sign in for `scope`, without claims.
-    pub fn new(scope: impl Into<String>) -> Self {
-        Self {
-            scope: scope.into(),
-            claims: None,
-            client_capabilities: false,
-        }
-    }
-
-    /// Also satisfy `claims` (a JSON document).
-    pub fn with_claims(mut self, claims: Option<String>) -> Self {
-        self.claims = claims;
-        self
-    }
-
-    /// Sets whether the `CP1` client capability is advertised.
-    pub fn with_client_capabilities(mut self, on: bool) -> Self {
-        self.client_capabilities = on;
-        self
-    }
-
-    /// The `claims` parameter of every sign-in request: the claims to satisfy merged with the client
-    /// capabilities, if any.
-    pub fn claims_parameter(&self) -> Option<String> {
-        super::claims::parameter(self.claims.as_deref(), self.client_capabilities)
     }
 }
 

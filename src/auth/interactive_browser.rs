@@ -36,7 +36,7 @@ use super::device_code::decorate_scope;
 use super::token_endpoint::form;
 use super::{
     AccessToken, Credential, CredentialError, DeviceCodeCredential, DeviceCodeCredentialOptions,
-    DeviceCodePrompt, EntraClient, LoginError, LoginOptions, LoginOutcome, Secret, TokenRequest,
+    DeviceCodePrompt, EntraClient, LoginError, LoginOutcome, Secret, TokenRequest,
 };
 
 const SOURCE: &str = "interactive_browser";
@@ -107,7 +107,7 @@ impl InteractiveBrowserCredential {
     /// [`LoginError::NoBrowser`], so that the caller can fall back to a device code.
     pub async fn login(
         &self,
-        options: &LoginOptions,
+        options: &TokenRequest,
         open: impl FnOnce(&str) -> Result<(), String>,
     ) -> Result<LoginOutcome, LoginError> {
         let listener = RedirectListener::bind(self.redirect_port)
@@ -159,7 +159,7 @@ impl InteractiveBrowserCredential {
     /// refresh token goes to the same cache file.
     pub async fn login_with_device_code(
         &self,
-        options: &LoginOptions,
+        options: &TokenRequest,
         prompt: impl FnOnce(&DeviceCodePrompt),
     ) -> Result<LoginOutcome, LoginError> {
         self.session.login(options, prompt).await

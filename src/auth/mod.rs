@@ -51,7 +51,7 @@ pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
 pub use developer_tool::DeveloperToolCredentialOptions;
 pub use device_code::{
     DEFAULT_CLIENT_ID, DEFAULT_TENANT, DeviceCodeCredential, DeviceCodeCredentialOptions,
-    DeviceCodePrompt, LoginError, LoginOptions, LoginOutcome, PollClock, TokioClock,
+    DeviceCodePrompt, LoginError, LoginOutcome, PollClock, TokioClock,
 };
 pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
@@ -180,6 +180,12 @@ impl TokenRequest {
             claims: None,
             client_capabilities: false,
         }
+    }
+
+    /// Also asks for `claims` (a JSON document, e.g. from a claims challenge).
+    pub fn with_claims(mut self, claims: Option<String>) -> Self {
+        self.claims = claims.map(Into::into);
+        self
     }
 
     /// Sets whether the `CP1` client capability is advertised.

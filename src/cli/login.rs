@@ -25,7 +25,7 @@ use super::setup::{block_on, entra_client, runtime};
 use crate::auth::{
     ChainSource, CredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions,
     DeviceCodePrompt, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
-    LoginError, LoginOptions, LoginOutcome, decode_claims_challenge,
+    LoginError, LoginOutcome, TokenRequest, decode_claims_challenge,
 };
 use crate::config::Config;
 use crate::env::Env;
@@ -68,7 +68,7 @@ pub(super) fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         .find(|r| r.credential.as_deref() == Some(name.as_str()))
         .and_then(|r| r.scope.clone())
         .unwrap_or_else(|| format!("{}/.default", config.cloud.resource_manager()));
-    let options = LoginOptions::new(scope)
+    let options = TokenRequest::new(scope)
         .with_claims(claims)
         .with_client_capabilities(config.cae);
     let entra = match entra_client(&config) {

@@ -513,9 +513,9 @@ fn the_login_command_names_the_configuration_file_quoted_for_a_shell() {
 
 #[test]
 fn sign_in_requests_carry_cp1_when_asked() {
-    let plain = LoginOptions::new(ARM);
+    let plain = TokenRequest::new(ARM);
     assert_eq!(plain.claims_parameter(), None);
-    let cae = LoginOptions::new(ARM).with_client_capabilities(true);
+    let cae = TokenRequest::new(ARM).with_client_capabilities(true);
     assert_eq!(
         cae.claims_parameter().as_deref(),
         Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)

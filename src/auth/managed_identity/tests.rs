@@ -432,89 +432,68 @@ fn json_blocks(text: &str) -> Vec<String> {
     blocks
 }
 
-fn lifetime_secs(body: &str) -> u64 {
-    TokenResponse::parse(body.as_bytes())
-        .unwrap()
-        .lifetime()
-        .unwrap()
-        .as_secs()
-}
-
-fn assert_about(actual: u64, expected: u64) {
-    assert!(
-        actual.abs_diff(expected) <= 2,
-        "lifetime {actual}s, expected about {expected}s"
-    );
-}
-
 #[test]
 fn fixture_managed_identity_responses_by_source() {
     let text = fixture("managed_identity_responses_by_source.txt");
     let blocks = json_blocks(&text);
     assert_eq!(blocks.len(), 12, "the fixture's JSON blocks changed");
-    let now = expiry::now_unix();
     let parse = |i: usize| TokenResponse::parse(blocks[i].as_bytes());
-    let description = |i: usize| error_description(blocks[i].as_bytes());
-
-    // IMDS documented sample: strings; expires_in wins over expires_on.
-    let r = parse(0).unwrap();
-    assert_eq!(r.access_token.expose(), "eyJ0eXAi...");
-    assert_eq!(expiries(&r), (Some(3599), Some(1_506_484_173)));
-    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(3599));
-
-    // IMDS as recorded by the Azure CLI team.
-    let r = parse(1).unwrap();
-    assert_eq!(expiries(&r), (Some(86386), Some(1_605_238_724)));
-    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86386));
-
-    // Legacy App Service 2017: expires_on is a date string; 2021-11-05 15:18:31 UTC.
-    let r = parse(2).unwrap();
-    assert_eq!(expiries(&r), (None, Some(1_636_125_511)));
-    assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
-
-    // Azure Arc: the 401 challenge body, then the token (`expires_on` is a placeholder, `expires_in` decides).
-    assert!(parse(3).is_err());
-    assert_eq!(
-        description(3).as_deref(),
-        Some("Missing Basic Authorization header")
-    );
-    let r = parse(4).unwrap();
-    assert_eq!(expiries(&r), (Some(85770), None));
-    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(85770));
-
-    // App Service 2019-08-01: expires_on only (a template in the fixture; filled in, an epoch string).
-    assert_eq!(parse(5).unwrap_err(), "neither expires_in nor expires_on");
-    let filled = blocks[5].replace("EXPIRES_ON", &(now + 3600).to_string());
-    let r = TokenResponse::parse(filled.as_bytes()).unwrap();
-    assert_eq!(expiries(&r), (None, Some(now + 3600)));
-    assert_about(lifetime_secs(&filled), 3600);
-    assert_eq!(
-        description(6).as_deref(),
-        Some("error content is undefined")
+    let now = expiry::now_unix();
+    let (expired, no_expiry) = (
+        "the token is already expired",
+        "neither expires_in nor expires_on",
     );
 
-    // Azure ML compute: expires_on as an epoch string (a template: `<now+1234>`).
-    assert!(parse(7).is_err());
-    let filled = blocks[7].replace("<now+1234>", &(now + 1234).to_string());
-    assert_eq!(
-        TokenResponse::parse(filled.as_bytes()).unwrap().expires_on,
-        Some(now + 1234)
-    );
-    assert_about(lifetime_secs(&filled), 1234);
-    assert_eq!(description(8).as_deref(), Some("placeholder"));
+    // The IMDS documented sample (strings; expires_in wins over expires_on) and as recorded by the Azure CLI team;
+    // legacy App Service 2017 (expires_on a date string: 2021-11-05 15:18:31 UTC); Azure Arc's token after its
+    // challenge (`expires_on` is a placeholder, `expires_in` decides).
+    for (i, want, lifetime) in [
+        (0, (Some(3599), Some(1_506_484_173)), Ok(3599)),
+        (1, (Some(86386), Some(1_605_238_724)), Ok(86386)),
+        (2, (None, Some(1_636_125_511)), Err(expired)),
+        (4, (Some(85770), None), Ok(85770)),
+    ] {
+        let r = parse(i).unwrap();
+        assert_eq!(expiries(&r), want, "block {i}");
+        let lifetime = lifetime.map(Duration::from_secs).map_err(str::to_owned);
+        assert_eq!(r.lifetime(), lifetime, "block {i}");
+    }
+    assert_eq!(parse(0).unwrap().access_token.expose(), "eyJ0eXAi...");
 
-    // Service Fabric (not supported as a source, but its format parses): expires_on as a JSON number.
-    assert_eq!(parse(9).unwrap_err(), "not JSON");
-    let filled = blocks[9].replace("<now+1234>", &(now + 1234).to_string());
-    assert_about(lifetime_secs(&filled), 1234);
-    assert_eq!(
-        description(10).as_deref(),
-        Some("Secret is not found in the request headers.")
-    );
+    // Templates, filled in: App Service 2019-08-01 (expires_on only, an epoch string), Azure ML compute (an
+    // epoch string), Service Fabric (not supported as a source, but its format parses: a JSON number).
+    for (i, placeholder, seconds, unfilled) in [
+        (5, "EXPIRES_ON", 3600, Some(no_expiry)),
+        (7, "<now+1234>", 1234, None),
+        (9, "<now+1234>", 1234, Some("not JSON")),
+    ] {
+        let error = parse(i).unwrap_err();
+        if let Some(why) = unfilled {
+            assert_eq!(error, why, "block {i}");
+        }
+        let filled = blocks[i].replace(placeholder, &(now + seconds).to_string());
+        let r = TokenResponse::parse(filled.as_bytes()).unwrap();
+        assert_eq!(expiries(&r), (None, Some(now + seconds)), "block {i}");
+        let lifetime = r.lifetime().unwrap().as_secs();
+        assert!(lifetime.abs_diff(seconds) <= 2, "block {i}: {lifetime}s");
+    }
 
-    // An IMDS error body of unknown shape: no description, no panic.
-    assert_eq!(description(11), None);
-    assert!(parse(11).is_err());
+    // Error bodies: Arc's 401 challenge, App Service, Azure ML, Service Fabric, and an IMDS error of unknown shape
+    // (no description, no panic).
+    for (i, description) in [
+        (3, Some("Missing Basic Authorization header")),
+        (6, Some("error content is undefined")),
+        (8, Some("placeholder")),
+        (10, Some("Secret is not found in the request headers.")),
+        (11, None),
+    ] {
+        assert!(parse(i).is_err(), "block {i}");
+        assert_eq!(
+            error_description(blocks[i].as_bytes()).as_deref(),
+            description,
+            "block {i}"
+        );
+    }
 }
 
 /// A fixture's JSON after its `#` comment lines.
