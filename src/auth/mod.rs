@@ -213,11 +213,7 @@ impl CredentialError {
 
     /// A `Failed` error: `source` is present but its settings or files are wrong, or the service refused it.
     pub fn rejected(source: impl Into<String>, message: impl Into<String>) -> Self {
-        CredentialError::Failed(TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            source,
-            message,
-        ))
+        CredentialError::Failed(TokenError::rejected(source, message))
     }
 
     /// A `Failed` error: the token service (or tool) behind `source` is unreachable, failing or unusable.

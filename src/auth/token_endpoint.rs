@@ -63,8 +63,7 @@ impl EntraClient {
     pub fn endpoint_url(&self, tenant: &str, endpoint: &str) -> Result<Uri, TokenError> {
         let text = format!("{}/{tenant}/oauth2/v2.0/{endpoint}", self.authority);
         text.parse::<Uri>().map_err(|_| {
-            TokenError::new(
-                TokenErrorKind::CredentialRejected,
+            TokenError::rejected(
                 "entra",
                 format!("tenant {tenant:?} does not form a valid token endpoint URL"),
             )

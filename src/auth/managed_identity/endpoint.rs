@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 
 use super::{ManagedIdentitySource, SOURCE, UserAssignedId};
-use crate::auth::{Secret, TokenError, TokenErrorKind, Unusable};
+use crate::auth::{Secret, TokenError, Unusable};
 
 /// IMDS's link-local address. Tests must never send anything there.
 #[cfg(test)]
@@ -238,8 +238,7 @@ impl Call {
         sensitive: bool,
     ) -> Result<Self, TokenError> {
         let mut value = HeaderValue::from_str(value).map_err(|_| {
-            TokenError::new(
-                TokenErrorKind::CredentialRejected,
+            TokenError::rejected(
                 SOURCE,
                 format!("the {name} header value contains characters that cannot be sent"),
             )
@@ -300,13 +299,8 @@ pub(super) fn with_query(base: &Uri, params: &[(&str, &str)]) -> Result<Uri, Tok
         (Some(_), false) => format!("{text}&{query}"),
         (None, false) => format!("{text}?{query}"),
     };
-    text.parse().map_err(|_| {
-        TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            SOURCE,
-            "the managed identity token URL is not valid",
-        )
-    })
+    text.parse()
+        .map_err(|_| TokenError::rejected(SOURCE, "the managed identity token URL is not valid"))
 }
 
 /// Unit tests must never reach the real IMDS: any request to 169.254.169.254 fails the test.

@@ -43,7 +43,7 @@ use super::http::{HttpResponse, TokenHttpClient, retry_after};
 use super::token_response::TokenResponse;
 use super::{
     AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-    Unusable, scope_to_resource,
+    Unusable, contains, scope_to_resource,
 };
 use crate::env::Env;
 
@@ -479,7 +479,7 @@ impl Transport<'_> {
         }
         if self.source == ManagedIdentitySource::Imds
             && status == 403
-            && contains_ignore_case(&response.body, b"unreachable")
+            && contains(&response.body.to_ascii_lowercase(), b"unreachable")
         {
             // Docker Desktop's proxy answers for 169.254.169.254 with 403 "… unreachable".
             let message = format!(
@@ -537,10 +537,4 @@ impl Transport<'_> {
         }
         text
     }
-}
-
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -1,5 +1,3 @@
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::Value;
 
 use super::*;
@@ -32,10 +30,7 @@ fn v1_strings_and_refresh_in() {
 
 #[test]
 fn expires_on_only() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = expiry::now_unix();
     let body = format!(r#"{{"access_token":"x","expires_on":"{}"}}"#, now + 600);
     let (token, _) = parse_token_response(body.as_bytes(), "entra").unwrap();
     let lifetime = token.expires_in;
