@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
     aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
-    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output,
+    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output, words,
 };
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
@@ -252,37 +252,26 @@ impl Settings {
 
     /// `account get-access-token --output json --scope S|--resource R [--tenant T] [--subscription S]`.
     fn args(&self, scope: &str, audience: Audience) -> Vec<String> {
-        let mut args: Vec<String> = ["account", "get-access-token", "--output", "json"]
-            .map(String::from)
-            .into();
-        match audience {
-            Audience::Scope => args.extend(["--scope".into(), scope.into()]),
-            Audience::Resource => {
-                args.extend(["--resource".into(), scope_to_resource(scope).into()]);
-            }
-        }
-        if let Some(tenant) = &self.tenant_id {
-            args.extend(["--tenant".into(), tenant.clone()]);
-        }
-        if let Some(subscription) = &self.subscription {
-            args.extend(["--subscription".into(), subscription.clone()]);
-        }
-        args
+        let audience = match audience {
+            Audience::Scope => ("--scope", Some(scope)),
+            Audience::Resource => ("--resource", Some(scope_to_resource(scope))),
+        };
+        let flags = [
+            audience,
+            ("--tenant", self.tenant_id.as_deref()),
+            ("--subscription", self.subscription.as_deref()),
+        ];
+        words(&["account", "get-access-token", "--output", "json"], &flags)
     }
 
     /// `az login [--tenant T] [--scope S] [--claims-challenge C]`, the command that lets the CLI serve again.
     fn login_command(&self, scope: Option<&str>, claims_challenge: Option<&str>) -> String {
-        let mut command = "az login".to_owned();
-        for (flag, value) in [
+        let flags = [
             ("--tenant", self.tenant_id.as_deref()),
             ("--scope", scope),
             ("--claims-challenge", claims_challenge),
-        ] {
-            if let Some(value) = value {
-                command.push_str(&format!(" {flag} {value}"));
-            }
-        }
-        command
+        ];
+        words(&["az", "login"], &flags).join(" ")
     }
 }
 

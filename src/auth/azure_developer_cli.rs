@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
+    claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line, words,
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
@@ -96,21 +96,11 @@ impl DeveloperTool for Azd {
 
     /// `auth token --output json --no-prompt --scope S [--tenant-id T]`.
     fn args(scope: &str, tenant: Option<&str>) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "auth",
-            "token",
-            "--output",
-            "json",
-            "--no-prompt",
-            "--scope",
-            scope,
-        ]
-        .map(String::from)
-        .into();
-        if let Some(tenant) = tenant {
-            args.extend(["--tenant-id".into(), tenant.into()]);
-        }
-        args
+        let flags = [("--scope", Some(scope)), ("--tenant-id", tenant)];
+        words(
+            &["auth", "token", "--output", "json", "--no-prompt"],
+            &flags,
+        )
     }
 
     fn claims_unsupported(scope: &str, tenant: Option<&str>, claims: &str) -> CredentialError {
@@ -143,14 +133,8 @@ impl DeveloperTool for Azd {
 
 /// `azd auth login [--scope S] [--tenant-id T]`, the command that lets azd serve again.
 fn login_command(scope: Option<&str>, tenant: Option<&str>) -> String {
-    let mut command = "azd auth login".to_owned();
-    if let Some(scope) = scope {
-        command.push_str(&format!(" --scope {scope}"));
-    }
-    if let Some(tenant) = tenant {
-        command.push_str(&format!(" --tenant-id {tenant}"));
-    }
-    command
+    let flags = [("--scope", scope), ("--tenant-id", tenant)];
+    words(&["azd", "auth", "login"], &flags).join(" ")
 }
 
 /// Reads `azd auth token --output json`: the token and its expiry in Unix seconds (`expiresOn`, RFC 3339).

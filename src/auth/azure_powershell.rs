@@ -25,6 +25,7 @@ use base64::Engine;
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
     base64_claims, claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
+    words,
 };
 use super::process::{Output, Tool};
 use super::{
@@ -139,14 +140,8 @@ impl DeveloperTool for AzPowerShell {
 
 /// `Connect-AzAccount [-ClaimsChallenge C] [-Tenant T]`, the command that lets PowerShell serve again.
 fn login_command(claims_challenge: Option<&str>, tenant: Option<&str>) -> String {
-    let mut command = "Connect-AzAccount".to_owned();
-    if let Some(challenge) = claims_challenge {
-        command.push_str(&format!(" -ClaimsChallenge {challenge}"));
-    }
-    if let Some(tenant) = tenant {
-        command.push_str(&format!(" -Tenant {tenant}"));
-    }
-    command
+    let flags = [("-ClaimsChallenge", claims_challenge), ("-Tenant", tenant)];
+    words(&["Connect-AzAccount"], &flags).join(" ")
 }
 
 /// `-NoProfile -NonInteractive -EncodedCommand <script>` for `resource` (checked: no quote can reach the script)
