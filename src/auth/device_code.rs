@@ -5,12 +5,8 @@
 //! keep polling; `slow_down`: wait 5 s longer between polls; anything else, or the code's expiry: stop) and saves
 //! the refresh token to the credential's `cache_file`.
 //!
-//! The cache file is one small JSON document (format version 1; not an MSAL cache), never readable by group or
-//! others, replaced atomically (a 0600 temporary file beside it, synced, renamed over it):
-//! `{"version":1,"authority":"https://login.microsoftonline.com","tenant":"organizations","client_id":"04b0…",
-//! "refresh_token":"…","obtained_at":1724000000}` (`obtained_at`: when the refresh token was issued, Unix seconds).
-//! A file readable by group or others is refused, and a file written for another authority, tenant or client counts
-//! as "not signed in".
+//! The cache file (its format and how it is kept private: `cache`) is not an MSAL cache; one written for another
+//! authority, tenant or client counts as "not signed in".
 //!
 //! As a [`TokenCredential`], it redeems that refresh token for an access token to any scope (the `refresh_token`
 //! grant, scopes decorated with `openid profile offline_access`), and saves the rotated refresh token Entra ID
