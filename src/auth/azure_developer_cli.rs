@@ -17,8 +17,6 @@
 //! A claims challenge is not sent to azd: the credential answers `InteractionRequired` naming
 //! `azd auth login --scope …`, which signs in again and so satisfies the policy. stdout is never echoed.
 
-use std::path::PathBuf;
-
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -28,21 +26,22 @@ use super::developer_tool::{
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
-use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest};
-use crate::env::Env;
+use super::{CredentialError, Secret};
 
 const SOURCE: &str = "azure_developer_cli";
 
+/// The most stdout accepted: a token response is a few KiB.
+const OUTPUT_LIMIT: usize = 256 * 1024;
+
 /// The `azure_developer_cli` credential.
-#[derive(Debug)]
-pub struct AzureDeveloperCliCredential(DeveloperToolCredential<Azd>);
+pub type AzureDeveloperCliCredential = DeveloperToolCredential<Azd>;
 
 /// Settings of an [`AzureDeveloperCliCredential`].
 pub type AzureDeveloperCliCredentialOptions = DeveloperToolCredentialOptions;
 
 /// What is azd's own: its arguments, its JSON output and its error texts.
 #[derive(Debug)]
-struct Azd;
+pub struct Azd;
 
 /// What `azd auth token --output json` prints. No `Debug`: it holds the token.
 #[derive(Deserialize)]
@@ -53,35 +52,10 @@ struct AzdToken {
     expires_on: Option<String>,
 }
 
-// === impl AzureDeveloperCliCredential ===
-
-impl AzureDeveloperCliCredential {
-    /// The most stdout accepted: a token response is a few KiB.
-    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
-
-    /// `--tenant-id` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
-    /// timeout, and `PATH` from `env`.
-    pub fn new(options: AzureDeveloperCliCredentialOptions, env: &dyn Env) -> Self {
-        Self(DeveloperToolCredential::new(options, env))
-    }
-
-    /// Runs `program` instead of searching `azd` on the `PATH` (tests, unusual installs).
-    pub fn with_program(self, program: impl Into<PathBuf>) -> Self {
-        Self(self.0.with_program(program.into()))
-    }
-}
-
-impl Credential for AzureDeveloperCliCredential {
-    const KIND: &'static str = SOURCE;
-
-    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        self.0.token(request).await
-    }
-}
-
 // === impl Azd ===
 
 impl DeveloperTool for Azd {
+    const KIND: &'static str = SOURCE;
     const TOOL: Tool = Tool {
         source: SOURCE,
         name: "azd",
@@ -89,7 +63,7 @@ impl DeveloperTool for Azd {
         env: &[("NO_COLOR", "true")],
         program: None,
         search_path: None,
-        output_limit: AzureDeveloperCliCredential::DEFAULT_OUTPUT_LIMIT,
+        output_limit: OUTPUT_LIMIT,
     };
     const ARGUMENTS_OF: &'static str = "azd";
     const COMMAND: &'static str = "azd";

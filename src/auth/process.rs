@@ -35,7 +35,7 @@ const COMMAND_NOT_FOUND: i32 = 127;
 
 /// A tool to run, and where to find it.
 #[derive(Debug, Clone)]
-pub(crate) struct Tool {
+pub struct Tool {
     /// The credential kind its errors and logs name (`azure_cli`).
     pub(crate) source: &'static str,
     /// The executable's name on the `PATH` (`az`).
@@ -53,7 +53,7 @@ pub(crate) struct Tool {
 }
 
 /// What one run of the tool left behind.
-pub(crate) struct Output {
+pub struct Output {
     pub(crate) status: ExitStatus,
     pub(crate) stdout: Zeroizing<Vec<u8>>,
     pub(crate) stderr: String,

@@ -1,6 +1,6 @@
 use super::*;
-use crate::auth::TokenErrorKind;
 use crate::auth::test_support::{self, fixture_json_lines};
+use crate::auth::{Credential, TokenErrorKind, TokenRequest};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";

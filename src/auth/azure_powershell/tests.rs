@@ -1,6 +1,6 @@
 use super::*;
-use crate::auth::TokenErrorKind;
 use crate::auth::test_support;
+use crate::auth::{Credential, TokenErrorKind, TokenRequest};
 use crate::env::MapEnv;
 
 const ML: &str = "https://ml.azure.com/.default";
