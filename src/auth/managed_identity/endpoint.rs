@@ -50,6 +50,9 @@ pub(super) struct Call {
     pub(super) url: Uri,
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
+    /// The user-assigned identity asked for in the query, as `name=value`: what an operator needs to see next to
+    /// "Identity not found".
+    pub(super) identity: Option<String>,
 }
 
 // === impl Endpoint ===
@@ -186,7 +189,10 @@ impl Endpoint {
                     .as_ref()
                     .map(|(name, value)| (*name, value.as_str())),
             );
-            Call::get(&self.url, &query)?
+            Call {
+                identity: self.identity.as_ref().map(|(k, v)| format!("{k}={v}")),
+                ..Call::get(&self.url, &query)?
+            }
         };
         if let Some((name, value)) = &self.secret {
             call = call.header(name.clone(), value.expose(), true)?;
@@ -227,6 +233,7 @@ impl Call {
             url: with_query(base, params)?,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            identity: None,
         })
     }
 
@@ -267,22 +274,6 @@ impl Call {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default()
-    }
-
-    /// The user-assigned identity the call asks for, as `name=value` (IMDS, App Service and Azure ML name it in the
-    /// query): what an operator needs to see next to "Identity not found".
-    pub(super) fn identity(&self) -> Option<String> {
-        const NAMES: [&str; 6] = [
-            "client_id",
-            "object_id",
-            "principal_id",
-            "msi_res_id",
-            "mi_res_id",
-            "clientid",
-        ];
-        form_urlencoded::parse(self.url.query()?.as_bytes())
-            .find(|(k, _)| NAMES.contains(&k.as_ref()))
-            .map(|(k, v)| format!("{k}={v}"))
     }
 }
 

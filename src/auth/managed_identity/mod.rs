@@ -470,7 +470,7 @@ impl Transport<'_> {
         let status = response.status.as_u16();
         if self.source == ManagedIdentitySource::Imds && status == 400 {
             // IMDS says 400 when managed identity is disabled here or the requested identity is not assigned.
-            let hint = match call.identity() {
+            let hint = match call.identity {
                 Some(_) => "the requested user-assigned identity is not assigned to this resource",
                 None => "no managed identity is assigned to this resource",
             };
@@ -527,9 +527,9 @@ impl Transport<'_> {
             call.host(),
             response.status.as_u16()
         );
-        if let Some(identity) = call.identity() {
+        if let Some(identity) = &call.identity {
             text.push_str(" for the user-assigned identity ");
-            text.push_str(&identity);
+            text.push_str(identity);
         }
         if let Some(description) = error_body::error_description(&response.body) {
             text.push_str(": ");
