@@ -365,13 +365,8 @@ impl DeviceCodeCredential {
             .await
             .map_err(LoginError::Token)?;
         if !response.status.is_success() {
-            return Err(LoginError::Token(error_from_response(
-                self.source,
-                &host,
-                response.status.as_u16(),
-                &response.headers,
-                &response.body,
-            )));
+            let e = error_from_response(self.source, &host, &response);
+            return Err(LoginError::Token(e));
         }
         parse_device_code(&response.body).map_err(|why| {
             LoginError::Token(TokenError::service_unavailable(

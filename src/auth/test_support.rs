@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
+use super::http::HttpResponse;
 use super::process::Output;
 use super::{CredentialError, EntraClient, HttpClientOptions, TokenError, TokenHttpClient};
 
@@ -124,6 +125,15 @@ pub(crate) fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// An answer with `status` and `body`, no headers.
+pub(crate) fn response(status: u16, body: &[u8]) -> HttpResponse {
+    HttpResponse {
+        status: http::StatusCode::from_u16(status).unwrap(),
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::copy_from_slice(body),
+    }
 }
 
 /// A client of the public cloud's authority host; tests that use it never send a request.

@@ -7,7 +7,7 @@ use super::cache::{self, CacheError, StoredLogin};
 use super::*;
 use crate::auth::TokenCredential;
 use crate::auth::claims::decode_claims_challenge;
-use crate::auth::test_support::{entra, fixture_json_lines, owned, pairs};
+use crate::auth::test_support::{entra, fixture_json_lines, owned, pairs, response};
 use crate::auth::token_response::parse_token_response;
 use crate::test_support::TempDir;
 
@@ -37,13 +37,7 @@ fn credential_from(name: Option<&str>, config_file: Option<&str>) -> DeviceCodeC
 }
 
 fn aad_error(status: u16, body: &str) -> TokenError {
-    error_from_response(
-        SOURCE,
-        "login.example",
-        status,
-        &http::HeaderMap::new(),
-        body.as_bytes(),
-    )
+    error_from_response(SOURCE, "login.example", &response(status, body.as_bytes()))
 }
 
 fn stored(token: &str) -> StoredLogin {
