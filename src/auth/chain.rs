@@ -205,6 +205,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::auth::test_support::assert_has;
     use crate::auth::{Secret, TokenErrorKind};
 
     /// A call-counting fake.
@@ -356,10 +357,7 @@ mod tests {
         assert_eq!(e.kind, TokenErrorKind::CredentialUnavailable);
         let sources: Vec<_> = e.attempts.iter().map(|a| a.source.as_str()).collect();
         assert_eq!(sources, ["s0", "s1"]);
-        assert!(
-            e.message.contains("s0: not here") && e.message.contains("s1: not here"),
-            "{}",
-            e.message
-        );
+        assert_has(&e.message, "s0: not here");
+        assert_has(&e.message, "s1: not here");
     }
 }

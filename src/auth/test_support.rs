@@ -113,6 +113,30 @@ pub(crate) fn failed(e: CredentialError, source: &str) -> TokenError {
     }
 }
 
+/// Asserts that `text` contains `part`.
+#[track_caller]
+pub(crate) fn assert_has(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} is not in {text:?}");
+}
+
+/// Asserts that `text` starts with `prefix`.
+#[track_caller]
+pub(crate) fn assert_starts(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "{text:?} does not start with {prefix:?}"
+    );
+}
+
+/// Asserts that `text` ends with `suffix`.
+#[track_caller]
+pub(crate) fn assert_ends(text: &str, suffix: &str) {
+    assert!(
+        text.ends_with(suffix),
+        "{text:?} does not end with {suffix:?}"
+    );
+}
+
 /// The pairs of a form-encoded text (a body or a query), decoded, in order.
 pub(crate) fn pairs(form: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(form.as_bytes())

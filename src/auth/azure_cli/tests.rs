@@ -6,7 +6,7 @@ use super::*;
 use crate::auth::developer_tool::{
     MAX_MESSAGE_CHARS, aadsts_codes, clean_line, is_valid_scope, labelled, labelled_timestamp,
 };
-use crate::auth::test_support::{self, Section, exit, utc};
+use crate::auth::test_support::{self, Section, assert_starts, exit, utc};
 use crate::auth::{TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
 
@@ -497,10 +497,7 @@ async fn invalid_arguments_and_claims_never_run_az() {
 
     // And with valid arguments, a missing program is "unavailable".
     let reason = unavailable(error(spec(None, None), &TokenRequest::new(ARM)).await);
-    assert!(
-        reason.starts_with("Azure CLI not found on PATH"),
-        "{reason}"
-    );
+    assert_starts(&reason, "Azure CLI not found on PATH");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::auth::test_support::{self, fixture_json_lines};
+use crate::auth::test_support::{self, assert_ends, assert_has, assert_starts, fixture_json_lines};
 use crate::auth::{Credential, TokenErrorKind, TokenRequest};
 use crate::env::MapEnv;
 
@@ -76,18 +76,9 @@ fn every_recorded_stderr_form_is_classified() {
     let stderr = format!("{}\n{}\n", lines[3], lines[4]);
     let e = test_support::failed(failure(&stderr, 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(
-        e.message.starts_with("fetching token: AADSTS50079:"),
-        "{}",
-        e.message
-    );
-    assert!(
-        e.message.ends_with(&format!(
-            "(sign in again: run `azd auth login --scope {ARM}`)"
-        )),
-        "{}",
-        e.message
-    );
+    assert_starts(&e.message, "fetching token: AADSTS50079:");
+    let sign_in = format!("(sign in again: run `azd auth login --scope {ARM}`)");
+    assert_ends(&e.message, &sign_in);
     assert_eq!(e.aad.unwrap().error_codes, vec![50079]);
     // v1.24+ structured form.
     let e = failure(
@@ -97,9 +88,8 @@ fn every_recorded_stderr_form_is_classified() {
     assert!(matches!(e, CredentialError::Unavailable(_)));
     // Interpreter missing in a wrapper: not installed.
     let e = failure("/usr/bin/env: 'node': No such file or directory", 127);
-    assert!(
-        test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found on PATH")
-    );
+    let reason = test_support::unavailable(e, SOURCE);
+    assert_starts(&reason, "Azure Developer CLI not found on PATH");
 }
 
 #[tokio::test]
@@ -109,13 +99,8 @@ async fn claims_are_refused_with_the_command_that_satisfies_them() {
     request.claims = Some(r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#.into());
     let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(
-        e.message.contains(&format!(
-            "run `azd auth login --scope {ARM} --tenant-id t1`"
-        )),
-        "{}",
-        e.message
-    );
+    let login = format!("run `azd auth login --scope {ARM} --tenant-id t1`");
+    assert_has(&e.message, &login);
     assert!(e.aad.unwrap().claims.is_some());
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::auth::test_support;
+use crate::auth::test_support::{self, assert_has};
 use crate::auth::{Credential, TokenErrorKind, TokenRequest};
 use crate::env::MapEnv;
 
@@ -135,11 +135,8 @@ async fn claims_are_refused_with_connect_azaccount() {
     let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
-    assert!(
-        e.message.contains(&format!(
-            "run `Connect-AzAccount -ClaimsChallenge {b64} -Tenant t1` (Az.Accounts 5.2.0 or newer), then retry"
-        )),
-        "{}",
-        e.message
+    let login = format!(
+        "run `Connect-AzAccount -ClaimsChallenge {b64} -Tenant t1` (Az.Accounts 5.2.0 or newer), then retry"
     );
+    assert_has(&e.message, &login);
 }

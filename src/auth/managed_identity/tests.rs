@@ -9,7 +9,9 @@ use super::endpoint::{id_kind, with_query};
 use super::error_body::error_description;
 use super::*;
 use crate::auth::expiry;
-use crate::auth::test_support::{FIXTURES, fixture, fixture_without_comments, owned, pairs};
+use crate::auth::test_support::{
+    FIXTURES, assert_has, fixture, fixture_without_comments, owned, pairs,
+};
 use crate::auth::token_response::TokenResponse;
 use crate::env::MapEnv;
 
@@ -160,10 +162,7 @@ fn unsupported_sources_and_identities_are_unavailable_with_a_reason() {
         ),
     ];
     let sf = unavailable_reason(detected(&fabric, &spec(None)));
-    assert!(
-        sf.contains("Service Fabric managed identity is not supported"),
-        "{sf}"
-    );
+    assert_has(&sf, "Service Fabric managed identity is not supported");
     let ep = ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/x");
     let alone = unavailable_reason(detected(&[ep], &spec(None)));
     assert!(alone.contains("IDENTITY_HEADER"), "{alone}");
