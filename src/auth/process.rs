@@ -13,6 +13,7 @@
 //! `TokenServiceUnavailable` failure.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -212,18 +213,8 @@ impl Tool {
 
 /// True for a regular file with an execute bit.
 async fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = tokio::fs::metadata(path).await else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        meta.is_file()
-    }
+    let meta = tokio::fs::metadata(path).await;
+    meta.is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Spawns, retrying briefly while the executable is busy (ETXTBSY).
