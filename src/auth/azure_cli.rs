@@ -32,13 +32,13 @@ use zeroize::Zeroizing;
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
     aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
-    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output, words,
+    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output,
 };
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
 use super::{
     AccessToken, Credential, CredentialError, Secret, TokenError, TokenRequest, expiry,
-    scope_to_resource,
+    scope_to_resource, words,
 };
 use crate::env::Env;
 use crate::file_read;

@@ -22,11 +22,11 @@ use serde_json::Value;
 
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line, words,
+    claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
-use super::{CredentialError, Secret};
+use super::{CredentialError, Secret, words};
 
 const SOURCE: &str = "azure_developer_cli";
 

@@ -23,10 +23,9 @@ use base64::Engine;
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
     base64_claims, claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
-    words,
 };
 use super::process::{Output, Tool};
-use super::{CredentialError, Secret, contains, scope_to_resource};
+use super::{CredentialError, Secret, contains, scope_to_resource, words};
 
 const SOURCE: &str = "azure_powershell";
 

@@ -298,18 +298,6 @@ pub(super) fn exit_failure(
     CredentialError::Failed(TokenError::new(kind, source, message))
 }
 
-/// `fixed`, then `flag value` for each flag that has a value: a tool's argument vector, or, joined with spaces, the
-/// command a message tells the user to run.
-pub(super) fn words(fixed: &[&str], flags: &[(&str, Option<&str>)]) -> Vec<String> {
-    let mut words: Vec<String> = fixed.iter().map(|w| (*w).to_owned()).collect();
-    for (flag, value) in flags {
-        if let Some(value) = value {
-            words.extend([(*flag).to_owned(), (*value).to_owned()]);
-        }
-    }
-    words
-}
-
 /// `scope`, if it can go on the tool's command line as one argument; otherwise the credential is rejected, naming
 /// `tool` and the characters allowed.
 pub(super) fn command_line_scope<'a>(

@@ -38,7 +38,7 @@ use super::lenient_json::{self, WireError};
 use super::token_endpoint::{error_from_response, form};
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
-    TokenErrorKind, TokenRequest,
+    TokenErrorKind, TokenRequest, words,
 };
 use crate::file_read::{self, FileError};
 
@@ -280,20 +280,17 @@ impl DeviceCodeCredential {
     /// `aml-auth-proxy login --config /etc/proxy.yaml --credential me --claims-challenge eyJ…` (claims: a JSON
     /// document, shown base64; `--config` when the credential came from a file).
     pub fn login_command(&self, claims: Option<&str>) -> String {
-        let mut command = String::from("aml-auth-proxy login");
-        if let Some(file) = &self.config_file {
-            command.push_str(" --config ");
-            command.push_str(&shell_word(&file.to_string_lossy()));
-        }
-        if let Some(name) = &self.name {
-            command.push_str(" --credential ");
-            command.push_str(name);
-        }
-        if let Some(claims) = claims {
-            command.push_str(" --claims-challenge ");
-            command.push_str(&base64::engine::general_purpose::STANDARD.encode(claims.as_bytes()));
-        }
-        command
+        let config = self
+            .config_file
+            .as_ref()
+            .map(|f| shell_word(&f.to_string_lossy()));
+        let claims = claims.map(|c| base64::engine::general_purpose::STANDARD.encode(c));
+        let flags = [
+            ("--config", config.as_deref()),
+            ("--credential", self.name.as_deref()),
+            ("--claims-challenge", claims.as_deref()),
+        ];
+        words(&["aml-auth-proxy", "login"], &flags).join(" ")
     }
 
     /// Signs a user in with a device code: shows `prompt` the instructions, polls until the user has finished,

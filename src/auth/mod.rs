@@ -278,6 +278,18 @@ pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// `fixed`, then `flag value` for each flag that has a value: a tool's argument vector, or, joined with spaces, the
+/// command a message tells the user to run.
+pub(crate) fn words(fixed: &[&str], flags: &[(&str, Option<&str>)]) -> Vec<String> {
+    let mut words: Vec<String> = fixed.iter().map(|w| (*w).to_owned()).collect();
+    for (flag, value) in flags {
+        if let Some(value) = value {
+            words.extend([(*flag).to_owned(), (*value).to_owned()]);
+        }
+    }
+    words
+}
+
 /// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →
 /// `https://management.azure.com`), as managed identity and the Azure CLI expect.
 pub(crate) fn scope_to_resource(scope: &str) -> &str {
