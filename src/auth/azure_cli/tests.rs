@@ -88,25 +88,14 @@ fn every_fixture_output_parses_with_the_expiry_it_implies() {
 
 #[test]
 fn expires_on_forms_and_fallbacks() {
-    let parse = |json: &str| parse_output(json.as_bytes(), zone_utc);
-    assert_eq!(
-        parse(r#"{"accessToken":"t","expires_on":"1700000000"}"#)
-            .unwrap()
-            .1,
-        1_700_000_000
-    );
-    assert_eq!(
-        parse(r#"{"accessToken":"t","expires_on":null,"expiresOn":"2023-11-14 22:13:20.000000"}"#)
-            .unwrap()
-            .1,
-        1_700_000_000
-    );
-    assert_eq!(
-        parse(r#"{"accessToken":"t","expires_on":"N/A","expiresOn":"2023-11-14 22:13:20"}"#)
-            .unwrap()
-            .1,
-        1_700_000_000
-    );
+    for json in [
+        r#"{"accessToken":"t","expires_on":"1700000000"}"#,
+        r#"{"accessToken":"t","expires_on":null,"expiresOn":"2023-11-14 22:13:20.000000"}"#,
+        r#"{"accessToken":"t","expires_on":"N/A","expiresOn":"2023-11-14 22:13:20"}"#,
+    ] {
+        let (_, at) = parse_output(json.as_bytes(), zone_utc).unwrap();
+        assert_eq!(at, 1_700_000_000, "{json}");
+    }
 }
 
 #[test]
