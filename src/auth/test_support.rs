@@ -9,9 +9,13 @@ use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
+use super::developer_tool::{DeveloperTool, DeveloperToolCredential};
 use super::http::HttpResponse;
 use super::process::Output;
-use super::{CredentialError, EntraClient, HttpClientOptions, TokenError, TokenHttpClient};
+use super::{
+    Credential, CredentialError, DeveloperToolCredentialOptions, EntraClient, HttpClientOptions,
+    TokenError, TokenHttpClient, TokenRequest,
+};
 
 /// The directory of recorded payloads.
 pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -88,6 +92,19 @@ pub(crate) fn output(code: i32, stdout: &[u8], stderr: &str) -> Output {
         stdout: stdout.to_vec().into(),
         stderr: stderr.to_owned(),
     }
+}
+
+/// What the developer-tool credential `T` for `tenant` answers `request` with (no `PATH`: the tool never runs).
+pub(crate) async fn tool_error<T: DeveloperTool>(
+    tenant: Option<&str>,
+    request: &TokenRequest,
+) -> CredentialError {
+    let options = DeveloperToolCredentialOptions {
+        tenant_id: tenant.map(String::from),
+        ..DeveloperToolCredentialOptions::default()
+    };
+    let credential = DeveloperToolCredential::<T>::new(options, &crate::env::MapEnv::new());
+    credential.token(request).await.unwrap_err()
 }
 
 /// The reason of an `Unavailable` error from the one source `source`; panics otherwise.

@@ -1,23 +1,14 @@
 use super::*;
-use crate::auth::test_support::{self, assert_ends, assert_has, assert_starts, fixture_json_lines};
-use crate::auth::{Credential, TokenErrorKind, TokenRequest};
-use crate::env::MapEnv;
+use crate::auth::test_support::{
+    self, assert_ends, assert_has, assert_starts, fixture_json_lines, tool_error,
+};
+use crate::auth::{TokenErrorKind, TokenRequest};
 
 const ARM: &str = "https://management.azure.com/.default";
 
 /// How a run of azd for [`ARM`] that exited with `code` is reported.
 fn failure(stderr: &str, code: i32) -> CredentialError {
     Azd::failure(&test_support::output(code, b"", stderr), ARM, None)
-}
-
-fn credential(tenant: Option<&str>) -> AzureDeveloperCliCredential {
-    AzureDeveloperCliCredential::new(
-        AzureDeveloperCliCredentialOptions {
-            tenant_id: tenant.map(String::from),
-            ..AzureDeveloperCliCredentialOptions::default()
-        },
-        &MapEnv::new(),
-    )
 }
 
 #[test]
@@ -94,10 +85,9 @@ fn every_recorded_stderr_form_is_classified() {
 
 #[tokio::test]
 async fn claims_are_refused_with_the_command_that_satisfies_them() {
-    let cred = credential(Some("t1"));
-    let mut request = TokenRequest::new(ARM);
-    request.claims = Some(r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#.into());
-    let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
+    let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
+    let request = TokenRequest::new(ARM).with_claims(Some(claims.into()));
+    let e = test_support::failed(tool_error::<Azd>(Some("t1"), &request).await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     let login = format!("run `azd auth login --scope {ARM} --tenant-id t1`");
     assert_has(&e.message, &login);
@@ -106,12 +96,12 @@ async fn claims_are_refused_with_the_command_that_satisfies_them() {
 
 #[tokio::test]
 async fn bad_settings_and_scopes_are_rejected_before_anything_runs() {
-    let error = async |tenant, scope| credential(tenant).token(&TokenRequest::new(scope)).await;
-    let e = test_support::failed(error(Some("-evil"), ARM).await.unwrap_err(), SOURCE);
+    let error = async |tenant, scope| tool_error::<Azd>(tenant, &TokenRequest::new(scope)).await;
+    let e = test_support::failed(error(Some("-evil"), ARM).await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
-    let e = test_support::failed(error(None, "--scope x").await.unwrap_err(), SOURCE);
+    let e = test_support::failed(error(None, "--scope x").await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     // No PATH: unavailable, not installed.
-    let e = error(None, ARM).await.unwrap_err();
+    let e = error(None, ARM).await;
     assert!(test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found"));
 }
