@@ -24,13 +24,6 @@ fn zone_utc() -> TimeZone {
     TimeZone::UTC
 }
 
-fn settings(tenant: Option<&str>, subscription: Option<&str>) -> Settings {
-    Settings {
-        tenant_id: tenant.map(String::from),
-        subscription: subscription.map(String::from),
-    }
-}
-
 fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialOptions {
     AzureCliCredentialOptions {
         tenant_id: tenant.map(String::from),
@@ -132,7 +125,7 @@ fn unusable_output_never_quotes_the_token() {
 
 #[test]
 fn fixture_stderr_samples_classify() {
-    let s = settings(None, None);
+    let s = spec(None, None);
     let mut checked = 0;
     for section in sections().iter().filter(|s| s.title.contains("stderr")) {
         let e = failure(&section.body, exit(1), &s, ARM);
@@ -185,9 +178,9 @@ fn stderr_classification_table() {
     let mfa_with_claims = format!(
         "ERROR: AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication.\nRun the command below to authenticate interactively; additional arguments may be added as needed:\naz logout\naz login --tenant \"t1\" --scope \"{ARM}\" --claims-challenge \"{claims_b64}\"\n"
     );
-    let none = settings(None, None);
-    let tenant = settings(Some("t1"), None);
-    let cases: Vec<(&str, String, i32, &Settings, Want)> = vec![
+    let none = spec(None, None);
+    let tenant = spec(Some("t1"), None);
+    let cases: Vec<(&str, String, i32, &AzureCliCredentialOptions, Want)> = vec![
         (
             "rust sdk text",
             "Please run 'az login' to setup account.\n".into(),
@@ -326,7 +319,7 @@ fn stderr_never_leaks_token_like_text() {
     let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwcyJ9.c2lnbmF0dXJl";
     let refresh = "0.AXoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKl";
     let stderr = format!("ERROR: unexpected response {jwt} and '{refresh}'");
-    let e = failed(failure(&stderr, exit(1), &settings(None, None), ARM));
+    let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM));
     assert!(!e.message.contains("eyJ"));
     assert!(!e.message.contains("AbCdEfGh"));
     assert_eq!(
@@ -392,18 +385,18 @@ fn scope_rejection_is_recognised() {
 fn arguments_are_exact() {
     let get = ["account", "get-access-token", "--output", "json"];
     let with = |tail: &[&'static str]| [&get[..], tail].concat();
-    let none = settings(None, None);
+    let none = spec(None, None);
     assert_eq!(none.args(ARM, Audience::Scope), with(&["--scope", ARM]));
     assert_eq!(
         none.args(ARM, Audience::Resource),
         with(&["--resource", "https://management.azure.com"])
     );
-    let tenant = settings(Some("t1"), None).args("api://x/.default", Audience::Scope);
+    let tenant = spec(Some("t1"), None).args("api://x/.default", Audience::Scope);
     assert_eq!(
         tenant,
         with(&["--scope", "api://x/.default", "--tenant", "t1"])
     );
-    let subscription = settings(None, Some("My Sub")).args(ARM, Audience::Scope);
+    let subscription = spec(None, Some("My Sub")).args(ARM, Audience::Scope);
     assert_eq!(
         subscription,
         with(&["--scope", ARM, "--subscription", "My Sub"])
@@ -434,9 +427,13 @@ fn argument_validation() {
     ] {
         assert!(!is_valid_scope(bad), "{bad:?}");
     }
-    assert!(Settings::check(&spec(Some("contoso.onmicrosoft.com"), None)).is_ok());
-    assert!(Settings::check(&spec(None, Some("My Sub_1.0-x"))).is_ok());
-    assert!(Settings::check(&spec(None, None)).is_ok());
+    assert!(
+        spec(Some("contoso.onmicrosoft.com"), None)
+            .checked()
+            .is_ok()
+    );
+    assert!(spec(None, Some("My Sub_1.0-x")).checked().is_ok());
+    assert!(spec(None, None).checked().is_ok());
     for (tenant, subscription) in [
         (Some("a b"), None),
         (Some("-t"), None),
@@ -448,11 +445,11 @@ fn argument_validation() {
         (None, Some("a\"b")),
     ] {
         assert!(
-            Settings::check(&spec(tenant, subscription)).is_err(),
+            spec(tenant, subscription).checked().is_err(),
             "{tenant:?} {subscription:?}"
         );
     }
-    let both = Settings::check(&spec(Some("t"), Some("s"))).unwrap_err();
+    let both = spec(Some("t"), Some("s")).checked().unwrap_err();
     assert!(both.contains("not both"), "{both}");
 }
 
