@@ -31,8 +31,8 @@ use zeroize::Zeroizing;
 
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
-    aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
-    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output,
+    aad_failure, access_token, base64_claims, check_tenant_arg, claims_unsupported,
+    command_line_scope, deadline, exit_failure, not_logged_in, summary_line, unusable_output,
 };
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
@@ -217,13 +217,7 @@ impl AzureCliCredentialOptions {
     /// Checks the configured arguments. az refuses `--tenant` together with `--subscription` ("Please specify only
     /// one of subscription and tenant, not both"), so that combination is refused here, with the reason.
     fn checked(self) -> Result<Self, String> {
-        if let Some(tenant) = &self.tenant_id
-            && !is_valid_tenant_arg(tenant)
-        {
-            return Err(format!(
-                "invalid tenant id {tenant:?} for az: use letters, digits, `.` and `-`"
-            ));
-        }
+        check_tenant_arg(self.tenant_id.as_deref(), "az")?;
         if let Some(subscription) = &self.subscription
             && !is_valid_subscription(subscription)
         {

@@ -77,15 +77,9 @@ impl<T: DeveloperTool> DeveloperToolCredential<T> {
     /// The tenant from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
     /// timeout, and `PATH` from `env`.
     pub fn new(options: DeveloperToolCredentialOptions, env: &dyn Env) -> Self {
-        let tenant_id = match options.tenant_id {
-            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
-                "invalid tenant id {t:?} for {}: use letters, digits, `.` and `-`",
-                T::ARGUMENTS_OF
-            )),
-            other => Ok(other),
-        };
+        let checked = check_tenant_arg(options.tenant_id.as_deref(), T::ARGUMENTS_OF);
         Self {
-            tenant_id,
+            tenant_id: checked.map(|()| options.tenant_id),
             tool: Tool {
                 search_path: env.var("PATH"),
                 ..T::TOOL
@@ -325,9 +319,14 @@ pub(super) fn is_valid_scope(scope: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
 }
 
-/// A tenant a tool may be given: [`is_valid_tenant`], not starting with `-`.
-pub(super) fn is_valid_tenant_arg(tenant: &str) -> bool {
-    is_valid_tenant(tenant) && !tenant.starts_with('-')
+/// A tenant `tool` may be given: [`is_valid_tenant`], not starting with `-` (it would read as an option).
+pub(super) fn check_tenant_arg(tenant: Option<&str>, tool: &str) -> Result<(), String> {
+    match tenant {
+        Some(t) if !is_valid_tenant(t) || t.starts_with('-') => Err(format!(
+            "invalid tenant id {t:?} for {tool}: use letters, digits, `.` and `-`"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.
