@@ -47,9 +47,10 @@ fn query(call: &Call) -> Vec<(String, String)> {
     pairs(call.url.query().unwrap_or_default())
 }
 
-/// The query pairs of a recorded URL, decoded.
-fn url_query(url: &str) -> Vec<(String, String)> {
-    pairs(url.split_once('?').unwrap().1)
+/// Asserts that the source `vars` and `id` select asks for an ARM token with the query of the recorded `url`.
+fn assert_sends_recorded(vars: Vars<'_>, id: Option<UserAssignedId>, url: &str) {
+    let call = call_of(&detected(vars, &spec(id)).unwrap(), ARM);
+    assert_eq!(query(&call), pairs(url.split_once('?').unwrap().1), "{url}");
 }
 
 /// The `expires_in` and `expires_on` of a token response.
@@ -522,12 +523,13 @@ fn fixture_imds_probe_400_then_token_200() {
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86311));
 
     // Our probe and token request have the recording's shape: the same query, Metadata only on the second.
-    let uri = entries[1]["RequestUri"].as_str().unwrap();
-    let recorded = url_query(uri);
     let source = detected(&[LOCAL_IMDS], &spec(None)).unwrap();
     assert_eq!(source.kind, ManagedIdentitySource::Imds);
-    let call = source.call("https://management.azure.com").unwrap();
-    assert_eq!(query(&call), recorded);
+    assert_sends_recorded(
+        &[LOCAL_IMDS],
+        None,
+        entries[1]["RequestUri"].as_str().unwrap(),
+    );
 }
 
 #[test]
@@ -551,13 +553,8 @@ fn fixture_imds_user_assigned_client_id_token_200() {
         .find(|l| l.starts_with("# Request: GET "))
         .unwrap();
     let url = request.split_whitespace().nth(3).unwrap();
-    let recorded = url_query(url);
     let client_id = UserAssignedId::ClientId("client-id".into());
-    let source = detected(&[LOCAL_IMDS], &spec(Some(client_id))).unwrap();
-    assert_eq!(
-        query(&call_of(&source, "https://management.azure.com")),
-        recorded
-    );
+    assert_sends_recorded(&[LOCAL_IMDS], Some(client_id), url);
 }
 
 #[test]
@@ -573,21 +570,12 @@ fn fixture_app_service_legacy_2017_msi_epoch_string() {
 
     // The original wire request (`url:`) is the Azure ML / legacy MSI shape: 2017-09-01, `clientid`, `secret`.
     let url = interaction["response"]["url"].as_str().unwrap();
-    let recorded = url_query(url);
-    let source = detected(
-        &[
-            ("MSI_ENDPOINT", "http://127.0.0.1:8081/msi/token"),
-            ("MSI_SECRET", "s"),
-        ],
-        &spec(Some(UserAssignedId::ClientId(
-            "b48ae5dc-70d0-488a-8ef5-f30d905cd5ec".into(),
-        ))),
-    )
-    .unwrap();
-    assert_eq!(
-        query(&call_of(&source, "https://management.azure.com")),
-        recorded
-    );
+    let vars = [
+        ("MSI_ENDPOINT", "http://127.0.0.1:8081/msi/token"),
+        ("MSI_SECRET", "s"),
+    ];
+    let client_id = UserAssignedId::ClientId("b48ae5dc-70d0-488a-8ef5-f30d905cd5ec".into());
+    assert_sends_recorded(&vars, Some(client_id), url);
     assert!(interaction["request"]["headers"].get("secret").is_some());
 }
 
