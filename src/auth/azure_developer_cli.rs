@@ -1,9 +1,10 @@
 //! The Azure Developer CLI's signed-in account: `azd auth token --output json --no-prompt --scope <scope>
 //! [--tenant-id T]`.
 //!
-//! `azd` is found and run as `process` runs every tool (on the `PATH` of the [`Env`], as an argument vector without
-//! a shell, in its own process group, output bounded, killed with its group at the configured timeout), with
-//! `NO_COLOR=true`. It prints `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}` (RFC 3339, read as UTC).
+//! `azd` is found and run as `process` runs every tool (on the `PATH` of the [`Env`](crate::env::Env), as an
+//! argument vector without a shell, in its own process group, output bounded, killed with its group at the
+//! configured timeout), with `NO_COLOR=true`. It prints `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}`
+//! (RFC 3339, read as UTC).
 //!
 //! Failures: azd writes them to stderr as JSON lines whose shape changed between versions
 //! (`{"error","message","suggestion"}` from 1.24; `{"type":"consoleMessage","data":{"message"}}` before), or as
