@@ -222,18 +222,14 @@ fn build_chain(
                         entra.http().clone(),
                     ))
                 }
-                ChainSource::AzureCli => Arc::new(AzureCliCredential::new(
-                    AzureCliCredentialOptions::default(),
-                    env,
-                )),
-                ChainSource::AzureDeveloperCli => Arc::new(AzureDeveloperCliCredential::new(
-                    AzureDeveloperCliCredentialOptions::default(),
-                    env,
-                )),
-                ChainSource::AzurePowerShell => Arc::new(AzurePowerShellCredential::new(
-                    AzurePowerShellCredentialOptions::default(),
-                    env,
-                )),
+                // The developer tools with their default options: the tool's current account.
+                ChainSource::AzureCli => Arc::new(AzureCliCredential::new(Default::default(), env)),
+                ChainSource::AzureDeveloperCli => {
+                    Arc::new(AzureDeveloperCliCredential::new(Default::default(), env))
+                }
+                ChainSource::AzurePowerShell => {
+                    Arc::new(AzurePowerShellCredential::new(Default::default(), env))
+                }
                 ChainSource::InteractiveBrowser => match signed_in.clone() {
                     Some(options) => {
                         let options =
