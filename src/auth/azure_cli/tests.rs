@@ -353,15 +353,13 @@ fn aadsts_parsing() {
         labelled_timestamp("Timestamp: 2026-02-17 18:39:09Z\n").as_deref(),
         Some("2026-02-17 18:39:09Z")
     );
-    assert_eq!(
-        claims_challenge("az login --claims-challenge 'e30='").as_deref(),
-        Some("e30=")
-    );
-    assert_eq!(
-        claims_challenge("az login --claims-challenge \"a;b\""),
-        None
-    );
-    assert_eq!(claims_challenge("az login --claims-challenge"), None);
+    for (stderr, challenge) in [
+        ("az login --claims-challenge 'e30='", Some("e30=")),
+        ("az login --claims-challenge \"a;b\"", None),
+        ("az login --claims-challenge", None),
+    ] {
+        assert_eq!(claims_challenge(stderr).as_deref(), challenge, "{stderr}");
+    }
     assert_eq!(decode_claims_challenge("e30").as_deref(), Ok("{}"));
     assert!(decode_claims_challenge("bm90IGpzb24=").is_err(), "not JSON");
 }
