@@ -31,14 +31,14 @@ use zeroize::Zeroizing;
 
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
-    aad_failure, access_token, base64_claims, claims_unsupported, command_line_scope, deadline,
-    exit_failure, is_valid_tenant_arg, not_logged_in, summary_line, unusable_output,
+    aad_failure, access_token, base64_claims, check_tenant_arg, claims_unsupported,
+    command_line_scope, deadline, exit_failure, not_logged_in, summary_line, unusable_output,
 };
 use super::lenient_json::{self, WireError};
 use super::process::Tool;
 use super::{
     AccessToken, Credential, CredentialError, Secret, TokenError, TokenRequest, expiry,
-    scope_to_resource,
+    scope_to_resource, words,
 };
 use crate::env::Env;
 use crate::file_read;
@@ -59,14 +59,13 @@ const AZ: Tool = Tool {
 /// The `azure_cli` credential.
 #[derive(Debug)]
 pub struct AzureCliCredential {
-    /// The checked `--tenant` / `--subscription`, or why they are unusable.
-    settings: Result<Settings, String>,
+    /// The options, checked, or why their `--tenant` / `--subscription` are unusable.
+    settings: Result<AzureCliCredentialOptions, String>,
     /// `az`, with `PATH` from the [`Env`].
     tool: Tool,
     /// `TZ` and `TZDIR` from the [`Env`], for CLIs that print only a local expiry time.
     tz: Option<String>,
     tzdir: Option<String>,
-    timeout: Duration,
 }
 
 /// Settings of an [`AzureCliCredential`] (`azure_cli: { tenant_id, subscription, timeout }` in configuration).
@@ -78,12 +77,6 @@ pub struct AzureCliCredentialOptions {
     pub subscription: Option<String>,
     /// Time allowed for `az` to answer.
     pub timeout: Duration,
-}
-
-#[derive(Debug)]
-struct Settings {
-    tenant_id: Option<String>,
-    subscription: Option<String>,
 }
 
 /// Which argument names the token's audience.
@@ -122,14 +115,13 @@ impl AzureCliCredential {
     /// `CredentialRejected`), the timeout from `options`, and `PATH`, `TZ` and `TZDIR` from `env`.
     pub fn new(options: AzureCliCredentialOptions, env: &dyn Env) -> Self {
         Self {
-            settings: Settings::check(&options),
+            settings: options.checked(),
             tool: Tool {
                 search_path: env.var("PATH"),
                 ..AZ
             },
             tz: env.var("TZ"),
             tzdir: env.non_empty("TZDIR"),
-            timeout: options.timeout,
         }
     }
 
@@ -183,10 +175,12 @@ impl Credential for AzureCliCredential {
         }
         let program = self.tool.locate().await?;
         // One deadline for both attempts (`--scope`, then `--resource`).
-        let deadline = deadline(self.timeout);
+        let deadline = deadline(settings.timeout);
         let run = async |audience| {
             let args = settings.args(scope, audience);
-            self.tool.run(&program, &args, deadline, self.timeout).await
+            self.tool
+                .run(&program, &args, deadline, settings.timeout)
+                .await
         };
         let mut output = run(Audience::Scope).await?;
         if !output.status.success() && rejects_scope(&output.stderr) {
@@ -205,11 +199,6 @@ impl Credential for AzureCliCredential {
 
 // === impl AzureCliCredentialOptions ===
 
-impl AzureCliCredentialOptions {
-    /// How long `az` may take unless configured otherwise.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-}
-
 impl Default for AzureCliCredentialOptions {
     /// No `--tenant` or `--subscription` (the CLI's current account), [`Self::DEFAULT_TIMEOUT`].
     fn default() -> Self {
@@ -221,68 +210,49 @@ impl Default for AzureCliCredentialOptions {
     }
 }
 
-// === impl Settings ===
+impl AzureCliCredentialOptions {
+    /// How long `az` may take unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Settings {
     /// Checks the configured arguments. az refuses `--tenant` together with `--subscription` ("Please specify only
     /// one of subscription and tenant, not both"), so that combination is refused here, with the reason.
-    fn check(options: &AzureCliCredentialOptions) -> Result<Self, String> {
-        if let Some(tenant) = &options.tenant_id
-            && !is_valid_tenant_arg(tenant)
-        {
-            return Err(format!(
-                "invalid tenant id {tenant:?} for az: use letters, digits, `.` and `-`"
-            ));
-        }
-        if let Some(subscription) = &options.subscription
+    fn checked(self) -> Result<Self, String> {
+        check_tenant_arg(self.tenant_id.as_deref(), "az")?;
+        if let Some(subscription) = &self.subscription
             && !is_valid_subscription(subscription)
         {
             return Err(format!(
                 "invalid subscription {subscription:?} for az: use letters, digits, `_`, `.`, `-` and spaces"
             ));
         }
-        if options.tenant_id.is_some() && options.subscription.is_some() {
+        if self.tenant_id.is_some() && self.subscription.is_some() {
             return Err("azure_cli: give tenant_id or subscription, not both (az accepts only one; a subscription already selects its tenant)".to_owned());
         }
-        Ok(Self {
-            tenant_id: options.tenant_id.clone(),
-            subscription: options.subscription.clone(),
-        })
+        Ok(self)
     }
 
     /// `account get-access-token --output json --scope S|--resource R [--tenant T] [--subscription S]`.
     fn args(&self, scope: &str, audience: Audience) -> Vec<String> {
-        let mut args: Vec<String> = ["account", "get-access-token", "--output", "json"]
-            .map(String::from)
-            .into();
-        match audience {
-            Audience::Scope => args.extend(["--scope".into(), scope.into()]),
-            Audience::Resource => {
-                args.extend(["--resource".into(), scope_to_resource(scope).into()]);
-            }
-        }
-        if let Some(tenant) = &self.tenant_id {
-            args.extend(["--tenant".into(), tenant.clone()]);
-        }
-        if let Some(subscription) = &self.subscription {
-            args.extend(["--subscription".into(), subscription.clone()]);
-        }
-        args
+        let audience = match audience {
+            Audience::Scope => ("--scope", Some(scope)),
+            Audience::Resource => ("--resource", Some(scope_to_resource(scope))),
+        };
+        let flags = [
+            audience,
+            ("--tenant", self.tenant_id.as_deref()),
+            ("--subscription", self.subscription.as_deref()),
+        ];
+        words(&["account", "get-access-token", "--output", "json"], &flags)
     }
 
     /// `az login [--tenant T] [--scope S] [--claims-challenge C]`, the command that lets the CLI serve again.
     fn login_command(&self, scope: Option<&str>, claims_challenge: Option<&str>) -> String {
-        let mut command = "az login".to_owned();
-        for (flag, value) in [
+        let flags = [
             ("--tenant", self.tenant_id.as_deref()),
             ("--scope", scope),
             ("--claims-challenge", claims_challenge),
-        ] {
-            if let Some(value) = value {
-                command.push_str(&format!(" {flag} {value}"));
-            }
-        }
-        command
+        ];
+        words(&["az", "login"], &flags).join(" ")
     }
 }
 
@@ -328,7 +298,12 @@ fn parse_output(
 }
 
 /// How a non-zero exit of `az` is reported (see the module docs).
-fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -> CredentialError {
+fn failure(
+    stderr: &str,
+    status: ExitStatus,
+    settings: &AzureCliCredentialOptions,
+    scope: &str,
+) -> CredentialError {
     if let Some(e) = aadsts_failure(stderr, settings, scope) {
         return CredentialError::Failed(e);
     }
@@ -345,7 +320,11 @@ fn failure(stderr: &str, status: ExitStatus, settings: &Settings, scope: &str) -
 
 /// AADSTS codes in stderr: an Entra ID error, classified by code, naming the `az login` that fixes a
 /// person-must-act failure (with `--claims-challenge` when the CLI printed one). `None` without codes.
-fn aadsts_failure(stderr: &str, settings: &Settings, scope: &str) -> Option<TokenError> {
+fn aadsts_failure(
+    stderr: &str,
+    settings: &AzureCliCredentialOptions,
+    scope: &str,
+) -> Option<TokenError> {
     let challenge = claims_challenge(stderr);
     let challenge = challenge.as_deref();
     let claims = challenge.and_then(|c| decode_claims_challenge(c).ok());

@@ -1,9 +1,10 @@
 //! The Azure Developer CLI's signed-in account: `azd auth token --output json --no-prompt --scope <scope>
 //! [--tenant-id T]`.
 //!
-//! `azd` is found and run as `process` runs every tool (on the `PATH` of the [`Env`], as an argument vector without
-//! a shell, in its own process group, output bounded, killed with its group at the configured timeout), with
-//! `NO_COLOR=true`. It prints `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}` (RFC 3339, read as UTC).
+//! `azd` is found and run as `process` runs every tool (on the `PATH` of the [`Env`](crate::env::Env), as an
+//! argument vector without a shell, in its own process group, output bounded, killed with its group at the
+//! configured timeout), with `NO_COLOR=true`. It prints `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}`
+//! (RFC 3339, read as UTC).
 //!
 //! Failures: azd writes them to stderr as JSON lines whose shape changed between versions
 //! (`{"error","message","suggestion"}` from 1.24; `{"type":"consoleMessage","data":{"message"}}` before), or as
@@ -17,8 +18,6 @@
 //! A claims challenge is not sent to azd: the credential answers `InteractionRequired` naming
 //! `azd auth login --scope …`, which signs in again and so satisfies the policy. stdout is never echoed.
 
-use std::path::PathBuf;
-
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -28,21 +27,22 @@ use super::developer_tool::{
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
-use super::{AccessToken, Credential, CredentialError, Secret, TokenRequest};
-use crate::env::Env;
+use super::{CredentialError, Secret, words};
 
 const SOURCE: &str = "azure_developer_cli";
 
+/// The most stdout accepted: a token response is a few KiB.
+const OUTPUT_LIMIT: usize = 256 * 1024;
+
 /// The `azure_developer_cli` credential.
-#[derive(Debug)]
-pub struct AzureDeveloperCliCredential(DeveloperToolCredential<Azd>);
+pub type AzureDeveloperCliCredential = DeveloperToolCredential<Azd>;
 
 /// Settings of an [`AzureDeveloperCliCredential`].
 pub type AzureDeveloperCliCredentialOptions = DeveloperToolCredentialOptions;
 
 /// What is azd's own: its arguments, its JSON output and its error texts.
 #[derive(Debug)]
-struct Azd;
+pub struct Azd;
 
 /// What `azd auth token --output json` prints. No `Debug`: it holds the token.
 #[derive(Deserialize)]
@@ -53,35 +53,10 @@ struct AzdToken {
     expires_on: Option<String>,
 }
 
-// === impl AzureDeveloperCliCredential ===
-
-impl AzureDeveloperCliCredential {
-    /// The most stdout accepted: a token response is a few KiB.
-    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
-
-    /// `--tenant-id` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
-    /// timeout, and `PATH` from `env`.
-    pub fn new(options: AzureDeveloperCliCredentialOptions, env: &dyn Env) -> Self {
-        Self(DeveloperToolCredential::new(options, env))
-    }
-
-    /// Runs `program` instead of searching `azd` on the `PATH` (tests, unusual installs).
-    pub fn with_program(self, program: impl Into<PathBuf>) -> Self {
-        Self(self.0.with_program(program.into()))
-    }
-}
-
-impl Credential for AzureDeveloperCliCredential {
-    const KIND: &'static str = SOURCE;
-
-    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        self.0.token(request).await
-    }
-}
-
 // === impl Azd ===
 
 impl DeveloperTool for Azd {
+    const KIND: &'static str = SOURCE;
     const TOOL: Tool = Tool {
         source: SOURCE,
         name: "azd",
@@ -89,28 +64,18 @@ impl DeveloperTool for Azd {
         env: &[("NO_COLOR", "true")],
         program: None,
         search_path: None,
-        output_limit: AzureDeveloperCliCredential::DEFAULT_OUTPUT_LIMIT,
+        output_limit: OUTPUT_LIMIT,
     };
     const ARGUMENTS_OF: &'static str = "azd";
     const COMMAND: &'static str = "azd";
 
     /// `auth token --output json --no-prompt --scope S [--tenant-id T]`.
     fn args(scope: &str, tenant: Option<&str>) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "auth",
-            "token",
-            "--output",
-            "json",
-            "--no-prompt",
-            "--scope",
-            scope,
-        ]
-        .map(String::from)
-        .into();
-        if let Some(tenant) = tenant {
-            args.extend(["--tenant-id".into(), tenant.into()]);
-        }
-        args
+        let flags = [("--scope", Some(scope)), ("--tenant-id", tenant)];
+        words(
+            &["auth", "token", "--output", "json", "--no-prompt"],
+            &flags,
+        )
     }
 
     fn claims_unsupported(scope: &str, tenant: Option<&str>, claims: &str) -> CredentialError {
@@ -143,14 +108,8 @@ impl DeveloperTool for Azd {
 
 /// `azd auth login [--scope S] [--tenant-id T]`, the command that lets azd serve again.
 fn login_command(scope: Option<&str>, tenant: Option<&str>) -> String {
-    let mut command = "azd auth login".to_owned();
-    if let Some(scope) = scope {
-        command.push_str(&format!(" --scope {scope}"));
-    }
-    if let Some(tenant) = tenant {
-        command.push_str(&format!(" --tenant-id {tenant}"));
-    }
-    command
+    let flags = [("--scope", scope), ("--tenant-id", tenant)];
+    words(&["azd", "auth", "login"], &flags).join(" ")
 }
 
 /// Reads `azd auth token --output json`: the token and its expiry in Unix seconds (`expiresOn`, RFC 3339).

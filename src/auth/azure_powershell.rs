@@ -18,8 +18,6 @@
 //! A claims challenge is not sent to PowerShell: the credential answers `InteractionRequired` naming
 //! `Connect-AzAccount -ClaimsChallenge <base64>` (Az.Accounts 5.2.0 or newer).
 
-use std::path::PathBuf;
-
 use base64::Engine;
 
 use super::developer_tool::{
@@ -27,56 +25,30 @@ use super::developer_tool::{
     base64_claims, claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
 };
 use super::process::{Output, Tool};
-use super::{
-    AccessToken, Credential, CredentialError, Secret, TokenRequest, contains, scope_to_resource,
-};
-use crate::env::Env;
+use super::{CredentialError, Secret, contains, scope_to_resource, words};
 
 const SOURCE: &str = "azure_powershell";
 
 /// What the script prints when Az.Accounts is missing.
 const NO_MODULE: &str = "NO_AZ_ACCOUNT_MODULE";
 
+/// The most stdout accepted: a token and a profile's banner.
+const OUTPUT_LIMIT: usize = 256 * 1024;
+
 /// The `azure_powershell` credential.
-#[derive(Debug)]
-pub struct AzurePowerShellCredential(DeveloperToolCredential<AzPowerShell>);
+pub type AzurePowerShellCredential = DeveloperToolCredential<AzPowerShell>;
 
 /// Settings of an [`AzurePowerShellCredential`].
 pub type AzurePowerShellCredentialOptions = DeveloperToolCredentialOptions;
 
 /// What is Azure PowerShell's own: its script, its `azsdk%` output and its CLIXML errors.
 #[derive(Debug)]
-struct AzPowerShell;
-
-// === impl AzurePowerShellCredential ===
-
-impl AzurePowerShellCredential {
-    /// The most stdout accepted: a token and a profile's banner.
-    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
-
-    /// `-TenantId` from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
-    /// timeout, and `PATH` from `env`.
-    pub fn new(options: AzurePowerShellCredentialOptions, env: &dyn Env) -> Self {
-        Self(DeveloperToolCredential::new(options, env))
-    }
-
-    /// Runs `program` instead of searching `pwsh` on the `PATH` (tests, unusual installs).
-    pub fn with_program(self, program: impl Into<PathBuf>) -> Self {
-        Self(self.0.with_program(program.into()))
-    }
-}
-
-impl Credential for AzurePowerShellCredential {
-    const KIND: &'static str = SOURCE;
-
-    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        self.0.token(request).await
-    }
-}
+pub struct AzPowerShell;
 
 // === impl AzPowerShell ===
 
 impl DeveloperTool for AzPowerShell {
+    const KIND: &'static str = SOURCE;
     const TOOL: Tool = Tool {
         source: SOURCE,
         name: "pwsh",
@@ -84,7 +56,7 @@ impl DeveloperTool for AzPowerShell {
         env: &[],
         program: None,
         search_path: None,
-        output_limit: AzurePowerShellCredential::DEFAULT_OUTPUT_LIMIT,
+        output_limit: OUTPUT_LIMIT,
     };
     const ARGUMENTS_OF: &'static str = "Azure PowerShell";
     const COMMAND: &'static str = "Get-AzAccessToken";
@@ -139,14 +111,8 @@ impl DeveloperTool for AzPowerShell {
 
 /// `Connect-AzAccount [-ClaimsChallenge C] [-Tenant T]`, the command that lets PowerShell serve again.
 fn login_command(claims_challenge: Option<&str>, tenant: Option<&str>) -> String {
-    let mut command = "Connect-AzAccount".to_owned();
-    if let Some(challenge) = claims_challenge {
-        command.push_str(&format!(" -ClaimsChallenge {challenge}"));
-    }
-    if let Some(tenant) = tenant {
-        command.push_str(&format!(" -Tenant {tenant}"));
-    }
-    command
+    let flags = [("-ClaimsChallenge", claims_challenge), ("-Tenant", tenant)];
+    words(&["Connect-AzAccount"], &flags).join(" ")
 }
 
 /// `-NoProfile -NonInteractive -EncodedCommand <script>` for `resource` (checked: no quote can reach the script)

@@ -84,7 +84,7 @@ impl CredentialOptions {
             CredentialOptions::AzureDeveloperCli(o) => o.tenant_id.as_deref(),
             CredentialOptions::AzurePowerShell(o) => o.tenant_id.as_deref(),
             CredentialOptions::DeviceCode(o) => o.tenant_id.as_deref(),
-            CredentialOptions::InteractiveBrowser(o) => o.tenant_id.as_deref(),
+            CredentialOptions::InteractiveBrowser(o) => o.session.tenant_id.as_deref(),
             _ => None,
         }
     }
@@ -155,32 +155,25 @@ pub fn build_credentials_in(
         };
         set.by_name.insert(name, credential);
     }
-    // Chains may refer to chains: build in dependency order (validation guarantees there is no cycle).
+    // Chains may refer to chains: build in dependency order (validation guarantees there is no cycle; should one
+    // remain, its chains are built with what exists).
     let mut pending = chains;
     while !pending.is_empty() {
-        let before = pending.len();
-        let mut next = Vec::new();
-        for (name, sources) in pending {
-            let ready = sources.iter().all(|s| match s {
+        let (ready, waiting): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, sources)| {
+            sources.iter().all(|s| match s {
                 ChainSource::Named(n) => set.by_name.contains_key(n),
                 _ => true,
-            });
-            if ready {
-                let chain = build_chain(&sources, &set, env, entra, config_file);
-                set.by_name.insert(name, Arc::new(chain));
-            } else {
-                next.push((name, sources));
-            }
+            })
+        });
+        let (ready, waiting) = match ready.is_empty() {
+            true => (waiting, Vec::new()),
+            false => (ready, waiting),
+        };
+        for (name, sources) in ready {
+            let chain = build_chain(&sources, &set, env, entra, config_file);
+            set.by_name.insert(name, Arc::new(chain));
         }
-        if next.len() == before {
-            // Unresolvable references: build with what exists.
-            for (name, sources) in next {
-                let chain = build_chain(&sources, &set, env, entra, config_file);
-                set.by_name.insert(name, Arc::new(chain));
-            }
-            break;
-        }
-        pending = next;
+        pending = waiting;
     }
     set
 }
@@ -229,18 +222,14 @@ fn build_chain(
                         entra.http().clone(),
                     ))
                 }
-                ChainSource::AzureCli => Arc::new(AzureCliCredential::new(
-                    AzureCliCredentialOptions::default(),
-                    env,
-                )),
-                ChainSource::AzureDeveloperCli => Arc::new(AzureDeveloperCliCredential::new(
-                    AzureDeveloperCliCredentialOptions::default(),
-                    env,
-                )),
-                ChainSource::AzurePowerShell => Arc::new(AzurePowerShellCredential::new(
-                    AzurePowerShellCredentialOptions::default(),
-                    env,
-                )),
+                // The developer tools with their default options: the tool's current account.
+                ChainSource::AzureCli => Arc::new(AzureCliCredential::new(Default::default(), env)),
+                ChainSource::AzureDeveloperCli => {
+                    Arc::new(AzureDeveloperCliCredential::new(Default::default(), env))
+                }
+                ChainSource::AzurePowerShell => {
+                    Arc::new(AzurePowerShellCredential::new(Default::default(), env))
+                }
                 ChainSource::InteractiveBrowser => match signed_in.clone() {
                     Some(options) => {
                         let options =

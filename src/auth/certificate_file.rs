@@ -248,14 +248,12 @@ impl ClientCertificate {
     }
 
     /// Picks the leaf (the certificate holding the key's public key) and orders the chain.
-    fn assemble(key: RsaKeyPair, mut certs: Vec<Vec<u8>>) -> Result<Self, String> {
+    fn assemble(key: RsaKeyPair, all: Vec<Vec<u8>>) -> Result<Self, String> {
         // Some exports repeat a certificate (e.g. in two PKCS#12 bags): keep the first of each.
-        let mut i = 0;
-        while i < certs.len() {
-            if certs[..i].contains(&certs[i]) {
-                certs.remove(i);
-            } else {
-                i += 1;
+        let mut certs = Vec::with_capacity(all.len());
+        for der in all {
+            if !certs.contains(&der) {
+                certs.push(der);
             }
         }
         let mut parsed = Vec::with_capacity(certs.len());
@@ -294,11 +292,9 @@ impl ClientCertificate {
 
         let subject = parsed[leaf].subject().to_string();
         let not_after = parsed[leaf].validity().not_after.timestamp();
-        drop(parsed);
-        let mut certs: Vec<Option<Vec<u8>>> = certs.into_iter().map(Some).collect();
         let chain: Vec<CertificateDer<'static>> = order
             .iter()
-            .filter_map(|&i| certs[i].take().map(CertificateDer::from))
+            .map(|&i| CertificateDer::from(certs[i].clone()))
             .collect();
         let digest = digest::digest(&digest::SHA256, chain[0].as_ref());
         let mut thumbprint_sha256 = [0u8; 32];

@@ -9,6 +9,18 @@ use super::{AccessToken, Credential, CredentialError, TokenCredential, TokenRequ
 
 const NO_WINNER: usize = usize::MAX;
 
+/// Every built-in source. All but `device_code` can be selected by `AZURE_TOKEN_CREDENTIALS`.
+const BUILT_IN: [ChainSource; 8] = [
+    ChainSource::Environment,
+    ChainSource::WorkloadIdentity,
+    ChainSource::ManagedIdentity,
+    ChainSource::AzureCli,
+    ChainSource::DeviceCode,
+    ChainSource::AzureDeveloperCli,
+    ChainSource::AzurePowerShell,
+    ChainSource::InteractiveBrowser,
+];
+
 /// A chain of named sources.
 #[derive(Debug)]
 pub struct ChainCredential {
@@ -85,17 +97,10 @@ impl ChainSource {
 
     /// Parses a chain entry: a built-in source name, else a credential name.
     pub fn parse(name: &str) -> Self {
-        match name {
-            "environment" => ChainSource::Environment,
-            "workload_identity" => ChainSource::WorkloadIdentity,
-            "managed_identity" => ChainSource::ManagedIdentity,
-            "azure_cli" => ChainSource::AzureCli,
-            "device_code" => ChainSource::DeviceCode,
-            "azure_developer_cli" => ChainSource::AzureDeveloperCli,
-            "azure_powershell" => ChainSource::AzurePowerShell,
-            "interactive_browser" => ChainSource::InteractiveBrowser,
-            other => ChainSource::Named(other.to_owned()),
-        }
+        BUILT_IN
+            .into_iter()
+            .find(|source| source.name() == name)
+            .unwrap_or_else(|| ChainSource::Named(name.to_owned()))
     }
 
     /// The built-in default chain.
@@ -115,7 +120,6 @@ impl ChainSource {
     /// → that source alone. Anything else is refused with the allowed values.
     pub fn token_credentials_chain(selection: Option<&str>) -> Result<Vec<ChainSource>, String> {
         let value = selection.unwrap_or_default().trim().to_ascii_lowercase();
-        let single = |source: ChainSource| Ok(vec![source]);
         match value.as_str() {
             "" => Ok(Self::default_chain()),
             "prod" => Ok(vec![
@@ -128,24 +132,13 @@ impl ChainSource {
                 ChainSource::AzureDeveloperCli,
                 ChainSource::AzurePowerShell,
             ]),
-            "environment" | "environmentcredential" => single(ChainSource::Environment),
-            "workload_identity" | "workloadidentitycredential" => {
-                single(ChainSource::WorkloadIdentity)
-            }
-            "managed_identity" | "managedidentitycredential" => {
-                single(ChainSource::ManagedIdentity)
-            }
-            "azure_cli" | "azureclicredential" => single(ChainSource::AzureCli),
-            "azure_developer_cli" | "azuredeveloperclicredential" => {
-                single(ChainSource::AzureDeveloperCli)
-            }
-            "azure_powershell" | "azurepowershellcredential" => {
-                single(ChainSource::AzurePowerShell)
-            }
-            "interactive_browser" | "interactivebrowsercredential" => {
-                single(ChainSource::InteractiveBrowser)
-            }
-            _ => Err(format!(
+            // azure-identity's names are ours without `_`, plus `credential`.
+            one => BUILT_IN
+                .into_iter()
+                .filter(|source| *source != ChainSource::DeviceCode)
+                .find(|s| s.name() == one || format!("{}credential", s.name().replace('_', "")) == one)
+                .map(|source| vec![source])
+                .ok_or_else(|| format!(
                 "invalid value {:?}: expected dev, prod, or one source: environment, workload_identity, managed_identity, azure_cli, azure_developer_cli, azure_powershell, interactive_browser (azure-identity's names such as AzureCliCredential are accepted too)",
                 selection.unwrap_or_default().trim()
             )),
@@ -212,6 +205,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::auth::test_support::assert_has;
     use crate::auth::{Secret, TokenErrorKind};
 
     /// A call-counting fake.
@@ -363,10 +357,7 @@ mod tests {
         assert_eq!(e.kind, TokenErrorKind::CredentialUnavailable);
         let sources: Vec<_> = e.attempts.iter().map(|a| a.source.as_str()).collect();
         assert_eq!(sources, ["s0", "s1"]);
-        assert!(
-            e.message.contains("s0: not here") && e.message.contains("s1: not here"),
-            "{}",
-            e.message
-        );
+        assert_has(&e.message, "s0: not here");
+        assert_has(&e.message, "s1: not here");
     }
 }

@@ -7,6 +7,7 @@
 //! tool is `process`'s job; the Azure CLI (`azure_cli`) has more settings and its own credential, but uses these
 //! rules too.
 
+use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use tokio::time::Instant;
 
 use super::process::{Output, Tool};
 use super::{
-    AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-    expiry, is_valid_tenant,
+    AadError, AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind,
+    TokenRequest, expiry, is_valid_tenant,
 };
 use crate::env::Env;
 
@@ -26,7 +27,9 @@ pub(super) const MAX_MESSAGE_CHARS: usize = 500;
 
 /// What one developer tool brings to a [`DeveloperToolCredential`]: its process, argument vector, output format
 /// and error texts.
-pub(super) trait DeveloperTool {
+pub trait DeveloperTool: fmt::Debug + Send + Sync {
+    /// The credential kind (the tool's `source`).
+    const KIND: &'static str;
     /// The tool, as `process` runs it (searched on the `PATH` unless a program is given).
     const TOOL: Tool;
     /// How a bad tenant or scope names the tool (`azd`, `Azure PowerShell`).
@@ -58,9 +61,9 @@ pub struct DeveloperToolCredentialOptions {
     pub timeout: Duration,
 }
 
-/// A credential that runs `T`'s tool for each token.
+/// A credential that runs `T`'s tool for each token (`azure_developer_cli`, `azure_powershell`).
 #[derive(Debug)]
-pub(super) struct DeveloperToolCredential<T> {
+pub struct DeveloperToolCredential<T> {
     /// The checked tenant, or why it is unusable.
     tenant_id: Result<Option<String>, String>,
     tool: Tool,
@@ -73,16 +76,10 @@ pub(super) struct DeveloperToolCredential<T> {
 impl<T: DeveloperTool> DeveloperToolCredential<T> {
     /// The tenant from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
     /// timeout, and `PATH` from `env`.
-    pub(super) fn new(options: DeveloperToolCredentialOptions, env: &dyn Env) -> Self {
-        let tenant_id = match options.tenant_id {
-            Some(t) if !is_valid_tenant_arg(&t) => Err(format!(
-                "invalid tenant id {t:?} for {}: use letters, digits, `.` and `-`",
-                T::ARGUMENTS_OF
-            )),
-            other => Ok(other),
-        };
+    pub fn new(options: DeveloperToolCredentialOptions, env: &dyn Env) -> Self {
+        let checked = check_tenant_arg(options.tenant_id.as_deref(), T::ARGUMENTS_OF);
         Self {
-            tenant_id,
+            tenant_id: checked.map(|()| options.tenant_id),
             tool: Tool {
                 search_path: env.var("PATH"),
                 ..T::TOOL
@@ -92,17 +89,18 @@ impl<T: DeveloperTool> DeveloperToolCredential<T> {
         }
     }
 
-    /// Runs `program` instead of searching the tool on the `PATH`.
-    pub(super) fn with_program(mut self, program: PathBuf) -> Self {
-        self.tool.program = Some(program);
+    /// Runs `program` instead of searching the tool on the `PATH` (tests, unusual installs).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.tool.program = Some(program.into());
         self
     }
+}
+
+impl<T: DeveloperTool> Credential for DeveloperToolCredential<T> {
+    const KIND: &'static str = T::KIND;
 
     /// Checks the settings and the request, runs the tool once, and reads its answer.
-    pub(super) async fn token(
-        &self,
-        request: &TokenRequest,
-    ) -> Result<AccessToken, CredentialError> {
+    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let source = T::TOOL.source;
         let tenant = self
             .tenant_id
@@ -321,9 +319,14 @@ pub(super) fn is_valid_scope(scope: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
 }
 
-/// A tenant a tool may be given: [`is_valid_tenant`], not starting with `-`.
-pub(super) fn is_valid_tenant_arg(tenant: &str) -> bool {
-    is_valid_tenant(tenant) && !tenant.starts_with('-')
+/// A tenant `tool` may be given: [`is_valid_tenant`], not starting with `-` (it would read as an option).
+pub(super) fn check_tenant_arg(tenant: Option<&str>, tool: &str) -> Result<(), String> {
+    match tenant {
+        Some(t) if !is_valid_tenant(t) || t.starts_with('-') => Err(format!(
+            "invalid tenant id {t:?} for {tool}: use letters, digits, `.` and `-`"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.

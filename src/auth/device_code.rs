@@ -5,12 +5,8 @@
 //! keep polling; `slow_down`: wait 5 s longer between polls; anything else, or the code's expiry: stop) and saves
 //! the refresh token to the credential's `cache_file`.
 //!
-//! The cache file is one small JSON document (format version 1; not an MSAL cache), never readable by group or
-//! others, replaced atomically (a 0600 temporary file beside it, synced, renamed over it):
-//! `{"version":1,"authority":"https://login.microsoftonline.com","tenant":"organizations","client_id":"04b0…",
-//! "refresh_token":"…","obtained_at":1724000000}` (`obtained_at`: when the refresh token was issued, Unix seconds).
-//! A file readable by group or others is refused, and a file written for another authority, tenant or client counts
-//! as "not signed in".
+//! The cache file (its format and how it is kept private: `cache`) is not an MSAL cache; one written for another
+//! authority, tenant or client counts as "not signed in".
 //!
 //! As a [`TokenCredential`], it redeems that refresh token for an access token to any scope (the `refresh_token`
 //! grant, scopes decorated with `openid profile offline_access`), and saves the rotated refresh token Entra ID
@@ -42,7 +38,7 @@ use super::lenient_json::{self, WireError};
 use super::token_endpoint::{error_from_response, form};
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
-    TokenErrorKind, TokenRequest,
+    TokenErrorKind, TokenRequest, words,
 };
 use crate::file_read::{self, FileError};
 
@@ -81,8 +77,8 @@ const MAX_TRANSIENT_POLL_FAILURES: u32 = 3;
 /// The `device_code` credential: signs a user in (`login`) and serves tokens from the refresh token it saved.
 #[derive(Debug)]
 pub struct DeviceCodeCredential {
-    tenant: String,
-    client_id: String,
+    pub(super) tenant: String,
+    pub(super) client_id: String,
     cache_file: PathBuf,
     /// The configured credential name, for the `login --credential NAME` hint.
     name: Option<String>,
@@ -90,7 +86,7 @@ pub struct DeviceCodeCredential {
     config_file: Option<PathBuf>,
     /// The kind errors and tokens name: `device_code`, or `interactive_browser` for a browser sign-in's session.
     source: &'static str,
-    entra: EntraClient,
+    pub(super) entra: EntraClient,
     clock: Arc<dyn PollClock>,
     /// Held for the whole of a refresh (refreshes are serialised); holds a rotated refresh token that could not
     /// be saved.
@@ -108,19 +104,6 @@ pub struct DeviceCodeCredentialOptions {
     pub cache_file: PathBuf,
     /// The configuration file the credential was read from, if any: hints name it (`login --config FILE`).
     pub config_file: Option<PathBuf>,
-}
-
-/// What [`DeviceCodeCredential::login`] signs in for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginOptions {
-    /// The scope of the first access token (e.g. `https://management.azure.com/.default`); the refresh token
-    /// then serves any scope the user may access.
-    pub scope: String,
-    /// A claims JSON document to satisfy (from a claims challenge; see [`decode_claims_challenge`](crate::auth::decode_claims_challenge)).
-    pub claims: Option<String>,
-    /// Advertise the `CP1` client capability (merged into the `claims` parameter), as the proxy does when `cae`
-    /// is on.
-    pub client_capabilities: bool,
 }
 
 /// What the user is asked to do. Every field has had control characters removed (it is shown on a terminal).
@@ -287,21 +270,6 @@ impl DeviceCodeCredential {
         self
     }
 
-    /// The tenant signed in to.
-    pub(crate) fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
-    /// The public client signed in with.
-    pub(crate) fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// The Entra ID client.
-    pub(crate) fn entra(&self) -> &EntraClient {
-        &self.entra
-    }
-
     /// Waits between device-code polls on `clock` instead of tokio's (tests).
     pub fn with_clock(mut self, clock: Arc<dyn PollClock>) -> Self {
         self.clock = clock;
@@ -312,27 +280,26 @@ impl DeviceCodeCredential {
     /// `aml-auth-proxy login --config /etc/proxy.yaml --credential me --claims-challenge eyJ…` (claims: a JSON
     /// document, shown base64; `--config` when the credential came from a file).
     pub fn login_command(&self, claims: Option<&str>) -> String {
-        let mut command = String::from("aml-auth-proxy login");
-        if let Some(file) = &self.config_file {
-            command.push_str(" --config ");
-            command.push_str(&shell_word(&file.to_string_lossy()));
-        }
-        if let Some(name) = &self.name {
-            command.push_str(" --credential ");
-            command.push_str(name);
-        }
-        if let Some(claims) = claims {
-            command.push_str(" --claims-challenge ");
-            command.push_str(&base64::engine::general_purpose::STANDARD.encode(claims.as_bytes()));
-        }
-        command
+        let config = self
+            .config_file
+            .as_ref()
+            .map(|f| shell_word(&f.to_string_lossy()));
+        let claims = claims.map(|c| base64::engine::general_purpose::STANDARD.encode(c));
+        let flags = [
+            ("--config", config.as_deref()),
+            ("--credential", self.name.as_deref()),
+            ("--claims-challenge", claims.as_deref()),
+        ];
+        words(&["aml-auth-proxy", "login"], &flags).join(" ")
     }
 
     /// Signs a user in with a device code: shows `prompt` the instructions, polls until the user has finished,
-    /// and saves the refresh token to the cache file. Nothing is saved unless the sign-in succeeds.
+    /// and saves the refresh token to the cache file. Nothing is saved unless the sign-in succeeds. `options` is the
+    /// request for the first access token (its claims, if any, are satisfied); the refresh token then serves any
+    /// scope the user may access.
     pub async fn login(
         &self,
-        options: &LoginOptions,
+        options: &TokenRequest,
         prompt: impl FnOnce(&DeviceCodePrompt),
     ) -> Result<LoginOutcome, LoginError> {
         let started = self.clock.now();
@@ -395,13 +362,8 @@ impl DeviceCodeCredential {
             .await
             .map_err(LoginError::Token)?;
         if !response.status.is_success() {
-            return Err(LoginError::Token(error_from_response(
-                self.source,
-                &host,
-                response.status.as_u16(),
-                &response.headers,
-                &response.body,
-            )));
+            let e = error_from_response(self.source, &host, &response);
+            return Err(LoginError::Token(e));
         }
         parse_device_code(&response.body).map_err(|why| {
             LoginError::Token(TokenError::service_unavailable(
@@ -594,37 +556,6 @@ impl Credential for DeviceCodeCredential {
             }
         }
         Ok(token)
-    }
-}
-
-// === impl LoginOptions ===
-
-impl LoginOptions {
-    /// Sign in for `scope`, without claims.
-    pub fn new(scope: impl Into<String>) -> Self {
-        Self {
-            scope: scope.into(),
-            claims: None,
-            client_capabilities: false,
-        }
-    }
-
-    /// Also satisfy `claims` (a JSON document).
-    pub fn with_claims(mut self, claims: Option<String>) -> Self {
-        self.claims = claims;
-        self
-    }
-
-    /// Sets whether the `CP1` client capability is advertised.
-    pub fn with_client_capabilities(mut self, on: bool) -> Self {
-        self.client_capabilities = on;
-        self
-    }
-
-    /// The `claims` parameter of every sign-in request: the claims to satisfy merged with the client
-    /// capabilities, if any.
-    pub fn claims_parameter(&self) -> Option<String> {
-        super::claims::parameter(self.claims.as_deref(), self.client_capabilities)
     }
 }
 

@@ -62,11 +62,7 @@ fn secret(
     tenant_var: &str,
     entra: &EntraClient,
 ) -> Inner {
-    if !is_valid_tenant(tenant) {
-        return Err(Unusable::Invalid(format!(
-            "{tenant_var} is not a valid tenant id (allowed: letters, digits, '.', '-')"
-        )));
-    }
+    valid_tenant(tenant, tenant_var)?;
     let options = ClientSecretCredentialOptions {
         tenant_id: tenant.to_owned(),
         client_id: client.to_owned(),
@@ -84,12 +80,7 @@ fn certificate(
     env: &dyn Env,
     entra: &EntraClient,
 ) -> Inner {
-    if !is_valid_tenant(tenant) {
-        return Err(Unusable::Invalid(
-            "AZURE_TENANT_ID is not a valid tenant id (allowed: letters, digits, '.', '-')"
-                .to_owned(),
-        ));
-    }
+    valid_tenant(tenant, "AZURE_TENANT_ID")?;
     let password = env
         .var("AZURE_CLIENT_CERTIFICATE_PASSWORD")
         .map(Secret::new);
@@ -114,6 +105,15 @@ fn certificate(
     Ok(Arc::new(credential))
 }
 
+/// `tenant`, from the variable `var`, must be a valid tenant id.
+fn valid_tenant(tenant: &str, var: &str) -> Result<(), Unusable> {
+    if is_valid_tenant(tenant) {
+        return Ok(());
+    }
+    let why = format!("{var} is not a valid tenant id (allowed: letters, digits, '.', '-')");
+    Err(Unusable::Invalid(why))
+}
+
 fn missing_message(env: &dyn Env) -> String {
     let missing: Vec<&str> = ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]
         .into_iter()
@@ -129,9 +129,7 @@ impl Credential for EnvironmentCredential {
     const KIND: &'static str = SOURCE;
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        match &self.inner {
-            Ok(inner) => inner.get_token(request).await,
-            Err(why) => Err(why.error(SOURCE)),
-        }
+        let inner = self.inner.as_ref().map_err(|why| why.error(SOURCE))?;
+        inner.get_token(request).await
     }
 }

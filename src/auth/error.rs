@@ -78,6 +78,11 @@ impl TokenError {
         Self::new(TokenErrorKind::TokenServiceUnavailable, source, message)
     }
 
+    /// A `CredentialRejected` error: the settings or files of `source` are wrong, or the service refused them.
+    pub fn rejected(source: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(TokenErrorKind::CredentialRejected, source, message)
+    }
+
     /// Sets the configured credential name.
     pub fn with_credential(mut self, name: &str) -> Self {
         name.clone_into(&mut self.credential);

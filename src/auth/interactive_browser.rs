@@ -26,7 +26,6 @@
 
 mod redirect;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
@@ -37,7 +36,7 @@ use super::device_code::decorate_scope;
 use super::token_endpoint::form;
 use super::{
     AccessToken, Credential, CredentialError, DeviceCodeCredential, DeviceCodeCredentialOptions,
-    DeviceCodePrompt, EntraClient, LoginError, LoginOptions, LoginOutcome, Secret, TokenRequest,
+    DeviceCodePrompt, EntraClient, LoginError, LoginOutcome, Secret, TokenRequest,
 };
 
 const SOURCE: &str = "interactive_browser";
@@ -58,12 +57,8 @@ pub struct InteractiveBrowserCredential {
 /// login_hint, domain_hint, redirect_port, timeout }` in configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InteractiveBrowserCredentialOptions {
-    /// Tenant to sign in to (default [`DEFAULT_TENANT`](crate::auth::DEFAULT_TENANT), `organizations`).
-    pub tenant_id: Option<String>,
-    /// Public client id (default [`DEFAULT_CLIENT_ID`](crate::auth::DEFAULT_CLIENT_ID), the Azure CLI's app).
-    pub client_id: Option<String>,
-    /// Where `login` persists the refresh token (0600; the same format as `device_code`'s).
-    pub cache_file: PathBuf,
+    /// The signed-in session: tenant, client, cache file (the same format as `device_code`'s) and configuration file.
+    pub session: DeviceCodeCredentialOptions,
     /// The account to pre-fill on the sign-in page (`login_hint`).
     pub login_hint: Option<String>,
     /// The home realm to go to directly (`domain_hint`, e.g. `contoso.com`).
@@ -72,8 +67,6 @@ pub struct InteractiveBrowserCredentialOptions {
     pub redirect_port: u16,
     /// How long `login` waits for the browser to come back.
     pub timeout: Duration,
-    /// The configuration file the credential was read from, if any: hints name it (`login --config FILE`).
-    pub config_file: Option<PathBuf>,
 }
 
 /// The PKCE pair and state of one sign-in. No `Debug`: the verifier is a secret until the code is redeemed.
@@ -88,18 +81,8 @@ struct Pkce {
 impl InteractiveBrowserCredential {
     /// A credential for `options`.
     pub fn new(options: InteractiveBrowserCredentialOptions, entra: EntraClient) -> Self {
-        let session = DeviceCodeCredential::new(
-            DeviceCodeCredentialOptions {
-                tenant_id: options.tenant_id,
-                client_id: options.client_id,
-                cache_file: options.cache_file,
-                config_file: options.config_file,
-            },
-            entra,
-        )
-        .with_source(SOURCE);
         Self {
-            session,
+            session: DeviceCodeCredential::new(options.session, entra).with_source(SOURCE),
             login_hint: options.login_hint,
             domain_hint: options.domain_hint,
             redirect_port: options.redirect_port,
@@ -124,7 +107,7 @@ impl InteractiveBrowserCredential {
     /// [`LoginError::NoBrowser`], so that the caller can fall back to a device code.
     pub async fn login(
         &self,
-        options: &LoginOptions,
+        options: &TokenRequest,
         open: impl FnOnce(&str) -> Result<(), String>,
     ) -> Result<LoginOutcome, LoginError> {
         let listener = RedirectListener::bind(self.redirect_port)
@@ -153,7 +136,7 @@ impl InteractiveBrowserCredential {
         let scope = decorate_scope(&options.scope);
         let body = form(
             &[
-                ("client_id", self.session.client_id()),
+                ("client_id", &self.session.client_id),
                 ("grant_type", "authorization_code"),
                 ("client_info", "1"),
                 ("code_verifier", pkce.verifier.expose()),
@@ -165,8 +148,8 @@ impl InteractiveBrowserCredential {
         );
         let (_token, refresh_token) = self
             .session
-            .entra()
-            .post_token(SOURCE, self.session.tenant(), &body)
+            .entra
+            .post_token(SOURCE, &self.session.tenant, &body)
             .await
             .map_err(LoginError::Token)?;
         self.session.save_sign_in(refresh_token).await
@@ -176,7 +159,7 @@ impl InteractiveBrowserCredential {
     /// refresh token goes to the same cache file.
     pub async fn login_with_device_code(
         &self,
-        options: &LoginOptions,
+        options: &TokenRequest,
         prompt: impl FnOnce(&DeviceCodePrompt),
     ) -> Result<LoginOutcome, LoginError> {
         self.session.login(options, prompt).await
@@ -192,13 +175,13 @@ impl InteractiveBrowserCredential {
     ) -> Result<String, LoginError> {
         let endpoint = self
             .session
-            .entra()
-            .endpoint_url(self.session.tenant(), "authorize")
+            .entra
+            .endpoint_url(&self.session.tenant, "authorize")
             .map_err(LoginError::Token)?;
         let scope = decorate_scope(scope);
         // In MSAL's order; the hints and claims only when there are some.
         let pairs = [
-            ("client_id", Some(self.session.client_id())),
+            ("client_id", Some(self.session.client_id.as_str())),
             ("response_type", Some("code")),
             ("redirect_uri", Some(redirect_uri)),
             ("scope", Some(&scope)),
@@ -234,16 +217,13 @@ impl InteractiveBrowserCredentialOptions {
 
     /// A browser sign-in into the account, tenant, client and cache file of a `device_code` credential (`login
     /// --browser` for a `device_code` credential): no hints, any free port, [`Self::DEFAULT_TIMEOUT`].
-    pub fn from_device_code(options: DeviceCodeCredentialOptions) -> Self {
+    pub fn from_device_code(session: DeviceCodeCredentialOptions) -> Self {
         Self {
-            tenant_id: options.tenant_id,
-            client_id: options.client_id,
-            cache_file: options.cache_file,
+            session,
             login_hint: None,
             domain_hint: None,
             redirect_port: 0,
             timeout: Self::DEFAULT_TIMEOUT,
-            config_file: options.config_file,
         }
     }
 }

@@ -51,7 +51,7 @@ pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
 pub use developer_tool::DeveloperToolCredentialOptions;
 pub use device_code::{
     DEFAULT_CLIENT_ID, DEFAULT_TENANT, DeviceCodeCredential, DeviceCodeCredentialOptions,
-    DeviceCodePrompt, LoginError, LoginOptions, LoginOutcome, PollClock, TokioClock,
+    DeviceCodePrompt, LoginError, LoginOutcome, PollClock, TokioClock,
 };
 pub use entra_error::AadError;
 pub use environment::EnvironmentCredential;
@@ -182,6 +182,12 @@ impl TokenRequest {
         }
     }
 
+    /// Also asks for `claims` (a JSON document, e.g. from a claims challenge).
+    pub fn with_claims(mut self, claims: Option<String>) -> Self {
+        self.claims = claims.map(Into::into);
+        self
+    }
+
     /// Sets whether the `CP1` client capability is advertised.
     pub fn with_client_capabilities(mut self, on: bool) -> Self {
         self.client_capabilities = on;
@@ -207,11 +213,7 @@ impl CredentialError {
 
     /// A `Failed` error: `source` is present but its settings or files are wrong, or the service refused it.
     pub fn rejected(source: impl Into<String>, message: impl Into<String>) -> Self {
-        CredentialError::Failed(TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            source,
-            message,
-        ))
+        CredentialError::Failed(TokenError::rejected(source, message))
     }
 
     /// A `Failed` error: the token service (or tool) behind `source` is unreachable, failing or unusable.
@@ -274,6 +276,18 @@ pub(crate) fn is_valid_tenant(tenant: &str) -> bool {
 /// True when `needle` occurs in `haystack` (a tool's output, a certificate file).
 pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `fixed`, then `flag value` for each flag that has a value: a tool's argument vector, or, joined with spaces, the
+/// command a message tells the user to run.
+pub(crate) fn words(fixed: &[&str], flags: &[(&str, Option<&str>)]) -> Vec<String> {
+    let mut words: Vec<String> = fixed.iter().map(|w| (*w).to_owned()).collect();
+    for (flag, value) in flags {
+        if let Some(value) = value {
+            words.extend([(*flag).to_owned(), (*value).to_owned()]);
+        }
+    }
+    words
 }
 
 /// Converts a `…/.default` scope to the v1 resource it names (`https://management.azure.com/.default` →

@@ -13,6 +13,7 @@
 //! `TokenServiceUnavailable` failure.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -35,7 +36,7 @@ const COMMAND_NOT_FOUND: i32 = 127;
 
 /// A tool to run, and where to find it.
 #[derive(Debug, Clone)]
-pub(crate) struct Tool {
+pub struct Tool {
     /// The credential kind its errors and logs name (`azure_cli`).
     pub(crate) source: &'static str,
     /// The executable's name on the `PATH` (`az`).
@@ -53,7 +54,7 @@ pub(crate) struct Tool {
 }
 
 /// What one run of the tool left behind.
-pub(crate) struct Output {
+pub struct Output {
     pub(crate) status: ExitStatus,
     pub(crate) stdout: Zeroizing<Vec<u8>>,
     pub(crate) stderr: String,
@@ -212,18 +213,8 @@ impl Tool {
 
 /// True for a regular file with an execute bit.
 async fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = tokio::fs::metadata(path).await else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        meta.is_file()
-    }
+    let meta = tokio::fs::metadata(path).await;
+    meta.is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Spawns, retrying briefly while the executable is busy (ETXTBSY).

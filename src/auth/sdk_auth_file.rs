@@ -138,9 +138,7 @@ impl Credential for SdkAuthFileCredential {
     const KIND: &'static str = SOURCE;
 
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        match &self.inner {
-            Ok(inner) => inner.get_token(request).await,
-            Err(why) => Err(why.error(SOURCE)),
-        }
+        let inner = self.inner.as_ref().map_err(|why| why.error(SOURCE))?;
+        inner.get_token(request).await
     }
 }

@@ -9,8 +9,13 @@ use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
+use super::developer_tool::{DeveloperTool, DeveloperToolCredential};
+use super::http::HttpResponse;
 use super::process::Output;
-use super::{CredentialError, EntraClient, HttpClientOptions, TokenError, TokenHttpClient};
+use super::{
+    Credential, CredentialError, DeveloperToolCredentialOptions, EntraClient, HttpClientOptions,
+    TokenError, TokenHttpClient, TokenRequest,
+};
 
 /// The directory of recorded payloads.
 pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -89,6 +94,19 @@ pub(crate) fn output(code: i32, stdout: &[u8], stderr: &str) -> Output {
     }
 }
 
+/// What the developer-tool credential `T` for `tenant` answers `request` with (no `PATH`: the tool never runs).
+pub(crate) async fn tool_error<T: DeveloperTool>(
+    tenant: Option<&str>,
+    request: &TokenRequest,
+) -> CredentialError {
+    let options = DeveloperToolCredentialOptions {
+        tenant_id: tenant.map(String::from),
+        ..DeveloperToolCredentialOptions::default()
+    };
+    let credential = DeveloperToolCredential::<T>::new(options, &crate::env::MapEnv::new());
+    credential.token(request).await.unwrap_err()
+}
+
 /// The reason of an `Unavailable` error from the one source `source`; panics otherwise.
 pub(crate) fn unavailable(e: CredentialError, source: &str) -> String {
     match e {
@@ -112,6 +130,30 @@ pub(crate) fn failed(e: CredentialError, source: &str) -> TokenError {
     }
 }
 
+/// Asserts that `text` contains `part`.
+#[track_caller]
+pub(crate) fn assert_has(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} is not in {text:?}");
+}
+
+/// Asserts that `text` starts with `prefix`.
+#[track_caller]
+pub(crate) fn assert_starts(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "{text:?} does not start with {prefix:?}"
+    );
+}
+
+/// Asserts that `text` ends with `suffix`.
+#[track_caller]
+pub(crate) fn assert_ends(text: &str, suffix: &str) {
+    assert!(
+        text.ends_with(suffix),
+        "{text:?} does not end with {suffix:?}"
+    );
+}
+
 /// The pairs of a form-encoded text (a body or a query), decoded, in order.
 pub(crate) fn pairs(form: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(form.as_bytes())
@@ -124,6 +166,15 @@ pub(crate) fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// An answer with `status` and `body`, no headers.
+pub(crate) fn response(status: u16, body: &[u8]) -> HttpResponse {
+    HttpResponse {
+        status: http::StatusCode::from_u16(status).unwrap(),
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::copy_from_slice(body),
+    }
 }
 
 /// A client of the public cloud's authority host; tests that use it never send a request.

@@ -63,8 +63,7 @@ impl EntraClient {
     pub fn endpoint_url(&self, tenant: &str, endpoint: &str) -> Result<Uri, TokenError> {
         let text = format!("{}/{tenant}/oauth2/v2.0/{endpoint}", self.authority);
         text.parse::<Uri>().map_err(|_| {
-            TokenError::new(
-                TokenErrorKind::CredentialRejected,
+            TokenError::rejected(
                 "entra",
                 format!("tenant {tenant:?} does not form a valid token endpoint URL"),
             )
@@ -117,13 +116,7 @@ impl EntraClient {
                 )
             });
         }
-        Err(error_from_response(
-            source,
-            &host,
-            response.status.as_u16(),
-            &response.headers,
-            &response.body,
-        ))
+        Err(error_from_response(source, &host, &response))
     }
 
     /// POSTs an encoded form to `{authority}/{tenant}/oauth2/v2.0/{endpoint}` and returns the authority's host
@@ -171,15 +164,10 @@ pub(crate) fn form(pairs: &[(&str, &str)], claims: Option<&str>) -> Secret {
 }
 
 /// Turns a non-2xx token-endpoint answer into a classified error.
-pub(crate) fn error_from_response(
-    source: &str,
-    host: &str,
-    status: u16,
-    headers: &http::HeaderMap,
-    body: &[u8],
-) -> TokenError {
-    let retry = retry_after(headers);
-    let Some(aad) = AadError::parse(body) else {
+pub(crate) fn error_from_response(source: &str, host: &str, response: &HttpResponse) -> TokenError {
+    let status = response.status.as_u16();
+    let retry = retry_after(&response.headers);
+    let Some(aad) = AadError::parse(&response.body) else {
         let kind = if status == 429 || status >= 500 {
             TokenErrorKind::TokenServiceUnavailable
         } else {
@@ -204,27 +192,24 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::auth::test_support::response;
 
     #[test]
     fn error_bodies_are_classified() {
-        let classify = |status, headers: &http::HeaderMap, body: &[u8]| {
-            error_from_response("client_secret", "login.example", status, headers, body)
-        };
-        let none = http::HeaderMap::new();
-        let e = classify(
+        let classify = |response| error_from_response("client_secret", "login.example", &response);
+        let e = classify(response(
             401,
-            &none,
             br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: t","error_codes":[7000215]}"#,
-        );
+        ));
         assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
         assert_eq!(e.message, "AADSTS7000215: Invalid client secret provided.");
-        let mut headers = http::HeaderMap::new();
+        let mut throttled = response(429, br#"{"error":"temporarily_unavailable"}"#);
         let thirty = http::HeaderValue::from_static("30");
-        headers.insert(http::header::RETRY_AFTER, thirty);
-        let e = classify(429, &headers, br#"{"error":"temporarily_unavailable"}"#);
+        throttled.headers.insert(http::header::RETRY_AFTER, thirty);
+        let e = classify(throttled);
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
-        let e = classify(502, &none, b"<html>bad gateway</html>");
+        let e = classify(response(502, b"<html>bad gateway</html>"));
         assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable);
         assert!(!e.message.contains("<html>"), "bodies are never echoed");
     }

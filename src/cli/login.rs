@@ -25,7 +25,7 @@ use super::setup::{block_on, entra_client, runtime};
 use crate::auth::{
     ChainSource, CredentialOptions, DeviceCodeCredential, DeviceCodeCredentialOptions,
     DeviceCodePrompt, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
-    LoginError, LoginOptions, LoginOutcome, decode_claims_challenge,
+    LoginError, LoginOutcome, TokenRequest, decode_claims_challenge,
 };
 use crate::config::Config;
 use crate::env::Env;
@@ -68,7 +68,7 @@ pub(super) fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         .find(|r| r.credential.as_deref() == Some(name.as_str()))
         .and_then(|r| r.scope.clone())
         .unwrap_or_else(|| format!("{}/.default", config.cloud.resource_manager()));
-    let options = LoginOptions::new(scope)
+    let options = TokenRequest::new(scope)
         .with_claims(claims)
         .with_client_capabilities(config.cae);
     let entra = match entra_client(&config) {
@@ -79,12 +79,7 @@ pub(super) fn login(args: &LoginArgs, env: &dyn Env) -> ExitCode {
         (Target::DeviceCode(o), true, _) => {
             Target::Browser(InteractiveBrowserCredentialOptions::from_device_code(o))
         }
-        (Target::Browser(o), _, true) => Target::DeviceCode(DeviceCodeCredentialOptions {
-            tenant_id: o.tenant_id,
-            client_id: o.client_id,
-            cache_file: o.cache_file,
-            config_file: o.config_file,
-        }),
+        (Target::Browser(o), _, true) => Target::DeviceCode(o.session),
         (target, _, _) => target,
     };
     let opener = find_opener(env);

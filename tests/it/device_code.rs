@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use aml_auth_proxy::auth::{
     BoxFuture, CredentialError, DEFAULT_CLIENT_ID, DeviceCodeCredential,
-    DeviceCodeCredentialOptions, DeviceCodePrompt, LoginError, LoginOptions, PollClock,
-    TokenCredential, TokenError, TokenErrorKind, TokenRequest, decode_claims_challenge,
+    DeviceCodeCredentialOptions, DeviceCodePrompt, LoginError, PollClock, TokenCredential,
+    TokenError, TokenErrorKind, TokenRequest, decode_claims_challenge,
 };
 use base64::Engine;
 use http::StatusCode;
@@ -124,7 +124,7 @@ impl Bed {
     }
 
     /// Signs in (the mock approves the first poll unless scripted otherwise); returns the prompt shown.
-    async fn login(&self, options: &LoginOptions) -> Result<DeviceCodePrompt, LoginError> {
+    async fn login(&self, options: &TokenRequest) -> Result<DeviceCodePrompt, LoginError> {
         let mut shown = None;
         self.cred
             .login(options, |p| shown = Some(p.clone()))
@@ -175,7 +175,7 @@ async fn login_shows_the_code_polls_past_pending_and_saves_the_refresh_token() {
     let _trace = trace_init();
     let bed = Bed::new("dc-ok").await;
     bed.aad.script_device_polls([DevicePoll::Pending]);
-    let prompt = bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    let prompt = bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(prompt.user_code, "ABCD-EFGH");
     assert_eq!(prompt.verification_uri, "https://microsoft.com/devicelogin");
     assert_eq!(prompt.expires_in, Duration::from_secs(900));
@@ -233,7 +233,7 @@ async fn slow_down_adds_five_seconds_to_the_interval() {
         DevicePoll::Pending,
         DevicePoll::SlowDown,
     ]);
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(bed.clock.sleeps(), vec![1, 6, 6, 11]);
     assert_eq!(bed.polls().len(), 4);
     assert!(bed.cache_file().exists());
@@ -250,7 +250,7 @@ async fn login_stops_when_the_code_expires() {
         ..DeviceCodeAnswer::default()
     });
     bed.aad.script_device_polls([DevicePoll::Pending; 10]);
-    let e = bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err();
+    let e = bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err();
     assert!(matches!(e, LoginError::Expired), "{e:?}");
     assert!(e.to_string().contains("expired"), "{e}");
     // Polls at 2 s and 4 s; the next would come after the code's 5 s lifetime.
@@ -262,7 +262,7 @@ async fn login_stops_when_the_code_expires() {
     let bed = Bed::new("dc-expired-token").await;
     bed.aad
         .script_device_polls([DevicePoll::Pending, DevicePoll::Expired]);
-    let e = bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err();
+    let e = bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err();
     assert!(matches!(e, LoginError::Expired), "{e:?}");
     assert_eq!(bed.polls().len(), 2);
     assert!(!bed.cache_file().exists());
@@ -273,14 +273,14 @@ async fn declined_and_bad_codes_stop_the_sign_in() {
     let _trace = trace_init();
     let bed = Bed::new("dc-declined").await;
     bed.aad.script_device_polls([DevicePoll::Declined]);
-    let e = bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err();
+    let e = bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err();
     assert!(matches!(e, LoginError::Declined), "{e:?}");
     assert_eq!(bed.polls().len(), 1);
     assert!(!bed.cache_file().exists());
 
     let bed = Bed::new("dc-badcode").await;
     bed.aad.script_device_polls([DevicePoll::BadCode]);
-    match bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err() {
+    match bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err() {
         LoginError::Token(e) => {
             assert_eq!(
                 e.aad.as_ref().unwrap().error.as_deref(),
@@ -301,7 +301,7 @@ async fn device_code_start_failures_are_classified() {
     let unknown_app = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'x' was not found in the directory.\r\nTrace ID: t","error_codes":[700016]}"#;
     bed.aad
         .fail_device_code_start(Behavior::json(StatusCode::BAD_REQUEST, unknown_app));
-    match bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err() {
+    match bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err() {
         LoginError::Token(e) => {
             assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
             assert!(e.message.starts_with("AADSTS700016"), "{}", e.message);
@@ -310,7 +310,7 @@ async fn device_code_start_failures_are_classified() {
     }
     bed.aad
         .fail_device_code_start(Behavior::Status(StatusCode::SERVICE_UNAVAILABLE));
-    match bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err() {
+    match bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err() {
         LoginError::Token(e) => assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable),
         other => panic!("{other:?}"),
     }
@@ -325,12 +325,12 @@ async fn a_few_failed_polls_are_tolerated_then_the_sign_in_stops() {
     let outage = Behavior::Status(StatusCode::SERVICE_UNAVAILABLE);
     // A scripted behaviour answers the tenant's next poll; then the user flow resumes.
     bed.aad.script("dc-flaky", [outage.clone(), outage.clone()]);
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     assert_eq!(bed.polls().len(), 3);
 
     let bed = Bed::new("dc-down").await;
     bed.aad.set_behavior("dc-down", outage);
-    match bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap_err() {
+    match bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap_err() {
         LoginError::Token(e) => assert_eq!(e.kind, TokenErrorKind::TokenServiceUnavailable),
         other => panic!("{other:?}"),
     }
@@ -344,7 +344,7 @@ async fn login_with_claims_sends_them_on_every_poll() {
     let bed = Bed::new("dc-claims-login").await;
     let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
     bed.aad.script_device_polls([DevicePoll::Pending]);
-    bed.login(&LoginOptions::new(ARM_SCOPE).with_claims(Some(claims.to_owned())))
+    bed.login(&TokenRequest::new(ARM_SCOPE).with_claims(Some(claims.to_owned())))
         .await
         .unwrap();
     let polls = bed.polls();
@@ -360,7 +360,7 @@ async fn login_with_claims_sends_them_on_every_poll() {
 async fn the_refresh_token_serves_any_scope_and_its_rotation_is_saved() {
     let _trace = trace_init();
     let bed = Bed::new("dc-refresh").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let first = bed.saved_refresh_token();
 
     let arm = bed.token(ARM_SCOPE).await.unwrap();
@@ -403,7 +403,7 @@ async fn the_refresh_token_serves_any_scope_and_its_rotation_is_saved() {
 async fn concurrent_refreshes_never_spend_the_same_refresh_token_twice() {
     let _trace = trace_init();
     let bed = Bed::new("dc-concurrent").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let scopes: Vec<String> = (0..6)
         .map(|i| format!("https://r{i}.example/.default"))
         .collect();
@@ -457,7 +457,7 @@ async fn futures_join_all<F: std::future::Future>(
 async fn without_rotation_the_saved_refresh_token_is_kept() {
     let _trace = trace_init();
     let bed = Bed::new("dc-keep").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     bed.aad.set_refresh_token_rotation(false);
     let before = std::fs::read_to_string(bed.cache_file()).unwrap();
     bed.token(ARM_SCOPE).await.unwrap();
@@ -470,7 +470,7 @@ async fn without_rotation_the_saved_refresh_token_is_kept() {
 async fn a_new_login_takes_effect_without_a_restart() {
     let _trace = trace_init();
     let bed = Bed::new("dc-relogin").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     bed.token(ARM_SCOPE).await.unwrap();
     bed.aad.revoke_refresh_tokens();
     let e = failed(bed.token(ARM_SCOPE).await);
@@ -478,7 +478,7 @@ async fn a_new_login_takes_effect_without_a_restart() {
     // The user runs `login` again (here: a second credential on the same file, as the CLI would be).
     let other = Bed::credential(&bed.aad, &bed.dir, bed.tenant, VirtualClock::new());
     other
-        .login(&LoginOptions::new(ARM_SCOPE), |_| {})
+        .login(&TokenRequest::new(ARM_SCOPE), |_| {})
         .await
         .unwrap();
     bed.token(ARM_SCOPE).await.unwrap();
@@ -510,7 +510,7 @@ async fn without_a_cache_file_the_credential_is_unavailable_and_says_to_log_in()
 async fn a_cache_file_others_can_read_is_refused() {
     let _trace = trace_init();
     let bed = Bed::new("dc-shared").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     std::fs::set_permissions(bed.cache_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = failed(bed.token(ARM_SCOPE).await);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
@@ -527,7 +527,7 @@ async fn a_cache_file_others_can_read_is_refused() {
 async fn a_sign_in_for_another_tenant_is_not_used() {
     let _trace = trace_init();
     let bed = Bed::new("dc-tenant-a").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let other = Bed::credential(&bed.aad, &bed.dir, "dc-tenant-b", VirtualClock::new());
     match other.get_token(&TokenRequest::new(ARM_SCOPE)).await {
         Err(CredentialError::Unavailable(attempts)) => {
@@ -548,7 +548,7 @@ async fn a_sign_in_for_another_tenant_is_not_used() {
 async fn a_revoked_refresh_token_asks_for_aml_auth_proxy_login() {
     let _trace = trace_init();
     let bed = Bed::new("dc-revoked").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
     let saved = bed.saved_refresh_token();
     bed.aad.revoke_refresh_tokens();
     let e = failed(bed.token(ARM_SCOPE).await);
@@ -575,7 +575,7 @@ async fn a_revoked_refresh_token_asks_for_aml_auth_proxy_login() {
 async fn claims_are_passed_through_and_claims_entra_requires_are_named() {
     let _trace = trace_init();
     let bed = Bed::new("dc-claims").await;
-    bed.login(&LoginOptions::new(ARM_SCOPE)).await.unwrap();
+    bed.login(&TokenRequest::new(ARM_SCOPE)).await.unwrap();
 
     let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"}}}"#;
     let mut request = TokenRequest::new(ARM_SCOPE);

@@ -6,7 +6,7 @@ use super::*;
 use crate::auth::developer_tool::{
     MAX_MESSAGE_CHARS, aadsts_codes, clean_line, is_valid_scope, labelled, labelled_timestamp,
 };
-use crate::auth::test_support::{self, Section, exit, utc};
+use crate::auth::test_support::{self, Section, assert_starts, exit, utc};
 use crate::auth::{TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
 
@@ -22,13 +22,6 @@ fn posix(tz: &str) -> TimeZone {
 
 fn zone_utc() -> TimeZone {
     TimeZone::UTC
-}
-
-fn settings(tenant: Option<&str>, subscription: Option<&str>) -> Settings {
-    Settings {
-        tenant_id: tenant.map(String::from),
-        subscription: subscription.map(String::from),
-    }
 }
 
 fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialOptions {
@@ -88,25 +81,14 @@ fn every_fixture_output_parses_with_the_expiry_it_implies() {
 
 #[test]
 fn expires_on_forms_and_fallbacks() {
-    let parse = |json: &str| parse_output(json.as_bytes(), zone_utc);
-    assert_eq!(
-        parse(r#"{"accessToken":"t","expires_on":"1700000000"}"#)
-            .unwrap()
-            .1,
-        1_700_000_000
-    );
-    assert_eq!(
-        parse(r#"{"accessToken":"t","expires_on":null,"expiresOn":"2023-11-14 22:13:20.000000"}"#)
-            .unwrap()
-            .1,
-        1_700_000_000
-    );
-    assert_eq!(
-        parse(r#"{"accessToken":"t","expires_on":"N/A","expiresOn":"2023-11-14 22:13:20"}"#)
-            .unwrap()
-            .1,
-        1_700_000_000
-    );
+    for json in [
+        r#"{"accessToken":"t","expires_on":"1700000000"}"#,
+        r#"{"accessToken":"t","expires_on":null,"expiresOn":"2023-11-14 22:13:20.000000"}"#,
+        r#"{"accessToken":"t","expires_on":"N/A","expiresOn":"2023-11-14 22:13:20"}"#,
+    ] {
+        let (_, at) = parse_output(json.as_bytes(), zone_utc).unwrap();
+        assert_eq!(at, 1_700_000_000, "{json}");
+    }
 }
 
 #[test]
@@ -143,7 +125,7 @@ fn unusable_output_never_quotes_the_token() {
 
 #[test]
 fn fixture_stderr_samples_classify() {
-    let s = settings(None, None);
+    let s = spec(None, None);
     let mut checked = 0;
     for section in sections().iter().filter(|s| s.title.contains("stderr")) {
         let e = failure(&section.body, exit(1), &s, ARM);
@@ -196,9 +178,9 @@ fn stderr_classification_table() {
     let mfa_with_claims = format!(
         "ERROR: AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication.\nRun the command below to authenticate interactively; additional arguments may be added as needed:\naz logout\naz login --tenant \"t1\" --scope \"{ARM}\" --claims-challenge \"{claims_b64}\"\n"
     );
-    let none = settings(None, None);
-    let tenant = settings(Some("t1"), None);
-    let cases: Vec<(&str, String, i32, &Settings, Want)> = vec![
+    let none = spec(None, None);
+    let tenant = spec(Some("t1"), None);
+    let cases: Vec<(&str, String, i32, &AzureCliCredentialOptions, Want)> = vec![
         (
             "rust sdk text",
             "Please run 'az login' to setup account.\n".into(),
@@ -337,7 +319,7 @@ fn stderr_never_leaks_token_like_text() {
     let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwcyJ9.c2lnbmF0dXJl";
     let refresh = "0.AXoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKl";
     let stderr = format!("ERROR: unexpected response {jwt} and '{refresh}'");
-    let e = failed(failure(&stderr, exit(1), &settings(None, None), ARM));
+    let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM));
     assert!(!e.message.contains("eyJ"));
     assert!(!e.message.contains("AbCdEfGh"));
     assert_eq!(
@@ -371,15 +353,13 @@ fn aadsts_parsing() {
         labelled_timestamp("Timestamp: 2026-02-17 18:39:09Z\n").as_deref(),
         Some("2026-02-17 18:39:09Z")
     );
-    assert_eq!(
-        claims_challenge("az login --claims-challenge 'e30='").as_deref(),
-        Some("e30=")
-    );
-    assert_eq!(
-        claims_challenge("az login --claims-challenge \"a;b\""),
-        None
-    );
-    assert_eq!(claims_challenge("az login --claims-challenge"), None);
+    for (stderr, challenge) in [
+        ("az login --claims-challenge 'e30='", Some("e30=")),
+        ("az login --claims-challenge \"a;b\"", None),
+        ("az login --claims-challenge", None),
+    ] {
+        assert_eq!(claims_challenge(stderr).as_deref(), challenge, "{stderr}");
+    }
     assert_eq!(decode_claims_challenge("e30").as_deref(), Ok("{}"));
     assert!(decode_claims_challenge("bm90IGpzb24=").is_err(), "not JSON");
 }
@@ -403,18 +383,18 @@ fn scope_rejection_is_recognised() {
 fn arguments_are_exact() {
     let get = ["account", "get-access-token", "--output", "json"];
     let with = |tail: &[&'static str]| [&get[..], tail].concat();
-    let none = settings(None, None);
+    let none = spec(None, None);
     assert_eq!(none.args(ARM, Audience::Scope), with(&["--scope", ARM]));
     assert_eq!(
         none.args(ARM, Audience::Resource),
         with(&["--resource", "https://management.azure.com"])
     );
-    let tenant = settings(Some("t1"), None).args("api://x/.default", Audience::Scope);
+    let tenant = spec(Some("t1"), None).args("api://x/.default", Audience::Scope);
     assert_eq!(
         tenant,
         with(&["--scope", "api://x/.default", "--tenant", "t1"])
     );
-    let subscription = settings(None, Some("My Sub")).args(ARM, Audience::Scope);
+    let subscription = spec(None, Some("My Sub")).args(ARM, Audience::Scope);
     assert_eq!(
         subscription,
         with(&["--scope", ARM, "--subscription", "My Sub"])
@@ -445,9 +425,13 @@ fn argument_validation() {
     ] {
         assert!(!is_valid_scope(bad), "{bad:?}");
     }
-    assert!(Settings::check(&spec(Some("contoso.onmicrosoft.com"), None)).is_ok());
-    assert!(Settings::check(&spec(None, Some("My Sub_1.0-x"))).is_ok());
-    assert!(Settings::check(&spec(None, None)).is_ok());
+    assert!(
+        spec(Some("contoso.onmicrosoft.com"), None)
+            .checked()
+            .is_ok()
+    );
+    assert!(spec(None, Some("My Sub_1.0-x")).checked().is_ok());
+    assert!(spec(None, None).checked().is_ok());
     for (tenant, subscription) in [
         (Some("a b"), None),
         (Some("-t"), None),
@@ -459,11 +443,11 @@ fn argument_validation() {
         (None, Some("a\"b")),
     ] {
         assert!(
-            Settings::check(&spec(tenant, subscription)).is_err(),
+            spec(tenant, subscription).checked().is_err(),
             "{tenant:?} {subscription:?}"
         );
     }
-    let both = Settings::check(&spec(Some("t"), Some("s"))).unwrap_err();
+    let both = spec(Some("t"), Some("s")).checked().unwrap_err();
     assert!(both.contains("not both"), "{both}");
 }
 
@@ -497,10 +481,7 @@ async fn invalid_arguments_and_claims_never_run_az() {
 
     // And with valid arguments, a missing program is "unavailable".
     let reason = unavailable(error(spec(None, None), &TokenRequest::new(ARM)).await);
-    assert!(
-        reason.starts_with("Azure CLI not found on PATH"),
-        "{reason}"
-    );
+    assert_starts(&reason, "Azure CLI not found on PATH");
 }
 
 #[tokio::test]

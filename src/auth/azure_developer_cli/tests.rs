@@ -1,23 +1,14 @@
 use super::*;
-use crate::auth::TokenErrorKind;
-use crate::auth::test_support::{self, fixture_json_lines};
-use crate::env::MapEnv;
+use crate::auth::test_support::{
+    self, assert_ends, assert_has, assert_starts, fixture_json_lines, tool_error,
+};
+use crate::auth::{TokenErrorKind, TokenRequest};
 
 const ARM: &str = "https://management.azure.com/.default";
 
 /// How a run of azd for [`ARM`] that exited with `code` is reported.
 fn failure(stderr: &str, code: i32) -> CredentialError {
     Azd::failure(&test_support::output(code, b"", stderr), ARM, None)
-}
-
-fn credential(tenant: Option<&str>) -> AzureDeveloperCliCredential {
-    AzureDeveloperCliCredential::new(
-        AzureDeveloperCliCredentialOptions {
-            tenant_id: tenant.map(String::from),
-            ..AzureDeveloperCliCredentialOptions::default()
-        },
-        &MapEnv::new(),
-    )
 }
 
 #[test]
@@ -76,18 +67,9 @@ fn every_recorded_stderr_form_is_classified() {
     let stderr = format!("{}\n{}\n", lines[3], lines[4]);
     let e = test_support::failed(failure(&stderr, 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(
-        e.message.starts_with("fetching token: AADSTS50079:"),
-        "{}",
-        e.message
-    );
-    assert!(
-        e.message.ends_with(&format!(
-            "(sign in again: run `azd auth login --scope {ARM}`)"
-        )),
-        "{}",
-        e.message
-    );
+    assert_starts(&e.message, "fetching token: AADSTS50079:");
+    let sign_in = format!("(sign in again: run `azd auth login --scope {ARM}`)");
+    assert_ends(&e.message, &sign_in);
     assert_eq!(e.aad.unwrap().error_codes, vec![50079]);
     // v1.24+ structured form.
     let e = failure(
@@ -97,36 +79,29 @@ fn every_recorded_stderr_form_is_classified() {
     assert!(matches!(e, CredentialError::Unavailable(_)));
     // Interpreter missing in a wrapper: not installed.
     let e = failure("/usr/bin/env: 'node': No such file or directory", 127);
-    assert!(
-        test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found on PATH")
-    );
+    let reason = test_support::unavailable(e, SOURCE);
+    assert_starts(&reason, "Azure Developer CLI not found on PATH");
 }
 
 #[tokio::test]
 async fn claims_are_refused_with_the_command_that_satisfies_them() {
-    let cred = credential(Some("t1"));
-    let mut request = TokenRequest::new(ARM);
-    request.claims = Some(r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#.into());
-    let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
+    let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
+    let request = TokenRequest::new(ARM).with_claims(Some(claims.into()));
+    let e = test_support::failed(tool_error::<Azd>(Some("t1"), &request).await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(
-        e.message.contains(&format!(
-            "run `azd auth login --scope {ARM} --tenant-id t1`"
-        )),
-        "{}",
-        e.message
-    );
+    let login = format!("run `azd auth login --scope {ARM} --tenant-id t1`");
+    assert_has(&e.message, &login);
     assert!(e.aad.unwrap().claims.is_some());
 }
 
 #[tokio::test]
 async fn bad_settings_and_scopes_are_rejected_before_anything_runs() {
-    let error = async |tenant, scope| credential(tenant).token(&TokenRequest::new(scope)).await;
-    let e = test_support::failed(error(Some("-evil"), ARM).await.unwrap_err(), SOURCE);
+    let error = async |tenant, scope| tool_error::<Azd>(tenant, &TokenRequest::new(scope)).await;
+    let e = test_support::failed(error(Some("-evil"), ARM).await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
-    let e = test_support::failed(error(None, "--scope x").await.unwrap_err(), SOURCE);
+    let e = test_support::failed(error(None, "--scope x").await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
     // No PATH: unavailable, not installed.
-    let e = error(None, ARM).await.unwrap_err();
+    let e = error(None, ARM).await;
     assert!(test_support::unavailable(e, SOURCE).starts_with("Azure Developer CLI not found"));
 }

@@ -1,23 +1,12 @@
 use super::*;
-use crate::auth::TokenErrorKind;
-use crate::auth::test_support;
-use crate::env::MapEnv;
+use crate::auth::test_support::{self, assert_has, tool_error};
+use crate::auth::{TokenErrorKind, TokenRequest};
 
 const ML: &str = "https://ml.azure.com/.default";
 
 /// How a run of `pwsh` that exited with `code` is reported.
 fn failure(stdout: &[u8], stderr: &str, code: i32) -> CredentialError {
     AzPowerShell::failure(&test_support::output(code, stdout, stderr), ML, None)
-}
-
-fn credential(tenant: Option<&str>) -> AzurePowerShellCredential {
-    AzurePowerShellCredential::new(
-        AzurePowerShellCredentialOptions {
-            tenant_id: tenant.map(String::from),
-            ..AzurePowerShellCredentialOptions::default()
-        },
-        &MapEnv::new(),
-    )
 }
 
 /// The fixture's sections whose `## ` heading contains `title`, comments and blank lines dropped.
@@ -128,18 +117,16 @@ fn harmless_progress_records_are_not_errors() {
 
 #[tokio::test]
 async fn claims_are_refused_with_connect_azaccount() {
-    let cred = credential(Some("t1"));
-    let mut request = TokenRequest::new(ML);
     let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
-    request.claims = Some(claims.into());
-    let e = test_support::failed(cred.token(&request).await.unwrap_err(), SOURCE);
+    let request = TokenRequest::new(ML).with_claims(Some(claims.into()));
+    let e = test_support::failed(
+        tool_error::<AzPowerShell>(Some("t1"), &request).await,
+        SOURCE,
+    );
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
-    assert!(
-        e.message.contains(&format!(
-            "run `Connect-AzAccount -ClaimsChallenge {b64} -Tenant t1` (Az.Accounts 5.2.0 or newer), then retry"
-        )),
-        "{}",
-        e.message
+    let login = format!(
+        "run `Connect-AzAccount -ClaimsChallenge {b64} -Tenant t1` (Az.Accounts 5.2.0 or newer), then retry"
     );
+    assert_has(&e.message, &login);
 }

@@ -15,6 +15,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::Value;
 
 use super::{AssertionClaims, ClientCertificate, Secret};
+use crate::auth::test_support::{assert_has, assert_starts};
 use crate::test_support::TempDir;
 
 /// A root CA and an intermediate CA (ECDSA P-256: their key type does not matter and EC keys are generated
@@ -221,10 +222,8 @@ fn pem_encrypted_pkcs8_key_needs_the_right_password() {
     assert_no_key_material(&wrong, &key_pem);
 
     let missing = load(&file, None).unwrap_err();
-    assert!(
-        missing.contains("encrypted") && missing.contains("no password"),
-        "{missing}"
-    );
+    assert_has(&missing, "encrypted");
+    assert_has(&missing, "no password");
 }
 
 /// No RSA key generation here: the failures are found before a key is parsed.
@@ -237,9 +236,9 @@ fn refused_files_say_why() {
         .self_signed(&ec)
         .unwrap();
     let err = load(ec.serialize_pem() + &ec_cert.pem(), None).unwrap_err();
-    assert!(
-        err.contains("only RSA keys are supported (Entra ID signs assertions with PS256)"),
-        "{err}"
+    assert_has(
+        &err,
+        "only RSA keys are supported (Entra ID signs assertions with PS256)",
     );
     assert!(err.contains("EC key"), "{err}");
     let sec1 = pem("EC PRIVATE KEY", b"not parsed") + &ec_cert.pem();
@@ -274,9 +273,9 @@ fn refused_files_say_why() {
     assert!(err.contains("not a valid PKCS#12 file"), "{err}");
     let missing = std::path::Path::new("/nonexistent/aml-auth-proxy/client.pem");
     let err = ClientCertificate::load(missing, None).unwrap_err();
-    assert!(
-        err.starts_with("client certificate file /nonexistent/aml-auth-proxy/client.pem: "),
-        "{err}"
+    assert_starts(
+        &err,
+        "client certificate file /nonexistent/aml-auth-proxy/client.pem: ",
     );
 }
 
@@ -344,9 +343,9 @@ fn load_names_the_file_and_debug_shows_no_key() {
     let err = ClientCertificate::load(&key_only, None).unwrap_err();
     let cert = ClientCertificate::load(&both, None).unwrap();
 
-    assert!(
-        err.starts_with(&format!("client certificate file {}: ", key_only.display())),
-        "{err}"
+    assert_starts(
+        &err,
+        &format!("client certificate file {}: ", key_only.display()),
     );
     assert!(err.contains("no certificate"), "{err}");
     assert_no_key_material(&err, &key_pem);

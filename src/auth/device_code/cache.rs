@@ -14,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -233,34 +234,23 @@ pub(crate) fn store(path: &Path, login: &StoredLogin) -> Result<(), CacheError> 
 
 /// Creates `file` (which must not exist) with mode 0600, writes `bytes` and syncs it to disk.
 fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut handle = options.open(file)?;
+    let mut handle = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)?;
     // The umask can only remove bits from 0600; make sure the owner can still read what is written.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        handle.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
+    handle.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     handle.write_all(bytes)?;
     handle.sync_all()
 }
 
 /// Creates `dir` and its missing parents; the directories created get mode 0700.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Group or others have any access (the [`Access::Private`] rule for the cache file).

@@ -7,7 +7,9 @@ use super::cache::{self, CacheError, StoredLogin};
 use super::*;
 use crate::auth::TokenCredential;
 use crate::auth::claims::decode_claims_challenge;
-use crate::auth::test_support::{entra, fixture_json_lines, owned, pairs};
+use crate::auth::test_support::{
+    assert_ends, assert_has, assert_starts, entra, fixture_json_lines, owned, pairs, response,
+};
 use crate::auth::token_response::parse_token_response;
 use crate::test_support::TempDir;
 
@@ -37,13 +39,7 @@ fn credential_from(name: Option<&str>, config_file: Option<&str>) -> DeviceCodeC
 }
 
 fn aad_error(status: u16, body: &str) -> TokenError {
-    error_from_response(
-        SOURCE,
-        "login.example",
-        status,
-        &http::HeaderMap::new(),
-        body.as_bytes(),
-    )
+    error_from_response(SOURCE, "login.example", &response(status, body.as_bytes()))
 }
 
 fn stored(token: &str) -> StoredLogin {
@@ -271,13 +267,8 @@ fn sign_in_again_names_the_login_command_with_claims_when_there_are_some() {
     let revoked = fixture_json_lines("aad_error_invalid_grant_50173_revoked_refresh_token.json");
     let e = cred.sign_in_again(aad_error(400, &revoked[0]), &TokenRequest::new(ARM));
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
-    assert!(
-        e.message.starts_with(
-            "the device-code sign-in must be renewed: run `aml-auth-proxy login --credential me` (AADSTS50173:"
-        ),
-        "{}",
-        e.message
-    );
+    let renew = "the device-code sign-in must be renewed: run `aml-auth-proxy login --credential me` (AADSTS50173:";
+    assert_starts(&e.message, renew);
     assert_eq!(e.aad.as_ref().unwrap().error_codes, vec![50173]);
 
     // Claims from Entra ID's answer win over the request's.
@@ -406,12 +397,8 @@ fn cache_file_readable_by_others_is_refused() {
         let e = cache::load(&path).unwrap_err();
         assert!(matches!(e, CacheError::Shared { mode, .. } if mode == bits));
         let text = e.to_string();
-        assert!(
-            text.contains(&format!(
-                "is {word} by group or others (mode {bits:04o}); chmod 600 it"
-            )),
-            "{text}"
-        );
+        let why = format!("is {word} by group or others (mode {bits:04o}); chmod 600 it");
+        assert_has(&text, &why);
         assert!(!text.contains("rt-secret-value"));
     }
 }
@@ -478,11 +465,9 @@ fn bad_cache_files_are_explained_without_their_content() {
         write(text);
         let e = cache::load(&path).unwrap_err();
         let shown = e.to_string();
-        assert!(
-            shown.ends_with(&format!(
-                "is not a usable aml-auth-proxy token cache: {why}"
-            )),
-            "{shown}"
+        assert_ends(
+            &shown,
+            &format!("is not a usable aml-auth-proxy token cache: {why}"),
         );
         assert!(!shown.contains("rt-secret-value"));
     }
@@ -513,9 +498,9 @@ fn the_login_command_names_the_configuration_file_quoted_for_a_shell() {
 
 #[test]
 fn sign_in_requests_carry_cp1_when_asked() {
-    let plain = LoginOptions::new(ARM);
+    let plain = TokenRequest::new(ARM);
     assert_eq!(plain.claims_parameter(), None);
-    let cae = LoginOptions::new(ARM).with_client_capabilities(true);
+    let cae = TokenRequest::new(ARM).with_client_capabilities(true);
     assert_eq!(
         cae.claims_parameter().as_deref(),
         Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)

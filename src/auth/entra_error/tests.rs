@@ -1,4 +1,5 @@
 use super::*;
+use crate::auth::test_support::assert_starts;
 
 /// A shared fixture without its comment lines (`#`): one JSON document.
 fn fixture(name: &str) -> Vec<u8> {
@@ -36,10 +37,7 @@ fn mfa_fixture_needs_interaction_and_keeps_claims_verbatim() {
             r#"{"access_token":{"polids":{"essential":true,"values":["9ab03e19-ed42-4168-b6b7-7001fb3e933a"]}}}"#
         )
     );
-    assert!(
-        aad.message()
-            .starts_with("AADSTS50079: Due to a configuration change")
-    );
+    assert_starts(&aad.message(), "AADSTS50079: Due to a configuration change");
     assert!(
         !aad.message().contains("Trace ID"),
         "message is the first line only"

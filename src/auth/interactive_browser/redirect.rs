@@ -87,43 +87,35 @@ impl RedirectListener {
             state: state.to_owned(),
             verdicts: tx,
         });
-        let mut connections = tokio::task::JoinSet::new();
-        let (accepted_tx, mut accepted) = mpsc::channel(16);
+        // Each listener serves its connections; dropping the set stops them all, and the connections with them.
+        let mut listening = tokio::task::JoinSet::new();
         for listener in self.listeners {
-            let accepted_tx = accepted_tx.clone();
-            connections.spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _peer)) => {
-                            if accepted_tx.send(stream).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "accepting a sign-in redirect connection failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            });
+            listening.spawn(accept(listener, shared.clone()));
         }
-        drop(accepted_tx);
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let verdict = loop {
-            tokio::select! {
-                Some(stream) = accepted.recv() => {
+        tokio::select! {
+            Some(verdict) = verdicts.recv() => verdict,
+            () = tokio::time::sleep(timeout) => Err(LoginError::TimedOut(timeout)),
+        }
+    }
+}
+
+/// Accepts connections on `listener` and answers each in a task of its own, until dropped.
+async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
                     connections.spawn(serve(stream, shared.clone()));
                 }
-                Some(verdict) = verdicts.recv() => break verdict,
-                // Answered connections are reaped as they end.
-                Some(_) = connections.join_next() => {}
-                () = &mut deadline => return Err(LoginError::TimedOut(timeout)),
-            }
-        };
-        // Stop listening; connections still being answered are dropped with the set.
-        connections.abort_all();
-        verdict
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a sign-in redirect connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Answered connections are reaped as they end.
+            Some(_) = connections.join_next() => {}
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 
 use super::{ManagedIdentitySource, SOURCE, UserAssignedId};
-use crate::auth::{Secret, TokenError, TokenErrorKind, Unusable};
+use crate::auth::{Secret, TokenError, Unusable};
 
 /// IMDS's link-local address. Tests must never send anything there.
 #[cfg(test)]
@@ -50,6 +50,9 @@ pub(super) struct Call {
     pub(super) url: Uri,
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
+    /// The user-assigned identity asked for in the query, as `name=value`: what an operator needs to see next to
+    /// "Identity not found".
+    pub(super) identity: Option<String>,
 }
 
 // === impl Endpoint ===
@@ -186,7 +189,10 @@ impl Endpoint {
                     .as_ref()
                     .map(|(name, value)| (*name, value.as_str())),
             );
-            Call::get(&self.url, &query)?
+            Call {
+                identity: self.identity.as_ref().map(|(k, v)| format!("{k}={v}")),
+                ..Call::get(&self.url, &query)?
+            }
         };
         if let Some((name, value)) = &self.secret {
             call = call.header(name.clone(), value.expose(), true)?;
@@ -227,6 +233,7 @@ impl Call {
             url: with_query(base, params)?,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            identity: None,
         })
     }
 
@@ -238,8 +245,7 @@ impl Call {
         sensitive: bool,
     ) -> Result<Self, TokenError> {
         let mut value = HeaderValue::from_str(value).map_err(|_| {
-            TokenError::new(
-                TokenErrorKind::CredentialRejected,
+            TokenError::rejected(
                 SOURCE,
                 format!("the {name} header value contains characters that cannot be sent"),
             )
@@ -269,22 +275,6 @@ impl Call {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default()
     }
-
-    /// The user-assigned identity the call asks for, as `name=value` (IMDS, App Service and Azure ML name it in the
-    /// query): what an operator needs to see next to "Identity not found".
-    pub(super) fn identity(&self) -> Option<String> {
-        const NAMES: [&str; 6] = [
-            "client_id",
-            "object_id",
-            "principal_id",
-            "msi_res_id",
-            "mi_res_id",
-            "clientid",
-        ];
-        form_urlencoded::parse(self.url.query()?.as_bytes())
-            .find(|(k, _)| NAMES.contains(&k.as_ref()))
-            .map(|(k, v)| format!("{k}={v}"))
-    }
 }
 
 /// `base` with `params` form-encoded and appended to any query it has.
@@ -300,13 +290,8 @@ pub(super) fn with_query(base: &Uri, params: &[(&str, &str)]) -> Result<Uri, Tok
         (Some(_), false) => format!("{text}&{query}"),
         (None, false) => format!("{text}?{query}"),
     };
-    text.parse().map_err(|_| {
-        TokenError::new(
-            TokenErrorKind::CredentialRejected,
-            SOURCE,
-            "the managed identity token URL is not valid",
-        )
-    })
+    text.parse()
+        .map_err(|_| TokenError::rejected(SOURCE, "the managed identity token URL is not valid"))
 }
 
 /// Unit tests must never reach the real IMDS: any request to 169.254.169.254 fails the test.

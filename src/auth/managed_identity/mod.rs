@@ -43,7 +43,7 @@ use super::http::{HttpResponse, TokenHttpClient, retry_after};
 use super::token_response::TokenResponse;
 use super::{
     AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-    Unusable, scope_to_resource,
+    Unusable, contains, scope_to_resource,
 };
 use crate::env::Env;
 
@@ -470,7 +470,7 @@ impl Transport<'_> {
         let status = response.status.as_u16();
         if self.source == ManagedIdentitySource::Imds && status == 400 {
             // IMDS says 400 when managed identity is disabled here or the requested identity is not assigned.
-            let hint = match call.identity() {
+            let hint = match call.identity {
                 Some(_) => "the requested user-assigned identity is not assigned to this resource",
                 None => "no managed identity is assigned to this resource",
             };
@@ -479,7 +479,7 @@ impl Transport<'_> {
         }
         if self.source == ManagedIdentitySource::Imds
             && status == 403
-            && contains_ignore_case(&response.body, b"unreachable")
+            && contains(&response.body.to_ascii_lowercase(), b"unreachable")
         {
             // Docker Desktop's proxy answers for 169.254.169.254 with 403 "… unreachable".
             let message = format!(
@@ -527,9 +527,9 @@ impl Transport<'_> {
             call.host(),
             response.status.as_u16()
         );
-        if let Some(identity) = call.identity() {
+        if let Some(identity) = &call.identity {
             text.push_str(" for the user-assigned identity ");
-            text.push_str(&identity);
+            text.push_str(identity);
         }
         if let Some(description) = error_body::error_description(&response.body) {
             text.push_str(": ");
@@ -537,10 +537,4 @@ impl Transport<'_> {
         }
         text
     }
-}
-
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -9,7 +9,9 @@ use super::endpoint::{id_kind, with_query};
 use super::error_body::error_description;
 use super::*;
 use crate::auth::expiry;
-use crate::auth::test_support::{FIXTURES, fixture, fixture_without_comments, owned, pairs};
+use crate::auth::test_support::{
+    FIXTURES, assert_has, fixture, fixture_without_comments, owned, pairs,
+};
 use crate::auth::token_response::TokenResponse;
 use crate::env::MapEnv;
 
@@ -45,9 +47,10 @@ fn query(call: &Call) -> Vec<(String, String)> {
     pairs(call.url.query().unwrap_or_default())
 }
 
-/// The query pairs of a recorded URL, decoded.
-fn url_query(url: &str) -> Vec<(String, String)> {
-    pairs(url.split_once('?').unwrap().1)
+/// Asserts that the source `vars` and `id` select asks for an ARM token with the query of the recorded `url`.
+fn assert_sends_recorded(vars: Vars<'_>, id: Option<UserAssignedId>, url: &str) {
+    let call = call_of(&detected(vars, &spec(id)).unwrap(), ARM);
+    assert_eq!(query(&call), pairs(url.split_once('?').unwrap().1), "{url}");
 }
 
 /// The `expires_in` and `expires_on` of a token response.
@@ -160,10 +163,7 @@ fn unsupported_sources_and_identities_are_unavailable_with_a_reason() {
         ),
     ];
     let sf = unavailable_reason(detected(&fabric, &spec(None)));
-    assert!(
-        sf.contains("Service Fabric managed identity is not supported"),
-        "{sf}"
-    );
+    assert_has(&sf, "Service Fabric managed identity is not supported");
     let ep = ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/x");
     let alone = unavailable_reason(detected(&[ep], &spec(None)));
     assert!(alone.contains("IDENTITY_HEADER"), "{alone}");
@@ -432,89 +432,68 @@ fn json_blocks(text: &str) -> Vec<String> {
     blocks
 }
 
-fn lifetime_secs(body: &str) -> u64 {
-    TokenResponse::parse(body.as_bytes())
-        .unwrap()
-        .lifetime()
-        .unwrap()
-        .as_secs()
-}
-
-fn assert_about(actual: u64, expected: u64) {
-    assert!(
-        actual.abs_diff(expected) <= 2,
-        "lifetime {actual}s, expected about {expected}s"
-    );
-}
-
 #[test]
 fn fixture_managed_identity_responses_by_source() {
     let text = fixture("managed_identity_responses_by_source.txt");
     let blocks = json_blocks(&text);
     assert_eq!(blocks.len(), 12, "the fixture's JSON blocks changed");
-    let now = expiry::now_unix();
     let parse = |i: usize| TokenResponse::parse(blocks[i].as_bytes());
-    let description = |i: usize| error_description(blocks[i].as_bytes());
-
-    // IMDS documented sample: strings; expires_in wins over expires_on.
-    let r = parse(0).unwrap();
-    assert_eq!(r.access_token.expose(), "eyJ0eXAi...");
-    assert_eq!(expiries(&r), (Some(3599), Some(1_506_484_173)));
-    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(3599));
-
-    // IMDS as recorded by the Azure CLI team.
-    let r = parse(1).unwrap();
-    assert_eq!(expiries(&r), (Some(86386), Some(1_605_238_724)));
-    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86386));
-
-    // Legacy App Service 2017: expires_on is a date string; 2021-11-05 15:18:31 UTC.
-    let r = parse(2).unwrap();
-    assert_eq!(expiries(&r), (None, Some(1_636_125_511)));
-    assert_eq!(r.lifetime().unwrap_err(), "the token is already expired");
-
-    // Azure Arc: the 401 challenge body, then the token (`expires_on` is a placeholder, `expires_in` decides).
-    assert!(parse(3).is_err());
-    assert_eq!(
-        description(3).as_deref(),
-        Some("Missing Basic Authorization header")
-    );
-    let r = parse(4).unwrap();
-    assert_eq!(expiries(&r), (Some(85770), None));
-    assert_eq!(r.lifetime().unwrap(), Duration::from_secs(85770));
-
-    // App Service 2019-08-01: expires_on only (a template in the fixture; filled in, an epoch string).
-    assert_eq!(parse(5).unwrap_err(), "neither expires_in nor expires_on");
-    let filled = blocks[5].replace("EXPIRES_ON", &(now + 3600).to_string());
-    let r = TokenResponse::parse(filled.as_bytes()).unwrap();
-    assert_eq!(expiries(&r), (None, Some(now + 3600)));
-    assert_about(lifetime_secs(&filled), 3600);
-    assert_eq!(
-        description(6).as_deref(),
-        Some("error content is undefined")
+    let now = expiry::now_unix();
+    let (expired, no_expiry) = (
+        "the token is already expired",
+        "neither expires_in nor expires_on",
     );
 
-    // Azure ML compute: expires_on as an epoch string (a template: `<now+1234>`).
-    assert!(parse(7).is_err());
-    let filled = blocks[7].replace("<now+1234>", &(now + 1234).to_string());
-    assert_eq!(
-        TokenResponse::parse(filled.as_bytes()).unwrap().expires_on,
-        Some(now + 1234)
-    );
-    assert_about(lifetime_secs(&filled), 1234);
-    assert_eq!(description(8).as_deref(), Some("placeholder"));
+    // The IMDS documented sample (strings; expires_in wins over expires_on) and as recorded by the Azure CLI team;
+    // legacy App Service 2017 (expires_on a date string: 2021-11-05 15:18:31 UTC); Azure Arc's token after its
+    // challenge (`expires_on` is a placeholder, `expires_in` decides).
+    for (i, want, lifetime) in [
+        (0, (Some(3599), Some(1_506_484_173)), Ok(3599)),
+        (1, (Some(86386), Some(1_605_238_724)), Ok(86386)),
+        (2, (None, Some(1_636_125_511)), Err(expired)),
+        (4, (Some(85770), None), Ok(85770)),
+    ] {
+        let r = parse(i).unwrap();
+        assert_eq!(expiries(&r), want, "block {i}");
+        let lifetime = lifetime.map(Duration::from_secs).map_err(str::to_owned);
+        assert_eq!(r.lifetime(), lifetime, "block {i}");
+    }
+    assert_eq!(parse(0).unwrap().access_token.expose(), "eyJ0eXAi...");
 
-    // Service Fabric (not supported as a source, but its format parses): expires_on as a JSON number.
-    assert_eq!(parse(9).unwrap_err(), "not JSON");
-    let filled = blocks[9].replace("<now+1234>", &(now + 1234).to_string());
-    assert_about(lifetime_secs(&filled), 1234);
-    assert_eq!(
-        description(10).as_deref(),
-        Some("Secret is not found in the request headers.")
-    );
+    // Templates, filled in: App Service 2019-08-01 (expires_on only, an epoch string), Azure ML compute (an
+    // epoch string), Service Fabric (not supported as a source, but its format parses: a JSON number).
+    for (i, placeholder, seconds, unfilled) in [
+        (5, "EXPIRES_ON", 3600, Some(no_expiry)),
+        (7, "<now+1234>", 1234, None),
+        (9, "<now+1234>", 1234, Some("not JSON")),
+    ] {
+        let error = parse(i).unwrap_err();
+        if let Some(why) = unfilled {
+            assert_eq!(error, why, "block {i}");
+        }
+        let filled = blocks[i].replace(placeholder, &(now + seconds).to_string());
+        let r = TokenResponse::parse(filled.as_bytes()).unwrap();
+        assert_eq!(expiries(&r), (None, Some(now + seconds)), "block {i}");
+        let lifetime = r.lifetime().unwrap().as_secs();
+        assert!(lifetime.abs_diff(seconds) <= 2, "block {i}: {lifetime}s");
+    }
 
-    // An IMDS error body of unknown shape: no description, no panic.
-    assert_eq!(description(11), None);
-    assert!(parse(11).is_err());
+    // Error bodies: Arc's 401 challenge, App Service, Azure ML, Service Fabric, and an IMDS error of unknown shape
+    // (no description, no panic).
+    for (i, description) in [
+        (3, Some("Missing Basic Authorization header")),
+        (6, Some("error content is undefined")),
+        (8, Some("placeholder")),
+        (10, Some("Secret is not found in the request headers.")),
+        (11, None),
+    ] {
+        assert!(parse(i).is_err(), "block {i}");
+        assert_eq!(
+            error_description(blocks[i].as_bytes()).as_deref(),
+            description,
+            "block {i}"
+        );
+    }
 }
 
 /// A fixture's JSON after its `#` comment lines.
@@ -544,12 +523,13 @@ fn fixture_imds_probe_400_then_token_200() {
     assert_eq!(r.lifetime().unwrap(), Duration::from_secs(86311));
 
     // Our probe and token request have the recording's shape: the same query, Metadata only on the second.
-    let uri = entries[1]["RequestUri"].as_str().unwrap();
-    let recorded = url_query(uri);
     let source = detected(&[LOCAL_IMDS], &spec(None)).unwrap();
     assert_eq!(source.kind, ManagedIdentitySource::Imds);
-    let call = source.call("https://management.azure.com").unwrap();
-    assert_eq!(query(&call), recorded);
+    assert_sends_recorded(
+        &[LOCAL_IMDS],
+        None,
+        entries[1]["RequestUri"].as_str().unwrap(),
+    );
 }
 
 #[test]
@@ -573,13 +553,8 @@ fn fixture_imds_user_assigned_client_id_token_200() {
         .find(|l| l.starts_with("# Request: GET "))
         .unwrap();
     let url = request.split_whitespace().nth(3).unwrap();
-    let recorded = url_query(url);
     let client_id = UserAssignedId::ClientId("client-id".into());
-    let source = detected(&[LOCAL_IMDS], &spec(Some(client_id))).unwrap();
-    assert_eq!(
-        query(&call_of(&source, "https://management.azure.com")),
-        recorded
-    );
+    assert_sends_recorded(&[LOCAL_IMDS], Some(client_id), url);
 }
 
 #[test]
@@ -595,21 +570,12 @@ fn fixture_app_service_legacy_2017_msi_epoch_string() {
 
     // The original wire request (`url:`) is the Azure ML / legacy MSI shape: 2017-09-01, `clientid`, `secret`.
     let url = interaction["response"]["url"].as_str().unwrap();
-    let recorded = url_query(url);
-    let source = detected(
-        &[
-            ("MSI_ENDPOINT", "http://127.0.0.1:8081/msi/token"),
-            ("MSI_SECRET", "s"),
-        ],
-        &spec(Some(UserAssignedId::ClientId(
-            "b48ae5dc-70d0-488a-8ef5-f30d905cd5ec".into(),
-        ))),
-    )
-    .unwrap();
-    assert_eq!(
-        query(&call_of(&source, "https://management.azure.com")),
-        recorded
-    );
+    let vars = [
+        ("MSI_ENDPOINT", "http://127.0.0.1:8081/msi/token"),
+        ("MSI_SECRET", "s"),
+    ];
+    let client_id = UserAssignedId::ClientId("b48ae5dc-70d0-488a-8ef5-f30d905cd5ec".into());
+    assert_sends_recorded(&vars, Some(client_id), url);
     assert!(interaction["request"]["headers"].get("secret").is_some());
 }
 

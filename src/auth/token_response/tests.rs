@@ -1,5 +1,3 @@
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::Value;
 
 use super::*;
@@ -32,10 +30,7 @@ fn v1_strings_and_refresh_in() {
 
 #[test]
 fn expires_on_only() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = expiry::now_unix();
     let body = format!(r#"{{"access_token":"x","expires_on":"{}"}}"#, now + 600);
     let (token, _) = parse_token_response(body.as_bytes(), "entra").unwrap();
     let lifetime = token.expires_in;
@@ -77,26 +72,25 @@ fn bad_bodies_are_errors_that_never_echo_the_body() {
 
 #[test]
 fn refusals_say_why() {
-    let why = |body: &[u8]| parse_token_response(body, "entra").unwrap_err();
-    assert_eq!(why(b"<html>"), "not JSON");
-    assert_eq!(why(b"[]"), "not a JSON object");
-    assert_eq!(why(br#"{"expires_in":3600}"#), "no access_token");
-    assert_eq!(
-        why(br#"{"access_token":"x","expires_in":0}"#),
-        "the token is already expired"
+    let (expired, no_expiry) = (
+        "the token is already expired",
+        "neither expires_in nor expires_on",
     );
-    assert_eq!(
-        why(br#"{"access_token":"x","expires_on":"1546469802"}"#),
-        "the token is already expired"
-    );
-    assert_eq!(
-        why(br#"{"access_token":"x","expires_in":"soon"}"#),
-        "neither expires_in nor expires_on"
-    );
-    assert_eq!(
-        why(br#"{"access_token":"x","token_type":"pop","expires_in":1}"#),
-        "token_type \"pop\" is not Bearer"
-    );
+    for (body, why) in [
+        ("<html>", "not JSON"),
+        ("[]", "not a JSON object"),
+        (r#"{"expires_in":3600}"#, "no access_token"),
+        (r#"{"access_token":"x","expires_in":0}"#, expired),
+        (r#"{"access_token":"x","expires_on":"1546469802"}"#, expired),
+        (r#"{"access_token":"x","expires_in":"soon"}"#, no_expiry),
+        (
+            r#"{"access_token":"x","token_type":"pop","expires_in":1}"#,
+            "token_type \"pop\" is not Bearer",
+        ),
+    ] {
+        let e = parse_token_response(body.as_bytes(), "entra").unwrap_err();
+        assert_eq!(e, why, "{body}");
+    }
 }
 
 #[test]

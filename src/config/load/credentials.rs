@@ -385,14 +385,16 @@ fn interactive_browser(w: &mut Walker<'_>, path: &str, value: &Value) -> Option<
     let cache_file = cache_file_or_default(w, path, cache_file);
     Some(CredentialOptions::InteractiveBrowser(
         InteractiveBrowserCredentialOptions {
-            tenant_id: ids.tenant_id.optional()?,
-            client_id: ids.client_id.optional()?,
-            cache_file: cache_file?,
+            session: DeviceCodeCredentialOptions {
+                tenant_id: ids.tenant_id.optional()?,
+                client_id: ids.client_id.optional()?,
+                cache_file: cache_file?,
+                config_file: None,
+            },
             login_hint: login_hint.optional()?,
             domain_hint: domain_hint.optional()?,
             redirect_port: redirect_port.or(0)?,
             timeout: timeout.or(InteractiveBrowserCredentialOptions::DEFAULT_TIMEOUT)?,
-            config_file: None,
         },
     ))
 }

@@ -144,7 +144,7 @@ fn name_config_file(mut config: Config) -> Config {
     for options in config.credentials.values_mut() {
         match options {
             CredentialOptions::DeviceCode(o) => o.config_file = Some(file.clone()),
-            CredentialOptions::InteractiveBrowser(o) => o.config_file = Some(file.clone()),
+            CredentialOptions::InteractiveBrowser(o) => o.session.config_file = Some(file.clone()),
             _ => {}
         }
     }

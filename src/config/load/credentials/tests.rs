@@ -264,27 +264,30 @@ routes:
     .unwrap();
     match &config.credentials["me"] {
         CredentialOptions::InteractiveBrowser(o) => {
-            assert_eq!(o.tenant_id.as_deref(), Some("contoso.com"));
+            assert_eq!(o.session.tenant_id.as_deref(), Some("contoso.com"));
             assert_eq!(o.login_hint.as_deref(), Some("ada@contoso.com"));
             assert_eq!(o.domain_hint.as_deref(), Some("contoso.com"));
             assert_eq!(o.redirect_port, 8400);
             assert_eq!(o.timeout, Duration::from_secs(120));
-            assert_eq!(o.cache_file, dir.path().join("t.json"));
+            assert_eq!(o.session.cache_file, dir.path().join("t.json"));
             // Hints name the file the configuration came from.
-            assert_eq!(o.config_file.as_deref(), Some(path.as_path()));
+            assert_eq!(o.session.config_file.as_deref(), Some(path.as_path()));
         }
         other => panic!("{other:?}"),
     }
     match &config.credentials["defaults"] {
         CredentialOptions::InteractiveBrowser(o) => {
             assert_eq!(
-                (o.tenant_id.as_deref(), o.client_id.as_deref()),
+                (
+                    o.session.tenant_id.as_deref(),
+                    o.session.client_id.as_deref()
+                ),
                 (None, None)
             );
             assert_eq!(o.redirect_port, 0);
             assert_eq!(o.timeout, Duration::from_secs(300));
             assert_eq!(
-                o.cache_file,
+                o.session.cache_file,
                 Path::new("/home/ada/.aml-auth-proxy/tokens.json")
             );
         }
