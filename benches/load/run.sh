@@ -3,7 +3,7 @@
 # Go's httputil.ReverseProxy, Caddy) and against the upstream alone. Everything runs on 127.0.0.1. See
 # benches/load/README.md.
 #
-#   benches/load/run.sh                 # full run (about 35 minutes on 2 cores, plus installs and builds)
+#   benches/load/run.sh                 # full run (about 30 minutes on 2 cores, plus installs and builds)
 #   QUICK=1 benches/load/run.sh         # smoke run (about 5 minutes, plus installs and builds)
 #   SKIP_PEERS=go,caddy benches/load/run.sh
 #
