@@ -45,6 +45,40 @@ pub struct ServerOptions {
     pub write_stalls: prometheus::IntCounter,
 }
 
+/// What a [`Server`] serves: a cloneable service of HTTP requests whose futures and bodies may move between tasks.
+pub trait HttpService:
+    tower::Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::Body>,
+        Future: Send + 'static,
+        Error: std::error::Error + Send + Sync + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The response body.
+    type Body: http_body::Body<Data: Send, Error: std::error::Error + Send + Sync + 'static>
+        + Send
+        + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Future: Send + 'static,
+            Error: std::error::Error + Send + Sync + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    B: http_body::Body<Data: Send, Error: std::error::Error + Send + Sync + 'static>
+        + Send
+        + 'static,
+{
+    type Body = B;
+}
+
 /// A bound listener for [`Server::serve`].
 #[derive(Debug)]
 pub enum Listener {
@@ -158,18 +192,7 @@ impl fmt::Display for Peer {
 
 // === impl Server ===
 
-impl<S, B> Server<S>
-where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: std::error::Error + Send + Sync + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+impl<S: HttpService> Server<S> {
     /// A server for `service`, with `options` on every connection.
     pub fn new(service: S, options: ServerOptions) -> Self {
         Self { service, options }

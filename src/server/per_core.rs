@@ -11,10 +11,9 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use tokio::sync::{oneshot, watch};
 
-use super::{Listener, Server};
+use super::{HttpService, Listener, Server};
 
 thread_local! {
     /// See [`runtime_key`]: 0 outside the proxy threads, `index + 1` on proxy thread `index`.
@@ -37,23 +36,13 @@ const THREAD_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// The listener itself is held until accepting stops, then dropped (a Unix socket's file is removed then). Every
 /// thread keeps its runtime running until all of them have drained: work one thread started (a token fetch that
 /// others wait for, an HTTP/2 upstream connection they share) ends only when no thread can need it.
-pub async fn serve_per_core<S, B>(
+pub async fn serve_per_core<S: HttpService>(
     server: Server<S>,
     listener: Listener,
     threads: NonZeroUsize,
     stop: watch::Receiver<bool>,
     deadline: watch::Receiver<bool>,
-) where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: std::error::Error + Send + Sync + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) {
     let mut finished = Vec::with_capacity(threads.get());
     let (release, released) = watch::channel(false);
     for index in 0..threads.get() {
@@ -79,25 +68,14 @@ pub async fn serve_per_core<S, B>(
 }
 
 /// Starts proxy thread `index`; resolves once its runtime runs, to a receiver that resolves when it is done.
-async fn start_thread<S, B>(
+async fn start_thread<S: HttpService>(
     index: usize,
     server: &Server<S>,
     listener: &Listener,
     stop: &watch::Receiver<bool>,
     deadline: &watch::Receiver<bool>,
     released: &watch::Receiver<bool>,
-) -> std::io::Result<oneshot::Receiver<()>>
-where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: std::error::Error + Send + Sync + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> std::io::Result<oneshot::Receiver<()>> {
     let shared = listener.share()?;
     let server = server.clone();
     let (stop, deadline, released) = (stop.clone(), deadline.clone(), released.clone());
