@@ -1,11 +1,11 @@
 //! Thread-per-core serving for the proxy listener: `n` threads, each with a single-threaded runtime and its own
 //! descriptor of the one listening socket (a `dup`, not `SO_REUSEPORT`, so no other process can join the socket
 //! and the kernel hands each connection to whichever thread accepts first). A connection is served start to end
-//! on the thread that accepted it: its tasks, timers and the upstream connections it opens never wake another
-//! thread, and no work-stealing scheduler runs on the hot path.
+//! on the thread that accepted it: its tasks, timers and the HTTP/1.1 upstream connections it uses never wake
+//! another thread, and no work-stealing scheduler runs on the hot path.
 //!
-//! What is shared stays shared: the current configuration (one atomic load per request), the token cache and
-//! the metrics. The admin and token-service listeners, token refreshers and signal handling run on the runtime
+//! What is shared stays shared: the current configuration (one atomic load per request), the token cache, the
+//! metrics, and an origin's one multiplexed connection when the upstream speaks HTTP/2. The admin and token-service listeners, token refreshers and signal handling run on the runtime
 //! that calls [`serve_per_core`].
 
 use std::num::NonZeroUsize;
