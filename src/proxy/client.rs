@@ -381,12 +381,15 @@ impl Origin {
     fn checkout(&self) -> Option<H1> {
         let mut idle = lock(&self.idle);
         let now = Instant::now();
+        // Entries of other runtimes are skipped, not popped, so closed or expired ones anywhere in the list go
+        // here; they would otherwise hold places under MAX_IDLE_PER_ORIGIN until they reached the front.
+        idle.retain(|entry| {
+            !entry.sender.is_closed() && now.duration_since(entry.since) < IDLE_TIMEOUT
+        });
         let home = runtime_key();
-        let at = idle.iter().rposition(|entry| {
-            entry.home == home
-                && entry.sender.is_ready()
-                && now.duration_since(entry.since) < IDLE_TIMEOUT
-        })?;
+        let at = idle
+            .iter()
+            .rposition(|entry| entry.home == home && entry.sender.is_ready())?;
         idle.remove(at).map(|entry| entry.sender)
     }
 
