@@ -7,7 +7,9 @@
 //! 69.3k instructions per request: the formatter alone had cost a sixth of the request. The output has the same
 //! shape.
 
+use std::cell::Cell;
 use std::fmt::{self, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -31,12 +33,9 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        write!(
-            writer,
-            "{{\"timestamp\":\"{}\",\"level\":\"{}\"",
-            humantime::format_rfc3339_micros(std::time::SystemTime::now()),
-            meta.level()
-        )?;
+        writer.write_str("{\"timestamp\":\"")?;
+        timestamp(&mut writer, SystemTime::now())?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
         let mut fields = Fields {
             out: &mut writer,
             result: Ok(()),
@@ -75,30 +74,25 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            out.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            out.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            out.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, |out| {
-            if value.is_finite() {
-                // Shortest round-trip form, as serde_json writes it; integral values keep a `.0`.
-                if value.fract() == 0.0 && value.abs() < 1e16 {
-                    write!(out, "{value:.1}")
-                } else {
-                    write!(out, "{value}")
-                }
-            } else {
-                out.write_str("null")
-            }
-        });
+        self.field(field, |out| number(out, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -111,16 +105,89 @@ impl Visit for Fields<'_, '_> {
 }
 
 /// A JSON string literal.
-fn string(out: &mut Writer<'_>, text: &str) -> fmt::Result {
+pub(super) fn string(out: &mut impl Write, text: &str) -> fmt::Result {
     out.write_char('"')?;
     Escaped(out).write_str(text)?;
     out.write_char('"')
 }
 
-/// Escapes what it is given for the inside of a JSON string.
-struct Escaped<'a, 'w>(&'a mut Writer<'w>);
+/// A JSON number: the shortest form that reads back as `value`, as serde_json writes it (integral values keep a
+/// `.0`); `null` for NaN and the infinities, which JSON cannot hold.
+fn number(out: &mut impl Write, value: f64) -> fmt::Result {
+    if !value.is_finite() {
+        out.write_str("null")
+    } else if value.fract() == 0.0 && value.abs() < 1e16 {
+        write!(out, "{value:.1}")
+    } else {
+        write!(out, "{value}")
+    }
+}
 
-impl Write for Escaped<'_, '_> {
+/// A whole number of microseconds as milliseconds, written as [`number`] writes `micros as f64 / 1000.0`: the
+/// double nearest a three-decimal number prints as that number (`4.499`, `12.3`, `7.0`), so the digits can be
+/// written from the integer without the float formatting.
+pub(super) fn millis(out: &mut impl Write, micros: u64) -> fmt::Result {
+    if micros >= 1 << 50 {
+        // Where doubles are too far apart to hold every thousandth (35 years): the float formatting decides.
+        return number(out, micros as f64 / 1000.0);
+    }
+    let mut digits = itoa::Buffer::new();
+    out.write_str(digits.format(micros / 1000))?;
+    out.write_char('.')?;
+    let fraction = micros % 1000;
+    if fraction == 0 {
+        return out.write_char('0');
+    }
+    let padded = [
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ];
+    let end = padded.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+    // ASCII digits.
+    out.write_str(std::str::from_utf8(&padded[..end]).unwrap_or("0"))
+}
+
+thread_local! {
+    /// The last whole second this thread formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [b'0'; 19])) };
+}
+
+/// `at` as RFC 3339 UTC with microseconds (`2026-12-04T14:01:28.123456Z`, what `humantime` writes), reusing the
+/// date and time of day when the second has not changed: formatting them is most of the cost of a line's
+/// timestamp.
+pub(super) fn timestamp(out: &mut impl Write, at: SystemTime) -> fmt::Result {
+    // A clock set before 1970 is written as the epoch (humantime would panic on it).
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let at = UNIX_EPOCH + since_epoch;
+    let second = since_epoch.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != second {
+        let whole =
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second)).to_string();
+        match whole.as_bytes().get(..19) {
+            Some(prefix) => text.copy_from_slice(prefix),
+            None => return write!(out, "{}", humantime::format_rfc3339_micros(at)),
+        }
+        SECOND.set((second, text));
+    }
+    out.write_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00"))?;
+    let micros = since_epoch.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut rest = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.write_char('.')?;
+    out.write_str(std::str::from_utf8(&digits).unwrap_or("000000"))?;
+    out.write_char('Z')
+}
+
+/// Escapes what it is given for the inside of a JSON string.
+struct Escaped<'a, W>(&'a mut W);
+
+impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         // Almost every field needs no escaping: one cheap scan, then one write.
         if !text.bytes().any(needs_escape) {

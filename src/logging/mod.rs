@@ -4,6 +4,7 @@
 //! at `info`, because their debug/trace output describes protocol internals this project does not control. Name
 //! them explicitly (`RUST_LOG=info,hyper=trace`) to see it anyway.
 
+pub mod access;
 pub mod json;
 pub mod writer;
 
@@ -59,12 +60,16 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogGuard {
     } else {
         LogFormat::Json
     });
-    let (writer, flusher) = match BatchWriter::start(Box::new(std::io::stderr())) {
-        Ok((writer, flusher)) => (BoxMakeWriter::new(writer), Some(flusher)),
+    let (batch, flusher) = match BatchWriter::start(Box::new(std::io::stderr())) {
+        Ok((batch, flusher)) => (Some(batch), Some(flusher)),
         Err(e) => {
             eprintln!("aml-auth-proxy: cannot start the log writer thread, writing directly: {e}");
-            (BoxMakeWriter::new(std::io::stderr), None)
+            (None, None)
         }
+    };
+    let writer = match &batch {
+        Some(batch) => BoxMakeWriter::new(batch.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -76,8 +81,10 @@ pub fn init(format: Option<LogFormat>, level: Option<&str>) -> LogGuard {
             .try_init(),
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
     };
-    if let Err(e) = result {
-        eprintln!("aml-auth-proxy: logging already initialised: {e}");
+    match (result, batch) {
+        (Err(e), _) => eprintln!("aml-auth-proxy: logging already initialised: {e}"),
+        (Ok(()), Some(batch)) if format == LogFormat::Json => access::write_directly_to(batch),
+        (Ok(()), _) => {}
     }
     LogGuard { _flusher: flusher }
 }

@@ -78,12 +78,13 @@ impl BatchWriter {
     }
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl BatchWriter {
+    /// Queues one whole line (or several) for the background thread; drops it when too much is waiting.
+    pub fn write_line(&self, line: &[u8]) {
         let mut state = self.shared.lock();
         if state.pending.len() + line.len() > MAX_PENDING {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(line.len());
+            return;
         }
         state.pending.extend_from_slice(line);
         if state.idle {
@@ -91,6 +92,12 @@ impl Write for BatchWriter {
             drop(state);
             self.shared.wake.notify_one();
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.write_line(line);
         Ok(line.len())
     }
 

@@ -17,6 +17,7 @@ use tower::{Layer, Service};
 
 use super::respond::ERROR_HEADER;
 use super::route::RouteInfo;
+use crate::logging::access::AccessLine;
 use crate::metrics::{NO_ROUTE, ProxyMetrics, RouteMetrics};
 use crate::telemetry::{Span, SpanKind, SpanSink, TraceContext};
 
@@ -214,25 +215,22 @@ impl Drop for Record {
             .as_ref()
             .filter(|r| r.upstream)
             .map(|_| self.status);
-        // No allocation: every field is a `&str` or a number. Names and codes are `Display`ed so that text logs
-        // show them bare (`route=arm`); JSON quotes them either way.
-        tracing::info!(
-            target: "aml_auth_proxy::access",
-            route = %name,
-            method = %self.method,
-            path = self.uri.path(),
-            version = %version_text(self.version),
-            status = self.status,
+        AccessLine {
+            route: name,
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            version: version_text(self.version),
+            status: self.status,
             upstream_status,
-            duration_ms = millis(elapsed),
+            duration: elapsed,
             bytes,
-            completed = !failed,
-            error_code = %text(&self.error_code),
-            x_ms_request_id = %text(&self.request_id),
-            x_ms_correlation_request_id = %text(&self.correlation_id),
-            trace_id = %TraceIdText(self.trace.as_ref()),
-            "request"
-        );
+            completed: !failed,
+            error_code: text(&self.error_code),
+            x_ms_request_id: text(&self.request_id),
+            x_ms_correlation_request_id: text(&self.correlation_id),
+            trace_id: self.trace.map(|t| t.trace_id),
+        }
+        .emit();
         if let (Some(spans), Some(trace)) = (&state.spans, self.trace)
             && trace.sampled()
         {
@@ -280,24 +278,6 @@ impl Record {
             error,
         }
     }
-}
-
-/// A trace id for the access line (empty without one), written without allocating.
-struct TraceIdText<'a>(Option<&'a TraceContext>);
-
-impl std::fmt::Display for TraceIdText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(trace) => std::fmt::Display::fmt(&trace.trace_id, f),
-            None => Ok(()),
-        }
-    }
-}
-
-/// `elapsed` in milliseconds to the microsecond: a whole number of microseconds over 1000 is the double nearest
-/// to a three-decimal number, which both log formats print as just that (`4.499`, not `4.4990179999999995`).
-fn millis(elapsed: std::time::Duration) -> f64 {
-    elapsed.as_micros() as f64 / 1000.0
 }
 
 /// A header value as text for the log (empty when absent or not visible ASCII).

@@ -179,6 +179,44 @@ async fn the_access_line_names_the_trace() {
     );
 }
 
+#[tokio::test]
+async fn the_log_filter_turns_json_access_lines_off() {
+    let (dir, imds) = (TempDir::new(), ClosedPort::new());
+    let proxy = RunningProxy::start(
+        &dir,
+        &imds,
+        "credentials:\n  default:\n    chain: [environment]\nroutes:\n  - { name: arm, path_prefix: /arm, upstream: \"https://127.0.0.1:9\", scope: \"https://management.azure.com/.default\", credential: default }\n",
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,aml_auth_proxy::access=off",
+        ],
+        &[],
+    )
+    .await;
+    let (status, _, _) = request(Method::GET, &proxy.url("/nothing"), &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let out = proxy.stop().await;
+    let lines: Vec<Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"),
+        "other info lines are still written: {}",
+        out.stderr
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["target"] != "aml_auth_proxy::access"),
+        "{}",
+        out.stderr
+    );
+}
+
 // === OTLP export ===
 
 /// An in-process OTLP/HTTP collector: records every `POST /v1/traces` body and answers `answer`.
