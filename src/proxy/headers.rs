@@ -3,20 +3,9 @@
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
+use smallvec::SmallVec;
 
 use crate::config::forward_headers::{is_always_dropped, is_dropped_by_default};
-
-/// Headers that are always hop-by-hop, plus `Proxy-Authorization` (consumed by the first proxy) and
-/// `Proxy-Connection` (a non-standard alias of `Connection`).
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Removes hop-by-hop headers: `Connection` and every name it lists, `Keep-Alive`, `Proxy-Connection`, `TE`,
 /// `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`.
@@ -30,15 +19,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // Only the names present are removed; `Connection` tokens are matched against them without building names
-    // from them (nginx answers `Connection: keep-alive` on every response).
-    let listed: Vec<&str> = headers
+    // from them (nginx answers `Connection: keep-alive` on every response). The lists live on the stack: this
+    // runs for most responses.
+    let listed: SmallVec<[&str; 4]> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let doomed: Vec<HeaderName> = headers
+    let doomed: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| {
             is_hop_by_hop(name)
@@ -47,14 +37,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         })
         .cloned()
         .collect();
+    drop(listed);
     for name in doomed {
         headers.remove(&name);
     }
 }
 
-/// True for a name [`strip_hop_by_hop`] always removes.
+/// True for a name [`strip_hop_by_hop`] always removes: the hop-by-hop headers, plus `Proxy-Authorization`
+/// (consumed by the first proxy) and `Proxy-Connection` (a non-standard alias of `Connection`). Names are
+/// lower-case, so one `match` on the text decides (a length switch, then one comparison).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Removes headers a caller must not set on a forwarded request: spoofable forwarding metadata (`Forwarded`,

@@ -85,17 +85,9 @@ impl TraceContext {
     /// `00-<trace id>-<span id>-<flags>`, the `traceparent` the upstream receives.
     pub fn traceparent(&self) -> HeaderValue {
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        let bytes = self
-            .trace_id
-            .0
-            .iter()
-            .chain(&self.span_id.0)
-            .chain(std::iter::once(&self.flags));
-        let slots = (3..35).step_by(2).chain((36..52).step_by(2)).chain([53]);
-        for (at, byte) in slots.zip(bytes) {
-            text[at] = HEX[usize::from(byte >> 4)];
-            text[at + 1] = HEX[usize::from(byte & 0x0f)];
-        }
+        hex_into(&mut text[3..35], &self.trace_id.0);
+        hex_into(&mut text[36..52], &self.span_id.0);
+        hex_into(&mut text[53..55], &[self.flags]);
         // Hex digits and dashes only: always a valid header value.
         HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""))
     }
@@ -156,13 +148,18 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 /// formatter call per byte cost more than the rest of the line's fields together.
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     let mut text = [0u8; 32];
-    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
+    hex_into(&mut text, bytes);
     let len = 2 * bytes.len().min(16);
     // Hex digits only: always UTF-8.
     f.write_str(std::str::from_utf8(&text[..len]).unwrap_or_default())
+}
+
+/// `bytes` as lower-case hex into `out` (two digits a byte, as far as `out` goes).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
 }
 
 /// Lowercase hex digits.
