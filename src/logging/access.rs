@@ -188,42 +188,12 @@ impl fmt::Display for TraceIdText {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
-    use crate::logging::json::JsonLines;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
+    use crate::logging::capture::json_lines;
 
     /// The line as the tracing event, through the JSON formatter.
     fn through_tracing(line: &AccessLine<'_>) -> String {
-        let out = Capture::default();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(JsonLines)
-            .with_writer(out.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || line.event());
-        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+        json_lines(|| line.event())
     }
 
     fn direct(line: &AccessLine<'_>) -> String {

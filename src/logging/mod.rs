@@ -5,6 +5,8 @@
 //! them explicitly (`RUST_LOG=info,hyper=trace`) to see it anyway.
 
 pub mod access;
+#[cfg(test)]
+pub(crate) mod capture;
 pub mod json;
 pub mod writer;
 

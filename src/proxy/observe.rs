@@ -351,16 +351,14 @@ impl<B: Body> Drop for ObservedBody<B> {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use bytes::Bytes;
     use http_body_util::Empty;
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
     use crate::config::Limits;
+    use crate::logging::capture::Capture;
     use crate::metrics::Metrics;
     use crate::proxy::body::ResponseBody;
     use crate::proxy::shed::ShedLayer;
@@ -369,26 +367,6 @@ mod tests {
         Limits {
             max_in_flight: 1,
             ..Limits::default()
-        }
-    }
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
         }
     }
 
@@ -430,7 +408,7 @@ mod tests {
             text.contains("aml_auth_proxy_in_flight_requests 0"),
             "{text}"
         );
-        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let log = capture.text();
         let lines: Vec<&str> = log.lines().filter(|l| l.contains("request")).collect();
         assert_eq!(lines.len(), 2, "{log}");
         for line in lines {
