@@ -108,42 +108,45 @@ impl AccessLine<'_> {
     fn json(&self, out: &mut impl Write, at: SystemTime) -> fmt::Result {
         out.write_str("{\"timestamp\":\"")?;
         json::timestamp(out, at)?;
-        out.write_str("\",\"level\":\"INFO\",\"message\":\"request\",\"route\":")?;
-        json::string(out, self.route)?;
-        out.write_str(",\"method\":")?;
-        json::string(out, self.method)?;
-        out.write_str(",\"path\":")?;
-        json::string(out, self.path)?;
-        out.write_str(",\"version\":")?;
-        json::string(out, self.version)?;
+        out.write_str("\",\"level\":\"INFO\",\"message\":\"request\"")?;
+        for (prefix, value) in [
+            (",\"route\":", self.route),
+            (",\"method\":", self.method),
+            (",\"path\":", self.path),
+            (",\"version\":", self.version),
+        ] {
+            text_field(out, prefix, value)?;
+        }
         let mut digits = itoa::Buffer::new();
-        out.write_str(",\"status\":")?;
-        out.write_str(digits.format(self.status))?;
+        raw_field(out, ",\"status\":", digits.format(self.status))?;
         if let Some(status) = self.upstream_status {
-            out.write_str(",\"upstream_status\":")?;
-            out.write_str(digits.format(status))?;
+            raw_field(out, ",\"upstream_status\":", digits.format(status))?;
         }
         out.write_str(",\"duration_ms\":")?;
         json::millis(out, micros(self.duration))?;
-        out.write_str(",\"bytes\":")?;
-        out.write_str(digits.format(self.bytes))?;
-        out.write_str(if self.completed {
-            ",\"completed\":true,\"error_code\":"
-        } else {
-            ",\"completed\":false,\"error_code\":"
-        })?;
-        json::string(out, self.error_code)?;
-        out.write_str(",\"x_ms_request_id\":")?;
-        json::string(out, self.x_ms_request_id)?;
-        out.write_str(",\"x_ms_correlation_request_id\":")?;
-        json::string(out, self.x_ms_correlation_request_id)?;
+        raw_field(out, ",\"bytes\":", digits.format(self.bytes))?;
+        raw_field(
+            out,
+            ",\"completed\":",
+            if self.completed { "true" } else { "false" },
+        )?;
+        for (prefix, value) in [
+            (",\"error_code\":", self.error_code),
+            (",\"x_ms_request_id\":", self.x_ms_request_id),
+            (
+                ",\"x_ms_correlation_request_id\":",
+                self.x_ms_correlation_request_id,
+            ),
+        ] {
+            text_field(out, prefix, value)?;
+        }
         out.write_str(",\"trace_id\":\"")?;
         if let Some(trace_id) = self.trace_id {
             write!(out, "{trace_id}")?;
         }
-        out.write_str("\",\"target\":\"")?;
-        out.write_str(TARGET)?;
-        out.write_str("\"}\n")
+        out.write_char('"')?;
+        text_field(out, ",\"target\":", TARGET)?;
+        out.write_str("}\n")
     }
 
     /// The line as a tracing event. Names and codes are `Display`ed so that text logs show them bare
@@ -167,6 +170,19 @@ impl AccessLine<'_> {
             "request"
         );
     }
+}
+
+/// `prefix` (`,"name":`, written whole: one write instead of three) and `value` as it is (a number, a literal, or
+/// the start of what follows).
+fn raw_field(out: &mut impl Write, prefix: &str, value: &str) -> fmt::Result {
+    out.write_str(prefix)?;
+    out.write_str(value)
+}
+
+/// `prefix` (`,"name":`) and `value` as a JSON string.
+fn text_field(out: &mut impl Write, prefix: &str, value: &str) -> fmt::Result {
+    out.write_str(prefix)?;
+    json::string(out, value)
 }
 
 /// `duration` in whole microseconds: the log's resolution.
