@@ -82,25 +82,23 @@ impl AccessLine<'_> {
     }
 
     fn write_to(&self, writer: &BatchWriter) {
-        let written = LINE.try_with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                return false;
-            };
+        let write = |line: &mut String| {
             line.clear();
-            if self.json(&mut *line, SystemTime::now()).is_ok() {
+            if self.json(line, SystemTime::now()).is_ok() {
                 writer.write_line(line.as_bytes());
             }
+        };
+        let reused = LINE.try_with(|line| {
+            let mut line = line.try_borrow_mut().ok()?;
+            write(&mut line);
             if line.capacity() > KEPT_CAPACITY {
                 *line = String::new();
             }
-            true
+            Some(())
         });
-        if written != Ok(true) {
+        if !matches!(reused, Ok(Some(()))) {
             // Only while the thread is being torn down: a fresh buffer.
-            let mut line = String::new();
-            if self.json(&mut line, SystemTime::now()).is_ok() {
-                writer.write_line(line.as_bytes());
-            }
+            write(&mut String::new());
         }
     }
 
@@ -315,6 +313,12 @@ mod tests {
             json::timestamp(&mut ours, at).unwrap();
             assert_eq!(ours, humantime::format_rfc3339_micros(at).to_string());
         }
+        let mut far_future = String::new();
+        let year_10000 = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert!(
+            json::timestamp(&mut far_future, year_10000).is_err(),
+            "beyond humantime's range: an error, not a panic"
+        );
         let mut before_epoch = String::new();
         json::timestamp(
             &mut before_epoch,

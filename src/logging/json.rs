@@ -159,16 +159,17 @@ thread_local! {
 pub(super) fn timestamp(out: &mut impl Write, at: SystemTime) -> fmt::Result {
     // A clock set before 1970 is written as the epoch (humantime would panic on it).
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let at = UNIX_EPOCH + since_epoch;
     let second = since_epoch.as_secs();
     let (cached, mut text) = SECOND.get();
     if cached != second {
-        let whole =
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second)).to_string();
-        match whole.as_bytes().get(..19) {
-            Some(prefix) => text.copy_from_slice(prefix),
-            None => return write!(out, "{}", humantime::format_rfc3339_micros(at)),
-        }
+        // Past the year 9999 humantime reports an error, and the line is not written (as before the cache).
+        let mut whole = String::with_capacity(20);
+        write!(
+            whole,
+            "{}",
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second))
+        )?;
+        text.copy_from_slice(whole.as_bytes().get(..19).ok_or(fmt::Error)?);
         SECOND.set((second, text));
     }
     out.write_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00"))?;

@@ -141,18 +141,14 @@ async fn an_invalid_traceparent_is_replaced_and_a_missing_one_created() {
     proxy.stop().await;
 }
 
+/// One route to a closed port; the tests below only need the proxy's own answers and its log.
+const ONE_ROUTE: &str = "credentials:\n  default:\n    chain: [environment]\nroutes:\n  - { name: arm, path_prefix: /arm, upstream: \"https://127.0.0.1:9\", scope: \"https://management.azure.com/.default\", credential: default }\n";
+
 #[tokio::test]
 async fn the_access_line_names_the_trace() {
     let _trace = trace_init();
     let (dir, imds) = (TempDir::new(), ClosedPort::new());
-    let proxy = RunningProxy::start(
-        &dir,
-        &imds,
-        "credentials:\n  default:\n    chain: [environment]\nroutes:\n  - { name: arm, path_prefix: /arm, upstream: \"https://127.0.0.1:9\", scope: \"https://management.azure.com/.default\", credential: default }\n",
-        &["--log-format", "json"],
-        &[],
-    )
-    .await;
+    let proxy = RunningProxy::start(&dir, &imds, ONE_ROUTE, &["--log-format", "json"], &[]).await;
     let (status, _, _) = request(
         Method::GET,
         &proxy.url("/nothing"),
@@ -185,7 +181,7 @@ async fn the_log_filter_turns_json_access_lines_off() {
     let proxy = RunningProxy::start(
         &dir,
         &imds,
-        "credentials:\n  default:\n    chain: [environment]\nroutes:\n  - { name: arm, path_prefix: /arm, upstream: \"https://127.0.0.1:9\", scope: \"https://management.azure.com/.default\", credential: default }\n",
+        ONE_ROUTE,
         &[
             "--log-format",
             "json",
