@@ -38,6 +38,9 @@ pub struct AppOptions {
     /// `None`: the proxy listener is served on the runtime that runs the app. `Some(n)`: on `n` threads of its
     /// own, one single-threaded runtime each ([`crate::server::per_core`]); what `run` does.
     pub proxy_threads: Option<NonZeroUsize>,
+    /// The proxy listener serves plain HTTP/1.1 requests with the proxy's own connection loop
+    /// ([`crate::server::http1`]); `false`: hyper serves every request.
+    pub http1_loop: bool,
 }
 
 /// Why the proxy could not start (exit code 1).
@@ -135,6 +138,7 @@ impl AppOptions {
             env,
             cache_policy: CachePolicy::default(),
             proxy_threads: None,
+            http1_loop: true,
         }
     }
 }
@@ -246,6 +250,7 @@ impl App {
                 .stream_timeouts
                 .write_stall
                 .clone(),
+            http1_loop: false,
         };
         let (stop_proxy, proxy_stopped) = watch::channel(false);
         let (stop_admin, admin_stopped) = watch::channel(false);
@@ -254,7 +259,12 @@ impl App {
         let live = LiveService {
             inner: Arc::clone(&self.reloader.inner),
         };
-        let proxy_server = Server::new(live, options.clone());
+        // The admin and token-service listeners stay on hyper alone: their traffic is light.
+        let proxy_options = ServerOptions {
+            http1_loop: self.reloader.inner.options.http1_loop,
+            ..options.clone()
+        };
+        let proxy_server = Server::new(live, proxy_options);
         let proxy = match self.reloader.inner.options.proxy_threads {
             Some(threads) => tokio::spawn(serve_per_core(
                 proxy_server,
@@ -662,11 +672,12 @@ impl std::fmt::Debug for Reloader {
 
 // === impl LiveService ===
 
-impl tower::Service<http::Request<hyper::body::Incoming>> for LiveService {
+impl tower::Service<http::Request<crate::server::CallerBody>> for LiveService {
     type Response =
-        <ProxyService as tower::Service<http::Request<hyper::body::Incoming>>>::Response;
-    type Error = <ProxyService as tower::Service<http::Request<hyper::body::Incoming>>>::Error;
-    type Future = <ProxyService as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+        <ProxyService as tower::Service<http::Request<crate::server::CallerBody>>>::Response;
+    type Error = <ProxyService as tower::Service<http::Request<crate::server::CallerBody>>>::Error;
+    type Future =
+        <ProxyService as tower::Service<http::Request<crate::server::CallerBody>>>::Future;
 
     fn poll_ready(
         &mut self,
@@ -675,7 +686,7 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for LiveService {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, req: http::Request<crate::server::CallerBody>) -> Self::Future {
         let mut service = self.inner.live.load().service.clone();
         tower::Service::call(&mut service, req)
     }
@@ -683,7 +694,7 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for LiveService {
 
 // === impl LiveTokenService ===
 
-impl tower::Service<http::Request<hyper::body::Incoming>> for LiveTokenService {
+impl tower::Service<http::Request<crate::server::CallerBody>> for LiveTokenService {
     type Response = http::Response<crate::proxy::body::ResponseBody>;
     type Error = std::convert::Infallible;
     type Future =
@@ -696,7 +707,7 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for LiveTokenService {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, req: http::Request<crate::server::CallerBody>) -> Self::Future {
         // A reload that removes the block leaves the listener open (it closes at restart) but refuses requests.
         match self.inner.live.load().token_service.clone() {
             Some(service) => Box::pin(async move { Ok(service.answer(req).await) }),

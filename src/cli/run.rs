@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::args::RunArgs;
+use super::args::{Http1Server, RunArgs};
 use super::exit::{EXIT_FAILURE, EXIT_USAGE, fail};
 use super::setup::{block_on, main_runtime, proxy_threads};
 use super::signals::{reload_on_sighup, signals};
@@ -38,6 +38,7 @@ pub(super) fn run(args: RunArgs, env: Arc<dyn Env>) -> ExitCode {
         };
         let options = AppOptions {
             proxy_threads: Some(proxy_threads(args.worker_threads)),
+            http1_loop: args.http1_server == Http1Server::Own,
             ..AppOptions::new(env)
         };
         let app = match App::bind(config, options).await {

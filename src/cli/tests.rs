@@ -32,6 +32,7 @@ fn the_env_overrides_are_the_documented_ones() {
     let expected = [
         "AML_AUTH_PROXY_ADMIN_LISTEN",
         "AML_AUTH_PROXY_CONFIG",
+        "AML_AUTH_PROXY_HTTP1_SERVER",
         "AML_AUTH_PROXY_LISTEN",
         "AML_AUTH_PROXY_LOG_FORMAT",
         "AML_AUTH_PROXY_LOG_LEVEL",

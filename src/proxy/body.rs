@@ -31,6 +31,7 @@ use prometheus::IntCounter;
 use tokio::time::{Instant, Sleep};
 
 use super::shed::uploads::{UploadTicket, WakerSlot};
+use crate::server::CallerBody;
 
 /// A body the proxy passes on: streamed from the other side as it arrives, or complete in memory. Used in both
 /// directions (caller → upstream and upstream → caller).
@@ -40,7 +41,7 @@ pub enum ProxyBody {
     Stream(Streamed),
     /// A caller's request body, streamed as it arrives, with trailers dropped: a trailer could smuggle
     /// `Authorization` or framing fields past the header rules (a trailer is a header the rules never saw).
-    Request(Streamed),
+    Request(Streamed<CallerBody>),
     /// A complete body (error documents, admin answers); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -148,7 +149,7 @@ impl ProxyBody {
 
     /// A caller's request body on its way upstream; `upload` meters it when the request is an upload.
     pub fn request(
-        body: Incoming,
+        body: CallerBody,
         idle: Option<IdleLimit>,
         upload: Option<Arc<UploadTicket>>,
     ) -> Self {
@@ -165,7 +166,8 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Chunk>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Stream(body) | ProxyBody::Request(body) => body.poll_next(cx),
+            ProxyBody::Stream(body) => body.poll_next(cx),
+            ProxyBody::Request(body) => body.poll_next(cx),
             ProxyBody::Full(bytes) => {
                 Poll::Ready(bytes.take().map(|b| Ok(Frame::data(Chunk::from(b)))))
             }
@@ -174,14 +176,16 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Stream(body) | ProxyBody::Request(body) => body.inner.is_end_stream(),
+            ProxyBody::Stream(body) => body.inner.is_end_stream(),
+            ProxyBody::Request(body) => body.inner.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Stream(body) | ProxyBody::Request(body) => body.inner.size_hint(),
+            ProxyBody::Stream(body) => body.inner.size_hint(),
+            ProxyBody::Request(body) => body.inner.size_hint(),
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

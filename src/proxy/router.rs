@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
 use super::BoxError;
@@ -20,6 +19,7 @@ use super::respond::RoutedError;
 use super::route::Route;
 use super::route_table::RouteTable;
 use super::shed::uploads::UploadTicket;
+use crate::server::CallerBody;
 
 /// Routes requests to per-route stacks.
 #[derive(Clone)]
@@ -64,7 +64,7 @@ impl Router {
     }
 
     /// Admits the request and picks its route's stack.
-    fn route(&self, req: &mut Request<Incoming>) -> Result<(Arc<Route>, RouteService), BoxError> {
+    fn route(&self, req: &mut Request<CallerBody>) -> Result<(Arc<Route>, RouteService), BoxError> {
         let inner = &*self.inner;
         let host = inner.admission.check(req)?;
         let (route, stack) = inner
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Router {
     }
 }
 
-impl Service<Request<Incoming>> for Router {
+impl Service<Request<CallerBody>> for Router {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
@@ -137,7 +137,7 @@ impl Service<Request<Incoming>> for Router {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<CallerBody>) -> ResponseFuture {
         match self.route(&mut req) {
             Ok((route, stack)) => {
                 // The request body streams upstream, timed and metered (an upload's ticket came from `shed`).

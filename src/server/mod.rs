@@ -5,7 +5,9 @@
 //!
 //! A listener is TCP or a Unix-domain socket ([`unix`]: mode 0600, peers checked by uid).
 
+pub mod caller_body;
 pub mod first_bytes;
+pub mod http1;
 pub mod per_core;
 pub mod unix;
 pub mod write_stall;
@@ -15,18 +17,22 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
+use tower::ServiceExt;
+use tower::util::MapRequest;
 
+pub use self::caller_body::CallerBody;
 use self::first_bytes::FirstBytesDeadline;
+use self::http1::{Handoff, Prefixed, Socket};
 pub use self::per_core::serve_per_core;
 pub use self::unix::{SharedUnixListener, UNIX_SOCKET_MODE, UnixSocketListener, bind_unix};
 use self::write_stall::StallGuard;
@@ -43,12 +49,15 @@ pub struct ServerOptions {
     pub write_stall_timeout: Duration,
     /// Counts connections closed by the write-stall timeout.
     pub write_stalls: prometheus::IntCounter,
+    /// Plain HTTP/1.1 requests are served by the proxy's own connection loop ([`http1`]); off, hyper serves
+    /// every request.
+    pub http1_loop: bool,
 }
 
 /// What a [`Server`] serves: a cloneable service of HTTP requests whose futures and bodies may move between tasks.
 pub trait HttpService:
     tower::Service<
-        http::Request<Incoming>,
+        http::Request<CallerBody>,
         Response = http::Response<Self::Body>,
         Future: Send + 'static,
         Error: std::error::Error + Send + Sync + 'static,
@@ -65,7 +74,7 @@ pub trait HttpService:
 impl<S, B> HttpService for S
 where
     S: tower::Service<
-            http::Request<Incoming>,
+            http::Request<CallerBody>,
             Response = http::Response<B>,
             Future: Send + 'static,
             Error: std::error::Error + Send + Sync + 'static,
@@ -229,6 +238,7 @@ impl<S: HttpService> Server<S> {
             .initial_connection_window_size(512 * 1024)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         loop {
             let accepted = tokio::select! {
@@ -237,10 +247,10 @@ impl<S: HttpService> Server<S> {
             };
             match accepted {
                 Ok(Some(Accepted::Tcp(stream, peer))) => {
-                    self.spawn_connection(&builder, &graceful, stream, Peer::Tcp(peer));
+                    self.spawn_connection(&builder, &graceful, &stop, stream, Peer::Tcp(peer));
                 }
                 Ok(Some(Accepted::Unix(stream, uid))) => {
-                    self.spawn_connection(&builder, &graceful, stream, Peer::Unix { uid });
+                    self.spawn_connection(&builder, &graceful, &stop, stream, Peer::Unix { uid });
                 }
                 Ok(None) => {}
                 Err(e) => accept_error(&e).await,
@@ -253,22 +263,21 @@ impl<S: HttpService> Server<S> {
         }
     }
 
-    /// Serves one connection under `graceful`, on its own task.
-    fn spawn_connection<IO>(
+    /// Serves one connection under `graceful`, on its own task: plain HTTP/1.1 requests by the proxy's own loop
+    /// (when on), the rest of the connection by hyper from the first request the loop leaves to it.
+    fn spawn_connection<IO: Socket>(
         &self,
-        builder: &auto::Builder<TokioExecutor>,
+        builder: &Arc<auto::Builder<TokioExecutor>>,
         graceful: &GracefulShutdown,
+        stop: &watch::Receiver<bool>,
         io: IO,
         peer: Peer,
-    ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         let client_ip = match peer {
             Peer::Tcp(addr) => Some(addr.ip()),
             Peer::Unix { .. } => None,
         };
-        let io = FirstBytesDeadline::new(io, self.options.header_read_timeout);
-        let service = io.marker(WithClientAddr::new(self.service.clone(), client_ip));
+        let service = WithClientAddr::new(self.service.clone(), client_ip);
         let stalls = self.options.write_stalls.clone();
         let limit = self.options.write_stall_timeout;
         let io = StallGuard::new(
@@ -283,14 +292,57 @@ impl<S: HttpService> Server<S> {
                 );
             }),
         );
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn.into_owned());
+        let watcher = graceful.watcher();
+        let header_timeout = self.options.header_read_timeout;
+        if !self.options.http1_loop {
+            let handoff = Handoff {
+                io,
+                read: bytes::Bytes::new(),
+            };
+            tokio::spawn(serve_with_hyper(
+                Arc::clone(builder),
+                watcher,
+                handoff,
+                service,
+                header_timeout,
+                peer,
+            ));
+            return;
+        }
+        let connection = http1::Connection::new(io, service.clone(), header_timeout, stop.clone());
+        let builder = Arc::clone(builder);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // Held while the loop serves, so that a graceful shutdown waits for this connection too.
+            let watcher = watcher;
+            if let Some(handoff) = connection.serve().await {
+                serve_with_hyper(builder, watcher, handoff, service, header_timeout, peer).await;
             }
         });
+    }
+}
+
+/// How a request hyper read is handed to the service.
+type ToCallerBody = fn(http::Request<Incoming>) -> http::Request<CallerBody>;
+
+/// Serves the rest of a connection with hyper (HTTP/1 or HTTP/2, upgrades included), starting with the bytes the
+/// proxy's own loop has read. Until its first request's head is complete, the connection must be done within
+/// `header_timeout` ([`first_bytes`]).
+async fn serve_with_hyper<S: HttpService, IO: Socket>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    handoff: Handoff<IO>,
+    service: WithClientAddr<S>,
+    header_timeout: Duration,
+    peer: Peer,
+) {
+    let io = FirstBytesDeadline::new(Prefixed::new(handoff.read, handoff.io), header_timeout);
+    let service: MapRequest<_, ToCallerBody> = io
+        .marker(service)
+        .map_request(|req| req.map(CallerBody::Hyper));
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -49,6 +49,11 @@ impl<IO> StallGuard<IO> {
         }
     }
 
+    /// The guarded I/O object.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// Bookkeeping after a write attempt.
     fn after_write(
         &mut self,

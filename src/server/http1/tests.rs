@@ -1,0 +1,1 @@
+//! The loop against hyper: framing decisions and answers.
