@@ -20,6 +20,7 @@
 //! guard. At shutdown an idle connection closes at once and a busy one after its response, which then carries
 //! `Connection: close`.
 
+pub mod differential;
 pub mod encode;
 pub mod head;
 
