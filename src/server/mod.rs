@@ -217,28 +217,7 @@ impl<S: HttpService> Server<S> {
         mut stop: watch::Receiver<bool>,
         deadline: impl Future<Output = ()>,
     ) {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Request limits: 64 KiB of request head and (hyper's default) 100 header fields, 431 beyond;
-        // 100 concurrent HTTP/2 streams, a 64 KiB HTTP/2 header list, and keep-alive pings that close dead peers.
-        // The 64 KiB buffer limit also caps HTTP/1 request-body reads (what a stream holds: `proxy::body`).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.options.header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(100)
-            .max_header_list_size(64 * 1024)
-            // What a caller may send ahead of an upstream that does not read: 256 KiB a stream, 512 KiB a connection
-            // (hyper's defaults are 1 MiB each). Callers are local, so small windows cost no throughput.
-            .initial_stream_window_size(256 * 1024)
-            .initial_connection_window_size(512 * 1024)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let builder = Arc::new(builder);
+        let builder = Arc::new(hyper_builder(self.options.header_read_timeout));
         let graceful = GracefulShutdown::new();
         loop {
             let accepted = tokio::select! {
@@ -311,14 +290,50 @@ impl<S: HttpService> Server<S> {
         }
         let connection = http1::Connection::new(io, service.clone(), header_timeout, stop.clone());
         let builder = Arc::clone(builder);
-        tokio::spawn(async move {
+        let task = async move {
             // Held while the loop serves, so that a graceful shutdown waits for this connection too.
             let watcher = watcher;
             if let Some(handoff) = connection.serve().await {
-                serve_with_hyper(builder, watcher, handoff, service, header_timeout, peer).await;
+                // Boxed: the task of a connection the loop serves is not sized for hyper's connection state.
+                Box::pin(serve_with_hyper(
+                    builder,
+                    watcher,
+                    handoff,
+                    service,
+                    header_timeout,
+                    peer,
+                ))
+                .await;
             }
-        });
+        };
+        tokio::spawn(task);
     }
+}
+
+/// hyper's server settings for every connection (or the part of one the proxy's own loop hands over).
+fn hyper_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Request limits: 64 KiB of request head and (hyper's default) 100 header fields, 431 beyond;
+    // 100 concurrent HTTP/2 streams, a 64 KiB HTTP/2 header list, and keep-alive pings that close dead peers.
+    // The 64 KiB buffer limit also caps HTTP/1 request-body reads (what a stream holds: `proxy::body`).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024)
+        // What a caller may send ahead of an upstream that does not read: 256 KiB a stream, 512 KiB a connection
+        // (hyper's defaults are 1 MiB each). Callers are local, so small windows cost no throughput.
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(512 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
 }
 
 /// How a request hyper read is handed to the service.

@@ -101,7 +101,8 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
         buf.unsplit_front(head, body);
         return Err(ForHyper);
     };
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the fields the proxy adds on the way upstream (token, forwarding, trace), so the map is not grown.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
     for (name, value) in spans {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
             buf.unsplit_front(head, body);

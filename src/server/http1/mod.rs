@@ -23,11 +23,12 @@
 pub mod differential;
 pub mod encode;
 pub mod head;
+mod spare;
 
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -35,18 +36,16 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use self::encode::{BodyLength, EncodeError, Framing};
 use self::head::{ForHyper, Plain};
+use self::spare::READ_SIZE;
 use super::HttpService;
 use super::caller_body::CallerBody;
 use super::write_stall::StallGuard;
 use crate::proxy::client_addr::WithClientAddr;
-
-/// What one read asks for: enough for nearly every request head with room for a small body.
-const READ_SIZE: usize = 4 * 1024;
 
 /// The most head bytes read before hyper decides (its own limit: 64 KiB, then `431`).
 const MAX_HEAD: usize = 64 * 1024;
@@ -87,6 +86,9 @@ pub struct Connection<S, IO> {
     /// Bytes read and not yet served; no allocation while empty between requests.
     buf: BytesMut,
     header_timeout: Duration,
+    /// Fires at or before the current head's deadline; moved only when it fires early, so that a busy connection
+    /// does not re-arm a timer for every request.
+    header_timer: Option<Pin<Box<Sleep>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -111,6 +113,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
             service,
             buf: BytesMut::new(),
             header_timeout,
+            header_timer: None,
             stop,
         }
     }
@@ -126,11 +129,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
             };
             // Boxed, so that an idle connection's task holds only the loop's own state.
             match Box::pin(self.exchange(plain)).await {
-                Next::KeepAlive => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    }
-                }
+                Next::KeepAlive => {}
                 Next::Close => {
                     let _ = self.io.shutdown().await;
                     return None;
@@ -152,13 +151,18 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
                 }
             }
             let idle = self.buf.is_empty();
-            let read = tokio::time::timeout_at(deadline, read_more(&mut self.io, &mut self.buf));
+            let timer = self
+                .header_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             tokio::select! {
-                read = read => match read {
-                    Ok(Ok(n)) if n > 0 => {}
-                    // End of file, an error, or the header timeout: closed without an answer, as hyper does.
+                biased;
+                read = read_more(&mut self.io, &mut self.buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    // End of file or an error: closed without an answer, as hyper does.
                     _ => return None,
                 },
+                // The header timeout: closed without an answer, as hyper does.
+                () = expire(timer.as_mut(), deadline) => return None,
                 _ = self.stop.wait_for(|stop| *stop), if idle => return None,
             }
         }
@@ -186,7 +190,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
                 .map_or(BodyLength::Unknown, BodyLength::Known)
         };
         let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
-        let mut out = Vec::with_capacity(512);
+        let mut out = spare::write_buffer();
         let encoded = encode::encode(
             &mut out,
             parts.status,
@@ -203,7 +207,8 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
             }
             Err(EncodeError::Framing) => return Next::Close,
         };
-        let sent = self.send_body(out, pin!(body), encoded.framing).await;
+        let sent = self.send_body(&mut out, pin!(body), encoded.framing).await;
+        spare::give_back_write(out);
         match sent {
             Ok(()) if !encoded.last => Next::KeepAlive,
             _ => Next::Close,
@@ -213,7 +218,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
     /// Writes `out` (the head) and the body after it, gathering what is ready into as few writes as possible.
     async fn send_body<B>(
         &mut self,
-        mut out: Vec<u8>,
+        out: &mut Vec<u8>,
         mut body: Pin<&mut B>,
         framing: Framing,
     ) -> Result<(), BodyFailed>
@@ -222,7 +227,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
     {
         let mut remaining = match framing {
             Framing::Length(0) => {
-                self.io.write_all(&out).await.map_err(|_| BodyFailed)?;
+                self.io.write_all(out).await.map_err(|_| BodyFailed)?;
                 return Ok(());
             }
             Framing::Length(n) => Some(n),
@@ -239,7 +244,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
                 match poll_now(body.as_mut()) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
-                        self.io.write_all(&out).await.map_err(|_| BodyFailed)?;
+                        self.io.write_all(out).await.map_err(|_| BodyFailed)?;
                         out.clear();
                         continue;
                     }
@@ -268,7 +273,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
                 }
             }
             if out.len() + len > GATHER {
-                self.io.write_all(&out).await.map_err(|_| BodyFailed)?;
+                self.io.write_all(out).await.map_err(|_| BodyFailed)?;
                 out.clear();
                 while data.has_remaining() {
                     let chunk = data.chunk();
@@ -296,13 +301,13 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
         match remaining {
             // The body ended before its announced length.
             Some(left) if left > 0 => {
-                let _ = self.io.write_all(&out).await;
+                let _ = self.io.write_all(out).await;
                 return Err(BodyFailed);
             }
             Some(_) => {}
             None => out.extend_from_slice(b"0\r\n\r\n"),
         }
-        self.io.write_all(&out).await.map_err(|_| BodyFailed)
+        self.io.write_all(out).await.map_err(|_| BodyFailed)
     }
 }
 
@@ -319,8 +324,19 @@ fn poll_now<B: Body>(body: Pin<&mut B>) -> Polled<B> {
     body.poll_frame(&mut cx)
 }
 
-/// Reads more bytes into `buf`, allocating its space only once the socket is readable (so an idle connection
-/// holds none). `Ok(0)` at end of file.
+/// Completes once `deadline` has passed; `timer` fires at or before it and is moved on when it fires early.
+async fn expire(mut timer: Pin<&mut Sleep>, deadline: Instant) {
+    loop {
+        timer.as_mut().await;
+        if timer.deadline() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
+    }
+}
+
+/// Reads more bytes into `buf`, taking a buffer only once the socket is readable and handing an empty one back
+/// while it is not (so an idle connection holds none). `Ok(0)` at end of file.
 async fn read_more<IO: Socket>(io: &mut StallGuard<IO>, buf: &mut BytesMut) -> io::Result<usize> {
     poll_fn(|cx| poll_read_more(io, buf, cx)).await
 }
@@ -330,17 +346,30 @@ fn poll_read_more<IO: Socket>(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    ready!(io.get_ref().poll_read_ready(cx))?;
+    match io.get_ref().poll_read_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => {
+            if buf.is_empty() && buf.capacity() > 0 {
+                spare::give_back_read(std::mem::take(buf));
+            }
+            return Poll::Pending;
+        }
+    }
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+        if buf.is_empty() {
+            *buf = spare::read_buffer();
+        } else {
+            buf.reserve(READ_SIZE);
+        }
     }
     let polled = {
         let read = pin!(io.read_buf(&mut *buf));
         read.poll(cx)
     };
     if polled.is_pending() && buf.is_empty() {
-        // Readiness was stale: give the buffer back while waiting again.
-        *buf = BytesMut::new();
+        // Readiness was stale: the buffer goes back while waiting again.
+        spare::give_back_read(std::mem::take(buf));
     }
     polled
 }
