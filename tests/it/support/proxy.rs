@@ -127,6 +127,9 @@ impl TestProxy {
         options.cache_policy = policy;
         // As `run` serves: the proxy listener on threads of its own.
         options.proxy_threads = std::num::NonZeroUsize::new(2);
+        // CI runs the request-path suites a second time with hyper serving every HTTP/1 request, as
+        // `--http1-server hyper` does, so that both servers are held to the same rules.
+        options.http1_loop = std::env::var("AML_AUTH_PROXY_HTTP1_SERVER").as_deref() != Ok("hyper");
         let app = App::bind(config, options).await.unwrap();
         let (listen, admin, reloader) = (app.proxy_listen(), app.admin_addr(), app.reloader());
         let token_service = app.token_service_listen();
