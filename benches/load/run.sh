@@ -8,7 +8,7 @@
 #   SKIP_PEERS=go,caddy benches/load/run.sh
 #
 # Knobs (environment): ROUNDS DURATION WARMUP CONNECTIONS THREADS QUICK SKIP_PEERS FIXED_RATE_PEERS SKIP_EXTRAS
-# SKIP_FIXED_RATE SKIP_ROTATION SKIP_IDLE SKIP_STREAMS SKIP_H2 SKIP_STARTUP ROTATION_DURATION ROTATION_TTL
+# SKIP_FIXED_RATE SKIP_ROTATION SKIP_IDLE SKIP_STREAMS SKIP_H2 SKIP_STARTUP SKIP_CALLGRIND ROTATION_DURATION ROTATION_TTL
 # IDLE_CONNECTIONS STREAMS STREAM_SIZE STARTUP_RUNS H2_CONNECTIONS H2_STREAMS FIXED_RATE_FRACTION ROTATION_RATE
 # NO_INSTALL NO_OHA OHA CADDY_VERSION AAP_BIN EMULATOR_BIN RESULTS_MD KEEP_WORKDIR.
 set -euo pipefail
@@ -192,7 +192,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-[[ $(ulimit -n) -ge $((IDLE_CONNECTIONS * 3 + 100)) ]] ||
+[[ $(ulimit -n) -ge $((IDLE_CONNECTIONS * 9 + 100)) ]] ||
   note "ulimit -n is $(ulimit -n): the idle-connection scenario may run out of descriptors"
 
 BG_PID=
@@ -680,18 +680,20 @@ measure() {
   local parser=$1
   shift
   "${TOOLS[@]}" reset-hwm "${pids[@]}"
-  local cpu0 up0 l0 cpu1 up1 l1 mem
+  local cpu0 up0 l0 cpu1 up1 l1 mem sys0 sys1
   cpu0=$("${TOOLS[@]}" cpu "${pids[@]}")
+  sys0=$("${TOOLS[@]}" cpu-sys "${pids[@]}")
   up0=$("${TOOLS[@]}" cpu "${UP_PIDS[@]}")
   l0=$(lines_of "$logf")
   "$@" >"$W/load.out" 2>"$W/load.err" || { cat "$W/load.err" >&2; die "$scen: load generator failed: $*"; }
   cpu1=$("${TOOLS[@]}" cpu "${pids[@]}")
+  sys1=$("${TOOLS[@]}" cpu-sys "${pids[@]}")
   up1=$("${TOOLS[@]}" cpu "${UP_PIDS[@]}")
   mem=$("${TOOLS[@]}" mem "${pids[@]}")
   sleep 0.2 # the access log is written by a background thread / may lag a little
   l1=$(lines_of "$logf")
   "${TOOLS[@]}" record "$RES" kind="$kind" upstream="$up" scenario="$scen" round="$round" \
-    cpu0="$cpu0" cpu1="$cpu1" up_cpu0="$up0" up_cpu1="$up1" mem="$mem" log_lines=$((l1 - l0)) \
+    cpu0="$cpu0" cpu1="$cpu1" sys0="$sys0" sys1="$sys1" up_cpu0="$up0" up_cpu1="$up1" mem="$mem" log_lines=$((l1 - l0)) \
     ${MEASURE_EXTRA[@]+"${MEASURE_EXTRA[@]}"} "$parser" "$W/load.out"
 }
 pids_of() { # pids_of SCENARIO: the processes whose CPU and memory count for it (a process and its descendants)
@@ -803,15 +805,15 @@ rotation() {
 }
 
 # ------------------------------------------------------------------------------------------ c. idle connections
-idle_one() { # idle_one SCENARIO PORT PIDS...
-  local scen=$1 port=$2
-  shift 2
+idle_one() { # idle_one SCENARIO PORT CONNECTIONS KIND PIDS...
+  local scen=$1 port=$2 n=$3 kind=$4
+  shift 4
   local before during mark=$W/idle-$scen.mark out
   curl -fsS -o /dev/null "http://127.0.0.1:$port/"
   sleep 0.5
   before=$("${TOOLS[@]}" mem "$@")
   rm -f "$mark"
-  python3 "$HERE/tools.py" idle "$port" "$IDLE_CONNECTIONS" "$CONNECTIONS" "$IDLE_HOLD" "$mark" >"$W/idle.out" &
+  python3 "$HERE/tools.py" idle "$port" "$n" "$CONNECTIONS" "$IDLE_HOLD" "$mark" >"$W/idle.out" &
   local ipid=$!
   PIDS+=("$ipid")
   for _ in $(seq 600); do [[ -s $mark ]] && break; kill -0 "$ipid" 2>/dev/null || break; sleep 0.1; done
@@ -821,18 +823,25 @@ idle_one() { # idle_one SCENARIO PORT PIDS...
   wait "$ipid" || die "idle-connection client failed for $scen"
   stop_tree "$ipid"
   out=$(cat "$W/idle.out")
-  "${TOOLS[@]}" record "$RES" kind=idle scenario="$scen" before="$before" during="$during" client="$out"
+  "${TOOLS[@]}" record "$RES" kind="$kind" scenario="$scen" before="$before" during="$during" client="$out"
   note "$scen: $out"
 }
+# Each proxy twice, fresh each time: with IDLE_CONNECTIONS (the target's measure) and with three times as many, so
+# that the cost of one more idle connection shows apart from what the first burst of requests leaves behind (upstream
+# connections opened for 64 concurrent first requests, buffers kept for reuse).
 idle() {
-  log "$IDLE_CONNECTIONS idle HTTP/1.1 keep-alive connections (one request each, held ${IDLE_HOLD}s)"
-  local p url pids
+  log "$IDLE_CONNECTIONS and $((3 * IDLE_CONNECTIONS)) idle HTTP/1.1 keep-alive connections (one request each, held ${IDLE_HOLD}s)"
+  local p url pids n kind
   for p in "${PEERS[@]}" aap; do
-    if [[ $p == aap ]]; then start_aap "$(upstream_url plain)"; else start_peer "$p" plain; fi
-    url=$(peer_url "$p" plain)
-    read -r -a pids <<<"$(pids_of "$p")"
-    idle_one "$p" "${url##*:}" "${pids[@]}"
-    stop_peer "$p"
+    for n in "$IDLE_CONNECTIONS" $((3 * IDLE_CONNECTIONS)); do
+      if [[ $p == aap ]]; then start_aap "$(upstream_url plain)"; else start_peer "$p" plain; fi
+      url=$(peer_url "$p" plain)
+      read -r -a pids <<<"$(pids_of "$p")"
+      kind=idle
+      ((n == IDLE_CONNECTIONS)) || kind=idle3
+      idle_one "$p" "${url##*:}" "$n" "$kind" "${pids[@]}"
+      stop_peer "$p"
+    done
   done
 }
 
@@ -931,6 +940,22 @@ startup() {
   note "$out"
 }
 
+# ------------------------------------------------------------------------------------------ g. instructions
+# What bounds the CPU gap: user-space instructions per request, aml-auth-proxy against nginx, counted by callgrind
+# (benches/profile/callgrind.sh: deterministic, so it can run after the timed scenarios on a busy machine).
+instructions() {
+  log "user-space instructions per request (callgrind, benches/profile/callgrind.sh)"
+  local out aap ngx
+  if ! out=$(AAP_BIN="$AAP" bash "$REPO/benches/profile/callgrind.sh" 2>"$W/callgrind.err"); then
+    note "callgrind did not run: $(tail -1 "$W/callgrind.err")"
+    return 0
+  fi
+  aap=$(awk '$1 == "aml-auth-proxy" { print $2 }' <<<"$out")
+  ngx=$(awk '$1 == "nginx" { print $2 }' <<<"$out")
+  "${TOOLS[@]}" record "$RES" kind=instructions scenario=aap aap="$aap" nginx="$ngx"
+  note "instructions per request: aml-auth-proxy $aap, nginx $ngx"
+}
+
 # ------------------------------------------------------------------------------------------ run
 check_tls_verification
 saturation plain
@@ -943,6 +968,7 @@ skip IDLE || idle
 skip STREAMS || streams
 skip H2 || h2
 skip STARTUP || startup
+skip CALLGRIND || instructions
 
 # ------------------------------------------------------------------------------------------ report
 log "writing $RESULTS_MD"

@@ -5,6 +5,7 @@ Subcommands (all loopback only):
   freeport [N]                      print N free TCP ports on 127.0.0.1
   pids PID                          PID and all its descendants (an nginx master and its workers)
   cpu PID...                        utime+stime of the processes, in seconds (from /proc/PID/stat)
+  cpu-sys PID...                    stime (kernel time) of the processes, in seconds
   mem PID...                        {"rss_kib","hwm_kib","pss_kib"} summed over the processes
   reset-hwm PID...                  reset VmHWM (peak RSS) to the current RSS (/proc/PID/clear_refs)
   wait-tcp PORT SECONDS             wait until 127.0.0.1:PORT accepts a connection
@@ -73,13 +74,21 @@ def pids(root):
     print(" ".join(map(str, out)))
 
 
-def cpu(*ps):
+def _ticks(ps, user=True):
     total = 0
     for p in ps:
         with open(f"/proc/{p}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    print(f"{total / CLK_TCK:.3f}")
+        total += (int(fields[11]) if user else 0) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total
+
+
+def cpu(*ps):
+    print(f"{_ticks(ps) / CLK_TCK:.3f}")
+
+
+def cpu_sys(*ps):
+    print(f"{_ticks(ps, user=False) / CLK_TCK:.3f}")
 
 
 def _status_kib(pid, key):
@@ -430,6 +439,8 @@ def record(path, *args):
     # Derived per-request CPU and memory (MiB).
     if rec.get("requests") and "cpu0" in rec and "cpu1" in rec:
         rec["cpu_us_per_req"] = round((rec["cpu1"] - rec["cpu0"]) / rec["requests"] * 1e6, 2)
+    if rec.get("requests") and "sys0" in rec and "sys1" in rec:
+        rec["sys_us_per_req"] = round((rec["sys1"] - rec["sys0"]) / rec["requests"] * 1e6, 2)
     if rec.get("requests") and "up_cpu0" in rec and "up_cpu1" in rec:
         rec["upstream_cpu_us_per_req"] = round((rec["up_cpu1"] - rec["up_cpu0"]) / rec["requests"] * 1e6, 2)
     with open(path, "a") as f:
