@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
-use tower::ServiceExt;
+use tower::Service;
 
 use self::encode::{BodyLength, EncodeError, Framing};
 use self::head::{ForHyper, Plain};
@@ -172,7 +172,12 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
     async fn exchange(&mut self, plain: Plain) -> Next {
         let Plain { head, body, close } = plain;
         let request = head.map(|()| CallerBody::read(body));
-        let call = self.service.clone().oneshot(request);
+        // The service is called in place (not a clone per request, as hyper's glue does): it is always ready, and
+        // its future owns what it needs.
+        if poll_fn(|cx| self.service.poll_ready(cx)).await.is_err() {
+            return Next::Close;
+        }
+        let call = self.service.call(request);
         let response = tokio::select! {
             response = call => response,
             () = caller_left(&mut self.io, &mut self.buf) => return Next::Close,
