@@ -193,7 +193,7 @@ fn prepare_to_forward<B>(route: &Route, req: &mut Request<B>) {
         .extensions()
         .get::<ClientAddr>()
         .map_or(HeaderValue::from_static("unknown"), |c| c.header.clone());
-    req.headers_mut().insert("x-forwarded-for", forwarded_for);
+    req.headers_mut().insert(X_FORWARDED_FOR, forwarded_for);
 }
 
 /// Request rules that need no route: no CORS preflight, no protocol switch but WebSocket, no header names with
@@ -437,11 +437,17 @@ fn check_origin(headers: &HeaderMap, route: &Route) -> Result<(), ProxyError> {
     ))
 }
 
+/// Who asked, as the upstream sees it.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// A browser's word on where a request comes from.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
 /// True for a browser request (`Origin`, or `Sec-Fetch-Site: cross-site|same-site`) whose origin is not one of
 /// `allowed` (exact, case-insensitive). The proxy's routes and the token service both refuse these.
 pub fn is_refused_browser_request(headers: &HeaderMap, allowed: &[String]) -> bool {
     let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or(""));
-    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let site = headers.get(SEC_FETCH_SITE).and_then(|v| v.to_str().ok());
     let cross_site = site.is_some_and(|s| {
         s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site")
     });

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::Buf;
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -177,6 +177,10 @@ where
     }
 }
 
+/// The Azure request ids an access line carries, from the upstream's response.
+const X_MS_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
+const X_MS_CORRELATION_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-correlation-request-id");
+
 // === impl Record ===
 
 impl Record {
@@ -187,8 +191,8 @@ impl Record {
         // Copied, not shared: an upstream's header values point into the buffer its head was read into, which
         // must not stay pinned for as long as the response streams.
         let copy = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).ok();
-        self.request_id = headers.get("x-ms-request-id").and_then(copy);
-        self.correlation_id = headers.get("x-ms-correlation-request-id").and_then(copy);
+        self.request_id = headers.get(X_MS_REQUEST_ID).and_then(copy);
+        self.correlation_id = headers.get(X_MS_CORRELATION_REQUEST_ID).and_then(copy);
         self.error_code = headers.get(ERROR_HEADER).cloned();
     }
 }

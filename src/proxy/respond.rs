@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tower::{Layer, Service};
 
@@ -26,7 +26,7 @@ use crate::auth::{TokenError, TokenErrorKind};
 use crate::token_cache::TokenUnavailable;
 
 /// The header naming the error code on every proxy-generated answer.
-pub const ERROR_HEADER: &str = "x-aml-auth-proxy-error";
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-aml-auth-proxy-error");
 
 /// The `WWW-Authenticate` scheme of a `401 CallerNotAuthenticated`: `AmlAuthProxyKey header="<name>"`.
 pub const CALLER_KEY_SCHEME: &str = "AmlAuthProxyKey";

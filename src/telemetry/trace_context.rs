@@ -10,13 +10,13 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The request header carrying the trace context.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The request header carrying vendor-specific trace state, kept only with the caller's `traceparent`.
-pub const TRACESTATE: &str = "tracestate";
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The `sampled` trace flag.
 const SAMPLED: u8 = 0x01;
