@@ -110,6 +110,10 @@ pub mod fuzzing {
     ) -> Result<(crate::auth::AccessToken, Option<crate::secret::Secret>), String> {
         crate::auth::parse_token_response(body, "fuzz")
     }
+
+    /// The proxy's own HTTP/1.1 loop against hyper on the same bytes: every request the loop serves itself must be
+    /// the request hyper reads there, framed the same way; `Err` describes the first disagreement.
+    pub use crate::server::http1::differential::compare_with_hyper as http1_framing;
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Which request heads the proxy's own HTTP/1.1 loop serves, and the request it makes of them.
 //!
 //! The loop takes only the plainest requests and leaves every decision hyper could make differently to hyper: a
-//! head is served here when it parses completely (with the same parser and settings hyper uses), is HTTP/1.1, its
-//! method is not `HEAD` or `CONNECT`, it has at most one `Content-Length` (plain digits) and its whole body is
-//! already read, and it carries none of `Transfer-Encoding`, `Upgrade`, `Expect` or `TE`. Anything else — a
-//! parse error included, so hyper writes the error answer — is [`Parsed::Hyper`]: hyper serves the connection
-//! from those bytes on. The framing decision is therefore hyper's own for every request that is not plain, and
-//! for the plain ones it is the one hyper makes (a differential test and a fuzz target hold the two together).
+//! head is served here when it parses completely (with the same parser and settings hyper uses) in at most 64 KiB,
+//! is HTTP/1.1, its method is not `HEAD` or `CONNECT`, it has at most one `Content-Length` (plain digits) and its
+//! whole body is already read, and it carries none of `Transfer-Encoding`, `Upgrade`, `Expect` or `TE`. Anything
+//! else — a parse error included, so hyper writes the error answer — is [`Parsed::Hyper`]: hyper serves the
+//! connection from those bytes on. The framing decision is therefore hyper's own for every request that is not
+//! plain, and for the plain ones it is the one hyper makes (a differential test and a fuzz target hold the two
+//! together).
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
@@ -20,6 +21,10 @@ pub const MAX_BODY: usize = 16 * 1024;
 
 /// The longest request target served here (hyper's own limit is 65,534).
 const MAX_TARGET: usize = 16 * 1024;
+
+/// The longest head served here: hyper's read buffer limit. hyper takes a longer head only when it happens to
+/// arrive whole in the read that crosses the limit, and answers `431` otherwise; such heads are hyper's to judge.
+const MAX_HEAD_LEN: usize = 64 * 1024;
 
 /// What the bytes read so far hold: `Ok(Some(_))` a plain request, split off the front of the buffer with its
 /// body; `Ok(None)` not a complete head yet; `Err(ForHyper)` anything else.
@@ -51,6 +56,9 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
         // Errors (hyper answers them), too many fields (hyper's limit is higher): hyper decides.
         Err(_) => return Err(ForHyper),
     };
+    if head_len > MAX_HEAD_LEN {
+        return Err(ForHyper);
+    }
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Err(ForHyper);
     };
