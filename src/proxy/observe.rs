@@ -179,7 +179,8 @@ where
 
 /// The Azure request ids an access line carries, from the upstream's response.
 const X_MS_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
-const X_MS_CORRELATION_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-correlation-request-id");
+const X_MS_CORRELATION_REQUEST_ID: HeaderName =
+    HeaderName::from_static("x-ms-correlation-request-id");
 
 // === impl Record ===
 

@@ -277,6 +277,7 @@ impl<S: HttpService> Server<S> {
             let handoff = Handoff {
                 io,
                 read: bytes::Bytes::new(),
+                served: false,
             };
             tokio::spawn(serve_with_hyper(
                 Arc::clone(builder),
@@ -350,10 +351,18 @@ async fn serve_with_hyper<S: HttpService, IO: Socket>(
     header_timeout: Duration,
     peer: Peer,
 ) {
+    let handoff_served = handoff.served;
     let io = FirstBytesDeadline::new(Prefixed::new(handoff.read, handoff.io), header_timeout);
     let service: MapRequest<_, ToCallerBody> = io
         .marker(service)
         .map_request(|req| req.map(CallerBody::Hyper));
+    // After requests the loop served, the connection can only go on as HTTP/1 (hyper alone would refuse an
+    // HTTP/2 preface there as a malformed HTTP/1 request).
+    let builder = if handoff_served {
+        Arc::new(builder.as_ref().clone().http1_only())
+    } else {
+        builder
+    };
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -4,7 +4,7 @@
 //! head is served here when it parses completely (with the same parser and settings hyper uses) in at most 64 KiB,
 //! is HTTP/1.1, its method is not `HEAD` or `CONNECT`, it has at most one `Content-Length` (plain digits) and its
 //! whole body is already read, and it carries none of `Transfer-Encoding`, `Upgrade`, `Expect` or `TE`. Anything
-//! else — a parse error included, so hyper writes the error answer — is [`Parsed::Hyper`]: hyper serves the
+//! else — a parse error included, so hyper writes the error answer — is [`ForHyper`]: hyper serves the
 //! connection from those bytes on. The framing decision is therefore hyper's own for every request that is not
 //! plain, and for the plain ones it is the one hyper makes (a differential test and a fuzz target hold the two
 //! together).

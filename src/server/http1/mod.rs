@@ -50,6 +50,9 @@ use crate::proxy::client_addr::WithClientAddr;
 /// The most head bytes read before hyper decides (its own limit: 64 KiB, then `431`).
 const MAX_HEAD: usize = 64 * 1024;
 
+/// How an HTTP/2 connection with prior knowledge starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 /// Up to this many response bytes are gathered into one write.
 const GATHER: usize = 16 * 1024;
 
@@ -77,6 +80,9 @@ pub struct Handoff<IO> {
     pub io: StallGuard<IO>,
     /// Bytes read and not yet served: the start of the request hyper parses first.
     pub read: Bytes,
+    /// The loop served requests on this connection before: hyper takes it as HTTP/1 (an HTTP/2 preface is only
+    /// valid as a connection's first bytes).
+    pub served: bool,
 }
 
 /// One caller connection served by the loop.
@@ -90,6 +96,8 @@ pub struct Connection<S, IO> {
     /// does not re-arm a timer for every request.
     header_timer: Option<Pin<Box<Sleep>>>,
     stop: watch::Receiver<bool>,
+    /// Requests served so far.
+    served: bool,
 }
 
 /// What became of a request.
@@ -115,6 +123,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
             header_timeout,
             header_timer: None,
             stop,
+            served: false,
         }
     }
 
@@ -122,12 +131,19 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
     pub async fn serve(mut self) -> Option<Handoff<IO>> {
         loop {
             let Some(plain) = self.next_head().await? else {
+                if self.served && self.buf.starts_with(H2_PREFACE) {
+                    // Only valid as a connection's first bytes: a malformed HTTP/1 request here, on which hyper
+                    // closes the connection without an answer.
+                    return None;
+                }
                 return Some(Handoff {
                     io: self.io,
                     read: self.buf.freeze(),
+                    served: self.served,
                 });
             };
             // Boxed, so that an idle connection's task holds only the loop's own state.
+            self.served = true;
             match Box::pin(self.exchange(plain)).await {
                 Next::KeepAlive => {}
                 Next::Close => {

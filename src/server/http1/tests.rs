@@ -191,6 +191,7 @@ async fn exchange(server: Server, service: Answer, request: &[u8]) -> Vec<u8> {
             Server::Hyper => Handoff {
                 io,
                 read: Bytes::new(),
+                served: false,
             },
         };
         serve_with_hyper(builder, watcher, handoff, service, timeout, peer).await;
@@ -426,6 +427,12 @@ async fn what_the_loop_does_not_serve_reaches_hyper_whole() {
         .iter()
         .map(|s| (s.uri.as_str(), s.read_by_loop, s.body.as_slice()))
         .collect();
+    // An HTTP/2 preface after a plain request is a malformed HTTP/1 request for hyper alone; so it is after the loop
+    // hands the connection over (the preface is only valid as a connection's first bytes).
+    let request = "GET /first HTTP/1.1\r\nHost: a\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let ((own, own_seen), (hyper, hyper_seen)) = both(request, answer).await;
+    assert_eq!(own, hyper);
+    assert_eq!((own_seen.len(), hyper_seen.len()), (1, 1));
     assert_eq!(
         served,
         [("/first", true, &b""[..]), ("/second", false, &b"hi"[..])]
