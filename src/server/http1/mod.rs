@@ -142,8 +142,8 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
                     served: self.served,
                 });
             };
-            // Boxed, so that an idle connection's task holds only the loop's own state.
             self.served = true;
+            // Boxed, so that an idle connection's task holds only the loop's own state.
             match Box::pin(self.exchange(plain)).await {
                 Next::KeepAlive => {}
                 Next::Close => {
@@ -195,6 +195,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
         }
         let call = self.service.call(request);
         let response = tokio::select! {
+            biased;
             response = call => response,
             () = caller_left(&mut self.io, &mut self.buf) => return Next::Close,
         };
@@ -258,6 +259,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
             // What is ready goes into `out`; the write happens once the body has nothing more at hand.
             let frame = if out.is_empty() {
                 tokio::select! {
+                    biased;
                     frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
                     () = caller_left(&mut self.io, &mut self.buf) => return Err(BodyFailed),
                 }
