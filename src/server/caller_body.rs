@@ -8,8 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-/// A caller's request body.
-#[derive(Debug)]
+/// A caller's request body. Its `Debug` output shows how it arrived and its length, never its bytes.
 pub enum CallerBody {
     /// Streamed by hyper as it arrives.
     Hyper(Incoming),
@@ -21,6 +20,19 @@ impl CallerBody {
     /// A body of `bytes` (no body when empty).
     pub fn read(bytes: Bytes) -> Self {
         CallerBody::Read((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl std::fmt::Debug for CallerBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallerBody::Hyper(_) => f.write_str("CallerBody::Hyper"),
+            CallerBody::Read(bytes) => write!(
+                f,
+                "CallerBody::Read({} bytes)",
+                bytes.as_ref().map_or(0, Bytes::len)
+            ),
+        }
     }
 }
 
@@ -76,6 +88,12 @@ mod tests {
         assert_eq!(collected.ok(), Some(Bytes::from_static(b"hello")));
         assert!(body.is_end_stream());
         assert_eq!(body.size_hint().exact(), Some(0));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_bytes() {
+        let body = CallerBody::read(Bytes::from_static(b"client_secret=canary-7f3a"));
+        assert_eq!(format!("{body:?}"), "CallerBody::Read(25 bytes)");
     }
 
     #[test]
