@@ -1,7 +1,8 @@
 //! Accept loops: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, a header-read timeout that really
 //! fires (hyper silently disables it without a timer), a deadline for every connection's first request (HTTP/2
 //! too: [`first_bytes`]), a write-stall timeout for callers that stop reading ([`write_stall`]), and graceful
-//! drain.
+//! drain. On the proxy listener, plain HTTP/1.1 requests are served by the proxy's own connection loop
+//! ([`http1`]); hyper serves everything else, from the first request the loop leaves to it.
 //!
 //! A listener is TCP or a Unix-domain socket ([`unix`]: mode 0600, peers checked by uid).
 
