@@ -39,7 +39,8 @@ pub struct AppOptions {
     /// own, one single-threaded runtime each ([`crate::server::per_core`]); what `run` does.
     pub proxy_threads: Option<NonZeroUsize>,
     /// The proxy listener serves plain HTTP/1.1 requests with the proxy's own connection loop
-    /// ([`crate::server::http1`]); `false`: hyper serves every request.
+    /// ([`crate::server::http1`]), and the upstream client makes plain HTTP/1.1 exchanges itself
+    /// (`proxy::client`); `false`: hyper serves every request and makes every exchange.
     pub http1_loop: bool,
 }
 
@@ -490,7 +491,11 @@ impl Live {
         let admission =
             Admission::new(caller_key, HostAllowlist::new(config.allowed_hosts.clone()))
                 .served_at(served_at);
-        let client = UpstreamClient::new(Arc::clone(&tls), config.limits.upstream_connect_timeout);
+        let client = UpstreamClient::new(
+            Arc::clone(&tls),
+            config.limits.upstream_connect_timeout,
+            options.http1_loop,
+        );
         let service = stack(
             routes,
             admission,

@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::time::{Instant, Sleep};
 
+use super::client::Answer;
 use super::shed::uploads::{UploadTicket, WakerSlot};
 use crate::server::CallerBody;
 
@@ -52,9 +52,9 @@ pub type ResponseBody = ProxyBody;
 /// What the proxy sends upstream.
 pub type UpstreamBody = ProxyBody;
 
-/// A streamed body; see the module documentation. `B` is the peer's body (hyper's `Incoming`; tests use
+/// A streamed body; see the module documentation. `B` is the peer's body (an upstream's [`Answer`]; tests use
 /// others).
-pub struct Streamed<B = Incoming> {
+pub struct Streamed<B = Answer> {
     inner: B,
     direction: Direction,
     pacer: Arc<Pacer>,
@@ -93,6 +93,9 @@ pub enum BodyError {
     /// The connection it came from failed (or the peer's framing was wrong).
     #[error(transparent)]
     Transport(#[from] hyper::Error),
+    /// The upstream connection of the proxy's own exchange failed, or ended before the body was whole.
+    #[error(transparent)]
+    Upstream(#[from] std::io::Error),
     /// The proxy ended it.
     #[error(transparent)]
     Timeout(#[from] StreamTimeout),
@@ -142,8 +145,31 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
+    /// The whole body when it is already in memory (none, a complete body, or a caller's body read whole), taken
+    /// out of `self`; `None` (and `self` untouched) when it is still to arrive. A metered upload counts as received.
+    pub fn take_in_hand(&mut self) -> Option<Bytes> {
+        match self {
+            ProxyBody::Full(bytes) => Some(bytes.take().unwrap_or_default()),
+            ProxyBody::Request(body) => match &mut body.inner {
+                CallerBody::Read(bytes) => {
+                    let bytes = bytes.take().unwrap_or_default();
+                    if let Some(upload) = body.upload.take() {
+                        upload.received(bytes.len());
+                    }
+                    Some(bytes)
+                }
+                CallerBody::Hyper(incoming) if incoming.is_end_stream() => {
+                    body.upload = None;
+                    Some(Bytes::new())
+                }
+                CallerBody::Hyper(_) => None,
+            },
+            ProxyBody::Stream(_) => None,
+        }
+    }
+
     /// An upstream's response body on its way to the caller.
-    pub fn response(body: Incoming, idle: Option<IdleLimit>) -> Self {
+    pub fn response(body: Answer, idle: Option<IdleLimit>) -> Self {
         ProxyBody::Stream(Streamed::new(body, Direction::Response, idle, None))
     }
 

@@ -159,7 +159,7 @@ impl UnsplitFront for BytesMut {
 
 /// A `Content-Length` value of plain digits (1 to 19 of them, so it fits a `u64`), as hyper reads it; `None` for
 /// anything else (hyper then decides: lists, signs and spaces are its business).
-fn digits(value: &[u8]) -> Option<u64> {
+pub(crate) fn digits(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -170,7 +170,7 @@ fn digits(value: &[u8]) -> Option<u64> {
 
 /// Whether a `Connection` value lists `close`, as hyper reads it: comma-separated, trimmed, any case, and only
 /// in a value that is visible ASCII.
-fn lists_close(value: &[u8]) -> bool {
+pub(crate) fn lists_close(value: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(value) else {
         return false;
     };

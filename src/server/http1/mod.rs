@@ -25,7 +25,7 @@
 pub mod differential;
 pub mod encode;
 pub mod head;
-mod spare;
+pub(crate) mod spare;
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -413,16 +413,25 @@ async fn caller_left<IO: Socket>(io: &mut StallGuard<IO>, buf: &mut BytesMut) {
     std::future::pending::<()>().await;
 }
 
-/// `read` first, then `io`: how hyper sees a connection the loop hands over.
+/// `read` first, then `io`: how hyper sees a connection the loop hands over (and an upstream connection whose
+/// answer hyper's client reads after the proxy's own exchange began it: see [`Prefixed::replaying`]).
 pub struct Prefixed<IO> {
     read: Bytes,
     io: IO,
+    /// Bytes of the first writes still to be dropped instead of written.
+    swallow: usize,
 }
 
 impl<IO> Prefixed<IO> {
     /// `io` with `read` in front of its bytes.
     pub fn new(read: Bytes, io: IO) -> Self {
-        Self { read, io }
+        Self::replaying(read, io, 0)
+    }
+
+    /// `io` with `read` in front of its bytes, and the first `swallow` bytes written to it dropped (reported as
+    /// written): the request a client replays to read an answer already on its way.
+    pub fn replaying(read: Bytes, io: IO, swallow: usize) -> Self {
+        Self { read, io, swallow }
     }
 }
 
@@ -449,7 +458,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.swallow > 0 && !buf.is_empty() {
+            let n = this.swallow.min(buf.len());
+            this.swallow -= n;
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -469,7 +484,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.swallow > 0 {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 const KEEP: usize = 16;
 
 /// The size of a new read buffer.
-pub(super) const READ_SIZE: usize = 4 * 1024;
+pub(crate) const READ_SIZE: usize = 4 * 1024;
 
 /// Write buffers that grew beyond this are not kept.
 const WRITE_KEEP_MAX: usize = 32 * 1024;
@@ -21,14 +21,14 @@ thread_local! {
 }
 
 /// An empty read buffer with room for at least [`READ_SIZE`] bytes.
-pub(super) fn read_buffer() -> BytesMut {
+pub(crate) fn read_buffer() -> BytesMut {
     READ.with(|spare| spare.borrow_mut().pop())
         .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
 }
 
 /// Hands back an empty read buffer. It is kept only when nothing else still refers to its memory (the head of a
 /// request that is still being served does) and it is of the usual size.
-pub(super) fn give_back_read(mut buf: BytesMut) {
+pub(crate) fn give_back_read(mut buf: BytesMut) {
     if !buf.is_empty() || !buf.try_reclaim(READ_SIZE) || buf.capacity() > 2 * READ_SIZE {
         return;
     }
@@ -41,14 +41,14 @@ pub(super) fn give_back_read(mut buf: BytesMut) {
 }
 
 /// An empty write buffer.
-pub(super) fn write_buffer() -> Vec<u8> {
+pub(crate) fn write_buffer() -> Vec<u8> {
     WRITE
         .with(|spare| spare.borrow_mut().pop())
         .unwrap_or_else(|| Vec::with_capacity(1024))
 }
 
 /// Hands back a write buffer.
-pub(super) fn give_back_write(mut buf: Vec<u8>) {
+pub(crate) fn give_back_write(mut buf: Vec<u8>) {
     if buf.capacity() > WRITE_KEEP_MAX {
         return;
     }
