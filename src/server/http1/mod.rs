@@ -420,6 +420,9 @@ pub struct Prefixed<IO> {
     io: IO,
     /// Bytes of the first writes still to be dropped instead of written.
     swallow: usize,
+    /// A read that waits for them: nothing is read before the request is written (a client that finds an answer
+    /// before it has sent a request takes it for a broken connection).
+    reader: Option<std::task::Waker>,
 }
 
 impl<IO> Prefixed<IO> {
@@ -431,7 +434,12 @@ impl<IO> Prefixed<IO> {
     /// `io` with `read` in front of its bytes, and the first `swallow` bytes written to it dropped (reported as
     /// written): the request a client replays to read an answer already on its way.
     pub fn replaying(read: Bytes, io: IO, swallow: usize) -> Self {
-        Self { read, io, swallow }
+        Self {
+            read,
+            io,
+            swallow,
+            reader: None,
+        }
     }
 }
 
@@ -442,6 +450,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
         dst: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.swallow > 0 {
+            this.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
         if this.read.is_empty() {
             return Pin::new(&mut this.io).poll_read(cx, dst);
         }
@@ -462,6 +474,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         if this.swallow > 0 && !buf.is_empty() {
             let n = this.swallow.min(buf.len());
             this.swallow -= n;
+            if this.swallow == 0
+                && let Some(reader) = this.reader.take()
+            {
+                reader.wake();
+            }
             return Poll::Ready(Ok(n));
         }
         Pin::new(&mut this.io).poll_write(cx, buf)
