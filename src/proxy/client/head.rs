@@ -85,7 +85,8 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     };
     let head = buf.split_to(head_len).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, value) in spans {
+    // Drained, not moved: the inline array is kilobytes.
+    for (name, value) in spans.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
             whole.extend_from_slice(&head);

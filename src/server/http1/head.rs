@@ -112,7 +112,8 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
     };
     // Room for the fields the proxy adds on the way upstream (token, forwarding, trace), so the map is not grown.
     let mut headers = HeaderMap::with_capacity(spans.len() + 8);
-    for (name, value) in spans {
+    // Drained, not moved: the inline array is kilobytes.
+    for (name, value) in spans.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
             buf.unsplit_front(head, body);
             return Err(ForHyper);
@@ -171,6 +172,10 @@ pub(crate) fn digits(value: &[u8]) -> Option<u64> {
 /// Whether a `Connection` value lists `close`, as hyper reads it: comma-separated, trimmed, any case, and only
 /// in a value that is visible ASCII.
 pub(crate) fn lists_close(value: &[u8]) -> bool {
+    if value.eq_ignore_ascii_case(b"keep-alive") {
+        // What most peers send: no list to read.
+        return false;
+    }
     let Ok(text) = std::str::from_utf8(value) else {
         return false;
     };
