@@ -387,6 +387,7 @@ impl Origin {
                 }
             },
         };
+        req.headers_mut().insert(HOST, self.host.clone());
         self.send_with_hyper(sender, reused, req, affinity).await
     }
 
@@ -395,10 +396,9 @@ impl Origin {
         self: &Arc<Self>,
         mut sender: H1,
         reused: bool,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
         affinity: Option<&Affinity>,
     ) -> Result<Response<Answer>, Retry> {
-        req.headers_mut().insert(HOST, self.host.clone());
         let response = sender.try_send_request(req);
         // Usable again once this exchange is over: back where the next request will look first.
         self.keep(Pooled::Hyper(sender), affinity);
@@ -433,19 +433,16 @@ impl Origin {
         match sent {
             Ok(Sent::Answer(response)) => Ok(response.map(Answer::Own)),
             Ok(Sent::ForHyper(conn, read)) => {
-                let method = head.method().clone();
                 // hyper's request is swallowed: the upstream has the real one, and answers it.
-                let swallow = method.as_str().len() + " / HTTP/1.1\r\n\r\n".len();
                 let io = TokioIo::new(Prefixed::replaying(
                     read,
                     TokioIo::new(conn.into_hyper_io()),
-                    swallow,
                 ));
                 let sender = hyper_h1(io)
                     .await
                     .map_err(|e| Retry::No(UpstreamError::Request(e)))?;
                 let mut stand_in = Request::new(UpstreamBody::empty());
-                *stand_in.method_mut() = method;
+                *stand_in.method_mut() = head.method().clone();
                 self.send_with_hyper(sender, false, stand_in, affinity)
                     .await
             }

@@ -418,8 +418,9 @@ async fn caller_left<IO: Socket>(io: &mut StallGuard<IO>, buf: &mut BytesMut) {
 pub struct Prefixed<IO> {
     read: Bytes,
     io: IO,
-    /// Bytes of the first writes still to be dropped instead of written.
-    swallow: usize,
+    /// While the first head written is being dropped instead of written: how much of its end (`\r\n\r\n`) has
+    /// been seen.
+    swallow: Option<usize>,
     /// A read that waits for them: nothing is read before the request is written (a client that finds an answer
     /// before it has sent a request takes it for a broken connection).
     reader: Option<std::task::Waker>,
@@ -428,17 +429,21 @@ pub struct Prefixed<IO> {
 impl<IO> Prefixed<IO> {
     /// `io` with `read` in front of its bytes.
     pub fn new(read: Bytes, io: IO) -> Self {
-        Self::replaying(read, io, 0)
-    }
-
-    /// `io` with `read` in front of its bytes, and the first `swallow` bytes written to it dropped (reported as
-    /// written): the request a client replays to read an answer already on its way.
-    pub fn replaying(read: Bytes, io: IO, swallow: usize) -> Self {
         Self {
             read,
             io,
-            swallow,
+            swallow: None,
             reader: None,
+        }
+    }
+
+    /// `io` with `read` in front of its bytes, and the first head written to it (up to and including its blank
+    /// line) dropped, reported as written: the stand-in request a client sends to read an answer already on its
+    /// way. Nothing is read before that head is complete.
+    pub fn replaying(read: Bytes, io: IO) -> Self {
+        Self {
+            swallow: Some(0),
+            ..Self::new(read, io)
         }
     }
 }
@@ -450,7 +455,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
         dst: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.swallow > 0 {
+        if this.swallow.is_some() {
             this.reader = Some(cx.waker().clone());
             return Poll::Pending;
         }
@@ -471,15 +476,25 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.swallow > 0 && !buf.is_empty() {
-            let n = this.swallow.min(buf.len());
-            this.swallow -= n;
-            if this.swallow == 0
-                && let Some(reader) = this.reader.take()
-            {
-                reader.wake();
+        if let Some(seen) = this.swallow.as_mut() {
+            const END: &[u8] = b"\r\n\r\n";
+            let mut taken = 0;
+            for &b in buf {
+                taken += 1;
+                *seen = if b == END[*seen] {
+                    *seen + 1
+                } else {
+                    usize::from(b == END[0])
+                };
+                if *seen == END.len() {
+                    this.swallow = None;
+                    if let Some(reader) = this.reader.take() {
+                        reader.wake();
+                    }
+                    break;
+                }
             }
-            return Poll::Ready(Ok(n));
+            return Poll::Ready(Ok(taken));
         }
         Pin::new(&mut this.io).poll_write(cx, buf)
     }
@@ -502,7 +517,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.swallow > 0 {
+        if this.swallow.is_some() {
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())

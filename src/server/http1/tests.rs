@@ -549,3 +549,36 @@ async fn at_shutdown_an_idle_connection_closes_and_a_busy_one_says_close() {
     );
     assert!(served.await.unwrap().is_none());
 }
+
+/// A replaying connection drops the first head written to it, however it is split across writes, reads nothing
+/// before that head is complete, and then passes everything on: what was read ahead first, then the socket.
+#[tokio::test]
+async fn a_replaying_connection_swallows_one_head_and_reads_only_after_it() {
+    let (near, mut far) = tokio::io::duplex(1024);
+    let mut io = super::Prefixed::replaying(Bytes::from_static(b"HTTP/1.1 200 OK\r\n"), near);
+    let mut first = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(50), io.read(&mut first)).await;
+    assert!(early.is_err(), "read before the stand-in head was written");
+    for part in [
+        "GET / HTTP/1.1\r\nhost: x\r",
+        "\n",
+        "\r",
+        "\nPOST /next HTTP/1.1\r\n\r\n",
+    ] {
+        io.write_all(part.as_bytes()).await.unwrap();
+    }
+    far.write_all(b"content-length: 0\r\n\r\n").await.unwrap();
+    let mut read = Vec::new();
+    while read.len() < 38 {
+        let n = io.read(&mut first).await.unwrap();
+        read.extend_from_slice(&first[..n]);
+    }
+    assert_eq!(read, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    drop(io);
+    let mut upstream = Vec::new();
+    far.read_to_end(&mut upstream).await.unwrap();
+    assert_eq!(
+        upstream, b"POST /next HTTP/1.1\r\n\r\n",
+        "only what follows the stand-in head"
+    );
+}
