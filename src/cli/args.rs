@@ -96,8 +96,9 @@ pub(super) struct RunArgs {
     /// process may use (cgroup quotas included).
     #[arg(long, env = "AML_AUTH_PROXY_WORKER_THREADS", value_name = "N", value_parser = worker_threads)]
     pub(super) worker_threads: Option<usize>,
-    /// Who serves plain HTTP/1.1 requests on the proxy listener: `own` (the proxy's own connection loop; hyper
-    /// serves everything else) or `hyper` (hyper serves every request).
+    /// Who handles plain HTTP/1.1 on the data path: `own` (the proxy's own connection loop serves plain requests
+    /// and its own upstream exchange sends those with the body in hand and reads plain answers; hyper handles
+    /// everything else) or `hyper` (hyper serves every request and makes every upstream exchange).
     #[arg(long, env = "AML_AUTH_PROXY_HTTP1_SERVER", value_name = "SERVER", value_enum, default_value_t = Http1Server::Own)]
     pub(super) http1_server: Http1Server,
     #[command(flatten)]
@@ -107,10 +108,10 @@ pub(super) struct RunArgs {
 /// `--http1-server`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum Http1Server {
-    /// The proxy's own connection loop for plain requests.
+    /// The proxy's own connection loop for plain requests, and its own upstream exchange.
     #[default]
     Own,
-    /// hyper for every request.
+    /// hyper for every request and every upstream exchange.
     Hyper,
 }
 
