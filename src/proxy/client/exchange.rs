@@ -118,6 +118,8 @@ impl Conn {
         let written = self.write(&out, &rest).await;
         spare::give_back_write(out);
         written?;
+        // Sent: the fields are done with (an unsent request keeps them, to be sent again).
+        spare::give_back_headers(std::mem::take(req.headers_mut()));
         let mut buf = spare::read_buffer();
         let answer = loop {
             if !buf.is_empty() {

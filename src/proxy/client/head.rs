@@ -11,9 +11,10 @@
 
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use crate::server::http1::head::{digits, lists_close};
+use crate::server::http1::spare;
 
 /// The most header fields an answer read here may have (hyper's client takes up to 100; beyond 64 it decides).
 const MAX_HEADERS: usize = 64;
@@ -84,7 +85,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
         _ => return Err(ForHyper),
     };
     let head = buf.split_to(head_len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = spare::header_map(spans.len());
     // Drained, not moved: the inline array is kilobytes.
     for (name, value) in spans.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {

@@ -11,7 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 /// The most header fields a head served here may have (hyper takes up to 100; beyond 64 it decides).
 const MAX_HEADERS: usize = 64;
@@ -110,8 +110,8 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
         buf.unsplit_front(head, body);
         return Err(ForHyper);
     };
-    // Room for the fields the proxy adds on the way upstream (token, forwarding, trace), so the map is not grown.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
+    // With room for the fields the proxy adds on the way upstream (token, forwarding, trace).
+    let mut headers = super::spare::header_map(spans.len() + 8);
     // Drained, not moved: the inline array is kilobytes.
     for (name, value) in spans.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {

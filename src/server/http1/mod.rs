@@ -231,6 +231,7 @@ impl<S: HttpService, IO: Socket> Connection<S, IO> {
             }
             Err(EncodeError::Framing) => return Next::Close,
         };
+        spare::give_back_headers(std::mem::take(&mut parts.headers));
         let sent = self.send_body(&mut out, pin!(body), encoded.framing).await;
         spare::give_back_write(out);
         match sent {
