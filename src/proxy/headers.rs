@@ -21,13 +21,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Only the names present are removed; `Connection` tokens are matched against them without building names
     // from them (nginx answers `Connection: keep-alive` on every response). The lists live on the stack: this
     // runs for most responses.
-    let listed: SmallVec<[&str; 4]> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
+    // `keep-alive` and `close` alone name no other field (`keep-alive` is hop-by-hop anyway): no list to read.
+    let names_fields = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        !(v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close"))
+    };
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    let listed: SmallVec<[&str; 4]> = if connection.any(names_fields) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect()
+    } else {
+        SmallVec::new()
+    };
     let doomed: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| {
