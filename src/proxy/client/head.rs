@@ -9,15 +9,13 @@
 //! byte (`exchange`), so its framing decision is hyper's own. A differential test and a fuzz target hold the two
 //! readers together.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderName, Response, StatusCode, Version};
 
-use crate::server::http1::head::{digits, lists_close};
-use crate::server::http1::spare;
-
-/// The most header fields an answer read here may have (hyper's client takes up to 100; beyond 64 it decides).
-const MAX_HEADERS: usize = 64;
+use crate::server::http1::head::{
+    MAX_HEADERS, Spans, UnsplitFront, digits, field_map, lists_close,
+};
 
 /// What the bytes read so far hold: `Ok(Some(_))` a plain answer head, split off the front of the buffer;
 /// `Ok(None)` not a complete head yet; `Err(ForHyper)` anything else (`buf` untouched).
@@ -35,7 +33,8 @@ pub(super) struct PlainAnswer {
     pub(super) keep_alive: bool,
 }
 
-/// Parses the answer head at the front of `buf`.
+/// Parses the answer head at the front of `buf`. At most [`MAX_HEADERS`] fields are read here (hyper's client takes
+/// up to 100; beyond 64 it decides).
 pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
@@ -58,7 +57,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let mut spans: smallvec::SmallVec<[_; MAX_HEADERS]> = smallvec::SmallVec::new();
+    let mut spans = Spans::new();
     let mut content_length: Option<Option<u64>> = None;
     let mut keep_alive = true;
     for field in res.headers.iter() {
@@ -85,18 +84,10 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
         _ => return Err(ForHyper),
     };
     let head = buf.split_to(head_len).freeze();
-    let mut headers = spare::header_map(spans.len());
-    // Drained, not moved: the inline array is kilobytes.
-    for (name, value) in spans.drain(..) {
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
-            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-            whole.extend_from_slice(&head);
-            whole.extend_from_slice(buf);
-            *buf = whole;
-            return Err(ForHyper);
-        };
-        headers.append(name, value);
-    }
+    let Some(headers) = field_map(&head, &mut spans, 0) else {
+        buf.unsplit_front(head, Bytes::new());
+        return Err(ForHyper);
+    };
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = Version::HTTP_11;

@@ -11,10 +11,10 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 /// The most header fields a head served here may have (hyper takes up to 100; beyond 64 it decides).
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// The largest body read whole before the request is handed on.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -80,7 +80,7 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
         start..start + s.len()
     };
     let target = span(target.as_bytes());
-    let mut spans: smallvec::SmallVec<[_; MAX_HEADERS]> = smallvec::SmallVec::new();
+    let mut spans = Spans::new();
     let mut content_length: Option<u64> = None;
     let mut close = false;
     for field in req.headers.iter() {
@@ -111,15 +111,10 @@ pub fn parse(buf: &mut BytesMut) -> Parsed {
         return Err(ForHyper);
     };
     // With room for the fields the proxy adds on the way upstream (token, forwarding, trace).
-    let mut headers = super::spare::header_map(spans.len() + 8);
-    // Drained, not moved: the inline array is kilobytes.
-    for (name, value) in spans.drain(..) {
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
-            buf.unsplit_front(head, body);
-            return Err(ForHyper);
-        };
-        headers.append(name, value);
-    }
+    let Some(headers) = field_map(&head, &mut spans, 8) else {
+        buf.unsplit_front(head, body);
+        return Err(ForHyper);
+    };
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -143,8 +138,25 @@ impl std::fmt::Debug for Plain {
     }
 }
 
+/// Field names and the spans of their values in a head (before it is split off).
+pub(crate) type Spans = smallvec::SmallVec<[(HeaderName, std::ops::Range<usize>); MAX_HEADERS]>;
+
+/// The fields of `head` (split off its buffer) from their names and value spans, in a map with `room` for more;
+/// `None` when a value is not a valid field value.
+pub(crate) fn field_map(head: &Bytes, spans: &mut Spans, room: usize) -> Option<HeaderMap> {
+    let mut headers = super::spare::header_map(spans.len() + room);
+    // Drained, not moved: the inline array is kilobytes.
+    for (name, value) in spans.drain(..) {
+        headers.append(
+            name,
+            HeaderValue::from_maybe_shared(head.slice(value)).ok()?,
+        );
+    }
+    Some(headers)
+}
+
 /// Puts split-off bytes back at the front of a buffer.
-trait UnsplitFront {
+pub(crate) trait UnsplitFront {
     fn unsplit_front(&mut self, head: Bytes, body: Bytes);
 }
 
