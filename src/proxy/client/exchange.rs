@@ -123,7 +123,7 @@ impl Conn {
         let mut buf = spare::read_buffer();
         let answer = loop {
             if !buf.is_empty() {
-                match head::parse(&mut buf) {
+                match head::parse(&mut buf, req.method()) {
                     Ok(Some(answer)) => break answer,
                     Ok(None) if buf.len() < HTTP1_BUFFER => {}
                     // hyper's to judge: too long a head, or not a plain answer.

@@ -5,13 +5,13 @@
 //! (with the parser and settings hyper's client uses) in less than [`super::HTTP1_BUFFER`], is HTTP/1.1, is not
 //! informational (`1xx`), carries no `Transfer-Encoding`, and has exactly one `Content-Length` of plain digits —
 //! or is `204`/`304`, which have no body whatever they say. Anything else — a parse error, a chunked or
-//! close-delimited body, an answer to `HEAD` — is [`ForHyper`]: hyper's client reads the answer from its first
+//! close-delimited body, an answer to `HEAD` or `CONNECT` — is [`ForHyper`]: hyper's client reads the answer from its first
 //! byte (`exchange`), so its framing decision is hyper's own. A differential test and a fuzz target hold the two
 //! readers together.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderName, Response, StatusCode, Version};
+use http::{HeaderName, Method, Response, StatusCode, Version};
 
 use crate::server::http1::head::{
     MAX_HEADERS, Spans, UnsplitFront, digits, field_map, lists_close,
@@ -35,7 +35,11 @@ pub(super) struct PlainAnswer {
 
 /// Parses the answer head at the front of `buf`. At most [`MAX_HEADERS`] fields are read here (hyper's client takes
 /// up to 100; beyond 64 it decides).
-pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
+pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Parsed {
+    // An answer to HEAD has no body whatever its fields say, and a 2xx to CONNECT is a tunnel: hyper's.
+    if *method == Method::HEAD || *method == Method::CONNECT {
+        return Err(ForHyper);
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
     let head_len = match res.parse(buf) {
@@ -116,7 +120,18 @@ mod tests {
 
     fn parse_str(bytes: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(bytes);
-        (parse(&mut buf), buf)
+        (parse(&mut buf, &Method::GET), buf)
+    }
+
+    #[test]
+    fn answers_to_head_and_connect_are_left_to_hyper() {
+        for method in [Method::HEAD, Method::CONNECT] {
+            let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+            assert!(
+                matches!(parse(&mut buf, &method), Err(ForHyper)),
+                "{method}"
+            );
+        }
     }
 
     #[test]
