@@ -110,8 +110,15 @@ pub enum Answer {
 #[derive(Clone)]
 pub struct UpstreamClient {
     shared: Arc<Shared>,
+    /// Not in [`Shared`]: origins hold that, so a client that goes (a reload) takes its origins and their idle
+    /// connections with it instead of keeping them in a cycle.
+    origins: Arc<Mutex<Origins>>,
 }
 
+/// A client's origins, by scheme and authority.
+type Origins = HashMap<(Scheme, Authority), Arc<Origin>>;
+
+/// What every origin of a client uses.
 struct Shared {
     /// HTTP/2 or HTTP/1.1 by ALPN.
     pooled: Connector,
@@ -119,7 +126,6 @@ struct Shared {
     http1: Connector,
     /// Whether HTTP/1.1 exchanges may be the proxy's own (else hyper's client makes them all).
     own_exchange: bool,
-    origins: Mutex<HashMap<(Scheme, Authority), Arc<Origin>>>,
 }
 
 /// One upstream origin and its connections.
@@ -237,14 +243,14 @@ impl UpstreamClient {
                 pooled: connector(Arc::clone(&tls), connect_timeout, true),
                 http1: connector(tls, connect_timeout, false),
                 own_exchange,
-                origins: Mutex::new(HashMap::new()),
             }),
+            origins: Arc::default(),
         }
     }
 
     /// The origin `scheme://authority`, shared with every other route that names it.
     pub fn origin(&self, scheme: &Scheme, authority: &Authority) -> Arc<Origin> {
-        let mut origins = lock(&self.shared.origins);
+        let mut origins = lock(&self.origins);
         let key = (scheme.clone(), authority.clone());
         Arc::clone(
             origins
