@@ -114,6 +114,12 @@ pub mod fuzzing {
     /// The proxy's own HTTP/1.1 loop against hyper on the same bytes: every request the loop serves itself must be
     /// the request hyper reads there, framed the same way; `Err` describes the first disagreement.
     pub use crate::server::http1::differential::compare_with_hyper as http1_framing;
+
+    /// The upstream client's own HTTP/1.1 exchange against hyper's client on the same upstream answer
+    /// (`answer`, `method`, `request_body`): both fail before a response, or both give the same status, version,
+    /// header fields, body and trailers, and the upstream received the same bytes from both; `Err` describes the
+    /// first disagreement.
+    pub use crate::proxy::client::differential::compare_with_hyper as upstream_framing;
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! the logging work: `logging::writer`, `logging::json`). The cap on caller slots bounds memory: with 1,000 idle
 //! keep-alive callers, it brought the proxy's RSS from 49.8 MiB to 35.2 MiB.
 
+pub mod differential;
 mod exchange;
 mod head;
 
