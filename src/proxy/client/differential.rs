@@ -14,7 +14,8 @@
 //! The upstream is a task on the same current-thread runtime, on `127.0.0.1`: it accepts one connection, reads
 //! the request head and the body its `Content-Length` announces, writes the whole answer, shuts its write side
 //! (so an answer delimited by the end of the connection ends), and records whatever else arrives until the
-//! client closes; its address, which differs between the two runs, is replaced by a name in what it recorded.
+//! client closes; its address is replaced by a name in what it recorded. One listener per thread serves every
+//! exchange (so a long fuzzing run does not use up the ephemeral ports with connections in TIME_WAIT).
 //! Each of the two exchanges runs on a fresh runtime under a timeout (`RUN_TIMEOUT`, 5 s): a stall is reported
 //! as a disagreement instead of hanging. The request carries a few ordinary fields (and its body with a
 //! `Content-Length` when there is one), the way the forwarding path hands requests to the client.
@@ -157,8 +158,8 @@ async fn exchange(
     pauses: &[usize],
     own_exchange: bool,
 ) -> Result<Run, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = shared_listener()
+        .and_then(TcpListener::from_std)
         .map_err(|e| format!("no listener: {e}"))?;
     let addr = listener
         .local_addr()
@@ -185,7 +186,7 @@ async fn exchange(
     let mut received = upstream
         .await
         .map_err(|e| format!("the upstream task failed: {e}"))?;
-    // The two upstreams listen on different ports: their address (in `Host`) is replaced by a name.
+    // The upstream's address (in `Host`) is replaced by a name.
     let addr = addr.to_string();
     received.request = named(&received.request, addr.as_bytes());
     received.after = named(&received.after, addr.as_bytes());
@@ -193,6 +194,34 @@ async fn exchange(
         outcome,
         received,
         by_own,
+    })
+}
+
+thread_local! {
+    /// This thread's upstream listener, bound once (see [`shared_listener`]).
+    static LISTENER: std::cell::RefCell<Option<std::net::TcpListener>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A handle on this thread's loopback listener, with any connection a previous exchange left unaccepted dropped.
+///
+/// One listener serves every exchange on a thread: the upstream closes first, so each exchange leaves a
+/// connection in TIME_WAIT on the listener's port, and with a listener per exchange a long fuzzing run used up
+/// the ephemeral port range (binding failed after about 17,000 inputs). A fresh runtime registers the handle.
+fn shared_listener() -> std::io::Result<std::net::TcpListener> {
+    LISTENER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let listener = match cell.take() {
+            Some(listener) => listener,
+            None => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                listener.set_nonblocking(true)?;
+                listener
+            }
+        };
+        while listener.accept().is_ok() {}
+        let handle = listener.try_clone();
+        *cell = Some(listener);
+        handle
     })
 }
 

@@ -2,7 +2,7 @@
 //! no link-local destinations, and a connection strategy built for a proxy's hot path.
 //!
 //! Each upstream origin (scheme and authority, shared by the routes that name it) has an [`Origin`]:
-//! - **HTTP/1.1** exchanges with a body already in hand and a plain answer are the proxy's own ([`exchange`]);
+//! - **HTTP/1.1** exchanges with a body already in hand and a plain answer are the proxy's own (`exchange`);
 //!   every other one is hyper's, on the same connections (a connection hyper has taken stays hyper's).
 //! - **HTTP/1.1** connections live in a per-origin idle list, most recently used first. A caller's HTTP/1
 //!   connection additionally keeps the upstream connection it last used in its [`Affinity`] slot: the next
@@ -233,7 +233,7 @@ enum Picked {
 
 impl UpstreamClient {
     /// A client trusting `tls`'s roots, with `connect_timeout` for TCP connects. With `own_exchange`, HTTP/1.1
-    /// exchanges with a body in hand and a plain answer are the proxy's own ([`exchange`]).
+    /// exchanges with a body in hand and a plain answer are the proxy's own (`exchange`).
     pub fn new(
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
