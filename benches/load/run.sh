@@ -139,6 +139,9 @@ find_oha() {
 if ! skip FIXED_RATE || ! skip ROTATION; then find_oha; fi
 
 # ------------------------------------------------------------------------------------------ build
+# The load average is read before the build, so the report's quiet-machine check sees other processes, not this
+# script's own compilation.
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building aml-auth-proxy and aml-azure-emulator (release)"
 (cd "$REPO" && cargo build --release --locked --bin aml-auth-proxy --bin aml-azure-emulator)
 TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
@@ -718,7 +721,6 @@ log_of() {
 }
 
 # ------------------------------------------------------------------------------------------ meta
-START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 # ------------------------------------------------------------------------------------------ 1. saturation
