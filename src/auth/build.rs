@@ -10,10 +10,10 @@ use super::{
     AzureDeveloperCliCredentialOptions, AzurePowerShellCredential,
     AzurePowerShellCredentialOptions, ChainCredential, ChainSource, ClientCertificateCredential,
     ClientCertificateCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient, EnvironmentCredential,
-    InteractiveBrowserCredential, InteractiveBrowserCredentialOptions, ManagedIdentityCredential,
-    ManagedIdentityCredentialOptions, SdkAuthFileCredential, SdkAuthFileCredentialOptions,
-    TokenCredential, UnavailableCredential, UserAssignedId, WorkloadIdentityCredential,
+    DelegateCredential, DeviceCodeCredential, DeviceCodeCredentialOptions, EntraClient,
+    EnvironmentCredential, InteractiveBrowserCredential, InteractiveBrowserCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, SdkAuthFileCredential,
+    SdkAuthFileCredentialOptions, TokenCredential, UserAssignedId, WorkloadIdentityCredential,
     WorkloadIdentityCredentialOptions,
 };
 use crate::env::Env;
@@ -144,7 +144,9 @@ pub fn build_credentials_in(
             CredentialOptions::InteractiveBrowser(o) => Arc::new(
                 InteractiveBrowserCredential::new(o, entra.clone()).with_name(name.clone()),
             ),
-            CredentialOptions::SdkAuthFile(o) => Arc::new(SdkAuthFileCredential::new(o, entra)),
+            CredentialOptions::SdkAuthFile(o) => {
+                Arc::new(SdkAuthFileCredential::from_file(o, entra))
+            }
             CredentialOptions::Chain(sources) => {
                 chains.push((name, sources));
                 continue;
@@ -236,14 +238,17 @@ fn build_chain(
                             InteractiveBrowserCredentialOptions::from_device_code(options);
                         Arc::new(InteractiveBrowserCredential::new(options, entra.clone()))
                     }
-                    None => Arc::new(UnavailableCredential::new("interactive_browser", no_home)),
+                    None => Arc::new(DelegateCredential::unavailable(
+                        "interactive_browser",
+                        no_home,
+                    )),
                 },
                 ChainSource::DeviceCode => match signed_in.clone() {
                     Some(options) => Arc::new(DeviceCodeCredential::new(options, entra.clone())),
-                    None => Arc::new(UnavailableCredential::new("device_code", no_home)),
+                    None => Arc::new(DelegateCredential::unavailable("device_code", no_home)),
                 },
                 ChainSource::Named(n) => set.get(n).unwrap_or_else(|| {
-                    Arc::new(UnavailableCredential::new(
+                    Arc::new(DelegateCredential::unavailable(
                         "chain",
                         format!("no credential named {n:?}"),
                     ))

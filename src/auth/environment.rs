@@ -7,49 +7,43 @@
 use std::sync::Arc;
 
 use super::{
-    AccessToken, ClientCertificateCredential, ClientCertificateCredentialOptions,
-    ClientSecretCredential, ClientSecretCredentialOptions, Credential, CredentialError,
-    EntraClient, SdkAuthFileCredential, SdkAuthFileCredentialOptions, Secret, TokenCredential,
-    TokenRequest, Unusable, is_valid_tenant,
+    ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, DelegateCredential, EntraClient, SdkAuthFileCredential,
+    SdkAuthFileCredentialOptions, Secret, TokenCredential, Unusable, is_valid_tenant,
 };
 use crate::env::Env;
 
 const SOURCE: &str = "environment";
 
 /// The `environment` chain source. The variables are read once, when the credential is built.
-#[derive(Debug)]
-pub struct EnvironmentCredential {
-    inner: Result<Arc<dyn TokenCredential>, Unusable>,
-}
-
-// === impl EnvironmentCredential ===
+pub type EnvironmentCredential = DelegateCredential;
 
 impl EnvironmentCredential {
     /// Reads the variables from `env`.
     pub fn from_env(env: &dyn Env, entra: &EntraClient) -> Self {
         let var = |n: &str| env.non_empty(n);
         let azure = (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"));
-        let inner = if let (Some(t), Some(c), Some(s)) =
-            (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET"))
-        {
-            secret(t, c, s, "AZURE_TENANT_ID", entra)
-        } else if let (Some(t), Some(c), Some(path)) =
-            (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH"))
-        {
-            certificate(t, c, &path, env, entra)
-        } else if let (Some(t), Some(c), Some(s)) = (
-            var("AML_TENANT_ID"),
-            var("AML_PRINCIPAL_ID"),
-            var("AML_PRINCIPAL_PASS"),
-        ) {
-            secret(&t, &c, s, "AML_TENANT_ID", entra)
-        } else if let Some(path) = var("AZURE_AUTH_LOCATION") {
-            let options = SdkAuthFileCredentialOptions { path: path.into() };
-            Ok(Arc::new(SdkAuthFileCredential::new(options, entra)) as Arc<dyn TokenCredential>)
-        } else {
-            Err(Unusable::Unavailable(missing_message(env)))
-        };
-        Self { inner }
+        let inner =
+            if let (Some(t), Some(c), Some(s)) = (&azure.0, &azure.1, var("AZURE_CLIENT_SECRET")) {
+                secret(t, c, s, "AZURE_TENANT_ID", entra)
+            } else if let (Some(t), Some(c), Some(path)) =
+                (&azure.0, &azure.1, var("AZURE_CLIENT_CERTIFICATE_PATH"))
+            {
+                certificate(t, c, &path, env, entra)
+            } else if let (Some(t), Some(c), Some(s)) = (
+                var("AML_TENANT_ID"),
+                var("AML_PRINCIPAL_ID"),
+                var("AML_PRINCIPAL_PASS"),
+            ) {
+                secret(&t, &c, s, "AML_TENANT_ID", entra)
+            } else if let Some(path) = var("AZURE_AUTH_LOCATION") {
+                let options = SdkAuthFileCredentialOptions { path: path.into() };
+                Ok(Arc::new(SdkAuthFileCredential::from_file(options, entra))
+                    as Arc<dyn TokenCredential>)
+            } else {
+                Err(Unusable::Unavailable(missing_message(env)))
+            };
+        Self::new(SOURCE, inner)
     }
 }
 
@@ -123,13 +117,4 @@ fn missing_message(env: &dyn Env) -> String {
         "environment variables not set: {} (or AZURE_CLIENT_CERTIFICATE_PATH; or AML_TENANT_ID, AML_PRINCIPAL_ID and AML_PRINCIPAL_PASS; or AZURE_AUTH_LOCATION)",
         missing.join(", ")
     )
-}
-
-impl Credential for EnvironmentCredential {
-    const KIND: &'static str = SOURCE;
-
-    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        let inner = self.inner.as_ref().map_err(|why| why.error(SOURCE))?;
-        inner.get_token(request).await
-    }
 }

@@ -13,6 +13,7 @@ mod chain;
 pub(crate) mod claims;
 mod client_certificate;
 mod client_secret;
+mod delegate;
 mod developer_tool;
 pub(crate) mod device_code;
 mod entra_error;
@@ -29,7 +30,6 @@ mod sdk_auth_file;
 mod test_support;
 mod token_endpoint;
 mod token_response;
-mod unavailable;
 mod workload_identity;
 
 use std::fmt;
@@ -48,6 +48,7 @@ pub use chain::{ChainCredential, ChainSource};
 pub use claims::{ClaimsChallengeError, decode_claims_challenge};
 pub use client_certificate::{ClientCertificateCredential, ClientCertificateCredentialOptions};
 pub use client_secret::{ClientSecretCredential, ClientSecretCredentialOptions};
+pub use delegate::DelegateCredential;
 pub use developer_tool::DeveloperToolCredentialOptions;
 pub use device_code::{
     DEFAULT_CLIENT_ID, DEFAULT_TENANT, DeviceCodeCredential, DeviceCodeCredentialOptions,
@@ -65,7 +66,6 @@ pub use managed_identity::{
 };
 pub use sdk_auth_file::{SdkAuthFileCredential, SdkAuthFileCredentialOptions};
 pub use token_endpoint::EntraClient;
-use unavailable::UnavailableCredential;
 pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialOptions};
 
 /// For [`crate::fuzzing`] only.

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::lenient_json::{self, WireError};
 use super::{
-    AccessToken, ClientCertificateCredential, ClientCertificateCredentialOptions,
-    ClientSecretCredential, ClientSecretCredentialOptions, Credential, CredentialError,
-    EntraClient, Secret, TokenCredential, TokenRequest, Unusable, is_valid_tenant,
+    ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, DelegateCredential, EntraClient, Secret, TokenCredential,
+    Unusable, is_valid_tenant,
 };
 use crate::file_read::{self, Access};
 
@@ -21,10 +21,7 @@ const SOURCE: &str = "sdk_auth_file";
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// The `sdk_auth_file` credential.
-#[derive(Debug)]
-pub struct SdkAuthFileCredential {
-    inner: Result<Arc<dyn TokenCredential>, Unusable>,
-}
+pub type SdkAuthFileCredential = DelegateCredential;
 
 /// The fields read from the file. No `Debug`: it holds the client secret.
 #[derive(Deserialize)]
@@ -51,12 +48,10 @@ pub struct SdkAuthFileCredentialOptions {
     pub path: PathBuf,
 }
 
-// === impl SdkAuthFileCredential ===
-
 impl SdkAuthFileCredential {
     /// Reads and checks `path`. A missing file makes the credential unavailable; a malformed one is a
     /// configuration error (`CredentialRejected`) that names the file and the key, never a value.
-    pub fn new(options: SdkAuthFileCredentialOptions, entra: &EntraClient) -> Self {
+    pub fn from_file(options: SdkAuthFileCredentialOptions, entra: &EntraClient) -> Self {
         let path = &options.path;
         // Bounded in size and time; a FIFO or device is refused without being opened.
         let inner = match file_read::read(path, MAX_FILE_BYTES, Access::Any) {
@@ -67,7 +62,7 @@ impl SdkAuthFileCredential {
                 e.reason()
             ))),
         };
-        Self { inner }
+        Self::new(SOURCE, inner)
     }
 }
 
@@ -131,14 +126,5 @@ fn resolve(auth_file: &Path, certificate: &str) -> PathBuf {
         p
     } else {
         auth_file.parent().map_or(p.clone(), |dir| dir.join(&p))
-    }
-}
-
-impl Credential for SdkAuthFileCredential {
-    const KIND: &'static str = SOURCE;
-
-    async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
-        let inner = self.inner.as_ref().map_err(|why| why.error(SOURCE))?;
-        inner.get_token(request).await
     }
 }

@@ -308,7 +308,7 @@ async fn sdk_auth_file_with_a_client_certificate() {
     let json = serde_json::json!({"clientId": CLIENT_ID, "clientCertificate": "sp.pem", "tenantId": "authcert",
         "activeDirectoryEndpointUrl": aad.base_url()});
     let auth = dir.file("auth.json", &json.to_string(), 0o600);
-    let cred = aml_auth_proxy::auth::SdkAuthFileCredential::new(
+    let cred = aml_auth_proxy::auth::SdkAuthFileCredential::from_file(
         aml_auth_proxy::auth::SdkAuthFileCredentialOptions { path: auth },
         &aad.entra_client(),
     );

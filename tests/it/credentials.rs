@@ -223,7 +223,7 @@ async fn sdk_auth_file_uses_its_secret_and_authority() {
     let file = dir.file("sdk-auth.json", &json.to_string(), 0o600);
     // The client's own authority is elsewhere: the file's activeDirectoryEndpointUrl wins.
     let other = MockAad::start().await;
-    let cred = SdkAuthFileCredential::new(
+    let cred = SdkAuthFileCredential::from_file(
         SdkAuthFileCredentialOptions { path: file.clone() },
         &other.entra_client(),
     );
@@ -255,7 +255,7 @@ async fn sdk_auth_file_problems_name_the_file_never_the_secret() {
         ),
     ] {
         let file = dir.file(name, &body.to_string(), 0o600);
-        let cred = SdkAuthFileCredential::new(
+        let cred = SdkAuthFileCredential::from_file(
             SdkAuthFileCredentialOptions { path: file.clone() },
             &aad.entra_client(),
         );
@@ -267,7 +267,7 @@ async fn sdk_auth_file_problems_name_the_file_never_the_secret() {
         assert!(e.message.contains(name), "{}", e.message);
         assert!(!format!("{e:?}").contains(CANARY_SECRET));
     }
-    let missing = SdkAuthFileCredential::new(
+    let missing = SdkAuthFileCredential::from_file(
         SdkAuthFileCredentialOptions {
             path: dir.path().join("missing.json"),
         },
