@@ -32,7 +32,6 @@ mod error_body;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -167,17 +166,16 @@ impl ManagedIdentityCredential {
     async fn probe(&self, imds: &Endpoint, resource: &str) -> Result<(), CredentialError> {
         let http = self.http.with_attempt_timeout(self.options.probe_timeout);
         let probe = || async {
-            let request = imds.probe(resource)?.attempt();
-            match http.send(request).await {
-                Ok(response) => {
-                    tracing::debug!(status = response.status.as_u16(), "IMDS answered the probe");
-                    Ok(())
-                }
-                Err(e) => Err(CredentialError::unavailable(
-                    SOURCE,
-                    format!("no response from IMDS at {}: {e}", without_query(&imds.url)),
-                )),
-            }
+            let response = http
+                .send(imds.probe(resource)?.attempt())
+                .await
+                .map_err(|e| {
+                    let message =
+                        format!("no response from IMDS at {}: {e}", without_query(&imds.url));
+                    CredentialError::unavailable(SOURCE, message)
+                })?;
+            tracing::debug!(status = response.status.as_u16(), "IMDS answered the probe");
+            Ok(())
         };
         self.probed.get_or_try_init(probe).await.map(|_| ())
     }
@@ -339,12 +337,6 @@ impl ManagedIdentitySource {
             }
             _ => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
         }
-    }
-}
-
-impl fmt::Display for ManagedIdentitySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
