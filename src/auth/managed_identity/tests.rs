@@ -18,6 +18,12 @@ const ARM: &str = "https://management.azure.com";
 /// IMDS moved to a local port that nothing listens on.
 const LOCAL_IMDS: (&str, &str) = ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9");
 
+/// IMDS moved elsewhere, with a trailing slash.
+const POD: (&str, &str) = (
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "http://127.0.0.1:2579/",
+);
+
 /// Environment variables of one case.
 type Vars<'a> = &'a [(&'a str, &'a str)];
 
@@ -74,13 +80,9 @@ fn detection_follows_the_sdk_order() {
     let imds_ep = ("IMDS_ENDPOINT", "http://localhost:40342");
     let msi = ("MSI_ENDPOINT", "http://127.0.0.1:50342/oauth2/token");
     let secret = ("MSI_SECRET", "s");
-    let pod = (
-        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-        "http://127.0.0.1:2579/",
-    );
     let table: &[(Vars<'_>, Option<ManagedIdentitySource>)] = &[
         (&[], Some(Imds)),
-        (&[pod], Some(Imds)),
+        (&[POD], Some(Imds)),
         (&[ep, header], Some(AppService)),
         // App Service wins over everything after it (MSAL-node's test: App Service and ML variables both set).
         (&[ep, header, msi, secret], Some(AppService)),
@@ -88,9 +90,9 @@ fn detection_follows_the_sdk_order() {
         (&[ep, imds_ep], Some(AzureArc)),
         (&[ep, imds_ep, msi, secret], Some(AzureArc)),
         (&[msi, secret], Some(AzureMl)),
-        (&[msi, secret, pod], Some(AzureMl)),
+        (&[msi, secret, POD], Some(AzureMl)),
         (&[msi], Some(CloudShell)),
-        (&[msi, pod], Some(CloudShell)),
+        (&[msi, POD], Some(CloudShell)),
         // IDENTITY_ENDPOINT alone fits no source (azure-identity): unavailable, not IMDS.
         (&[ep], None),
         (&[ep, msi, secret], None),
@@ -117,12 +119,8 @@ fn detection_urls_and_overrides() {
     };
     let imds = "http://169.254.169.254/metadata/identity/oauth2/token";
     assert_eq!(url(&[], &spec(None)), imds);
-    let pod = (
-        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-        "http://127.0.0.1:2579/",
-    );
     let pod_url = "http://127.0.0.1:2579/metadata/identity/oauth2/token";
-    assert_eq!(url(&[pod], &spec(None)), pod_url);
+    assert_eq!(url(&[POD], &spec(None)), pod_url);
     let custom = ManagedIdentityCredentialOptions {
         endpoint: Some("http://127.0.0.1:5000/custom/token".parse().unwrap()),
         ..spec(None)
