@@ -11,6 +11,8 @@ use jiff::civil::DateTime;
 use jiff::fmt::strtime;
 use jiff::tz::TimeZone;
 
+use crate::file_read::{self, Access, FileError};
+
 /// Where zone files live unless `TZDIR` says otherwise.
 const ZONEINFO: &str = "/usr/share/zoneinfo";
 /// The system's local zone when `TZ` is unset.
@@ -91,10 +93,8 @@ pub(crate) fn local_zone(tz: Option<&str>, tzdir: Option<&str>) -> TimeZone {
             TimeZone::UTC
         });
     };
-    let (name, file_only) = match tz.strip_prefix(':') {
-        Some(name) => (name, true),
-        None => (tz, false),
-    };
+    let file_only = tz.starts_with(':');
+    let name = tz.strip_prefix(':').unwrap_or(tz);
     if name.is_empty() || matches!(name, "UTC" | "UTC0" | "GMT" | "GMT0" | "Z") {
         return TimeZone::UTC;
     }
@@ -103,15 +103,11 @@ pub(crate) fn local_zone(tz: Option<&str>, tzdir: Option<&str>) -> TimeZone {
     } else {
         is_zone_name(name).then(|| Path::new(tzdir.unwrap_or(ZONEINFO)).join(name))
     };
-    let from_file = match &file {
-        Some(path) => read_tzif(path),
+    let zone = match file {
+        Some(path) => read_tzif(&path),
         None => Err("not a zone name".to_owned()),
     };
-    from_file
-        .or_else(|why| match file_only {
-            true => Err(why),
-            false => posix_zone(name).ok_or(why),
-        })
+    zone.or_else(|why| if file_only { Err(why) } else { posix_zone(name).ok_or(why) })
         .unwrap_or_else(|why| {
             tracing::debug!(tz = %tz, reason = %why, "time zone in TZ unknown; reading local times as UTC");
             TimeZone::UTC
@@ -133,13 +129,10 @@ fn posix_zone(text: &str) -> Option<TimeZone> {
 fn read_tzif(path: &Path) -> Result<TimeZone, String> {
     let shown = path.display();
     // A regular file only, bounded in size and time (`TZ` may name any path).
-    let bytes = crate::file_read::read(path, MAX_TZIF_BYTES, crate::file_read::Access::Any)
-        .map_err(|e| match e {
-            crate::file_read::FileError::TooLarge { .. } => {
-                format!("{shown}: too large for a zone file")
-            }
-            other => format!("{shown}: {}", other.reason()),
-        })?;
+    let bytes = file_read::read(path, MAX_TZIF_BYTES, Access::Any).map_err(|e| match e {
+        FileError::TooLarge { .. } => format!("{shown}: too large for a zone file"),
+        other => format!("{shown}: {}", other.reason()),
+    })?;
     TimeZone::tzif(&path.to_string_lossy(), &bytes).map_err(|e| format!("{shown}: {e}"))
 }
 

@@ -103,35 +103,31 @@ impl TokenHttpClient {
 
     /// Sends `request` and reads the whole (bounded) response within the attempt timeout.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<HttpResponse, HttpError> {
+        let exchange = async {
+            let response = self.client.request(request).await;
+            let (parts, body) = response
+                .map_err(|e| HttpError::Transport(error_chain(&e)))?
+                .into_parts();
+            let body = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        HttpError::BodyTooLarge
+                    } else {
+                        HttpError::Transport(error_chain(e.as_ref()))
+                    }
+                })?;
+            Ok(HttpResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_bytes(),
+            })
+        };
         let limit = self.attempt_timeout;
-        tokio::time::timeout(limit, self.send_inner(request))
+        tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| HttpError::Timeout(limit))?
-    }
-
-    async fn send_inner(&self, request: Request<Full<Bytes>>) -> Result<HttpResponse, HttpError> {
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| HttpError::Transport(error_chain(&e)))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    HttpError::BodyTooLarge
-                } else {
-                    HttpError::Transport(error_chain(e.as_ref()))
-                }
-            })?
-            .to_bytes();
-        Ok(HttpResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
     }
 }
 

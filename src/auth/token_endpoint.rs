@@ -7,11 +7,9 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
-use super::http::{HttpError, HttpResponse, TokenHttpClient, retry_after};
+use super::http::{HttpResponse, TokenHttpClient, retry_after};
 use super::token_response::parse_token_response;
-use super::{
-    AadError, AccessToken, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-};
+use super::{AadError, AccessToken, CredentialError, Secret, TokenError, TokenRequest};
 use crate::origin::HttpsOrigin;
 
 /// The `User-Agent`/`x-client-sku` the proxy announces to token services.
@@ -143,12 +141,14 @@ impl EntraClient {
             .map_err(|e| {
                 TokenError::service_unavailable(source, format!("building the token request: {e}"))
             })?;
-        let response = self
-            .http
-            .send(request)
-            .await
-            .map_err(|e| transport_error(source, &host, &e))?;
-        Ok((host, response))
+        // A transport failure (unreachable, TLS, timeout, oversized body) is a token-service outage.
+        match self.http.send(request).await {
+            Ok(response) => Ok((host, response)),
+            Err(e) => {
+                let message = format!("token service {host} unreachable: {e}");
+                Err(TokenError::service_unavailable(source, message))
+            }
+        }
     }
 }
 
@@ -156,35 +156,26 @@ impl EntraClient {
 /// until hyper owns the bytes.
 pub(crate) fn form(pairs: &[(&str, &str)], claims: Option<&str>) -> Secret {
     let mut form = form_urlencoded::Serializer::new(String::new());
-    form.extend_pairs(pairs);
-    if let Some(claims) = claims {
-        form.append_pair("claims", claims);
-    }
+    form.extend_pairs(pairs)
+        .extend_pairs(claims.map(|c| ("claims", c)));
     Secret::new(form.finish())
 }
 
-/// Turns a non-2xx token-endpoint answer into a classified error.
+/// Turns a non-2xx token-endpoint answer into a classified error (by status alone without an Entra ID error body).
 pub(crate) fn error_from_response(source: &str, host: &str, response: &HttpResponse) -> TokenError {
     let status = response.status.as_u16();
-    let retry = retry_after(&response.headers);
-    let Some(aad) = AadError::parse(&response.body) else {
-        let kind = if status == 429 || status >= 500 {
-            TokenErrorKind::TokenServiceUnavailable
-        } else {
-            TokenErrorKind::CredentialRejected
-        };
-        let message = format!("{host} answered HTTP {status} without an Entra ID error body");
-        return TokenError::new(kind, source, message).with_retry_after(retry);
+    let aad = AadError::parse(&response.body);
+    let (kind, message) = match &aad {
+        Some(aad) => (aad.classify(status), aad.message()),
+        None => (
+            AadError::default().classify(status),
+            format!("{host} answered HTTP {status} without an Entra ID error body"),
+        ),
     };
     let mut e =
-        TokenError::new(aad.classify(status), source, aad.message()).with_retry_after(retry);
-    e.aad = Some(Box::new(aad));
+        TokenError::new(kind, source, message).with_retry_after(retry_after(&response.headers));
+    e.aad = aad.map(Box::new);
     e
-}
-
-/// A transport failure (unreachable, TLS, timeout, oversized body) is a token-service outage.
-pub(crate) fn transport_error(source: &str, host: &str, e: &HttpError) -> TokenError {
-    TokenError::service_unavailable(source, format!("token service {host} unreachable: {e}"))
 }
 
 #[cfg(test)]
@@ -192,6 +183,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::auth::TokenErrorKind;
     use crate::auth::test_support::response;
 
     #[test]

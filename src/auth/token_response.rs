@@ -14,6 +14,10 @@ use serde::Deserialize;
 use super::lenient_json::{self, WireError};
 use super::{AccessToken, Secret, expiry};
 
+/// Why a body or a [`TokenResponse`] gives no usable lifetime.
+pub(super) const EXPIRED: &str = "the token is already expired";
+pub(super) const NO_EXPIRY: &str = "neither expires_in nor expires_on";
+
 /// A token service's success body, checked: a token that can go in a header, and at least one usable expiry.
 /// The expiry fields are kept apart so tests can check what each format implies; [`Self::lifetime`] combines them.
 #[derive(Debug)]
@@ -67,10 +71,8 @@ impl TokenResponse {
         }
         let expires_in = wire.expires_in.filter(|s| *s > 0);
         if expires_in.is_none() && wire.expires_on.is_none() {
-            return Err(match wire.expires_in {
-                Some(0) => "the token is already expired".to_owned(),
-                _ => "neither expires_in nor expires_on".to_owned(),
-            });
+            let zero = wire.expires_in == Some(0);
+            return Err(if zero { EXPIRED } else { NO_EXPIRY }.to_owned());
         }
         Ok(Self {
             access_token: Secret::new(access_token),
@@ -89,34 +91,28 @@ impl TokenResponse {
         let lifetime = match (self.expires_in, self.expires_on) {
             (Some(secs), _) => Duration::from_secs(secs),
             (None, Some(on)) => expiry::until(on),
-            (None, None) => return Err("neither expires_in nor expires_on".to_owned()),
+            (None, None) => return Err(NO_EXPIRY.to_owned()),
         };
         if lifetime.is_zero() {
-            return Err("the token is already expired".to_owned());
+            return Err(EXPIRED.to_owned());
         }
         Ok(lifetime)
     }
-
-    /// The token as a credential returns it, from `source`; the refresh token, if any, is dropped (take it first).
-    pub(crate) fn into_access_token(self, source: &str) -> Result<AccessToken, String> {
-        let expires_in = self.lifetime()?;
-        Ok(AccessToken {
-            token: self.access_token,
-            expires_in,
-            refresh_in: self.refresh_in.map(Duration::from_secs),
-            source: source.into(),
-        })
-    }
 }
 
-/// A body as a token-endpoint flow uses it: the access token (from `source`) and the refresh token user flows get.
+/// A body as a credential uses it: the access token (from `source`), and the refresh token user flows get.
 pub(crate) fn parse_token_response(
     body: &[u8],
     source: &str,
 ) -> Result<(AccessToken, Option<Secret>), String> {
-    let mut response = TokenResponse::parse(body)?;
-    let refresh_token = response.refresh_token.take();
-    Ok((response.into_access_token(source)?, refresh_token))
+    let response = TokenResponse::parse(body)?;
+    let token = AccessToken {
+        expires_in: response.lifetime()?,
+        token: response.access_token,
+        refresh_in: response.refresh_in.map(Duration::from_secs),
+        source: source.into(),
+    };
+    Ok((token, response.refresh_token))
 }
 
 #[cfg(test)]

@@ -15,32 +15,29 @@ use std::path::{Path, PathBuf};
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
-use super::{Call, SOURCE, Transport};
+use super::{Call, ManagedIdentityCredential, SOURCE, refusal};
 use crate::auth::{AccessToken, CredentialError, Secret, TokenError};
 use crate::file_read::{self, Access, FileError};
 
 /// The largest key file the agent writes (and we read).
-pub(super) const MAX_KEY_BYTES: u64 = 4096;
+const MAX_KEY_BYTES: u64 = 4096;
 
 /// Sends `first` (the endpoint's request), expects the 401 challenge, checks and reads the key file it names, and
 /// sends the request again with the key.
 pub(super) async fn get_token(
-    transport: Transport<'_>,
+    credential: &ManagedIdentityCredential,
     first: &Call,
-    key_dir: &Path,
 ) -> Result<AccessToken, CredentialError> {
-    let challenge = transport.send(first).await?;
-    if challenge.status.as_u16() != 401 {
-        if challenge.status.is_success() {
-            return Err(rejected(format!(
-                "the Azure Arc agent at {} answered HTTP {} instead of the expected 401 challenge",
-                first.host(),
-                challenge.status.as_u16()
-            )));
-        }
-        return Err(CredentialError::Failed(
-            transport.failure(first, &challenge),
-        ));
+    let challenge = credential.send(first).await?;
+    let status = challenge.status.as_u16();
+    if challenge.status.is_success() {
+        return Err(rejected(format!(
+            "the Azure Arc agent at {} answered HTTP {status} instead of the expected 401 challenge",
+            first.host()
+        )));
+    }
+    if status != 401 {
+        return Err(refusal(first, &challenge));
     }
     let realm = realm(&challenge.headers).ok_or_else(|| {
         rejected(format!(
@@ -48,17 +45,17 @@ pub(super) async fn get_token(
             first.host()
         ))
     })?;
-    let key = read_key(key_dir, &realm)
+    let key = read_key(&credential.options.arc_key_dir, &realm)
         .await
         .map_err(|why| rejected(format!("refused the Azure Arc challenge: {why}")))?;
-    transport.fetch(&answer(first, &key)?).await
+    credential.fetch(&answer(first, &key)?).await
 }
 
 /// The request again, with the key as `Authorization: Basic <key>` (sent verbatim, not re-encoded).
 pub(super) fn answer(first: &Call, key: &Secret) -> Result<Call, TokenError> {
     first
         .clone()
-        .header(AUTHORIZATION, &format!("Basic {}", key.expose()), true)
+        .with_secret(AUTHORIZATION, &format!("Basic {}", key.expose()))
 }
 
 fn rejected(message: String) -> CredentialError {
@@ -76,7 +73,7 @@ fn realm(headers: &HeaderMap) -> Option<String> {
 
 /// Validates and reads the key file a challenge named (see the module docs), off the async workers and waiting at
 /// most [`file_read::READ_TIMEOUT`]. Reasons name the path, never the contents.
-pub(super) async fn read_key(key_dir: &Path, realm: &str) -> Result<Secret, String> {
+async fn read_key(key_dir: &Path, realm: &str) -> Result<Secret, String> {
     let (dir, path) = (key_dir.to_path_buf(), PathBuf::from(realm));
     file_read::off_thread_async(Path::new(realm), file_read::READ_TIMEOUT, move || {
         read_key_now(&dir, &path)

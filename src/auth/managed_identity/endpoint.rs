@@ -11,15 +11,11 @@
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderName, HeaderValue, Request, Uri};
 use http_body_util::Full;
 
 use super::{ManagedIdentitySource, SOURCE, UserAssignedId};
 use crate::auth::{Secret, TokenError, Unusable};
-
-/// IMDS's link-local address. Tests must never send anything there.
-#[cfg(test)]
-pub(super) const LINK_LOCAL_HOST: &str = "169.254.169.254";
 
 /// The base URL that `AZURE_POD_IDENTITY_AUTHORITY_HOST` replaces.
 pub(super) const IMDS_BASE: &str = "http://169.254.169.254";
@@ -43,13 +39,12 @@ pub(super) struct Endpoint {
     form: bool,
 }
 
-/// One token-service request, rebuilt for every attempt.
+/// One token-service request, sent as a copy for every attempt.
 #[derive(Debug, Clone)]
 pub(super) struct Call {
-    pub(super) method: Method,
-    pub(super) url: Uri,
-    pub(super) headers: HeaderMap,
-    pub(super) body: Bytes,
+    /// The source, for how messages name it and which statuses are retried.
+    pub(super) kind: ManagedIdentitySource,
+    pub(super) request: Request<Full<Bytes>>,
     /// The user-assigned identity asked for in the query, as `name=value`: what an operator needs to see next to
     /// "Identity not found".
     pub(super) identity: Option<String>,
@@ -61,10 +56,10 @@ impl Endpoint {
     /// The Instance Metadata Service of VMs, scale sets, AKS nodes and container instances, at `url` (the full
     /// token URL). Every kind of user-assigned id can be named.
     pub(super) fn imds(url: Uri, user_assigned: Option<&UserAssignedId>) -> Self {
-        let ids = ("client_id", "object_id", "msi_res_id");
         Self {
             api_version: Some("2018-02-01"),
-            identity: identity_param(user_assigned, ids),
+            identity: user_assigned
+                .map(|id| id_param(id, ["client_id", "object_id", "msi_res_id"])),
             ..Self::new(ManagedIdentitySource::Imds, url)
         }
     }
@@ -77,10 +72,10 @@ impl Endpoint {
         header: Secret,
         user_assigned: Option<&UserAssignedId>,
     ) -> Self {
-        let ids = ("client_id", "principal_id", "mi_res_id");
         Self {
             api_version: Some("2019-08-01"),
-            identity: identity_param(user_assigned, ids),
+            identity: user_assigned
+                .map(|id| id_param(id, ["client_id", "principal_id", "mi_res_id"])),
             secret: Some((HeaderName::from_static("x-identity-header"), header)),
             ..Self::new(ManagedIdentitySource::AppService, url)
         }
@@ -120,12 +115,8 @@ impl Endpoint {
         url: Uri,
         user_assigned: Option<&UserAssignedId>,
     ) -> Result<Self, Unusable> {
-        if let Some(id) = user_assigned {
-            return Err(Unusable::Unavailable(format!(
-                "Cloud Shell managed identity (MSI_ENDPOINT without MSI_SECRET) serves the signed-in user only; a user-assigned identity ({}) is not supported",
-                id_kind(id)
-            )));
-        }
+        let only = "Cloud Shell managed identity (MSI_ENDPOINT without MSI_SECRET) serves the signed-in user only";
+        system_assigned_only(user_assigned, only)?;
         Ok(Self {
             form: true,
             ..Self::new(ManagedIdentitySource::CloudShell, url)
@@ -136,12 +127,8 @@ impl Endpoint {
     /// challenge (see `arc`). User-assigned identities are not supported on Arc (the Rust and Go SDKs refuse them
     /// too).
     pub(super) fn arc(url: Uri, user_assigned: Option<&UserAssignedId>) -> Result<Self, Unusable> {
-        if let Some(id) = user_assigned {
-            return Err(Unusable::Unavailable(format!(
-                "Azure Arc managed identity supports the system-assigned identity only; a user-assigned identity ({}) is not supported",
-                id_kind(id)
-            )));
-        }
+        let only = "Azure Arc managed identity supports the system-assigned identity only";
+        system_assigned_only(user_assigned, only)?;
         Ok(Self {
             api_version: Some("2020-06-01"),
             ..Self::new(ManagedIdentitySource::AzureArc, url)
@@ -161,136 +148,103 @@ impl Endpoint {
 
     /// The token request for `resource`, as sent.
     pub(super) fn call(&self, resource: &str) -> Result<Call, TokenError> {
-        self.probe(resource)?
-            .header(HeaderName::from_static("metadata"), "true", false)
+        let mut call = self.probe(resource)?;
+        let headers = call.request.headers_mut();
+        headers.insert("metadata", HeaderValue::from_static("true"));
+        Ok(call)
     }
 
     /// The token request without the `Metadata` header: IMDS's probe.
     pub(super) fn probe(&self, resource: &str) -> Result<Call, TokenError> {
-        let mut query: Vec<(&str, &str)> = self
-            .api_version
-            .map(|v| ("api-version", v))
-            .into_iter()
-            .collect();
-        let mut call = if self.form {
-            let body = form_urlencoded::Serializer::new(String::new())
-                .append_pair("resource", resource)
-                .finish();
-            Call {
-                method: Method::POST,
-                body: Bytes::from(body),
-                ..Call::get(&self.url, &query)?
-            }
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded", false)?
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        params.extend_pairs(self.api_version.map(|v| ("api-version", v)));
+        params.append_pair("resource", resource);
+        params.extend_pairs(self.identity.iter().map(|(name, v)| (*name, v.as_str())));
+        let params = params.finish();
+        let request = if self.form {
+            Request::post(self.url.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Full::from(params))
         } else {
-            query.push(("resource", resource));
-            query.extend(
-                self.identity
-                    .as_ref()
-                    .map(|(name, value)| (*name, value.as_str())),
-            );
-            Call {
-                identity: self.identity.as_ref().map(|(k, v)| format!("{k}={v}")),
-                ..Call::get(&self.url, &query)?
-            }
+            Request::get(with_query(&self.url, &params)?).body(Full::default())
         };
-        if let Some((name, value)) = &self.secret {
-            call = call.header(name.clone(), value.expose(), true)?;
+        let request = request.map_err(|e| {
+            TokenError::service_unavailable(SOURCE, format!("building the token request: {e}"))
+        })?;
+        let call = Call {
+            kind: self.kind,
+            request,
+            identity: self.identity.as_ref().map(|(k, v)| format!("{k}={v}")),
+        };
+        match &self.secret {
+            Some((name, value)) => call.with_secret(name.clone(), value.expose()),
+            None => Ok(call),
         }
-        Ok(call)
     }
 }
 
-/// The user-assigned identity as a (parameter name, value) pair, with a source's names for client, object and
-/// resource ids.
-fn identity_param(
-    id: Option<&UserAssignedId>,
-    (client_id, object_id, resource_id): (&'static str, &'static str, &'static str),
-) -> Option<(&'static str, String)> {
-    match id? {
-        UserAssignedId::ClientId(v) => Some((client_id, v.clone())),
-        UserAssignedId::ObjectId(v) => Some((object_id, v.clone())),
-        UserAssignedId::ResourceId(v) => Some((resource_id, v.clone())),
+/// Refuses a user-assigned identity at a source that serves one identity, which `only` describes.
+fn system_assigned_only(
+    user_assigned: Option<&UserAssignedId>,
+    only: &str,
+) -> Result<(), Unusable> {
+    match user_assigned {
+        Some(id) => Err(Unusable::Unavailable(format!(
+            "{only}; a user-assigned identity ({}) is not supported",
+            id_kind(id)
+        ))),
+        None => Ok(()),
     }
+}
+
+/// A user-assigned id as a query parameter, with a source's `names` for client, object and resource ids.
+fn id_param(id: &UserAssignedId, names: [&'static str; 3]) -> (&'static str, String) {
+    let (index, value) = match id {
+        UserAssignedId::ClientId(v) => (0, v),
+        UserAssignedId::ObjectId(v) => (1, v),
+        UserAssignedId::ResourceId(v) => (2, v),
+    };
+    (names[index], value.clone())
 }
 
 /// How messages name a user-assigned id kind.
 pub(super) fn id_kind(id: &UserAssignedId) -> &'static str {
-    match id {
-        UserAssignedId::ClientId(_) => "client_id",
-        UserAssignedId::ObjectId(_) => "object_id",
-        UserAssignedId::ResourceId(_) => "resource_id",
-    }
+    id_param(id, ["client_id", "object_id", "resource_id"]).0
 }
 
 // === impl Call ===
 
 impl Call {
-    /// A GET of `base` with `params` appended to its query.
-    fn get(base: &Uri, params: &[(&str, &str)]) -> Result<Self, TokenError> {
-        Ok(Self {
-            method: Method::GET,
-            url: with_query(base, params)?,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-            identity: None,
-        })
-    }
-
-    /// Adds a header; `sensitive` values are kept out of any debug output of the HTTP stack.
-    pub(super) fn header(
-        mut self,
-        name: HeaderName,
-        value: &str,
-        sensitive: bool,
-    ) -> Result<Self, TokenError> {
+    /// Adds a secret header, kept out of any debug output of the HTTP stack.
+    pub(super) fn with_secret(mut self, name: HeaderName, value: &str) -> Result<Self, TokenError> {
         let mut value = HeaderValue::from_str(value).map_err(|_| {
             TokenError::rejected(
                 SOURCE,
                 format!("the {name} header value contains characters that cannot be sent"),
             )
         })?;
-        value.set_sensitive(sensitive);
-        self.headers.insert(name, value);
+        value.set_sensitive(true);
+        self.request.headers_mut().insert(name, value);
         Ok(self)
     }
 
-    pub(super) fn request(&self) -> Result<Request<Full<Bytes>>, TokenError> {
-        guard_test_url(&self.url);
-        let mut request = Request::builder()
-            .method(self.method.clone())
-            .uri(self.url.clone())
-            .body(Full::new(self.body.clone()))
-            .map_err(|e| {
-                TokenError::service_unavailable(SOURCE, format!("building the token request: {e}"))
-            })?;
-        *request.headers_mut() = self.headers.clone();
-        Ok(request)
+    /// A copy of the request, for one attempt.
+    pub(super) fn attempt(&self) -> Request<Full<Bytes>> {
+        guard_test_url(self.request.uri());
+        self.request.clone()
     }
 
     /// `host:port`, for messages.
-    pub(super) fn host(&self) -> String {
-        self.url
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_default()
+    pub(super) fn host(&self) -> &str {
+        self.request.uri().authority().map_or("", |a| a.as_str())
     }
 }
 
-/// `base` with `params` form-encoded and appended to any query it has.
-pub(super) fn with_query(base: &Uri, params: &[(&str, &str)]) -> Result<Uri, TokenError> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in params {
-        query.append_pair(name, value);
-    }
-    let query = query.finish();
-    let text = base.to_string();
-    let text = match (base.query(), query.is_empty()) {
-        (_, true) => text,
-        (Some(_), false) => format!("{text}&{query}"),
-        (None, false) => format!("{text}?{query}"),
-    };
-    text.parse()
+/// `base` with the form-encoded `query` appended to any query it has.
+pub(super) fn with_query(base: &Uri, query: &str) -> Result<Uri, TokenError> {
+    let separator = if base.query().is_some() { '&' } else { '?' };
+    format!("{base}{separator}{query}")
+        .parse()
         .map_err(|_| TokenError::rejected(SOURCE, "the managed identity token URL is not valid"))
 }
 
@@ -299,7 +253,7 @@ pub(super) fn with_query(base: &Uri, params: &[(&str, &str)]) -> Result<Uri, Tok
 fn guard_test_url(url: &Uri) {
     assert_ne!(
         url.host(),
-        Some(LINK_LOCAL_HOST),
+        IMDS_BASE.strip_prefix("http://"),
         "a test tried to contact the real IMDS: point AZURE_POD_IDENTITY_AUTHORITY_HOST or `endpoint` at 127.0.0.1"
     );
 }

@@ -47,18 +47,16 @@ pub(super) fn error_description(body: &[u8]) -> Option<String> {
         _ => (None, None),
     };
     let (nested_message, nested_code) = nested.map_or((None, None), |n| (n.message, n.code));
-    let found = [
+    let fields = [
         body.error_description,
         body.message,
         body.message_capitalised,
         nested_message,
         nested_code,
         code,
-    ]
-    .into_iter()
-    .flatten()
-    .find(|s| !s.trim().is_empty())?;
-    let line = found.lines().map(str::trim).find(|l| !l.is_empty())?;
+    ];
+    let first_line = |s: String| Some(s.lines().map(str::trim).find(|l| !l.is_empty())?.to_owned());
+    let line = fields.into_iter().flatten().find_map(first_line)?;
     let mut clean: String = line
         .chars()
         .filter(|c| !c.is_control())

@@ -32,18 +32,16 @@ mod error_body;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
 
-use self::endpoint::{Call, Endpoint};
+use self::endpoint::{Call, Endpoint, IMDS_BASE, IMDS_TOKEN_PATH};
 use super::http::{HttpResponse, TokenHttpClient, retry_after};
-use super::token_response::TokenResponse;
 use super::{
     AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind, TokenRequest,
-    Unusable, contains, scope_to_resource,
+    Unusable, contains, parse_token_response, scope_to_resource,
 };
 use crate::env::Env;
 
@@ -125,14 +123,6 @@ pub enum ManagedIdentitySource {
     Imds,
 }
 
-/// The path every source shares: the HTTP client, the retry schedule and how messages name the endpoint.
-#[derive(Debug, Clone, Copy)]
-struct Transport<'a> {
-    http: &'a TokenHttpClient,
-    retry: &'a ImdsRetry,
-    source: ManagedIdentitySource,
-}
-
 // === impl ManagedIdentityCredential ===
 
 impl ManagedIdentityCredential {
@@ -176,19 +166,67 @@ impl ManagedIdentityCredential {
     async fn probe(&self, imds: &Endpoint, resource: &str) -> Result<(), CredentialError> {
         let http = self.http.with_attempt_timeout(self.options.probe_timeout);
         let probe = || async {
-            let request = imds.probe(resource)?.request()?;
-            match http.send(request).await {
-                Ok(response) => {
-                    tracing::debug!(status = response.status.as_u16(), "IMDS answered the probe");
-                    Ok(())
-                }
-                Err(e) => Err(CredentialError::unavailable(
-                    SOURCE,
-                    format!("no response from IMDS at {}: {e}", without_query(&imds.url)),
-                )),
-            }
+            let response = http
+                .send(imds.probe(resource)?.attempt())
+                .await
+                .map_err(|e| {
+                    let message =
+                        format!("no response from IMDS at {}: {e}", without_query(&imds.url));
+                    CredentialError::unavailable(SOURCE, message)
+                })?;
+            tracing::debug!(status = response.status.as_u16(), "IMDS answered the probe");
+            Ok(())
         };
         self.probed.get_or_try_init(probe).await.map(|_| ())
+    }
+
+    /// Sends `call`, retrying transient statuses on the schedule; returns the last response. Transport failures
+    /// (refused, reset, timed out) are not retried here: they end the attempt as `TokenServiceUnavailable`, and the
+    /// token cache retries with its own backoff.
+    async fn send(&self, call: &Call) -> Result<HttpResponse, TokenError> {
+        let retry = &self.options.retry;
+        let (mut retries, mut gone) = (0, false);
+        loop {
+            let response = self.http.send(call.attempt()).await.map_err(|e| {
+                let url = without_query(call.request.uri());
+                let message = format!("{} at {url} unreachable: {e}", call.kind.label());
+                TokenError::service_unavailable(SOURCE, message)
+            })?;
+            let status = response.status.as_u16();
+            if !call.kind.retries(status) || retries >= retry.max_retries {
+                return Ok(response);
+            }
+            gone |= status == 410;
+            retries += 1;
+            let asked = retry_after(&response.headers).unwrap_or_default();
+            let delay = retry.delay(retries, gone).max(asked);
+            if delay > retry.max_delay {
+                // Asked to wait longer than we would: give up now and pass Retry-After on to the cache.
+                return Ok(response);
+            }
+            tracing::debug!(
+                source = call.kind.name(),
+                status,
+                retry = retries,
+                delay_ms = delay.as_millis() as u64,
+                "managed identity endpoint answered a transient status; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Sends `call` and reads the answer: the token, or why there is none (see the module docs).
+    async fn fetch(&self, call: &Call) -> Result<AccessToken, CredentialError> {
+        let response = self.send(call).await?;
+        if !response.status.is_success() {
+            return Err(refusal(call, &response));
+        }
+        let (token, _) = parse_token_response(&response.body, SOURCE).map_err(|why| {
+            let (label, host) = (call.kind.label(), call.host());
+            let message = format!("{label} at {host} sent an unusable token response: {why}");
+            CredentialError::service_unavailable(SOURCE, message)
+        })?;
+        Ok(token)
     }
 }
 
@@ -199,20 +237,13 @@ impl Credential for ManagedIdentityCredential {
         let endpoint = self.endpoint.as_ref().map_err(|why| why.error(SOURCE))?;
         // Managed identity cannot satisfy a claims challenge; a fresh request is the best it can do.
         let resource = scope_to_resource(&request.scope);
-        let transport = Transport {
-            http: &self.http,
-            retry: &self.options.retry,
-            source: endpoint.kind,
-        };
         if endpoint.kind == ManagedIdentitySource::Imds && self.options.in_chain {
             self.probe(endpoint, resource).await?;
         }
         let call = endpoint.call(resource)?;
         let token = match endpoint.kind {
-            ManagedIdentitySource::AzureArc => {
-                arc::get_token(transport, &call, &self.options.arc_key_dir).await
-            }
-            _ => transport.fetch(&call).await,
+            ManagedIdentitySource::AzureArc => arc::get_token(self, &call).await,
+            _ => self.fetch(&call).await,
         }?;
         tracing::debug!(
             source = endpoint.kind.name(),
@@ -309,16 +340,16 @@ impl ManagedIdentitySource {
     }
 }
 
-impl fmt::Display for ManagedIdentitySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Detection in the order of the module docs (azure-identity's, which MSAL Go and the Rust SDK agree with).
+/// Detection in the order of the module docs (azure-identity's, which MSAL Go and the Rust SDK agree with). The
+/// configured `endpoint`, if any, replaces the URL a variable gives, which must be an absolute http(s) URL.
 fn detect(options: &ManagedIdentityCredentialOptions, env: &dyn Env) -> Result<Endpoint, Unusable> {
     let user_assigned = options.user_assigned.as_ref();
+    let url = |variable: &str, value: &str| match &options.endpoint {
+        Some(url) => Ok(url.clone()),
+        None => parse_endpoint(variable, value),
+    };
     if let Some(identity_endpoint) = env.non_empty("IDENTITY_ENDPOINT") {
+        let endpoint_url = || url("IDENTITY_ENDPOINT", &identity_endpoint);
         if let Some(header) = env.non_empty("IDENTITY_HEADER") {
             if env.non_empty("IDENTITY_SERVER_THUMBPRINT").is_some() {
                 return Err(Unusable::Unavailable(
@@ -326,16 +357,14 @@ fn detect(options: &ManagedIdentityCredentialOptions, env: &dyn Env) -> Result<E
                         .to_owned(),
                 ));
             }
-            let url = endpoint_url(options, "IDENTITY_ENDPOINT", &identity_endpoint)?;
             return Ok(Endpoint::app_service(
-                url,
+                endpoint_url()?,
                 Secret::new(header),
                 user_assigned,
             ));
         }
         if env.non_empty("IMDS_ENDPOINT").is_some() {
-            let url = endpoint_url(options, "IDENTITY_ENDPOINT", &identity_endpoint)?;
-            return Endpoint::arc(url, user_assigned);
+            return Endpoint::arc(endpoint_url()?, user_assigned);
         }
         return Err(Unusable::Unavailable(
             "IDENTITY_ENDPOINT is set without IDENTITY_HEADER (App Service) or IMDS_ENDPOINT (Azure Arc), so no managed identity source fits"
@@ -343,7 +372,7 @@ fn detect(options: &ManagedIdentityCredentialOptions, env: &dyn Env) -> Result<E
         ));
     }
     if let Some(msi_endpoint) = env.non_empty("MSI_ENDPOINT") {
-        let url = endpoint_url(options, "MSI_ENDPOINT", &msi_endpoint)?;
+        let url = url("MSI_ENDPOINT", &msi_endpoint)?;
         return match env.non_empty("MSI_SECRET") {
             Some(secret) => Endpoint::azure_ml(
                 url,
@@ -354,187 +383,74 @@ fn detect(options: &ManagedIdentityCredentialOptions, env: &dyn Env) -> Result<E
             None => Endpoint::cloud_shell(url, user_assigned),
         };
     }
-    let url = match &options.endpoint {
-        Some(url) => url.clone(),
-        None => {
-            let base = env.non_empty("AZURE_POD_IDENTITY_AUTHORITY_HOST");
-            let base = base.as_deref().unwrap_or(endpoint::IMDS_BASE);
-            let text = format!(
-                "{}{}",
-                base.trim_end_matches('/'),
-                endpoint::IMDS_TOKEN_PATH
-            );
-            parse_endpoint("AZURE_POD_IDENTITY_AUTHORITY_HOST", &text)?
-        }
-    };
+    let base = env.non_empty("AZURE_POD_IDENTITY_AUTHORITY_HOST");
+    let base = base.as_deref().unwrap_or(IMDS_BASE);
+    let text = format!("{}{IMDS_TOKEN_PATH}", base.trim_end_matches('/'));
+    let url = url("AZURE_POD_IDENTITY_AUTHORITY_HOST", &text)?;
     Ok(Endpoint::imds(url, user_assigned))
 }
 
-/// The configured `endpoint` if any, else the variable's value, which must be an absolute http(s) URL.
-fn endpoint_url(
-    options: &ManagedIdentityCredentialOptions,
-    variable: &str,
-    value: &str,
-) -> Result<Uri, Unusable> {
-    match &options.endpoint {
-        Some(url) => Ok(url.clone()),
-        None => parse_endpoint(variable, value),
-    }
-}
-
 fn parse_endpoint(variable: &str, value: &str) -> Result<Uri, Unusable> {
+    let url = value.trim().parse::<Uri>().ok().filter(|url| {
+        matches!(url.scheme_str(), Some("http" | "https"))
+            && url.host().is_some_and(|h| !h.is_empty())
+    });
     // The value is not echoed: endpoint variables are not secret, but a URL may carry userinfo.
-    let invalid = || {
+    url.ok_or_else(|| {
         Unusable::Invalid(format!(
             "{variable} is not an absolute http:// or https:// URL"
         ))
-    };
-    let url: Uri = value.trim().parse().map_err(|_| invalid())?;
-    let scheme_ok = matches!(url.scheme_str(), Some("http" | "https"));
-    if !scheme_ok || url.host().is_none_or(str::is_empty) {
-        return Err(invalid());
-    }
-    Ok(url)
+    })
 }
 
 /// `scheme://authority/path` of `url`: what messages and logs show (the query may name the identity).
 fn without_query(url: &Uri) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme_str().unwrap_or("http"),
-        url.authority()
-            .map(http::uri::Authority::as_str)
-            .unwrap_or_default(),
-        url.path()
-    )
+    let (scheme, path) = (url.scheme_str().unwrap_or("http"), url.path());
+    let authority = url.authority().map_or("", |a| a.as_str());
+    format!("{scheme}://{authority}{path}")
 }
 
-// === impl Transport ===
-
-impl Transport<'_> {
-    /// Sends `call`, retrying transient statuses on the schedule; returns the last response. Transport failures
-    /// (refused, reset, timed out) are not retried here: they end the attempt as `TokenServiceUnavailable`, and the
-    /// token cache retries with its own backoff.
-    async fn send(&self, call: &Call) -> Result<HttpResponse, TokenError> {
-        let mut retries = 0;
-        let mut gone = false;
-        loop {
-            let response = self.http.send(call.request()?).await.map_err(|e| {
-                TokenError::service_unavailable(
-                    SOURCE,
-                    format!(
-                        "{} at {} unreachable: {e}",
-                        self.source.label(),
-                        without_query(&call.url)
-                    ),
-                )
-            })?;
-            let status = response.status.as_u16();
-            if !self.source.retries(status) || retries >= self.retry.max_retries {
-                return Ok(response);
-            }
-            gone |= status == 410;
-            retries += 1;
-            let asked = retry_after(&response.headers);
-            let delay = self
-                .retry
-                .delay(retries, gone)
-                .max(asked.unwrap_or_default());
-            if delay > self.retry.max_delay {
-                // Asked to wait longer than we would: give up now and pass Retry-After on to the cache.
-                return Ok(response);
-            }
-            tracing::debug!(
-                source = self.source.name(),
-                status,
-                retry = retries,
-                delay_ms = delay.as_millis() as u64,
-                "managed identity endpoint answered a transient status; retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Sends `call` and reads the answer: the token, or why there is none (see the module docs).
-    async fn fetch(&self, call: &Call) -> Result<AccessToken, CredentialError> {
-        let response = self.send(call).await?;
-        if response.status.is_success() {
-            return self.token(call, &response);
-        }
-        Err(self.refusal(call, &response))
-    }
-
-    /// A non-2xx answer. IMDS's 400 and Docker Desktop's 403 "unreachable" say the source is not usable here
-    /// (azure-identity and azidentity treat them as unavailable so that chains go on); anything else failed.
-    fn refusal(&self, call: &Call, response: &HttpResponse) -> CredentialError {
-        let status = response.status.as_u16();
-        if self.source == ManagedIdentitySource::Imds && status == 400 {
-            // IMDS says 400 when managed identity is disabled here or the requested identity is not assigned.
-            let hint = match call.identity {
-                Some(_) => "the requested user-assigned identity is not assigned to this resource",
-                None => "no managed identity is assigned to this resource",
-            };
-            let message = format!("{} ({hint})", self.describe(call, response));
-            return CredentialError::unavailable(SOURCE, message);
-        }
-        if self.source == ManagedIdentitySource::Imds
-            && status == 403
-            && contains(&response.body.to_ascii_lowercase(), b"unreachable")
-        {
-            // Docker Desktop's proxy answers for 169.254.169.254 with 403 "… unreachable".
-            let message = format!(
-                "IMDS at {} is unreachable from here (a proxy answered HTTP 403)",
-                call.host()
-            );
-            return CredentialError::unavailable(SOURCE, message);
-        }
-        CredentialError::Failed(self.failure(call, response))
-    }
-
-    /// A success body as a token, or `TokenServiceUnavailable` "unusable response".
-    fn token(&self, call: &Call, response: &HttpResponse) -> Result<AccessToken, CredentialError> {
-        TokenResponse::parse(&response.body)
-            .and_then(|parsed| parsed.into_access_token(SOURCE))
-            .map_err(|why| {
-                CredentialError::service_unavailable(
-                    SOURCE,
-                    format!(
-                        "{} at {} sent an unusable token response: {why}",
-                        self.source.label(),
-                        call.host()
-                    ),
-                )
-            })
-    }
-
-    /// A non-2xx answer: 408/429/5xx (and IMDS's 404/410) are outages, any other status a rejection.
-    fn failure(&self, call: &Call, response: &HttpResponse) -> TokenError {
-        let status = response.status.as_u16();
-        let kind = if self.source.retries(status) || (500..=599).contains(&status) {
-            TokenErrorKind::TokenServiceUnavailable
-        } else {
-            TokenErrorKind::CredentialRejected
+/// A non-2xx answer. IMDS's 400 and Docker Desktop's 403 "unreachable" say the source is not usable here
+/// (azure-identity and azidentity treat them as unavailable so that chains go on); 408/429/5xx (and IMDS's
+/// 404/410) are outages, any other status a rejection.
+fn refusal(call: &Call, response: &HttpResponse) -> CredentialError {
+    let status = response.status.as_u16();
+    let imds = call.kind == ManagedIdentitySource::Imds;
+    if imds && status == 400 {
+        // IMDS says 400 when managed identity is disabled here or the requested identity is not assigned.
+        let hint = match call.identity {
+            Some(_) => "the requested user-assigned identity is not assigned to this resource",
+            None => "no managed identity is assigned to this resource",
         };
-        TokenError::new(kind, SOURCE, self.describe(call, response))
-            .with_retry_after(retry_after(&response.headers))
+        let message = format!("{} ({hint})", describe(call, response));
+        return CredentialError::unavailable(SOURCE, message);
     }
-
-    /// `<endpoint> at <host> answered HTTP <status>[ for <identity>][: <description>]`.
-    fn describe(&self, call: &Call, response: &HttpResponse) -> String {
-        let mut text = format!(
-            "{} at {} answered HTTP {}",
-            self.source.label(),
-            call.host(),
-            response.status.as_u16()
+    if imds && status == 403 && contains(&response.body.to_ascii_lowercase(), b"unreachable") {
+        // Docker Desktop's proxy answers for 169.254.169.254 with 403 "… unreachable".
+        let message = format!(
+            "IMDS at {} is unreachable from here (a proxy answered HTTP 403)",
+            call.host()
         );
-        if let Some(identity) = &call.identity {
-            text.push_str(" for the user-assigned identity ");
-            text.push_str(identity);
-        }
-        if let Some(description) = error_body::error_description(&response.body) {
-            text.push_str(": ");
-            text.push_str(&description);
-        }
-        text
+        return CredentialError::unavailable(SOURCE, message);
     }
+    let kind = if call.kind.retries(status) || (500..=599).contains(&status) {
+        TokenErrorKind::TokenServiceUnavailable
+    } else {
+        TokenErrorKind::CredentialRejected
+    };
+    let error = TokenError::new(kind, SOURCE, describe(call, response));
+    CredentialError::Failed(error.with_retry_after(retry_after(&response.headers)))
+}
+
+/// `<endpoint> at <host> answered HTTP <status>[ for <identity>][: <description>]`.
+fn describe(call: &Call, response: &HttpResponse) -> String {
+    let (label, host, status) = (call.kind.label(), call.host(), response.status.as_u16());
+    let mut text = format!("{label} at {host} answered HTTP {status}");
+    if let Some(identity) = &call.identity {
+        text = format!("{text} for the user-assigned identity {identity}");
+    }
+    if let Some(description) = error_body::error_description(&response.body) {
+        text = format!("{text}: {description}");
+    }
+    text
 }

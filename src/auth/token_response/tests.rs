@@ -72,17 +72,13 @@ fn bad_bodies_are_errors_that_never_echo_the_body() {
 
 #[test]
 fn refusals_say_why() {
-    let (expired, no_expiry) = (
-        "the token is already expired",
-        "neither expires_in nor expires_on",
-    );
     for (body, why) in [
         ("<html>", "not JSON"),
         ("[]", "not a JSON object"),
         (r#"{"expires_in":3600}"#, "no access_token"),
-        (r#"{"access_token":"x","expires_in":0}"#, expired),
-        (r#"{"access_token":"x","expires_on":"1546469802"}"#, expired),
-        (r#"{"access_token":"x","expires_in":"soon"}"#, no_expiry),
+        (r#"{"access_token":"x","expires_in":0}"#, EXPIRED),
+        (r#"{"access_token":"x","expires_on":"1546469802"}"#, EXPIRED),
+        (r#"{"access_token":"x","expires_in":"soon"}"#, NO_EXPIRY),
         (
             r#"{"access_token":"x","token_type":"pop","expires_in":1}"#,
             "token_type \"pop\" is not Bearer",
