@@ -353,26 +353,6 @@ fn cache_file_is_replaced_atomically_and_a_failed_store_leaves_no_temporary_file
 }
 
 #[test]
-fn cache_file_readable_by_others_is_refused() {
-    let dir = TempDir::new();
-    let path = dir.join("tokens.json");
-    cache::store(&path, &stored("rt-secret-value")).unwrap();
-    for (bits, word) in [
-        (0o640, "readable"),
-        (0o604, "readable"),
-        (0o610, "accessible"),
-    ] {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
-        let e = cache::load(&path).unwrap_err();
-        assert!(matches!(e, CacheError::Shared { mode, .. } if mode == bits));
-        let text = e.to_string();
-        let why = format!("is {word} by group or others (mode {bits:04o}); chmod 600 it");
-        assert_has(&text, &why);
-        assert!(!text.contains("rt-secret-value"));
-    }
-}
-
-#[test]
 fn a_cache_file_that_is_a_fifo_is_refused_without_blocking() {
     let dir = TempDir::new();
     let fifo = dir.join("tokens.json");
@@ -399,14 +379,31 @@ fn a_cache_file_that_is_a_fifo_is_refused_without_blocking() {
 }
 
 #[test]
-fn bad_cache_files_are_explained_without_their_content() {
+fn bad_or_shared_cache_files_are_explained_without_their_content() {
     let dir = TempDir::new();
     let path = dir.join("tokens.json");
     assert!(matches!(cache::load(&path), Err(CacheError::Missing(_))));
-    let write = |text: &str| {
+    let write = |text: &str, mode: u32| {
         std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     };
+    // Unknown fields are ignored (a later version may add some).
+    let usable = r#"{"version":1,"authority":"a","tenant":"t","client_id":"c","refresh_token":"rt-secret-value","obtained_at":5,"extra":true}"#;
+    write(usable, 0o600);
+    assert_eq!(cache::load(&path).unwrap().obtained_at, 5);
+    for (bits, word) in [
+        (0o640, "readable"),
+        (0o604, "readable"),
+        (0o610, "accessible"),
+    ] {
+        write(usable, bits);
+        let e = cache::load(&path).unwrap_err();
+        assert!(matches!(e, CacheError::Shared { mode, .. } if mode == bits));
+        let text = e.to_string();
+        let why = format!("is {word} by group or others (mode {bits:04o}); chmod 600 it");
+        assert_has(&text, &why);
+        assert!(!text.contains("rt-secret-value"));
+    }
     for (text, why) in [
         ("rt-secret-value", "not JSON (line 1, column 1)"),
         ("[\"rt-secret-value\"]", "not a JSON object"),
@@ -428,7 +425,7 @@ fn bad_cache_files_are_explained_without_their_content() {
             "no authority",
         ),
     ] {
-        write(text);
+        write(text, 0o600);
         let e = cache::load(&path).unwrap_err();
         let shown = e.to_string();
         assert_ends(
@@ -437,9 +434,4 @@ fn bad_cache_files_are_explained_without_their_content() {
         );
         assert!(!shown.contains("rt-secret-value"));
     }
-    // Unknown fields are ignored (a later version may add some).
-    write(
-        r#"{"version":1,"authority":"a","tenant":"t","client_id":"c","refresh_token":"r","obtained_at":5,"extra":true}"#,
-    );
-    assert_eq!(cache::load(&path).unwrap().obtained_at, 5);
 }
