@@ -22,14 +22,7 @@ pub fn decode_claims_challenge(encoded: &str) -> Result<String, ClaimsChallengeE
     if trimmed.is_empty() {
         return Err(ClaimsChallengeError("is empty"));
     }
-    let standard: String = trimmed
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
+    let standard = trimmed.replace('-', "+").replace('_', "/");
     let bytes = base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
         .decode(standard.as_bytes())
         .map_err(|_| ClaimsChallengeError("is not valid base64"))?;
@@ -64,8 +57,8 @@ pub fn with_capabilities(claims: Option<&str>, capabilities: &[&str]) -> Option<
     }
     if let Some(Value::Array(values)) = xms_cc.get_mut("values") {
         for c in capabilities {
-            if !values.iter().any(|v| v.as_str() == Some(c)) {
-                values.push(Value::String((*c).to_owned()));
+            if !values.iter().any(|v| v == c) {
+                values.push(json!(c));
             }
         }
     }
@@ -82,45 +75,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capabilities_alone() {
+    fn capabilities_are_merged_into_the_challenge_claims() {
+        let merged = |claims| -> Value {
+            serde_json::from_str(&with_capabilities(Some(claims), &[CP1]).unwrap()).unwrap()
+        };
+        let cae = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#;
+        let acrs =
+            r#"{"access_token":{"acrs":{"essential":true,"value":"c25"}},"id_token":{"x":1}}"#;
+        let already = r#"{"access_token":{"xms_cc":{"values":["CP1","CP2"]}}}"#;
+        for (claims, want) in [
+            (
+                cae,
+                json!({"access_token": {"nbf": {"essential": true, "value": "1726077595"}, "xms_caeerror": {"value": "10012"}, "xms_cc": {"values": ["CP1"]}}}),
+            ),
+            // Other claims are kept.
+            (
+                acrs,
+                json!({"access_token": {"acrs": {"essential": true, "value": "c25"}, "xms_cc": {"values": ["CP1"]}}, "id_token": {"x": 1}}),
+            ),
+            // No duplicate.
+            (
+                already,
+                json!({"access_token": {"xms_cc": {"values": ["CP1", "CP2"]}}}),
+            ),
+        ] {
+            assert_eq!(merged(claims), want, "{claims}");
+        }
         assert_eq!(
             with_capabilities(None, &[CP1]).as_deref(),
             Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)
         );
         assert_eq!(with_capabilities(None, &[]), None);
-    }
-
-    #[test]
-    fn merged_into_challenge_claims() {
-        let merge = |claims| -> Value {
-            serde_json::from_str(&with_capabilities(Some(claims), &[CP1]).unwrap()).unwrap()
-        };
-        let challenge = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#;
-        let merged = merge(challenge);
-        assert_eq!(merged["access_token"]["nbf"]["value"], "1726077595");
-        assert_eq!(merged["access_token"]["xms_caeerror"]["value"], "10012");
-        assert_eq!(merged["access_token"]["xms_cc"]["values"], json!(["CP1"]));
-        let acrs =
-            r#"{"access_token":{"acrs":{"essential":true,"value":"c25"}},"id_token":{"x":1}}"#;
-        let merged = merge(acrs);
-        assert_eq!(merged["id_token"]["x"], 1, "other claims are kept");
-        assert_eq!(merged["access_token"]["acrs"]["value"], "c25");
-        let already = r#"{"access_token":{"xms_cc":{"values":["CP1","CP2"]}}}"#;
-        let merged = merge(already);
-        assert_eq!(
-            merged["access_token"]["xms_cc"]["values"],
-            json!(["CP1", "CP2"]),
-            "no duplicate"
-        );
-        assert_eq!(
-            with_capabilities(Some("not json"), &[CP1]).as_deref(),
-            Some("not json")
-        );
-        assert_eq!(
-            with_capabilities(Some(challenge), &[]).as_deref(),
-            Some(challenge),
-            "untouched without capabilities"
-        );
+        let not_json = with_capabilities(Some("not json"), &[CP1]);
+        assert_eq!(not_json.as_deref(), Some("not json"));
+        let untouched = with_capabilities(Some(cae), &[]);
+        assert_eq!(untouched.as_deref(), Some(cae), "no capabilities");
     }
 
     #[test]
@@ -129,33 +118,27 @@ mod tests {
         let standard = base64::engine::general_purpose::STANDARD.encode(claims);
         assert!(standard.contains('/') && standard.contains('+') && standard.ends_with('='));
         let url = standard.replace('+', "-").replace('/', "_");
-        for encoded in [
-            standard.clone(),
-            standard.trim_end_matches('=').to_owned(),
-            url.clone(),
-            url.trim_end_matches('=').to_owned(),
-            format!("  {standard}\n"),
+        // A recorded challenge, and a continuous access evaluation one.
+        let recorded = r#"{"access_token":{"nbf":{"essential":true,"value":"1610563006"},"xms_rp_ipaddr":{"value":"1.2.3.4"}}}"#;
+        let recorded_b64 = "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ";
+        let cae = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#;
+        let cae_b64 = "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzI2MDc3NTk1In0sInhtc19jYWVlcnJvciI6eyJ2YWx1ZSI6IjEwMDEyIn19fQ==";
+        for (encoded, json) in [
+            (standard.clone(), claims),
+            (standard.trim_end_matches('=').to_owned(), claims),
+            (url.clone(), claims),
+            (url.trim_end_matches('=').to_owned(), claims),
+            (format!("  {standard}\n"), claims),
+            (recorded_b64.to_owned(), recorded),
+            (format!("{recorded_b64}=="), recorded),
+            (cae_b64.to_owned(), cae),
         ] {
             assert_eq!(
                 decode_claims_challenge(&encoded).unwrap(),
-                claims,
+                json,
                 "{encoded}"
             );
         }
-        // A recorded challenge, with and without padding.
-        let json = r#"{"access_token":{"nbf":{"essential":true,"value":"1610563006"},"xms_rp_ipaddr":{"value":"1.2.3.4"}}}"#;
-        let encoded = "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNjEwNTYzMDA2In0sInhtc19ycF9pcGFkZHIiOnsidmFsdWUiOiIxLjIuMy40In19fQ";
-        for encoded in [encoded.to_owned(), format!("{encoded}==")] {
-            assert_eq!(decode_claims_challenge(&encoded).unwrap(), json);
-        }
-        // A continuous access evaluation challenge.
-        assert_eq!(
-            decode_claims_challenge(
-                "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzI2MDc3NTk1In0sInhtc19jYWVlcnJvciI6eyJ2YWx1ZSI6IjEwMDEyIn19fQ=="
-            )
-            .unwrap(),
-            r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}}}"#
-        );
     }
 
     #[test]

@@ -3,29 +3,23 @@
 //! `aml-auth-proxy login` runs [`DeviceCodeCredential::login`]: it asks Entra ID for a device code, shows the
 //! prompt (visit a page, enter a code), polls the token endpoint every `interval` seconds (`authorization_pending`:
 //! keep polling; `slow_down`: wait 5 s longer between polls; anything else, or the code's expiry: stop) and saves
-//! the refresh token to the credential's `cache_file`.
+//! the refresh token to the credential's `cache_file` (see `cache`; not an MSAL cache: one written for another
+//! authority, tenant or client counts as "not signed in").
 //!
-//! The cache file (its format and how it is kept private: `cache`) is not an MSAL cache; one written for another
-//! authority, tenant or client counts as "not signed in".
+//! As a [`TokenCredential`], it redeems that refresh token for an access token to any scope and saves the rotated
+//! refresh token Entra ID returns. Refreshes are serialised: a refresh token may be single-use, so two concurrent
+//! refreshes with the same one could invalidate each other. The file is read on every refresh, so a `login` run
+//! while the proxy is up takes effect at the next refresh. A refresh token that no longer works (`invalid_grant`,
+//! interaction required, e.g. AADSTS50173 revoked) is an `InteractionRequired` error naming the `login` command to
+//! run, with `--claims-challenge` and `--config FILE` where they apply, so that it works as printed.
 //!
-//! As a [`TokenCredential`], it redeems that refresh token for an access token to any scope (the `refresh_token`
-//! grant, scopes decorated with `openid profile offline_access`), and saves the rotated refresh token Entra ID
-//! returns. Refreshes are serialised: a refresh token may be single-use, so two concurrent refreshes with the same
-//! one could invalidate each other. The file is read on every refresh, so a `login` run while the proxy is up
-//! takes effect at the next refresh. When the refresh token no longer works (`invalid_grant`, interaction
-//! required, e.g. AADSTS50173 revoked), the error is `InteractionRequired` and says which `aml-auth-proxy login`
-//! command to run — with `--claims-challenge <base64>` when claims are involved, and with `--config FILE` when the
-//! credential came from a configuration file, so that the command works as printed.
-//!
-//! The same refresh-token session serves the `interactive_browser` credential
-//! ([`InteractiveBrowserCredential`](crate::auth::InteractiveBrowserCredential)): it signs in with a browser
-//! instead of a device code (or with a device code when no browser can be opened) and then keeps its refresh token
-//! here, in the same file format, under its own kind name.
+//! [`InteractiveBrowserCredential`](crate::auth::InteractiveBrowserCredential) signs in with a browser instead and
+//! keeps its refresh token here, in the same file format, under its own kind name.
 
 mod cache;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +47,6 @@ const SOURCE: &str = "device_code";
 
 /// The OpenID Connect scopes every user-flow request adds (`offline_access` asks for the refresh token).
 const USER_FLOW_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
-
-const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Poll interval when Entra ID names none (RFC 8628 §3.2, MSAL).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -197,14 +189,6 @@ struct Unsaved {
     current: Secret,
 }
 
-/// A started device flow.
-#[derive(Debug)]
-struct DeviceCode {
-    device_code: Secret,
-    interval: Duration,
-    prompt: DeviceCodePrompt,
-}
-
 /// The device-code response as sent (RFC 8628 §3.2). No `Debug`: it holds the device code.
 #[derive(Deserialize)]
 struct DeviceCodeResponse {
@@ -242,12 +226,10 @@ impl DeviceCodeCredential {
     /// A credential for `options` (tenant default [`DEFAULT_TENANT`], client default [`DEFAULT_CLIENT_ID`]).
     pub fn new(options: DeviceCodeCredentialOptions, entra: EntraClient) -> Self {
         Self {
-            tenant: options
-                .tenant_id
-                .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            tenant: options.tenant_id.unwrap_or_else(|| DEFAULT_TENANT.into()),
             client_id: options
                 .client_id
-                .unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned()),
+                .unwrap_or_else(|| DEFAULT_CLIENT_ID.into()),
             cache_file: options.cache_file,
             name: None,
             config_file: options.config_file,
@@ -304,14 +286,12 @@ impl DeviceCodeCredential {
     ) -> Result<LoginOutcome, LoginError> {
         let started = self.clock.now();
         let claims = options.claims_parameter();
-        let code = self
+        let (device_code, mut interval, shown) = self
             .start_device_flow(&options.scope, claims.as_deref())
             .await?;
-        prompt(&code.prompt);
-        let deadline = started
-            .checked_add(code.prompt.expires_in)
-            .unwrap_or(started);
-        let mut interval = code.interval;
+        prompt(&shown);
+        let deadline = started.checked_add(shown.expires_in).unwrap_or(started);
+        let form = device_poll_form(&self.client_id, &device_code, claims.as_deref());
         let mut transient_failures = 0;
         loop {
             match self.clock.now().checked_add(interval) {
@@ -319,7 +299,6 @@ impl DeviceCodeCredential {
                 _ => return Err(LoginError::Expired),
             }
             self.clock.sleep(interval).await;
-            let form = device_poll_form(&self.client_id, &code.device_code, claims.as_deref());
             let error = match self
                 .entra
                 .post_token(self.source, &self.tenant, &form)
@@ -349,12 +328,12 @@ impl DeviceCodeCredential {
         }
     }
 
-    /// `POST /{tenant}/oauth2/v2.0/devicecode`.
+    /// `POST /{tenant}/oauth2/v2.0/devicecode`: the device code, the poll interval and the prompt.
     async fn start_device_flow(
         &self,
         scope: &str,
         claims: Option<&str>,
-    ) -> Result<DeviceCode, LoginError> {
+    ) -> Result<(Secret, Duration, DeviceCodePrompt), LoginError> {
         let form = device_code_form(&self.client_id, scope, claims);
         let (host, response) = self
             .entra
@@ -381,7 +360,7 @@ impl DeviceCodeCredential {
         let refresh_token = refresh_token.ok_or(LoginError::NoRefreshToken)?;
         // Taken before saving, so that no refresh can run with the previous token while the file changes.
         let mut unsaved = self.refresh.lock().await;
-        self.save(self.stored(refresh_token))
+        self.save(refresh_token)
             .await
             .map_err(|e| LoginError::Cache(e.to_string()))?;
         // The new sign-in supersedes any rotated token kept in memory.
@@ -394,66 +373,43 @@ impl DeviceCodeCredential {
         })
     }
 
-    /// The document to save for `refresh_token`, obtained now.
-    fn stored(&self, refresh_token: Secret) -> StoredLogin {
-        StoredLogin {
-            authority: self.entra.authority().to_string(),
-            tenant: self.tenant.clone(),
-            client_id: self.client_id.clone(),
-            refresh_token,
-            obtained_at: super::expiry::now_unix(),
-        }
-    }
-
-    /// Reads the cache file off the async workers, waiting at most [`file_read::READ_TIMEOUT`].
-    async fn load(&self) -> Result<StoredLogin, CacheError> {
+    /// Runs `job` on the cache file off the async workers, waiting at most [`file_read::READ_TIMEOUT`].
+    async fn on_file<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Path) -> Result<T, CacheError> + Send + 'static,
+    ) -> Result<T, CacheError> {
         let path = self.cache_file.clone();
         file_read::off_thread_async(&self.cache_file, file_read::READ_TIMEOUT, move || {
-            cache::load(&path)
+            job(&path)
         })
         .await
         .map_err(CacheError::File)?
     }
 
-    /// Writes the cache file off the async workers, waiting at most [`file_read::READ_TIMEOUT`].
-    async fn save(&self, stored: StoredLogin) -> Result<(), CacheError> {
-        let path = self.cache_file.clone();
-        file_read::off_thread_async(&self.cache_file, file_read::READ_TIMEOUT, move || {
-            cache::store(&path, &stored)
-        })
-        .await
-        .map_err(|e| CacheError::Io {
-            what: "cannot write",
-            path: self.cache_file.clone(),
-            error: std::io::Error::other(match e {
-                FileError::TimedOut { after, .. } => format!(
-                    "did not finish within {}s (a hung network mount?)",
-                    after.as_secs()
-                ),
-                other => other.to_string(),
+    /// Saves `refresh_token`, obtained now, for this authority, tenant and client.
+    async fn save(&self, refresh_token: Secret) -> Result<(), CacheError> {
+        let stored = StoredLogin {
+            authority: self.entra.authority().to_string(),
+            tenant: self.tenant.clone(),
+            client_id: self.client_id.clone(),
+            refresh_token,
+            obtained_at: super::expiry::now_unix(),
+        };
+        match self.on_file(move |path| cache::store(path, &stored)).await {
+            // Not from `store` itself: the file system did not answer in time.
+            Err(CacheError::File(e)) => Err(CacheError::Io {
+                what: "cannot write",
+                path: self.cache_file.clone(),
+                error: std::io::Error::other(match e {
+                    FileError::TimedOut { after, .. } => format!(
+                        "did not finish within {}s (a hung network mount?)",
+                        after.as_secs()
+                    ),
+                    other => other.to_string(),
+                }),
             }),
-        })?
-    }
-
-    /// The cache file must hold a sign-in for this authority, tenant and client.
-    fn check_owner(&self, stored: &StoredLogin) -> Result<(), String> {
-        let authority = self.entra.authority().to_string();
-        if stored.authority.eq_ignore_ascii_case(&authority)
-            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
-            && stored.client_id.eq_ignore_ascii_case(&self.client_id)
-        {
-            return Ok(());
+            other => other,
         }
-        Err(format!(
-            "{} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {}",
-            self.cache_file.display(),
-            stored.tenant,
-            stored.client_id,
-            stored.authority,
-            self.tenant,
-            self.client_id,
-            authority
-        ))
     }
 
     /// Turns a refusal of the refresh token into `InteractionRequired` naming the `login` command to run.
@@ -485,7 +441,7 @@ impl Credential for DeviceCodeCredential {
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let mut unsaved = self.refresh.lock().await;
         let login = self.login_command(None);
-        let stored = match self.load().await {
+        let stored = match self.on_file(cache::load).await {
             Ok(stored) => stored,
             Err(CacheError::Missing(path)) => {
                 let path = path.display();
@@ -499,8 +455,21 @@ impl Credential for DeviceCodeCredential {
                 return Err(CredentialError::rejected(self.source, why));
             }
         };
-        if let Err(why) = self.check_owner(&stored) {
-            let why = format!("not signed in here: {why}; run `{login}`");
+        // The cache file must hold a sign-in for this authority, tenant and client.
+        let authority = self.entra.authority().to_string();
+        if !(stored.authority.eq_ignore_ascii_case(&authority)
+            && stored.tenant.eq_ignore_ascii_case(&self.tenant)
+            && stored.client_id.eq_ignore_ascii_case(&self.client_id))
+        {
+            let why = format!(
+                "not signed in here: {} holds a sign-in to tenant {} with client {} at {}, but this credential uses tenant {} with client {} at {authority}; run `{login}`",
+                self.cache_file.display(),
+                stored.tenant,
+                stored.client_id,
+                stored.authority,
+                self.tenant,
+                self.client_id,
+            );
             return Err(CredentialError::unavailable(self.source, why));
         }
         // A rotated token that could not be saved stays valid only while the file still holds its predecessor.
@@ -510,21 +479,16 @@ impl Credential for DeviceCodeCredential {
         {
             *unsaved = None;
         }
-        let result = {
-            let refresh_token = unsaved
-                .as_ref()
-                .map_or(&stored.refresh_token, |u| &u.current);
-            let form = refresh_form(
-                &self.client_id,
-                refresh_token,
-                &request.scope,
-                request.claims_parameter().as_deref(),
-            );
-            self.entra
-                .post_token(self.source, &self.tenant, &form)
-                .await
-        };
-        let (token, rotated) = match result {
+        let in_use = unsaved
+            .as_ref()
+            .map_or(&stored.refresh_token, |u| &u.current);
+        let claims = request.claims_parameter();
+        let form = refresh_form(&self.client_id, in_use, &request.scope, claims.as_deref());
+        let (token, rotated) = match self
+            .entra
+            .post_token(self.source, &self.tenant, &form)
+            .await
+        {
             Ok(tokens) => tokens,
             Err(e) if needs_sign_in(&e) => {
                 *unsaved = None;
@@ -532,12 +496,9 @@ impl Credential for DeviceCodeCredential {
             }
             Err(e) => return Err(CredentialError::Failed(e)),
         };
-        let in_use = unsaved
-            .as_ref()
-            .map_or(&stored.refresh_token, |u| &u.current);
         if let Some(rotated) = rotated.filter(|t| t != in_use) {
             let keep = Secret::new(rotated.expose());
-            match self.save(self.stored(rotated)).await {
+            match self.save(rotated).await {
                 Ok(()) => {
                     *unsaved = None;
                     tracing::debug!(file = %self.cache_file.display(), "saved the rotated refresh token");
@@ -564,13 +525,12 @@ impl Credential for DeviceCodeCredential {
 impl DeviceCodePrompt {
     /// The text to show: Entra ID's `message`, else one built from the page and the code.
     pub fn text(&self) -> String {
-        match &self.message {
-            Some(message) => message.clone(),
-            None => format!(
+        self.message.clone().unwrap_or_else(|| {
+            format!(
                 "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",
                 self.verification_uri, self.user_code
-            ),
-        }
+            )
+        })
     }
 }
 
@@ -628,7 +588,7 @@ pub(crate) fn decorate_scope(scope: &str) -> String {
 }
 
 /// The device-code request: `client_id`, `scope` (decorated) and `claims` if any (as MSAL sends them).
-pub(crate) fn device_code_form(client_id: &str, scope: &str, claims: Option<&str>) -> Secret {
+fn device_code_form(client_id: &str, scope: &str, claims: Option<&str>) -> Secret {
     form(
         &[("client_id", client_id), ("scope", &decorate_scope(scope))],
         claims,
@@ -636,13 +596,9 @@ pub(crate) fn device_code_form(client_id: &str, scope: &str, claims: Option<&str
 }
 
 /// A device-code poll: `grant_type`, `client_id`, `device_code`, `client_info=1` and `claims` if any.
-pub(crate) fn device_poll_form(
-    client_id: &str,
-    device_code: &Secret,
-    claims: Option<&str>,
-) -> Secret {
+fn device_poll_form(client_id: &str, device_code: &Secret, claims: Option<&str>) -> Secret {
     let pairs = [
-        ("grant_type", DEVICE_CODE_GRANT),
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
         ("client_id", client_id),
         ("device_code", device_code.expose()),
         ("client_info", "1"),
@@ -652,7 +608,7 @@ pub(crate) fn device_poll_form(
 
 /// The refresh-token grant: `client_id`, `grant_type`, `refresh_token`, `scope` (decorated), `client_info=1` and
 /// `claims` if any.
-pub(crate) fn refresh_form(
+fn refresh_form(
     client_id: &str,
     refresh_token: &Secret,
     scope: &str,
@@ -668,9 +624,10 @@ pub(crate) fn refresh_form(
     form(&pairs, claims)
 }
 
-/// Parses the device-code response. Numbers may be strings; `interval` defaults to 5 s (at least 1 s),
-/// `expires_in` to 1800 s (at most a day); `verification_url` (v1 spelling) is accepted.
-fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
+/// Parses the device-code response into the device code, the poll interval and the prompt. Numbers may be
+/// strings; `interval` defaults to 5 s (at least 1 s), `expires_in` to 1800 s (at most a day); `verification_url`
+/// (v1 spelling) is accepted.
+fn parse_device_code(body: &[u8]) -> Result<(Secret, Duration, DeviceCodePrompt), String> {
     let wire: DeviceCodeResponse = lenient_json::from_object(body).map_err(WireError::reason)?;
     let text = |field: Option<String>| field.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let device_code = text(wire.device_code).ok_or("no device_code")?;
@@ -687,20 +644,17 @@ fn parse_device_code(body: &[u8]) -> Result<DeviceCode, String> {
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_INTERVAL)
         .max(MIN_INTERVAL);
-    Ok(DeviceCode {
-        device_code: Secret::new(device_code),
-        interval,
-        prompt: DeviceCodePrompt {
-            user_code: printable(&user_code),
-            verification_uri: printable(&verification_uri),
-            message: text(wire.message).as_deref().map(printable),
-            expires_in: Duration::from_secs(expires_in),
-        },
-    })
+    let prompt = DeviceCodePrompt {
+        user_code: printable(&user_code),
+        verification_uri: printable(&verification_uri),
+        message: text(wire.message).as_deref().map(printable),
+        expires_in: Duration::from_secs(expires_in),
+    };
+    Ok((Secret::new(device_code), interval, prompt))
 }
 
 /// `word` as one shell word: as is when it holds only characters no shell treats specially, else single-quoted.
-pub(crate) fn shell_word(word: &str) -> String {
+fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .bytes()
@@ -714,11 +668,7 @@ pub(crate) fn shell_word(word: &str) -> String {
 
 /// `text` with control characters (terminal escapes, line breaks) replaced by spaces.
 pub(crate) fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    text.replace(char::is_control, " ").trim().to_owned()
 }
 
 #[cfg(test)]

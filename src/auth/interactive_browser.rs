@@ -1,22 +1,14 @@
 //! A user signed in with a web browser: the authorization-code flow with PKCE on a loopback redirect, as MSAL and
 //! azure-identity's `InteractiveBrowserCredential` run it.
 //!
-//! `aml-auth-proxy login` runs [`InteractiveBrowserCredential::login`]:
-//! 1. it listens on `127.0.0.1` (and `[::1]` where available) on `redirect_port` (0: any free port) and uses
-//!    `http://localhost:<port>/` as the redirect URI;
-//! 2. it makes a PKCE verifier (32 random bytes, base64url: 43 characters), its S256 challenge and a random
-//!    `state`, and builds the authorize URL: `client_id, response_type=code, redirect_uri, scope` (decorated with
-//!    `openid profile offline_access`), `state, code_challenge, code_challenge_method=S256, client_info=1`,
-//!    `login_hint`, `prompt=select_account`, `domain_hint`, `claims` (the claims to satisfy merged with `CP1`
-//!    when `cae` is on) and `response_mode=form_post`;
-//! 3. the caller opens it in a browser; the user signs in; Entra ID sends the browser back to the listener, the
-//!    code in a POST body (`form_post`; a query-string redirect is accepted too);
-//! 4. the redirect must carry the `state` sent (anything else is refused and ends the sign-in: it did not come
-//!    from this sign-in). An error redirect (`access_denied`, `interaction_required`, …) ends it with Entra ID's
-//!    error and description. Requests without a code or an error (a browser's `/favicon.ico`) get a 404 and the
-//!    listener keeps waiting, at most `timeout` (default 5 minutes);
-//! 5. the browser is told to return to the terminal, and the code is redeemed with the verifier
-//!    (`grant_type=authorization_code`, the same `redirect_uri`, `scope` and `claims`).
+//! `aml-auth-proxy login` runs [`InteractiveBrowserCredential::login`]: it listens on `127.0.0.1` (and `[::1]`
+//! where available) on `redirect_port` (0: any free port), makes a PKCE verifier, its S256 challenge and a random
+//! `state`, and has the caller open the authorize URL (`redirect_uri` `http://localhost:<port>/`,
+//! `response_mode=form_post`) in a browser. Entra ID sends the browser back to the listener, the code in a POST
+//! body (a query-string redirect is accepted too); a redirect with another `state` is refused and ends the
+//! sign-in, an error redirect ends it with Entra ID's error and description, and requests with neither a code nor
+//! an error (a browser's `/favicon.ico`) get a 404 while the listener keeps waiting, at most `timeout` (default 5
+//! minutes). The code is then redeemed with the verifier (the same `redirect_uri`, `scope` and `claims`).
 //!
 //! The refresh token is then saved, and tokens served, exactly as for a device-code sign-in (the same session code
 //! and 0600 cache file format: see [`DeviceCodeCredential`]); the same credential can also be signed in with a
@@ -31,7 +23,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use self::redirect::{Redirect, RedirectListener};
+use self::redirect::RedirectListener;
 use super::device_code::decorate_scope;
 use super::token_endpoint::form;
 use super::{
@@ -121,19 +113,36 @@ impl InteractiveBrowserCredential {
         let redirect_uri = listener.redirect_uri();
         let pkce = Pkce::new()?;
         let claims = options.claims_parameter();
-        let url = self.authorize_url(&redirect_uri, &options.scope, &pkce, claims.as_deref())?;
-        open(&url).map_err(LoginError::NoBrowser)?;
-        let code = match listener.wait(&pkce.state, self.timeout).await? {
-            Redirect::Code(code) => code,
-            Redirect::Refused { error, description } => {
-                return Err(LoginError::Refused { error, description });
-            }
-        };
+        let scope = decorate_scope(&options.scope);
+        let endpoint = self
+            .session
+            .entra
+            .endpoint_url(&self.session.tenant, "authorize")
+            .map_err(LoginError::Token)?;
+        // In MSAL's order; the hints and claims only when there are some.
+        let pairs = [
+            ("client_id", Some(self.session.client_id.as_str())),
+            ("response_type", Some("code")),
+            ("redirect_uri", Some(&redirect_uri)),
+            ("scope", Some(&scope)),
+            ("state", Some(&pkce.state)),
+            ("code_challenge", Some(&pkce.challenge)),
+            ("code_challenge_method", Some("S256")),
+            ("client_info", Some("1")),
+            ("login_hint", self.login_hint.as_deref()),
+            ("prompt", Some("select_account")),
+            ("domain_hint", self.domain_hint.as_deref()),
+            ("claims", claims.as_deref()),
+            ("response_mode", Some("form_post")),
+        ];
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs(pairs.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        open(&format!("{endpoint}?{}", query.finish())).map_err(LoginError::NoBrowser)?;
+        let code = listener.wait(&pkce.state, self.timeout).await?;
         tracing::debug!(
             source = SOURCE,
             "the browser came back with a code; redeeming it"
         );
-        let scope = decorate_scope(&options.scope);
         let body = form(
             &[
                 ("client_id", &self.session.client_id),
@@ -163,41 +172,6 @@ impl InteractiveBrowserCredential {
         prompt: impl FnOnce(&DeviceCodePrompt),
     ) -> Result<LoginOutcome, LoginError> {
         self.session.login(options, prompt).await
-    }
-
-    /// `{authority}/{tenant}/oauth2/v2.0/authorize?…`, parameters in MSAL's order.
-    fn authorize_url(
-        &self,
-        redirect_uri: &str,
-        scope: &str,
-        pkce: &Pkce,
-        claims: Option<&str>,
-    ) -> Result<String, LoginError> {
-        let endpoint = self
-            .session
-            .entra
-            .endpoint_url(&self.session.tenant, "authorize")
-            .map_err(LoginError::Token)?;
-        let scope = decorate_scope(scope);
-        // In MSAL's order; the hints and claims only when there are some.
-        let pairs = [
-            ("client_id", Some(self.session.client_id.as_str())),
-            ("response_type", Some("code")),
-            ("redirect_uri", Some(redirect_uri)),
-            ("scope", Some(&scope)),
-            ("state", Some(&pkce.state)),
-            ("code_challenge", Some(&pkce.challenge)),
-            ("code_challenge_method", Some("S256")),
-            ("client_info", Some("1")),
-            ("login_hint", self.login_hint.as_deref()),
-            ("prompt", Some("select_account")),
-            ("domain_hint", self.domain_hint.as_deref()),
-            ("claims", claims),
-            ("response_mode", Some("form_post")),
-        ];
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        query.extend_pairs(pairs.into_iter().filter_map(|(k, v)| Some((k, v?))));
-        Ok(format!("{endpoint}?{}", query.finish()))
     }
 }
 

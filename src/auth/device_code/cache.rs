@@ -37,11 +37,8 @@ pub(crate) struct StoredLogin {
     pub(crate) authority: String,
     /// The tenant signed in to (as configured, e.g. `organizations`).
     pub(crate) tenant: String,
-    /// The public client the token belongs to.
     pub(crate) client_id: String,
-    /// The refresh token.
     pub(crate) refresh_token: Secret,
-    /// When Entra ID issued the refresh token (Unix seconds).
     pub(crate) obtained_at: u64,
 }
 
@@ -64,31 +61,18 @@ pub(crate) enum CacheError {
     Missing(PathBuf),
     /// Group or others can access the file.
     #[error("{} is {access} by group or others (mode {mode:04o}); chmod 600 it", .path.display(), access = access_word(*.mode))]
-    Shared {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The file exists but is not a cache file this version understands.
+    Shared { path: PathBuf, mode: u32 },
+    /// The file exists but is not a cache file this version understands (`why` never quotes a value from it).
     #[error("{} is not a usable aml-auth-proxy token cache: {why}", .path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong (never a value from the file).
-        why: String,
-    },
-    /// Not a regular file, or the file system did not answer in time.
+    Invalid { path: PathBuf, why: String },
+    /// Cannot be opened, not a regular file, or the file system did not answer in time.
     #[error("{0}")]
     File(FileError),
-    /// An I/O failure.
+    /// An I/O failure while doing `what` (`cannot write`, `cannot replace`, …) to a file or directory.
     #[error("{what} {}: {error}", .path.display())]
     Io {
-        /// What was being done (`cannot read`, `cannot write`, …).
         what: &'static str,
-        /// The file or directory.
         path: PathBuf,
-        /// The error.
         error: std::io::Error,
     },
 }
@@ -99,22 +83,23 @@ impl StoredLogin {
     /// The document, serialised into a buffer that is zeroed on drop. The buffer is sized for the worst case
     /// up front (every character escaped), so it never reallocates and leaves no stray copy of the token behind.
     fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let token = self.refresh_token.expose();
+        let texts = [
+            self.authority.as_str(),
+            &self.tenant,
+            &self.client_id,
+            token,
+        ];
+        let worst = texts.iter().map(|t| t.len() * 6 + 2).sum::<usize>() + 128;
+        let mut out = Zeroizing::new(Vec::with_capacity(worst));
         let document = Document {
             version: FORMAT_VERSION,
             authority: &self.authority,
             tenant: &self.tenant,
             client_id: &self.client_id,
-            refresh_token: self.refresh_token.expose(),
+            refresh_token: token,
             obtained_at: self.obtained_at,
         };
-        let texts = [
-            document.authority,
-            document.tenant,
-            document.client_id,
-            document.refresh_token,
-        ];
-        let worst = texts.iter().map(|t| t.len() * 6 + 2).sum::<usize>() + 128;
-        let mut out = Zeroizing::new(Vec::with_capacity(worst));
         // Writing to a vector cannot fail, and the document has no map keys that could.
         let _ = serde_json::to_writer(&mut *out, &document);
         out.push(b'\n');
@@ -167,29 +152,23 @@ impl StoredLogin {
 /// Reads the cache file: it must be a regular file (a FIFO or device is refused without being opened) that group
 /// and others cannot access. Blocking: callers run it off the async workers, bounded in time.
 pub(crate) fn load(path: &Path) -> Result<StoredLogin, CacheError> {
-    let bytes = file_read::read_now(path, MAX_FILE_BYTES, Access::Private(shared)).map_err(
-        |e| match e {
-            e if e.is_not_found() => CacheError::Missing(path.to_owned()),
-            FileError::Shared { mode, .. } => CacheError::Shared {
-                path: path.to_owned(),
-                mode,
-            },
-            FileError::TooLarge { .. } => CacheError::Invalid {
-                path: path.to_owned(),
-                why: format!("larger than {MAX_FILE_BYTES} bytes"),
-            },
-            FileError::Open { error, .. } => CacheError::Io {
-                what: "cannot open",
-                path: path.to_owned(),
-                error,
-            },
-            other => CacheError::File(other),
-        },
-    )?;
-    StoredLogin::from_json(&bytes).map_err(|why| CacheError::Invalid {
+    let invalid = |why| CacheError::Invalid {
         path: path.to_owned(),
         why,
-    })
+    };
+    // Refused when group or others have any access.
+    let private = Access::Private(|mode, _owner_uid| mode & 0o077 != 0);
+    let bytes = file_read::read_now(path, MAX_FILE_BYTES, private).map_err(|e| match e {
+        e if e.is_not_found() => CacheError::Missing(path.to_owned()),
+        FileError::Shared { mode, .. } => CacheError::Shared {
+            path: path.to_owned(),
+            mode,
+        },
+        e @ FileError::TooLarge { .. } => invalid(e.reason()),
+        // Other failures (`cannot open …`, not a regular file, …) name the file themselves.
+        other => CacheError::File(other),
+    })?;
+    StoredLogin::from_json(&bytes).map_err(invalid)
 }
 
 /// Replaces the cache file atomically (see the module docs). A missing directory is created with mode 0700.
@@ -208,7 +187,11 @@ pub(crate) fn store(path: &Path, login: &StoredLogin) -> Result<(), CacheError> 
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        create_private_dir(&dir).map_err(|e| io("cannot create directory", &dir, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io("cannot create directory", &dir, e))?;
     }
     let temp = dir.join(format!(
         ".{}.{}.{:016x}.tmp",
@@ -243,19 +226,6 @@ fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     handle.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     handle.write_all(bytes)?;
     handle.sync_all()
-}
-
-/// Creates `dir` and its missing parents; the directories created get mode 0700.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Group or others have any access (the [`Access::Private`] rule for the cache file).
-fn shared(mode: u32, _owner_uid: u32) -> bool {
-    mode & 0o077 != 0
 }
 
 fn access_word(mode: u32) -> &'static str {

@@ -6,7 +6,6 @@ use serde_json::Value;
 use super::cache::{self, CacheError, StoredLogin};
 use super::*;
 use crate::auth::TokenCredential;
-use crate::auth::claims::decode_claims_challenge;
 use crate::auth::test_support::{
     assert_ends, assert_has, assert_starts, entra, fixture_json_lines, owned, pairs, response,
 };
@@ -14,17 +13,11 @@ use crate::auth::token_response::parse_token_response;
 use crate::test_support::TempDir;
 
 const ARM: &str = "https://management.azure.com/.default";
-/// [`ARM`] with the user-flow scopes.
 const ARM_USER_FLOW: &str = "https://management.azure.com/.default openid profile offline_access";
-/// Azure ML's scope with the user-flow scopes.
 const ML_USER_FLOW: &str = "https://ml.azure.com/.default openid profile offline_access";
 
-fn credential(name: Option<&str>) -> DeviceCodeCredential {
-    credential_from(name, None)
-}
-
 /// A credential named `name`, read from the configuration file `config_file`.
-fn credential_from(name: Option<&str>, config_file: Option<&str>) -> DeviceCodeCredential {
+fn credential(name: Option<&str>, config_file: Option<&str>) -> DeviceCodeCredential {
     let options = DeviceCodeCredentialOptions {
         tenant_id: None,
         client_id: None,
@@ -59,55 +52,46 @@ fn mode(path: &Path) -> u32 {
 // === form encodings ===
 
 #[test]
-fn scopes_are_decorated_once() {
-    assert_eq!(decorate_scope(ARM), ARM_USER_FLOW);
-    assert_eq!(
-        decorate_scope("https://ml.azure.com/.default offline_access openid"),
-        ML_USER_FLOW
-    );
-}
-
-#[test]
-fn device_code_request_sends_client_and_decorated_scope() {
-    assert_eq!(
-        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM, None).expose()),
-        owned(&[("client_id", DEFAULT_CLIENT_ID), ("scope", ARM_USER_FLOW)])
-    );
-}
-
-#[test]
-fn device_code_poll_form_in_order_with_optional_claims() {
-    let code = Secret::new("dc+/=&x");
-    assert_eq!(
-        pairs(device_poll_form("cid", &code, None).expose()),
-        owned(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("client_id", "cid"),
-            ("device_code", "dc+/=&x"),
-            ("client_info", "1"),
-        ])
-    );
-    let claims = r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#;
-    let with = pairs(device_poll_form("cid", &code, Some(claims)).expose());
-    assert_eq!(with.last(), owned(&[("claims", claims)]).last());
-}
-
-#[test]
-fn refresh_grant_form_in_order_with_optional_claims() {
-    let rt = Secret::new("0.AX&y=z");
-    assert_eq!(
-        pairs(refresh_form("cid", &rt, "https://ml.azure.com/.default", None).expose()),
-        owned(&[
-            ("client_id", "cid"),
-            ("grant_type", "refresh_token"),
-            ("refresh_token", "0.AX&y=z"),
-            ("scope", ML_USER_FLOW),
-            ("client_info", "1"),
-        ])
-    );
-    let with = pairs(refresh_form("cid", &rt, ARM, Some("{\"a\":1}")).expose());
-    assert_eq!(with.len(), 6);
-    assert_eq!(with[5..], owned(&[("claims", "{\"a\":1}")]));
+fn forms_in_order_with_decorated_scopes_and_the_claims_last_when_there_are_some() {
+    let plain = TokenRequest::new(ARM);
+    assert_eq!(plain.claims_parameter(), None);
+    let cae = TokenRequest::new(ARM).with_client_capabilities(true);
+    let cp1 = r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#;
+    assert_eq!(cae.claims_parameter().as_deref(), Some(cp1));
+    let (code, rt) = (Secret::new("dc+/=&x"), Secret::new("0.AX&y=z"));
+    // Scopes are decorated with the user-flow scopes once.
+    let ml = "https://ml.azure.com/.default offline_access openid";
+    type Form<'a> = &'a dyn Fn(Option<&str>) -> Secret;
+    let forms: [(Form<'_>, &[(&str, &str)]); 3] = [
+        (
+            &|claims| device_code_form(DEFAULT_CLIENT_ID, ARM, claims),
+            &[("client_id", DEFAULT_CLIENT_ID), ("scope", ARM_USER_FLOW)],
+        ),
+        (
+            &|claims| device_poll_form("cid", &code, claims),
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("client_id", "cid"),
+                ("device_code", "dc+/=&x"),
+                ("client_info", "1"),
+            ],
+        ),
+        (
+            &|claims| refresh_form("cid", &rt, ml, claims),
+            &[
+                ("client_id", "cid"),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "0.AX&y=z"),
+                ("scope", ML_USER_FLOW),
+                ("client_info", "1"),
+            ],
+        ),
+    ];
+    for (form, want) in forms {
+        assert_eq!(pairs(form(None).expose()), owned(want));
+        let with = [want, &[("claims", cp1)]].concat();
+        assert_eq!(pairs(form(Some(cp1)).expose()), owned(&with));
+    }
 }
 
 // === device-code responses ===
@@ -116,20 +100,17 @@ fn refresh_grant_form_in_order_with_optional_claims() {
 fn recorded_device_flow_parses_with_the_expiry_it_implies() {
     let objects = fixture_json_lines("aad_device_code_flow_recorded.txt");
     assert_eq!(objects.len(), 3, "start, pending poll, success");
-    let code = parse_device_code(objects[0].as_bytes()).unwrap();
-    assert_eq!(code.interval, Duration::from_secs(5));
-    assert_eq!(code.prompt.expires_in, Duration::from_secs(900));
+    let (device_code, interval, prompt) = parse_device_code(objects[0].as_bytes()).unwrap();
+    assert_eq!(interval, Duration::from_secs(5));
+    assert_eq!(prompt.expires_in, Duration::from_secs(900));
     assert_eq!(
-        code.device_code.expose(),
+        device_code.expose(),
         "f942eaaebc9683c361e2038648fe4cf1ddb80d515ff47e10d48af420330eab5c"
     );
+    assert_eq!(prompt.verification_uri, "https://microsoft.com/devicelogin");
+    assert!(prompt.user_code.starts_with("c934976f"));
     assert_eq!(
-        code.prompt.verification_uri,
-        "https://microsoft.com/devicelogin"
-    );
-    assert!(code.prompt.user_code.starts_with("c934976f"));
-    assert_eq!(
-        code.prompt.text(),
+        prompt.text(),
         "524aa9e7bd498505c8f902c5fe65bd4679d45709259cb590e75f46c980c05aa9"
     );
 
@@ -146,34 +127,32 @@ fn recorded_device_flow_parses_with_the_expiry_it_implies() {
 
 #[test]
 fn device_code_numbers_may_be_strings_and_have_defaults() {
-    let code = parse_device_code(
-        br#"{"device_code":"d","user_code":"U","verification_url":"https://aka.ms/devicelogin","expires_in":"600","interval":"7"}"#,
-    )
-    .unwrap();
-    assert_eq!(code.interval, Duration::from_secs(7));
-    assert_eq!(code.prompt.expires_in, Duration::from_secs(600));
-    assert_eq!(code.prompt.verification_uri, "https://aka.ms/devicelogin");
-    assert_eq!(
-        code.prompt.text(),
-        "To sign in, use a web browser to open the page https://aka.ms/devicelogin and enter the code U to authenticate."
-    );
-
-    let code = parse_device_code(
-        br#"{"device_code":"d","user_code":"U","verification_uri":"https://microsoft.com/devicelogin"}"#,
-    )
-    .unwrap();
-    assert_eq!(code.interval, DEFAULT_INTERVAL);
-    assert_eq!(code.prompt.expires_in, Duration::from_secs(1800));
-
-    let code = parse_device_code(
-        br#"{"device_code":"d","user_code":"U","verification_uri":"v","interval":0,"expires_in":1e300}"#,
-    )
-    .unwrap();
-    assert_eq!(
-        code.interval, MIN_INTERVAL,
-        "interval 0 would poll in a loop"
-    );
-    assert_eq!(code.prompt.expires_in, Duration::from_secs(86_400));
+    for (body, interval, expires_in) in [
+        (
+            r#"{"device_code":"d","user_code":"U","verification_url":"https://aka.ms/devicelogin","expires_in":"600","interval":"7"}"#,
+            7,
+            600,
+        ),
+        (
+            r#"{"device_code":"d","user_code":"U","verification_uri":"https://aka.ms/devicelogin"}"#,
+            5,
+            1800,
+        ),
+        // Interval 0 would poll in a loop; the lifetime is at most a day.
+        (
+            r#"{"device_code":"d","user_code":"U","verification_uri":"https://aka.ms/devicelogin","interval":0,"expires_in":1e300}"#,
+            1,
+            86_400,
+        ),
+    ] {
+        let (_, got, prompt) = parse_device_code(body.as_bytes()).unwrap();
+        assert_eq!(got, Duration::from_secs(interval), "{body}");
+        assert_eq!(prompt.expires_in, Duration::from_secs(expires_in));
+        assert_eq!(
+            prompt.text(),
+            "To sign in, use a web browser to open the page https://aka.ms/devicelogin and enter the code U to authenticate."
+        );
+    }
 }
 
 #[test]
@@ -196,13 +175,13 @@ fn unusable_device_code_responses_are_errors() {
 
 #[test]
 fn prompt_text_has_no_terminal_escapes() {
-    let code = parse_device_code(
+    let (_, _, prompt) = parse_device_code(
         "{\"device_code\":\"d\",\"user_code\":\"AB\\u001b[2JCD\",\"verification_uri\":\"v\",\"message\":\"Go\\u001b]0;pwned\\u0007 now\\r\\n\"}"
             .as_bytes(),
     )
     .unwrap();
-    assert_eq!(code.prompt.user_code, "AB [2JCD");
-    let text = code.prompt.text();
+    assert_eq!(prompt.user_code, "AB [2JCD");
+    let text = prompt.text();
     assert!(!text.chars().any(char::is_control), "{text:?}");
     assert_eq!(text, "Go ]0;pwned  now");
 }
@@ -219,25 +198,25 @@ fn poll_errors_are_classified_by_error_and_code() {
             ),
         )
     };
-    for (error, code, want) in [
-        ("authorization_pending", 70016, PollError::Pending),
-        ("slow_down", 0, PollError::SlowDown),
-        ("expired_token", 70019, PollError::Expired),
-        ("invalid_grant", 70019, PollError::Expired),
-        ("authorization_declined", 70017, PollError::Declined),
-        ("bad_verification_code", 70018, PollError::Fatal),
-        ("invalid_client", 7_000_215, PollError::Fatal),
+    for (error, want) in [
+        (e("authorization_pending", 70016), PollError::Pending),
+        (e("slow_down", 0), PollError::SlowDown),
+        (e("expired_token", 70019), PollError::Expired),
+        (e("invalid_grant", 70019), PollError::Expired),
+        (e("authorization_declined", 70017), PollError::Declined),
+        (e("bad_verification_code", 70018), PollError::Fatal),
+        (e("invalid_client", 7_000_215), PollError::Fatal),
+        (
+            aad_error(503, r#"{"error":"temporarily_unavailable"}"#),
+            PollError::Transient,
+        ),
+        (
+            TokenError::service_unavailable(SOURCE, "unreachable"),
+            PollError::Transient,
+        ),
     ] {
-        assert_eq!(PollError::of(&e(error, code)), want, "{error} {code}");
+        assert_eq!(PollError::of(&error), want, "{error}");
     }
-    assert_eq!(
-        PollError::of(&aad_error(503, r#"{"error":"temporarily_unavailable"}"#)),
-        PollError::Transient
-    );
-    assert_eq!(
-        PollError::of(&TokenError::service_unavailable(SOURCE, "unreachable")),
-        PollError::Transient
-    );
 }
 
 #[test]
@@ -263,7 +242,7 @@ fn only_a_spent_refresh_token_asks_for_a_new_sign_in() {
 
 #[test]
 fn sign_in_again_names_the_login_command_with_claims_when_there_are_some() {
-    let cred = credential(Some("me"));
+    let cred = credential(Some("me"), None);
     let revoked = fixture_json_lines("aad_error_invalid_grant_50173_revoked_refresh_token.json");
     let e = cred.sign_in_again(aad_error(400, &revoked[0]), &TokenRequest::new(ARM));
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
@@ -276,30 +255,40 @@ fn sign_in_again_names_the_login_command_with_claims_when_there_are_some() {
     let body = serde_json::json!({"error": "interaction_required", "error_codes": [50079], "claims": aad_claims});
     let mut request = TokenRequest::new(ARM);
     request.claims = Some(r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#.into());
+    let flag = |claims: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
+        format!("--credential me --claims-challenge {b64}` (")
+    };
     let e = cred.sign_in_again(aad_error(400, &body.to_string()), &request);
-    let b64 = e
-        .message
-        .split("--claims-challenge ")
-        .nth(1)
-        .and_then(|rest| rest.split('`').next())
-        .unwrap();
-    assert_eq!(decode_claims_challenge(b64).unwrap(), aad_claims);
+    assert_has(&e.message, &flag(aad_claims));
 
     // Without claims from Entra ID, the request's claims are what the sign-in must satisfy.
     let e = cred.sign_in_again(
         aad_error(400, r#"{"error":"invalid_grant","error_codes":[50173]}"#),
         &request,
     );
-    assert!(e.message.contains(&format!(
-        "--claims-challenge {}",
-        base64::engine::general_purpose::STANDARD.encode(request.claims.as_deref().unwrap())
-    )));
+    assert_has(&e.message, &flag(request.claims.as_deref().unwrap()));
 }
 
 #[test]
-fn login_command_without_a_name() {
-    let cred = credential(None);
-    assert_eq!(cred.login_command(None), "aml-auth-proxy login");
+fn the_login_command_names_the_credential_and_its_configuration_file_quoted_for_a_shell() {
+    for (name, file, want) in [
+        (None, None, "aml-auth-proxy login"),
+        (Some("me"), None, "aml-auth-proxy login --credential me"),
+        (
+            Some("me"),
+            Some("/etc/aml-auth-proxy/proxy.yaml"),
+            "aml-auth-proxy login --config /etc/aml-auth-proxy/proxy.yaml --credential me",
+        ),
+        (
+            Some("me"),
+            Some("/home/ada/my proxy/it's.yaml"),
+            r#"aml-auth-proxy login --config '/home/ada/my proxy/it'\''s.yaml' --credential me"#,
+        ),
+    ] {
+        assert_eq!(credential(name, file).login_command(None), want);
+    }
+    let cred = credential(None, None);
     assert_eq!(cred.tenant, DEFAULT_TENANT);
     assert_eq!(cred.client_id, DEFAULT_CLIENT_ID);
     assert_eq!(cred.kind(), "device_code");
@@ -308,11 +297,14 @@ fn login_command_without_a_name() {
 // === the cache file ===
 
 #[test]
-fn cache_file_round_trips_any_token_text() {
+fn cache_file_round_trips_any_token_text_created_0600_in_a_0700_directory() {
     let dir = TempDir::new();
-    let path = dir.join("tokens.json");
+    let path = dir.join("new/sub/tokens.json");
     let token = "0.A\"quote\\back\u{1}ctl\ttab é∂ end";
     cache::store(&path, &stored(token)).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.join("new/sub")), 0o700);
+    assert_eq!(mode(&dir.join("new")), 0o700);
     let loaded = cache::load(&path).unwrap();
     assert_eq!(loaded.refresh_token.expose(), token);
     assert_eq!(loaded.tenant, "organizations");
@@ -329,17 +321,7 @@ fn cache_file_round_trips_any_token_text() {
 }
 
 #[test]
-fn cache_file_is_created_0600_in_a_0700_directory() {
-    let dir = TempDir::new();
-    let path = dir.join("new/sub/tokens.json");
-    cache::store(&path, &stored("rt1")).unwrap();
-    assert_eq!(mode(&path), 0o600);
-    assert_eq!(mode(&dir.join("new/sub")), 0o700);
-    assert_eq!(mode(&dir.join("new")), 0o700);
-}
-
-#[test]
-fn cache_file_is_replaced_atomically_and_stays_private() {
+fn cache_file_is_replaced_atomically_and_a_failed_store_leaves_no_temporary_file() {
     let dir = TempDir::new();
     let path = dir.join("tokens.json");
     // A pre-existing, world-readable file is replaced by a new 0600 file, not rewritten in place.
@@ -355,52 +337,19 @@ fn cache_file_is_replaced_atomically_and_stays_private() {
         "a reader of the old file never sees a partial write"
     );
     cache::store(&path, &stored("rt-newer")).unwrap();
-    assert_eq!(
-        cache::load(&path).unwrap().refresh_token.expose(),
-        "rt-newer"
-    );
     assert_eq!(mode(&path), 0o600);
-    assert_eq!(
-        dir.names(),
-        vec!["tokens.json"],
-        "no temporary file is left"
-    );
-}
-
-#[test]
-fn a_failed_store_leaves_the_old_file_and_no_temporary_file() {
-    let dir = TempDir::new();
-    let path = dir.join("tokens.json");
-    cache::store(&path, &stored("rt-old")).unwrap();
     // Renaming a file over a non-empty directory fails.
     let blocked = dir.join("blocked");
     std::fs::create_dir_all(blocked.join("inner")).unwrap();
-    assert!(matches!(
-        cache::store(&blocked, &stored("rt-x")),
-        Err(CacheError::Io { .. })
-    ));
-    assert_eq!(dir.names(), vec!["blocked", "tokens.json"]);
-    assert_eq!(cache::load(&path).unwrap().refresh_token.expose(), "rt-old");
-}
-
-#[test]
-fn cache_file_readable_by_others_is_refused() {
-    let dir = TempDir::new();
-    let path = dir.join("tokens.json");
-    cache::store(&path, &stored("rt-secret-value")).unwrap();
-    for (bits, word) in [
-        (0o640, "readable"),
-        (0o604, "readable"),
-        (0o610, "accessible"),
-    ] {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
-        let e = cache::load(&path).unwrap_err();
-        assert!(matches!(e, CacheError::Shared { mode, .. } if mode == bits));
-        let text = e.to_string();
-        let why = format!("is {word} by group or others (mode {bits:04o}); chmod 600 it");
-        assert_has(&text, &why);
-        assert!(!text.contains("rt-secret-value"));
-    }
+    let failed = cache::store(&blocked, &stored("rt-x"));
+    assert!(matches!(failed, Err(CacheError::Io { .. })), "{failed:?}");
+    assert_eq!(
+        dir.names(),
+        vec!["blocked", "tokens.json"],
+        "no temporary file is left"
+    );
+    let loaded = cache::load(&path).unwrap();
+    assert_eq!(loaded.refresh_token.expose(), "rt-newer");
 }
 
 #[test]
@@ -413,15 +362,12 @@ fn a_cache_file_that_is_a_fifo_is_refused_without_blocking() {
         rustix::fs::Mode::from_raw_mode(0o600),
     )
     .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
     let path = fifo.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(cache::load(&path).map(|_| ()));
-    });
-    let e = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("reading the cache file blocked on a FIFO")
-        .unwrap_err();
+    let e = file_read::off_thread(&fifo, Duration::from_secs(10), move || {
+        cache::load(&path).map(|_| ())
+    })
+    .expect("reading the cache file blocked on a FIFO")
+    .unwrap_err();
     assert!(matches!(e, CacheError::File(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
@@ -433,14 +379,31 @@ fn a_cache_file_that_is_a_fifo_is_refused_without_blocking() {
 }
 
 #[test]
-fn bad_cache_files_are_explained_without_their_content() {
+fn bad_or_shared_cache_files_are_explained_without_their_content() {
     let dir = TempDir::new();
     let path = dir.join("tokens.json");
     assert!(matches!(cache::load(&path), Err(CacheError::Missing(_))));
-    let write = |text: &str| {
+    let write = |text: &str, mode: u32| {
         std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     };
+    // Unknown fields are ignored (a later version may add some).
+    let usable = r#"{"version":1,"authority":"a","tenant":"t","client_id":"c","refresh_token":"rt-secret-value","obtained_at":5,"extra":true}"#;
+    write(usable, 0o600);
+    assert_eq!(cache::load(&path).unwrap().obtained_at, 5);
+    for (bits, word) in [
+        (0o640, "readable"),
+        (0o604, "readable"),
+        (0o610, "accessible"),
+    ] {
+        write(usable, bits);
+        let e = cache::load(&path).unwrap_err();
+        assert!(matches!(e, CacheError::Shared { mode, .. } if mode == bits));
+        let text = e.to_string();
+        let why = format!("is {word} by group or others (mode {bits:04o}); chmod 600 it");
+        assert_has(&text, &why);
+        assert!(!text.contains("rt-secret-value"));
+    }
     for (text, why) in [
         ("rt-secret-value", "not JSON (line 1, column 1)"),
         ("[\"rt-secret-value\"]", "not a JSON object"),
@@ -462,7 +425,7 @@ fn bad_cache_files_are_explained_without_their_content() {
             "no authority",
         ),
     ] {
-        write(text);
+        write(text, 0o600);
         let e = cache::load(&path).unwrap_err();
         let shown = e.to_string();
         assert_ends(
@@ -471,47 +434,4 @@ fn bad_cache_files_are_explained_without_their_content() {
         );
         assert!(!shown.contains("rt-secret-value"));
     }
-    // Unknown fields are ignored (a later version may add some).
-    write(
-        r#"{"version":1,"authority":"a","tenant":"t","client_id":"c","refresh_token":"r","obtained_at":5,"extra":true}"#,
-    );
-    assert_eq!(cache::load(&path).unwrap().obtained_at, 5);
-}
-
-#[test]
-fn the_login_command_names_the_configuration_file_quoted_for_a_shell() {
-    let with_file = |file| credential_from(Some("me"), Some(file));
-    assert_eq!(
-        with_file("/etc/aml-auth-proxy/proxy.yaml").login_command(None),
-        "aml-auth-proxy login --config /etc/aml-auth-proxy/proxy.yaml --credential me"
-    );
-    assert_eq!(
-        with_file("/home/ada/my proxy/it's.yaml").login_command(None),
-        r#"aml-auth-proxy login --config '/home/ada/my proxy/it'\''s.yaml' --credential me"#
-    );
-    assert_eq!(
-        credential(None).login_command(None),
-        "aml-auth-proxy login",
-        "no file, no name: the built-in configuration"
-    );
-}
-
-#[test]
-fn sign_in_requests_carry_cp1_when_asked() {
-    let plain = TokenRequest::new(ARM);
-    assert_eq!(plain.claims_parameter(), None);
-    let cae = TokenRequest::new(ARM).with_client_capabilities(true);
-    assert_eq!(
-        cae.claims_parameter().as_deref(),
-        Some(r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#)
-    );
-    let form =
-        pairs(device_code_form(DEFAULT_CLIENT_ID, ARM, cae.claims_parameter().as_deref()).expose());
-    assert_eq!(
-        form.last().map(|(k, v)| (k.as_str(), v.as_str())),
-        Some((
-            "claims",
-            r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#
-        ))
-    );
 }

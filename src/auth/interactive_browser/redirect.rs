@@ -39,16 +39,8 @@ pub(super) struct RedirectListener {
     port: u16,
 }
 
-/// How a sign-in came back from the browser.
-pub(super) enum Redirect {
-    /// An authorization code for this sign-in.
-    Code(Secret),
-    /// Entra ID's error redirect.
-    Refused { error: String, description: String },
-}
-
-/// What one request to the listener decided: how the sign-in came back, or why it was refused.
-type Verdict = Result<Redirect, LoginError>;
+/// What one request to the listener decided: the authorization code for this sign-in, or why there is none.
+type Verdict = Result<Secret, LoginError>;
 
 /// Shared by the connections: the state to expect, and where a decisive request's verdict goes.
 struct Shared {
@@ -81,7 +73,7 @@ impl RedirectListener {
 
     /// Serves the listener until a request decides the sign-in (a code with the right state, an error redirect,
     /// or a wrong state), or `timeout` passes.
-    pub(super) async fn wait(self, state: &str, timeout: Duration) -> Result<Redirect, LoginError> {
+    pub(super) async fn wait(self, state: &str, timeout: Duration) -> Verdict {
         let (tx, mut verdicts) = mpsc::channel(4);
         let shared = Arc::new(Shared {
             state: state.to_owned(),
@@ -122,17 +114,15 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 /// Answers one connection (one request); a decisive verdict is sent once the page has been written.
 async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     let decided: Arc<Mutex<Option<Verdict>>> = Arc::default();
-    let slot = decided.clone();
-    let state = shared.clone();
+    let (slot, expected) = (decided.clone(), shared.clone());
     let service = service_fn(move |req: Request<Incoming>| {
-        let slot = slot.clone();
-        let state = state.clone();
+        let (slot, expected) = (slot.clone(), expected.clone());
         async move {
-            let (response, verdict) = answer(req, &state.state).await;
-            if let Some(verdict) = verdict
+            let (response, verdict) = answer(req, &expected.state).await;
+            if verdict.is_some()
                 && let Ok(mut slot) = slot.lock()
             {
-                *slot = Some(verdict);
+                *slot = verdict;
             }
             Ok::<_, Infallible>(response)
         }
@@ -146,41 +136,30 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     if let Err(e) = served {
         tracing::debug!(error = %e, "a sign-in redirect connection failed");
     }
-    let verdict = decided.lock().ok().and_then(|mut v| v.take());
-    if let Some(verdict) = verdict {
+    if let Some(verdict) = decided.lock().ok().and_then(|mut v| v.take()) {
         let _ = shared.verdicts.send(verdict).await;
     }
 }
 
 /// The page for one request, and its verdict if it decides the sign-in.
 async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, Option<Verdict>) {
+    let ignored = |status, title| (page(status, title, ""), None);
     if req.uri().path() != "/" {
-        return (page(StatusCode::NOT_FOUND, "Not found", ""), None);
+        return ignored(StatusCode::NOT_FOUND, "Not found");
     }
-    let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
-    let fields: Vec<(String, String)> = match *req.method() {
-        Method::GET => form_urlencoded::parse(&query).into_owned().collect(),
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let body = match *req.method() {
+        Method::GET => Bytes::from(query),
         Method::POST => match Limited::new(req.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
         {
-            Ok(body) => form_urlencoded::parse(&body.to_bytes())
-                .into_owned()
-                .collect(),
-            Err(_) => {
-                return (
-                    page(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", ""),
-                    None,
-                );
-            }
+            Ok(body) => body.to_bytes(),
+            Err(_) => return ignored(StatusCode::PAYLOAD_TOO_LARGE, "Request too large"),
         },
-        _ => {
-            return (
-                page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", ""),
-                None,
-            );
-        }
+        _ => return ignored(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
     };
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| {
         fields
             .iter()
@@ -190,7 +169,7 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
     let (code, error) = (field("code"), field("error"));
     if code.is_none() && error.is_none() {
         // Not an authorization response (a browser asking for /favicon.ico, say): keep waiting.
-        return (page(StatusCode::NOT_FOUND, "Not found", ""), None);
+        return ignored(StatusCode::NOT_FOUND, "Not found");
     }
     // An error redirect may come without a state (Entra ID echoes it when sent); a code never may.
     let state_ok = field("state") == Some(state);
@@ -209,7 +188,7 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
         );
         return (
             page(StatusCode::OK, "Sign-in failed", &body),
-            Some(Ok(Redirect::Refused { error, description })),
+            Some(Err(LoginError::Refused { error, description })),
         );
     }
     match code {
@@ -219,7 +198,7 @@ async fn answer(req: Request<Incoming>, state: &str) -> (Response<Full<Bytes>>, 
                 "Signed in",
                 "<p>Authentication complete. You can close this window and return to the terminal.</p>",
             ),
-            Some(Ok(Redirect::Code(Secret::new(code)))),
+            Some(Ok(Secret::new(code))),
         ),
         _ => (
             page(
@@ -253,12 +232,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response<Full<Bytes>> {
 /// `text` fit for a terminal line and a page: control characters removed, length bounded.
 fn bounded(text: &str) -> String {
     let text = printable(text);
-    if text.chars().count() > MAX_DESCRIPTION_CHARS {
-        let mut cut: String = text.chars().take(MAX_DESCRIPTION_CHARS).collect();
-        cut.push('…');
-        cut
-    } else {
-        text
+    match text.char_indices().nth(MAX_DESCRIPTION_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -294,61 +270,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_response_with_this_state_and_a_code_completes_the_sign_in() {
-        let listener = RedirectListener::bind(0).await.unwrap();
-        let port = listener.port;
-        assert_eq!(listener.redirect_uri(), format!("http://localhost:{port}/"));
-        let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
-        // Neither code nor error, another path, another method, an oversized body: answered, and ignored.
-        assert_eq!(send(port, get("/")).await.0, 404);
-        assert_eq!(send(port, get("/favicon.ico?code=x&state=s1")).await.0, 404);
-        let put = "PUT / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(send(port, put.into()).await.0, 405);
-        let big = format!("code=c&state=s1&pad={}", "x".repeat(MAX_BODY_BYTES));
-        assert_eq!(send(port, post(&big)).await.0, 413);
-        // The real thing.
-        let (status, page) = send(port, post("code=the-code&state=s1&session_state=z")).await;
-        assert_eq!(status, 200);
-        assert!(page.contains("return to the terminal"), "{page}");
-        match waiting.await.unwrap() {
-            Ok(Redirect::Code(code)) => assert_eq!(code.expose(), "the-code"),
-            Ok(Redirect::Refused { error, .. }) => panic!("refused: {error}"),
-            Err(e) => panic!("{e}"),
+    async fn stray_requests_are_ignored_and_the_first_decisive_one_ends_the_sign_in() {
+        let refused = "/?error=access_denied&error_description=AADSTS65004%3A+User+declined%0D%0A%3Cscript%3E&state=s1";
+        for (decisive, status, shown, outcome) in [
+            (
+                post("code=the-code&state=s1&session_state=z"),
+                200,
+                "return to the terminal",
+                "code the-code",
+            ),
+            // The description is made printable, and escaped on the page.
+            (
+                get(refused),
+                200,
+                "&lt;script&gt;",
+                "Entra ID refused the sign-in: access_denied: AADSTS65004: User declined  <script>",
+            ),
+            (
+                post("code=c&state=s2"),
+                400,
+                "State mismatch",
+                "the redirect to the sign-in listener carried a state that this sign-in did not send; refused (nothing was saved)",
+            ),
+        ] {
+            let listener = RedirectListener::bind(0).await.unwrap();
+            let port = listener.port;
+            assert_eq!(listener.redirect_uri(), format!("http://localhost:{port}/"));
+            let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
+            // Neither code nor error, another path, another method, an oversized body: answered, and ignored.
+            assert_eq!(send(port, get("/")).await.0, 404);
+            assert_eq!(send(port, get("/favicon.ico?code=x&state=s1")).await.0, 404);
+            let put = "PUT / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
+            assert_eq!(send(port, put.into()).await.0, 405);
+            let big = format!("code=c&state=s1&pad={}", "x".repeat(MAX_BODY_BYTES));
+            assert_eq!(send(port, post(&big)).await.0, 413);
+            let (answered, page) = send(port, decisive).await;
+            assert_eq!(answered, status);
+            assert!(page.contains(shown), "{page}");
+            let verdict = match waiting.await.unwrap() {
+                Ok(code) => format!("code {}", code.expose()),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(verdict, outcome);
         }
     }
 
     #[tokio::test]
-    async fn an_error_redirect_is_reported_with_its_description_made_printable() {
-        let listener = RedirectListener::bind(0).await.unwrap();
-        let port = listener.port;
-        let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
-        let (status, page) = send(
-            port,
-            get("/?error=access_denied&error_description=AADSTS65004%3A+User+declined%0D%0A%3Cscript%3E&state=s1"),
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert!(page.contains("&lt;script&gt;"), "escaped: {page}");
-        match waiting.await.unwrap() {
-            Ok(Redirect::Refused { error, description }) => {
-                assert_eq!(error, "access_denied");
-                assert_eq!(description, "AADSTS65004: User declined  <script>");
-            }
-            _ => panic!("expected the error redirect"),
-        }
-    }
-
-    #[tokio::test]
-    async fn another_state_ends_the_sign_in_and_silence_times_out() {
-        let listener = RedirectListener::bind(0).await.unwrap();
-        let port = listener.port;
-        let waiting = tokio::spawn(listener.wait("s1", Duration::from_secs(30)));
-        let (status, _) = send(port, post("code=c&state=s2")).await;
-        assert_eq!(status, 400);
-        assert!(matches!(
-            waiting.await.unwrap(),
-            Err(LoginError::StateMismatch)
-        ));
+    async fn silence_times_out() {
         let listener = RedirectListener::bind(0).await.unwrap();
         let outcome = listener.wait("s1", Duration::from_millis(50)).await;
         assert!(matches!(outcome, Err(LoginError::TimedOut(_))));
