@@ -4,10 +4,10 @@ use base64::Engine;
 
 use super::*;
 use crate::auth::developer_tool::{
-    MAX_MESSAGE_CHARS, aadsts_codes, clean_line, is_valid_scope, labelled, labelled_timestamp,
+    MAX_MESSAGE_CHARS, aadsts_codes, clean_line, labelled, labelled_timestamp,
 };
 use crate::auth::test_support::{self, Section, assert_starts, exit, utc};
-use crate::auth::{TokenCredential, TokenErrorKind};
+use crate::auth::{TokenCredential, TokenError, TokenErrorKind};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
@@ -18,10 +18,6 @@ fn sections() -> Vec<Section> {
 
 fn posix(tz: &str) -> TimeZone {
     expiry::local_zone(Some(tz), Some("/nonexistent-tzdir"))
-}
-
-fn zone_utc() -> TimeZone {
-    TimeZone::UTC
 }
 
 fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialOptions {
@@ -70,7 +66,7 @@ fn every_fixture_output_parses_with_the_expiry_it_implies() {
                 assert_eq!(token.expose(), "<token>");
                 assert_eq!(at, local - offset, "{label}");
             }
-            assert_eq!(parse_output(body, zone_utc).unwrap().1, 981_173_106);
+            assert_eq!(parse_output(body, || TimeZone::UTC).unwrap().1, 981_173_106);
         } else {
             panic!("fixture section {label:?} has no expected expiry: add one");
         }
@@ -86,36 +82,38 @@ fn expires_on_forms_and_fallbacks() {
         r#"{"accessToken":"t","expires_on":null,"expiresOn":"2023-11-14 22:13:20.000000"}"#,
         r#"{"accessToken":"t","expires_on":"N/A","expiresOn":"2023-11-14 22:13:20"}"#,
     ] {
-        let (_, at) = parse_output(json.as_bytes(), zone_utc).unwrap();
+        let (_, at) = parse_output(json.as_bytes(), || TimeZone::UTC).unwrap();
         assert_eq!(at, 1_700_000_000, "{json}");
     }
 }
 
 #[test]
 fn unusable_output_never_quotes_the_token() {
-    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-canary";
     for (json, why) in [
-        ("not json".to_owned(), "not JSON"),
-        ("[1,2]".to_owned(), "not a JSON object"),
-        (r#"{"expires_on":1}"#.to_owned(), "no accessToken"),
+        ("not json", "not JSON"),
+        ("[1,2]", "not a JSON object"),
+        (r#"{"expires_on":1}"#, "no accessToken"),
+        (r#"{"accessToken":"  ","expires_on":1}"#, "no accessToken"),
         (
-            r#"{"accessToken":"  ","expires_on":1}"#.to_owned(),
-            "no accessToken",
-        ),
-        (
-            format!(r#"{{"accessToken":"{token}"}}"#),
+            r#"{"accessToken":"TOKEN"}"#,
             "neither expires_on nor expiresOn",
         ),
         (
-            format!(r#"{{"accessToken":"{token}","expiresOn":"{token}"}}"#),
+            r#"{"accessToken":"TOKEN","expiresOn":"TOKEN"}"#,
             "expiresOn is not a date and time",
         ),
         (
-            format!(r#"{{"accessToken":"{token}","expires_on":-5}}"#),
+            r#"{"accessToken":"TOKEN","expires_on":-5}"#,
             "neither expires_on nor expiresOn",
         ),
     ] {
-        let err = parse_output(json.as_bytes(), zone_utc).err().unwrap();
+        let json = json.replace(
+            "TOKEN",
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-canary",
+        );
+        let err = parse_output(json.as_bytes(), || TimeZone::UTC)
+            .err()
+            .unwrap();
         assert_eq!(err, why, "{json}");
         assert!(!err.contains("canary"));
     }
@@ -384,17 +382,18 @@ fn arguments_are_exact() {
     let get = ["account", "get-access-token", "--output", "json"];
     let with = |tail: &[&'static str]| [&get[..], tail].concat();
     let none = spec(None, None);
-    assert_eq!(none.args(ARM, Audience::Scope), with(&["--scope", ARM]));
+    assert_eq!(none.args(("--scope", ARM)), with(&["--scope", ARM]));
+    let resource = none.args(("--resource", "https://management.azure.com"));
     assert_eq!(
-        none.args(ARM, Audience::Resource),
+        resource,
         with(&["--resource", "https://management.azure.com"])
     );
-    let tenant = spec(Some("t1"), None).args("api://x/.default", Audience::Scope);
+    let tenant = spec(Some("t1"), None).args(("--scope", "api://x/.default"));
     assert_eq!(
         tenant,
         with(&["--scope", "api://x/.default", "--tenant", "t1"])
     );
-    let subscription = spec(None, Some("My Sub")).args(ARM, Audience::Scope);
+    let subscription = spec(None, Some("My Sub")).args(("--scope", ARM));
     assert_eq!(
         subscription,
         with(&["--scope", ARM, "--subscription", "My Sub"])
@@ -408,7 +407,7 @@ fn argument_validation() {
         "api://11111111-2222-3333-4444-555555555555/.default",
         "https://ml.azure.com/user_impersonation",
     ] {
-        assert!(is_valid_scope(ok), "{ok}");
+        assert!(command_line_scope(SOURCE, "az", ok).is_ok(), "{ok}");
     }
     for bad in [
         "",
@@ -423,7 +422,7 @@ fn argument_validation() {
         "https://x/?a=b",
         "é",
     ] {
-        assert!(!is_valid_scope(bad), "{bad:?}");
+        assert!(command_line_scope(SOURCE, "az", bad).is_err(), "{bad:?}");
     }
     assert!(
         spec(Some("contoso.onmicrosoft.com"), None)
