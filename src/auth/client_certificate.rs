@@ -55,9 +55,7 @@ pub struct ClientCertificateCredentialOptions {
 
 /// The current assertion, reused while it has more than [`ASSERTION_REUSE_MARGIN`] left.
 #[derive(Debug, Default)]
-struct AssertionCache {
-    slot: Mutex<Option<CachedAssertion>>,
-}
+struct AssertionCache(Mutex<Option<CachedAssertion>>);
 
 #[derive(Debug)]
 struct CachedAssertion {
@@ -86,17 +84,15 @@ impl ClientCertificateCredential {
     ) -> Self {
         let path = &options.certificate_file;
         let certificate = ClientCertificate::load(path, options.password.as_ref());
+        let now = i64::try_from(super::expiry::now_unix()).unwrap_or(0);
         match &certificate {
-            Ok(cert) => {
-                if cert.not_after_unix() < i64::try_from(super::expiry::now_unix()).unwrap_or(0) {
-                    tracing::warn!(
-                        file = %path.display(),
-                        subject = cert.subject(),
-                        source,
-                        "client certificate has expired; Entra ID will reject it"
-                    );
-                }
-            }
+            Ok(cert) if cert.not_after_unix() < now => tracing::warn!(
+                file = %path.display(),
+                subject = cert.subject(),
+                source,
+                "client certificate has expired; Entra ID will reject it"
+            ),
+            Ok(_) => {}
             Err(why) => tracing::warn!(source, error = %why, "client certificate not loaded"),
         }
         Self {
@@ -206,7 +202,7 @@ impl AssertionCache {
         send_chain: bool,
         now: u64,
     ) -> Result<Arc<Secret>, String> {
-        let mut slot = lock(&self.slot);
+        let mut slot = lock(&self.0);
         if let Some(cached) = &*slot
             && cached.audience == audience
             && cached.issued_at <= now
@@ -233,7 +229,7 @@ impl AssertionCache {
     }
 
     fn clear(&self) {
-        *lock(&self.slot) = None;
+        *lock(&self.0) = None;
     }
 }
 
