@@ -228,18 +228,14 @@ pub(super) fn access_token(
     check: &str,
     parsed: Result<(Secret, i64), &str>,
 ) -> Result<AccessToken, CredentialError> {
-    let (token, expires_on) = parsed.map_err(|why| {
-        CredentialError::service_unavailable(
-            source,
-            format!("{tool} returned unusable output: {why}"),
-        )
-    })?;
+    let returned =
+        |what| CredentialError::service_unavailable(source, format!("{tool} returned {what}"));
+    let (token, expires_on) = parsed.map_err(|why| returned(format!("unusable output: {why}")))?;
     let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
     if expires_in.is_zero() {
-        return Err(CredentialError::service_unavailable(
-            source,
-            format!("{tool} returned a token that has already expired (check {check})"),
-        ));
+        return Err(returned(format!(
+            "a token that has already expired (check {check})"
+        )));
     }
     tracing::debug!(
         source,

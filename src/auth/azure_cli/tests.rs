@@ -11,6 +11,8 @@ use crate::auth::{TokenCredential, TokenError, TokenErrorKind};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
+/// A token that must never show up in an error.
+const CANARY: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-canary";
 
 fn sections() -> Vec<Section> {
     test_support::fixture_sections("az_cli_get_access_token_outputs.txt")
@@ -107,13 +109,8 @@ fn unusable_output_never_quotes_the_token() {
             "neither expires_on nor expiresOn",
         ),
     ] {
-        let json = json.replace(
-            "TOKEN",
-            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-canary",
-        );
-        let err = parse_output(json.as_bytes(), || TimeZone::UTC)
-            .err()
-            .unwrap();
+        let json = json.replace("TOKEN", CANARY);
+        let err = parse_output(json.as_bytes(), || TimeZone::UTC).unwrap_err();
         assert_eq!(err, why, "{json}");
         assert!(!err.contains("canary"));
     }
@@ -318,8 +315,6 @@ fn stderr_never_leaks_token_like_text() {
     let refresh = "0.AXoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKl";
     let stderr = format!("ERROR: unexpected response {jwt} and '{refresh}'");
     let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM));
-    assert!(!e.message.contains("eyJ"));
-    assert!(!e.message.contains("AbCdEfGh"));
     assert_eq!(
         e.message,
         "az failed (exit status 1): unexpected response [redacted] and [redacted]"
@@ -402,49 +397,40 @@ fn arguments_are_exact() {
 
 #[test]
 fn argument_validation() {
-    for ok in [
-        ARM,
-        "api://11111111-2222-3333-4444-555555555555/.default",
-        "https://ml.azure.com/user_impersonation",
+    for (scope, ok) in [
+        (ARM, true),
+        ("api://11111111-2222-3333-4444-555555555555/.default", true),
+        ("https://ml.azure.com/user_impersonation", true),
+        ("", false),
+        ("-h", false),
+        ("--debug", false),
+        ("https://x/.default --debug", false),
+        ("a;b", false),
+        ("a\"b", false),
+        ("a'b", false),
+        ("$(x)", false),
+        ("a\nb", false),
+        ("https://x/?a=b", false),
+        ("é", false),
     ] {
-        assert!(command_line_scope(SOURCE, "az", ok).is_ok(), "{ok}");
+        let checked = command_line_scope(SOURCE, "az", scope);
+        assert_eq!(checked.is_ok(), ok, "{scope:?}");
     }
-    for bad in [
-        "",
-        "-h",
-        "--debug",
-        "https://x/.default --debug",
-        "a;b",
-        "a\"b",
-        "a'b",
-        "$(x)",
-        "a\nb",
-        "https://x/?a=b",
-        "é",
+    for (tenant, subscription, ok) in [
+        (Some("contoso.onmicrosoft.com"), None, true),
+        (None, Some("My Sub_1.0-x"), true),
+        (None, None, true),
+        (Some("a b"), None, false),
+        (Some("-t"), None, false),
+        (Some(""), None, false),
+        (Some("t;rm"), None, false),
+        (None, Some("a;rm -rf"), false),
+        (None, Some("-x"), false),
+        (None, Some("   "), false),
+        (None, Some("a\"b"), false),
     ] {
-        assert!(command_line_scope(SOURCE, "az", bad).is_err(), "{bad:?}");
-    }
-    assert!(
-        spec(Some("contoso.onmicrosoft.com"), None)
-            .checked()
-            .is_ok()
-    );
-    assert!(spec(None, Some("My Sub_1.0-x")).checked().is_ok());
-    assert!(spec(None, None).checked().is_ok());
-    for (tenant, subscription) in [
-        (Some("a b"), None),
-        (Some("-t"), None),
-        (Some(""), None),
-        (Some("t;rm"), None),
-        (None, Some("a;rm -rf")),
-        (None, Some("-x")),
-        (None, Some("   ")),
-        (None, Some("a\"b")),
-    ] {
-        assert!(
-            spec(tenant, subscription).checked().is_err(),
-            "{tenant:?} {subscription:?}"
-        );
+        let checked = spec(tenant, subscription).checked();
+        assert_eq!(checked.is_ok(), ok, "{tenant:?} {subscription:?}");
     }
     let both = spec(Some("t"), Some("s")).checked().unwrap_err();
     assert!(both.contains("not both"), "{both}");
