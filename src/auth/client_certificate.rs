@@ -63,7 +63,6 @@ struct CachedAssertion {
     audience: String,
     jwt: Arc<Secret>,
     issued_at: u64,
-    expires_at: u64,
 }
 
 // === impl ClientCertificateCredential ===
@@ -206,7 +205,7 @@ impl AssertionCache {
         if let Some(cached) = &*slot
             && cached.audience == audience
             && cached.issued_at <= now
-            && now.saturating_add(ASSERTION_REUSE_MARGIN.as_secs()) < cached.expires_at
+            && now - cached.issued_at < (ASSERTION_LIFETIME - ASSERTION_REUSE_MARGIN).as_secs()
         {
             return Ok(Arc::clone(&cached.jwt));
         }
@@ -223,7 +222,6 @@ impl AssertionCache {
             audience: audience.to_owned(),
             jwt: Arc::clone(&jwt),
             issued_at: now,
-            expires_at: now.saturating_add(ASSERTION_LIFETIME.as_secs()),
         });
         Ok(jwt)
     }
