@@ -175,12 +175,10 @@ fn parse_output(stdout: &[u8]) -> Option<Result<(Secret, i64), &'static str>> {
 /// and terminal colour sequences removed), or the text itself when it is not CLIXML; cleaned line by line.
 fn error_text(stderr: &str) -> String {
     let raw = if stderr.contains("#< CLIXML") || stderr.contains("<Objs ") {
-        let mut out = String::new();
-        for piece in stderr.split("<S S=\"Error\">").skip(1) {
-            let value = piece.split("</S>").next().unwrap_or_default();
-            out.push_str(&decode_clixml(value));
-        }
-        out
+        let errors = stderr.split("<S S=\"Error\">").skip(1);
+        errors
+            .map(|piece| decode_clixml(piece.split("</S>").next().unwrap_or_default()))
+            .collect()
     } else {
         stderr.to_owned()
     };
