@@ -46,7 +46,8 @@ const ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
 pub struct ClientCertificate {
     key: RsaKeyPair,
     chain: Vec<CertificateDer<'static>>,
-    thumbprint_sha256: digest::Digest,
+    /// The leaf's SHA-256 thumbprint, base64url (the `x5t#S256` header).
+    x5t_s256: String,
     subject: String,
     not_after: i64,
 }
@@ -126,7 +127,7 @@ impl ClientCertificate {
         let mut header = serde_json::json!({
             "alg": "PS256",
             "typ": "JWT",
-            "x5t#S256": URL_SAFE_NO_PAD.encode(self.thumbprint_sha256.as_ref()),
+            "x5t#S256": self.x5t_s256,
         });
         if include_chain {
             header["x5c"] = self
@@ -145,11 +146,8 @@ impl ClientCertificate {
             "iat": claims.issued_at,
             "exp": expires,
         });
-        let mut jwt = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(payload.to_string())
-        );
+        let b64 = |json: serde_json::Value| URL_SAFE_NO_PAD.encode(json.to_string());
+        let mut jwt = format!("{}.{}", b64(header), b64(payload));
         let mut signature = vec![0; self.key.public_modulus_len()];
         self.key
             .sign(
@@ -277,7 +275,7 @@ impl ClientCertificate {
             .collect();
         Ok(Self {
             key,
-            thumbprint_sha256: digest::digest(&digest::SHA256, chain[0].as_ref()),
+            x5t_s256: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, chain[0].as_ref())),
             chain,
             subject,
             not_after,
@@ -289,10 +287,7 @@ impl fmt::Debug for ClientCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCertificate")
             .field("subject", &self.subject)
-            .field(
-                "x5t#S256",
-                &URL_SAFE_NO_PAD.encode(self.thumbprint_sha256.as_ref()),
-            )
+            .field("x5t#S256", &self.x5t_s256)
             .field("chain_len", &self.chain.len())
             .field(
                 "key",
