@@ -5,13 +5,13 @@
 //! Failures: azd writes them to stderr as JSON lines whose shape changed between versions
 //! (`{"error","message","suggestion"}` from 1.24; `{"type":"consoleMessage","data":{"message"}}` before), or as
 //! plain text. Their messages are read out, then:
-//! - "not logged in, run `azd auth login`" (no AADSTS code) → unavailable, naming the command (a chain moves on);
+//! - `azd` missing, or "not logged in, run `azd auth login`" (no AADSTS code) → unavailable, naming the command;
 //! - AADSTS codes → classified like an Entra ID error; a person-must-act failure names `azd auth login --scope …`;
 //! - anything else → `CredentialRejected` with the first message line (`TokenServiceUnavailable` for network
 //!   failures).
 //!
 //! A claims challenge is not sent to azd: the credential answers `InteractionRequired` naming
-//! `azd auth login --scope …`, which signs in again and so satisfies the policy.
+//! `azd auth login --scope …`, which signs in again and so satisfies the policy. stdout is never echoed.
 
 use serde::Deserialize;
 use serde_json::Value;

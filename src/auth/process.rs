@@ -3,11 +3,11 @@
 //! The tool is looked up on the `PATH` of the [`Env`](crate::env::Env), absolute entries only (a relative entry
 //! would resolve against the proxy's working directory), and run as an argument vector, never through a shell, with
 //! stdin `/dev/null`, working directory `/`, and the proxy's environment plus that `PATH` and the tool's variables.
-//! It gets its own process group, so that a timeout kills what a wrapper started too (bash → python). stdout holds
-//! the token: it is bounded (more is an error) and never logged. stderr is kept up to 64 KiB and the rest drained,
-//! so the tool never blocks on a full pipe. A tool that is not installed (not on the `PATH`, not executable, or a
-//! wrapper whose interpreter is missing: exit 127) makes the credential unavailable, so a chain moves on; any
-//! other failure to run it is `TokenServiceUnavailable`.
+//! It gets its own process group: at the deadline the group is killed, so what a wrapper started goes too (bash →
+//! python), and the process is reaped. stdout holds the token: it is bounded (more is an error) and never logged.
+//! stderr is kept up to 64 KiB and the rest drained, so the tool never blocks on a full pipe. A tool that is not
+//! installed (not on the `PATH`, not executable, or a wrapper whose interpreter is missing: exit 127) makes the
+//! credential unavailable, so a chain moves on; any other failure to run it is `TokenServiceUnavailable`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
