@@ -200,13 +200,10 @@ pub(super) fn claims_unsupported(
     note: &str,
     claims: &str,
 ) -> CredentialError {
-    let mut e = TokenError::new(
-        TokenErrorKind::InteractionRequired,
-        source,
-        format!(
-            "{display} cannot answer a claims challenge itself: run `{command}`{note}, then retry"
-        ),
+    let message = format!(
+        "{display} cannot answer a claims challenge itself: run `{command}`{note}, then retry"
     );
+    let mut e = TokenError::new(TokenErrorKind::InteractionRequired, source, message);
     e.aad = Some(Box::new(AadError {
         claims: Some(claims.to_owned()),
         ..AadError::default()
