@@ -1,21 +1,15 @@
-//! The Azure CLI's signed-in account: `az account get-access-token --output json --scope <scope>
-//! [--tenant T] [--subscription S]`.
+//! The Azure CLI's signed-in account: `az account get-access-token --output json --scope <scope> [--tenant T]
+//! [--subscription S]`, run as `process` runs every tool, with `AZURE_CORE_NO_COLOR=true`. Every argument is
+//! checked before it can reach the process. CLIs older than `--scope` (“unrecognized arguments: --scope”) are asked
+//! once more with `--resource`, within the same timeout.
 //!
-//! `az` is found and run as `process` runs every tool (on the `PATH` of the [`Env`], as an argument vector in its
-//! own process group, output bounded, killed with its group at the configured timeout), with
-//! `AZURE_CORE_NO_COLOR=true`. Every argument is checked before it can reach the process. CLIs older than
-//! `--scope` (“unrecognized arguments: --scope”) are asked once more with `--resource`, within the same timeout.
-//!
-//! Outcomes:
 //! - exit 0 → the token; the expiry is `expires_on` (Unix seconds, az ≥ 2.54.0), else `expiresOn`, a naive local
-//!   time, resolved with the local time zone ([`expiry::local_zone`]). Unusable output → `TokenServiceUnavailable`.
-//! - `az` missing, or “not logged in” (stderr names `az login` without an AADSTS code) → unavailable (a chain
-//!   moves on).
-//! - AADSTS codes in stderr → classified exactly like an Entra ID error ([`AadError::classify`]), with the AADSTS line
-//!   as the message; a person-must-act failure names the `az login` command that fixes it, with
-//!   `--claims-challenge` when the CLI printed one.
-//! - any other failure → `CredentialRejected` with the first line of stderr (the CLI said no, and asking again
-//!   will not change its mind), except when that line says the network failed, which is `TokenServiceUnavailable`.
+//!   time in the local time zone ([`expiry::local_zone`]). Unusable output → `TokenServiceUnavailable`.
+//! - `az` missing, or “not logged in” (stderr names `az login`, no AADSTS code) → unavailable (a chain moves on).
+//! - AADSTS codes in stderr → classified like an Entra ID error ([`AadError::classify`]), the AADSTS line as the
+//!   message; a person-must-act failure names the `az login` that fixes it, with the CLI's `--claims-challenge`.
+//! - anything else → `CredentialRejected` with the summary line of stderr (asking again will not change the CLI's
+//!   mind), or `TokenServiceUnavailable` when that line says the network failed.
 //! - a claims challenge from an upstream → `InteractionRequired`: the CLI cannot request claims, the user must run
 //!   `az login --claims-challenge …`.
 //!
@@ -31,14 +25,14 @@ use zeroize::Zeroizing;
 
 use super::claims::decode_claims_challenge;
 use super::developer_tool::{
-    aad_failure, access_token, base64_claims, check_tenant_arg, claims_unsupported,
-    command_line_scope, deadline, exit_failure, not_logged_in, summary_line, unusable_output,
+    aad_failure, access_token, base64_claims, check_arg, check_tenant_arg, claims_unsupported,
+    command_line_scope, deadline, exit_failure, not_logged_in,
 };
 use super::lenient_json::{self, WireError};
-use super::process::Tool;
+use super::process::{self, Tool};
 use super::{
-    AccessToken, Credential, CredentialError, Secret, TokenError, TokenRequest, expiry,
-    scope_to_resource, words,
+    AccessToken, Credential, CredentialError, Secret, TokenRequest, expiry, scope_to_resource,
+    words,
 };
 use crate::env::Env;
 use crate::file_read;
@@ -46,15 +40,12 @@ use crate::file_read;
 const SOURCE: &str = "azure_cli";
 
 /// `az`, as `process` runs it: searched on the `PATH` unless an explicit program is given.
-const AZ: Tool = Tool {
-    source: SOURCE,
-    name: "az",
-    display: "Azure CLI",
-    env: &[("AZURE_CORE_NO_COLOR", "true")],
-    program: None,
-    search_path: None,
-    output_limit: AzureCliCredential::DEFAULT_OUTPUT_LIMIT,
-};
+const AZ: Tool = Tool::new(
+    SOURCE,
+    "az",
+    "Azure CLI",
+    &[("AZURE_CORE_NO_COLOR", "true")],
+);
 
 /// The `azure_cli` credential.
 #[derive(Debug)]
@@ -79,15 +70,6 @@ pub struct AzureCliCredentialOptions {
     pub timeout: Duration,
 }
 
-/// Which argument names the token's audience.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Audience {
-    /// `--scope <scope>` (az ≥ 2.26).
-    Scope,
-    /// `--resource <scope without /.default>` (older CLIs).
-    Resource,
-}
-
 /// What `az account get-access-token --output json` prints (the fields read). No `Debug`: it holds the token.
 #[derive(Deserialize)]
 struct CliToken {
@@ -109,7 +91,7 @@ struct CliToken {
 
 impl AzureCliCredential {
     /// The most stdout accepted unless [`Self::with_output_limit`] says otherwise: a token response is a few KiB.
-    pub const DEFAULT_OUTPUT_LIMIT: usize = 256 * 1024;
+    pub const DEFAULT_OUTPUT_LIMIT: usize = process::OUTPUT_LIMIT;
 
     /// `--tenant` and `--subscription` from `options` (checked here; a bad one fails every request with
     /// `CredentialRejected`), the timeout from `options`, and `PATH`, `TZ` and `TZDIR` from `env`.
@@ -154,8 +136,7 @@ impl AzureCliCredential {
         .map_err(|e| {
             CredentialError::service_unavailable(SOURCE, format!("az output: {}", e.reason()))
         })?;
-        let (token, expires_on) = parsed.map_err(|why| unusable_output(SOURCE, "az", why))?;
-        access_token(SOURCE, "az", "the clock and time zone", token, expires_on)
+        access_token(SOURCE, "az", "the clock and time zone", parsed)
     }
 }
 
@@ -177,18 +158,18 @@ impl Credential for AzureCliCredential {
         // One deadline for both attempts (`--scope`, then `--resource`).
         let deadline = deadline(settings.timeout);
         let run = async |audience| {
-            let args = settings.args(scope, audience);
+            let args = settings.args(audience);
             self.tool
                 .run(&program, &args, deadline, settings.timeout)
                 .await
         };
-        let mut output = run(Audience::Scope).await?;
+        let mut output = run(("--scope", scope)).await?;
         if !output.status.success() && rejects_scope(&output.stderr) {
             tracing::debug!(
                 source = SOURCE,
                 "az does not know --scope; asking again with --resource"
             );
-            output = run(Audience::Resource).await?;
+            output = run(("--resource", scope_to_resource(scope))).await?;
         }
         if !output.status.success() {
             return Err(failure(&output.stderr, output.status, settings, scope));
@@ -218,12 +199,9 @@ impl AzureCliCredentialOptions {
     /// one of subscription and tenant, not both"), so that combination is refused here, with the reason.
     fn checked(self) -> Result<Self, String> {
         check_tenant_arg(self.tenant_id.as_deref(), "az")?;
-        if let Some(subscription) = &self.subscription
-            && !is_valid_subscription(subscription)
-        {
-            return Err(format!(
-                "invalid subscription {subscription:?} for az: use letters, digits, `_`, `.`, `-` and spaces"
-            ));
+        if let Some(subscription) = &self.subscription {
+            let listed = "`_`, `.`, `-` and spaces";
+            check_arg("subscription", subscription, "az", b"_. -", listed)?;
         }
         if self.tenant_id.is_some() && self.subscription.is_some() {
             return Err("azure_cli: give tenant_id or subscription, not both (az accepts only one; a subscription already selects its tenant)".to_owned());
@@ -231,14 +209,11 @@ impl AzureCliCredentialOptions {
         Ok(self)
     }
 
-    /// `account get-access-token --output json --scope S|--resource R [--tenant T] [--subscription S]`.
-    fn args(&self, scope: &str, audience: Audience) -> Vec<String> {
-        let audience = match audience {
-            Audience::Scope => ("--scope", Some(scope)),
-            Audience::Resource => ("--resource", Some(scope_to_resource(scope))),
-        };
+    /// `account get-access-token --output json <audience> [--tenant T] [--subscription S]`, the audience being
+    /// `--scope S` (az ≥ 2.26) or `--resource R` (older CLIs).
+    fn args(&self, (flag, audience): (&str, &str)) -> Vec<String> {
         let flags = [
-            audience,
+            (flag, Some(audience)),
             ("--tenant", self.tenant_id.as_deref()),
             ("--subscription", self.subscription.as_deref()),
         ];
@@ -254,15 +229,6 @@ impl AzureCliCredentialOptions {
         ];
         words(&["az", "login"], &flags).join(" ")
     }
-}
-
-/// A subscription id or name: `[A-Za-z0-9_. -]+`, not blank, not starting with `-`.
-fn is_valid_subscription(subscription: &str) -> bool {
-    !subscription.trim().is_empty()
-        && !subscription.starts_with('-')
-        && subscription
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_. -".contains(&b))
 }
 
 /// True when `az` refused `--scope` (CLIs before 2.26): argparse's "unrecognized arguments: --scope …".
@@ -297,40 +263,28 @@ fn parse_output(
         .map(|at| (token, at))
 }
 
-/// How a non-zero exit of `az` is reported (see the module docs).
+/// How a non-zero exit of `az` is reported (see the module docs). A person-must-act failure names the `az login`
+/// that fixes it; with the `--claims-challenge` the CLI printed, the challenge is repeated there and its claims
+/// decoded into `aad.claims`, and a blocking policy names the same command.
 fn failure(
     stderr: &str,
     status: ExitStatus,
     settings: &AzureCliCredentialOptions,
     scope: &str,
 ) -> CredentialError {
-    if let Some(e) = aadsts_failure(stderr, settings, scope) {
+    let challenge = claims_challenge(stderr);
+    let challenge = challenge.as_deref();
+    let claims = challenge.and_then(|c| decode_claims_challenge(c).ok());
+    let sign_in = settings.login_command(challenge.map(|_| scope), challenge);
+    let satisfy = challenge.map(|_| sign_in.as_str());
+    if let Some(e) = aad_failure(SOURCE, stderr, &sign_in, claims, satisfy) {
         return CredentialError::Failed(e);
     }
     let lower = stderr.to_ascii_lowercase();
     if lower.contains("az login") || lower.contains("not logged in") {
         return not_logged_in(SOURCE, &settings.login_command(None, None));
     }
-    let line = summary_line(stderr);
-    if let Some(e) = AZ.exited_not_installed(status, &line) {
-        return e;
-    }
-    exit_failure(SOURCE, "az", status, &line)
-}
-
-/// AADSTS codes in stderr: an Entra ID error, classified by code, naming the `az login` that fixes a
-/// person-must-act failure (with `--claims-challenge` when the CLI printed one). `None` without codes.
-fn aadsts_failure(
-    stderr: &str,
-    settings: &AzureCliCredentialOptions,
-    scope: &str,
-) -> Option<TokenError> {
-    let challenge = claims_challenge(stderr);
-    let challenge = challenge.as_deref();
-    let claims = challenge.and_then(|c| decode_claims_challenge(c).ok());
-    let sign_in = settings.login_command(challenge.map(|_| scope), challenge);
-    let satisfy = challenge.map(|c| settings.login_command(Some(scope), Some(c)));
-    aad_failure(SOURCE, stderr, &sign_in, claims, satisfy.as_deref())
+    exit_failure(&AZ, "az", status, stderr)
 }
 
 /// The base64 claims after `--claims-challenge` in the login command the CLI suggests.

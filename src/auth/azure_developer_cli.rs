@@ -1,16 +1,11 @@
 //! The Azure Developer CLI's signed-in account: `azd auth token --output json --no-prompt --scope <scope>
-//! [--tenant-id T]`.
-//!
-//! `azd` is found and run as `process` runs every tool (on the `PATH` of the [`Env`](crate::env::Env), as an
-//! argument vector without a shell, in its own process group, output bounded, killed with its group at the
-//! configured timeout), with `NO_COLOR=true`. It prints `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}`
-//! (RFC 3339, read as UTC).
+//! [--tenant-id T]`, run as `process` runs every tool, with `NO_COLOR=true`. It prints
+//! `{"token":"…","expiresOn":"2038-01-18T00:00:00Z"}` (RFC 3339, read as UTC).
 //!
 //! Failures: azd writes them to stderr as JSON lines whose shape changed between versions
 //! (`{"error","message","suggestion"}` from 1.24; `{"type":"consoleMessage","data":{"message"}}` before), or as
 //! plain text. Their messages are read out, then:
-//! - `azd` missing → unavailable; "not logged in, run `azd auth login`" (no AADSTS code) → unavailable, naming the
-//!   command, so a chain moves on;
+//! - `azd` missing, or "not logged in, run `azd auth login`" (no AADSTS code) → unavailable, naming the command;
 //! - AADSTS codes → classified like an Entra ID error; a person-must-act failure names `azd auth login --scope …`;
 //! - anything else → `CredentialRejected` with the first message line (`TokenServiceUnavailable` for network
 //!   failures).
@@ -23,16 +18,13 @@ use serde_json::Value;
 
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
+    claims_unsupported, clean_line, exit_failure, not_logged_in,
 };
 use super::lenient_json::{self, WireError};
 use super::process::{Output, Tool};
 use super::{CredentialError, Secret, words};
 
 const SOURCE: &str = "azure_developer_cli";
-
-/// The most stdout accepted: a token response is a few KiB.
-const OUTPUT_LIMIT: usize = 256 * 1024;
 
 /// The `azure_developer_cli` credential.
 pub type AzureDeveloperCliCredential = DeveloperToolCredential<Azd>;
@@ -57,15 +49,12 @@ struct AzdToken {
 
 impl DeveloperTool for Azd {
     const KIND: &'static str = SOURCE;
-    const TOOL: Tool = Tool {
-        source: SOURCE,
-        name: "azd",
-        display: "Azure Developer CLI",
-        env: &[("NO_COLOR", "true")],
-        program: None,
-        search_path: None,
-        output_limit: OUTPUT_LIMIT,
-    };
+    const TOOL: Tool = Tool::new(
+        SOURCE,
+        "azd",
+        "Azure Developer CLI",
+        &[("NO_COLOR", "true")],
+    );
     const ARGUMENTS_OF: &'static str = "azd";
     const COMMAND: &'static str = "azd";
 
@@ -98,11 +87,7 @@ impl DeveloperTool for Azd {
         if lower.contains("not logged in") || lower.contains("azd auth login") {
             return not_logged_in(SOURCE, &login_command(None, tenant));
         }
-        let line = summary_line(&text);
-        if let Some(e) = Self::TOOL.exited_not_installed(output.status, &line) {
-            return e;
-        }
-        exit_failure(SOURCE, "azd", output.status, &line)
+        exit_failure(&Self::TOOL, Self::COMMAND, output.status, &text)
     }
 }
 

@@ -22,7 +22,7 @@ use base64::Engine;
 
 use super::developer_tool::{
     DeveloperTool, DeveloperToolCredential, DeveloperToolCredentialOptions, aad_failure,
-    base64_claims, claims_unsupported, clean_line, exit_failure, not_logged_in, summary_line,
+    base64_claims, claims_unsupported, clean_line, exit_failure, not_logged_in,
 };
 use super::process::{Output, Tool};
 use super::{CredentialError, Secret, contains, scope_to_resource, words};
@@ -31,9 +31,6 @@ const SOURCE: &str = "azure_powershell";
 
 /// What the script prints when Az.Accounts is missing.
 const NO_MODULE: &str = "NO_AZ_ACCOUNT_MODULE";
-
-/// The most stdout accepted: a token and a profile's banner.
-const OUTPUT_LIMIT: usize = 256 * 1024;
 
 /// The `azure_powershell` credential.
 pub type AzurePowerShellCredential = DeveloperToolCredential<AzPowerShell>;
@@ -49,20 +46,20 @@ pub struct AzPowerShell;
 
 impl DeveloperTool for AzPowerShell {
     const KIND: &'static str = SOURCE;
-    const TOOL: Tool = Tool {
-        source: SOURCE,
-        name: "pwsh",
-        display: "PowerShell",
-        env: &[],
-        program: None,
-        search_path: None,
-        output_limit: OUTPUT_LIMIT,
-    };
+    const TOOL: Tool = Tool::new(SOURCE, "pwsh", "PowerShell", &[]);
     const ARGUMENTS_OF: &'static str = "Azure PowerShell";
     const COMMAND: &'static str = "Get-AzAccessToken";
 
+    /// `-NoProfile -NonInteractive -EncodedCommand <script>` (scope and tenant are checked: no quote can reach the
+    /// script).
     fn args(scope: &str, tenant: Option<&str>) -> Vec<String> {
-        command_args(scope_to_resource(scope), tenant)
+        let script = script(scope_to_resource(scope), tenant.unwrap_or_default());
+        let utf16: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(utf16);
+        words(
+            &["-NoProfile", "-NonInteractive", "-EncodedCommand", &encoded],
+            &[],
+        )
     }
 
     fn claims_unsupported(_scope: &str, tenant: Option<&str>, claims: &str) -> CredentialError {
@@ -98,14 +95,10 @@ impl DeveloperTool for AzPowerShell {
                 "the execution policy prevented PowerShell from loading Az.Accounts",
             );
         }
-        let line = summary_line(&text);
         if text.contains("' is not recognized") {
             return CredentialError::unavailable(SOURCE, "PowerShell not found on PATH");
         }
-        if let Some(e) = Self::TOOL.exited_not_installed(status, &line) {
-            return e;
-        }
-        exit_failure(SOURCE, "Get-AzAccessToken", status, &line)
+        exit_failure(&Self::TOOL, Self::COMMAND, status, &text)
     }
 }
 
@@ -113,19 +106,6 @@ impl DeveloperTool for AzPowerShell {
 fn login_command(claims_challenge: Option<&str>, tenant: Option<&str>) -> String {
     let flags = [("-ClaimsChallenge", claims_challenge), ("-Tenant", tenant)];
     words(&["Connect-AzAccount"], &flags).join(" ")
-}
-
-/// `-NoProfile -NonInteractive -EncodedCommand <script>` for `resource` (checked: no quote can reach the script)
-/// and `tenant` (checked likewise).
-pub(crate) fn command_args(resource: &str, tenant: Option<&str>) -> Vec<String> {
-    let script = script(resource, tenant.unwrap_or_default());
-    let utf16: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    vec![
-        "-NoProfile".to_owned(),
-        "-NonInteractive".to_owned(),
-        "-EncodedCommand".to_owned(),
-        base64::engine::general_purpose::STANDARD.encode(utf16),
-    ]
 }
 
 /// The script azure-identity runs, for `resource` and `tenant` (empty: the current context's).
@@ -195,12 +175,10 @@ fn parse_output(stdout: &[u8]) -> Option<Result<(Secret, i64), &'static str>> {
 /// and terminal colour sequences removed), or the text itself when it is not CLIXML; cleaned line by line.
 fn error_text(stderr: &str) -> String {
     let raw = if stderr.contains("#< CLIXML") || stderr.contains("<Objs ") {
-        let mut out = String::new();
-        for piece in stderr.split("<S S=\"Error\">").skip(1) {
-            let value = piece.split("</S>").next().unwrap_or_default();
-            out.push_str(&decode_clixml(value));
-        }
-        out
+        let errors = stderr.split("<S S=\"Error\">").skip(1);
+        errors
+            .map(|piece| decode_clixml(piece.split("</S>").next().unwrap_or_default()))
+            .collect()
     } else {
         stderr.to_owned()
     };

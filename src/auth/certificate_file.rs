@@ -28,10 +28,10 @@ use zeroize::Zeroizing;
 use super::{Secret, contains};
 use crate::file_read::{self, Access};
 
-/// The error for every non-RSA key.
 /// Certificate files (PEM or PKCS#12) larger than this are refused; a key with a full chain is a few KiB.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
+/// The error for every non-RSA key.
 const RSA_ONLY: &str = "only RSA keys are supported (Entra ID signs assertions with PS256)";
 
 /// PKCS#8 key algorithm identifiers.
@@ -41,15 +41,13 @@ const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
 
-const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
-const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
-
 /// A loaded client certificate: the RSA key pair, the certificate chain (leaf first) and the leaf's SHA-256
 /// thumbprint. `Debug` shows the thumbprint, subject and chain length, never the key.
 pub struct ClientCertificate {
     key: RsaKeyPair,
     chain: Vec<CertificateDer<'static>>,
-    thumbprint_sha256: [u8; 32],
+    /// The leaf's SHA-256 thumbprint, base64url (the `x5t#S256` header).
+    x5t_s256: String,
     subject: String,
     not_after: i64,
 }
@@ -87,12 +85,11 @@ impl ClientCertificate {
     ///
     /// The error names the file and the problem, never key material.
     pub fn load(path: &Path, password: Option<&Secret>) -> Result<ClientCertificate, String> {
-        let shown = path.display();
         // Bounded in size and time; a FIFO or device is refused without being opened.
-        let data = file_read::read(path, MAX_FILE_BYTES, Access::Any)
-            .map_err(|e| format!("client certificate file {shown}: {}", e.reason()))?;
-        Self::from_bytes(&data, password)
-            .map_err(|why| format!("client certificate file {shown}: {why}"))
+        file_read::read(path, MAX_FILE_BYTES, Access::Any)
+            .map_err(|e| e.reason())
+            .and_then(|data| Self::from_bytes(&data, password))
+            .map_err(|why| format!("client certificate file {}: {why}", path.display()))
     }
 
     /// Parses the content of a PEM or PKCS#12 file (see [`ClientCertificate::load`]). The error describes the
@@ -130,7 +127,7 @@ impl ClientCertificate {
         let mut header = serde_json::json!({
             "alg": "PS256",
             "typ": "JWT",
-            "x5t#S256": URL_SAFE_NO_PAD.encode(self.thumbprint_sha256),
+            "x5t#S256": self.x5t_s256,
         });
         if include_chain {
             header["x5c"] = self
@@ -149,11 +146,8 @@ impl ClientCertificate {
             "iat": claims.issued_at,
             "exp": expires,
         });
-        let mut jwt = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(payload.to_string())
-        );
+        let b64 = |json: serde_json::Value| URL_SAFE_NO_PAD.encode(json.to_string());
+        let mut jwt = format!("{}.{}", b64(header), b64(payload));
         let mut signature = vec![0; self.key.public_modulus_len()];
         self.key
             .sign(
@@ -193,21 +187,14 @@ impl ClientCertificate {
                 .into_iter()
                 .map(RawKey::EncryptedPkcs8),
         );
-        let key = match keys.len() {
-            0 => {
-                return Err(
-                    "no private key found (the PEM file needs a PRIVATE KEY, RSA PRIVATE KEY or \
-                     ENCRYPTED PRIVATE KEY section besides the certificate)"
-                        .to_owned(),
-                );
-            }
-            1 => keys.remove(0),
+        let [key] = <[RawKey; 1]>::try_from(keys).map_err(|keys| match keys.len() {
+            0 => "no private key found (the PEM file needs a PRIVATE KEY, RSA PRIVATE KEY or \
+                  ENCRYPTED PRIVATE KEY section besides the certificate)"
+                .to_owned(),
             n => {
-                return Err(format!(
-                    "{n} private keys found; keep only the one that belongs to the certificate"
-                ));
+                format!("{n} private keys found; keep only the one that belongs to the certificate")
             }
-        };
+        })?;
         if certs.is_empty() {
             return Err(
                 "no certificate found (the PEM file needs a CERTIFICATE section besides the key)"
@@ -227,16 +214,12 @@ impl ClientCertificate {
             .iter()
             .map(|bag| bag.cert.as_der().to_vec())
             .collect();
-        let mut keys = archive.keys;
-        let key = match keys.len() {
-            0 => return Err("the PKCS#12 file contains no private key".to_owned()),
-            1 => keys.remove(0),
-            n => {
-                return Err(format!(
-                    "the PKCS#12 file contains {n} private keys; export only the one for this application"
-                ));
-            }
-        };
+        let [key] = <[_; 1]>::try_from(archive.keys).map_err(|keys| match keys.len() {
+            0 => "the PKCS#12 file contains no private key".to_owned(),
+            n => format!(
+                "the PKCS#12 file contains {n} private keys; export only the one for this application"
+            ),
+        })?;
         if certs.is_empty() {
             return Err("the PKCS#12 file contains no certificate".to_owned());
         }
@@ -270,19 +253,13 @@ impl ClientCertificate {
 
         // Leaf, then its issuers as far as the file has them, then the rest in file order.
         let mut order = vec![leaf];
-        let mut current = leaf;
-        loop {
-            let cert = &parsed[current];
-            if cert.subject().as_raw() == cert.issuer().as_raw() {
-                break;
-            }
-            let Some(issuer) = (0..parsed.len()).find(|&i| {
+        while let Some(cert) = order.last().map(|&i| &parsed[i])
+            && cert.subject().as_raw() != cert.issuer().as_raw()
+            && let Some(issuer) = (0..parsed.len()).find(|&i| {
                 !order.contains(&i) && parsed[i].subject().as_raw() == cert.issuer().as_raw()
-            }) else {
-                break;
-            };
+            })
+        {
             order.push(issuer);
-            current = issuer;
         }
         order.extend(
             (0..parsed.len())
@@ -296,13 +273,10 @@ impl ClientCertificate {
             .iter()
             .map(|&i| CertificateDer::from(certs[i].clone()))
             .collect();
-        let digest = digest::digest(&digest::SHA256, chain[0].as_ref());
-        let mut thumbprint_sha256 = [0u8; 32];
-        thumbprint_sha256.copy_from_slice(digest.as_ref());
         Ok(Self {
             key,
+            x5t_s256: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, chain[0].as_ref())),
             chain,
-            thumbprint_sha256,
             subject,
             not_after,
         })
@@ -313,7 +287,7 @@ impl fmt::Debug for ClientCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCertificate")
             .field("subject", &self.subject)
-            .field("x5t#S256", &URL_SAFE_NO_PAD.encode(self.thumbprint_sha256))
+            .field("x5t#S256", &self.x5t_s256)
             .field("chain_len", &self.chain.len())
             .field(
                 "key",
@@ -345,11 +319,8 @@ fn rsa_key(key: RawKey, password: Option<&Secret>) -> Result<RsaKeyPair, String>
             }
         }
         RawKey::EncryptedPkcs8(der) => {
-            let Some(password) = password else {
-                return Err(
-                    "the private key is encrypted, but no password is configured".to_owned(),
-                );
-            };
+            let password =
+                password.ok_or("the private key is encrypted, but no password is configured")?;
             let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice())
                 .map_err(|_| "the encrypted private key is not valid PKCS#8".to_owned())?;
             let plain = info
@@ -370,9 +341,9 @@ fn encrypted_pem_keys(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut body: Option<String> = None;
     for line in text.lines().map(str::trim) {
         match &mut body {
-            None if line == ENCRYPTED_BEGIN => body = Some(String::new()),
+            None if line == "-----BEGIN ENCRYPTED PRIVATE KEY-----" => body = Some(String::new()),
             None => {}
-            Some(b) if line == ENCRYPTED_END => {
+            Some(b) if line == "-----END ENCRYPTED PRIVATE KEY-----" => {
                 let der = STANDARD.decode(b.as_bytes()).map_err(|_| {
                     "the ENCRYPTED PRIVATE KEY section is not valid base64".to_owned()
                 })?;

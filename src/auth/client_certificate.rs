@@ -55,9 +55,7 @@ pub struct ClientCertificateCredentialOptions {
 
 /// The current assertion, reused while it has more than [`ASSERTION_REUSE_MARGIN`] left.
 #[derive(Debug, Default)]
-struct AssertionCache {
-    slot: Mutex<Option<CachedAssertion>>,
-}
+struct AssertionCache(Mutex<Option<CachedAssertion>>);
 
 #[derive(Debug)]
 struct CachedAssertion {
@@ -65,7 +63,6 @@ struct CachedAssertion {
     audience: String,
     jwt: Arc<Secret>,
     issued_at: u64,
-    expires_at: u64,
 }
 
 // === impl ClientCertificateCredential ===
@@ -86,17 +83,15 @@ impl ClientCertificateCredential {
     ) -> Self {
         let path = &options.certificate_file;
         let certificate = ClientCertificate::load(path, options.password.as_ref());
+        let now = i64::try_from(super::expiry::now_unix()).unwrap_or(0);
         match &certificate {
-            Ok(cert) => {
-                if cert.not_after_unix() < i64::try_from(super::expiry::now_unix()).unwrap_or(0) {
-                    tracing::warn!(
-                        file = %path.display(),
-                        subject = cert.subject(),
-                        source,
-                        "client certificate has expired; Entra ID will reject it"
-                    );
-                }
-            }
+            Ok(cert) if cert.not_after_unix() < now => tracing::warn!(
+                file = %path.display(),
+                subject = cert.subject(),
+                source,
+                "client certificate has expired; Entra ID will reject it"
+            ),
+            Ok(_) => {}
             Err(why) => tracing::warn!(source, error = %why, "client certificate not loaded"),
         }
         Self {
@@ -206,11 +201,11 @@ impl AssertionCache {
         send_chain: bool,
         now: u64,
     ) -> Result<Arc<Secret>, String> {
-        let mut slot = lock(&self.slot);
+        let mut slot = lock(&self.0);
         if let Some(cached) = &*slot
             && cached.audience == audience
             && cached.issued_at <= now
-            && now.saturating_add(ASSERTION_REUSE_MARGIN.as_secs()) < cached.expires_at
+            && now - cached.issued_at < (ASSERTION_LIFETIME - ASSERTION_REUSE_MARGIN).as_secs()
         {
             return Ok(Arc::clone(&cached.jwt));
         }
@@ -227,13 +222,12 @@ impl AssertionCache {
             audience: audience.to_owned(),
             jwt: Arc::clone(&jwt),
             issued_at: now,
-            expires_at: now.saturating_add(ASSERTION_LIFETIME.as_secs()),
         });
         Ok(jwt)
     }
 
     fn clear(&self) {
-        *lock(&self.slot) = None;
+        *lock(&self.0) = None;
     }
 }
 

@@ -1,15 +1,13 @@
-//! What the developer-tool credentials that print a token share: the credential itself for the tools that take a
-//! tenant and a scope (`azure_developer_cli`, `azure_powershell`: [`DeveloperToolCredential`], parameterised by a
-//! [`DeveloperTool`] that says what is the tool's own), how an Entra ID error in the tool's output is classified,
-//! how a claims challenge is refused with the command that satisfies it, how a printed token becomes an
-//! [`AccessToken`], and the text helpers behind them (the checks of command-line arguments, the AADSTS codes and
-//! labelled ids of an error text, the one stderr line an error message quotes, redacted and bounded). Running the
-//! tool is `process`'s job; the Azure CLI (`azure_cli`) has more settings and its own credential, but uses these
-//! rules too.
+//! What the developer tools that print a token share: the credential for the tools that take a tenant and a scope
+//! ([`DeveloperToolCredential`], parameterised by a [`DeveloperTool`]: azd, Azure PowerShell), and the rules the
+//! Azure CLI's own credential follows too: argument checks, AADSTS errors in the tool's output classified like Entra
+//! ID's, claims challenges refused with the command that satisfies them, and the one stderr line an error quotes,
+//! redacted and bounded. Running the tool is `process`'s job.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,7 +16,7 @@ use tokio::time::Instant;
 use super::process::{Output, Tool};
 use super::{
     AadError, AccessToken, Credential, CredentialError, Secret, TokenError, TokenErrorKind,
-    TokenRequest, expiry, is_valid_tenant,
+    TokenRequest, expiry,
 };
 use crate::env::Env;
 
@@ -28,9 +26,9 @@ pub(super) const MAX_MESSAGE_CHARS: usize = 500;
 /// What one developer tool brings to a [`DeveloperToolCredential`]: its process, argument vector, output format
 /// and error texts.
 pub trait DeveloperTool: fmt::Debug + Send + Sync {
-    /// The credential kind (the tool's `source`).
+    /// The credential kind (`TOOL.source`).
     const KIND: &'static str;
-    /// The tool, as `process` runs it (searched on the `PATH` unless a program is given).
+    /// The tool, as `process` runs it.
     const TOOL: Tool;
     /// How a bad tenant or scope names the tool (`azd`, `Azure PowerShell`).
     const ARGUMENTS_OF: &'static str;
@@ -74,8 +72,7 @@ pub struct DeveloperToolCredential<T> {
 // === impl DeveloperToolCredential ===
 
 impl<T: DeveloperTool> DeveloperToolCredential<T> {
-    /// The tenant from `options` (checked here; a bad one fails every request with `CredentialRejected`), the
-    /// timeout, and `PATH` from `env`.
+    /// `options` (a bad tenant fails every request with `CredentialRejected`) and `PATH` from `env`.
     pub fn new(options: DeveloperToolCredentialOptions, env: &dyn Env) -> Self {
         let checked = check_tenant_arg(options.tenant_id.as_deref(), T::ARGUMENTS_OF);
         Self {
@@ -99,7 +96,6 @@ impl<T: DeveloperTool> DeveloperToolCredential<T> {
 impl<T: DeveloperTool> Credential for DeveloperToolCredential<T> {
     const KIND: &'static str = T::KIND;
 
-    /// Checks the settings and the request, runs the tool once, and reads its answer.
     async fn token(&self, request: &TokenRequest) -> Result<AccessToken, CredentialError> {
         let source = T::TOOL.source;
         let tenant = self
@@ -123,10 +119,7 @@ impl<T: DeveloperTool> Credential for DeveloperToolCredential<T> {
             .then(|| T::parse_output(&output.stdout))
             .flatten();
         match parsed {
-            Some(Ok((token, expires_on))) => {
-                access_token(source, T::COMMAND, "the clock", token, expires_on)
-            }
-            Some(Err(why)) => Err(unusable_output(source, T::COMMAND, why)),
+            Some(parsed) => access_token(source, T::COMMAND, "the clock", parsed),
             None => Err(T::failure(&output, scope, tenant)),
         }
     }
@@ -154,11 +147,6 @@ pub(super) fn deadline(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
-}
-
-/// `tool` printed something that is not a token: a transient failure (`why` never quotes the output).
-pub(super) fn unusable_output(source: &str, tool: &str, why: &str) -> CredentialError {
-    CredentialError::service_unavailable(source, format!("{tool} returned unusable output: {why}"))
 }
 
 /// An Entra ID error a tool printed (AADSTS codes in `text`), classified by code like a token-endpoint error,
@@ -212,13 +200,10 @@ pub(super) fn claims_unsupported(
     note: &str,
     claims: &str,
 ) -> CredentialError {
-    let mut e = TokenError::new(
-        TokenErrorKind::InteractionRequired,
-        source,
-        format!(
-            "{display} cannot answer a claims challenge itself: run `{command}`{note}, then retry"
-        ),
+    let message = format!(
+        "{display} cannot answer a claims challenge itself: run `{command}`{note}, then retry"
     );
+    let mut e = TokenError::new(TokenErrorKind::InteractionRequired, source, message);
     e.aad = Some(Box::new(AadError {
         claims: Some(claims.to_owned()),
         ..AadError::default()
@@ -231,21 +216,23 @@ pub(super) fn base64_claims(claims: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(claims.as_bytes())
 }
 
-/// The token a tool printed, expiring at `expires_on` (Unix seconds). An expiry already past is refused: `check`
-/// (the clock, or the time zone) or the tool is wrong.
+/// The token `tool` printed, with its expiry in Unix seconds, or why its output is unusable (never quoting it): a
+/// transient failure. An expiry already past is refused too: `check` (the clock, or the time zone) or the tool is
+/// wrong.
 pub(super) fn access_token(
     source: &'static str,
     tool: &str,
     check: &str,
-    token: Secret,
-    expires_on: i64,
+    parsed: Result<(Secret, i64), &str>,
 ) -> Result<AccessToken, CredentialError> {
+    let returned =
+        |what| CredentialError::service_unavailable(source, format!("{tool} returned {what}"));
+    let (token, expires_on) = parsed.map_err(|why| returned(format!("unusable output: {why}")))?;
     let expires_in = expiry::until(u64::try_from(expires_on).unwrap_or(0));
     if expires_in.is_zero() {
-        return Err(CredentialError::service_unavailable(
-            source,
-            format!("{tool} returned a token that has already expired (check {check})"),
-        ));
+        return Err(returned(format!(
+            "a token that has already expired (check {check})"
+        )));
     }
     tracing::debug!(
         source,
@@ -265,17 +252,23 @@ pub(super) fn not_logged_in(source: &str, login: &str) -> CredentialError {
     CredentialError::unavailable(source, format!("not logged in: run `{login}`"))
 }
 
-/// The error for a tool run that ended without a token: `what` (`az`, `azd`, `Get-AzAccessToken`) failed, named
-/// with its exit status and `line`, the summary of its output. A tool killed by a signal, or a network failure in
-/// the line, is a transient outage; anything else rejects the credential.
+/// How a run that left no token is reported when nothing more specific is known: a wrapper that exited 127 (its
+/// interpreter is missing) means the tool is not installed; otherwise `what` (`az`, `azd`, `Get-AzAccessToken`)
+/// failed, named with its exit status and the summary line of `text`. A tool killed by a signal, or a network
+/// failure in the line, is a transient outage; anything else rejects the credential.
 pub(super) fn exit_failure(
-    source: &str,
+    tool: &Tool,
     what: &str,
-    status: std::process::ExitStatus,
-    line: &str,
+    status: ExitStatus,
+    text: &str,
 ) -> CredentialError {
+    let line = summary_line(text);
     let how = match status.code() {
         Some(0) => "no token in its output".to_owned(),
+        Some(127) => {
+            let why = format!("{} exited with status 127: {line}", tool.name);
+            return tool.not_installed(&why);
+        }
         Some(code) => format!("exit status {code}"),
         None => "killed by a signal".to_owned(),
     };
@@ -284,49 +277,52 @@ pub(super) fn exit_failure(
     } else {
         format!("{what} failed ({how}): {line}")
     };
-    let kind = if status.code().is_none() || is_network_failure(line) {
+    let kind = if status.code().is_none() || is_network_failure(&line) {
         TokenErrorKind::TokenServiceUnavailable
     } else {
         TokenErrorKind::CredentialRejected
     };
-    CredentialError::Failed(TokenError::new(kind, source, message))
+    CredentialError::Failed(TokenError::new(kind, tool.source, message))
 }
 
-/// `scope`, if it can go on the tool's command line as one argument; otherwise the credential is rejected, naming
-/// `tool` and the characters allowed.
+/// `scope`, if it can go on `tool`'s command line (see [`check_arg`]); otherwise the credential is rejected.
 pub(super) fn command_line_scope<'a>(
     source: &str,
     tool: &str,
     scope: &'a str,
 ) -> Result<&'a str, CredentialError> {
-    if is_valid_scope(scope) {
-        return Ok(scope);
-    }
-    Err(CredentialError::rejected(
-        source,
-        format!(
-            "invalid scope {scope:?} for {tool}: use letters, digits, `_`, `.`, `:`, `/` and `-`"
-        ),
-    ))
+    check_arg("scope", scope, tool, b"_.:/-", "`_`, `.`, `:`, `/` and `-`")
+        .map(|()| scope)
+        .map_err(|why| CredentialError::rejected(source, why))
 }
 
-/// A scope a tool may be given: `[A-Za-z0-9_.:/-]+`, not starting with `-` (it would read as an option).
-pub(super) fn is_valid_scope(scope: &str) -> bool {
-    !scope.is_empty()
-        && !scope.starts_with('-')
-        && scope
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
-}
-
-/// A tenant `tool` may be given: [`is_valid_tenant`], not starting with `-` (it would read as an option).
+/// A tenant `tool` may be given: letters, digits, `.` and `-` (see [`check_arg`]).
 pub(super) fn check_tenant_arg(tenant: Option<&str>, tool: &str) -> Result<(), String> {
-    match tenant {
-        Some(t) if !is_valid_tenant(t) || t.starts_with('-') => Err(format!(
-            "invalid tenant id {t:?} for {tool}: use letters, digits, `.` and `-`"
-        )),
-        _ => Ok(()),
+    tenant.map_or(Ok(()), |t| {
+        check_arg("tenant id", t, tool, b".-", "`.` and `-`")
+    })
+}
+
+/// Checks `value`, the `what` of a `tool` command line: one argument of letters, digits and `allowed` (`listed` in
+/// the refusal), not blank, not starting with `-` (it would read as an option).
+pub(super) fn check_arg(
+    what: &str,
+    value: &str,
+    tool: &str,
+    allowed: &[u8],
+    listed: &str,
+) -> Result<(), String> {
+    let ok = !value.trim().is_empty()
+        && !value.starts_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || allowed.contains(&b));
+    if ok {
+        return Ok(());
     }
+    Err(format!(
+        "invalid {what} {value:?} for {tool}: use letters, digits, {listed}"
+    ))
 }
 
 /// Every `AADSTS<digits>` code in `text`, first occurrence order, without repeats.
@@ -367,10 +363,7 @@ pub(super) fn labelled_timestamp(text: &str) -> Option<String> {
     let time = words
         .next()
         .filter(|t| t.starts_with(|c: char| c.is_ascii_digit()));
-    let value = match time {
-        Some(time) => format!("{date} {time}"),
-        None => date.to_owned(),
-    };
+    let value = time.map_or_else(|| date.to_owned(), |time| format!("{date} {time}"));
     let ok = value.len() <= 40
         && value
             .chars()
@@ -380,7 +373,7 @@ pub(super) fn labelled_timestamp(text: &str) -> Option<String> {
 
 /// The line that best says what went wrong: the CLI's first `ERROR:` line, else argparse's `az: error: …`, else the
 /// first non-blank line; cleaned.
-pub(super) fn summary_line(stderr: &str) -> String {
+fn summary_line(stderr: &str) -> String {
     let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
     lines()
         .find(|l| l.starts_with("ERROR:"))
@@ -422,7 +415,7 @@ fn looks_like_token(word: &str) -> bool {
 }
 
 /// Connection-level failures the CLI reports in plain text (no AADSTS code): retrying later may work.
-pub(super) fn is_network_failure(line: &str) -> bool {
+fn is_network_failure(line: &str) -> bool {
     const HINTS: &[&str] = &[
         "connection",
         "timed out",

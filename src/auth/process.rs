@@ -1,16 +1,13 @@
-//! Running a developer tool that prints a token (the Azure CLI's `az`; `azd` and `pwsh` the same way).
+//! Running a developer tool that prints a token (`az`, `azd`, `pwsh`).
 //!
-//! The tool is looked up on the `PATH` of the [`Env`](crate::env::Env) (absolute entries only: a relative entry
-//! would resolve against the proxy's working directory) and run as an argument vector, never through a shell:
-//! stdin is `/dev/null`, the working directory `/`, the environment the proxy's own with that `PATH` and the
-//! tool's extra variables. It runs in its own process group, so that a timeout kills what a wrapper script started
-//! too (bash → python). stdout is read up to a limit (more is an error) and never logged: it holds the token;
-//! stderr is kept up to 64 KiB and the rest read and dropped, so the tool never blocks on a full pipe. After the
-//! deadline the group is killed and the process reaped.
-//!
-//! A tool that is not installed (not on the `PATH`, not executable, or a wrapper whose interpreter is missing,
-//! which exits 127) makes the credential unavailable, so a chain moves on; any other failure to run it is a
-//! `TokenServiceUnavailable` failure.
+//! The tool is looked up on the `PATH` of the [`Env`](crate::env::Env), absolute entries only (a relative entry
+//! would resolve against the proxy's working directory), and run as an argument vector, never through a shell, with
+//! stdin `/dev/null`, working directory `/`, and the proxy's environment plus that `PATH` and the tool's variables.
+//! It gets its own process group: at the deadline the group is killed, so what a wrapper started goes too (bash →
+//! python), and the process is reaped. stdout holds the token: it is bounded (more is an error) and never logged.
+//! stderr is kept up to 64 KiB and the rest drained, so the tool never blocks on a full pipe. A tool that is not
+//! installed (not on the `PATH`, not executable, or a wrapper whose interpreter is missing: exit 127) makes the
+//! credential unavailable, so a chain moves on; any other failure to run it is `TokenServiceUnavailable`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -25,14 +22,14 @@ use zeroize::Zeroizing;
 
 use super::CredentialError;
 
+/// The most stdout accepted unless the credential says otherwise: a token response is a few KiB.
+pub(crate) const OUTPUT_LIMIT: usize = 256 * 1024;
 /// The most stderr kept for classification; the rest is read and dropped.
 const STDERR_LIMIT: usize = 64 * 1024;
 /// How long a killed tool gets to be reaped before it is left to tokio's background reaper.
 const REAP_GRACE: Duration = Duration::from_secs(1);
 /// Spawn attempts when the executable is momentarily busy (ETXTBSY: being written while another thread forks).
 const SPAWN_ATTEMPTS: u32 = 6;
-/// The exit status of a shell that could not find a command (a wrapper script whose interpreter is missing).
-const COMMAND_NOT_FOUND: i32 = 127;
 
 /// A tool to run, and where to find it.
 #[derive(Debug, Clone)]
@@ -71,6 +68,25 @@ enum ReadFailure {
 // === impl Tool ===
 
 impl Tool {
+    /// The executable `name` of the credential `source`, `display` in messages, searched on the `PATH` (none yet)
+    /// and run with `env` added, its stdout bounded by [`OUTPUT_LIMIT`].
+    pub(crate) const fn new(
+        source: &'static str,
+        name: &'static str,
+        display: &'static str,
+        env: &'static [(&'static str, &'static str)],
+    ) -> Self {
+        Self {
+            source,
+            name,
+            display,
+            env,
+            program: None,
+            search_path: None,
+            output_limit: OUTPUT_LIMIT,
+        }
+    }
+
     /// The program to run: the explicit one, else the first executable `name` in an absolute `PATH` entry.
     pub(crate) async fn locate(&self) -> Result<PathBuf, CredentialError> {
         if let Some(program) = &self.program {
@@ -120,9 +136,12 @@ impl Tool {
         };
         let limit = self.output_limit;
         let finished = tokio::time::timeout_at(deadline, async {
-            let (stdout, stderr) =
-                tokio::try_join!(read_stdout(stdout, limit), read_stderr(stderr))?;
+            let (stdout, stderr) = tokio::try_join!(
+                read_bounded(stdout, limit, true),
+                read_bounded(stderr, STDERR_LIMIT, false)
+            )?;
             let status = child.wait().await.map_err(ReadFailure::Io)?;
+            let stderr = String::from_utf8_lossy(&stderr).into_owned();
             Ok::<_, ReadFailure>(Output {
                 status,
                 stdout,
@@ -147,22 +166,8 @@ impl Tool {
         Err(self.failed(why))
     }
 
-    /// Unavailable when a wrapper exited 127 (its interpreter is missing): the tool is not really installed.
-    pub(crate) fn exited_not_installed(
-        &self,
-        status: ExitStatus,
-        line: &str,
-    ) -> Option<CredentialError> {
-        (status.code() == Some(COMMAND_NOT_FOUND)).then(|| {
-            self.not_installed(&format!(
-                "{} exited with status {COMMAND_NOT_FOUND}: {line}",
-                self.name
-            ))
-        })
-    }
-
     /// `<Tool> not found on PATH (<why>)`: unavailable.
-    fn not_installed(&self, why: &str) -> CredentialError {
+    pub(crate) fn not_installed(&self, why: &str) -> CredentialError {
         CredentialError::unavailable(
             self.source,
             format!("{} not found on PATH ({why})", self.display),
@@ -232,10 +237,12 @@ async fn spawn(command: &mut Command) -> io::Result<Child> {
     command.spawn()
 }
 
-/// stdout up to `limit` bytes; more is an error (and stops reading at once).
-async fn read_stdout(
+/// The first `limit` bytes of `pipe`. The rest is an error that stops reading at once when `strict` (stdout), else
+/// read and dropped (stderr).
+async fn read_bounded(
     mut pipe: impl AsyncRead + Unpin,
     limit: usize,
+    strict: bool,
 ) -> Result<Zeroizing<Vec<u8>>, ReadFailure> {
     let mut out = Zeroizing::new(Vec::with_capacity(limit.min(16 * 1024)));
     let mut chunk = Zeroizing::new(vec![0u8; 8 * 1024]);
@@ -244,23 +251,10 @@ async fn read_stdout(
         if n == 0 {
             return Ok(out);
         }
-        if out.len() + n > limit {
+        if strict && out.len() + n > limit {
             return Err(ReadFailure::Oversize);
         }
-        out.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// stderr as text: the first [`STDERR_LIMIT`] bytes kept, the rest read and dropped.
-async fn read_stderr(mut pipe: impl AsyncRead + Unpin) -> Result<String, ReadFailure> {
-    let mut kept = Vec::new();
-    let mut chunk = vec![0u8; 8 * 1024];
-    loop {
-        let n = pipe.read(&mut chunk).await.map_err(ReadFailure::Io)?;
-        if n == 0 {
-            return Ok(String::from_utf8_lossy(&kept).into_owned());
-        }
-        let room = STDERR_LIMIT.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..n.min(room)]);
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..n.min(room)]);
     }
 }

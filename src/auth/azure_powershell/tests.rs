@@ -21,7 +21,7 @@ fn section(title: &str) -> String {
 
 #[test]
 fn the_encoded_command_is_azure_identitys_script() {
-    let args = command_args("https://ml.azure.com", None);
+    let args = AzPowerShell::args(ML, None);
     assert_eq!(
         args[..3],
         ["-NoProfile", "-NonInteractive", "-EncodedCommand"]
@@ -42,7 +42,7 @@ fn the_encoded_command_is_azure_identitys_script() {
             .collect()
     };
     assert_eq!(lines(&decoded), lines(&recorded));
-    let with_tenant = command_args("https://ml.azure.com", Some("contoso"));
+    let with_tenant = AzPowerShell::args(ML, Some("contoso"));
     assert_ne!(with_tenant[3], args[3]);
 }
 

@@ -67,23 +67,18 @@ pub(crate) fn pki() -> &'static Pki {
     })
 }
 
-/// PKCS#8 DER of a second RSA key, which matches no certificate (generated only by the tests that need it).
-fn other_rsa_key() -> Vec<u8> {
-    KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
-        .unwrap()
-        .serialize_der()
-}
-
 /// A PEM section with 64-character lines.
 pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 /// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 key.
@@ -104,13 +99,11 @@ fn encrypt_pkcs8(pkcs8_der: &[u8], password: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// The modern PKCS#12 encryption (PBES2 with AES-256).
+const AES: EncryptionAlgorithm = EncryptionAlgorithm::PbeWithHmacSha256AndAes256;
+
 /// A PKCS#12 file holding `key` with `certs` (leaf first), written by p12-keystore.
-pub(crate) fn pkcs12(
-    key: &[u8],
-    certs: &[&[u8]],
-    password: &str,
-    algorithm: EncryptionAlgorithm,
-) -> Vec<u8> {
+fn pkcs12(key: &[u8], certs: &[&[u8]], password: &str, algorithm: EncryptionAlgorithm) -> Vec<u8> {
     let certs: Vec<Certificate> = certs
         .iter()
         .map(|der| Certificate::from_der(der).unwrap())
@@ -131,16 +124,6 @@ pub(crate) fn pkcs12(
         .unwrap()
 }
 
-/// A PKCS#12 file in the modern encryption (PBES2 with AES-256).
-fn aes_pkcs12(key: &[u8], certs: &[&[u8]], password: &str) -> Vec<u8> {
-    pkcs12(
-        key,
-        certs,
-        password,
-        EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
-    )
-}
-
 fn load(data: impl AsRef<[u8]>, password: Option<&str>) -> Result<ClientCertificate, String> {
     let password = password.map(Secret::new);
     ClientCertificate::from_bytes(data.as_ref(), password.as_ref())
@@ -158,18 +141,13 @@ fn full_chain(p: &Pki) -> Vec<Vec<u8>> {
     ]
 }
 
-/// The base64 body lines of a PEM key: none of them may ever show up in an error or `Debug` output.
-fn key_fragments(pem_text: &str) -> Vec<String> {
-    pem_text
+/// Asserts that no base64 body line of a PEM key (its first 16 characters) shows up in an error or `Debug` output.
+fn assert_no_key_material(text: &str, key_pem: &str) {
+    for line in key_pem
         .lines()
         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
-        .map(|l| l[..16].to_owned())
-        .collect()
-}
-
-fn assert_no_key_material(text: &str, key_pem: &str) {
-    for fragment in key_fragments(key_pem) {
-        assert!(!text.contains(&fragment), "key material in {text:?}");
+    {
+        assert!(!text.contains(&line[..16]), "key material in {text:?}");
     }
 }
 
@@ -190,10 +168,9 @@ fn pem_keys_pkcs8_and_pkcs1_with_the_chain_in_any_order() {
     ]
     .concat();
     let cert = load(&file, None).unwrap();
-    assert_eq!(cert.chain[0].as_ref(), p.leaf_der.as_slice());
     assert_eq!(chain_of(&cert), full_chain(p));
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &p.leaf_der);
-    assert_eq!(cert.thumbprint_sha256.as_slice(), digest.as_ref());
+    assert_eq!(cert.x5t_s256, URL_SAFE_NO_PAD.encode(digest));
     assert_eq!(cert.subject(), "CN=aml-auth-proxy test client");
     // A password given for an unencrypted key is ignored.
     assert!(load(&file, Some("unused")).is_ok());
@@ -229,48 +206,54 @@ fn pem_encrypted_pkcs8_key_needs_the_right_password() {
 /// No RSA key generation here: the failures are found before a key is parsed.
 #[test]
 fn refused_files_say_why() {
-    // EC keys, as PKCS#8 and as SEC1 ("EC PRIVATE KEY"; the label alone is enough), in PEM and PKCS#12.
     let ec = KeyPair::generate().unwrap();
     let ec_cert = CertificateParams::new(vec!["ec".to_owned()])
         .unwrap()
         .self_signed(&ec)
         .unwrap();
-    let err = load(ec.serialize_pem() + &ec_cert.pem(), None).unwrap_err();
-    assert_has(
-        &err,
-        "only RSA keys are supported (Entra ID signs assertions with PS256)",
-    );
-    assert!(err.contains("EC key"), "{err}");
-    let sec1 = pem("EC PRIVATE KEY", b"not parsed") + &ec_cert.pem();
-    let err = load(&sec1, None).unwrap_err();
-    assert!(err.contains("only RSA keys are supported"), "{err}");
-    let pfx = aes_pkcs12(&ec.serialize_der(), &[ec_cert.der()], "pw");
-    let err = load(&pfx, Some("pw")).unwrap_err();
-    assert!(err.contains("only RSA keys are supported"), "{err}");
-
-    // A key but no certificate, a certificate but no key, two keys.
-    let err = load(ec.serialize_pem(), None).unwrap_err();
-    assert!(err.contains("no certificate"), "{err}");
-    let err = load(ec_cert.pem(), None).unwrap_err();
-    assert!(err.contains("no private key"), "{err}");
-    let two = ec.serialize_pem() + &ec.serialize_pem() + &ec_cert.pem();
-    let err = load(&two, None).unwrap_err();
-    assert!(err.contains("2 private keys"), "{err}");
-
-    // PEM syntax, and the legacy OpenSSL encryption nobody should still use.
-    let truncated = ec_cert.pem() + "-----BEGIN PRIVATE KEY-----\nMIIE\n";
-    let err = load(&truncated, None).unwrap_err();
-    assert!(err.contains("not a valid PEM file"), "{err}");
+    let (key, cert) = (ec.serialize_pem(), ec_cert.pem());
     let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
-    let err = load(legacy, Some("pw")).unwrap_err();
-    assert!(err.contains("legacy OpenSSL PEM encryption"), "{err}");
-
-    // Neither format, empty, unreadable.
-    assert!(load(" \n", None).unwrap_err().contains("empty"));
-    let err = load("just some text", None).unwrap_err();
-    assert!(err.contains("neither PEM"), "{err}");
-    let err = load([0x30, 0x03, 0x02, 0x01, 0x00], None).unwrap_err();
-    assert!(err.contains("not a valid PKCS#12 file"), "{err}");
+    let cases: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
+        // EC keys, as PKCS#8 and as SEC1 ("EC PRIVATE KEY"; the label alone is enough), in PEM and PKCS#12.
+        (
+            (key.clone() + &cert).into(),
+            None,
+            "the private key is an EC key: only RSA keys are supported (Entra ID signs assertions with PS256)",
+        ),
+        (
+            (pem("EC PRIVATE KEY", b"not parsed") + &cert).into(),
+            None,
+            "only RSA keys are supported",
+        ),
+        (
+            pkcs12(&ec.serialize_der(), &[ec_cert.der()], "pw", AES),
+            Some("pw"),
+            "only RSA keys are supported",
+        ),
+        // A key but no certificate, a certificate but no key, two keys.
+        (key.clone().into(), None, "no certificate"),
+        (cert.clone().into(), None, "no private key"),
+        ((key.clone() + &key + &cert).into(), None, "2 private keys"),
+        // PEM syntax, and the legacy OpenSSL encryption nobody should still use.
+        (
+            (cert + "-----BEGIN PRIVATE KEY-----\nMIIE\n").into(),
+            None,
+            "not a valid PEM file",
+        ),
+        (legacy.into(), Some("pw"), "legacy OpenSSL PEM encryption"),
+        // Neither format, empty.
+        (" \n".into(), None, "empty"),
+        ("just some text".into(), None, "neither PEM"),
+        (
+            vec![0x30, 0x03, 0x02, 0x01, 0x00],
+            None,
+            "not a valid PKCS#12 file",
+        ),
+    ];
+    for (file, password, why) in cases {
+        assert_has(&load(file, password).unwrap_err(), why);
+    }
+    // Unreadable.
     let missing = std::path::Path::new("/nonexistent/aml-auth-proxy/client.pem");
     let err = ClientCertificate::load(missing, None).unwrap_err();
     assert_starts(
@@ -282,14 +265,17 @@ fn refused_files_say_why() {
 #[test]
 fn key_must_match_a_certificate_in_pem_and_pkcs12() {
     let p = pki();
-    let other = other_rsa_key();
+    // A second RSA key, which matches no certificate.
+    let other = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+        .unwrap()
+        .serialize_der();
     let key_pem = pem("PRIVATE KEY", &other);
     let file = key_pem.clone() + &pem("CERTIFICATE", &p.leaf_der);
     let err = load(&file, None).unwrap_err();
     assert!(err.contains("does not match any certificate"), "{err}");
     assert_no_key_material(&err, &key_pem);
 
-    let pfx = aes_pkcs12(&other, &[&p.leaf_der], "pw");
+    let pfx = pkcs12(&other, &[&p.leaf_der], "pw", AES);
     let err = load(&pfx, Some("pw")).unwrap_err();
     assert!(err.contains("does not match any certificate"), "{err}");
 }
@@ -299,10 +285,11 @@ fn key_must_match_a_certificate_in_pem_and_pkcs12() {
 #[test]
 fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
     let p = pki();
-    let pfx = aes_pkcs12(
+    let pfx = pkcs12(
         &p.leaf_key,
         &[&p.leaf_der, &p.intermediate_der, &p.root_der],
         "pfx-pw",
+        AES,
     );
     let cert = load(&pfx, Some("pfx-pw")).unwrap();
     assert_eq!(chain_of(&cert), full_chain(p));
@@ -311,7 +298,7 @@ fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
     let missing = load(&pfx, None).unwrap_err();
     assert!(missing.contains("no password is configured"), "{missing}");
 
-    let no_password = aes_pkcs12(&p.leaf_key, &[&p.leaf_der], "");
+    let no_password = pkcs12(&p.leaf_key, &[&p.leaf_der], "", AES);
     let cert = load(&no_password, None).unwrap();
     assert_eq!(chain_of(&cert), vec![p.leaf_der.clone()]);
 
@@ -358,42 +345,26 @@ fn load_names_the_file_and_debug_shows_no_key() {
 
 // --- the JWT assertion -----------------------------------------------------------------------------------------
 
-/// Splits a JWT, checks that every segment is unpadded base64url, and decodes header and claims.
+/// Splits a JWT and decodes header, claims and signature (the decoder refuses anything but unpadded base64url).
 pub(crate) fn decode_jwt(jwt: &str) -> (Value, Value, Vec<u8>) {
-    let parts: Vec<&str> = jwt.split('.').collect();
+    let parts: Vec<Vec<u8>> = jwt
+        .split('.')
+        .map(|p| URL_SAFE_NO_PAD.decode(p).unwrap())
+        .collect();
     assert_eq!(parts.len(), 3, "{jwt}");
-    for part in &parts {
-        assert!(
-            part.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "not unpadded base64url: {part}"
-        );
-    }
-    let json = |s: &str| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap();
-    (
-        json(parts[0]),
-        json(parts[1]),
-        URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
-    )
+    let json = |bytes: &[u8]| serde_json::from_slice(bytes).unwrap();
+    (json(&parts[0]), json(&parts[1]), parts[2].clone())
 }
 
-/// Whether `signature` (base64url) is a PS256 signature of `signed` by the key of `cert_der`.
-fn ps256_verifies(signed: &str, signature: &str, cert_der: &[u8]) -> bool {
+/// Whether `jwt` carries a PS256 signature by the key of `cert_der`.
+pub(crate) fn ps256_verifies(jwt: &str, cert_der: &[u8]) -> bool {
+    let (signed, signature) = jwt.rsplit_once('.').unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
     let public = cert.public_key().subject_public_key.data.to_vec();
     let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
     UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public)
         .verify(signed.as_bytes(), &signature)
         .is_ok()
-}
-
-/// Verifies a PS256 JWT with the public key of `cert_der`.
-pub(crate) fn verify_ps256(jwt: &str, cert_der: &[u8]) {
-    let (signed, signature) = jwt.rsplit_once('.').unwrap();
-    assert!(
-        ps256_verifies(signed, signature, cert_der),
-        "the PS256 signature verifies with the certificate's public key"
-    );
 }
 
 fn claims<'a>(jti: &'a str) -> AssertionClaims<'a> {
@@ -438,26 +409,26 @@ fn assertion_is_ps256_with_x5t_s256_and_verifies() {
         })
     );
     assert_eq!(signature.len(), 256);
-    verify_ps256(jwt.expose(), &p.leaf_der);
+    assert!(ps256_verifies(jwt.expose(), &p.leaf_der));
 
     // PSS is randomised (a 32-byte salt): two signatures over the same input differ, and both verify.
     let again = cert.sign_assertion(&claims("jti-1"), false).unwrap();
     assert_ne!(again.expose(), jwt.expose());
-    verify_ps256(again.expose(), &p.leaf_der);
+    assert!(ps256_verifies(again.expose(), &p.leaf_der));
 
     // A changed header or body no longer verifies.
-    let (signed, signature) = jwt.expose().rsplit_once('.').unwrap();
-    let tampered = signed.replacen("eyJ", "eyK", 1);
-    assert!(!ps256_verifies(&tampered, signature, &p.leaf_der));
+    let tampered = jwt.expose().replacen("eyJ", "eyK", 1);
+    assert!(!ps256_verifies(&tampered, &p.leaf_der));
 }
 
 #[test]
 fn assertion_x5c_carries_the_chain_as_standard_base64_der() {
     let p = pki();
-    let pfx = aes_pkcs12(
+    let pfx = pkcs12(
         &p.leaf_key,
         &[&p.leaf_der, &p.intermediate_der, &p.root_der],
         "pw",
+        AES,
     );
     let cert = load(&pfx, Some("pw")).unwrap();
     let jwt = cert.sign_assertion(&claims("jti-2"), true).unwrap();
@@ -469,5 +440,5 @@ fn assertion_x5c_carries_the_chain_as_standard_base64_der() {
         .map(|v| STANDARD.decode(v.as_str().unwrap()).unwrap())
         .collect();
     assert_eq!(x5c, full_chain(p));
-    verify_ps256(jwt.expose(), &p.leaf_der);
+    assert!(ps256_verifies(jwt.expose(), &p.leaf_der));
 }
