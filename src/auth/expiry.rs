@@ -1,8 +1,9 @@
 //! Expiry formats that token services and tools use, and the local time zone that naive times are read in.
 //! Everything is converted to Unix seconds (UTC); the calendar and time-zone rules are `jiff`'s.
 //!
-//! Formats: the date strings of legacy managed-identity endpoints ([`msi_date`]) and the naive local date-time older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and
-//! [`local_to_unix`]). Numbers sent as JSON strings are read by the wire types (`auth::lenient_json`).
+//! Formats: the date strings of legacy managed-identity endpoints ([`msi_date`]) and the naive local date-time
+//! older Azure CLIs print ([`naive_datetime`], resolved with [`local_zone`] and [`local_to_unix`]). Numbers sent
+//! as JSON strings are read by the wire types (`auth::lenient_json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
