@@ -50,12 +50,6 @@ fn the_arguments_are_an_argument_vector() {
 #[test]
 fn every_recorded_stderr_form_is_classified() {
     let lines = fixture_json_lines("azd_auth_token_outputs.txt");
-    // Legacy "not logged in": unavailable, naming the command.
-    let e = failure(&lines[1], 1);
-    assert_eq!(
-        test_support::unavailable(e, SOURCE),
-        "not logged in: run `azd auth login`"
-    );
     // Legacy generic failure: rejected with the message.
     let e = test_support::failed(failure(&lines[2], 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);
