@@ -53,11 +53,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn forms_in_order_with_decorated_scopes_and_the_claims_last_when_there_are_some() {
-    let plain = TokenRequest::new(ARM);
-    assert_eq!(plain.claims_parameter(), None);
-    let cae = TokenRequest::new(ARM).with_client_capabilities(true);
     let cp1 = r#"{"access_token":{"xms_cc":{"values":["CP1"]}}}"#;
-    assert_eq!(cae.claims_parameter().as_deref(), Some(cp1));
     let (code, rt) = (Secret::new("dc+/=&x"), Secret::new("0.AX&y=z"));
     // Scopes are decorated with the user-flow scopes once.
     let ml = "https://ml.azure.com/.default offline_access openid";
