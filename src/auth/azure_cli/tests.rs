@@ -172,13 +172,6 @@ fn stderr_classification_table() {
     let tenant = spec(Some("t1"), None);
     let cases: Vec<(&str, &str, i32, &AzureCliCredentialOptions, &str)> = vec![
         (
-            "rust sdk text",
-            "Please run 'az login' to setup account.\n",
-            1,
-            &none,
-            "unavailable: not logged in: run `az login`",
-        ),
-        (
             "msal cache miss",
             "ERROR: User alice@contoso.com does not exist in MSAL token cache. Run `az login`.",
             1,
