@@ -293,8 +293,6 @@ fn pkcs12_with_and_without_password_with_ca_chain_and_legacy_3des() {
     );
     let cert = load(&pfx, Some("pfx-pw")).unwrap();
     assert_eq!(chain_of(&cert), full_chain(p));
-    let wrong = load(&pfx, Some("nope")).unwrap_err();
-    assert!(wrong.contains("wrong password"), "{wrong}");
     let missing = load(&pfx, None).unwrap_err();
     assert!(missing.contains("no password is configured"), "{missing}");
 
