@@ -476,13 +476,6 @@ fn fixture_app_service_legacy_2017_msi_epoch_string() {
 #[test]
 fn error_descriptions_are_one_short_line() {
     let long = "x".repeat(1000);
-    let body = format!(
-        r#"{{"error":"invalid_request","error_description":"first line\r\nTrace ID: t {long}"}}"#
-    );
-    assert_eq!(
-        error_description(body.as_bytes()).as_deref(),
-        Some("first line")
-    );
     let body = format!(r#"{{"error_description":"{long}"}}"#);
     let d = error_description(body.as_bytes()).unwrap();
     assert_eq!(d.chars().count(), 301);
