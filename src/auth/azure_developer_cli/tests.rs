@@ -39,11 +39,6 @@ fn the_arguments_are_an_argument_vector() {
         "--scope",
         ARM,
     ];
-    let tenant = ["--tenant-id", "contoso.onmicrosoft.com"];
-    assert_eq!(
-        Azd::args(ARM, Some("contoso.onmicrosoft.com")),
-        [&token[..], &tenant[..]].concat()
-    );
     assert_eq!(Azd::args(ARM, None), token);
 }
 
