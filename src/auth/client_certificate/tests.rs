@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::super::certificate_file::tests::{decode_jwt, pem, pki, ps256_verifies};
+use super::super::certificate_file::tests::{decode_jwt, pem, pki};
 use super::{
     ASSERTION_LIFETIME, ASSERTION_REUSE_MARGIN, AssertionCache, ClientCertificate,
     ClientCertificateCredential, Secret,
@@ -34,9 +34,6 @@ fn assertion_is_reused_until_shortly_before_it_expires() {
     let cert = certificate();
     let cache = AssertionCache::default();
     let first = sign(&cache, &cert, AUD, T0);
-    let (_, claims, _) = decode_jwt(first.expose());
-    assert_eq!(claims["exp"], T0 + ASSERTION_LIFETIME.as_secs());
-    assert!(ps256_verifies(first.expose(), &pki().leaf_der));
 
     // Still more than the margin left: the same assertion (same jti).
     let last_reuse = T0 + ASSERTION_LIFETIME.as_secs() - ASSERTION_REUSE_MARGIN.as_secs() - 1;

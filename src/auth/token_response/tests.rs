@@ -3,29 +3,36 @@ use serde_json::Value;
 use super::*;
 use crate::auth::test_support::fixture_json_lines;
 
+/// v2 bodies (numbers), v1 bodies (strings, with `refresh_in`), and user flows' refresh tokens.
 #[test]
-fn v2_numbers() {
-    let (token, refresh_token) = parse_token_response(
-        br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"abc"}"#,
-        "client_secret",
-    )
-    .unwrap();
-    assert_eq!(token.token.expose(), "abc");
-    assert_eq!(token.expires_in, Duration::from_secs(3599));
-    assert_eq!(token.refresh_in, None);
-    assert!(refresh_token.is_none());
-}
-
-#[test]
-fn v1_strings_and_refresh_in() {
-    let (token, _) = parse_token_response(
-        br#"{"token_type":"Bearer","expires_in":"3600","ext_expires_in":"3600","expires_on":"1546469802","refresh_in":"1800","access_token":"x"}"#,
-        "client_secret",
-    )
-    .unwrap();
-    assert_eq!(token.expires_in, Duration::from_secs(3600));
-    assert_eq!(token.refresh_in, Some(Duration::from_secs(1800)));
-    assert_eq!(&*token.source, "client_secret");
+fn v2_numbers_v1_strings_and_refresh_tokens() {
+    for (body, expires_in, refresh_in, refresh_token) in [
+        (
+            r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"a"}"#,
+            3599,
+            None,
+            None,
+        ),
+        (
+            r#"{"token_type":"Bearer","expires_in":"3600","ext_expires_in":"3600","expires_on":"1546469802","refresh_in":"1800","access_token":"a"}"#,
+            3600,
+            Some(1800),
+            None,
+        ),
+        (
+            r#"{"token_type":"Bearer","expires_in":60,"access_token":"a","refresh_token":"r1"}"#,
+            60,
+            None,
+            Some("r1"),
+        ),
+    ] {
+        let (token, rt) = parse_token_response(body.as_bytes(), "client_secret").unwrap();
+        assert_eq!(token.token.expose(), "a");
+        assert_eq!(token.expires_in, Duration::from_secs(expires_in));
+        assert_eq!(token.refresh_in, refresh_in.map(Duration::from_secs));
+        assert_eq!(&*token.source, "client_secret");
+        assert_eq!(rt.as_ref().map(Secret::expose), refresh_token, "{body}");
+    }
 }
 
 #[test]
@@ -87,17 +94,6 @@ fn refusals_say_why() {
         let e = parse_token_response(body.as_bytes(), "entra").unwrap_err();
         assert_eq!(e, why, "{body}");
     }
-}
-
-#[test]
-fn refresh_tokens_are_handed_back() {
-    let (token, refresh_token) = parse_token_response(
-        br#"{"token_type":"Bearer","expires_in":60,"access_token":"a","refresh_token":"r1"}"#,
-        "device_code",
-    )
-    .unwrap();
-    assert_eq!(token.token.expose(), "a");
-    assert_eq!(refresh_token.as_ref().map(Secret::expose), Some("r1"));
 }
 
 #[test]
