@@ -169,9 +169,13 @@ where
     // `ClientAddr` and `ReplayToken` (which a caller's request never carries). A replay gets who is asking.
     let caller = parts.extensions.get::<ClientAddr>().cloned();
     let extensions = std::mem::take(&mut parts.extensions);
+    // It takes the caller's header map too, which has room for the headers the layers inside add (a copy has
+    // none, and would grow); the copy, with the same fields in the same order, is kept for a replay.
+    let copy = parts.headers.clone();
+    let headers = std::mem::replace(&mut parts.headers, copy);
     let mut response = call(
         inner.clone(),
-        copy_request(&parts, kept.clone(), extensions),
+        copy_request(&parts, headers, kept.clone(), extensions),
     )
     .await?;
     let Some(token) = refused_token(&mut response) else {
@@ -187,7 +191,12 @@ where
             drop(response);
             return last(
                 inner,
-                copy_request(&parts, kept, replay_extensions(caller, fresh)),
+                copy_request(
+                    &parts,
+                    parts.headers.clone(),
+                    kept,
+                    replay_extensions(caller, fresh),
+                ),
             )
             .await;
         }
@@ -205,7 +214,12 @@ where
                 drop(response);
                 return last(
                     inner,
-                    copy_request(&parts, kept, replay_extensions(caller, fresh)),
+                    copy_request(
+                        &parts,
+                        parts.headers.clone(),
+                        kept,
+                        replay_extensions(caller, fresh),
+                    ),
                 )
                 .await;
             }
@@ -219,7 +233,12 @@ where
     drop(response);
     last(
         inner,
-        copy_request(&parts, kept, replay_extensions(caller, token)),
+        copy_request(
+            &parts,
+            parts.headers.clone(),
+            kept,
+            replay_extensions(caller, token),
+        ),
     )
     .await
 }
@@ -287,9 +306,10 @@ async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
     Ok(kept.freeze())
 }
 
-/// A copy of the request with `body` and `extensions`.
+/// A copy of the request with `headers`, `body` and `extensions`.
 fn copy_request(
     parts: &http::request::Parts,
+    headers: HeaderMap,
     body: Bytes,
     extensions: http::Extensions,
 ) -> Request<ProxyBody> {
@@ -297,7 +317,7 @@ fn copy_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = headers;
     *req.extensions_mut() = extensions;
     req
 }
