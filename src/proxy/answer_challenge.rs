@@ -143,7 +143,7 @@ where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone,
     S::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let replayable = replay.limit > 0
         && !is_websocket_upgrade(parts.version, &parts.headers)
         && body
@@ -165,7 +165,19 @@ where
         return Ok(response);
     }
     let kept = buffer(body, replay.limit).await?;
-    let mut response = call(inner.clone(), copy_request(&parts, kept.clone(), None)).await?;
+    // The first send takes the caller's extensions as they are, not a copy: the layers inside read only
+    // `ClientAddr` and `ReplayToken` (which a caller's request never carries). A replay gets who is asking.
+    let caller = parts.extensions.get::<ClientAddr>().cloned();
+    let extensions = std::mem::take(&mut parts.extensions);
+    // It takes the caller's header map too, which has room for the headers the layers inside add (a copy has
+    // none, and would grow); the copy, with the same fields in the same order, is kept for a replay.
+    let copy = parts.headers.clone();
+    let headers = std::mem::replace(&mut parts.headers, copy);
+    let mut response = call(
+        inner.clone(),
+        copy_request(&parts, headers, kept.clone(), extensions),
+    )
+    .await?;
     let Some(token) = refused_token(&mut response) else {
         return Ok(response);
     };
@@ -177,7 +189,16 @@ where
         let fresh = tokens.header_value().await?;
         if fresh != token {
             drop(response);
-            return last(inner, copy_request(&parts, kept, Some(fresh))).await;
+            return last(
+                inner,
+                copy_request(
+                    &parts,
+                    parts.headers.clone(),
+                    kept,
+                    replay_extensions(caller, fresh),
+                ),
+            )
+            .await;
         }
         return Ok(response);
     }
@@ -191,7 +212,16 @@ where
             let fresh = tokens.header_value().await?;
             if fresh != token {
                 drop(response);
-                return last(inner, copy_request(&parts, kept, Some(fresh))).await;
+                return last(
+                    inner,
+                    copy_request(
+                        &parts,
+                        parts.headers.clone(),
+                        kept,
+                        replay_extensions(caller, fresh),
+                    ),
+                )
+                .await;
             }
         }
         return Ok(response);
@@ -201,7 +231,16 @@ where
     let with_claims = replay.cache.claims_source(&tokens, challenge.claims.into());
     let token = with_claims.header_value().await?;
     drop(response);
-    last(inner, copy_request(&parts, kept, Some(token))).await
+    last(
+        inner,
+        copy_request(
+            &parts,
+            parts.headers.clone(),
+            kept,
+            replay_extensions(caller, token),
+        ),
+    )
+    .await
 }
 
 // === impl Replay ===
@@ -267,23 +306,29 @@ async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
     Ok(kept.freeze())
 }
 
-/// A copy of the request with `body`, carrying `token` if given (else the route's current token).
+/// A copy of the request with `headers`, `body` and `extensions`.
 fn copy_request(
     parts: &http::request::Parts,
+    headers: HeaderMap,
     body: Bytes,
-    token: Option<HeaderValue>,
+    extensions: http::Extensions,
 ) -> Request<ProxyBody> {
     let mut req = Request::new(ProxyBody::full(body));
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    // Who is asking, and the caller connection's upstream connection (client module docs).
-    if let Some(caller) = parts.extensions.get::<ClientAddr>() {
-        req.extensions_mut().insert(caller.clone());
-    }
-    if let Some(token) = token {
-        req.extensions_mut().insert(ReplayToken(token));
-    }
+    *req.headers_mut() = headers;
+    *req.extensions_mut() = extensions;
     req
+}
+
+/// A replay's extensions: who is asking, and the caller connection's upstream connection (client module docs),
+/// and the `token` it carries.
+fn replay_extensions(caller: Option<ClientAddr>, token: HeaderValue) -> http::Extensions {
+    let mut extensions = http::Extensions::new();
+    if let Some(caller) = caller {
+        extensions.insert(caller);
+    }
+    extensions.insert(ReplayToken(token));
+    extensions
 }

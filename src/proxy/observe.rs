@@ -192,9 +192,24 @@ impl Record {
         // Copied, not shared: an upstream's header values point into the buffer its head was read into, which
         // must not stay pinned for as long as the response streams.
         let copy = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).ok();
-        self.request_id = headers.get(X_MS_REQUEST_ID).and_then(copy);
-        self.correlation_id = headers.get(X_MS_CORRELATION_REQUEST_ID).and_then(copy);
-        self.error_code = headers.get(ERROR_HEADER).cloned();
+        // The first value of each, found in one pass over the response's few fields rather than three hashed
+        // look-ups.
+        let (mut request_id, mut correlation_id, mut error_code) = (None, None, None);
+        for (name, value) in headers {
+            let first = if *name == X_MS_REQUEST_ID {
+                &mut request_id
+            } else if *name == X_MS_CORRELATION_REQUEST_ID {
+                &mut correlation_id
+            } else if *name == ERROR_HEADER {
+                &mut error_code
+            } else {
+                continue;
+            };
+            first.get_or_insert(value);
+        }
+        self.request_id = request_id.and_then(copy);
+        self.correlation_id = correlation_id.and_then(copy);
+        self.error_code = error_code.cloned();
     }
 }
 
