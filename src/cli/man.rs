@@ -104,7 +104,7 @@ A level or tracing directives, as \fB\-\-log\-level\fR.
 Used when neither \fB\-\-log\-level\fR nor \fBAML_AUTH_PROXY_LOG_LEVEL\fR is set; default \fBinfo\fR.
 .TP
 \fBAZURE_TENANT_ID\fR, \fBAZURE_CLIENT_ID\fR, \fBAZURE_CLIENT_SECRET\fR, \fBAZURE_CLIENT_CERTIFICATE_PATH\fR, \fBAZURE_FEDERATED_TOKEN_FILE\fR, \fBAZURE_AUTHORITY_HOST\fR
-Read by the credential sources, as the Azure SDKs read them (see the README).
+Read by the credential sources, as the Azure SDKs read them (docs/credentials.md lists them all).
 .TP
 \fBAZURE_TOKEN_CREDENTIALS\fR
 Without a configuration file: \fBprod\fR, \fBdev\fR or one source's name narrows the built\-in credential chain,
@@ -122,6 +122,7 @@ Drain: stop accepting connections, turn /readyz to 503, let in\-flight requests 
 Reload the configuration file; a file with any problem is refused and the running configuration stays.
 .SH "SEE ALSO"
 The page of each command, \fBaml\-auth\-proxy\-run\fR(1) and the others above, written by
-\fBaml\-auth\-proxy man \-\-out\-dir\fR \fIDIR\fR; \fBaml\-auth\-proxy help\fR \fICOMMAND\fR; the README for the
-configuration reference, error codes and deployment.
+\fBaml\-auth\-proxy man \-\-out\-dir\fR \fIDIR\fR; \fBaml\-auth\-proxy help\fR \fICOMMAND\fR; in the source repository,
+docs/configuration.md for the configuration reference, docs/errors.md for error codes and docs/deployment.md for
+deployment.
 "#;

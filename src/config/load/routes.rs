@@ -240,7 +240,7 @@ fn forward_header(text: &str) -> Result<HeaderName, String> {
     }
     if !is_dropped_by_default(&lower) {
         return Err(format!(
-            "{text:?} is forwarded anyway; list only headers the proxy drops by default (method overrides such as x-http-method-override, URL overrides such as x-rewrite-url, client-identity headers such as x-real-ip; the README lists them all)"
+            "{text:?} is forwarded anyway; list only headers the proxy drops by default (method overrides such as x-http-method-override, URL overrides such as x-rewrite-url, client-identity headers such as x-real-ip; docs/configuration.md lists them all)"
         ));
     }
     HeaderName::from_bytes(lower.as_bytes()).map_err(|_| format!("{text:?} is not a header name"))
