@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use self::cache::{CacheError, StoredLogin};
 use super::lenient_json::{self, WireError};
-use super::token_endpoint::{error_from_response, form};
+use super::token_endpoint::form;
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
     TokenErrorKind, TokenRequest, words,
@@ -335,21 +335,16 @@ impl DeviceCodeCredential {
         claims: Option<&str>,
     ) -> Result<(Secret, Duration, DeviceCodePrompt), LoginError> {
         let form = device_code_form(&self.client_id, scope, claims);
-        let (host, response) = self
-            .entra
-            .post_form(self.source, &self.tenant, "devicecode", &form)
-            .await
-            .map_err(LoginError::Token)?;
-        if !response.status.is_success() {
-            let e = error_from_response(self.source, &host, &response);
-            return Err(LoginError::Token(e));
-        }
-        parse_device_code(&response.body).map_err(|why| {
-            LoginError::Token(TokenError::service_unavailable(
+        self.entra
+            .post(
                 self.source,
-                format!("{host} sent an unusable device-code response: {why}"),
-            ))
-        })
+                &self.tenant,
+                "devicecode",
+                &form,
+                parse_device_code,
+            )
+            .await
+            .map_err(LoginError::Token)
     }
 
     /// Saves the refresh token of a successful sign-in (device code or browser).

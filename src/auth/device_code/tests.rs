@@ -9,6 +9,7 @@ use crate::auth::TokenCredential;
 use crate::auth::test_support::{
     assert_ends, assert_has, entra, fixture_json_lines, owned, pairs, response,
 };
+use crate::auth::token_endpoint::error_from_response;
 use crate::auth::token_response::parse_token_response;
 use crate::test_support::TempDir;
 
