@@ -26,6 +26,8 @@ pub(crate) const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(60);
 const KIND: &str = "client_certificate";
 
 /// `client_certificate` credentials: the client-credentials grant with a certificate-signed client assertion.
+/// `Debug` shows neither the key nor an assertion.
+#[derive(Debug)]
 pub struct ClientCertificateCredential {
     tenant_id: String,
     client_id: String,
@@ -119,19 +121,6 @@ impl ClientCertificateCredential {
         } else {
             None
         }
-    }
-}
-
-impl std::fmt::Debug for ClientCertificateCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCertificateCredential")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("certificate", &self.certificate)
-            .field("send_chain", &self.send_chain)
-            .field("source", &self.source)
-            .field("authority", &self.entra.authority().to_string())
-            .finish()
     }
 }
 
