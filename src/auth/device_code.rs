@@ -286,9 +286,19 @@ impl DeviceCodeCredential {
     ) -> Result<LoginOutcome, LoginError> {
         let started = self.clock.now();
         let claims = options.claims_parameter();
+        // `POST /{tenant}/oauth2/v2.0/devicecode`: the device code, the poll interval and the prompt.
+        let start = device_code_form(&self.client_id, &options.scope, claims.as_deref());
         let (device_code, mut interval, shown) = self
-            .start_device_flow(&options.scope, claims.as_deref())
-            .await?;
+            .entra
+            .post(
+                self.source,
+                &self.tenant,
+                "devicecode",
+                &start,
+                parse_device_code,
+            )
+            .await
+            .map_err(LoginError::Token)?;
         prompt(&shown);
         let deadline = started.checked_add(shown.expires_in).unwrap_or(started);
         let form = device_poll_form(&self.client_id, &device_code, claims.as_deref());
@@ -326,25 +336,6 @@ impl DeviceCodeCredential {
                 PollError::Transient | PollError::Fatal => return Err(LoginError::Token(error)),
             }
         }
-    }
-
-    /// `POST /{tenant}/oauth2/v2.0/devicecode`: the device code, the poll interval and the prompt.
-    async fn start_device_flow(
-        &self,
-        scope: &str,
-        claims: Option<&str>,
-    ) -> Result<(Secret, Duration, DeviceCodePrompt), LoginError> {
-        let form = device_code_form(&self.client_id, scope, claims);
-        self.entra
-            .post(
-                self.source,
-                &self.tenant,
-                "devicecode",
-                &form,
-                parse_device_code,
-            )
-            .await
-            .map_err(LoginError::Token)
     }
 
     /// Saves the refresh token of a successful sign-in (device code or browser).
