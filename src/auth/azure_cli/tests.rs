@@ -6,8 +6,8 @@ use super::*;
 use crate::auth::developer_tool::{
     MAX_MESSAGE_CHARS, aadsts_codes, clean_line, labelled, labelled_timestamp,
 };
-use crate::auth::test_support::{self, Section, assert_starts, exit, utc};
-use crate::auth::{AadError, TokenCredential, TokenError, TokenErrorKind};
+use crate::auth::test_support::{self, Section, assert_starts, exit, failed, unavailable, utc};
+use crate::auth::{AadError, TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
@@ -28,14 +28,6 @@ fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialO
         subscription: subscription.map(String::from),
         timeout: Duration::from_secs(10),
     }
-}
-
-fn unavailable(e: CredentialError) -> String {
-    test_support::unavailable(e, "azure_cli")
-}
-
-fn failed(e: CredentialError) -> TokenError {
-    test_support::failed(e, "azure_cli")
 }
 
 // --- output parsing ---
@@ -121,7 +113,7 @@ fn fixture_stderr_samples_classify() {
         let e = failure(&section.body, exit(1), &s, ARM);
         // (The CA sample's title also says "not logged in", so it is matched first.)
         if section.title.contains("Conditional Access") {
-            let e = failed(e);
+            let e = failed(e, SOURCE);
             assert_eq!(e.kind, TokenErrorKind::ConditionalAccessBlocked);
             assert_eq!(
                 e.message,
@@ -137,7 +129,7 @@ fn fixture_stderr_samples_classify() {
             };
             assert_eq!(e.aad.as_deref(), Some(&aad), "no claims, nothing else");
         } else if section.title.contains("not logged in") {
-            assert_eq!(unavailable(e), "not logged in: run `az login`");
+            assert_eq!(unavailable(e, SOURCE), "not logged in: run `az login`");
         } else {
             panic!(
                 "fixture section {:?} has no expectation: add one",
@@ -152,9 +144,9 @@ fn fixture_stderr_samples_classify() {
 /// `unavailable: <reason>`, or `<kind>: <message>` for a failure.
 fn outcome(e: CredentialError) -> String {
     match e {
-        CredentialError::Unavailable(_) => format!("unavailable: {}", unavailable(e)),
+        CredentialError::Unavailable(_) => format!("unavailable: {}", unavailable(e, SOURCE)),
         CredentialError::Failed(_) => {
-            let e = failed(e);
+            let e = failed(e, SOURCE);
             format!("{:?}: {}", e.kind, e.message)
         }
     }
@@ -246,7 +238,7 @@ fn stderr_classification_table() {
     }
 
     // A claims challenge in stderr: the hint carries it, and `aad.claims` the decoded JSON (for WWW-Authenticate).
-    let e = failed(failure(&mfa_with_claims, exit(1), &tenant, ARM));
+    let e = failed(failure(&mfa_with_claims, exit(1), &tenant, ARM), SOURCE);
     assert_eq!(e.kind, InteractionRequired);
     assert_eq!(
         e.message,
@@ -260,7 +252,7 @@ fn stderr_classification_table() {
 
     // CA with a claims challenge gets the same hint.
     let ca = mfa_with_claims.replace("AADSTS50076", "AADSTS53003");
-    let e = failed(failure(&ca, exit(1), &none, ARM));
+    let e = failed(failure(&ca, exit(1), &none, ARM), SOURCE);
     assert_eq!(e.kind, ConditionalAccessBlocked);
     assert!(e.message.ends_with(&format!(
         "(satisfy the policy: run `az login --scope {ARM} --claims-challenge {claims_b64}`)"
@@ -277,7 +269,7 @@ fn stderr_never_leaks_token_like_text() {
     let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwcyJ9.c2lnbmF0dXJl";
     let refresh = "0.AXoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKl";
     let stderr = format!("ERROR: unexpected response {jwt} and '{refresh}'");
-    let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM));
+    let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM), SOURCE);
     assert_eq!(
         e.message,
         "az failed (exit status 1): unexpected response [redacted] and [redacted]"
@@ -394,7 +386,7 @@ async fn invalid_arguments_and_claims_never_run_az() {
         claims: Some(claims.into()),
         client_capabilities: true,
     };
-    let e = failed(error(spec(Some("t1"), None), &request).await);
+    let e = failed(error(spec(Some("t1"), None), &request).await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
     let command = format!("`az login --tenant t1 --scope {ARM} --claims-challenge {b64}`");
@@ -402,14 +394,17 @@ async fn invalid_arguments_and_claims_never_run_az() {
     assert_eq!(e.aad.unwrap().claims.as_deref(), Some(claims));
 
     // And with valid arguments, a missing program is "unavailable".
-    let reason = unavailable(error(spec(None, None), &TokenRequest::new(ARM)).await);
+    let reason = unavailable(
+        error(spec(None, None), &TokenRequest::new(ARM)).await,
+        SOURCE,
+    );
     assert_starts(&reason, "Azure CLI not found on PATH");
 }
 
 #[tokio::test]
 async fn az_is_searched_on_the_env_path_only() {
     let cred = |env: MapEnv| AzureCliCredential::new(spec(None, None), &env);
-    let reason = unavailable(cred(MapEnv::new()).tool.locate().await.unwrap_err());
+    let reason = unavailable(cred(MapEnv::new()).tool.locate().await.unwrap_err(), SOURCE);
     assert_eq!(reason, "Azure CLI not found on PATH (PATH is not set)");
     let reason = unavailable(
         cred(MapEnv::new().with("PATH", "relative/dir:/nonexistent"))
@@ -417,6 +412,7 @@ async fn az_is_searched_on_the_env_path_only() {
             .locate()
             .await
             .unwrap_err(),
+        SOURCE,
     );
     assert!(reason.starts_with("Azure CLI not found on PATH"));
     assert_eq!(cred(MapEnv::new()).kind(), "azure_cli");
