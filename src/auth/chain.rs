@@ -9,15 +9,16 @@ use super::{AccessToken, Credential, CredentialError, TokenCredential, TokenRequ
 
 const NO_WINNER: usize = usize::MAX;
 
-/// Every built-in source. All but `device_code` can be selected by `AZURE_TOKEN_CREDENTIALS`.
+/// Every built-in source: the first four are the default chain, the first three `prod`, the next three `dev`. All
+/// but `device_code` can be selected by `AZURE_TOKEN_CREDENTIALS`.
 const BUILT_IN: [ChainSource; 8] = [
     ChainSource::Environment,
     ChainSource::WorkloadIdentity,
     ChainSource::ManagedIdentity,
     ChainSource::AzureCli,
-    ChainSource::DeviceCode,
     ChainSource::AzureDeveloperCli,
     ChainSource::AzurePowerShell,
+    ChainSource::DeviceCode,
     ChainSource::InteractiveBrowser,
 ];
 
@@ -105,12 +106,7 @@ impl ChainSource {
 
     /// The built-in default chain.
     pub fn default_chain() -> Vec<ChainSource> {
-        vec![
-            ChainSource::Environment,
-            ChainSource::WorkloadIdentity,
-            ChainSource::ManagedIdentity,
-            ChainSource::AzureCli,
-        ]
+        BUILT_IN[..4].to_vec()
     }
 
     /// The built-in default chain as `AZURE_TOKEN_CREDENTIALS` selects it, the way azure-identity reads the
@@ -122,16 +118,8 @@ impl ChainSource {
         let value = selection.unwrap_or_default().trim().to_ascii_lowercase();
         match value.as_str() {
             "" => Ok(Self::default_chain()),
-            "prod" => Ok(vec![
-                ChainSource::Environment,
-                ChainSource::WorkloadIdentity,
-                ChainSource::ManagedIdentity,
-            ]),
-            "dev" => Ok(vec![
-                ChainSource::AzureCli,
-                ChainSource::AzureDeveloperCli,
-                ChainSource::AzurePowerShell,
-            ]),
+            "prod" => Ok(BUILT_IN[..3].to_vec()),
+            "dev" => Ok(BUILT_IN[3..6].to_vec()),
             // azure-identity's names are ours without `_`, plus `credential`.
             one => BUILT_IN
                 .into_iter()

@@ -26,6 +26,8 @@ pub(crate) const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(60);
 const KIND: &str = "client_certificate";
 
 /// `client_certificate` credentials: the client-credentials grant with a certificate-signed client assertion.
+/// `Debug` shows neither the key nor an assertion.
+#[derive(Debug)]
 pub struct ClientCertificateCredential {
     tenant_id: String,
     client_id: String,
@@ -105,15 +107,10 @@ impl ClientCertificateCredential {
         }
     }
 
-    /// Parses `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: `1`/`true`/`yes`/`on` (any case) send the chain; unset,
-    /// empty, `0`/`false`/`no`/`off` and anything unrecognised do not (Python's "any non-empty value" is the bug
-    /// avoided here). Use [`ClientCertificateCredential::parse_flag`] to warn about unrecognised values.
-    pub fn send_chain_from_env(value: Option<&str>) -> bool {
-        value.and_then(Self::parse_flag).unwrap_or(false)
-    }
-
-    /// A boolean setting: `Some(true)` for `1`/`true`/`yes`/`on`, `Some(false)` for `0`/`false`/`no`/`off`/empty
-    /// (case-insensitive, surrounding whitespace ignored), `None` for anything else.
+    /// A boolean setting such as `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: `Some(true)` for `1`/`true`/`yes`/`on`,
+    /// `Some(false)` for `0`/`false`/`no`/`off`/empty (case-insensitive, surrounding whitespace ignored), `None` for
+    /// anything else, which callers treat as off with a warning (Python's "any non-empty value" is the bug avoided
+    /// here).
     pub fn parse_flag(value: &str) -> Option<bool> {
         let v = value.trim();
         let is = |words: &[&str]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
@@ -124,19 +121,6 @@ impl ClientCertificateCredential {
         } else {
             None
         }
-    }
-}
-
-impl std::fmt::Debug for ClientCertificateCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCertificateCredential")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("certificate", &self.certificate)
-            .field("send_chain", &self.send_chain)
-            .field("source", &self.source)
-            .field("authority", &self.entra.authority().to_string())
-            .finish()
     }
 }
 

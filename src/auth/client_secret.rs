@@ -3,7 +3,9 @@
 use super::token_endpoint::ClientAuth;
 use super::{AccessToken, Credential, CredentialError, EntraClient, Secret, TokenRequest};
 
-/// `client_secret` credentials: the client-credentials grant with `client_secret=`.
+/// `client_secret` credentials: the client-credentials grant with `client_secret=`. `Debug` shows the secret
+/// redacted.
+#[derive(Debug)]
 pub struct ClientSecretCredential {
     options: ClientSecretCredentialOptions,
     entra: EntraClient,
@@ -38,17 +40,6 @@ impl ClientSecretCredential {
     pub fn with_source(mut self, source: &'static str) -> Self {
         self.source = source;
         self
-    }
-}
-
-impl std::fmt::Debug for ClientSecretCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientSecretCredential")
-            .field("tenant_id", &self.options.tenant_id)
-            .field("client_id", &self.options.client_id)
-            .field("secret", &self.options.client_secret)
-            .field("authority", &self.entra.authority().to_string())
-            .finish()
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use self::cache::{CacheError, StoredLogin};
 use super::lenient_json::{self, WireError};
-use super::token_endpoint::{error_from_response, form};
+use super::token_endpoint::form;
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, EntraClient, Secret, TokenError,
     TokenErrorKind, TokenRequest, words,
@@ -286,9 +286,19 @@ impl DeviceCodeCredential {
     ) -> Result<LoginOutcome, LoginError> {
         let started = self.clock.now();
         let claims = options.claims_parameter();
+        // `POST /{tenant}/oauth2/v2.0/devicecode`: the device code, the poll interval and the prompt.
+        let start = device_code_form(&self.client_id, &options.scope, claims.as_deref());
         let (device_code, mut interval, shown) = self
-            .start_device_flow(&options.scope, claims.as_deref())
-            .await?;
+            .entra
+            .post(
+                self.source,
+                &self.tenant,
+                "devicecode",
+                &start,
+                parse_device_code,
+            )
+            .await
+            .map_err(LoginError::Token)?;
         prompt(&shown);
         let deadline = started.checked_add(shown.expires_in).unwrap_or(started);
         let form = device_poll_form(&self.client_id, &device_code, claims.as_deref());
@@ -326,30 +336,6 @@ impl DeviceCodeCredential {
                 PollError::Transient | PollError::Fatal => return Err(LoginError::Token(error)),
             }
         }
-    }
-
-    /// `POST /{tenant}/oauth2/v2.0/devicecode`: the device code, the poll interval and the prompt.
-    async fn start_device_flow(
-        &self,
-        scope: &str,
-        claims: Option<&str>,
-    ) -> Result<(Secret, Duration, DeviceCodePrompt), LoginError> {
-        let form = device_code_form(&self.client_id, scope, claims);
-        let (host, response) = self
-            .entra
-            .post_form(self.source, &self.tenant, "devicecode", &form)
-            .await
-            .map_err(LoginError::Token)?;
-        if !response.status.is_success() {
-            let e = error_from_response(self.source, &host, &response);
-            return Err(LoginError::Token(e));
-        }
-        parse_device_code(&response.body).map_err(|why| {
-            LoginError::Token(TokenError::service_unavailable(
-                self.source,
-                format!("{host} sent an unusable device-code response: {why}"),
-            ))
-        })
     }
 
     /// Saves the refresh token of a successful sign-in (device code or browser).

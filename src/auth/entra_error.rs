@@ -2,8 +2,8 @@
 //! `aad` object of the proxy's error responses), and their classification into a [`TokenErrorKind`] by code, never
 //! by description text. The client that receives them is `token_endpoint`.
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::TokenErrorKind;
 use super::lenient_json;
@@ -11,7 +11,7 @@ use super::lenient_json;
 /// The fields of an Entra ID error response, copied verbatim (the `aad` object of the proxy's error responses). Read tolerantly: a text
 /// field given as a number, boolean, array or object is kept as its JSON text (`claims` is documented as a string,
 /// but an object is passed on too); codes may be strings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub struct AadError {
     /// OAuth2 `error`, e.g. `invalid_grant`.
     #[serde(default, deserialize_with = "lenient_json::json_text")]
@@ -121,27 +121,11 @@ impl AadError {
 
     /// The fields as a JSON object, only those present (the `aad` object of error responses).
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                m.insert(k.to_owned(), Value::String(v.clone()));
-            }
-        };
-        put("error", &self.error);
-        put("error_description", &self.error_description);
-        put("suberror", &self.suberror);
-        put("trace_id", &self.trace_id);
-        put("correlation_id", &self.correlation_id);
-        put("timestamp", &self.timestamp);
-        put("error_uri", &self.error_uri);
-        put("claims", &self.claims);
-        if !self.error_codes.is_empty() {
-            m.insert(
-                "error_codes".to_owned(),
-                Value::from(self.error_codes.clone()),
-            );
+        let mut json = serde_json::to_value(self).unwrap_or_default();
+        if let Value::Object(fields) = &mut json {
+            fields.retain(|_, v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()));
         }
-        Value::Object(m)
+        json
     }
 }
 

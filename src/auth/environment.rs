@@ -78,12 +78,11 @@ fn certificate(
     let password = env
         .var("AZURE_CLIENT_CERTIFICATE_PASSWORD")
         .map(Secret::new);
-    let chain = env.var("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN");
+    let chain = env
+        .var("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+        .map(|v| ClientCertificateCredential::parse_flag(&v));
     // The value is not logged: a secret set in the wrong variable must not reach the logs.
-    if chain
-        .as_deref()
-        .is_some_and(|v| ClientCertificateCredential::parse_flag(v).is_none())
-    {
+    if chain == Some(None) {
         tracing::warn!(
             "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN is not a boolean; not sending the chain"
         );
@@ -93,7 +92,7 @@ fn certificate(
         client_id: client.to_owned(),
         certificate_file: path.into(),
         password,
-        send_certificate_chain: ClientCertificateCredential::send_chain_from_env(chain.as_deref()),
+        send_certificate_chain: chain.flatten().unwrap_or(false),
     };
     let credential = ClientCertificateCredential::with_source(options, entra.clone(), SOURCE);
     Ok(Arc::new(credential))

@@ -88,11 +88,6 @@ impl InteractiveBrowserCredential {
         self
     }
 
-    /// The command that signs this credential in again (see [`DeviceCodeCredential::login_command`]).
-    pub fn login_command(&self, claims: Option<&str>) -> String {
-        self.session.login_command(claims)
-    }
-
     /// Signs a user in with a browser: starts the redirect listener, hands the authorize URL to `open` (which shows
     /// it and opens a browser on it), waits for the redirect, redeems the code and saves the refresh token.
     /// Nothing is saved unless the sign-in succeeds. `open` failing ends the sign-in with

@@ -116,32 +116,29 @@ mod tests {
 
     use super::*;
 
-    fn seconds_of(v: Value) -> Option<u64> {
-        seconds(v).unwrap()
-    }
-
-    fn epoch_of(v: Value) -> Option<u64> {
-        epoch(v).unwrap()
-    }
-
     #[test]
     fn numbers_and_strings() {
-        assert_eq!(seconds_of(json!(3599)), Some(3599));
-        assert_eq!(seconds_of(json!("3599")), Some(3599));
-        assert_eq!(seconds_of(json!(" 86399 ")), Some(86399));
-        assert_eq!(seconds_of(json!(3599.9)), Some(3599));
-        assert_eq!(seconds_of(json!(-1)), None);
-        assert_eq!(seconds_of(json!(-1.5)), None);
-        assert_eq!(seconds_of(json!("soon")), None);
-        assert_eq!(seconds_of(json!(null)), None);
-        assert_eq!(seconds_of(json!([1])), None);
-        assert_eq!(epoch_of(json!("1546469802")), Some(1_546_469_802));
-        assert_eq!(epoch_of(json!(1_546_469_802)), Some(1_546_469_802));
-        assert_eq!(
-            epoch_of(json!("01/02/2019 22:56:42 +00:00")),
-            Some(1_546_469_802)
-        );
-        assert_eq!(epoch_of(json!("later")), None);
+        for (v, want) in [
+            (json!(3599), Some(3599)),
+            (json!("3599"), Some(3599)),
+            (json!(" 86399 "), Some(86399)),
+            (json!(3599.9), Some(3599)),
+            (json!(-1), None),
+            (json!(-1.5), None),
+            (json!("soon"), None),
+            (json!(null), None),
+            (json!([1]), None),
+        ] {
+            assert_eq!(seconds(v.clone()).unwrap(), want, "{v}");
+        }
+        for (v, want) in [
+            (json!("1546469802"), Some(1_546_469_802)),
+            (json!(1_546_469_802), Some(1_546_469_802)),
+            (json!("01/02/2019 22:56:42 +00:00"), Some(1_546_469_802)),
+            (json!("later"), None),
+        ] {
+            assert_eq!(epoch(v.clone()).unwrap(), want, "{v}");
+        }
     }
 
     #[test]

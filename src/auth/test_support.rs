@@ -36,13 +36,22 @@ pub(crate) fn fixture_without_comments(name: &str) -> String {
     lines.join("\n")
 }
 
-/// The one-line JSON objects of a fixture (lines starting with `{`), in order.
-pub(crate) fn fixture_json_lines(name: &str) -> Vec<String> {
-    fixture(name)
-        .lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .map(str::to_owned)
-        .collect()
+/// The JSON objects of a fixture, in order: blocks from a line that starts with `{` to the first line (that one or a
+/// later one) that ends with `}`, which is how the fixtures lay them out.
+pub(crate) fn fixture_json_objects(name: &str) -> Vec<String> {
+    let (mut blocks, mut open) = (Vec::<String>::new(), false);
+    for line in fixture(name).lines() {
+        if !open && line.starts_with('{') {
+            blocks.push(String::new());
+            open = true;
+        }
+        if let (true, Some(block)) = (open, blocks.last_mut()) {
+            block.push_str(line);
+            block.push('\n');
+            open = !line.trim_end().ends_with('}');
+        }
+    }
+    blocks
 }
 
 /// A `## ` section of a fixture: its title, and its lines other than blank ones and `# ` comments.

@@ -105,27 +105,20 @@ impl EntraClient {
         tenant: &str,
         form: &Secret,
     ) -> Result<(AccessToken, Option<Secret>), TokenError> {
-        let (host, response) = self.post_form(source, tenant, "token", form).await?;
-        if response.status.is_success() {
-            return parse_token_response(&response.body, source).map_err(|why| {
-                TokenError::service_unavailable(
-                    source,
-                    format!("{host} sent an unusable token response: {why}"),
-                )
-            });
-        }
-        Err(error_from_response(source, &host, &response))
+        let parse = |body: &[u8]| parse_token_response(body, source);
+        self.post(source, tenant, "token", form, parse).await
     }
 
-    /// POSTs an encoded form to `{authority}/{tenant}/oauth2/v2.0/{endpoint}` and returns the authority's host
-    /// (for messages) with the raw, bounded answer, whatever its status. Transport failures are classified.
-    pub(crate) async fn post_form(
+    /// POSTs an encoded form to `{authority}/{tenant}/oauth2/v2.0/{endpoint}` and reads a success with `parse`;
+    /// a refusal, a transport failure or a body `parse` cannot use is a classified error.
+    pub(crate) async fn post<T>(
         &self,
         source: &str,
         tenant: &str,
         endpoint: &str,
         form: &Secret,
-    ) -> Result<(String, HttpResponse), TokenError> {
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<T, TokenError> {
         let url = self.endpoint_url(tenant, endpoint)?;
         let host = url.host().unwrap_or_default().to_owned();
         let request = Request::builder()
@@ -142,13 +135,23 @@ impl EntraClient {
                 TokenError::service_unavailable(source, format!("building the token request: {e}"))
             })?;
         // A transport failure (unreachable, TLS, timeout, oversized body) is a token-service outage.
-        match self.http.send(request).await {
-            Ok(response) => Ok((host, response)),
-            Err(e) => {
-                let message = format!("token service {host} unreachable: {e}");
-                Err(TokenError::service_unavailable(source, message))
-            }
+        let response = self.http.send(request).await.map_err(|e| {
+            TokenError::service_unavailable(
+                source,
+                format!("token service {host} unreachable: {e}"),
+            )
+        })?;
+        if !response.status.is_success() {
+            return Err(error_from_response(source, &host, &response));
         }
+        parse(&response.body).map_err(|why| {
+            let what = match endpoint {
+                "devicecode" => "device-code",
+                other => other,
+            };
+            let message = format!("{host} sent an unusable {what} response: {why}");
+            TokenError::service_unavailable(source, message)
+        })
     }
 }
 

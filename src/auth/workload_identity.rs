@@ -76,37 +76,24 @@ impl WorkloadIdentityCredential {
         env: &dyn Env,
         entra: EntraClient,
     ) -> Self {
-        let tenant_id = options
-            .tenant_id
-            .or_else(|| env.non_empty("AZURE_TENANT_ID"));
-        let client_id = options
-            .client_id
-            .or_else(|| env.non_empty("AZURE_CLIENT_ID"));
-        let token_file = options.token_file.or_else(|| {
-            env.non_empty("AZURE_FEDERATED_TOKEN_FILE")
-                .map(PathBuf::from)
-        });
+        let tenant_id = setting(options.tenant_id, env, "AZURE_TENANT_ID");
+        let client_id = setting(options.client_id, env, "AZURE_CLIENT_ID");
+        let token_file = setting(options.token_file, env, "AZURE_FEDERATED_TOKEN_FILE");
         let config = match (tenant_id, client_id, token_file) {
-            (Some(tenant_id), Some(client_id), Some(token_file)) if is_valid_tenant(&tenant_id) => {
+            (Ok(tenant_id), Ok(client_id), Ok(token_file)) if is_valid_tenant(&tenant_id) => {
                 Ok(Settings {
                     tenant_id,
                     client_id,
                     token_file,
                 })
             }
-            (Some(_), Some(_), Some(_)) => Err(Unusable::Invalid(
+            (Ok(_), Ok(_), Ok(_)) => Err(Unusable::Invalid(
                 "the tenant id (AZURE_TENANT_ID) is not valid: use letters, digits, '.' and '-'"
                     .to_owned(),
             )),
             (t, c, f) => {
-                let missing: Vec<&str> = [
-                    (t.is_none(), "AZURE_TENANT_ID"),
-                    (c.is_none(), "AZURE_CLIENT_ID"),
-                    (f.is_none(), "AZURE_FEDERATED_TOKEN_FILE"),
-                ]
-                .into_iter()
-                .filter_map(|(missing, name)| missing.then_some(name))
-                .collect();
+                let missing: Vec<&str> =
+                    [t.err(), c.err(), f.err()].into_iter().flatten().collect();
                 Err(Unusable::Unavailable(format!(
                     "not configured: {} not set (the AKS workload identity webhook sets them for pods labelled azure.workload.identity/use: \"true\")",
                     missing.join(", ")
@@ -206,4 +193,15 @@ impl Credential for WorkloadIdentityCredential {
         tracing::info!(file = %settings.token_file.display(), "federated token expired; re-read the rotated file");
         self.exchange(settings, &fresh, request).await
     }
+}
+
+/// The configured value, else the variable `name`; `Err(name)` when neither is set.
+fn setting<T: From<String>>(
+    given: Option<T>,
+    env: &dyn Env,
+    name: &'static str,
+) -> Result<T, &'static str> {
+    given
+        .or_else(|| env.non_empty(name).map(T::from))
+        .ok_or(name)
 }

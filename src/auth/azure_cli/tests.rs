@@ -6,8 +6,8 @@ use super::*;
 use crate::auth::developer_tool::{
     MAX_MESSAGE_CHARS, aadsts_codes, clean_line, labelled, labelled_timestamp,
 };
-use crate::auth::test_support::{self, Section, assert_starts, exit, utc};
-use crate::auth::{AadError, TokenCredential, TokenError, TokenErrorKind};
+use crate::auth::test_support::{self, Section, assert_starts, exit, failed, unavailable, utc};
+use crate::auth::{AadError, TokenCredential, TokenErrorKind};
 use crate::env::MapEnv;
 
 const ARM: &str = "https://management.azure.com/.default";
@@ -28,14 +28,6 @@ fn spec(tenant: Option<&str>, subscription: Option<&str>) -> AzureCliCredentialO
         subscription: subscription.map(String::from),
         timeout: Duration::from_secs(10),
     }
-}
-
-fn unavailable(e: CredentialError) -> String {
-    test_support::unavailable(e, "azure_cli")
-}
-
-fn failed(e: CredentialError) -> TokenError {
-    test_support::failed(e, "azure_cli")
 }
 
 // --- output parsing ---
@@ -121,7 +113,7 @@ fn fixture_stderr_samples_classify() {
         let e = failure(&section.body, exit(1), &s, ARM);
         // (The CA sample's title also says "not logged in", so it is matched first.)
         if section.title.contains("Conditional Access") {
-            let e = failed(e);
+            let e = failed(e, SOURCE);
             assert_eq!(e.kind, TokenErrorKind::ConditionalAccessBlocked);
             assert_eq!(
                 e.message,
@@ -137,7 +129,7 @@ fn fixture_stderr_samples_classify() {
             };
             assert_eq!(e.aad.as_deref(), Some(&aad), "no claims, nothing else");
         } else if section.title.contains("not logged in") {
-            assert_eq!(unavailable(e), "not logged in: run `az login`");
+            assert_eq!(unavailable(e, SOURCE), "not logged in: run `az login`");
         } else {
             panic!(
                 "fixture section {:?} has no expectation: add one",
@@ -152,9 +144,9 @@ fn fixture_stderr_samples_classify() {
 /// `unavailable: <reason>`, or `<kind>: <message>` for a failure.
 fn outcome(e: CredentialError) -> String {
     match e {
-        CredentialError::Unavailable(_) => format!("unavailable: {}", unavailable(e)),
+        CredentialError::Unavailable(_) => format!("unavailable: {}", unavailable(e, SOURCE)),
         CredentialError::Failed(_) => {
-            let e = failed(e);
+            let e = failed(e, SOURCE);
             format!("{:?}: {}", e.kind, e.message)
         }
     }
@@ -170,98 +162,83 @@ fn stderr_classification_table() {
     );
     let none = spec(None, None);
     let tenant = spec(Some("t1"), None);
-    let cases: Vec<(&str, &str, i32, &AzureCliCredentialOptions, &str)> = vec![
+    // With a tenant configured: the login commands name it.
+    let cases = [
         (
-            "msal cache miss",
             "ERROR: User alice@contoso.com does not exist in MSAL token cache. Run `az login`.",
             1,
-            &tenant,
             "unavailable: not logged in: run `az login --tenant t1`",
         ),
         (
-            "not logged in words",
             "You are not logged in.",
             1,
-            &none,
-            "unavailable: not logged in: run `az login`",
+            "unavailable: not logged in: run `az login --tenant t1`",
         ),
         (
-            "exit 127",
             "/usr/bin/az: line 3: python3: command not found",
             127,
-            &none,
             "unavailable: Azure CLI not found on PATH (az exited with status 127: /usr/bin/az: line 3: python3: command not found)",
         ),
+        // A Conditional Access code wins over the `az login` advice.
         (
-            "CA with az login advice is still CA",
             "ERROR: AADSTS53000: Device is not in required device state: compliant.\naz login\n",
             1,
-            &none,
             "ConditionalAccessBlocked: AADSTS53000: Device is not in required device state: compliant.",
         ),
         (
-            "MFA without claims names az login",
             "ERROR: AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication.\naz login --tenant \"t1\"\n",
             1,
-            &tenant,
             "InteractionRequired: AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication. (sign in again: run `az login --tenant t1`)",
         ),
         (
-            "revoked refresh token",
             "WARNING: something first\nERROR: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access.",
             1,
-            &none,
-            "InteractionRequired: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. (sign in again: run `az login`)",
+            "InteractionRequired: AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. (sign in again: run `az login --tenant t1`)",
         ),
+        // An AADSTS code that means nothing more is a rejection.
         (
-            "unknown AADSTS code is a rejection",
             "ERROR: AADSTS90002: Tenant 'nosuch' not found.",
             1,
-            &none,
             "CredentialRejected: AADSTS90002: Tenant 'nosuch' not found.",
         ),
         (
-            "subscription not found",
             "ERROR: Subscription 'nope' not found. Check the spelling and casing and try again.",
             1,
-            &none,
             "CredentialRejected: az failed (exit status 1): Subscription 'nope' not found. Check the spelling and casing and try again.",
         ),
         (
-            "network failure",
             "WARNING: retrying\nERROR: HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries exceeded with url: /organizations/oauth2/v2.0/token",
             1,
-            &none,
             "TokenServiceUnavailable: az failed (exit status 1): HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries exceeded with url: /organizations/oauth2/v2.0/token",
         ),
         (
-            "empty stderr",
             "",
             2,
-            &none,
             "CredentialRejected: az failed (exit status 2) without a message",
         ),
+        // argparse's error line, after a usage line.
         (
-            "argparse error after a usage line",
             "usage: az [-h] [--verbose]\naz: error: unrecognized arguments: --resource x\n",
             2,
-            &none,
             "CredentialRejected: az failed (exit status 2): az: error: unrecognized arguments: --resource x",
         ),
+        // The first line when there is no `ERROR:` line.
         (
-            "first line when no ERROR: line",
             "\n  Traceback (most recent call last):\n  File x\n",
             1,
-            &none,
             "CredentialRejected: az failed (exit status 1): Traceback (most recent call last):",
         ),
     ];
-    for (name, stderr, code, s, want) in cases {
-        assert_eq!(outcome(failure(stderr, exit(code), s, ARM)), want, "{name}");
+    for (stderr, code, want) in cases {
+        assert_eq!(
+            outcome(failure(stderr, exit(code), &tenant, ARM)),
+            want,
+            "{stderr}"
+        );
     }
 
     // A claims challenge in stderr: the hint carries it, and `aad.claims` the decoded JSON (for WWW-Authenticate).
-    let e = failed(failure(&mfa_with_claims, exit(1), &tenant, ARM));
+    let e = failed(failure(&mfa_with_claims, exit(1), &tenant, ARM), SOURCE);
     assert_eq!(e.kind, InteractionRequired);
     assert_eq!(
         e.message,
@@ -275,7 +252,7 @@ fn stderr_classification_table() {
 
     // CA with a claims challenge gets the same hint.
     let ca = mfa_with_claims.replace("AADSTS50076", "AADSTS53003");
-    let e = failed(failure(&ca, exit(1), &none, ARM));
+    let e = failed(failure(&ca, exit(1), &none, ARM), SOURCE);
     assert_eq!(e.kind, ConditionalAccessBlocked);
     assert!(e.message.ends_with(&format!(
         "(satisfy the policy: run `az login --scope {ARM} --claims-challenge {claims_b64}`)"
@@ -292,7 +269,7 @@ fn stderr_never_leaks_token_like_text() {
     let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwcyJ9.c2lnbmF0dXJl";
     let refresh = "0.AXoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKl";
     let stderr = format!("ERROR: unexpected response {jwt} and '{refresh}'");
-    let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM));
+    let e = failed(failure(&stderr, exit(1), &spec(None, None), ARM), SOURCE);
     assert_eq!(
         e.message,
         "az failed (exit status 1): unexpected response [redacted] and [redacted]"
@@ -409,7 +386,7 @@ async fn invalid_arguments_and_claims_never_run_az() {
         claims: Some(claims.into()),
         client_capabilities: true,
     };
-    let e = failed(error(spec(Some("t1"), None), &request).await);
+    let e = failed(error(spec(Some("t1"), None), &request).await, SOURCE);
     assert_eq!(e.kind, TokenErrorKind::InteractionRequired);
     let b64 = base64::engine::general_purpose::STANDARD.encode(claims);
     let command = format!("`az login --tenant t1 --scope {ARM} --claims-challenge {b64}`");
@@ -417,14 +394,17 @@ async fn invalid_arguments_and_claims_never_run_az() {
     assert_eq!(e.aad.unwrap().claims.as_deref(), Some(claims));
 
     // And with valid arguments, a missing program is "unavailable".
-    let reason = unavailable(error(spec(None, None), &TokenRequest::new(ARM)).await);
+    let reason = unavailable(
+        error(spec(None, None), &TokenRequest::new(ARM)).await,
+        SOURCE,
+    );
     assert_starts(&reason, "Azure CLI not found on PATH");
 }
 
 #[tokio::test]
 async fn az_is_searched_on_the_env_path_only() {
     let cred = |env: MapEnv| AzureCliCredential::new(spec(None, None), &env);
-    let reason = unavailable(cred(MapEnv::new()).tool.locate().await.unwrap_err());
+    let reason = unavailable(cred(MapEnv::new()).tool.locate().await.unwrap_err(), SOURCE);
     assert_eq!(reason, "Azure CLI not found on PATH (PATH is not set)");
     let reason = unavailable(
         cred(MapEnv::new().with("PATH", "relative/dir:/nonexistent"))
@@ -432,6 +412,7 @@ async fn az_is_searched_on_the_env_path_only() {
             .locate()
             .await
             .unwrap_err(),
+        SOURCE,
     );
     assert!(reason.starts_with("Azure CLI not found on PATH"));
     assert_eq!(cred(MapEnv::new()).kind(), "azure_cli");

@@ -1,6 +1,6 @@
 use super::*;
 use crate::auth::test_support::{
-    self, assert_ends, assert_has, assert_starts, fixture_json_lines, tool_error,
+    self, assert_ends, assert_has, assert_starts, fixture_json_objects, tool_error,
 };
 use crate::auth::{TokenErrorKind, TokenRequest};
 
@@ -13,7 +13,7 @@ fn failure(stderr: &str, code: i32) -> CredentialError {
 
 #[test]
 fn the_recorded_success_output_parses_as_utc() {
-    let lines = fixture_json_lines("azd_auth_token_outputs.txt");
+    let lines = fixture_json_objects("azd_auth_token_outputs.txt");
     let (token, at) = parse_output(lines[0].as_bytes()).unwrap();
     assert_eq!(token.expose(), "***");
     assert_eq!(at, test_support::utc(2038, 1, 18, 0, 0, 0));
@@ -44,7 +44,7 @@ fn the_arguments_are_an_argument_vector() {
 
 #[test]
 fn every_recorded_stderr_form_is_classified() {
-    let lines = fixture_json_lines("azd_auth_token_outputs.txt");
+    let lines = fixture_json_objects("azd_auth_token_outputs.txt");
     // Legacy generic failure: rejected with the message.
     let e = test_support::failed(failure(&lines[2], 1), SOURCE);
     assert_eq!(e.kind, TokenErrorKind::CredentialRejected);

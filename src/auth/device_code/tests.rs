@@ -7,8 +7,9 @@ use super::cache::{self, CacheError, StoredLogin};
 use super::*;
 use crate::auth::TokenCredential;
 use crate::auth::test_support::{
-    assert_ends, assert_has, entra, fixture_json_lines, owned, pairs, response,
+    assert_ends, assert_has, entra, fixture_json_objects, owned, pairs, response,
 };
+use crate::auth::token_endpoint::error_from_response;
 use crate::auth::token_response::parse_token_response;
 use crate::test_support::TempDir;
 
@@ -94,7 +95,7 @@ fn forms_in_order_with_decorated_scopes_and_the_claims_last_when_there_are_some(
 
 #[test]
 fn recorded_device_flow_parses_with_the_expiry_it_implies() {
-    let objects = fixture_json_lines("aad_device_code_flow_recorded.txt");
+    let objects = fixture_json_objects("aad_device_code_flow_recorded.txt");
     assert_eq!(objects.len(), 3, "start, pending poll, success");
     let (device_code, interval, prompt) = parse_device_code(objects[0].as_bytes()).unwrap();
     assert_eq!(interval, Duration::from_secs(5));

@@ -26,34 +26,21 @@ struct ErrorBody {
     error: Option<Value>,
 }
 
-/// `error` as an object.
-#[derive(Deserialize)]
-struct NestedError {
-    #[serde(default, deserialize_with = "lenient_json::text")]
-    message: Option<String>,
-    #[serde(default, deserialize_with = "lenient_json::text")]
-    code: Option<String>,
-}
-
 /// The human-readable text of an error body, in any of the shapes managed-identity endpoints use:
 /// `{"error_description"}` (IMDS, Arc), `{"message"}` (App Service, Azure ML), `{"error":{"message"}}`
 /// (Cloud Shell, Service Fabric), or a bare `{"error":"code"}`. Only these fields are read, never the whole body;
 /// the text is cut to its first line and [`MAX_DESCRIPTION_CHARS`].
 pub(super) fn error_description(body: &[u8]) -> Option<String> {
     let body: ErrorBody = lenient_json::from_object(body).ok()?;
-    let (nested, code) = match body.error {
-        Some(Value::String(code)) => (None, Some(code)),
-        Some(object @ Value::Object(_)) => (NestedError::deserialize(object).ok(), None),
-        _ => (None, None),
-    };
-    let (nested_message, nested_code) = nested.map_or((None, None), |n| (n.message, n.code));
+    let error = body.error.as_ref();
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     let fields = [
         body.error_description,
         body.message,
         body.message_capitalised,
-        nested_message,
-        nested_code,
-        code,
+        text(error.and_then(|e| e.get("message"))),
+        text(error.and_then(|e| e.get("code"))),
+        text(error),
     ];
     let first_line = |s: String| Some(s.lines().map(str::trim).find(|l| !l.is_empty())?.to_owned());
     let line = fields.into_iter().flatten().find_map(first_line)?;

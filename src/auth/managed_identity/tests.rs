@@ -8,7 +8,9 @@ use super::endpoint::{id_kind, with_query};
 use super::error_body::error_description;
 use super::*;
 use crate::auth::expiry;
-use crate::auth::test_support::{fixture, fixture_without_comments, owned, pairs};
+use crate::auth::test_support::{
+    fixture, fixture_json_objects, fixture_without_comments, owned, pairs,
+};
 use crate::auth::token_response::{EXPIRED, NO_EXPIRY, TokenResponse};
 use crate::env::MapEnv;
 
@@ -300,44 +302,23 @@ fn production_retry_schedule_matches_azure_identity() {
 #[test]
 fn retried_statuses_per_source() {
     use ManagedIdentitySource::{AppService, AzureMl, Imds};
-    for status in [404, 410, 429, 500, 503, 511, 599] {
-        assert!(Imds.retries(status), "{status}");
-    }
-    for status in [200, 400, 401, 403, 408] {
-        assert!(!Imds.retries(status), "{status}");
-    }
-    for status in [408, 429, 500, 502, 503, 504] {
-        assert!(AppService.retries(status), "{status}");
-    }
-    for status in [400, 401, 404, 410, 501] {
-        assert!(!AzureMl.retries(status), "{status}");
+    for (source, statuses, retried) in [
+        (Imds, &[404, 410, 429, 500, 503, 511, 599][..], true),
+        (Imds, &[200, 400, 401, 403, 408], false),
+        (AppService, &[408, 429, 500, 502, 503, 504], true),
+        (AzureMl, &[400, 401, 404, 410, 501], false),
+    ] {
+        for &status in statuses {
+            assert_eq!(source.retries(status), retried, "{source:?} {status}");
+        }
     }
 }
 
 // === responses: every managed-identity fixture ===
 
-/// The JSON objects of a text file: blocks from a line that starts with `{` to the first line (that one or a later
-/// one) that ends with `}`, which is how the fixture lays them out.
-fn json_blocks(text: &str) -> Vec<String> {
-    let (mut blocks, mut open) = (Vec::<String>::new(), false);
-    for line in text.lines() {
-        if !open && line.starts_with('{') {
-            blocks.push(String::new());
-            open = true;
-        }
-        if let (true, Some(block)) = (open, blocks.last_mut()) {
-            block.push_str(line);
-            block.push('\n');
-            open = !line.trim_end().ends_with('}');
-        }
-    }
-    blocks
-}
-
 #[test]
 fn fixture_managed_identity_responses_by_source() {
-    let text = fixture("managed_identity_responses_by_source.txt");
-    let blocks = json_blocks(&text);
+    let blocks = fixture_json_objects("managed_identity_responses_by_source.txt");
     assert_eq!(blocks.len(), 12, "the fixture's JSON blocks changed");
     let parse = |i: usize| TokenResponse::parse(blocks[i].as_bytes());
     let now = expiry::now_unix();

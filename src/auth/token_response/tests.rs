@@ -1,7 +1,7 @@
 use serde_json::Value;
 
 use super::*;
-use crate::auth::test_support::fixture_json_lines;
+use crate::auth::test_support::fixture_json_objects;
 
 /// v2 bodies (numbers), v1 bodies (strings, with `refresh_in`), and user flows' refresh tokens.
 #[test]
@@ -128,7 +128,7 @@ fn fields_of_other_types_count_as_absent() {
 /// Token-endpoint bodies (v1 strings with `expires_on`, v2 numbers without) give the expiry fields they say.
 #[test]
 fn token_endpoint_v1_and_v2_bodies() {
-    let lines = fixture_json_lines("aad_token_endpoint_v1_vs_v2_success.txt");
+    let lines = fixture_json_objects("aad_token_endpoint_v1_vs_v2_success.txt");
     let expiries: Vec<(Option<u64>, Option<u64>)> = lines
         .iter()
         .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("access_token").is_some()))
