@@ -70,7 +70,8 @@ impl Service<Request<ProxyBody>> for RouteService {
 
     fn call(&mut self, req: Request<ProxyBody>) -> ResponseFuture {
         match self {
-            RouteService::Stack(stack) => Box::pin(stack.call(req)),
+            // Already boxed.
+            RouteService::Stack(stack) => stack.call(req),
             RouteService::AzureMl(route) => {
                 let route = route.clone();
                 Box::pin(async move {
