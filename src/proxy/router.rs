@@ -38,16 +38,12 @@ struct RouterInner {
 
 /// Future of [`Router`]: the call of the request's route stack, its error tagged with the route; or the refusal.
 pub struct ResponseFuture {
-    state: State,
+    routed: Option<(RouteCall, Arc<Route>)>,
+    refused: Option<BoxError>,
 }
 
-enum State {
-    Routed {
-        call: Oneshot<RouteService, Request<ProxyBody>>,
-        route: Arc<Route>,
-    },
-    Refused(Option<BoxError>),
-}
+/// The call of a route's stack.
+type RouteCall = Oneshot<RouteService, Request<ProxyBody>>;
 
 // === impl Router ===
 
@@ -155,14 +151,13 @@ impl Service<Request<CallerBody>> for Router {
                 let idle = self.inner.request_idle.clone();
                 let req = req.map(|body| ProxyBody::request(body, idle, upload));
                 ResponseFuture {
-                    state: State::Routed {
-                        call: stack.oneshot(req),
-                        route,
-                    },
+                    routed: Some((stack.oneshot(req), route)),
+                    refused: None,
                 }
             }
             Err(e) => ResponseFuture {
-                state: State::Refused(Some(e)),
+                routed: None,
+                refused: Some(e),
             },
         }
     }
@@ -172,14 +167,16 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            State::Routed { call, route } => Pin::new(call).poll(cx).map_err(|error| {
+        let this = self.get_mut();
+        match &mut this.routed {
+            Some((call, route)) => Pin::new(call).poll(cx).map_err(|error| {
                 Box::new(RoutedError {
                     route: Arc::clone(route),
                     error,
                 }) as BoxError
             }),
-            State::Refused(error) => Poll::Ready(Err(error
+            None => Poll::Ready(Err(this
+                .refused
                 .take()
                 .unwrap_or_else(|| "polled after completion".into()))),
         }
