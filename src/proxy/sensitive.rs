@@ -76,15 +76,11 @@ mod tests {
     #[tokio::test]
     async fn every_value_of_a_secret_name_is_marked_and_nothing_else() {
         let key = HeaderName::from_static("x-aml-auth-proxy-key");
-        let mut service = MarkSensitiveLayer::new([
-            AUTHORIZATION,
-            PROXY_AUTHORIZATION,
-            COOKIE,
-            key.clone(),
-        ])
-        .layer(tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, std::convert::Infallible>(req)
-        }));
+        let mut service =
+            MarkSensitiveLayer::new([AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, key.clone()])
+                .layer(tower::service_fn(|req: Request<()>| async move {
+                    Ok::<_, std::convert::Infallible>(req)
+                }));
         let req = Request::get("/")
             .header(ACCEPT, "*/*")
             .header(COOKIE, "a=1")
@@ -112,5 +108,4 @@ mod tests {
             ]
         );
     }
-
 }
