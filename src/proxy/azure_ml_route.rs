@@ -70,8 +70,7 @@ impl Service<Request<ProxyBody>> for RouteService {
 
     fn call(&mut self, req: Request<ProxyBody>) -> ResponseFuture {
         match self {
-            // Already boxed.
-            RouteService::Stack(stack) => stack.call(req),
+            RouteService::Stack(stack) => Box::pin(stack.call(req)),
             RouteService::AzureMl(route) => {
                 let route = route.clone();
                 Box::pin(async move {
