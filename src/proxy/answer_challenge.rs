@@ -25,12 +25,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
+use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
@@ -64,8 +65,32 @@ struct Replay {
     limit: usize,
 }
 
-/// Future of [`AnswerChallenge`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
+/// A boxed future of [`AnswerChallenge`].
+type Boxed = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send + 'static>>;
+
+pin_project_lite::pin_project! {
+    /// Future of [`AnswerChallenge`]. A request without a body is sent at once, its copy kept beside the send, and
+    /// only a refusal of its token goes on in a boxed future ([`after_refusal`]); every other request is served
+    /// by a boxed [`answer`] (or sent as it is).
+    pub struct ResponseFuture<S>
+    where
+        S: Service<Request<ProxyBody>>,
+    {
+        #[pin]
+        first: Option<Oneshot<S, Request<ProxyBody>>>,
+        kept: Option<Kept<S>>,
+        boxed: Option<Boxed>,
+    }
+}
+
+/// What a replay of a request sent by [`ResponseFuture`] needs.
+struct Kept<S> {
+    inner: S,
+    parts: http::request::Parts,
+    caller: Option<ClientAddr>,
+    tokens: TokenSource,
+    replay: Arc<Replay>,
+}
 
 // === impl AnswerChallengeLayer ===
 
@@ -104,7 +129,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<ProxyBody>>;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -115,12 +140,103 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let Some(tokens) = self.replay.auth.tokens_for(req.headers()) else {
-            return Box::pin(call(inner, req));
+            return ResponseFuture::boxed(Box::pin(call(inner, req)));
         };
         let tokens = tokens.clone();
         let replay = Arc::clone(&self.replay);
-        Box::pin(answer(inner, req, tokens, replay))
+        if !(replayable(&req, &replay) && req.body().is_end_stream()) {
+            return ResponseFuture::boxed(Box::pin(answer(inner, req, tokens, replay)));
+        }
+        // No body to read first: sent now, as `answer` sends it after reading a body.
+        let (mut parts, _) = req.into_parts();
+        let (first, caller) = first_send(&mut parts, Bytes::new());
+        ResponseFuture {
+            first: Some(inner.clone().oneshot(first)),
+            kept: Some(Kept {
+                inner,
+                parts,
+                caller,
+                tokens,
+                replay,
+            }),
+            boxed: None,
+        }
     }
+}
+
+// === impl ResponseFuture ===
+
+impl<S> ResponseFuture<S>
+where
+    S: Service<Request<ProxyBody>>,
+{
+    fn boxed(future: Boxed) -> Self {
+        Self {
+            first: None,
+            kept: None,
+            boxed: Some(future),
+        }
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ProxyBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(boxed) = this.boxed.as_mut() {
+            return boxed.as_mut().poll(cx);
+        }
+        let Some(first) = this.first.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err("polled after completion".into()));
+        };
+        let sent = ready!(first.poll(cx));
+        this.first.set(None);
+        let mut response = sent.map_err(Into::into)?;
+        let Some(token) = refused_token(&mut response) else {
+            return Poll::Ready(Ok(response));
+        };
+        let Some(kept) = this.kept.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let mut boxed: Boxed = Box::pin(after_refusal(kept, Bytes::new(), response, token));
+        let polled = boxed.as_mut().poll(cx);
+        *this.boxed = Some(boxed);
+        polled
+    }
+}
+
+/// Whether `req`'s body can be kept for a replay (sending it again).
+fn replayable(req: &Request<ProxyBody>, replay: &Replay) -> bool {
+    replay.limit > 0
+        && !is_websocket_upgrade(req.version(), req.headers())
+        && req
+            .body()
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= replay.limit as u64)
+}
+
+/// The first send of a request whose body (`kept`) is in hand, and who is asking (for a replay); `parts` keeps a
+/// copy of the fields for a replay.
+fn first_send(
+    parts: &mut http::request::Parts,
+    kept: Bytes,
+) -> (Request<ProxyBody>, Option<ClientAddr>) {
+    // The first send takes the caller's extensions as they are, not a copy: the layers inside read only
+    // `ClientAddr` and `ReplayToken` (which a caller's request never carries). A replay gets who is asking.
+    let caller = parts.extensions.get::<ClientAddr>().cloned();
+    let extensions = std::mem::take(&mut parts.extensions);
+    // It takes the caller's header map too, which has room for the headers the layers inside add (a copy has
+    // none, and would grow); the copy, with the same fields in the same order, is kept for a replay.
+    let copy = parts.headers.clone();
+    let headers = std::mem::replace(&mut parts.headers, copy);
+    (copy_request(parts, headers, kept, extensions), caller)
 }
 
 async fn call<S>(inner: S, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError>
@@ -143,13 +259,8 @@ where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone,
     S::Error: Into<BoxError>,
 {
+    let replayable = replayable(&req, &replay);
     let (mut parts, body) = req.into_parts();
-    let replayable = replay.limit > 0
-        && !is_websocket_upgrade(parts.version, &parts.headers)
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= replay.limit as u64);
     if !replayable {
         // The body streams and cannot be sent twice: a refusal still drops the refused token.
         let mut response = call(inner, Request::from_parts(parts, body)).await?;
@@ -165,22 +276,40 @@ where
         return Ok(response);
     }
     let kept = buffer(body, replay.limit).await?;
-    // The first send takes the caller's extensions as they are, not a copy: the layers inside read only
-    // `ClientAddr` and `ReplayToken` (which a caller's request never carries). A replay gets who is asking.
-    let caller = parts.extensions.get::<ClientAddr>().cloned();
-    let extensions = std::mem::take(&mut parts.extensions);
-    // It takes the caller's header map too, which has room for the headers the layers inside add (a copy has
-    // none, and would grow); the copy, with the same fields in the same order, is kept for a replay.
-    let copy = parts.headers.clone();
-    let headers = std::mem::replace(&mut parts.headers, copy);
-    let mut response = call(
-        inner.clone(),
-        copy_request(&parts, headers, kept.clone(), extensions),
-    )
-    .await?;
+    let (first, caller) = first_send(&mut parts, kept.clone());
+    let mut response = call(inner.clone(), first).await?;
     let Some(token) = refused_token(&mut response) else {
         return Ok(response);
     };
+    let request = Kept {
+        inner,
+        parts,
+        caller,
+        tokens,
+        replay,
+    };
+    after_refusal(request, kept, response, token).await
+}
+
+/// After the first send of a `request` with the body `kept` was refused `token`: drops that token and replays
+/// once as the module describes, or gives back `response`.
+async fn after_refusal<S>(
+    request: Kept<S>,
+    kept: Bytes,
+    response: Response<ProxyBody>,
+    token: HeaderValue,
+) -> Result<Response<ProxyBody>, BoxError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    let Kept {
+        inner,
+        parts,
+        caller,
+        tokens,
+        replay,
+    } = request;
     if replay.rereads_secret() {
         // Dropped here, or already by a request refused at the same time: either way the next value is read
         // once and shared, and the request goes again with it. The same value again (a re-read within 5 s)

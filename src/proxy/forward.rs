@@ -128,10 +128,7 @@ impl Service<Request<UpstreamBody>> for Forward {
             .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let inbound = Inbound::of(&parts);
-        let target = match self
-            .route
-            .upstream_target(parts.uri.path(), parts.uri.query())
-        {
+        let target = match self.route.upstream_target_of(&parts.uri) {
             Ok(target) => target,
             Err(_) => {
                 return Box::pin(async {

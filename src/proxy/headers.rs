@@ -94,8 +94,11 @@ pub fn strip_caller_metadata(headers: &mut HeaderMap, forward: &[HeaderName]) {
 /// else it let through (`5, 5`) is written once. An unreadable value is left for hyper to refuse.
 pub fn canonical_content_length(headers: &mut HeaderMap) {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let (Some(first), None) = (values.next(), values.next()) else {
-        return rewrite_content_length(headers);
+    let first = match (values.next(), values.next()) {
+        (Some(first), None) => first,
+        // None: nothing to rewrite.
+        (None, _) => return,
+        (Some(_), Some(_)) => return rewrite_content_length(headers),
     };
     let bytes = first.as_bytes();
     let canonical = !bytes.is_empty()

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -42,8 +42,20 @@ pub struct ReplayToken(pub HeaderValue);
 #[derive(Clone)]
 pub struct RefusedToken(pub HeaderValue);
 
-/// Future of [`InjectToken`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
+/// A boxed future of [`InjectToken`]: one that waits for the token (or fails at once).
+type Waiting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
+
+pin_project_lite::pin_project! {
+    /// Future of [`InjectToken`]: the inner service's own future when the request could be sent at once (the token
+    /// was cached or came with a replay, or the request goes as it is), else a boxed one that waits for the token.
+    pub struct ResponseFuture<F, T> {
+        #[pin]
+        sent: Option<F>,
+        waiting: Option<Waiting<T>>,
+        // The token the sent request carries, for a `401`'s `RefusedToken`.
+        token: Option<HeaderValue>,
+    }
+}
 
 // === impl InjectTokenLayer ===
 
@@ -77,40 +89,92 @@ where
 {
     type Response = Response<R>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<R>>;
+    type Future = ResponseFuture<S::Future, Response<R>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // Move the readied service into the future and leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         if let RouteAuth::AzureMl(target) = &self.auth {
             // Not resolved, so not known where it may go: never forwarded (the resolved route serves it).
             let error =
                 ProxyError::UpstreamUnavailable(format!("{} is not resolved yet", target.what()));
-            return Box::pin(async move { Err(error.into()) });
+            return ResponseFuture::waiting(Box::pin(async move { Err(error.into()) }));
         }
         let Some(tokens) = self.auth.tokens_for(req.headers()) else {
-            // A pass-through route and a caller with its own token (or none and no credential): as sent.
-            return Box::pin(async move { inner.oneshot(req).await.map_err(Into::into) });
+            // A pass-through route and a caller with its own token (or none and no credential): as sent, by the
+            // service readied for this call.
+            return ResponseFuture::sent(self.inner.call(req), None);
         };
+        let token = match req.extensions_mut().remove::<ReplayToken>() {
+            Some(ReplayToken(token)) => Some(token),
+            None => tokens.cached_header_value(),
+        };
+        if let Some(token) = token {
+            // At hand (a cache hit, or a replay's own token): sent now.
+            req.headers_mut().insert(AUTHORIZATION, token.clone());
+            return ResponseFuture::sent(self.inner.call(req), Some(token));
+        }
+        // The token has to be waited for: move the readied service into the future and leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         let tokens = tokens.clone();
-        let replay = req.extensions_mut().remove::<ReplayToken>();
-        Box::pin(async move {
-            let token = match replay {
-                Some(ReplayToken(token)) => token,
-                None => tokens.header_value().await?,
-            };
+        ResponseFuture::waiting(Box::pin(async move {
+            let token = tokens.header_value().await?;
             req.headers_mut().insert(AUTHORIZATION, token.clone());
             let mut response = inner.oneshot(req).await.map_err(Into::into)?;
             if response.status() == StatusCode::UNAUTHORIZED {
                 response.extensions_mut().insert(RefusedToken(token));
             }
             Ok(response)
-        })
+        }))
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, T> ResponseFuture<F, T> {
+    /// The inner service's future for a request sent carrying `token` (`None`: as the caller sent it).
+    fn sent(future: F, token: Option<HeaderValue>) -> Self {
+        Self {
+            sent: Some(future),
+            waiting: None,
+            token,
+        }
+    }
+
+    fn waiting(future: Waiting<T>) -> Self {
+        Self {
+            sent: None,
+            waiting: Some(future),
+            token: None,
+        }
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, Response<R>>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<R>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(waiting) = this.waiting.as_mut() {
+            return waiting.as_mut().poll(cx);
+        }
+        let Some(sent) = this.sent.as_pin_mut() else {
+            return Poll::Ready(Err("polled after completion".into()));
+        };
+        let mut response = ready!(sent.poll(cx)).map_err(Into::into)?;
+        if let Some(token) = this.token.take()
+            && response.status() == StatusCode::UNAUTHORIZED
+        {
+            response.extensions_mut().insert(RefusedToken(token));
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

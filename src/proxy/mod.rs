@@ -1,7 +1,7 @@
 //! The proxy path. [`stack`] is the only place layers are ordered.
 //!
 //! ```text
-//! SetSensitiveRequestHeaders      marks Authorization/Proxy-Authorization/Cookie and the caller-key header
+//! MarkSensitive                   marks Authorization/Proxy-Authorization/Cookie and the caller-key header
 //!  │                              sensitive before anything logs
 //!  └ Trace                        the caller's traceparent continued (or a new trace), the proxy's span id sent
 //!     │                           on as the upstream's parent
@@ -41,6 +41,7 @@ pub mod respond;
 pub mod route;
 pub mod route_table;
 pub mod router;
+pub mod sensitive;
 pub mod shed;
 pub mod trace;
 pub mod www_authenticate;
@@ -50,7 +51,6 @@ use std::sync::Arc;
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use tower::ServiceBuilder;
 use tower::timeout::{Timeout, TimeoutLayer};
-use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 pub use crate::BoxError;
 use crate::config::Limits;
@@ -70,6 +70,7 @@ use self::respond::{Respond, RespondLayer};
 use self::route::{Route, RouteAuth};
 use self::route_table::RouteTable;
 use self::router::Router;
+use self::sensitive::{MarkSensitive, MarkSensitiveLayer};
 use self::shed::{Shed, ShedLayer};
 use self::trace::{Trace, TraceLayer};
 
@@ -77,7 +78,7 @@ use self::trace::{Trace, TraceLayer};
 pub type RouteStack = AnswerChallenge<InjectToken<Timeout<Forward>>>;
 
 /// The whole proxy service, ready for `TowerToHyperService`.
-pub type ProxyService = SetSensitiveRequestHeaders<Trace<Observe<Shed<Respond<Router>>>>>;
+pub type ProxyService = MarkSensitive<Trace<Observe<Shed<Respond<Router>>>>>;
 
 /// What building a route's own stack needs.
 pub struct StackParts {
@@ -157,7 +158,7 @@ pub fn stack(
     sensitive.extend(admission.caller_key_header().cloned());
     ServiceBuilder::new()
         // Secrets are marked sensitive before anything can log them.
-        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        .layer(MarkSensitiveLayer::new(sensitive))
         // Every request gets its trace context; new traces are sampled when spans are exported.
         .layer(TraceLayer::new(spans.is_some()))
         // Every request, shed ones too, is logged and counted once (and its span sent), when its response body ends.

@@ -166,6 +166,21 @@ impl Route {
             .build()
     }
 
+    /// The upstream request target for a request's (validated) target: [`Self::upstream_target`] of its path and
+    /// query, which is the request's own target, shared rather than rebuilt, when the upstream has no base path and
+    /// no prefix is stripped.
+    pub fn upstream_target_of(&self, uri: &Uri) -> Result<PathAndQuery, http::uri::InvalidUri> {
+        if self.base_path.is_empty()
+            && !(self.strip_prefix && self.prefix != "/")
+            && let Some(target) = uri.path_and_query()
+            // Its path and query as they are (a target without a path would be given one).
+            && target.as_str().starts_with('/')
+        {
+            return Ok(target.clone());
+        }
+        self.upstream_target(uri.path(), uri.query())
+    }
+
     /// The upstream request target (path and query) for a request path (already validated) and query.
     pub fn upstream_target(
         &self,
@@ -432,6 +447,39 @@ mod tests {
             uri(&score, "/score/my-endpoint/x", None),
             "https://my-endpoint.eastus.inference.ml.azure.com/score/x"
         );
+    }
+
+    #[test]
+    fn a_shared_target_is_the_rebuilt_one() {
+        let routes = [
+            route(&config("arm", "/", None, false, "https://h")),
+            route(&config("root", "/", None, true, "https://h/")),
+            route(&config("api", "/api", None, true, "https://h")),
+            route(&config("kept", "/api", None, false, "https://h")),
+            route(&config("base", "/", None, false, "https://h/score")),
+        ];
+        let targets = [
+            "/",
+            "/a/b?x=1&y",
+            "/api/v1?",
+            "/api",
+            "/p%20q?%41",
+            "http://h/x?y",
+            "http://h",
+            "http://h?q",
+            "*",
+        ];
+        for r in &routes {
+            for target in targets {
+                let uri: Uri = target.parse().unwrap();
+                assert_eq!(
+                    r.upstream_target_of(&uri).unwrap(),
+                    r.upstream_target(uri.path(), uri.query()).unwrap(),
+                    "{} {target}",
+                    r.name()
+                );
+            }
+        }
     }
 
     #[test]

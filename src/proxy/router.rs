@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::BoxError;
@@ -35,9 +36,14 @@ struct RouterInner {
     no_route: Arc<str>,
 }
 
-/// Future of [`Router`].
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static>>;
+/// Future of [`Router`]: the call of the request's route stack, its error tagged with the route; or the refusal.
+pub struct ResponseFuture {
+    routed: Option<(RouteCall, Arc<Route>)>,
+    refused: Option<BoxError>,
+}
+
+/// The call of a route's stack.
+type RouteCall = Oneshot<RouteService, Request<ProxyBody>>;
 
 // === impl Router ===
 
@@ -144,14 +150,41 @@ impl Service<Request<CallerBody>> for Router {
                 let upload = req.extensions_mut().remove::<Arc<UploadTicket>>();
                 let idle = self.inner.request_idle.clone();
                 let req = req.map(|body| ProxyBody::request(body, idle, upload));
-                Box::pin(async move {
-                    stack
-                        .oneshot(req)
-                        .await
-                        .map_err(|error| Box::new(RoutedError { route, error }) as BoxError)
-                })
+                ResponseFuture {
+                    routed: Some((stack.oneshot(req), route)),
+                    refused: None,
+                }
             }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Err(e) => ResponseFuture {
+                routed: None,
+                refused: Some(e),
+            },
         }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.routed {
+            Some((call, route)) => Pin::new(call).poll(cx).map_err(|error| {
+                Box::new(RoutedError {
+                    route: Arc::clone(route),
+                    error,
+                }) as BoxError
+            }),
+            None => Poll::Ready(Err(this
+                .refused
+                .take()
+                .unwrap_or_else(|| "polled after completion".into()))),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }

@@ -268,14 +268,21 @@ impl fmt::Debug for TokenCache {
 impl TokenSource {
     /// The `Authorization` value (`Bearer …`, marked sensitive). On a cache hit the future is ready at once.
     pub async fn header_value(&self) -> Result<HeaderValue, TokenUnavailable> {
-        let now = Instant::now();
-        if let Some(token) = self.entry.usable(now) {
-            if now >= token.refresh_at {
-                self.entry.refresh_soon(now);
-            }
-            return Ok(token.header.clone());
+        if let Some(header) = self.cached_header_value() {
+            return Ok(header);
         }
         self.entry.acquire().await.map(|t| t.header.clone())
+    }
+
+    /// The `Authorization` value on a cache hit (starting an early refresh when one is due, as
+    /// [`Self::header_value`] does), without a future; `None` when the token has to be waited for.
+    pub fn cached_header_value(&self) -> Option<HeaderValue> {
+        let now = Instant::now();
+        let token = self.entry.usable(now)?;
+        if now >= token.refresh_at {
+            self.entry.refresh_soon(now);
+        }
+        Some(token.header.clone())
     }
 
     /// The cached token (waiting for a fetch if needed), for the `token` command and tests.

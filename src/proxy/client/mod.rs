@@ -388,14 +388,16 @@ impl Origin {
                     if let Some(body) = in_hand {
                         *req.body_mut() = UpstreamBody::full(body);
                     }
-                    hyper_h1(conn.into_hyper_io())
+                    // Boxed, as below: hyper's handshake and exchange futures are large, and this future is
+                    // moved and boxed on every request that the own exchange serves.
+                    Box::pin(hyper_h1(conn.into_hyper_io()))
                         .await
                         .map_err(|e| Retry::No(UpstreamError::Request(e)))?
                 }
             },
         };
         req.headers_mut().insert(HOST, self.host.clone());
-        self.send_with_hyper(sender, reused, req, affinity).await
+        Box::pin(self.send_with_hyper(sender, reused, req, affinity)).await
     }
 
     /// hyper's client sends `req` on `sender`'s connection.
@@ -445,13 +447,13 @@ impl Origin {
                     read,
                     TokioIo::new(conn.into_hyper_io()),
                 ));
-                let sender = hyper_h1(io)
+                // Boxed: the cold path, whose futures would make every exchange's future larger.
+                let sender = Box::pin(hyper_h1(io))
                     .await
                     .map_err(|e| Retry::No(UpstreamError::Request(e)))?;
                 let mut stand_in = Request::new(UpstreamBody::empty());
                 *stand_in.method_mut() = head.method().clone();
-                self.send_with_hyper(sender, false, stand_in, affinity)
-                    .await
+                Box::pin(self.send_with_hyper(sender, false, stand_in, affinity)).await
             }
             Err(ExchangeError::Unsent(_)) if reused => {
                 let (parts, ()) = head.into_parts();
