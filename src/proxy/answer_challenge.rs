@@ -31,7 +31,6 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
@@ -77,7 +76,7 @@ pin_project_lite::pin_project! {
         S: Service<Request<ProxyBody>>,
     {
         #[pin]
-        first: Option<Oneshot<S, Request<ProxyBody>>>,
+        first: Option<S::Future>,
         kept: Option<Kept<S>>,
         boxed: Option<Boxed>,
     }
@@ -136,24 +135,23 @@ where
     }
 
     fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
-        // Move the readied service into the future and leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let Some(tokens) = self.replay.auth.tokens_for(req.headers()) else {
-            return ResponseFuture::boxed(Box::pin(call(inner, req)));
+            return ResponseFuture::boxed(Box::pin(call(self.take_readied(), req)));
         };
         let tokens = tokens.clone();
         let replay = Arc::clone(&self.replay);
         if !(replayable(&req, &replay) && req.body().is_end_stream()) {
+            let inner = self.take_readied();
             return ResponseFuture::boxed(Box::pin(answer(inner, req, tokens, replay)));
         }
-        // No body to read first: sent now, as `answer` sends it after reading a body.
+        // No body to read first: sent now by the readied service, as `answer` sends it after reading a body; a
+        // clone is kept for a replay.
         let (mut parts, _) = req.into_parts();
         let (first, caller) = first_send(&mut parts, Bytes::new());
         ResponseFuture {
-            first: Some(inner.clone().oneshot(first)),
+            first: Some(self.inner.call(first)),
             kept: Some(Kept {
-                inner,
+                inner: self.inner.clone(),
                 parts,
                 caller,
                 tokens,
@@ -161,6 +159,14 @@ where
             }),
             boxed: None,
         }
+    }
+}
+
+impl<S: Clone> AnswerChallenge<S> {
+    /// The readied service, for a future to call; a fresh clone is left behind.
+    fn take_readied(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
