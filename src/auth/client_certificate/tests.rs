@@ -97,3 +97,24 @@ fn send_chain_flag_parsing() {
         assert_eq!(parse(odd), None, "{odd:?}");
     }
 }
+
+/// The credential's `Debug` is derived: its certificate and assertion cache must print neither the private key nor a
+/// cached assertion.
+#[test]
+fn debug_shows_neither_the_key_nor_a_cached_assertion() {
+    let p = pki();
+    let cert = certificate();
+    let cache = AssertionCache::default();
+    let jwt = sign(&cache, &cert, AUD, T0);
+    let text = format!("{cache:?} {cert:?}");
+    let signature = jwt.expose().rsplit('.').next().unwrap();
+    assert!(!text.contains(signature), "{text}");
+    let key = pem("PRIVATE KEY", &p.leaf_key);
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(line), "{text}");
+    }
+    assert!(
+        text.contains("***"),
+        "the assertion is shown redacted: {text}"
+    );
+}
