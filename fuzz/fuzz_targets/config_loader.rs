@@ -16,19 +16,36 @@ fuzz_target!(|data: &[u8]| {
         .with("SECRET", CANARY)
         .with("HOME", "/nonexistent-home")
         .with("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com");
-    match from_yaml_str(&text, &env, ConfigOrigin::BuiltIn, Path::new("/nonexistent-base")) {
+    match from_yaml_str(
+        &text,
+        &env,
+        ConfigOrigin::BuiltIn,
+        Path::new("/nonexistent-base"),
+    ) {
         Ok(config) => {
-            assert!(!config.routes.is_empty(), "a valid configuration has routes");
-            assert!(!format!("{config:?}").contains(CANARY), "Debug shows the secret");
+            assert!(
+                !config.routes.is_empty(),
+                "a valid configuration has routes"
+            );
+            assert!(
+                !format!("{config:?}").contains(CANARY),
+                "Debug shows the secret"
+            );
         }
         Err(e) => {
-            assert!(!e.problems.is_empty(), "a refusal names at least one problem");
+            assert!(
+                !e.problems.is_empty(),
+                "a refusal names at least one problem"
+            );
             for p in &e.problems {
                 assert!(!p.message.is_empty());
             }
             let shown = e.to_string();
             if !text.contains(CANARY) {
-                assert!(!shown.contains(CANARY), "a problem echoed a secret from the environment: {shown}");
+                assert!(
+                    !shown.contains(CANARY),
+                    "a problem echoed a secret from the environment: {shown}"
+                );
             }
         }
     }
