@@ -66,6 +66,8 @@ fn bad_bodies_are_errors_that_never_echo_the_body() {
         br#"{"access_token":"x","expires_in":0}"#,
         br#"{"access_token":"x","expires_in":-5}"#,
         br#"{"access_token":"x","access_token":"y","expires_in":3600}"#,
+        // A byte that is not UTF-8 in a field no token source reads: still not JSON.
+        b"{\"access_token\":\"secret-canary\",\"expires_in\":3600,\"client_id\":\"24\x90c\"}",
     ] {
         let e = TokenResponse::parse(body).unwrap_err();
         assert!(!e.contains("canary"), "{e}");
